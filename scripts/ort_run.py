@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Run an ONNX model with onnxruntime (CPUExecutionProvider) on raw float32 input.
+
+Used by the Rust tests and benchmark as the reference implementation.
+
+  .venv/bin/python scripts/ort_run.py --model M.onnx --input in.f32 --shape 1,3,416,416 \\
+      --threads 2 --out OUTDIR [--repeat N] [--input-name NAME]
+
+Input: a raw little-endian float32 file for the model's (first) input, with --shape
+giving one frame's shape. Its size must be a multiple of one frame's element count.
+
+  * One frame: 1 warm-up run, then --repeat timed runs (default 1). Each output i is
+    written as OUTDIR/out{i}.f32 (raw float32, little-endian, C order).
+  * Several frames (file size = F x frame size, F > 1): the frames are run one after
+    another, after 1 warm-up run on frame 0; every frame is run --repeat times and each
+    run is timed. Output i of frame f is written as OUTDIR/out{i}_{f}.f32 (f from 0).
+    ms_all then holds F x repeat entries (frame-major), ms_median their median, and
+    meta.json also has "frames": F and "ms_per_frame": [median of each frame].
+
+OUTDIR/meta.json:
+  {"outputs": [{"name": ..., "shape": [...]}, ...],   # in the model's output order
+   "ms_median": float, "ms_all": [...], "threads": N, "frames": F, ...}
+
+Session: CPUExecutionProvider, intra_op_num_threads=--threads, inter_op_num_threads=1,
+ORT_SEQUENTIAL execution, full graph optimisation (ORT's default).
+Outputs that are not float32 are converted to float32 before writing.
+
+Exit status: 0 on success, 2 on bad arguments / missing files / wrong input size,
+1 if onnxruntime itself fails.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def die(msg, code=2):
+    print(f"ort_run.py: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_shape(s):
+    try:
+        dims = [int(x) for x in s.replace("x", ",").split(",") if x.strip() != ""]
+    except ValueError:
+        die(f"bad --shape {s!r}: expected comma-separated integers like 1,3,416,416")
+    if not dims or any(d <= 0 for d in dims):
+        die(f"bad --shape {s!r}: dimensions must be positive")
+    return dims
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        prog="ort_run.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="ONNX model file")
+    ap.add_argument("--input", required=True, help="raw little-endian float32 input file")
+    ap.add_argument("--shape", required=True, help="one frame's input shape, e.g. 1,3,416,416")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    ap.add_argument("--out", required=True, help="output directory (created if missing)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per frame after 1 warm-up (default 1)")
+    ap.add_argument("--input-name", default=None, help="model input to feed (default: the first)")
+    args = ap.parse_args()
+
+    if not os.path.isfile(args.model):
+        die(f"model file not found: {args.model}")
+    if not os.path.isfile(args.input):
+        die(f"input file not found: {args.input}")
+    if args.threads < 1:
+        die("--threads must be >= 1")
+    if args.repeat < 1:
+        die("--repeat must be >= 1")
+    shape = parse_shape(args.shape)
+    n = 1
+    for d in shape:
+        n *= d
+    size = os.path.getsize(args.input)
+    frame_bytes = n * 4
+    if size == 0 or size % frame_bytes != 0:
+        die(f"input {args.input} has {size} bytes, not a positive multiple of "
+            f"{frame_bytes} (= 4 x {'x'.join(map(str, shape))})")
+    frames = size // frame_bytes
+
+    import numpy as np
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        die(f"onnxruntime not importable ({e}); run scripts/setup-assets.sh and use .venv/bin/python")
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(args.model, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        die(f"onnxruntime could not load {args.model}: {e}", 1)
+
+    inputs = sess.get_inputs()
+    if args.input_name is not None:
+        names = [i.name for i in inputs]
+        if args.input_name not in names:
+            die(f"model has no input {args.input_name!r} (inputs: {names})")
+        inp = next(i for i in inputs if i.name == args.input_name)
+    else:
+        if len(inputs) != 1:
+            print(f"ort_run.py: warning: model has {len(inputs)} inputs, feeding the first "
+                  f"({inputs[0].name})", file=sys.stderr)
+        inp = inputs[0]
+    # check the given shape against the model's declared (static) dims
+    mshape = inp.shape
+    if len(mshape) != len(shape) or any(isinstance(m, int) and m != s for m, s in zip(mshape, shape)):
+        die(f"--shape {shape} does not match the model input {inp.name!r} shape {mshape}")
+
+    data = np.fromfile(args.input, dtype="<f4").reshape((frames, *shape))
+    out_names = [o.name for o in sess.get_outputs()]
+    os.makedirs(args.out, exist_ok=True)
+
+    def run(x):
+        try:
+            return sess.run(out_names, {inp.name: x})
+        except Exception as e:  # noqa: BLE001
+            die(f"onnxruntime run failed: {e}", 1)
+
+    run(np.ascontiguousarray(data[0]))  # warm-up
+    ms_all, ms_per_frame, out_shapes = [], [], None
+    for f in range(frames):
+        x = np.ascontiguousarray(data[f])
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            outs = run(x)
+            times.append((time.perf_counter() - t0) * 1000.0)
+        ms_all.extend(times)
+        ms_per_frame.append(statistics.median(times))
+        if out_shapes is None:
+            out_shapes = [list(o.shape) for o in outs]
+        for i, o in enumerate(outs):
+            name = f"out{i}.f32" if frames == 1 else f"out{i}_{f}.f32"
+            np.ascontiguousarray(o, dtype="<f4").tofile(os.path.join(args.out, name))
+
+    meta = {
+        "model": os.path.abspath(args.model),
+        "input": {"name": inp.name, "shape": shape},
+        "outputs": [{"name": nm, "shape": sh} for nm, sh in zip(out_names, out_shapes)],
+        "ms_median": statistics.median(ms_all),
+        "ms_all": ms_all,
+        "frames": frames,
+        "repeat": args.repeat,
+        "threads": args.threads,
+        "onnxruntime": ort.__version__,
+    }
+    if frames > 1:
+        meta["ms_per_frame"] = ms_per_frame
+    with open(os.path.join(args.out, "meta.json"), "w") as fh:
+        json.dump(meta, fh, indent=1)
+    print(f"{frames} frame(s), {len(ms_all)} timed run(s), median {meta['ms_median']:.2f} ms -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,736 @@
+//! Reference semantics of the non-spatial ONNX ops, on row-major tensors. Used to fold constant
+//! subgraphs at load time and to run the (small) detection-head tail densely each frame.
+
+use super::act::Act;
+use super::onnx::Node;
+use crate::error::{tensor_err, Result};
+use crate::tensor::{broadcast_index_map, broadcast_shape, norm_axis, strides_of, DType, Tensor};
+
+/// The ops `eval` understands.
+pub const GENERIC_OPS: &[&str] = &[
+    "Identity",
+    "Constant",
+    "Cast",
+    "Shape",
+    "Size",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Flatten",
+    "Concat",
+    "Reshape",
+    "Range",
+    "ConstantOfShape",
+    "Expand",
+    "Transpose",
+    "Slice",
+    "Split",
+    "Softmax",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Min",
+    "Max",
+    "Equal",
+    "Less",
+    "Greater",
+    "Where",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Neg",
+    "Floor",
+    "Ceil",
+    "Abs",
+    "Reciprocal",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "SiLU",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Clip",
+    "Conv",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "MatMul",
+    "Not",
+];
+
+pub fn is_generic(op: &str) -> bool {
+    GENERIC_OPS.contains(&op)
+}
+
+/// Evaluates one node. `inputs[i]` is None for an omitted optional input.
+pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let op = node.op.as_str();
+    let req = |i: usize| -> Result<&Tensor> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| tensor_err(op, format!("input {i} is missing")))
+    };
+    let out = match op {
+        "Identity" => req(0)?.clone(),
+        "Constant" => {
+            if let Some(t) = node.tensor("value") {
+                t.clone()
+            } else if let Some(v) = node.floats("value_floats") {
+                Tensor::new(vec![v.len()], v)
+            } else if let Some(v) = node.ints("value_ints") {
+                Tensor::ints(vec![v.len()], &v)
+            } else if node.attrs.contains_key("value_float") {
+                Tensor::new(vec![], vec![node.float("value_float", 0.0)])
+            } else if node.attrs.contains_key("value_int") {
+                Tensor::ints(vec![], &[node.int("value_int", 0)])
+            } else {
+                return Err(tensor_err(op, "no supported value attribute"));
+            }
+        }
+        "Cast" => {
+            let mut t = req(0)?.clone();
+            // ONNX type codes: 1 float, 10 f16, 11 double, 9 bool, others integer.
+            match node.int("to", 1) {
+                1 | 10 | 11 => t.dtype = DType::Float,
+                9 => {
+                    t.data.iter_mut().for_each(|v| *v = (*v != 0.0) as u8 as f32);
+                    t.dtype = DType::Bool
+                }
+                _ => {
+                    t.data.iter_mut().for_each(|v| *v = v.trunc());
+                    t.dtype = DType::Int
+                }
+            }
+            t
+        }
+        "Shape" => {
+            let s: Vec<i64> = req(0)?.shape.iter().map(|&d| d as i64).collect();
+            let r = s.len() as i64;
+            let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let start = clampi(node.int("start", 0));
+            let end = clampi(node.int("end", r));
+            let s = &s[start..end.max(start)];
+            Tensor::ints(vec![s.len()], s)
+        }
+        "Size" => Tensor::ints(vec![], &[req(0)?.len() as i64]),
+        "Gather" => gather(req(0)?, req(1)?, node.int("axis", 0))?,
+        "Unsqueeze" => {
+            let x = req(0)?;
+            let axes = axes_input(node, inputs, 1).unwrap_or_default();
+            let r = x.rank() + axes.len();
+            let mut axes: Vec<usize> = axes
+                .iter()
+                .map(|&a| norm_axis(a, r).ok_or_else(|| tensor_err(op, "bad axis")))
+                .collect::<Result<_>>()?;
+            axes.sort();
+            let mut shape = x.shape.clone();
+            for a in axes {
+                shape.insert(a, 1);
+            }
+            Tensor {
+                shape,
+                ..x.clone()
+            }
+        }
+        "Squeeze" => {
+            let x = req(0)?;
+            let axes = axes_input(node, inputs, 1);
+            let shape: Vec<usize> = match axes {
+                Some(axes) => {
+                    let axes: Vec<usize> = axes
+                        .iter()
+                        .filter_map(|&a| norm_axis(a, x.rank()))
+                        .collect();
+                    x.shape
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !axes.contains(i))
+                        .map(|(_, &d)| d)
+                        .collect()
+                }
+                None => x.shape.iter().copied().filter(|&d| d != 1).collect(),
+            };
+            Tensor {
+                shape,
+                ..x.clone()
+            }
+        }
+        "Flatten" => {
+            let x = req(0)?;
+            let a = norm_axis(node.int("axis", 1), x.rank() + 1)
+                .ok_or_else(|| tensor_err(op, "bad axis"))?;
+            let outer: usize = x.shape[..a].iter().product();
+            Tensor {
+                shape: vec![outer, x.len() / outer.max(1)],
+                ..x.clone()
+            }
+        }
+        "Concat" => {
+            let ts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+            concat(&ts, node.int("axis", 0))?
+        }
+        "Reshape" => reshape(req(0)?, &req(1)?.as_i64(), node.int("allowzero", 0) != 0)?,
+        "Range" => {
+            let (s, l, d) = (req(0)?.data[0], req(1)?.data[0], req(2)?.data[0]);
+            if d == 0.0 {
+                return Err(tensor_err(op, "delta is zero"));
+            }
+            let n = (((l - s) / d).ceil()).max(0.0) as usize;
+            let data: Vec<f32> = (0..n).map(|i| s + i as f32 * d).collect();
+            Tensor {
+                shape: vec![n],
+                data,
+                dtype: req(0)?.dtype,
+            }
+        }
+        "ConstantOfShape" => {
+            let shape: Vec<usize> = req(0)?.as_i64().iter().map(|&d| d as usize).collect();
+            let (v, dt) = node
+                .tensor("value")
+                .map(|t| (t.data.first().copied().unwrap_or(0.0), t.dtype))
+                .unwrap_or((0.0, DType::Float));
+            let n = shape.iter().product();
+            Tensor {
+                shape,
+                data: vec![v; n],
+                dtype: dt,
+            }
+        }
+        "Expand" => {
+            let x = req(0)?;
+            let want: Vec<usize> = req(1)?.as_i64().iter().map(|&d| d as usize).collect();
+            let shape = broadcast_shape(&x.shape, &want)
+                .ok_or_else(|| tensor_err(op, "shapes do not broadcast"))?;
+            let map = broadcast_index_map(&x.shape, &shape);
+            Tensor {
+                data: map.iter().map(|&i| x.data[i]).collect(),
+                shape,
+                dtype: x.dtype,
+            }
+        }
+        "Transpose" => {
+            let x = req(0)?;
+            let perm: Vec<usize> = node
+                .ints("perm")
+                .map(|p| p.iter().map(|&a| a as usize).collect())
+                .unwrap_or_else(|| (0..x.rank()).rev().collect());
+            transpose(x, &perm)?
+        }
+        "Slice" => slice(node, inputs)?,
+        "Split" => return split(node, inputs),
+        "Softmax" => {
+            let x = req(0)?;
+            let default_axis = if node.int("_opset", 13) < 13 { 1 } else { -1 };
+            let a = norm_axis(node.int("axis", default_axis), x.rank())
+                .ok_or_else(|| tensor_err(op, "bad axis"))?;
+            softmax(x, a)
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Min" | "Max" | "Equal" | "Less" | "Greater" => {
+            let mut acc = req(0)?.clone();
+            for i in 1..inputs.len() {
+                acc = binary(op, &acc, req(i)?)?;
+            }
+            acc
+        }
+        "Where" => {
+            let (c, a, b) = (req(0)?, req(1)?, req(2)?);
+            let s = broadcast_shape(&broadcast_shape(&c.shape, &a.shape).unwrap_or_default(), &b.shape)
+                .ok_or_else(|| tensor_err(op, "shapes do not broadcast"))?;
+            let (mc, ma, mb) = (
+                broadcast_index_map(&c.shape, &s),
+                broadcast_index_map(&a.shape, &s),
+                broadcast_index_map(&b.shape, &s),
+            );
+            let data = (0..mc.len())
+                .map(|i| if c.data[mc[i]] != 0.0 { a.data[ma[i]] } else { b.data[mb[i]] })
+                .collect();
+            Tensor {
+                shape: s,
+                data,
+                dtype: a.dtype,
+            }
+        }
+        "Not" => {
+            let mut t = req(0)?.clone();
+            t.data.iter_mut().for_each(|v| *v = (*v == 0.0) as u8 as f32);
+            t
+        }
+        "Sqrt" | "Exp" | "Log" | "Neg" | "Floor" | "Ceil" | "Abs" | "Reciprocal" => {
+            let mut t = req(0)?.clone();
+            let f: fn(f32) -> f32 = match op {
+                "Sqrt" => f32::sqrt,
+                "Exp" => f32::exp,
+                "Log" => f32::ln,
+                "Neg" => |v| -v,
+                "Floor" => f32::floor,
+                "Ceil" => f32::ceil,
+                "Abs" => f32::abs,
+                _ => |v| 1.0 / v,
+            };
+            t.data.iter_mut().for_each(|v| *v = f(*v));
+            t
+        }
+        "Clip" => {
+            let mut t = req(0)?.clone();
+            let (lo, hi) = clip_bounds(node, inputs);
+            Act::Clip(lo, hi).apply_slice(&mut t.data);
+            t
+        }
+        "Conv" => conv_nchw(node, req(0)?, req(1)?, inputs.get(2).copied().flatten())?,
+        "GlobalAveragePool" => {
+            let x = req(0)?;
+            reduce_mean(x, &(2..x.rank()).collect::<Vec<_>>(), true)
+        }
+        "ReduceMean" => {
+            let x = req(0)?;
+            let axes = axes_input(node, inputs, 1)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|&v| norm_axis(v, x.rank()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_else(|| (0..x.rank()).collect());
+            reduce_mean(x, &axes, node.int("keepdims", 1) != 0)
+        }
+        "MatMul" => matmul(req(0)?, req(1)?)?,
+        _ => {
+            if let Some(act) = Act::from_onnx(op, node) {
+                let mut t = req(0)?.clone();
+                act.apply_slice(&mut t.data);
+                t
+            } else {
+                return Err(tensor_err(op, "not supported by the generic evaluator"));
+            }
+        }
+    };
+    Ok(vec![out])
+}
+
+/// Clip's bounds: attributes before opset 11, optional inputs after.
+pub fn clip_bounds(node: &Node, inputs: &[Option<&Tensor>]) -> (f32, f32) {
+    let lo = inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .map(|t| t.data[0])
+        .unwrap_or(node.float("min", f32::MIN));
+    let hi = inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .map(|t| t.data[0])
+        .unwrap_or(node.float("max", f32::MAX));
+    (lo, hi)
+}
+
+/// Axes given as attribute (old opsets) or as the input at `idx` (new opsets).
+fn axes_input(node: &Node, inputs: &[Option<&Tensor>], idx: usize) -> Option<Vec<i64>> {
+    node.ints("axes")
+        .or_else(|| inputs.get(idx).copied().flatten().map(|t| t.as_i64()))
+}
+
+pub fn reshape(x: &Tensor, want: &[i64], allowzero: bool) -> Result<Tensor> {
+    let mut shape: Vec<i64> = want
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            if d == 0 && !allowzero {
+                x.shape.get(i).map(|&v| v as i64).unwrap_or(0)
+            } else {
+                d
+            }
+        })
+        .collect();
+    let known: i64 = shape.iter().filter(|&&d| d >= 0).product();
+    if let Some(p) = shape.iter().position(|&d| d == -1) {
+        if known == 0 {
+            return Err(tensor_err("Reshape", "cannot infer -1 with a zero dim"));
+        }
+        shape[p] = x.len() as i64 / known;
+    }
+    let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    if shape.iter().product::<usize>() != x.len() {
+        return Err(tensor_err(
+            "Reshape",
+            format!("cannot reshape {:?} to {:?}", x.shape, want),
+        ));
+    }
+    Ok(Tensor {
+        shape,
+        data: x.data.clone(),
+        dtype: x.dtype,
+    })
+}
+
+pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    if perm.len() != x.rank() {
+        return Err(tensor_err("Transpose", "perm length differs from rank"));
+    }
+    let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    let src_strides = x.strides();
+    let strides: Vec<usize> = perm.iter().map(|&p| src_strides[p]).collect();
+    let mut data = Vec::with_capacity(x.len());
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..x.len() {
+        data.push(x.data[idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>()]);
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(Tensor {
+        shape,
+        data,
+        dtype: x.dtype,
+    })
+}
+
+fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> Result<Tensor> {
+    let a = norm_axis(axis, x.rank()).ok_or_else(|| tensor_err("Gather", "bad axis"))?;
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let n = x.shape[a] as i64;
+    let mut data = Vec::with_capacity(outer * idx.len() * inner);
+    for o in 0..outer {
+        for &i in &idx.as_i64() {
+            let i = if i < 0 { i + n } else { i };
+            if !(0..n).contains(&i) {
+                return Err(tensor_err("Gather", format!("index {i} out of range {n}")));
+            }
+            let base = (o * x.shape[a] + i as usize) * inner;
+            data.extend_from_slice(&x.data[base..base + inner]);
+        }
+    }
+    let mut shape = x.shape[..a].to_vec();
+    shape.extend_from_slice(&idx.shape);
+    shape.extend_from_slice(&x.shape[a + 1..]);
+    Ok(Tensor {
+        shape,
+        data,
+        dtype: x.dtype,
+    })
+}
+
+pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
+    let first = ts.first().ok_or_else(|| tensor_err("Concat", "no inputs"))?;
+    let a = norm_axis(axis, first.rank()).ok_or_else(|| tensor_err("Concat", "bad axis"))?;
+    let outer: usize = first.shape[..a].iter().product();
+    let mut shape = first.shape.clone();
+    shape[a] = 0;
+    for t in ts {
+        if t.rank() != first.rank()
+            || t.shape[..a] != first.shape[..a]
+            || t.shape[a + 1..] != first.shape[a + 1..]
+        {
+            return Err(tensor_err(
+                "Concat",
+                format!("shapes {:?} and {:?} differ off axis {a}", first.shape, t.shape),
+            ));
+        }
+        shape[a] += t.shape[a];
+    }
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for t in ts {
+            let chunk = t.len() / outer.max(1);
+            data.extend_from_slice(&t.data[o * chunk..(o + 1) * chunk]);
+        }
+    }
+    Ok(Tensor {
+        shape,
+        data,
+        dtype: first.dtype,
+    })
+}
+
+fn slice(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    let x = inputs[0].ok_or_else(|| tensor_err("Slice", "no input"))?;
+    let get = |i: usize, attr: &str| -> Option<Vec<i64>> {
+        node.ints(attr)
+            .or_else(|| inputs.get(i).copied().flatten().map(|t| t.as_i64()))
+    };
+    let starts = get(1, "starts").ok_or_else(|| tensor_err("Slice", "no starts"))?;
+    let ends = get(2, "ends").ok_or_else(|| tensor_err("Slice", "no ends"))?;
+    let axes = get(3, "axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = inputs
+        .get(4)
+        .copied()
+        .flatten()
+        .map(|t| t.as_i64())
+        .unwrap_or_else(|| vec![1; starts.len()]);
+    let r = x.rank();
+    let mut begin = vec![0i64; r];
+    let mut step = vec![1i64; r];
+    let mut count: Vec<usize> = x.shape.clone();
+    for k in 0..starts.len() {
+        let a = norm_axis(axes[k], r).ok_or_else(|| tensor_err("Slice", "bad axis"))?;
+        let d = x.shape[a] as i64;
+        let s = steps[k];
+        if s == 0 {
+            return Err(tensor_err("Slice", "step 0"));
+        }
+        let fix = |v: i64| if v < 0 { v + d } else { v };
+        let (b, e) = if s > 0 {
+            (fix(starts[k]).clamp(0, d), fix(ends[k]).clamp(0, d))
+        } else {
+            (fix(starts[k]).clamp(-1, d - 1), fix(ends[k]).clamp(-1, d - 1))
+        };
+        let n = if s > 0 {
+            ((e - b + s - 1) / s).max(0)
+        } else {
+            ((b - e + (-s) - 1) / (-s)).max(0)
+        };
+        begin[a] = b;
+        step[a] = s;
+        count[a] = n as usize;
+    }
+    let strides = x.strides();
+    let total: usize = count.iter().product();
+    let mut data = Vec::with_capacity(total);
+    let mut idx = vec![0usize; r];
+    for _ in 0..total {
+        let off: i64 = (0..r)
+            .map(|d| (begin[d] + idx[d] as i64 * step[d]) * strides[d] as i64)
+            .sum();
+        data.push(x.data[off as usize]);
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < count[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(Tensor {
+        shape: count,
+        data,
+        dtype: x.dtype,
+    })
+}
+
+/// Split sizes from the attribute (old opsets), the input (new) or equal parts.
+pub fn split_sizes(node: &Node, split_input: Option<&Tensor>, dim: usize) -> Vec<usize> {
+    let n_out = node.outputs.len().max(1);
+    node.ints("split")
+        .or_else(|| split_input.map(|t| t.as_i64()))
+        .map(|v| v.iter().map(|&s| s as usize).collect())
+        .unwrap_or_else(|| {
+            let n = node.int("num_outputs", n_out as i64) as usize;
+            let part = dim.div_ceil(n);
+            (0..n).map(|i| part.min(dim - (part * i).min(dim))).collect()
+        })
+}
+
+fn split(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = inputs[0].ok_or_else(|| tensor_err("Split", "no input"))?;
+    let a = norm_axis(node.int("axis", 0), x.rank()).ok_or_else(|| tensor_err("Split", "bad axis"))?;
+    let sizes = split_sizes(node, inputs.get(1).copied().flatten(), x.shape[a]);
+    if sizes.iter().sum::<usize>() != x.shape[a] {
+        return Err(tensor_err("Split", "split sizes do not add up"));
+    }
+    let outer: usize = x.shape[..a].iter().product();
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let mut outs = Vec::new();
+    let mut off = 0;
+    for s in sizes {
+        let mut data = Vec::with_capacity(outer * s * inner);
+        for o in 0..outer {
+            let base = (o * x.shape[a] + off) * inner;
+            data.extend_from_slice(&x.data[base..base + s * inner]);
+        }
+        let mut shape = x.shape.clone();
+        shape[a] = s;
+        outs.push(Tensor {
+            shape,
+            data,
+            dtype: x.dtype,
+        });
+        off += s;
+    }
+    Ok(outs)
+}
+
+fn softmax(x: &Tensor, a: usize) -> Tensor {
+    let mut out = x.clone();
+    let n = x.shape[a];
+    let inner: usize = x.shape[a + 1..].iter().product();
+    let outer: usize = x.shape[..a].iter().product();
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * n + k) * inner + i;
+            let m = (0..n).map(|k| x.data[at(k)]).fold(f32::MIN, f32::max);
+            let mut sum = 0.0;
+            for k in 0..n {
+                let e = (x.data[at(k)] - m).exp();
+                out.data[at(k)] = e;
+                sum += e;
+            }
+            for k in 0..n {
+                out.data[at(k)] /= sum;
+            }
+        }
+    }
+    out
+}
+
+pub fn binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let shape = broadcast_shape(&a.shape, &b.shape).ok_or_else(|| {
+        tensor_err(op, format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape))
+    })?;
+    let ints = a.dtype == DType::Int && b.dtype == DType::Int;
+    let f: fn(f32, f32) -> f32 = match op {
+        "Add" => |x, y| x + y,
+        "Sub" => |x, y| x - y,
+        "Mul" => |x, y| x * y,
+        "Div" => |x, y| x / y,
+        "Pow" => f32::powf,
+        "Min" => f32::min,
+        "Max" => f32::max,
+        "Equal" => |x, y| (x == y) as u8 as f32,
+        "Less" => |x, y| (x < y) as u8 as f32,
+        "Greater" => |x, y| (x > y) as u8 as f32,
+        _ => return Err(tensor_err(op, "not a binary op")),
+    };
+    let (ma, mb) = (
+        broadcast_index_map(&a.shape, &shape),
+        broadcast_index_map(&b.shape, &shape),
+    );
+    let data = ma
+        .iter()
+        .zip(&mb)
+        .map(|(&i, &j)| {
+            let v = f(a.data[i], b.data[j]);
+            if ints && op == "Div" {
+                v.trunc()
+            } else {
+                v
+            }
+        })
+        .collect();
+    let dtype = match op {
+        "Equal" | "Less" | "Greater" => DType::Bool,
+        _ => a.dtype,
+    };
+    Ok(Tensor { shape, data, dtype })
+}
+
+fn reduce_mean(x: &Tensor, axes: &[usize], keep: bool) -> Tensor {
+    let out_full: Vec<usize> = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let n_out: usize = out_full.iter().product();
+    let mut sums = vec![0f64; n_out];
+    let ostr = strides_of(&out_full);
+    let mut idx = vec![0usize; x.rank()];
+    for &v in &x.data {
+        let o: usize = (0..x.rank())
+            .map(|d| if axes.contains(&d) { 0 } else { idx[d] * ostr[d] })
+            .sum();
+        sums[o] += v as f64;
+        for d in (0..x.rank()).rev() {
+            idx[d] += 1;
+            if idx[d] < x.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    let cnt = (x.len() / n_out.max(1)) as f64;
+    let shape = if keep {
+        out_full
+    } else {
+        x.shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect()
+    };
+    Tensor::new(shape, sums.iter().map(|s| (s / cnt) as f32).collect())
+}
+
+fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.rank() < 2 || b.rank() != 2 || a.shape[a.rank() - 1] != b.shape[0] {
+        return Err(tensor_err(
+            "MatMul",
+            format!("unsupported shapes {:?} x {:?}", a.shape, b.shape),
+        ));
+    }
+    let k = b.shape[0];
+    let n = b.shape[1];
+    let m = a.len() / k;
+    let mut data = vec![0f32; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let av = a.data[i * k + p];
+            for j in 0..n {
+                data[i * n + j] += av * b.data[p * n + j];
+            }
+        }
+    }
+    let mut shape = a.shape.clone();
+    *shape.last_mut().unwrap() = n;
+    Ok(Tensor::new(shape, data))
+}
+
+/// Straightforward NCHW convolution for small tail tensors (e.g. YOLOv8's DFL 1x1 conv).
+fn conv_nchw(node: &Node, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if x.rank() != 4 || w.rank() != 4 {
+        return Err(tensor_err("Conv", "only 2-D convolution is supported"));
+    }
+    let (c, h, wd) = (x.shape[1], x.shape[2], x.shape[3]);
+    let (co, cig, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+    let g = node.int("group", 1) as usize;
+    let s = node.ints("strides").unwrap_or(vec![1, 1]);
+    let d = node.ints("dilations").unwrap_or(vec![1, 1]);
+    let p = node.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+    if node.string("auto_pad", "NOTSET") != "NOTSET" && !(kh == 1 && kw == 1) {
+        return Err(tensor_err("Conv", "auto_pad in the tail is not supported"));
+    }
+    if cig * g != c {
+        return Err(tensor_err("Conv", "channel count does not match weights"));
+    }
+    let oh = (h as i64 + p[0] + p[2] - d[0] * (kh as i64 - 1) - 1) / s[0] + 1;
+    let ow = (wd as i64 + p[1] + p[3] - d[1] * (kw as i64 - 1) - 1) / s[1] + 1;
+    let (oh, ow) = (oh.max(0) as usize, ow.max(0) as usize);
+    let cog = co / g;
+    let mut out = vec![0f32; co * oh * ow];
+    for oc in 0..co {
+        let grp = oc / cog;
+        let bias = b.map(|b| b.data[oc]).unwrap_or(0.0);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = bias;
+                for ic in 0..cig {
+                    let ci = grp * cig + ic;
+                    for ky in 0..kh {
+                        let iy = oy as i64 * s[0] - p[0] + ky as i64 * d[0];
+                        if iy < 0 || iy >= h as i64 {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = ox as i64 * s[1] - p[1] + kx as i64 * d[1];
+                            if ix < 0 || ix >= wd as i64 {
+                                continue;
+                            }
+                            acc += x.data[(ci * h + iy as usize) * wd + ix as usize]
+                                * w.data[((oc * cig + ic) * kh + ky) * kw + kx];
+                        }
+                    }
+                }
+                out[(oc * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    Ok(Tensor::new(vec![1, co, oh, ow], out))
+}
