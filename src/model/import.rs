@@ -167,11 +167,18 @@ fn fuse_gated_activations(nodes: &mut Vec<Node>) {
     });
 }
 
+/// A spatial Pad (top, left, bottom, right) waiting to be absorbed by the consumer.
+#[derive(Clone, Copy, Debug)]
+struct PendingPad {
+    px: [usize; 4],
+    value: f32,
+}
+
 #[derive(Clone, Debug)]
 enum Val {
     Const(Tensor),
     /// A spatial feature map, possibly with a zero Pad (t, l, b, r) not yet absorbed.
-    Feature { view: View, pad: Option<[usize; 4]> },
+    Feature { view: View, pad: Option<PendingPad> },
     /// A runtime tensor on the dense path.
     Slot(usize),
     /// A pure rearrangement of a feature view: value.flat[i] = base_nchw.flat[index[i]].
@@ -354,9 +361,9 @@ impl<'g> Builder<'g> {
             }
             ("Pad", Some(Val::Feature { view, pad: None })) => self.pad(n, *view),
             (_, Some(Val::Feature { pad: Some(_), .. }))
-                if !matches!(&n.op[..], "Conv" | "AveragePool") =>
+                if !matches!(&n.op[..], "Conv" | "AveragePool" | "MaxPool") =>
             {
-                Err(self.unsupported(n, " after a Pad (a spatial Pad must feed a Conv or AveragePool)"))
+                Err(self.unsupported(n, " after a Pad (a spatial Pad must feed a Conv or a pooling layer)"))
             }
             ("Conv" | "ConvTranspose", Some(Val::Feature { view, pad })) => self.conv(n, *view, *pad),
             ("BatchNormalization", Some(Val::Feature { view, .. })) => self.batchnorm(n, *view),
@@ -479,18 +486,18 @@ impl<'g> Builder<'g> {
             Some(Val::Const(t)) => t.data.first().copied().unwrap_or(0.0),
             _ => n.float("value", 0.0),
         };
-        if mode != "constant" || value != 0.0 {
-            return Err(self.unsupported(n, format!(" with mode {mode} value {value} (only zero padding)")));
+        if mode != "constant" || !(value == 0.0 || value == f32::NEG_INFINITY) {
+            return Err(self.unsupported(n, format!(" with mode {mode} value {value} (only constant 0 before Conv/AveragePool or -inf before MaxPool)")));
         }
         if pads.len() != 8 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || pads.iter().any(|&p| p < 0) {
             return Err(self.unsupported(n, format!(" with pads {pads:?} (only spatial zero padding)")));
         }
-        let p = [pads[2] as usize, pads[3] as usize, pads[6] as usize, pads[7] as usize];
-        self.set(&n.outputs[0], Val::Feature { view, pad: Some(p) });
+        let px = [pads[2] as usize, pads[3] as usize, pads[6] as usize, pads[7] as usize];
+        self.set(&n.outputs[0], Val::Feature { view, pad: Some(PendingPad { px, value }) });
         Ok(())
     }
 
-    fn conv(&mut self, n: &Node, input: View, extra_pad: Option<[usize; 4]>) -> Result<()> {
+    fn conv(&mut self, n: &Node, input: View, extra_pad: Option<PendingPad>) -> Result<()> {
         let transposed = n.op == "ConvTranspose";
         let wt = self.konst(n, 1, "weight")?;
         let bias_t = match self.val(n, 2)? {
@@ -530,9 +537,9 @@ impl<'g> Builder<'g> {
                 p[axis + 2] = hi;
             }
         }
-        if let Some(e) = extra_pad {
-            if transposed {
-                return Err(self.unsupported(n, " after a Pad"));
+        if let Some(PendingPad { px: e, value }) = extra_pad {
+            if transposed || value != 0.0 {
+                return Err(self.unsupported(n, format!(" after a Pad of {value}")));
             }
             p[0] += e[0];
             p[1] += e[1];
@@ -706,7 +713,7 @@ impl<'g> Builder<'g> {
         self.simple_layer(n, view, LayerOp::Unary(act), 0)
     }
 
-    fn pool(&mut self, n: &Node, input: View, extra_pad: Option<[usize; 4]>) -> Result<()> {
+    fn pool(&mut self, n: &Node, input: View, extra_pad: Option<PendingPad>) -> Result<()> {
         let k = n.ints("kernel_shape").ok_or_else(|| self.err(n, "kernel_shape is missing"))?;
         if k.len() != 2 {
             return Err(self.unsupported(n, " (only 2-D pooling)"));
@@ -733,11 +740,15 @@ impl<'g> Builder<'g> {
         let kind = if n.op == "MaxPool" {
             PoolKind::Max
         } else {
-            PoolKind::Avg(n.int("count_include_pad", 0) != 0 || extra_pad.is_some())
+            PoolKind::Avg(n.int("count_include_pad", 0) != 0 || extra_pad.is_some_and(|p| p.value == 0.0))
         };
-        if let Some(e) = extra_pad {
-            if n.int("count_include_pad", 0) == 0 && p.iter().any(|&v| v > 0) {
-                return Err(self.unsupported(n, " mixing Pad with its own pads"));
+        if let Some(PendingPad { px: e, value }) = extra_pad {
+            let fits = match kind {
+                PoolKind::Max => value == f32::NEG_INFINITY,
+                PoolKind::Avg(_) => value == 0.0,
+            };
+            if !fits || (kind != PoolKind::Max && n.int("count_include_pad", 0) == 0 && p.iter().any(|&v| v > 0)) {
+                return Err(self.unsupported(n, format!(" after a Pad of {value}")));
             }
             for i in 0..4 {
                 p[i] += e[i];
@@ -798,13 +809,20 @@ impl<'g> Builder<'g> {
             }
             (sizes[2] as usize, sizes[3] as usize)
         };
-        if oh % inb.h != 0 || ow % inb.w != 0 || oh / inb.h != ow / inb.w || oh < inb.h {
-            return Err(self.unsupported(n, format!(" from {}x{} to {ow}x{oh} (only equal integer upscaling)", inb.w, inb.h)));
+        let up = oh >= inb.h && oh % inb.h == 0 && ow % inb.w == 0 && oh / inb.h == ow / inb.w;
+        let down = oh > 0 && ow > 0 && oh < inb.h && inb.h % oh == 0 && inb.w % ow == 0 && inb.h / oh == inb.w / ow;
+        if !(up || down) {
+            return Err(self.unsupported(n, format!(" from {}x{} to {ow}x{oh} (only equal integer up- or downscaling)", inb.w, inb.h)));
         }
-        let f = oh / inb.h;
-        if inb.scale % f != 0 {
-            return Err(self.err(n, "upscaling beyond the input resolution"));
-        }
+        let out_scale = if up {
+            let f = oh / inb.h;
+            if inb.scale % f != 0 {
+                return Err(self.err(n, "upscaling beyond the input resolution"));
+            }
+            inb.scale / f
+        } else {
+            inb.scale * (inb.h / oh)
+        };
         let mode = n.string("mode", "nearest");
         let linear = match mode.as_str() {
             "nearest" => false,
@@ -814,15 +832,15 @@ impl<'g> Builder<'g> {
         let default_ct = if n.op == "Upsample" || self.g.opset <= 10 { "asymmetric" } else { "half_pixel" };
         let ct = n.string("coordinate_transformation_mode", default_ct);
         let nearest_mode = n.string("nearest_mode", if n.op == "Upsample" { "floor" } else { "round_prefer_floor" });
-        let taps = |len: usize| -> std::result::Result<ResizeTaps, String> {
-            resize_taps(len, f, linear, &ct, &nearest_mode)
-        };
-        let y = taps(inb.h).map_err(|e| self.unsupported(n, e))?;
-        let x = taps(inb.w).map_err(|e| self.unsupported(n, e))?;
+        let y = resize_taps(inb.h, oh, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
+        let x = resize_taps(inb.w, ow, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
         let reach = |t: &ResizeTaps| {
-            (0..t.i0.len())
+            let len_in = if std::ptr::eq(t, &y) { inb.h } else { inb.w };
+            let len_out = t.i0.len();
+            (0..len_out)
                 .map(|o| {
-                    let a = (o / f) as i64;
+                    // The input pixel aligned with output pixel o on the tile grid.
+                    let a = (o * len_in / len_out) as i64;
                     let d0 = (t.i0[o] as i64 - a).abs();
                     let d1 = if t.frac[o] != 0.0 { (t.i1[o] as i64 - a).abs() } else { 0 };
                     d0.max(d1) as usize
@@ -831,7 +849,7 @@ impl<'g> Builder<'g> {
                 .unwrap_or(0)
         };
         let halo_px = reach(&y).max(reach(&x));
-        let output = self.new_buffer(input.c, oh, ow, inb.scale / f);
+        let output = self.new_buffer(input.c, oh, ow, out_scale);
         self.push_layer(Layer {
             name: n.name.clone(),
             op: LayerOp::Resize { y, x },
@@ -1142,12 +1160,11 @@ pub fn halo_for(layer: &Layer, tile: usize) -> usize {
     layer.halo.div_ceil(tile)
 }
 
-fn resize_taps(len: usize, f: usize, linear: bool, ct: &str, nearest_mode: &str) -> std::result::Result<ResizeTaps, String> {
-    let out = len * f;
+fn resize_taps(len: usize, out: usize, linear: bool, ct: &str, nearest_mode: &str) -> std::result::Result<ResizeTaps, String> {
     let mut t = ResizeTaps { i0: Vec::with_capacity(out), i1: Vec::with_capacity(out), frac: Vec::with_capacity(out) };
     for o in 0..out {
         let of = o as f64;
-        let s = f as f64;
+        let s = out as f64 / len as f64;
         let x = match ct {
             "half_pixel" => (of + 0.5) / s - 0.5,
             "pytorch_half_pixel" => if out > 1 { (of + 0.5) / s - 0.5 } else { 0.0 },

@@ -1,0 +1,73 @@
+// regiondrop CUDA kernels: shared device helpers.
+//
+// This file is prepended by the host (src/backend/cuda/kernels.rs) to every other `cuda/*.cu`
+// before NVRTC compiles it, so the kernel files need no #include (NVRTC here has no CUDA or system
+// headers). To build a kernel file with nvcc instead: `nvcc -include cuda/common.cuh cuda/conv.cu`.
+//
+// Conventions shared by all kernels:
+// - Feature maps are NHWC f32. A *view* is passed as a pointer already advanced by its channel
+//   offset, plus `pitch` = channels of the whole buffer; pixel (y, x) channel c of the view lives at
+//   `ptr[(y * w + x) * pitch + c]`.
+// - Tile-wise kernels get the active tiles as a device array `tiles[n_tiles]` (u32 tile indices
+//   into a grid with `cols` columns) and `ts` = tile / scale, the tile's size in pixels of this map.
+//   A tile's rectangle is clipped to the map (border tiles may be partial), exactly as
+//   `TileGrid::rect` does on the host.
+// - Launch: gridDim.x = number of active tiles (one block column per tile), gridDim.y = blocks per
+//   tile; threads stride over the tile's (pixel, channel) elements, channel fastest, so consecutive
+//   threads touch consecutive addresses.
+
+typedef unsigned char u8;
+typedef unsigned int u32;
+
+#define RD_ACT_IDENTITY 0
+#define RD_ACT_RELU 1
+#define RD_ACT_LEAKY_RELU 2
+#define RD_ACT_SIGMOID 3
+#define RD_ACT_SILU 4
+#define RD_ACT_TANH 5
+#define RD_ACT_HARD_SIGMOID 6
+#define RD_ACT_HARD_SWISH 7
+#define RD_ACT_CLIP 8
+
+__device__ __forceinline__ int rd_imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int rd_imax(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ float rd_neg_inf() { return __int_as_float(0xff800000); }
+
+__device__ __forceinline__ float rd_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float rd_clamp01(float x) { return fminf(fmaxf(x, 0.0f), 1.0f); }
+
+// Mirrors `Act::apply` (src/model/act.rs); p0/p1 carry the activation's parameters.
+__device__ __forceinline__ float rd_act(float x, int act, float p0, float p1) {
+    switch (act) {
+    case RD_ACT_RELU: return fmaxf(x, 0.0f);
+    case RD_ACT_LEAKY_RELU: return x >= 0.0f ? x : p0 * x;
+    case RD_ACT_SIGMOID: return rd_sigmoid(x);
+    case RD_ACT_SILU: return x * rd_sigmoid(x);
+    case RD_ACT_TANH: return tanhf(x);
+    case RD_ACT_HARD_SIGMOID: return rd_clamp01(p0 * x + p1);
+    case RD_ACT_HARD_SWISH: return x * rd_clamp01(x / 6.0f + 0.5f);
+    case RD_ACT_CLIP: return fminf(fmaxf(x, p0), p1);
+    default: return x;
+    }
+}
+
+// The rectangle of tile `t` in a map of `map_w` x `map_h` pixels where a tile is `ts` pixels.
+struct RdRect {
+    int x0, y0, tw, th;
+};
+
+__device__ __forceinline__ RdRect rd_tile_rect(u32 t, int cols, int ts, int map_w, int map_h) {
+    int tx = (int)(t % (u32)cols), ty = (int)(t / (u32)cols);
+    RdRect r;
+    r.x0 = rd_imin(tx * ts, map_w);
+    r.y0 = rd_imin(ty * ts, map_h);
+    r.tw = rd_imin((tx + 1) * ts, map_w) - r.x0;
+    r.th = rd_imin((ty + 1) * ts, map_h) - r.y0;
+    return r;
+}
+
+// First element index and stride of this thread within its tile's element range.
+// The host guarantees that a tile's element count fits in an int (see launch geometry checks).
+#define RD_TILE_LOOP(e, total) \
+    for (int e = (int)(blockIdx.y * blockDim.x + threadIdx.x); e < (total); e += (int)(gridDim.y * blockDim.x))

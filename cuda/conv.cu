@@ -1,0 +1,123 @@
+// Region-sparse convolution on the device: gather the active tiles' im2col rows (halo read from
+// the input cache) into one row-major [M x K] matrix, GEMM (cuBLAS, or rd_sgemm_rm below when
+// cuBLAS is not available), then scatter [M x N] + bias + activation into the output view.
+// Depthwise convolutions are computed directly (rd_depthwise). Mirrors src/backend/cpu/conv.rs.
+//
+// Row layout of the gathered matrix: active tiles in list order; within a tile its clipped output
+// pixels row-major. `row_off[i]` is the first row of list entry i (computed on the host together
+// with the tile list, see geometry.rs), so M = row_off[n-1] + pixels of the last tile.
+// K is ordered (ky, kx, ci) with ci in [0, cig); the input pointer is advanced to the group's first
+// channel by the host.
+
+// One block column per active tile; threads over (pixel, k), k fastest.
+extern "C" __global__ void rd_im2col(
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w,
+    float* __restrict__ a,                  // [M x K] row-major
+    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int ts, int cols,
+    int out_h, int out_w,
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
+    int cig, int transposed)
+{
+    RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
+    int k_len = kh * kw * cig;
+    int total = r.tw * r.th * k_len;
+    long long row0 = row_off[blockIdx.x];
+    RD_TILE_LOOP(e, total) {
+        int p = e / k_len;
+        int k = e - p * k_len;
+        int tap = k / cig;
+        int ci = k - tap * cig;
+        int ky = tap / kw, kx = tap - ky * kw;
+        int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
+        int iy, ix;
+        if (transposed) {
+            int ny = oy + pad_t - ky * dh;
+            int nx = ox + pad_l - kx * dw;
+            iy = (ny < 0 || ny % sh != 0) ? -1 : ny / sh;
+            ix = (nx < 0 || nx % sw != 0) ? -1 : nx / sw;
+        } else {
+            iy = oy * sh + ky * dh - pad_t;
+            ix = ox * sw + kx * dw - pad_l;
+        }
+        float v = 0.0f;
+        if (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w)
+            v = in[((long long)iy * in_w + ix) * in_pitch + ci];
+        a[(row0 + p) * k_len + k] = v;
+    }
+}
+
+// out(pixel, j) = act(c[row, j] + bias[j]) for the tiles' pixels; the output pointer is advanced
+// to the group's first output channel by the host. One block column per active tile.
+extern "C" __global__ void rd_scatter_bias_act(
+    const float* __restrict__ c, int n,     // [M x N] row-major
+    const float* __restrict__ bias,         // [N]
+    float* __restrict__ out, int out_pitch, int out_h, int out_w,
+    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int ts, int cols,
+    int act, float p0, float p1)
+{
+    RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
+    int total = r.tw * r.th * n;
+    long long row0 = row_off[blockIdx.x];
+    RD_TILE_LOOP(e, total) {
+        int p = e / n;
+        int j = e - p * n;
+        int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
+        float v = c[(row0 + p) * n + j] + bias[j];
+        out[((long long)oy * out_w + ox) * out_pitch + j] = rd_act(v, act, p0, p1);
+    }
+}
+
+// Depthwise conv (groups == cin == cout), weights [kh*kw x C] (tap-major), one block column per
+// active tile, threads over (pixel, channel).
+extern "C" __global__ void rd_depthwise(
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w,
+    float* __restrict__ out, int out_pitch, int out_h, int out_w,
+    const float* __restrict__ wt, const float* __restrict__ bias, int c,
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
+    const u32* __restrict__ tiles, int ts, int cols,
+    int act, float p0, float p1)
+{
+    RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
+    int total = r.tw * r.th * c;
+    RD_TILE_LOOP(e, total) {
+        int p = e / c;
+        int ch = e - p * c;
+        int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
+        float acc = bias[ch];
+        for (int ky = 0; ky < kh; ++ky) {
+            int iy = oy * sh + ky * dh - pad_t;
+            if (iy < 0 || iy >= in_h) continue;
+            for (int kx = 0; kx < kw; ++kx) {
+                int ix = ox * sw + kx * dw - pad_l;
+                if (ix < 0 || ix >= in_w) continue;
+                acc += in[((long long)iy * in_w + ix) * in_pitch + ch] * wt[(ky * kw + kx) * c + ch];
+            }
+        }
+        out[((long long)oy * out_w + ox) * out_pitch + ch] = rd_act(acc, act, p0, p1);
+    }
+}
+
+#define RD_GEMM_TILE 16
+
+// Fallback SGEMM when cuBLAS cannot be loaded: C[M x N] = A[M x K] * B[K x N], all row-major.
+// Block (16, 16), grid (ceil(N/16), ceil(M/16)).
+extern "C" __global__ void rd_sgemm_rm(
+    const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c,
+    int m, int n, int k)
+{
+    __shared__ float sa[RD_GEMM_TILE][RD_GEMM_TILE];
+    __shared__ float sb[RD_GEMM_TILE][RD_GEMM_TILE + 1];
+    int row = blockIdx.y * RD_GEMM_TILE + threadIdx.y;
+    int col = blockIdx.x * RD_GEMM_TILE + threadIdx.x;
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < k; k0 += RD_GEMM_TILE) {
+        int ka = k0 + threadIdx.x, kb = k0 + threadIdx.y;
+        sa[threadIdx.y][threadIdx.x] = (row < m && ka < k) ? a[(long long)row * k + ka] : 0.0f;
+        sb[threadIdx.y][threadIdx.x] = (kb < k && col < n) ? b[(long long)kb * n + col] : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < RD_GEMM_TILE; ++i) acc += sa[threadIdx.y][i] * sb[i][threadIdx.x];
+        __syncthreads();
+    }
+    if (row < m && col < n) c[(long long)row * n + col] = acc;
+}

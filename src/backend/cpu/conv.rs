@@ -1,0 +1,176 @@
+//! Region-sparse convolution: gather the active tiles' im2col rows (halo read from the input cache)
+//! into one matrix, one GEMM per group, scatter into the output cache with bias and activation.
+//! Depthwise convolutions are computed directly per pixel, vectorised over channels.
+
+use rayon::prelude::*;
+
+use super::feature::{FeatMut, FeatRef, SharedMut};
+use crate::mask::TileGrid;
+use crate::model::plan::ConvSpec;
+
+/// Pixel-row offsets of each active tile in the gathered matrix; returns the total rows.
+pub fn tile_offsets(grid: &TileGrid, out: &FeatMut, tiles: &[u32], offsets: &mut Vec<usize>) -> usize {
+    offsets.clear();
+    let mut m = 0;
+    for &t in tiles {
+        offsets.push(m);
+        let (x0, y0, x1, y1) = out.rect(grid, t);
+        m += (x1 - x0) * (y1 - y0);
+    }
+    m
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    spec: &ConvSpec,
+    grid: &TileGrid,
+    input: FeatRef,
+    output: FeatMut,
+    tiles: &[u32],
+    offsets: &mut Vec<usize>,
+    scratch_a: &mut [f32],
+    scratch_c: &mut [f32],
+    threads: usize,
+) {
+    if tiles.is_empty() {
+        return;
+    }
+    if spec.depthwise() {
+        depthwise(spec, grid, input, output, tiles);
+        return;
+    }
+    let m = tile_offsets(grid, &output, tiles, offsets);
+    let k = spec.k_per_group();
+    let n = spec.n_per_group();
+    let cig = spec.cin / spec.groups;
+    for g in 0..spec.groups {
+        let a = SharedMut(scratch_a.as_mut_ptr());
+        assert!(scratch_a.len() >= m * k && scratch_c.len() >= m * n, "scratch too small");
+        tiles.par_iter().zip(offsets.par_iter()).for_each(|(&t, &row0)| {
+            let (x0, y0, x1, y1) = output.rect(grid, t);
+            let mut row = row0;
+            for oy in y0..y1 {
+                for ox in x0..x1 {
+                    // SAFETY: each tile owns rows [row0, row0 + its pixel count).
+                    let dst = unsafe { a.slice(row * k, k) };
+                    gather_row(spec, &input, g * cig, cig, oy, ox, dst);
+                    row += 1;
+                }
+            }
+        });
+        let w = &spec.weights[g * k * n..(g + 1) * k * n];
+        // SAFETY: sizes checked above; row-major A (m×k), B (k×n), C (m×n).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                scratch_c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                scratch_a.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 && m * n * k > 1 << 16 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+        }
+        let c = &*scratch_c;
+        let bias = &spec.bias[g * n..(g + 1) * n];
+        tiles.par_iter().zip(offsets.par_iter()).for_each(|(&t, &row0)| {
+            let (x0, y0, x1, y1) = output.rect(grid, t);
+            let mut row = row0;
+            for oy in y0..y1 {
+                for ox in x0..x1 {
+                    let dst = &mut output.px(oy, ox)[g * n..(g + 1) * n];
+                    let src = &c[row * n..(row + 1) * n];
+                    for ((d, &s), &b) in dst.iter_mut().zip(src).zip(bias) {
+                        *d = spec.act.apply(s + b);
+                    }
+                    row += 1;
+                }
+            }
+        });
+    }
+}
+
+/// Writes the im2col row of output pixel (oy, ox): for each kernel tap, `cig` input channels
+/// starting at `c0` (zeros outside the map).
+#[inline]
+fn gather_row(spec: &ConvSpec, input: &FeatRef, c0: usize, cig: usize, oy: usize, ox: usize, dst: &mut [f32]) {
+    let mut o = 0;
+    for ky in 0..spec.kh {
+        let iy = if spec.transposed {
+            let num = oy as isize + spec.pad_t as isize - (ky * spec.dh) as isize;
+            if num < 0 || num % spec.sh as isize != 0 {
+                -1
+            } else {
+                num / spec.sh as isize
+            }
+        } else {
+            (oy * spec.sh + ky * spec.dh) as isize - spec.pad_t as isize
+        };
+        for kx in 0..spec.kw {
+            let ix = if spec.transposed {
+                let num = ox as isize + spec.pad_l as isize - (kx * spec.dw) as isize;
+                if num < 0 || num % spec.sw as isize != 0 {
+                    -1
+                } else {
+                    num / spec.sw as isize
+                }
+            } else {
+                (ox * spec.sw + kx * spec.dw) as isize - spec.pad_l as isize
+            };
+            let d = &mut dst[o..o + cig];
+            if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
+                d.copy_from_slice(&input.px(iy as usize, ix as usize)[c0..c0 + cig]);
+            } else {
+                d.fill(0.0);
+            }
+            o += cig;
+        }
+    }
+}
+
+fn depthwise(spec: &ConvSpec, grid: &TileGrid, input: FeatRef, output: FeatMut, tiles: &[u32]) {
+    let c = spec.cin;
+    tiles.par_iter().for_each(|&t| {
+        let (x0, y0, x1, y1) = output.rect(grid, t);
+        for oy in y0..y1 {
+            for ox in x0..x1 {
+                let acc = output.px(oy, ox);
+                acc.copy_from_slice(&spec.bias);
+                for ky in 0..spec.kh {
+                    let iy = (oy * spec.sh + ky * spec.dh) as isize - spec.pad_t as isize;
+                    if iy < 0 || iy as usize >= input.h {
+                        continue;
+                    }
+                    for kx in 0..spec.kw {
+                        let ix = (ox * spec.sw + kx * spec.dw) as isize - spec.pad_l as isize;
+                        if ix < 0 || ix as usize >= input.w {
+                            continue;
+                        }
+                        let x = input.px(iy as usize, ix as usize);
+                        let w = &spec.weights[(ky * spec.kw + kx) * c..(ky * spec.kw + kx + 1) * c];
+                        for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                            *a += xv * wv;
+                        }
+                    }
+                }
+                spec.act.apply_slice(acc);
+            }
+        }
+    });
+}

@@ -1,0 +1,238 @@
+//! The CPU backend: NHWC f32 caches in host memory, tile-parallel kernels on a rayon pool, one
+//! GEMM per convolution layer (and group). All buffers are allocated once, at construction.
+
+mod conv;
+mod feature;
+mod ops;
+
+use std::sync::Arc;
+
+use feature::{FeatMut, FeatRef};
+
+use super::{Backend, StepTiles};
+use crate::error::{Error, Result};
+use crate::mask::TileGrid;
+use crate::model::eval;
+use crate::model::plan::{LayerOp, Operand, Plan, Step};
+use crate::preprocess::InputNorm;
+use crate::tensor::Tensor;
+
+pub struct CpuBackend {
+    plan: Arc<Plan>,
+    grid: TileGrid,
+    pool: Arc<rayon::ThreadPool>,
+    threads: usize,
+    /// One NHWC cache per feature buffer of the plan.
+    bufs: Vec<Vec<f32>>,
+    /// The tensor store of the dense path.
+    slots: Vec<Tensor>,
+    scratch_a: Vec<f32>,
+    scratch_c: Vec<f32>,
+    offsets: Vec<usize>,
+}
+
+impl CpuBackend {
+    pub fn new(plan: Arc<Plan>, tile: usize, threads: usize) -> Result<Self> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("regiondrop-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Backend(format!("cannot start {threads} threads: {e}")))?;
+        let pool = Arc::new(pool);
+        let grid = plan.grid(tile);
+        let bufs = plan.buffers.iter().map(|b| vec![0f32; b.len()]).collect();
+        let slots = plan
+            .slot_shapes
+            .iter()
+            .zip(&plan.slots)
+            .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
+            .collect();
+        // Scratch for the largest gathered matrix (all tiles active).
+        let (mut max_a, mut max_c) = (0, 0);
+        for l in plan.layers() {
+            if let LayerOp::Conv(c) = &l.op {
+                let ob = &plan.buffers[l.output.buf];
+                let m = ob.h * ob.w;
+                if !c.depthwise() {
+                    max_a = max_a.max(m * c.k_per_group());
+                    max_c = max_c.max(m * c.n_per_group());
+                }
+            }
+        }
+        Ok(CpuBackend {
+            offsets: Vec::with_capacity(grid.len()),
+            plan,
+            grid,
+            pool,
+            threads,
+            bufs,
+            slots,
+            scratch_a: vec![0.0; max_a],
+            scratch_c: vec![0.0; max_c],
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn run_steps(&mut self, tiles: &StepTiles) -> Result<()> {
+        let plan = self.plan.clone();
+        let grid = self.grid;
+        for (si, step) in plan.steps.iter().enumerate() {
+            match step {
+                Step::Layer(l) => {
+                    let t = &tiles.per_step[si];
+                    if t.is_empty() {
+                        continue;
+                    }
+                    let input = FeatRef::new(&self.bufs, &plan.buffers, l.input);
+                    let out = FeatMut::new(&mut self.bufs, &plan.buffers, l.output);
+                    match &l.op {
+                        LayerOp::Conv(c) => conv::conv(
+                            c,
+                            &grid,
+                            input,
+                            out,
+                            t,
+                            &mut self.offsets,
+                            &mut self.scratch_a,
+                            &mut self.scratch_c,
+                            self.threads,
+                        ),
+                        LayerOp::Pool(p) => ops::pool(p, &grid, input, out, t),
+                        LayerOp::Resize { y, x } => ops::resize(y, x, &grid, input, out, t),
+                        LayerOp::Affine { scale, shift, act } => {
+                            ops::affine(scale, shift, *act, &grid, input, out, t)
+                        }
+                        LayerOp::Unary(act) => ops::unary(*act, &grid, input, out, t),
+                        LayerOp::Binary { op, rhs, act } => {
+                            let rhs = match rhs {
+                                Operand::View(v) => ops::Rhs::Map(FeatRef::new(&self.bufs, &plan.buffers, *v)),
+                                Operand::Channels(c) => ops::Rhs::Channels(c),
+                                Operand::Slot(s) => ops::Rhs::Channels(&self.slots[*s].data),
+                            };
+                            ops::binary(*op, rhs, *act, &grid, input, out, t)
+                        }
+                        LayerOp::Gather { perm } => ops::gather(perm, &grid, input, out, t),
+                    }
+                }
+                Step::GlobalPool { input, slot } => {
+                    let f = FeatRef::new(&self.bufs, &plan.buffers, *input);
+                    let dst = &mut self.slots[*slot].data;
+                    dst.fill(0.0);
+                    for y in 0..f.h {
+                        for x in 0..f.w {
+                            for (d, &v) in dst.iter_mut().zip(f.px(y, x)) {
+                                *d += v;
+                            }
+                        }
+                    }
+                    let inv = 1.0 / (f.h * f.w) as f32;
+                    dst.iter_mut().for_each(|d| *d *= inv);
+                }
+                Step::Export { input, slot } => {
+                    let f = FeatRef::new(&self.bufs, &plan.buffers, *input);
+                    let hw = f.h * f.w;
+                    let dst = &mut self.slots[*slot].data;
+                    for y in 0..f.h {
+                        for x in 0..f.w {
+                            let p = y * f.w + x;
+                            for (c, &v) in f.px(y, x).iter().enumerate() {
+                                dst[c * hw + p] = v;
+                            }
+                        }
+                    }
+                }
+                Step::Rearrange { input, index, output } => {
+                    let (src, dst) = two_slots(&mut self.slots, *input, *output);
+                    for (d, &i) in dst.data.iter_mut().zip(&index.data) {
+                        *d = src.data[i as usize];
+                    }
+                }
+                Step::Generic { node, inputs, outputs } => {
+                    let args: Vec<Option<&Tensor>> = inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
+                    let outs = eval::eval(node, &args).map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
+                    for (o, t) in outputs.iter().zip(outs) {
+                        self.slots[*o] = t;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn two_slots(slots: &mut [Tensor], a: usize, b: usize) -> (&Tensor, &mut Tensor) {
+    assert_ne!(a, b);
+    if a < b {
+        let (l, r) = slots.split_at_mut(b);
+        (&l[a], &mut r[0])
+    } else {
+        let (l, r) = slots.split_at_mut(a);
+        (&r[0], &mut l[b])
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn write_input(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
+        let (w, h, c) = (self.plan.input_w, self.plan.input_h, self.plan.input_c);
+        if rgb.len() != w * h * 3 || c != 3 {
+            return Err(Error::Backend(format!(
+                "input image of {} bytes does not match the network input {w}x{h}x{c}",
+                rgb.len()
+            )));
+        }
+        let taps = norm.channel_taps();
+        let buf = &mut self.bufs[0];
+        for &t in tiles {
+            let (x0, y0, x1, y1) = self.grid.rect(t as usize, 1, w, h);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let p = (y * w + x) * 3;
+                    for (ch, &(src, mean, inv)) in taps.iter().enumerate() {
+                        buf[p + ch] = (rgb[p + src] as f32 - mean) * inv;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, tiles: &StepTiles) -> Result<()> {
+        let pool = self.pool.clone();
+        pool.install(|| self.run_steps(tiles))
+    }
+
+    fn outputs(&mut self) -> Result<Vec<Tensor>> {
+        Ok(self.plan.outputs.iter().map(|(_, s)| self.slots[*s].clone()).collect())
+    }
+
+    fn reset(&mut self) {
+        for b in &mut self.bufs {
+            b.fill(0.0);
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let caches: usize = self.bufs.iter().map(|b| b.len()).sum();
+        let weights: usize = self
+            .plan
+            .layers()
+            .map(|l| match &l.op {
+                LayerOp::Conv(c) => c.weights.len() + c.bias.len(),
+                _ => 0,
+            })
+            .sum();
+        (caches + weights + self.scratch_a.len() + self.scratch_c.len()) * 4
+    }
+}

@@ -1,0 +1,125 @@
+//! Tile-wise kernels for the layers other than convolution.
+
+use rayon::prelude::*;
+
+use super::feature::{FeatMut, FeatRef};
+use crate::mask::TileGrid;
+use crate::model::act::Act;
+use crate::model::plan::{BinOp, PoolKind, PoolSpec, ResizeTaps};
+
+/// Runs `f(y, x)` for every output pixel of every active tile, tiles in parallel.
+#[inline]
+fn for_each_px(grid: &TileGrid, out: &FeatMut, tiles: &[u32], f: impl Fn(usize, usize) + Sync) {
+    tiles.par_iter().for_each(|&t| {
+        let (x0, y0, x1, y1) = out.rect(grid, t);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                f(y, x);
+            }
+        }
+    });
+}
+
+pub fn pool(spec: &PoolSpec, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    for_each_px(grid, &out, tiles, |oy, ox| {
+        let dst = out.px(oy, ox);
+        let init = if spec.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
+        dst.fill(init);
+        let mut count = 0usize;
+        for ky in 0..spec.kh {
+            let iy = (oy * spec.sh + ky) as isize - spec.pad_t as isize;
+            for kx in 0..spec.kw {
+                let ix = (ox * spec.sw + kx) as isize - spec.pad_l as isize;
+                if iy < 0 || ix < 0 || iy as usize >= input.h || ix as usize >= input.w {
+                    continue;
+                }
+                count += 1;
+                let src = input.px(iy as usize, ix as usize);
+                match spec.kind {
+                    PoolKind::Max => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = d.max(s)),
+                    PoolKind::Avg(_) => dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s),
+                }
+            }
+        }
+        if let PoolKind::Avg(include_pad) = spec.kind {
+            let n = if include_pad { spec.kh * spec.kw } else { count.max(1) };
+            let inv = 1.0 / n as f32;
+            dst.iter_mut().for_each(|d| *d *= inv);
+        }
+    });
+}
+
+pub fn resize(ty: &ResizeTaps, tx: &ResizeTaps, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    for_each_px(grid, &out, tiles, |oy, ox| {
+        let dst = out.px(oy, ox);
+        let (y0, y1, fy) = (ty.i0[oy] as usize, ty.i1[oy] as usize, ty.frac[oy]);
+        let (x0, x1, fx) = (tx.i0[ox] as usize, tx.i1[ox] as usize, tx.frac[ox]);
+        if fy == 0.0 && fx == 0.0 {
+            dst.copy_from_slice(input.px(y0, x0));
+            return;
+        }
+        let (a, b, c, d) = (input.px(y0, x0), input.px(y0, x1), input.px(y1, x0), input.px(y1, x1));
+        let (w00, w01, w10, w11) = ((1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx, fy * (1.0 - fx), fy * fx);
+        for i in 0..dst.len() {
+            dst[i] = a[i] * w00 + b[i] * w01 + c[i] * w10 + d[i] * w11;
+        }
+    });
+}
+
+pub fn affine(scale: &[f32], shift: &[f32], act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    for_each_px(grid, &out, tiles, |y, x| {
+        let (dst, src) = (out.px(y, x), input.px(y, x));
+        for i in 0..dst.len() {
+            dst[i] = act.apply(src[i] * scale[i] + shift[i]);
+        }
+    });
+}
+
+pub fn unary(act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    for_each_px(grid, &out, tiles, |y, x| {
+        let (dst, src) = (out.px(y, x), input.px(y, x));
+        for i in 0..dst.len() {
+            dst[i] = act.apply(src[i]);
+        }
+    });
+}
+
+/// The right operand of a binary layer, resolved for the kernel.
+pub enum Rhs<'a> {
+    Map(FeatRef),
+    Channels(&'a [f32]),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn binary(op: BinOp, rhs: Rhs, act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    for_each_px(grid, &out, tiles, |y, x| {
+        let (dst, a) = (out.px(y, x), input.px(y, x));
+        let b = match &rhs {
+            Rhs::Map(m) => m.px(y, x),
+            Rhs::Channels(c) => c,
+        };
+        if b.len() == 1 {
+            for i in 0..dst.len() {
+                dst[i] = act.apply(op.apply(a[i], b[0]));
+            }
+        } else {
+            for i in 0..dst.len() {
+                dst[i] = act.apply(op.apply(a[i], b[i]));
+            }
+        }
+    });
+}
+
+pub fn gather(perm: &[usize], grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    let identity = perm.iter().enumerate().all(|(i, &p)| i == p) && perm.len() == input.c;
+    for_each_px(grid, &out, tiles, |y, x| {
+        let (dst, src) = (out.px(y, x), input.px(y, x));
+        if identity {
+            dst.copy_from_slice(src);
+        } else {
+            for (d, &p) in dst.iter_mut().zip(perm) {
+                *d = src[p];
+            }
+        }
+    });
+}

@@ -1,0 +1,476 @@
+//! Host-side logic of the CUDA backend that needs no GPU: kernel parameter codes, launch
+//! geometry, per-frame tile-list packing (one upload per frame) and buffer sizes. Unit-tested on
+//! the CPU.
+
+use crate::error::{Error, Result};
+use crate::mask::TileGrid;
+use crate::model::act::Act;
+use crate::model::plan::{BinOp, FeatureBuf, LayerOp, Plan, PoolKind, Step};
+
+/// Threads per block of the tile-wise kernels.
+pub const TILE_BLOCK: u32 = 256;
+/// Upper bound of gridDim.y (blocks per tile); kernels stride over the rest.
+pub const MAX_BLOCKS_PER_TILE: u32 = 1024;
+/// Threads per block of rd_tile_diff (must match RD_DIFF_THREADS in cuda/change.cu).
+pub const DIFF_BLOCK: u32 = 256;
+/// Threads of the single rd_mask_compact block (must match RD_COMPACT_THREADS).
+pub const COMPACT_BLOCK: u32 = 1024;
+/// Block edge of rd_sgemm_rm (must match RD_GEMM_TILE).
+pub const GEMM_TILE: u32 = 16;
+/// Block of rd_global_avg_pool (must match RD_GAP_CH, RD_GAP_ROWS).
+pub const GAP_BLOCK: (u32, u32) = (32, 8);
+
+/// (code, p0, p1) of an activation, as `rd_act` in cuda/common.cuh expects.
+pub fn act_code(a: Act) -> (i32, f32, f32) {
+    match a {
+        Act::Identity => (0, 0.0, 0.0),
+        Act::Relu => (1, 0.0, 0.0),
+        Act::LeakyRelu(al) => (2, al, 0.0),
+        Act::Sigmoid => (3, 0.0, 0.0),
+        Act::Silu => (4, 0.0, 0.0),
+        Act::Tanh => (5, 0.0, 0.0),
+        Act::HardSigmoid(al, b) => (6, al, b),
+        Act::HardSwish => (7, 0.0, 0.0),
+        Act::Clip(lo, hi) => (8, lo, hi),
+    }
+}
+
+/// `kind` of rd_pool.
+pub fn pool_code(k: PoolKind) -> i32 {
+    match k {
+        PoolKind::Max => 0,
+        PoolKind::Avg(false) => 1,
+        PoolKind::Avg(true) => 2,
+    }
+}
+
+/// `op` of rd_binary.
+pub fn binop_code(op: BinOp) -> i32 {
+    match op {
+        BinOp::Add => 0,
+        BinOp::Sub => 1,
+        BinOp::Mul => 2,
+        BinOp::Div => 3,
+    }
+}
+
+/// Grid and block of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+}
+
+/// The largest tile of a map, in pixels (w, h): the tile size at this scale, clipped to the map.
+pub fn max_tile_px(grid: &TileGrid, buf: &FeatureBuf) -> (usize, usize) {
+    let ts = grid.tile / buf.scale.max(1);
+    (ts.min(buf.w), ts.min(buf.h))
+}
+
+/// Launch of a tile-wise kernel over `n_tiles` active tiles whose largest tile has `per_tile`
+/// elements (pixels × per-pixel work). Errors when a tile's element count overflows the kernels'
+/// `int` indices. None when there is nothing to do.
+pub fn tile_launch(n_tiles: usize, per_tile: usize) -> Result<Option<Dims>> {
+    if per_tile > i32::MAX as usize {
+        return Err(Error::Backend(format!(
+            "a tile has {per_tile} elements to compute, more than a kernel indexes: use a smaller tile-size"
+        )));
+    }
+    if n_tiles > i32::MAX as usize {
+        return Err(Error::Backend(format!(
+            "{n_tiles} tiles is more than a grid holds"
+        )));
+    }
+    if n_tiles == 0 || per_tile == 0 {
+        return Ok(None);
+    }
+    let y = per_tile
+        .div_ceil(TILE_BLOCK as usize)
+        .min(MAX_BLOCKS_PER_TILE as usize) as u32;
+    Ok(Some(Dims {
+        grid: (n_tiles as u32, y, 1),
+        block: (TILE_BLOCK, 1, 1),
+    }))
+}
+
+/// A 1-D grid-stride launch over `n` elements.
+pub fn linear_launch(n: usize) -> Option<Dims> {
+    if n == 0 {
+        return None;
+    }
+    let blocks = n.div_ceil(TILE_BLOCK as usize).min(65_535) as u32;
+    Some(Dims {
+        grid: (blocks, 1, 1),
+        block: (TILE_BLOCK, 1, 1),
+    })
+}
+
+/// rd_sgemm_rm over C [m × n].
+pub fn gemm_launch(m: usize, n: usize) -> Result<Option<Dims>> {
+    if m == 0 || n == 0 {
+        return Ok(None);
+    }
+    let gy = m.div_ceil(GEMM_TILE as usize);
+    if gy > 65_535 {
+        return Err(Error::Backend(format!(
+            "GEMM of {m} rows exceeds the fallback kernel's grid"
+        )));
+    }
+    Ok(Some(Dims {
+        grid: (n.div_ceil(GEMM_TILE as usize) as u32, gy as u32, 1),
+        block: (GEMM_TILE, GEMM_TILE, 1),
+    }))
+}
+
+/// rd_global_avg_pool over `c` channels.
+pub fn gap_launch(c: usize) -> Option<Dims> {
+    (c > 0).then(|| Dims {
+        grid: (c.div_ceil(GAP_BLOCK.0 as usize) as u32, 1, 1),
+        block: (GAP_BLOCK.0, GAP_BLOCK.1, 1),
+    })
+}
+
+/// First gathered row of each listed tile (the CPU backend's layout); returns M, the total rows.
+pub fn row_offsets(grid: &TileGrid, buf: &FeatureBuf, tiles: &[u32], out: &mut Vec<u32>) -> usize {
+    out.clear();
+    let mut m = 0usize;
+    for &t in tiles {
+        out.push(m as u32);
+        let (x0, y0, x1, y1) = grid.rect(t as usize, buf.scale, buf.w, buf.h);
+        m += (x1 - x0) * (y1 - y0);
+    }
+    m
+}
+
+/// Where one step's lists live in the per-frame upload (element offsets into it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepLists {
+    /// Offset and length of the tile list.
+    pub tiles: usize,
+    pub n: usize,
+    /// Offset of the row offsets (convolutions that GEMM only) and M, the gathered rows.
+    pub rows: usize,
+    pub m: usize,
+}
+
+/// (list offset, list len, scale, map w, map h): row offsets depend on nothing else.
+type RowsKey = (usize, usize, usize, usize, usize);
+
+/// Packs all tile lists of one frame (and the row offsets each GEMM convolution needs) into one
+/// u32 array, so a frame costs one host→device copy. Equal consecutive lists (the common mask)
+/// are stored once, as are row offsets for the same list and map geometry.
+#[derive(Default)]
+pub struct TilePacker {
+    pub data: Vec<u32>,
+    pub steps: Vec<StepLists>,
+    rows_scratch: Vec<u32>,
+    rows_seen: Vec<(RowsKey, (usize, usize))>,
+}
+
+impl TilePacker {
+    pub fn pack(&mut self, plan: &Plan, grid: &TileGrid, per_step: &[Vec<u32>]) {
+        self.data.clear();
+        self.steps.clear();
+        self.rows_seen.clear();
+        let mut last: Option<(usize, usize, usize)> = None; // (step index, offset, len)
+        for (si, step) in plan.steps.iter().enumerate() {
+            let tiles = per_step.get(si).map(Vec::as_slice).unwrap_or(&[]);
+            let mut s = StepLists::default();
+            let Step::Layer(l) = step else {
+                self.steps.push(s);
+                continue;
+            };
+            if tiles.is_empty() {
+                self.steps.push(s);
+                continue;
+            }
+            let off = match last {
+                Some((li, off, len)) if len == tiles.len() && per_step[li] == tiles => off,
+                _ => {
+                    let off = self.data.len();
+                    self.data.extend_from_slice(tiles);
+                    off
+                }
+            };
+            last = Some((si, off, tiles.len()));
+            s.tiles = off;
+            s.n = tiles.len();
+            if let LayerOp::Conv(c) = &l.op {
+                if !c.depthwise() {
+                    let ob = &plan.buffers[l.output.buf];
+                    let key = (off, tiles.len(), ob.scale, ob.w, ob.h);
+                    if let Some(&(_, (r, m))) = self.rows_seen.iter().find(|(k, _)| *k == key) {
+                        s.rows = r;
+                        s.m = m;
+                    } else {
+                        let m = row_offsets(grid, ob, tiles, &mut self.rows_scratch);
+                        s.rows = self.data.len();
+                        s.m = m;
+                        self.data.extend_from_slice(&self.rows_scratch);
+                        self.rows_seen.push((key, (s.rows, m)));
+                    }
+                }
+            }
+            self.steps.push(s);
+        }
+    }
+
+    /// The most u32s a frame can need (every step with its own full list), for sizing the device
+    /// buffer once.
+    pub fn capacity_for(plan: &Plan, grid: &TileGrid) -> usize {
+        let per = grid.len();
+        plan.steps
+            .iter()
+            .map(|s| match s {
+                Step::Layer(l) => match &l.op {
+                    LayerOp::Conv(c) if !c.depthwise() => 2 * per,
+                    _ => per,
+                },
+                _ => 0,
+            })
+            .sum::<usize>()
+            .max(1)
+    }
+}
+
+/// Scratch sizes (floats) for the gathered matrix A and the GEMM result C with every tile active.
+pub fn scratch_sizes(plan: &Plan) -> (usize, usize) {
+    let (mut a, mut c) = (0, 0);
+    for l in plan.layers() {
+        if let LayerOp::Conv(cs) = &l.op {
+            if !cs.depthwise() {
+                let ob = &plan.buffers[l.output.buf];
+                let m = ob.h * ob.w;
+                a = a.max(m * cs.k_per_group());
+                c = c.max(m * cs.n_per_group());
+            }
+        }
+    }
+    (a, c)
+}
+
+/// Checks, before any allocation, that every layer's launches fit the kernels' index types.
+pub fn check_plan(plan: &Plan, grid: &TileGrid) -> Result<()> {
+    for l in plan.layers() {
+        let ob = &plan.buffers[l.output.buf];
+        let (tw, th) = max_tile_px(grid, ob);
+        let per_px = match &l.op {
+            LayerOp::Conv(c) if !c.depthwise() => c.k_per_group().max(c.n_per_group()),
+            _ => l.output.c,
+        };
+        tile_launch(1, tw * th * per_px)
+            .map_err(|e| Error::Backend(format!("layer `{}`: {e}", l.name)))?;
+    }
+    if plan.input_c != 3 {
+        return Err(Error::Backend(format!(
+            "the CUDA backend feeds 3-channel images; the network wants {}",
+            plan.input_c
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::plan::{ConvSpec, Layer, View};
+
+    fn conv_layer(
+        input: View,
+        output: View,
+        k: usize,
+        stride: usize,
+        cin: usize,
+        cout: usize,
+        groups: usize,
+    ) -> Step {
+        Step::Layer(Layer {
+            name: "c".into(),
+            op: LayerOp::Conv(ConvSpec {
+                kh: k,
+                kw: k,
+                sh: stride,
+                sw: stride,
+                dh: 1,
+                dw: 1,
+                pad_t: k / 2,
+                pad_l: k / 2,
+                cin,
+                cout,
+                groups,
+                transposed: false,
+                weights: vec![0.0; k * k * (cin / groups) * cout],
+                bias: vec![0.0; cout],
+                act: Act::Relu,
+            }),
+            input,
+            output,
+            halo: 0,
+            global: false,
+            macs: 0.0,
+        })
+    }
+
+    fn plan(width: usize, height: usize) -> Plan {
+        let b0 = FeatureBuf {
+            c: 3,
+            h: height,
+            w: width,
+            scale: 1,
+        };
+        let b1 = FeatureBuf {
+            c: 8,
+            h: height.div_ceil(2),
+            w: width.div_ceil(2),
+            scale: 2,
+        };
+        let b2 = FeatureBuf {
+            c: 8,
+            h: height.div_ceil(2),
+            w: width.div_ceil(2),
+            scale: 2,
+        };
+        let v = |buf, c| View { buf, c_off: 0, c };
+        Plan {
+            model_path: "t.onnx".into(),
+            input_name: "x".into(),
+            input_w: width,
+            input_h: height,
+            input_c: 3,
+            max_scale: 2,
+            buffers: vec![b0, b1, b2],
+            steps: vec![
+                conv_layer(v(0, 3), v(1, 8), 3, 2, 3, 8, 1),
+                conv_layer(v(1, 8), v(2, 8), 3, 1, 8, 8, 8), // depthwise
+                conv_layer(v(2, 8), v(1, 8), 1, 1, 8, 8, 1),
+                Step::Export {
+                    input: v(1, 8),
+                    slot: 0,
+                },
+            ],
+            slots: vec![None],
+            slot_shapes: vec![vec![1, 8, height.div_ceil(2), width.div_ceil(2)]],
+            outputs: vec![("y".into(), 0)],
+        }
+    }
+
+    #[test]
+    fn activation_codes_carry_parameters() {
+        assert_eq!(act_code(Act::Identity).0, 0);
+        assert_eq!(act_code(Act::LeakyRelu(0.1)), (2, 0.1, 0.0));
+        assert_eq!(act_code(Act::HardSigmoid(0.2, 0.5)), (6, 0.2, 0.5));
+        assert_eq!(act_code(Act::Clip(-1.0, 6.0)), (8, -1.0, 6.0));
+        assert_eq!(pool_code(PoolKind::Avg(true)), 2);
+        assert_eq!(binop_code(BinOp::Div), 3);
+    }
+
+    #[test]
+    fn tile_launch_geometry() {
+        assert_eq!(tile_launch(0, 100).unwrap(), None);
+        let d = tile_launch(7, 32 * 32 * 3).unwrap().unwrap();
+        assert_eq!(d.grid, (7, 12, 1));
+        assert_eq!(d.block, (256, 1, 1));
+        // Capped blocks per tile: kernels stride over the rest.
+        assert_eq!(
+            tile_launch(1, 1 << 30).unwrap().unwrap().grid.1,
+            MAX_BLOCKS_PER_TILE
+        );
+        assert!(tile_launch(1, 1 << 31).is_err());
+        assert_eq!(gemm_launch(33, 17).unwrap().unwrap().grid, (2, 3, 1));
+        assert_eq!(gap_launch(65).unwrap().grid, (3, 1, 1));
+        assert_eq!(linear_launch(257).unwrap().grid, (2, 1, 1));
+    }
+
+    #[test]
+    fn row_offsets_match_clipped_tiles() {
+        // 100x70 input, tile 32: 4x3 tiles, the last column 4 px wide, the last row 6 px high.
+        let g = TileGrid::new(100, 70, 32);
+        let b = FeatureBuf {
+            c: 1,
+            h: 70,
+            w: 100,
+            scale: 1,
+        };
+        let mut off = Vec::new();
+        let m = row_offsets(&g, &b, &[0, 3, 11], &mut off);
+        assert_eq!(off, vec![0, 1024, 1024 + 4 * 32]);
+        assert_eq!(m, 1024 + 4 * 32 + 4 * 6);
+        // At scale 2 a tile is 16 px; the map is 50x35.
+        let b2 = FeatureBuf {
+            c: 1,
+            h: 35,
+            w: 50,
+            scale: 2,
+        };
+        let m2 = row_offsets(&g, &b2, &[3, 11], &mut off);
+        assert_eq!(off, vec![0, 2 * 16]);
+        assert_eq!(m2, 2 * 16 + 2 * 3);
+        assert_eq!(max_tile_px(&g, &b2), (16, 16));
+        assert_eq!(
+            max_tile_px(
+                &g,
+                &FeatureBuf {
+                    c: 1,
+                    h: 3,
+                    w: 5,
+                    scale: 2
+                }
+            ),
+            (5, 3)
+        );
+    }
+
+    #[test]
+    fn packer_shares_equal_lists_and_row_offsets() {
+        let p = plan(100, 70);
+        let g = p.grid(32);
+        let list = vec![0u32, 3, 11];
+        let mut pk = TilePacker::default();
+        pk.pack(&p, &g, &[list.clone(), list.clone(), list.clone(), vec![]]);
+        // One list, one row-offset array (both GEMM convs write scale-2 maps of the same size).
+        assert_eq!(pk.data.len(), 3 + 3);
+        assert_eq!(
+            pk.steps[0],
+            StepLists {
+                tiles: 0,
+                n: 3,
+                rows: 3,
+                m: 16 * 16 + 2 * 16 + 2 * 3
+            }
+        );
+        assert_eq!(
+            pk.steps[1],
+            StepLists {
+                tiles: 0,
+                n: 3,
+                rows: 0,
+                m: 0
+            }
+        );
+        assert_eq!(pk.steps[2], pk.steps[0]);
+        assert_eq!(pk.steps[3], StepLists::default());
+        assert_eq!(&pk.data[..3], &list[..]);
+        assert_eq!(&pk.data[3..], &[0, 256, 256 + 32]);
+        // Different lists per step (exact mode) are each stored.
+        pk.pack(&p, &g, &[vec![0], vec![0, 1], vec![0, 1], vec![]]);
+        assert_eq!(pk.steps[0].n, 1);
+        assert_eq!(pk.steps[1].tiles, 2);
+        assert_eq!(pk.steps[2].tiles, 2);
+        assert_eq!(pk.steps[2].rows, 4);
+        assert!(pk.data.len() <= TilePacker::capacity_for(&p, &g));
+        // Empty lists cost nothing.
+        pk.pack(&p, &g, &[vec![], vec![], vec![], vec![]]);
+        assert!(pk.data.is_empty());
+    }
+
+    #[test]
+    fn scratch_and_plan_checks() {
+        let p = plan(64, 64);
+        // Largest A: 32x32 output pixels x K = 27 (first conv); C: 1024 x 8.
+        assert_eq!(scratch_sizes(&p), (32 * 32 * 27, 32 * 32 * 8));
+        check_plan(&p, &p.grid(32)).unwrap();
+        let mut p4 = p.clone();
+        p4.input_c = 4;
+        assert!(check_plan(&p4, &p4.grid(32)).is_err());
+    }
+}

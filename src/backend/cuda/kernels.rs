@@ -1,0 +1,340 @@
+//! The CUDA kernels (`cuda/*.cu`), embedded at build time and compiled with NVRTC at run time, and
+//! the probes that tell whether the CUDA shared libraries can be loaded at all.
+//!
+//! cudarc loads `libnvrtc`, `libcuda` and `libcublas` with `dlopen` on first use and **panics** when
+//! one is missing. Everything here checks for the library first (`is_culib_present`, which only
+//! tries `dlopen` on cudarc's candidate names) and contains the first real call in
+//! `catch_unwind`, so a missing or broken library becomes an `Err` and never a panic in a caller.
+//! `dlopen` searches `LD_LIBRARY_PATH` as it was when the process started (glibc reads it once at
+//! start-up), so it must be set in the environment of the process, not with `std::env::set_var`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::{Error, Result};
+
+/// Device helpers prepended to every kernel file before compiling (NVRTC has no headers here).
+pub const COMMON: &str = include_str!("../../../cuda/common.cuh");
+
+/// One `cuda/*.cu` file and the kernels (`extern "C" __global__`) it defines.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSource {
+    /// File name under `cuda/`.
+    pub file: &'static str,
+    pub source: &'static str,
+    pub entries: &'static [&'static str],
+}
+
+/// Every kernel file, in the order they are compiled.
+pub const SOURCES: &[KernelSource] = &[
+    KernelSource {
+        file: "input.cu",
+        source: include_str!("../../../cuda/input.cu"),
+        entries: &["rd_input_norm"],
+    },
+    KernelSource {
+        file: "change.cu",
+        source: include_str!("../../../cuda/change.cu"),
+        entries: &[
+            "rd_tile_diff",
+            "rd_mask_dilate",
+            "rd_mask_compact",
+            "rd_ref_update",
+        ],
+    },
+    KernelSource {
+        file: "conv.cu",
+        source: include_str!("../../../cuda/conv.cu"),
+        entries: &[
+            "rd_im2col",
+            "rd_scatter_bias_act",
+            "rd_depthwise",
+            "rd_sgemm_rm",
+        ],
+    },
+    KernelSource {
+        file: "ops.cu",
+        source: include_str!("../../../cuda/ops.cu"),
+        entries: &[
+            "rd_pool",
+            "rd_resize",
+            "rd_affine",
+            "rd_unary",
+            "rd_binary",
+            "rd_gather",
+        ],
+    },
+    KernelSource {
+        file: "export.cu",
+        source: include_str!("../../../cuda/export.cu"),
+        entries: &["rd_export_nchw", "rd_global_avg_pool"],
+    },
+];
+
+/// The virtual architectures we ship for: sm_87 (Jetson Orin), sm_89 (Ada), sm_90 (Hopper).
+pub const SUPPORTED_ARCHS: &[&str] = &["compute_87", "compute_89", "compute_90"];
+
+/// The kernel names in declaration order, parsed from a source (`extern "C" __global__ void NAME(`).
+pub fn declared_entries(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    const KEY: &str = "extern \"C\" __global__ void ";
+    while let Some(i) = rest.find(KEY) {
+        rest = &rest[i + KEY.len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The text NVRTC compiles for `src`: the common helpers, then the file (with `#line` so that
+/// compiler messages name the right file and line).
+pub fn full_source(src: &KernelSource) -> String {
+    format!(
+        "#line 1 \"common.cuh\"\n{COMMON}\n#line 1 \"{}\"\n{}",
+        src.file, src.source
+    )
+}
+
+/// The virtual architecture for a compute capability, e.g. (8, 7) -> "compute_87".
+pub fn arch_for(major: i32, minor: i32) -> String {
+    format!("compute_{major}{minor}")
+}
+
+/// The newest supported architecture not newer than compute capability `major.minor` (PTX for an
+/// older virtual architecture is JIT-compiled by the driver for newer devices).
+pub fn fallback_arch(major: i32, minor: i32) -> Option<&'static str> {
+    let cc = major * 10 + minor;
+    SUPPORTED_ARCHS
+        .iter()
+        .copied()
+        .filter(|a| a["compute_".len()..].parse::<i32>().is_ok_and(|v| v <= cc))
+        .max_by_key(|a| a["compute_".len()..].parse::<i32>().unwrap_or(0))
+}
+
+/// Checks that the NVRTC shared library can be loaded and answers; never panics. Cached.
+pub fn nvrtc_loadable() -> std::result::Result<(), String> {
+    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // SAFETY: only tries dlopen on cudarc's candidate names.
+            if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                return Err(missing_lib_message("nvrtc", "libnvrtc.so.12"));
+            }
+            let r = std::panic::catch_unwind(|| {
+                let (mut major, mut minor) = (0, 0);
+                // SAFETY: plain out-parameters.
+                unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+                    .result()
+                    .map(|_| (major, minor))
+            });
+            match r {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("libnvrtc loaded but nvrtcVersion failed: {e:?}")),
+                Err(p) => Err(format!("libnvrtc could not be used: {}", panic_text(&p))),
+            }
+        })
+        .clone()
+}
+
+/// The NVRTC version (major, minor), if the library is loadable.
+pub fn nvrtc_version() -> std::result::Result<(i32, i32), String> {
+    nvrtc_loadable()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is loaded (checked above); plain out-parameters.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok((major, minor))
+}
+
+/// Checks that the CUDA driver library (`libcuda.so.1`) can be loaded and initialised; never
+/// panics. Cached.
+pub fn driver_loadable() -> std::result::Result<(), String> {
+    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // SAFETY: only tries dlopen on cudarc's candidate names.
+            if !unsafe { cudarc::driver::sys::is_culib_present() } {
+                return Err(missing_lib_message("the CUDA driver", "libcuda.so.1"));
+            }
+            match std::panic::catch_unwind(cudarc::driver::result::init) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!(
+                    "the CUDA driver failed to initialise (cuInit): {e:?}"
+                )),
+                Err(p) => Err(format!(
+                    "the CUDA driver library could not be used: {}",
+                    panic_text(&p)
+                )),
+            }
+        })
+        .clone()
+}
+
+/// Checks that cuBLAS (`libcublas.so.12`) can be loaded; never panics. Cached. Without it the
+/// backend uses its own (slower) GEMM kernel.
+pub fn cublas_loadable() -> std::result::Result<(), String> {
+    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // SAFETY: only tries dlopen on cudarc's candidate names.
+            if unsafe { cudarc::cublas::sys::is_culib_present() } {
+                Ok(())
+            } else {
+                Err(missing_lib_message("cuBLAS", "libcublas.so.12"))
+            }
+        })
+        .clone()
+}
+
+fn missing_lib_message(what: &str, file: &str) -> String {
+    format!(
+        "{what} shared library ({file}) not found: install it and add its directory to \
+         LD_LIBRARY_PATH before starting the process (LD_LIBRARY_PATH={})",
+        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+    )
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "panic".into()
+    }
+}
+
+/// Compiled PTX of every kernel file for one architecture, as (file name, PTX text).
+pub type PtxSet = Vec<(&'static str, String)>;
+
+/// Compiles every kernel file for `arch` (a virtual architecture such as "compute_87").
+pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
+    nvrtc_loadable().map_err(Error::Backend)?;
+    let mut out = Vec::with_capacity(SOURCES.len());
+    for src in SOURCES {
+        let opts = cudarc::nvrtc::CompileOptions {
+            options: vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()],
+            name: Some(src.file.to_string()),
+            ..Default::default()
+        };
+        let text = full_source(src);
+        let r = std::panic::catch_unwind(move || cudarc::nvrtc::compile_ptx_with_opts(text, opts));
+        let ptx = match r {
+            Ok(Ok(ptx)) => ptx,
+            Ok(Err(e)) => {
+                let detail = match &e {
+                    cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                        log.to_string_lossy().into_owned()
+                    }
+                    other => format!("{other:?}"),
+                };
+                return Err(Error::Backend(format!(
+                    "NVRTC failed on cuda/{} for {arch}:\n{detail}",
+                    src.file
+                )));
+            }
+            Err(p) => {
+                return Err(Error::Backend(format!(
+                    "NVRTC panicked on cuda/{}: {}",
+                    src.file,
+                    panic_text(&p)
+                )))
+            }
+        };
+        out.push((src.file, ptx.to_src()));
+    }
+    Ok(out)
+}
+
+/// [`compile_ptx`], once per process and architecture.
+pub fn compile_ptx_cached(arch: &str) -> Result<Arc<PtxSet>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<PtxSet>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(arch) {
+        return Ok(p.clone());
+    }
+    let set = Arc::new(compile_ptx(arch)?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(arch.to_string(), set.clone());
+    Ok(set)
+}
+
+/// Whether `ptx` defines kernel `name` (an `.entry` directive).
+pub fn ptx_has_entry(ptx: &str, name: &str) -> bool {
+    ptx.lines().any(|l| {
+        let l = l.trim_start();
+        let l = l.strip_prefix(".visible ").unwrap_or(l).trim_start();
+        l.strip_prefix(".entry ")
+            .map(|r| {
+                r.trim_start()
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('(') || r.trim().is_empty())
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_lists_match_the_sources() {
+        for s in SOURCES {
+            assert_eq!(declared_entries(s.source), s.entries, "cuda/{}", s.file);
+        }
+        let mut all: Vec<&str> = SOURCES
+            .iter()
+            .flat_map(|s| s.entries.iter().copied())
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "kernel names must be unique");
+    }
+
+    #[test]
+    fn every_cu_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".cu"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = SOURCES.iter().map(|s| s.file.to_string()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
+    fn sources_need_no_headers() {
+        let includes = |t: &str| t.lines().any(|l| l.trim_start().starts_with("#include"));
+        for s in SOURCES {
+            assert!(!includes(s.source), "cuda/{} must not #include", s.file);
+        }
+        assert!(!includes(COMMON));
+    }
+
+    #[test]
+    fn entry_directive_matching() {
+        let ptx = ".visible .entry rd_pool(\n.param .u64 x\n)\n.visible .entry rd_pool_x(\n";
+        assert!(ptx_has_entry(ptx, "rd_pool"));
+        assert!(ptx_has_entry(ptx, "rd_pool_x"));
+        assert!(!ptx_has_entry(ptx, "rd_poo"));
+        assert_eq!(arch_for(8, 7), "compute_87");
+        assert_eq!(fallback_arch(12, 0), Some("compute_90"));
+        assert_eq!(fallback_arch(8, 9), Some("compute_89"));
+        assert_eq!(fallback_arch(8, 8), Some("compute_87"));
+        assert_eq!(fallback_arch(7, 5), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! The CUDA backend (cudarc): caches in GPU memory, kernels from `cuda/*.cu` compiled by NVRTC.
+//!
+//! Everything that touches cudarc first checks that the shared libraries load (see
+//! [`kernels::driver_loadable`] and [`kernels::nvrtc_loadable`]), so a machine without CUDA gets an
+//! `Err` (and `backend=auto` falls back to the CPU) instead of a panic.
+
+mod backend;
+pub mod geometry;
+pub mod kernels;
+
+use std::sync::Arc;
+
+pub use backend::{CudaBackend, CudaOptions};
+
+use super::Backend;
+use crate::error::{Error, Result};
+use crate::model::Plan;
+
+/// Whether a CUDA device and the driver library can be used, without panicking when they are absent.
+pub fn available(device_id: usize) -> Result<()> {
+    kernels::driver_loadable().map_err(Error::Backend)?;
+    kernels::nvrtc_loadable().map_err(Error::Backend)?;
+    let n = std::panic::catch_unwind(cudarc::driver::result::device::get_count)
+        .map_err(|_| Error::Backend("cuDeviceGetCount panicked".into()))?
+        .map_err(|e| Error::Backend(format!("cannot count CUDA devices: {e:?}")))?;
+    if device_id >= n.max(0) as usize {
+        return Err(Error::Backend(format!(
+            "CUDA device {device_id} requested but {n} device(s) present"
+        )));
+    }
+    Ok(())
+}
+
+pub fn create(plan: Arc<Plan>, tile: usize, device_id: usize) -> Result<Box<dyn Backend>> {
+    available(device_id)?;
+    Ok(Box::new(CudaBackend::new(plan, tile, device_id)?))
+}

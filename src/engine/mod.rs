@@ -1,0 +1,297 @@
+//! The engine drives one frame: change mask (once) → per-layer tile lists → backend run. It decides
+//! dense vs sparse (first frame, refresh, reset, break-even) and keeps the timing figures.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::{cpu::CpuBackend, cuda, Backend, BackendKind, StepTiles};
+use crate::error::{Error, Result};
+use crate::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
+use crate::model::import::halo_for;
+use crate::model::plan::{Operand, Plan, Step, LayerOp};
+use crate::preprocess::InputNorm;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RunMode {
+    /// Sparse unless dense is predicted to be faster (or a refresh is due).
+    #[default]
+    Auto,
+    /// Always dense: the baseline.
+    Dense,
+    /// Sparse on every frame after the first, whatever the active fraction.
+    Sparse,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub tile: usize,
+    /// Per-tile difference (0..255 pixel units) above which a tile is recomputed.
+    pub threshold: f32,
+    pub metric: DiffMetric,
+    /// Tiles to grow the change mask by.
+    pub dilation: usize,
+    /// Grow the mask per layer by each layer's reach, so sparse equals dense.
+    pub exact: bool,
+    /// Full dense frame every N frames (0 = never, except the first and after a reset).
+    pub refresh_interval: u64,
+    pub threads: usize,
+    pub backend: BackendKind,
+    pub device_id: usize,
+    pub mode: RunMode,
+    /// Work fraction above which dense runs instead; None = measured while running.
+    pub break_even: Option<f64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            tile: 32,
+            threshold: 12.0,
+            metric: DiffMetric::Max,
+            dilation: 0,
+            exact: false,
+            refresh_interval: 0,
+            threads: 0,
+            backend: BackendKind::Auto,
+            device_id: 0,
+            mode: RunMode::Auto,
+            break_even: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FrameStats {
+    pub frame: u64,
+    /// Changed tiles / all tiles (after dilation).
+    pub active_fraction: f64,
+    /// MAC-weighted fraction of the network actually computed.
+    pub work_fraction: f64,
+    pub dense: bool,
+    pub ms: f64,
+}
+
+pub struct Engine {
+    plan: Arc<Plan>,
+    cfg: EngineConfig,
+    norm: InputNorm,
+    backend: Box<dyn Backend>,
+    detector: ChangeDetector,
+    grid: TileGrid,
+    mask: RegionMask,
+    buf_masks: Vec<RegionMask>,
+    scratch: RegionMask,
+    tiles: StepTiles,
+    halos: Vec<usize>,
+    frames: u64,
+    since_refresh: u64,
+    need_dense: bool,
+    /// Measured sparse efficiency (dense_ms · work / sparse_ms), smoothed.
+    efficiency: f64,
+    dense_ms: Option<f64>,
+}
+
+impl Engine {
+    pub fn new(plan: Arc<Plan>, norm: InputNorm, cfg: EngineConfig) -> Result<Self> {
+        if cfg.tile == 0 || cfg.tile % plan.max_scale != 0 {
+            return Err(Error::Settings(format!(
+                "tile-size {} must be a positive multiple of the network's largest stride {}",
+                cfg.tile, plan.max_scale
+            )));
+        }
+        let backend = make_backend(plan.clone(), &cfg)?;
+        let grid = plan.grid(cfg.tile);
+        let halos = plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Layer(l) => halo_for(l, cfg.tile),
+                _ => 0,
+            })
+            .collect();
+        Ok(Engine {
+            detector: ChangeDetector::new(grid),
+            mask: RegionMask::empty(&grid),
+            buf_masks: vec![RegionMask::empty(&grid); plan.buffers.len()],
+            scratch: RegionMask::empty(&grid),
+            tiles: StepTiles {
+                per_step: plan.steps.iter().map(|_| Vec::with_capacity(grid.len())).collect(),
+            },
+            halos,
+            grid,
+            plan,
+            cfg,
+            norm,
+            backend,
+            frames: 0,
+            since_refresh: 0,
+            need_dense: true,
+            efficiency: 0.8,
+            dense_ms: None,
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn grid(&self) -> TileGrid {
+        self.grid
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Threshold and other detection settings may change between frames.
+    pub fn config_mut(&mut self) -> &mut EngineConfig {
+        &mut self.cfg
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.backend.memory_bytes()
+    }
+
+    /// The change mask of the last frame.
+    pub fn mask(&self) -> &RegionMask {
+        &self.mask
+    }
+
+    /// Forgets caches and reference: the next frame is dense.
+    pub fn reset(&mut self) {
+        self.detector.reset();
+        self.backend.reset();
+        self.need_dense = true;
+    }
+
+    /// Runs one frame given as packed RGB at network input size (already letterboxed).
+    pub fn process(&mut self, rgb: &[u8]) -> Result<FrameStats> {
+        let start = Instant::now();
+        let mut mask = std::mem::replace(&mut self.mask, RegionMask::empty(&self.grid));
+        self.detector
+            .detect(rgb, self.cfg.threshold, self.cfg.metric, self.cfg.dilation, &mut mask);
+        let r = self.run_masked(rgb, &mask, start);
+        self.mask = mask;
+        r
+    }
+
+    /// Runs one frame on a given change mask (the input is rewritten only on masked tiles).
+    /// Benchmarks and tests use it to control the active fraction.
+    pub fn process_with_mask(&mut self, rgb: &[u8], mask: &RegionMask) -> Result<FrameStats> {
+        let start = Instant::now();
+        let mask = if self.need_dense { RegionMask::full(&self.grid) } else { mask.clone() };
+        let r = self.run_masked(rgb, &mask, start);
+        self.mask = mask;
+        r
+    }
+
+    fn run_masked(&mut self, rgb: &[u8], mask: &RegionMask, start: Instant) -> Result<FrameStats> {
+        let mut input_tiles = Vec::with_capacity(self.grid.len());
+        mask.active_tiles(&mut input_tiles);
+        self.backend.write_input(rgb, &self.norm, &input_tiles)?;
+
+        let refresh_due = self.cfg.refresh_interval > 0 && self.since_refresh + 1 >= self.cfg.refresh_interval;
+        let work = self.plan_tiles(mask, false);
+        let dense = match self.cfg.mode {
+            RunMode::Dense => true,
+            _ if self.need_dense || refresh_due => true,
+            RunMode::Sparse => false,
+            RunMode::Auto => match self.cfg.break_even {
+                Some(be) => work > be,
+                None => work > self.efficiency.clamp(0.2, 1.0),
+            },
+        };
+        let work = if dense { self.plan_tiles(mask, true) } else { work };
+        self.backend.run(&self.tiles)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if dense {
+            self.dense_ms = Some(match self.dense_ms {
+                Some(d) => 0.8 * d + 0.2 * ms,
+                None => ms,
+            });
+            self.since_refresh = 0;
+        } else {
+            self.since_refresh += 1;
+            if let (Some(d), true) = (self.dense_ms, work >= 0.05) {
+                let eff = (d * work / ms).clamp(0.05, 1.5);
+                self.efficiency = 0.9 * self.efficiency + 0.1 * eff;
+            }
+        }
+        self.need_dense = false;
+        self.frames += 1;
+        Ok(FrameStats {
+            frame: self.frames,
+            active_fraction: mask.fraction(),
+            work_fraction: work,
+            dense,
+            ms,
+        })
+    }
+
+    /// Fills the per-step tile lists from the change mask; returns the MAC-weighted work fraction.
+    fn plan_tiles(&mut self, mask: &RegionMask, dense: bool) -> f64 {
+        let full = RegionMask::full(&self.grid);
+        for m in &mut self.buf_masks {
+            m.fill(false);
+        }
+        self.buf_masks[0].copy_from(if dense { &full } else { mask });
+        let (mut done, mut total) = (0.0, 0.0);
+        for (si, step) in self.plan.steps.iter().enumerate() {
+            let tiles = &mut self.tiles.per_step[si];
+            tiles.clear();
+            let Step::Layer(l) = step else { continue };
+            let mut m = std::mem::replace(&mut self.scratch, RegionMask::empty(&self.grid));
+            if dense {
+                m.fill(true);
+            } else if self.cfg.exact {
+                m.copy_from(&self.buf_masks[l.input.buf]);
+                if let LayerOp::Binary { rhs: Operand::View(v), .. } = &l.op {
+                    m.union_with(&self.buf_masks[v.buf]);
+                }
+                if l.global {
+                    m.fill(true);
+                } else {
+                    let mut tmp = RegionMask::empty(&self.grid);
+                    m.dilate(self.halos[si], &mut tmp);
+                }
+            } else {
+                m.copy_from(mask);
+            }
+            self.buf_masks[l.output.buf].union_with(&m);
+            m.active_tiles(tiles);
+            done += l.macs * m.fraction();
+            total += l.macs;
+            self.scratch = m;
+        }
+        if total > 0.0 {
+            done / total
+        } else {
+            0.0
+        }
+    }
+
+    /// The graph outputs of the last frame.
+    pub fn outputs(&mut self) -> Result<Vec<Tensor>> {
+        self.backend.outputs()
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+}
+
+fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Box<dyn Backend>> {
+    match cfg.backend {
+        BackendKind::Cpu => Ok(Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?)),
+        BackendKind::Cuda => cuda::create(plan, cfg.tile, cfg.device_id),
+        BackendKind::Auto => match cuda::available(cfg.device_id) {
+            Ok(()) => cuda::create(plan, cfg.tile, cfg.device_id),
+            Err(_) => Ok(Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?)),
+        },
+    }
+}

@@ -1,0 +1,669 @@
+//! CUDA backend against the CPU backend: every layer kind on a synthetic plan (partial border
+//! tiles, channel-slice views, groups, transposed and dilated convs, slot operands), dense and
+//! sparse frames; the change-detection kernels against `ChangeDetector`; and the bundled models.
+//!
+//! Needs a GPU and the CUDA driver. Kernels come from NVRTC, or, where NVRTC is not installed,
+//! from PTX files in `$REGIONDROP_PTX_DIR` (written by
+//! `REGIONDROP_WRITE_PTX_DIR=dir cargo test --test cuda_kernels_compile`). Without a GPU the tests
+//! print "SKIPPED" and pass, unless `REGIONDROP_REQUIRE_GPU=1`.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
+use gstregiondrop::backend::cpu::CpuBackend;
+use gstregiondrop::backend::cuda::{self, kernels, CudaBackend, CudaOptions};
+use gstregiondrop::backend::{Backend, StepTiles};
+use gstregiondrop::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
+use gstregiondrop::model::act::Act;
+use gstregiondrop::model::plan::{
+    BinOp, ConvSpec, FeatureBuf, Layer, LayerOp, Operand, Plan, PoolKind, PoolSpec, ResizeTaps,
+    Step, View,
+};
+use gstregiondrop::preprocess::InputNorm;
+use gstregiondrop::tensor::Tensor;
+
+/// A small deterministic generator (no dev-dependency needed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn f(&mut self, scale: f32) -> f32 {
+        (self.next() as f32 / (1u64 << 31) as f32 - 0.5) * 2.0 * scale
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f(scale)).collect()
+    }
+}
+
+fn require_gpu() -> bool {
+    std::env::var("REGIONDROP_REQUIRE_GPU").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// The options to build the backend with, or None (skip) when there is no usable GPU.
+fn gpu() -> Option<CudaOptions> {
+    let skip = |why: String| {
+        if require_gpu() {
+            panic!("a GPU is required (REGIONDROP_REQUIRE_GPU) but: {why}");
+        }
+        println!("SKIPPED: {why}");
+        None
+    };
+    if let Err(e) = kernels::driver_loadable() {
+        return skip(e);
+    }
+    match std::panic::catch_unwind(cudarc::driver::result::device::get_count) {
+        Ok(Ok(n)) if n > 0 => {}
+        other => return skip(format!("no CUDA device ({other:?})")),
+    }
+    let ptx = match std::env::var("REGIONDROP_PTX_DIR") {
+        Ok(dir) => {
+            let set: Vec<(&'static str, String)> = kernels::SOURCES
+                .iter()
+                .map(|s| {
+                    let p = std::path::Path::new(&dir).join(s.file.replace(".cu", ".ptx"));
+                    (
+                        s.file,
+                        std::fs::read_to_string(&p)
+                            .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+                    )
+                })
+                .collect();
+            Some(Arc::new(set))
+        }
+        Err(_) => {
+            if let Err(e) = cuda::available(0) {
+                return skip(e.to_string());
+            }
+            None
+        }
+    };
+    Some(CudaOptions {
+        builtin_gemm: false,
+        ptx,
+    })
+}
+
+fn conv(c: ConvSpec, input: View, output: View) -> Step {
+    Step::Layer(Layer {
+        name: "conv".into(),
+        op: LayerOp::Conv(c),
+        input,
+        output,
+        halo: 0,
+        global: false,
+        macs: 1.0,
+    })
+}
+
+fn layer(name: &str, op: LayerOp, input: View, output: View) -> Step {
+    Step::Layer(Layer {
+        name: name.into(),
+        op,
+        input,
+        output,
+        halo: 0,
+        global: false,
+        macs: 1.0,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_spec(
+    r: &mut Lcg,
+    k: usize,
+    s: usize,
+    d: usize,
+    pad: usize,
+    cin: usize,
+    cout: usize,
+    groups: usize,
+    transposed: bool,
+    act: Act,
+) -> ConvSpec {
+    let kk = k * k * (cin / groups);
+    ConvSpec {
+        kh: k,
+        kw: k,
+        sh: s,
+        sw: s,
+        dh: d,
+        dw: d,
+        pad_t: pad,
+        pad_l: pad,
+        cin,
+        cout,
+        groups,
+        transposed,
+        weights: r.vec(kk * cout, (1.0 / kk as f32).sqrt()),
+        bias: r.vec(cout, 0.1),
+        act,
+    }
+}
+
+fn nearest(out: usize, inp: usize) -> ResizeTaps {
+    let i0: Vec<u32> = (0..out)
+        .map(|o| ((o * inp) / out).min(inp - 1) as u32)
+        .collect();
+    ResizeTaps {
+        i1: i0.clone(),
+        i0,
+        frac: vec![0.0; out],
+    }
+}
+
+fn bilinear(out: usize, inp: usize) -> ResizeTaps {
+    let mut t = ResizeTaps {
+        i0: vec![],
+        i1: vec![],
+        frac: vec![],
+    };
+    for o in 0..out {
+        let x = ((o as f32 + 0.5) * inp as f32 / out as f32 - 0.5).max(0.0);
+        let i = (x.floor() as usize).min(inp - 1);
+        t.i0.push(i as u32);
+        t.i1.push((i + 1).min(inp - 1) as u32);
+        t.frac.push(x - i as f32);
+    }
+    t
+}
+
+/// Every layer kind, on a 100x70 input (partial border tiles at tile 32).
+fn synthetic_plan() -> Plan {
+    let mut r = Lcg(7);
+    let (w, h) = (100usize, 70usize);
+    let (w2, h2) = (50usize, 35usize);
+    let (w4, h4) = (25usize, 18usize);
+    let fb = |c, h, w, scale| FeatureBuf { c, h, w, scale };
+    let v = |buf, c_off, c| View { buf, c_off, c };
+    let buffers = vec![
+        fb(3, h, w, 1),    // 0 input
+        fb(24, h2, w2, 2), // 1 concat buffer: [0,16) conv, [16,24) grouped conv
+        fb(16, h2, w2, 2), // 2 depthwise
+        fb(24, h2, w2, 2), // 3 max pool
+        fb(24, h4, w4, 4), // 4 avg pool s2
+        fb(48, h2, w2, 2), // 5 [0,24) nearest up, [24,48) bilinear up
+        fb(24, h2, w2, 2), // 6 affine
+        fb(24, h2, w2, 2), // 7 add
+        fb(24, h2, w2, 2), // 8 mul channels, then sub scalar in place
+        fb(24, h2, w2, 2), // 9 sigmoid
+        fb(24, h2, w2, 2), // 10 gather
+        fb(8, h, w, 1),    // 11 transposed conv
+        fb(8, h, w, 1),    // 12 dilated conv
+        fb(8, h, w, 1),    // 13 mul slot
+    ];
+    let steps = vec![
+        conv(
+            conv_spec(&mut r, 3, 2, 1, 1, 3, 16, 1, false, Act::LeakyRelu(0.1)),
+            v(0, 0, 3),
+            v(1, 0, 16),
+        ),
+        conv(
+            conv_spec(&mut r, 3, 1, 1, 1, 16, 16, 16, false, Act::Silu),
+            v(1, 0, 16),
+            v(2, 0, 16),
+        ),
+        conv(
+            conv_spec(&mut r, 1, 1, 1, 0, 16, 8, 2, false, Act::HardSwish),
+            v(2, 0, 16),
+            v(1, 16, 8),
+        ),
+        layer(
+            "maxpool",
+            LayerOp::Pool(PoolSpec {
+                kind: PoolKind::Max,
+                kh: 3,
+                kw: 3,
+                sh: 1,
+                sw: 1,
+                pad_t: 1,
+                pad_l: 1,
+            }),
+            v(1, 0, 24),
+            v(3, 0, 24),
+        ),
+        layer(
+            "avgpool",
+            LayerOp::Pool(PoolSpec {
+                kind: PoolKind::Avg(false),
+                kh: 3,
+                kw: 3,
+                sh: 2,
+                sw: 2,
+                pad_t: 1,
+                pad_l: 1,
+            }),
+            v(3, 0, 24),
+            v(4, 0, 24),
+        ),
+        layer(
+            "up_nearest",
+            LayerOp::Resize {
+                y: nearest(h2, h4),
+                x: nearest(w2, w4),
+            },
+            v(4, 0, 24),
+            v(5, 0, 24),
+        ),
+        layer(
+            "up_bilinear",
+            LayerOp::Resize {
+                y: bilinear(h2, h4),
+                x: bilinear(w2, w4),
+            },
+            v(4, 0, 24),
+            v(5, 24, 24),
+        ),
+        layer(
+            "affine",
+            LayerOp::Affine {
+                scale: r.vec(24, 1.0),
+                shift: r.vec(24, 0.5),
+                act: Act::Tanh,
+            },
+            v(5, 24, 24),
+            v(6, 0, 24),
+        ),
+        layer(
+            "add",
+            LayerOp::Binary {
+                op: BinOp::Add,
+                rhs: Operand::View(v(5, 0, 24)),
+                act: Act::Relu,
+            },
+            v(6, 0, 24),
+            v(7, 0, 24),
+        ),
+        layer(
+            "mul_ch",
+            LayerOp::Binary {
+                op: BinOp::Mul,
+                rhs: Operand::Channels(r.vec(24, 2.0)),
+                act: Act::Identity,
+            },
+            v(7, 0, 24),
+            v(8, 0, 24),
+        ),
+        layer(
+            "sub_scalar",
+            LayerOp::Binary {
+                op: BinOp::Sub,
+                rhs: Operand::Channels(vec![0.25]),
+                act: Act::Clip(-1.0, 3.0),
+            },
+            v(8, 0, 24),
+            v(8, 0, 24),
+        ),
+        layer(
+            "sigmoid",
+            LayerOp::Unary(Act::Sigmoid),
+            v(8, 0, 24),
+            v(9, 0, 24),
+        ),
+        layer(
+            "gather",
+            LayerOp::Gather {
+                perm: (0..24).rev().collect(),
+            },
+            v(9, 0, 24),
+            v(10, 0, 24),
+        ),
+        conv(
+            conv_spec(&mut r, 2, 2, 1, 0, 24, 8, 1, true, Act::Identity),
+            v(10, 0, 24),
+            v(11, 0, 8),
+        ),
+        conv(
+            conv_spec(&mut r, 3, 1, 2, 2, 8, 8, 1, false, Act::Clip(-0.5, 0.5)),
+            v(11, 0, 8),
+            v(12, 0, 8),
+        ),
+        Step::GlobalPool {
+            input: v(12, 0, 8),
+            slot: 1,
+        },
+        layer(
+            "mul_slot",
+            LayerOp::Binary {
+                op: BinOp::Mul,
+                rhs: Operand::Slot(1),
+                act: Act::HardSigmoid(0.2, 0.5),
+            },
+            v(12, 0, 8),
+            v(13, 0, 8),
+        ),
+        Step::Export {
+            input: v(13, 0, 8),
+            slot: 0,
+        },
+        Step::Export {
+            input: v(10, 0, 24),
+            slot: 2,
+        },
+    ];
+    Plan {
+        model_path: "synthetic.onnx".into(),
+        input_name: "x".into(),
+        input_w: w,
+        input_h: h,
+        input_c: 3,
+        max_scale: 4,
+        buffers,
+        steps,
+        slots: vec![None, None, None],
+        slot_shapes: vec![vec![1, 8, h, w], vec![1, 8, 1, 1], vec![1, 24, h2, w2]],
+        outputs: vec![("y".into(), 0), ("mid".into(), 2)],
+    }
+}
+
+fn step_tiles(plan: &Plan, tiles: &[u32]) -> StepTiles {
+    StepTiles {
+        per_step: plan
+            .steps
+            .iter()
+            .map(|s| {
+                if matches!(s, Step::Layer(_)) {
+                    tiles.to_vec()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect(),
+    }
+}
+
+fn image(w: usize, h: usize, seed: u64) -> Vec<u8> {
+    let mut r = Lcg(seed);
+    (0..w * h * 3)
+        .map(|i| ((i % 251) as u32 ^ (r.next() & 63)) as u8)
+        .collect()
+}
+
+/// Max |a - b| over all outputs, and the largest |a|.
+fn compare(a: &[Tensor], b: &[Tensor]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let (mut d, mut m) = (0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.shape, y.shape);
+        for (&p, &q) in x.data.iter().zip(&y.data) {
+            assert!(q.is_finite(), "non-finite CUDA output");
+            d = d.max((p - q).abs());
+            m = m.max(p.abs());
+        }
+    }
+    (d, m)
+}
+
+/// Runs the same frames (dense, then sparse on `sparse_tiles` after changing the image there)
+/// on both backends and checks they agree to `rel` of the output scale.
+fn agree(
+    plan: Arc<Plan>,
+    tile: usize,
+    opts: CudaOptions,
+    sparse_tiles: &[u32],
+    rel: f32,
+    norm: &InputNorm,
+) {
+    let grid = plan.grid(tile);
+    let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
+    let mut gpu = CudaBackend::with_options(plan.clone(), tile, 0, opts).unwrap();
+    println!("{}: {}", plan.model_path.display(), gpu.describe());
+    let (w, h) = (plan.input_w, plan.input_h);
+    let all: Vec<u32> = (0..grid.len() as u32).collect();
+    let mut img = image(w, h, 1);
+    for (frame, tiles) in [(0, &all[..]), (1, sparse_tiles)] {
+        if frame == 1 {
+            img = image(w, h, 2);
+        }
+        let st = step_tiles(&plan, tiles);
+        cpu.write_input(&img, norm, tiles).unwrap();
+        gpu.write_input(&img, norm, tiles).unwrap();
+        let t0 = std::time::Instant::now();
+        cpu.run(&st).unwrap();
+        let t_cpu = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        gpu.run(&st).unwrap();
+        let t_gpu = t0.elapsed();
+        let (d, m) = compare(&cpu.outputs().unwrap(), &gpu.outputs().unwrap());
+        println!(
+            "  frame {frame}: {} tiles, max |cpu - cuda| = {d:.3e} (output scale {m:.3e}); cpu {:.2} ms, cuda {:.2} ms",
+            tiles.len(),
+            t_cpu.as_secs_f64() * 1e3,
+            t_gpu.as_secs_f64() * 1e3
+        );
+        assert!(
+            d <= rel * m.max(1.0),
+            "frame {frame}: CUDA differs from CPU by {d} (scale {m})"
+        );
+    }
+    // Reset clears the caches on both.
+    cpu.reset();
+    gpu.reset();
+    assert!(gpu.memory_bytes() > 0);
+}
+
+#[test]
+fn synthetic_plan_matches_cpu() {
+    let Some(opts) = gpu() else { return };
+    let plan = Arc::new(synthetic_plan());
+    let norm = InputNorm {
+        mean: [10.0, 20.0, 30.0],
+        std: [50.0, 60.0, 70.0],
+        bgr: true,
+    };
+    // 4x3 grid: an interior tile, a right-border and a corner tile.
+    agree(plan.clone(), 32, opts.clone(), &[1, 3, 6, 11], 1e-4, &norm);
+    agree(
+        plan,
+        32,
+        CudaOptions {
+            builtin_gemm: true,
+            ..opts
+        },
+        &[0, 5, 10],
+        1e-4,
+        &norm,
+    );
+}
+
+#[test]
+fn change_detection_kernels_match_detector() {
+    let Some(opts) = gpu() else { return };
+    let ptx = match opts.ptx {
+        Some(p) => p,
+        None => {
+            let ctx = CudaContext::new(0).unwrap();
+            let (a, b) = ctx.compute_capability().unwrap();
+            kernels::compile_ptx_cached(kernels::fallback_arch(a, b).unwrap()).unwrap()
+        }
+    };
+    let src = &ptx.iter().find(|(f, _)| *f == "change.cu").unwrap().1;
+    let ctx = CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(src.clone()))
+        .unwrap();
+    let f = |n: &str| module.load_function(n).unwrap();
+    let (diff, dilate, compact, refupd) = (
+        f("rd_tile_diff"),
+        f("rd_mask_dilate"),
+        f("rd_mask_compact"),
+        f("rd_ref_update"),
+    );
+    let (w, h, tile) = (150usize, 100usize, 32usize);
+    let grid = TileGrid::new(w, h, tile);
+    let n = grid.len();
+    let base = image(w, h, 3);
+    let mut det = ChangeDetector::new(grid);
+    let mut mask = RegionMask::empty(&grid);
+    det.detect(&base, 10.0, DiffMetric::Max, 0, &mut mask);
+    for (metric, dil, m_code) in [
+        (DiffMetric::Max, 0usize, 0i32),
+        (DiffMetric::Mean, 1, 1),
+        (DiffMetric::Max, 2, 0),
+    ] {
+        let mut img = det.reference().to_vec();
+        // Change a few pixels in tiles 1 and 13 (bottom-right partial tile), and a slow drift in tile 6.
+        img[(5 * w + 40) * 3] ^= 0x80;
+        img[((h - 1) * w + w - 1) * 3 + 2] ^= 0x40;
+        for y in 32..40 {
+            for x in 64..90 {
+                img[(y * w + x) * 3 + 1] = img[(y * w + x) * 3 + 1].wrapping_add(20);
+            }
+        }
+        let mut d_ref = stream.clone_htod(det.reference()).unwrap();
+        let d_img = stream.clone_htod(&img).unwrap();
+        let mut d_score = stream.alloc_zeros::<f32>(n).unwrap();
+        let mut d_mask = stream.alloc_zeros::<u8>(n).unwrap();
+        let mut d_mask2 = stream.alloc_zeros::<u8>(n).unwrap();
+        let mut d_list = stream.alloc_zeros::<u32>(n).unwrap();
+        let mut d_count = stream.alloc_zeros::<u32>(1).unwrap();
+        let thr = if metric == DiffMetric::Mean {
+            0.05f32
+        } else {
+            10.0
+        };
+        let cfg = |g: u32, b: u32| LaunchConfig {
+            grid_dim: (g, 1, 1),
+            block_dim: (b, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe {
+            let (wi, hi, ti, ci) = (w as i32, h as i32, tile as i32, grid.cols as i32);
+            stream
+                .launch_builder(&diff)
+                .arg(&d_img)
+                .arg(&d_ref)
+                .arg(&wi)
+                .arg(&hi)
+                .arg(&ti)
+                .arg(&ci)
+                .arg(&m_code)
+                .arg(&thr)
+                .arg(&0i32)
+                .arg(&mut d_score)
+                .arg(&mut d_mask)
+                .launch(cfg(n as u32, 256))
+                .unwrap();
+            let (ri, di) = (grid.rows as i32, dil as i32);
+            stream
+                .launch_builder(&dilate)
+                .arg(&d_mask)
+                .arg(&mut d_mask2)
+                .arg(&ci)
+                .arg(&ri)
+                .arg(&di)
+                .launch(cfg((n as u32).div_ceil(128), 128))
+                .unwrap();
+            let ni = n as i32;
+            stream
+                .launch_builder(&compact)
+                .arg(&d_mask2)
+                .arg(&ni)
+                .arg(&mut d_list)
+                .arg(&mut d_count)
+                .launch(cfg(1, 1024))
+                .unwrap();
+            let (cp, _g) = d_count.device_ptr(&stream);
+            let cp: u64 = cp;
+            stream
+                .launch_builder(&refupd)
+                .arg(&d_img)
+                .arg(&mut d_ref)
+                .arg(&wi)
+                .arg(&hi)
+                .arg(&ti)
+                .arg(&ci)
+                .arg(&d_list)
+                .arg(&cp)
+                .launch(LaunchConfig {
+                    grid_dim: (n as u32, 4, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                })
+                .unwrap();
+        }
+        let count = stream.clone_dtoh(&d_count).unwrap()[0] as usize;
+        let list = stream.clone_dtoh(&d_list).unwrap();
+        let new_ref = stream.clone_dtoh(&d_ref).unwrap();
+        det.detect(&img, thr, metric, dil, &mut mask);
+        let mut want = Vec::new();
+        mask.active_tiles(&mut want);
+        assert_eq!(&list[..count], &want[..], "{metric:?} dilation {dil}");
+        assert!(!want.is_empty());
+        assert_eq!(new_ref, det.reference(), "{metric:?}: reference update");
+        println!("{metric:?} dilation {dil}: tiles {want:?}");
+    }
+}
+
+#[test]
+fn bundled_models_match_cpu() {
+    let Some(opts) = gpu() else { return };
+    // Relative to the working directory (cargo runs tests in the package root).
+    let dir = std::path::PathBuf::from(
+        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
+    );
+    let models = [
+        ("yolov8n-nudenet-320.onnx", Some((320, 320))),
+        ("nanodet-416.onnx", None),
+        ("ppocr-det.onnx", Some((640, 384))),
+    ];
+    let mut ran = 0;
+    for (m, size) in models {
+        let path = dir.join(m);
+        if !path.exists() {
+            println!("{m}: not present, skipped");
+            continue;
+        }
+        let plan = match gstregiondrop::model::import(
+            &path,
+            &gstregiondrop::model::ImportOptions { input_size: size },
+        ) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                println!("{m}: import failed ({e}), skipped");
+                continue;
+            }
+        };
+        let tile = 32.max(plan.max_scale);
+        let grid = plan.grid(tile);
+        let sparse: Vec<u32> = (0..grid.len() as u32)
+            .filter(|t| t % 7 == 2 || *t == grid.len() as u32 - 1)
+            .collect();
+        agree(
+            plan,
+            tile,
+            opts.clone(),
+            &sparse,
+            2e-3,
+            &InputNorm::unit_rgb(),
+        );
+        ran += 1;
+    }
+    println!("{ran} model(s) compared");
+}
+
+/// The synthetic plan is well formed (runs on the CPU, finite outputs), so a GPU failure above is
+/// the GPU's. Runs everywhere.
+#[test]
+fn synthetic_plan_runs_on_cpu() {
+    let plan = Arc::new(synthetic_plan());
+    let mut cpu = CpuBackend::new(plan.clone(), 32, 2).unwrap();
+    let grid = plan.grid(32);
+    let all: Vec<u32> = (0..grid.len() as u32).collect();
+    let img = image(plan.input_w, plan.input_h, 1);
+    cpu.write_input(&img, &InputNorm::unit_rgb(), &all).unwrap();
+    cpu.run(&step_tiles(&plan, &all)).unwrap();
+    let out = cpu.outputs().unwrap();
+    assert_eq!(out[0].shape, vec![1, 8, 70, 100]);
+    assert!(out.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
+    let spread = out[0]
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(spread.1 > spread.0, "outputs are not constant");
+}

@@ -1,0 +1,94 @@
+//! Every kernel in `cuda/` compiles with NVRTC for every architecture we support, without a GPU.
+//!
+//! Needs `libnvrtc.so.12` on the loader path when the test process starts, e.g. from the pip wheel
+//! `nvidia-cuda-nvrtc-cu12` installed in the project venv:
+//!
+//! ```text
+//! LD_LIBRARY_PATH="$PWD/.venv/lib/python3.11/site-packages/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+//!     cargo test --test cuda_kernels_compile
+//! ```
+//!
+//! Without the library the test prints why and passes with "SKIPPED", unless `CI` is set (to
+//! anything but "" / "0" / "false") or `REGIONDROP_REQUIRE_NVRTC=1`, where it fails.
+
+use gstregiondrop::backend::cuda::kernels::{
+    compile_ptx, declared_entries, nvrtc_loadable, nvrtc_version, ptx_has_entry, SOURCES,
+    SUPPORTED_ARCHS,
+};
+
+fn flag(name: &str) -> bool {
+    std::env::var(name)
+        .map(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            !(v.is_empty() || v == "0" || v == "false" || v == "no")
+        })
+        .unwrap_or(false)
+}
+
+fn nvrtc_required() -> bool {
+    flag("CI") || flag("REGIONDROP_REQUIRE_NVRTC")
+}
+
+/// Ok(true) when NVRTC can be used; Ok(false) to skip; panics (fails) when it is required.
+fn nvrtc_or_skip() -> bool {
+    match nvrtc_loadable() {
+        Ok(()) => true,
+        Err(why) => {
+            if nvrtc_required() {
+                panic!("NVRTC is required here (CI or REGIONDROP_REQUIRE_NVRTC is set) but cannot be loaded: {why}");
+            }
+            println!("SKIPPED: NVRTC is not loadable ({why}); set CI=true or REGIONDROP_REQUIRE_NVRTC=1 to fail instead");
+            false
+        }
+    }
+}
+
+#[test]
+fn every_kernel_compiles_for_every_supported_arch() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let (major, minor) = nvrtc_version().expect("NVRTC version");
+    println!("NVRTC {major}.{minor}");
+    for &arch in SUPPORTED_ARCHS {
+        let set = compile_ptx(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(set.len(), SOURCES.len());
+        for ((file, ptx), src) in set.iter().zip(SOURCES) {
+            assert_eq!(*file, src.file);
+            let target = format!(".target sm_{}", &arch["compute_".len()..]);
+            assert!(
+                ptx.contains(&target),
+                "{arch} cuda/{file}: PTX lacks `{target}`"
+            );
+            // The declared kernels and the listed ones agree, and each is an entry of the PTX.
+            assert_eq!(declared_entries(src.source), src.entries, "cuda/{file}");
+            for name in src.entries {
+                assert!(
+                    ptx_has_entry(ptx, name),
+                    "{arch} cuda/{file}: PTX has no `.entry {name}`"
+                );
+            }
+            println!(
+                "{arch} cuda/{file}: {} bytes of PTX, entries {:?}",
+                ptx.len(),
+                src.entries
+            );
+            // For running the GPU tests where NVRTC is not installed (tests/cuda_backend.rs).
+            if let Ok(dir) = std::env::var("REGIONDROP_WRITE_PTX_DIR") {
+                let dir = std::path::Path::new(&dir).join(arch);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(file.replace(".cu", ".ptx")), ptx).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn compile_errors_are_reported_not_panicked() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    // Invalid architectures come back as an Err carrying NVRTC's message.
+    let e = compile_ptx("compute_1").expect_err("compute_1 is not an architecture");
+    assert!(e.to_string().contains("compute_1"), "{e}");
+}
