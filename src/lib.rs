@@ -2,7 +2,9 @@
 //!
 //! frame → preprocess → change mask (once) → sparse network on the mask → detections → metadata.
 
+pub mod analyzer;
 pub mod backend;
+pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod mask;

@@ -1,0 +1,130 @@
+//! One video frame in, detections out: letterbox → engine (change mask, sparse network) → decode.
+//! The element and the benchmark both drive the network through this.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::detect::{decode, DecodeParams, DecoderKind, Detection};
+use crate::engine::{Engine, EngineConfig, FrameStats};
+use crate::error::{Error, Result};
+use crate::model::{import, ImportOptions, Plan};
+use crate::preprocess::{letterbox, Letterbox, PixelSource};
+
+/// The default model, built by `scripts/setup-assets.sh`: $REGIONDROP_MODEL, else the project's copy.
+pub fn default_model_path() -> PathBuf {
+    std::env::var_os("REGIONDROP_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/models/nanodet-416.onnx"))
+}
+
+/// The sample clip: $REGIONDROP_VIDEO, else the project's copy.
+pub fn default_video_path() -> PathBuf {
+    std::env::var_os("REGIONDROP_VIDEO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/video/vtest.avi"))
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AnalyzerOptions {
+    pub engine: EngineConfig,
+    pub decode: DecodeParams,
+    /// None: chosen from the model's outputs.
+    pub decoder: Option<DecoderKind>,
+    /// For models with dynamic input dims.
+    pub input_size: Option<(usize, usize)>,
+}
+
+pub struct Analyzer {
+    engine: Engine,
+    kind: DecoderKind,
+    pub params: DecodeParams,
+    rgb: Vec<u8>,
+    last: Option<Letterbox>,
+}
+
+impl Analyzer {
+    pub fn load_plan(model: &Path, input_size: Option<(usize, usize)>) -> Result<Arc<Plan>> {
+        Ok(Arc::new(import(model, &ImportOptions { input_size })?))
+    }
+
+    pub fn new(model: &Path, opts: AnalyzerOptions) -> Result<Self> {
+        let plan = Self::load_plan(model, opts.input_size)?;
+        Self::with_plan(plan, opts)
+    }
+
+    pub fn with_plan(plan: Arc<Plan>, opts: AnalyzerOptions) -> Result<Self> {
+        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+        let kind = match opts.decoder {
+            Some(k) => k,
+            None => DecoderKind::detect(&shapes).map_err(|reason| Error::BadModel {
+                path: plan.model_path.clone(),
+                reason,
+            })?,
+        };
+        let rgb = vec![0u8; plan.input_w * plan.input_h * 3];
+        let engine = Engine::new(plan, kind.input_norm(), opts.engine)?;
+        Ok(Analyzer {
+            engine,
+            kind,
+            params: opts.decode,
+            rgb,
+            last: None,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    pub fn decoder(&self) -> DecoderKind {
+        self.kind
+    }
+
+    /// The letterboxed network input of the last frame (packed RGB).
+    pub fn network_image(&self) -> &[u8] {
+        &self.rgb
+    }
+
+    /// Runs one frame; boxes come back in frame pixels.
+    pub fn process(&mut self, frame: &dyn PixelSource) -> Result<(FrameStats, Vec<Detection>)> {
+        let (w, h) = (self.engine.plan().input_w, self.engine.plan().input_h);
+        let lb = letterbox(frame, w, h, &mut self.rgb);
+        if self.last.is_some_and(|l| l != lb) {
+            self.engine.reset();
+        }
+        self.last = Some(lb);
+        let stats = self.engine.process(&self.rgb)?;
+        let dets = self.detections_in_frame()?;
+        Ok((stats, dets))
+    }
+
+    /// Decodes the current outputs into network-input coordinates.
+    pub fn detections(&mut self) -> Result<Vec<Detection>> {
+        let outs = self.engine.outputs()?;
+        let (w, h) = (self.engine.plan().input_w, self.engine.plan().input_h);
+        decode(self.kind, &outs, w, h, &self.params).map_err(|reason| Error::BadModel {
+            path: self.engine.plan().model_path.clone(),
+            reason,
+        })
+    }
+
+    fn detections_in_frame(&mut self) -> Result<Vec<Detection>> {
+        let lb = self.last.expect("a frame was letterboxed");
+        let mut dets = self.detections()?;
+        for d in &mut dets {
+            let (x0, y0) = lb.to_frame(d.bbox[0], d.bbox[1]);
+            let (x1, y1) = lb.to_frame(d.bbox[2], d.bbox[3]);
+            d.bbox = [x0, y0, x1, y1];
+        }
+        Ok(dets)
+    }
+
+    pub fn reset(&mut self) {
+        self.engine.reset();
+        self.last = None;
+    }
+}

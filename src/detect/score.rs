@@ -1,0 +1,101 @@
+//! mAP@0.5 of predicted detections against reference detections (used as ground truth).
+
+use super::Detection;
+
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+/// Mean over reference classes of the average precision (all-point interpolation) at IoU 0.5,
+/// matching per frame. With no reference boxes at all: 1 if nothing was predicted, else 0.
+pub fn map50(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]) -> f64 {
+    assert_eq!(reference.len(), predicted.len(), "frame counts differ");
+    let mut classes: Vec<u32> = reference.iter().flatten().map(|d| d.class_id).collect();
+    classes.sort();
+    classes.dedup();
+    if classes.is_empty() {
+        return if predicted.iter().all(|p| p.is_empty()) { 1.0 } else { 0.0 };
+    }
+    let mut sum = 0.0;
+    for &c in &classes {
+        let n_gt = reference.iter().flatten().filter(|d| d.class_id == c).count();
+        // (confidence, frame, detection index)
+        let mut preds: Vec<(f32, usize, usize)> = predicted
+            .iter()
+            .enumerate()
+            .flat_map(|(f, ds)| {
+                ds.iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.class_id == c)
+                    .map(move |(i, d)| (d.confidence, f, i))
+            })
+            .collect();
+        preds.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut used: Vec<Vec<bool>> = reference.iter().map(|r| vec![false; r.len()]).collect();
+        let (mut tp, mut fp) = (0usize, 0usize);
+        let mut curve = Vec::with_capacity(preds.len());
+        for &(_, f, i) in &preds {
+            let p = &predicted[f][i];
+            let best = reference[f]
+                .iter()
+                .enumerate()
+                .filter(|(j, g)| g.class_id == c && !used[f][*j])
+                .map(|(j, g)| (j, iou(&g.bbox, &p.bbox)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((j, v)) if v >= 0.5 => {
+                    used[f][j] = true;
+                    tp += 1
+                }
+                _ => fp += 1,
+            }
+            curve.push((tp as f64 / n_gt as f64, tp as f64 / (tp + fp) as f64));
+        }
+        // All-point interpolated area under the precision envelope.
+        let mut ap = 0.0;
+        let mut prev_recall = 0.0;
+        for k in 0..curve.len() {
+            let (r, _) = curve[k];
+            if r > prev_recall {
+                let p_env = curve[k..].iter().map(|x| x.1).fold(0.0, f64::max);
+                ap += (r - prev_recall) * p_env;
+                prev_recall = r;
+            }
+        }
+        sum += ap;
+    }
+    sum / classes.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: u32, s: f32, x: f32) -> Detection {
+        Detection { class_id: c, confidence: s, bbox: [x, 0.0, x + 10.0, 10.0] }
+    }
+
+    #[test]
+    fn identical_detections_score_one() {
+        let r = vec![vec![d(0, 0.9, 0.0), d(1, 0.8, 20.0)], vec![d(0, 0.7, 5.0)]];
+        assert!((map50(&r, &r) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_missed_box_and_a_false_box_lower_the_score() {
+        let r = vec![vec![d(0, 0.9, 0.0), d(0, 0.8, 40.0)]];
+        let p = vec![vec![d(0, 0.9, 0.0), d(0, 0.95, 80.0)]];
+        let m = map50(&r, &p);
+        // Ranked: false (0.95) then true (0.9): recall 0.5 at precision 0.5.
+        assert!((m - 0.25).abs() < 1e-9, "{m}");
+    }
+}
