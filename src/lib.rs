@@ -8,10 +8,29 @@ pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod mask;
+pub mod meta;
 pub mod model;
 pub mod onnxruntime;
 pub mod preprocess;
+pub mod regiondrop;
 pub mod tensor;
 pub mod video;
 
 pub use error::{Error, Result};
+
+fn plugin_init(plugin: &gst::Plugin) -> std::result::Result<(), gst::glib::BoolError> {
+    regiondrop::register(plugin)
+}
+
+// Defines `plugin_register_static()` too, which tests and applications linking the crate call.
+gst::plugin_define!(
+    regiondrop,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

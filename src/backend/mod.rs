@@ -1,6 +1,23 @@
 //! The backend trait: everything above it (mask, engine, detect, element) is backend-agnostic.
 
 pub mod cpu;
+
+/// NCHW [1, C, H, W] to NHWC, checking the shape against the plan's input.
+pub fn nchw_to_nhwc(t: &Tensor, c: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+    if t.shape != [1, c, h, w] {
+        return Err(crate::Error::Backend(format!(
+            "input tensor {:?} does not match the network input [1, {c}, {h}, {w}]",
+            t.shape
+        )));
+    }
+    let mut out = vec![0f32; t.len()];
+    for ch in 0..c {
+        for p in 0..h * w {
+            out[p * c + ch] = t.data[ch * h * w + p];
+        }
+    }
+    Ok(out)
+}
 pub mod cuda;
 
 use crate::error::Result;
@@ -19,6 +36,10 @@ pub trait Backend: Send {
     /// network input. Other tiles keep what they held.
     fn write_input(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()>;
 
+    /// Replaces the whole network input with `nchw` ([1, C, H, W]); for models whose input is
+    /// not an RGB image and for conformance tests.
+    fn write_input_tensor(&mut self, nchw: &Tensor) -> Result<()>;
+
     /// Runs every step of the plan; layers only on their listed tiles, reading everything else
     /// from their activation caches.
     fn run(&mut self, tiles: &StepTiles) -> Result<()>;
@@ -26,11 +47,19 @@ pub trait Backend: Send {
     /// The graph outputs of the last run, in plan order.
     fn outputs(&mut self) -> Result<Vec<Tensor>>;
 
+    /// A copy of feature buffer `buf` (NHWC), for tests and debugging.
+    fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>>;
+
     /// Forgets cached activations (next run must be dense).
     fn reset(&mut self);
 
     /// Bytes held for activation caches and weights.
     fn memory_bytes(&self) -> usize;
+
+    /// Accumulated milliseconds per plan step, when profiling is on (REGIONDROP_PROFILE=1).
+    fn step_times(&self) -> Option<&[f64]> {
+        None
+    }
 }
 
 /// Which backend to use.

@@ -1,1 +1,954 @@
-fn main(){}
+//! regiondrop-bench: dense vs region-sparse on real footage, in one process, printed as JSON.
+//!
+//! Default run: decode the clip once (GStreamer), letterbox every frame, run a dense engine and a
+//! sparse engine over the same frames (interleaved frame by frame, so drift in machine load hits
+//! both alike), decode the detections of both and print ONE line of JSON on stdout with the figures
+//! of DESIGN.md ("Figures we measure"). Per-frame figures leave out frame 0, which both engines run
+//! densely (warm-up, and the sparse engine's first frame is always dense).
+//!
+//! `--fractions`: forced random masks at 5/10/25/50/100 % active (one JSON line each), then the
+//! main line. `--calibrate` / `--plot FILE.png`: a threshold sweep instead of the main line.
+//! `--annotate DIR`: annotated PNGs, the change mask and an annotated video.
+//!
+//! Exit status: 0 ok; 2 bad arguments or unusable inputs (video, model, settings, onnxruntime
+//! missing); 1 a failure while running.
+
+#[path = "regiondrop_bench/annotate.rs"]
+mod annotate;
+#[path = "regiondrop_bench/draw.rs"]
+mod draw;
+#[path = "regiondrop_bench/plot.rs"]
+mod plot;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use gstregiondrop::analyzer::{default_model_path, default_video_path, Analyzer};
+use gstregiondrop::backend::BackendKind;
+use gstregiondrop::detect::{self, DecodeParams, DecoderKind, Detection, COCO_LABELS};
+use gstregiondrop::engine::{Engine, EngineConfig, RunMode};
+use gstregiondrop::mask::{DiffMetric, RegionMask, TileGrid};
+use gstregiondrop::model::Plan;
+use gstregiondrop::preprocess::{letterbox, InputNorm, Letterbox};
+use gstregiondrop::tensor::Tensor;
+use gstregiondrop::video::RgbFrame;
+
+const FRACTIONS: [f64; 5] = [0.05, 0.10, 0.25, 0.50, 1.00];
+const SWEEP: [f32; 9] = [2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0];
+/// Frames handed to onnxruntime (spread over the clip), each run this many times.
+const ORT_FRAMES: usize = 20;
+const ORT_REPEAT: usize = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "regiondrop-bench",
+    version,
+    about = "Dense vs region-sparse CNN inference on real footage: prints the figures as one JSON line",
+    after_help = "Exit status: 0 ok, 2 bad arguments or unusable video/model/settings, 1 failure while running."
+)]
+struct Cli {
+    /// ONNX model [default: the project's default model, or $REGIONDROP_MODEL]
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Video file [default: the sample clip, or $REGIONDROP_VIDEO]
+    #[arg(long, value_name = "PATH")]
+    video: Option<PathBuf>,
+    /// Frames to run (the first is a dense warm-up, left out of the per-frame figures)
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..))]
+    frames: u32,
+    /// Frames to skip at the start of the clip
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    skip: usize,
+    /// Per-tile change threshold (pixel units, 0..255)
+    #[arg(long, value_name = "T", default_value_t = 12.0, value_parser = parse_threshold)]
+    threshold: f32,
+    /// How a tile's change is measured
+    #[arg(long, value_enum, default_value_t = MetricArg::Max)]
+    metric: MetricArg,
+    /// Tile size in input pixels (a multiple of the network's largest stride)
+    #[arg(long, value_name = "PX", default_value_t = 32)]
+    tile_size: usize,
+    /// Grow the change mask by this many tiles
+    #[arg(long, value_name = "D", default_value_t = 0)]
+    dilation: usize,
+    /// Exact mode (per-layer halo growth): sparse must equal dense; reports exact_max_abs_diff
+    #[arg(long)]
+    exact: bool,
+    /// Full dense frame every N frames in the sparse engine (0 = never)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    refresh_interval: u64,
+    /// Sparse engine: always sparse, or auto (dense when sparse would not pay)
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Worker threads (0 = all cores); onnxruntime gets the same number
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Network input size, for models with dynamic input dims
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    input_size: Option<(usize, usize)>,
+    /// Detection head decoder: auto, nanodet, yolov8 or yolov5
+    #[arg(long, value_name = "KIND", default_value = "auto", value_parser = parse_decoder)]
+    decoder: DecoderArg,
+    /// Detection confidence threshold
+    #[arg(long, value_name = "C", default_value_t = 0.35, value_parser = parse_unit)]
+    conf: f64,
+    /// Class labels, one per line [default: COCO]
+    #[arg(long, value_name = "PATH")]
+    labels: Option<PathBuf>,
+    /// Also run onnxruntime (the project's venv) on the same frames: onnxruntime_ms, vs_onnxruntime,
+    /// onnxruntime_rel_l2
+    #[arg(long)]
+    onnxruntime: bool,
+    /// Sweep the threshold and print the fastest one that keeps agreement_map50 at the target
+    #[arg(long, conflicts_with_all = ["fractions", "annotate"])]
+    calibrate: bool,
+    /// Agreement (mAP@0.5 against dense) the calibration must keep [default: 0.97]
+    #[arg(long, value_name = "A", requires = "calibrate", value_parser = parse_unit)]
+    target_agreement: Option<f64>,
+    /// Thresholds to sweep (comma-separated) [default: 2,4,6,8,12,16,24,32,48]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_threshold)]
+    thresholds: Vec<f32>,
+    /// Sweep the threshold and draw speedup and agreement against it into this PNG
+    #[arg(long, value_name = "FILE.png", conflicts_with_all = ["fractions", "annotate"])]
+    plot: Option<PathBuf>,
+    /// Forced random masks at 5, 10, 25, 50 and 100 % active: one JSON line each, then the main line
+    #[arg(long)]
+    fractions: bool,
+    /// Write annotated PNGs, DIR/mask.png and DIR/annotated.mkv
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MetricArg {
+    Max,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Sparse,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct DecoderArg(Option<DecoderKind>);
+
+fn parse_decoder(s: &str) -> Result<DecoderArg, String> {
+    if s == "auto" {
+        Ok(DecoderArg(None))
+    } else {
+        s.parse().map(|k| DecoderArg(Some(k)))
+    }
+}
+
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=255.0).contains(&v) {
+        return Err(format!("{v} is outside 0..255"));
+    }
+    Ok(v)
+}
+
+fn parse_unit(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is outside 0..1"));
+    }
+    Ok(v)
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}` is not WxH (e.g. 640x384)");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (usize, usize) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+/// Why the run stopped: bad inputs (exit 2) or a failure while running (exit 1).
+enum Fail {
+    Input(String),
+    Run(String),
+}
+
+fn input<E: std::fmt::Display>(e: E) -> Fail {
+    Fail::Input(e.to_string())
+}
+
+fn running<E: std::fmt::Display>(e: E) -> Fail {
+    Fail::Run(e.to_string())
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            // clap's message, on one line.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("regiondrop-bench: error: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Input(m)) => {
+            eprintln!("regiondrop-bench: error: {}", one_line(&m));
+            ExitCode::from(2)
+        }
+        Err(Fail::Run(m)) => {
+            eprintln!("regiondrop-bench: failed: {}", one_line(&m));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Everything the phases share: the plan, the letterboxed frames, the settings.
+struct Setup {
+    model: PathBuf,
+    video: PathBuf,
+    plan: Arc<Plan>,
+    kind: DecoderKind,
+    norm: InputNorm,
+    w: usize,
+    h: usize,
+    frames: Vec<RgbFrame>,
+    net: Vec<Vec<u8>>,
+    lb: Letterbox,
+    threads: usize,
+    params: DecodeParams,
+    labels: Vec<String>,
+    backend: String,
+}
+
+impl Setup {
+    fn n(&self) -> usize {
+        self.net.len()
+    }
+
+    fn grid(&self, cli: &Cli) -> TileGrid {
+        self.plan.grid(cli.tile_size)
+    }
+
+    fn engine(&self, cfg: EngineConfig) -> Result<Engine, Fail> {
+        Engine::new(self.plan.clone(), self.norm.clone(), cfg).map_err(input)
+    }
+
+    fn decode(&self, outs: &[Tensor]) -> Result<Vec<Detection>, Fail> {
+        detect::decode(self.kind, outs, self.w, self.h, &self.params).map_err(Fail::Run)
+    }
+}
+
+fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
+    EngineConfig {
+        tile: cli.tile_size,
+        threshold: cli.threshold,
+        metric: match cli.metric {
+            MetricArg::Max => DiffMetric::Max,
+            MetricArg::Mean => DiffMetric::Mean,
+        },
+        dilation: cli.dilation,
+        exact: cli.exact,
+        refresh_interval: cli.refresh_interval,
+        threads,
+        backend: match cli.backend {
+            BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Cuda => BackendKind::Cuda,
+            BackendArg::Auto => BackendKind::Auto,
+        },
+        mode: match cli.mode {
+            ModeArg::Sparse => RunMode::Sparse,
+            ModeArg::Auto => RunMode::Auto,
+        },
+        ..EngineConfig::default()
+    }
+}
+
+fn dense_cfg(cli: &Cli, threads: usize) -> EngineConfig {
+    EngineConfig {
+        mode: RunMode::Dense,
+        exact: false,
+        refresh_interval: 0,
+        ..sparse_cfg(cli, threads)
+    }
+}
+
+fn bar(len: usize, msg: &'static str) -> ProgressBar {
+    let style = ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} {elapsed}")
+        .expect("valid template")
+        .progress_chars("=> ");
+    ProgressBar::new(len as u64).with_style(style).with_message(msg)
+}
+
+fn spinner(msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_message(msg);
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+fn setup(cli: &Cli) -> Result<Setup, Fail> {
+    let model = cli.model.clone().unwrap_or_else(default_model_path);
+    let video = cli.video.clone().unwrap_or_else(default_video_path);
+    // Cheap checks first, so a typo fails at once.
+    if !video.is_file() {
+        return Err(Fail::Input(format!("cannot read video file {}: no such file", video.display())));
+    }
+    if let Err(e) = std::fs::File::open(&video) {
+        return Err(Fail::Input(format!("cannot read video file {}: {e}", video.display())));
+    }
+    if !model.is_file() {
+        return Err(Fail::Input(format!("cannot read model file {}: no such file", model.display())));
+    }
+    if cli.onnxruntime {
+        let py = gstregiondrop::onnxruntime::python();
+        if !py.exists() {
+            return Err(Fail::Input(format!(
+                "--onnxruntime: onnxruntime is not installed ({} is missing; run scripts/setup-assets.sh)",
+                py.display()
+            )));
+        }
+    }
+    if let Some(dir) = &cli.annotate {
+        std::fs::create_dir_all(dir).map_err(|e| Fail::Input(format!("--annotate {}: {e}", dir.display())))?;
+    }
+    if let Some(p) = &cli.plot {
+        check_writable(p).map_err(|e| Fail::Input(format!("--plot {}: {e}", p.display())))?;
+    }
+    let labels = match &cli.labels {
+        Some(p) => detect::load_labels(p).map_err(Fail::Input)?,
+        None => COCO_LABELS.iter().map(|s| s.to_string()).collect(),
+    };
+
+    let threads = if cli.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        cli.threads
+    };
+
+    let pb = spinner("loading model");
+    let plan = Analyzer::load_plan(&model, cli.input_size).map_err(input)?;
+    let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+    let kind = match cli.decoder.0 {
+        Some(k) => k,
+        None => DecoderKind::detect(&shapes).map_err(|r| Fail::Input(format!("{}: {r}", model.display())))?,
+    };
+    let norm = kind.input_norm();
+    let (w, h) = (plan.input_w, plan.input_h);
+    if plan.input_c != 3 {
+        return Err(Fail::Input(format!(
+            "{}: the network takes {} input channels; the benchmark feeds RGB (3)",
+            model.display(),
+            plan.input_c
+        )));
+    }
+    pb.finish_and_clear();
+
+    // Settings are checked by building the sparse engine once (tile size, backend).
+    let probe = Engine::new(plan.clone(), norm.clone(), sparse_cfg(cli, threads)).map_err(input)?;
+    let backend = probe.backend_name().to_string();
+    drop(probe);
+
+    let pb = spinner("decoding video");
+    let frames = gstregiondrop::video::decode_rgb(&video, cli.skip, cli.frames as usize).map_err(input)?;
+    pb.finish_and_clear();
+    if frames.len() < 2 {
+        return Err(Fail::Input(format!(
+            "{}: {} frame(s) decoded after skipping {}; need at least 2",
+            video.display(),
+            frames.len(),
+            cli.skip
+        )));
+    }
+    let mut lb = None;
+    let mut net = Vec::with_capacity(frames.len());
+    for f in &frames {
+        let mut rgb = vec![0u8; w * h * 3];
+        let l = letterbox(&f.source(), w, h, &mut rgb);
+        lb.get_or_insert(l);
+        net.push(rgb);
+    }
+    Ok(Setup {
+        model,
+        video,
+        plan,
+        kind,
+        norm,
+        w,
+        h,
+        lb: lb.expect("at least one frame"),
+        frames,
+        net,
+        threads,
+        params: DecodeParams {
+            conf_threshold: cli.conf as f32,
+            ..DecodeParams::default()
+        },
+        labels,
+        backend,
+    })
+}
+
+fn check_writable(p: &Path) -> std::io::Result<()> {
+    let existed = p.exists();
+    std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+    if !existed {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<(), Fail> {
+    let s = setup(cli)?;
+    if cli.calibrate || cli.plot.is_some() {
+        return sweep(cli, &s);
+    }
+    let ort = if cli.onnxruntime { Some(run_ort(&s)?) } else { None };
+    if cli.fractions {
+        fractions(cli, &s, ort.as_ref())?;
+    }
+    main_run(cli, &s, ort.as_ref())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Rounded for printing; non-finite values print as null.
+fn round(x: f64, digits: i32) -> Option<f64> {
+    if !x.is_finite() {
+        return None;
+    }
+    let p = 10f64.powi(digits);
+    Some((x * p).round() / p)
+}
+
+/// 1 / active fraction, and speedup / that.
+fn ideal_and_efficiency(speedup: f64, active: f64) -> (Option<f64>, Option<f64>) {
+    if active > 0.0 {
+        (round(1.0 / active, 3), round(speedup * active, 4))
+    } else {
+        (None, None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// onnxruntime
+
+struct OrtInfo {
+    ms: f64,
+    /// The frame indices it ran, and its outputs on each.
+    idx: Vec<usize>,
+    outs: Vec<Vec<Tensor>>,
+}
+
+fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
+    let n = s.n();
+    let k = ORT_FRAMES.min(n);
+    let idx: Vec<usize> = (0..k).map(|j| j * n / k).collect();
+    let inputs: Vec<Vec<f32>> = idx.iter().map(|&i| s.norm.to_nchw(&s.net[i], s.w, s.h)).collect();
+    let pb = spinner("onnxruntime");
+    let r = gstregiondrop::onnxruntime::run(&s.model, &inputs, [1, 3, s.h, s.w], s.threads, ORT_REPEAT)
+        .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
+    pb.finish_and_clear();
+    if r.frames.len() != idx.len() {
+        return Err(Fail::Run(format!(
+            "onnxruntime returned {} frames for {}",
+            r.frames.len(),
+            idx.len()
+        )));
+    }
+    Ok(OrtInfo { ms: r.ms_median, idx, outs: r.frames })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main run: dense and sparse over the same frames.
+
+#[derive(Serialize)]
+struct MainReport {
+    model: String,
+    video: String,
+    frames: usize,
+    input: [usize; 2],
+    backend: String,
+    threads: usize,
+    mode: &'static str,
+    threshold: f32,
+    tile_size: usize,
+    dilation: usize,
+    exact: bool,
+    dense_ms: Option<f64>,
+    sparse_ms: Option<f64>,
+    speedup: Option<f64>,
+    active_fraction: Option<f64>,
+    work_fraction: Option<f64>,
+    ideal_speedup: Option<f64>,
+    efficiency: Option<f64>,
+    /// Frames (after the first) the sparse engine ran densely (auto fallback or refresh).
+    sparse_dense_frames: usize,
+    agreement_map50: Option<f64>,
+    detections_dense: usize,
+    detections_sparse: usize,
+    exact_max_abs_diff: Option<f64>,
+    onnxruntime_ms: Option<f64>,
+    vs_onnxruntime: Option<f64>,
+    onnxruntime_rel_l2: Option<f64>,
+    memory_bytes: usize,
+}
+
+fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
+    let n = s.n();
+    let grid = s.grid(cli);
+    let full = RegionMask::full(&grid);
+    let mut dense = s.engine(dense_cfg(cli, s.threads))?;
+    let mut sparse = s.engine(sparse_cfg(cli, s.threads))?;
+    let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
+    let (mut ddets, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut masks = Vec::new();
+    let mut sparse_dense_frames = 0;
+    let (mut max_diff, mut max_abs) = (0f64, 0f64);
+    let mut rel_l2: Option<f64> = None;
+
+    let pb = bar(n, "dense + sparse");
+    for i in 0..n {
+        let rgb = &s.net[i];
+        // The dense baseline gets the full mask directly: no change detection in its time.
+        let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
+        let dout = dense.outputs().map_err(running)?;
+        let ss = sparse.process(rgb).map_err(running)?;
+        let sout = sparse.outputs().map_err(running)?;
+        if i > 0 {
+            dense_ms.push(ds.ms);
+            sparse_ms.push(ss.ms);
+            active.push(ss.active_fraction);
+            work.push(ss.work_fraction);
+            sparse_dense_frames += ss.dense as usize;
+        }
+        if cli.exact {
+            for (a, b) in sout.iter().zip(&dout) {
+                if a.shape != b.shape {
+                    return Err(Fail::Run(format!("output shapes differ: {:?} vs {:?}", a.shape, b.shape)));
+                }
+                for (&x, &y) in a.data.iter().zip(&b.data) {
+                    max_diff = max_diff.max((x - y).abs() as f64);
+                    max_abs = max_abs.max(y.abs() as f64);
+                }
+            }
+        }
+        if let Some(o) = ort {
+            if let Some(j) = o.idx.iter().position(|&k| k == i) {
+                let r = gstregiondrop::onnxruntime::rel_l2(&dout, &o.outs[j]);
+                rel_l2 = Some(rel_l2.map_or(r, |m: f64| m.max(r)));
+            }
+        }
+        ddets.push(s.decode(&dout)?);
+        sdets.push(s.decode(&sout)?);
+        if cli.annotate.is_some() {
+            masks.push(sparse.mask().clone());
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    let (d, sp) = (median(&dense_ms), median(&sparse_ms));
+    let speedup = d / sp;
+    let af = mean(&active);
+    let (ideal, eff) = ideal_and_efficiency(speedup, af);
+    let agreement = detect::map50(&ddets[1..], &sdets[1..]);
+    let report = MainReport {
+        model: s.model.display().to_string(),
+        video: s.video.display().to_string(),
+        frames: n,
+        input: [s.w, s.h],
+        backend: s.backend.clone(),
+        threads: s.threads,
+        mode: match cli.mode {
+            ModeArg::Sparse => "sparse",
+            ModeArg::Auto => "auto",
+        },
+        threshold: cli.threshold,
+        tile_size: cli.tile_size,
+        dilation: cli.dilation,
+        exact: cli.exact,
+        dense_ms: round(d, 3),
+        sparse_ms: round(sp, 3),
+        speedup: round(speedup, 3),
+        active_fraction: round(af, 4),
+        work_fraction: round(mean(&work), 4),
+        ideal_speedup: ideal,
+        efficiency: eff,
+        sparse_dense_frames,
+        agreement_map50: round(agreement, 4),
+        detections_dense: ddets[1..].iter().map(Vec::len).sum(),
+        detections_sparse: sdets[1..].iter().map(Vec::len).sum(),
+        exact_max_abs_diff: cli.exact.then(|| if max_abs > 0.0 { max_diff / max_abs } else { max_diff }),
+        onnxruntime_ms: ort.and_then(|o| round(o.ms, 3)),
+        vs_onnxruntime: ort.and_then(|o| round(o.ms / sp, 3)),
+        onnxruntime_rel_l2: rel_l2,
+        memory_bytes: sparse.memory_bytes(),
+    };
+
+    if let Some(dir) = &cli.annotate {
+        let pb = spinner("annotating");
+        let files = annotate::write(&annotate::Annotation {
+            dir,
+            frames: &s.frames,
+            net: &s.net,
+            net_w: s.w,
+            net_h: s.h,
+            lb: s.lb,
+            grid,
+            masks: &masks,
+            dets: &sdets,
+            labels: &s.labels,
+            fps: 10,
+        })
+        .map_err(Fail::Run)?;
+        pb.finish_and_clear();
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    print_json(&report)
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), Fail> {
+    let line = serde_json::to_string(v).map_err(running)?;
+    println!("{line}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// --fractions: forced random masks.
+
+/// A 64-bit LCG (Knuth's MMIX constants): deterministic masks without a rand crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+
+    /// Uniform in 0..n.
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next() as u64 * n as u64) >> 32) as usize
+    }
+}
+
+/// Exactly `k` tiles, chosen uniformly (partial Fisher–Yates).
+fn random_mask(grid: &TileGrid, k: usize, rng: &mut Lcg, scratch: &mut Vec<usize>) -> RegionMask {
+    let len = grid.len();
+    scratch.clear();
+    scratch.extend(0..len);
+    for j in 0..k.min(len) {
+        let r = j + rng.below(len - j);
+        scratch.swap(j, r);
+    }
+    let mut m = RegionMask::empty(grid);
+    for &t in &scratch[..k.min(len)] {
+        m.set(t, true);
+    }
+    m
+}
+
+#[derive(Serialize)]
+struct FractionReport {
+    fraction: f64,
+    tiles: usize,
+    of_tiles: usize,
+    active_fraction: Option<f64>,
+    frames: usize,
+    dense_ms: Option<f64>,
+    sparse_ms: Option<f64>,
+    speedup: Option<f64>,
+    ideal_speedup: Option<f64>,
+    efficiency: Option<f64>,
+    /// The same masks through RunMode::Auto (falls back to dense when sparse would not pay).
+    auto_ms: Option<f64>,
+    auto_speedup: Option<f64>,
+    auto_dense_frames: usize,
+    onnxruntime_ms: Option<f64>,
+    vs_onnxruntime: Option<f64>,
+}
+
+fn fractions(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
+    let n = s.n();
+    let grid = s.grid(cli);
+    let full = RegionMask::full(&grid);
+    let mut scratch = Vec::with_capacity(grid.len());
+    let mut dense = s.engine(dense_cfg(cli, s.threads))?;
+    let pb = bar(n * FRACTIONS.len(), "fractions");
+    for (fi, &f) in FRACTIONS.iter().enumerate() {
+        let k = ((f * grid.len() as f64).round() as usize).clamp(1, grid.len());
+        let mut sparse = s.engine(EngineConfig {
+            mode: RunMode::Sparse,
+            refresh_interval: 0,
+            ..sparse_cfg(cli, s.threads)
+        })?;
+        let mut auto = s.engine(EngineConfig {
+            mode: RunMode::Auto,
+            refresh_interval: 0,
+            ..sparse_cfg(cli, s.threads)
+        })?;
+        let mut rng = Lcg(0x5eed_0000 + fi as u64);
+        let (mut dm, mut sm, mut am) = (vec![], vec![], vec![]);
+        let mut auto_dense = 0;
+        for i in 0..n {
+            let rgb = &s.net[i];
+            let mask = random_mask(&grid, k, &mut rng, &mut scratch);
+            let d = dense.process_with_mask(rgb, &full).map_err(running)?;
+            let sp = sparse.process_with_mask(rgb, &mask).map_err(running)?;
+            let au = auto.process_with_mask(rgb, &mask).map_err(running)?;
+            if i > 0 {
+                dm.push(d.ms);
+                sm.push(sp.ms);
+                am.push(au.ms);
+                auto_dense += au.dense as usize;
+            }
+            pb.inc(1);
+        }
+        let (d, sp, au) = (median(&dm), median(&sm), median(&am));
+        let frac = k as f64 / grid.len() as f64;
+        let (ideal, eff) = ideal_and_efficiency(d / sp, frac);
+        let line = FractionReport {
+            fraction: f,
+            tiles: k,
+            of_tiles: grid.len(),
+            active_fraction: round(frac, 4),
+            frames: n,
+            dense_ms: round(d, 3),
+            sparse_ms: round(sp, 3),
+            speedup: round(d / sp, 3),
+            ideal_speedup: ideal,
+            efficiency: eff,
+            auto_ms: round(au, 3),
+            auto_speedup: round(d / au, 3),
+            auto_dense_frames: auto_dense,
+            onnxruntime_ms: ort.and_then(|o| round(o.ms, 3)),
+            vs_onnxruntime: ort.and_then(|o| round(o.ms / sp, 3)),
+        };
+        pb.suspend(|| print_json(&line))?;
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// --calibrate / --plot: threshold sweep.
+
+#[derive(Serialize, Clone)]
+struct SweepRow {
+    threshold: f32,
+    sparse_ms: Option<f64>,
+    speedup: Option<f64>,
+    active_fraction: Option<f64>,
+    ideal_speedup: Option<f64>,
+    efficiency: Option<f64>,
+    agreement_map50: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SweepReport {
+    model: String,
+    video: String,
+    frames: usize,
+    input: [usize; 2],
+    backend: String,
+    threads: usize,
+    mode: &'static str,
+    tile_size: usize,
+    dilation: usize,
+    exact: bool,
+    dense_ms: Option<f64>,
+    target_agreement: f64,
+    sweep: Vec<SweepRow>,
+    /// The fastest threshold whose agreement_map50 is at or above the target; null if none is.
+    pick: Option<SweepRow>,
+    plot: Option<String>,
+}
+
+fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
+    let n = s.n();
+    let target = cli.target_agreement.unwrap_or(0.97);
+    let mut thresholds = if cli.thresholds.is_empty() { SWEEP.to_vec() } else { cli.thresholds.clone() };
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    let grid = s.grid(cli);
+    let full = RegionMask::full(&grid);
+
+    let pb = bar(n * (thresholds.len() + 1), "threshold sweep");
+    let mut dense = s.engine(dense_cfg(cli, s.threads))?;
+    let (mut dms, mut ddets) = (vec![], Vec::with_capacity(n));
+    for (i, rgb) in s.net.iter().enumerate() {
+        let st = dense.process_with_mask(rgb, &full).map_err(running)?;
+        if i > 0 {
+            dms.push(st.ms);
+        }
+        ddets.push(s.decode(&dense.outputs().map_err(running)?)?);
+        pb.inc(1);
+    }
+    drop(dense);
+    let d = median(&dms);
+
+    let mut rows = Vec::new();
+    for &t in &thresholds {
+        let mut sparse = s.engine(EngineConfig {
+            threshold: t,
+            ..sparse_cfg(cli, s.threads)
+        })?;
+        let (mut sms, mut act, mut sdets) = (vec![], vec![], Vec::with_capacity(n));
+        for (i, rgb) in s.net.iter().enumerate() {
+            let st = sparse.process(rgb).map_err(running)?;
+            if i > 0 {
+                sms.push(st.ms);
+                act.push(st.active_fraction);
+            }
+            sdets.push(s.decode(&sparse.outputs().map_err(running)?)?);
+            pb.inc(1);
+        }
+        let sp = median(&sms);
+        let af = mean(&act);
+        let (ideal, eff) = ideal_and_efficiency(d / sp, af);
+        rows.push(SweepRow {
+            threshold: t,
+            sparse_ms: round(sp, 3),
+            speedup: round(d / sp, 3),
+            active_fraction: round(af, 4),
+            ideal_speedup: ideal,
+            efficiency: eff,
+            agreement_map50: round(detect::map50(&ddets[1..], &sdets[1..]), 4),
+        });
+    }
+    pb.finish_and_clear();
+
+    let pick = rows
+        .iter()
+        .filter(|r| r.agreement_map50.is_some_and(|a| a >= target))
+        .max_by(|a, b| a.speedup.unwrap_or(0.0).total_cmp(&b.speedup.unwrap_or(0.0)))
+        .cloned();
+    if pick.is_none() {
+        eprintln!("regiondrop-bench: no threshold in the sweep keeps agreement_map50 >= {target}");
+    }
+    if let Some(p) = &cli.plot {
+        let pts: Vec<plot::Point> = rows
+            .iter()
+            .map(|r| plot::Point {
+                threshold: r.threshold as f64,
+                speedup: r.speedup.unwrap_or(f64::NAN),
+                agreement: r.agreement_map50.unwrap_or(f64::NAN),
+            })
+            .collect();
+        let title = format!(
+            "{}: {} frames, {}x{}, tile {}, {}",
+            s.model.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+            n,
+            s.w,
+            s.h,
+            cli.tile_size,
+            s.backend
+        );
+        plot::plot_sweep(p, &title, &pts, Some(target), pick.as_ref().map(|r| r.threshold as f64)).map_err(Fail::Run)?;
+        eprintln!("wrote {}", p.display());
+    }
+    print_json(&SweepReport {
+        model: s.model.display().to_string(),
+        video: s.video.display().to_string(),
+        frames: n,
+        input: [s.w, s.h],
+        backend: s.backend.clone(),
+        threads: s.threads,
+        mode: match cli.mode {
+            ModeArg::Sparse => "sparse",
+            ModeArg::Auto => "auto",
+        },
+        tile_size: cli.tile_size,
+        dilation: cli.dilation,
+        exact: cli.exact,
+        dense_ms: round(d, 3),
+        target_agreement: target,
+        sweep: rows,
+        pick,
+        plot: cli.plot.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_masks_have_exactly_k_tiles_and_are_deterministic() {
+        let g = TileGrid::new(416, 416, 32);
+        let mut scratch = Vec::new();
+        for k in [1, 8, 85, 169] {
+            let a = random_mask(&g, k, &mut Lcg(7), &mut scratch);
+            let b = random_mask(&g, k, &mut Lcg(7), &mut scratch);
+            assert_eq!(a.count(), k);
+            assert_eq!(a, b);
+        }
+        let mut r = Lcg(1);
+        let c = random_mask(&g, 40, &mut r, &mut scratch);
+        let d = random_mask(&g, 40, &mut r, &mut scratch);
+        assert_ne!(c, d, "successive masks differ");
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("640x384"), Ok((640, 384)));
+        assert!(parse_size("640").is_err());
+        assert!(parse_size("0x3").is_err());
+    }
+}

@@ -153,8 +153,23 @@ impl Engine {
         self.backend.name()
     }
 
+    /// Per-step milliseconds accumulated so far, when the backend profiles.
+    pub fn step_times(&self) -> Option<&[f64]> {
+        self.backend.step_times()
+    }
+
     pub fn memory_bytes(&self) -> usize {
         self.backend.memory_bytes()
+    }
+
+    /// A copy of one feature cache (NHWC), for tests and debugging.
+    pub fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
+        self.backend.read_buffer(buf)
+    }
+
+    /// The pixels the caches reflect (packed RGB at network size).
+    pub fn reference_image(&self) -> &[u8] {
+        self.detector.reference()
     }
 
     /// The change mask of the last frame.
@@ -173,8 +188,13 @@ impl Engine {
     pub fn process(&mut self, rgb: &[u8]) -> Result<FrameStats> {
         let start = Instant::now();
         let mut mask = std::mem::replace(&mut self.mask, RegionMask::empty(&self.grid));
-        self.detector
-            .detect(rgb, self.cfg.threshold, self.cfg.metric, self.cfg.dilation, &mut mask);
+        if self.cfg.mode == RunMode::Dense {
+            // The baseline sees every pixel of every frame.
+            mask.fill(true);
+        } else {
+            self.detector
+                .detect(rgb, self.cfg.threshold, self.cfg.metric, self.cfg.dilation, &mut mask);
+        }
         let r = self.run_masked(rgb, &mask, start);
         self.mask = mask;
         r
@@ -188,6 +208,23 @@ impl Engine {
         let r = self.run_masked(rgb, &mask, start);
         self.mask = mask;
         r
+    }
+
+    /// Runs the network densely on a raw input tensor [1, C, H, W] (non-image inputs, conformance).
+    pub fn process_tensor(&mut self, nchw: &Tensor) -> Result<FrameStats> {
+        let start = Instant::now();
+        self.backend.write_input_tensor(nchw)?;
+        let full = RegionMask::full(&self.grid);
+        self.plan_tiles(&full, true);
+        self.backend.run(&self.tiles)?;
+        self.frames += 1;
+        Ok(FrameStats {
+            frame: self.frames,
+            active_fraction: 1.0,
+            work_fraction: 1.0,
+            dense: true,
+            ms: start.elapsed().as_secs_f64() * 1e3,
+        })
     }
 
     fn run_masked(&mut self, rgb: &[u8], mask: &RegionMask, start: Instant) -> Result<FrameStats> {

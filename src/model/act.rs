@@ -38,12 +38,27 @@ impl Act {
         }
     }
 
+    /// Applies the activation to every element; the match is hoisted out of the loop so each
+    /// arm vectorises.
     pub fn apply_slice(self, xs: &mut [f32]) {
-        if self != Act::Identity {
-            for x in xs {
-                *x = self.apply(*x);
-            }
+        match self {
+            Act::Identity => {}
+            Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+            Act::LeakyRelu(a) => xs.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
+            Act::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+            Act::HardSwish => xs.iter_mut().for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Act::HardSigmoid(a, b) => xs.iter_mut().for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
+            other => xs.iter_mut().for_each(|x| *x = other.apply(*x)),
         }
+    }
+
+    /// xs[i] = act(xs[i] + bias[i]).
+    #[inline]
+    pub fn apply_bias(self, xs: &mut [f32], bias: &[f32]) {
+        for (x, &b) in xs.iter_mut().zip(bias) {
+            *x += b;
+        }
+        self.apply_slice(xs);
     }
 
     /// The activation for a unary ONNX op, if it is one (Clip bounds must be resolved by the caller).

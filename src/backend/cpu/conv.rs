@@ -39,6 +39,10 @@ pub fn conv(
         depthwise(spec, grid, input, output, tiles);
         return;
     }
+    if tiles.len() == grid.len() {
+        conv_dense(spec, input, output, scratch_a, threads);
+        return;
+    }
     let m = tile_offsets(grid, &output, tiles, offsets);
     let k = spec.k_per_group();
     let n = spec.n_per_group();
@@ -80,11 +84,7 @@ pub fn conv(
                 false,
                 false,
                 false,
-                if threads > 1 && m * n * k > 1 << 16 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                },
+                gemm_par(threads, m, n, k),
             );
         }
         let c = &*scratch_c;
@@ -95,12 +95,74 @@ pub fn conv(
             for oy in y0..y1 {
                 for ox in x0..x1 {
                     let dst = &mut output.px(oy, ox)[g * n..(g + 1) * n];
-                    let src = &c[row * n..(row + 1) * n];
-                    for ((d, &s), &b) in dst.iter_mut().zip(src).zip(bias) {
-                        *d = spec.act.apply(s + b);
-                    }
+                    dst.copy_from_slice(&c[row * n..(row + 1) * n]);
+                    spec.act.apply_bias(dst, bias);
                     row += 1;
                 }
+            }
+        });
+    }
+}
+
+fn gemm_par(threads: usize, m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if threads > 1 && m * n * k > 1 << 16 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// Every tile active: rows in image order, the GEMM writes straight into the output view, and a
+/// 1×1 stride-1 convolution reads its input view in place (no gather at all).
+fn conv_dense(spec: &ConvSpec, input: FeatRef, output: FeatMut, scratch_a: &mut [f32], threads: usize) {
+    let m = output.h * output.w;
+    let k = spec.k_per_group();
+    let n = spec.n_per_group();
+    let cig = spec.cin / spec.groups;
+    let pointwise = spec.kh == 1 && spec.kw == 1 && spec.sh == 1 && spec.sw == 1 && spec.pad_t == 0 && spec.pad_l == 0 && !spec.transposed;
+    for g in 0..spec.groups {
+        let (lhs, lhs_rs) = if pointwise {
+            // SAFETY: the view's channels [c_off + g·cig, +cig) at every pixel are in bounds.
+            (unsafe { input.ptr.add(input.c_off + g * cig) }, input.pitch as isize)
+        } else {
+            assert!(scratch_a.len() >= m * k, "scratch too small");
+            let w = output.w;
+            scratch_a[..m * k].par_chunks_mut(w * k).enumerate().for_each(|(oy, rows)| {
+                for ox in 0..w {
+                    gather_row(spec, &input, g * cig, cig, oy, ox, &mut rows[ox * k..(ox + 1) * k]);
+                }
+            });
+            (scratch_a.as_ptr(), k as isize)
+        };
+        let wt = &spec.weights[g * k * n..(g + 1) * k * n];
+        // SAFETY: dst rows are the output view's pixels (row stride = pitch), n channels each.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                output.ptr.add(output.c_off + g * n),
+                1,
+                output.pitch as isize,
+                false,
+                lhs,
+                1,
+                lhs_rs,
+                wt.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_par(threads, m, n, k),
+            );
+        }
+        let bias = &spec.bias[g * n..(g + 1) * n];
+        (0..output.h).into_par_iter().for_each(|y| {
+            for x in 0..output.w {
+                spec.act.apply_bias(&mut output.px(y, x)[g * n..(g + 1) * n], bias);
             }
         });
     }

@@ -13,7 +13,6 @@ pub struct FeatRef {
     pub c: usize,
     pub h: usize,
     pub w: usize,
-    pub scale: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -43,7 +42,6 @@ impl FeatRef {
             c: v.c,
             h: b.h,
             w: b.w,
-            scale: b.scale,
         }
     }
 

@@ -29,6 +29,7 @@ pub struct CpuBackend {
     scratch_a: Vec<f32>,
     scratch_c: Vec<f32>,
     offsets: Vec<usize>,
+    profile: Option<Vec<f64>>,
 }
 
 impl CpuBackend {
@@ -45,6 +46,7 @@ impl CpuBackend {
             .map_err(|e| Error::Backend(format!("cannot start {threads} threads: {e}")))?;
         let pool = Arc::new(pool);
         let grid = plan.grid(tile);
+        let n_steps = plan.steps.len();
         let bufs = plan.buffers.iter().map(|b| vec![0f32; b.len()]).collect();
         let slots = plan
             .slot_shapes
@@ -74,6 +76,7 @@ impl CpuBackend {
             slots,
             scratch_a: vec![0.0; max_a],
             scratch_c: vec![0.0; max_c],
+            profile: std::env::var("REGIONDROP_PROFILE").is_ok().then(|| vec![0.0; n_steps]),
         })
     }
 
@@ -85,11 +88,23 @@ impl CpuBackend {
         let plan = self.plan.clone();
         let grid = self.grid;
         for (si, step) in plan.steps.iter().enumerate() {
+            let t0 = self.profile.as_ref().map(|_| std::time::Instant::now());
+            self.run_step(&plan, &grid, si, step, tiles)?;
+            if let (Some(p), Some(t0)) = (self.profile.as_mut(), t0) {
+                p[si] += t0.elapsed().as_secs_f64() * 1e3;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, plan: &Plan, grid: &TileGrid, si: usize, step: &Step, tiles: &StepTiles) -> Result<()> {
+        let grid = *grid;
+        {
             match step {
                 Step::Layer(l) => {
                     let t = &tiles.per_step[si];
                     if t.is_empty() {
-                        continue;
+                        return Ok(());
                     }
                     let input = FeatRef::new(&self.bufs, &plan.buffers, l.input);
                     let out = FeatMut::new(&mut self.bufs, &plan.buffers, l.output);
@@ -208,6 +223,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn write_input_tensor(&mut self, nchw: &Tensor) -> Result<()> {
+        let p = &self.plan;
+        self.bufs[0] = super::nchw_to_nhwc(nchw, p.input_c, p.input_h, p.input_w)?;
+        Ok(())
+    }
+
     fn run(&mut self, tiles: &StepTiles) -> Result<()> {
         let pool = self.pool.clone();
         pool.install(|| self.run_steps(tiles))
@@ -217,10 +238,18 @@ impl Backend for CpuBackend {
         Ok(self.plan.outputs.iter().map(|(_, s)| self.slots[*s].clone()).collect())
     }
 
+    fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
+        Ok(self.bufs[buf].clone())
+    }
+
     fn reset(&mut self) {
         for b in &mut self.bufs {
             b.fill(0.0);
         }
+    }
+
+    fn step_times(&self) -> Option<&[f64]> {
+        self.profile.as_deref()
     }
 
     fn memory_bytes(&self) -> usize {

@@ -617,6 +617,16 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
+    fn write_input_tensor(&mut self, nchw: &Tensor) -> Result<()> {
+        let p = &self.plan;
+        let host = super::super::nchw_to_nhwc(nchw, p.input_c, p.input_h, p.input_w)?;
+        self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        self.stream
+            .memcpy_htod(&host, &mut self.bufs[0])
+            .map_err(drv("input upload"))?;
+        Ok(())
+    }
+
     fn write_input(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
         let (w, h) = (self.plan.input_w, self.plan.input_h);
         if rgb.len() != w * h * 3 {
@@ -667,6 +677,13 @@ impl Backend for CudaBackend {
             .iter()
             .map(|(_, s)| self.slots[*s].clone())
             .collect())
+    }
+
+    fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
+        self.flush()?;
+        self.stream
+            .clone_dtoh(&self.bufs[buf])
+            .map_err(drv("buffer download"))
     }
 
     fn reset(&mut self) {

@@ -1,0 +1,209 @@
+//! The metadata contract (see DESIGN.md "Metadata contract"): detections travel as one
+//! `GstVideoRegionOfInterestMeta` per object with a `detection` parameter structure, and the element
+//! reports its figures in `regiondrop-stats` element messages. Writing and reading both live here
+//! so the element, the tests and applications agree on names and types.
+
+use crate::detect::Detection;
+
+/// Name of the parameter structure attached to each region-of-interest meta.
+pub const DETECTION_PARAM: &str = "detection";
+/// Name of the element message posted every `stats-interval` frames.
+pub const STATS_MESSAGE: &str = "regiondrop-stats";
+
+/// A detection as carried on a buffer: rectangle in frame pixels plus the `detection` parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetaDetection {
+    /// (x, y, width, height) in frame pixels.
+    pub rect: (u32, u32, u32, u32),
+    pub roi_type: String,
+    pub class_id: u32,
+    pub label: String,
+    pub confidence: f64,
+}
+
+/// The label of a class id: from `labels` when present and non-empty, else `class-<id>`.
+pub fn label_for(labels: &[String], class_id: u32) -> String {
+    match labels.get(class_id as usize) {
+        Some(l) if !l.is_empty() => l.clone(),
+        _ => format!("class-{class_id}"),
+    }
+}
+
+/// A box (x0, y0, x1, y1) in frame pixels as an integer rectangle (x, y, w, h) that covers it,
+/// clipped to the frame.
+pub fn frame_rect(bbox: [f32; 4], frame_w: u32, frame_h: u32) -> (u32, u32, u32, u32) {
+    let clip = |v: f32, max: u32| (v.max(0.0) as u32).min(max);
+    let x0 = clip(bbox[0].floor(), frame_w);
+    let y0 = clip(bbox[1].floor(), frame_h);
+    let x1 = clip(bbox[2].ceil(), frame_w).max(x0);
+    let y1 = clip(bbox[3].ceil(), frame_h).max(y0);
+    (x0, y0, x1 - x0, y1 - y0)
+}
+
+/// The `detection` parameter structure of one detection.
+pub fn detection_param(class_id: u32, label: &str, confidence: f64) -> gst::Structure {
+    gst::Structure::builder(DETECTION_PARAM)
+        .field("class-id", class_id)
+        .field("label", label)
+        .field("confidence", confidence)
+        .build()
+}
+
+/// Attaches one region-of-interest meta per detection (boxes already in frame pixels).
+pub fn attach_detections(
+    buffer: &mut gst::BufferRef,
+    detections: &[Detection],
+    labels: &[String],
+    frame_w: u32,
+    frame_h: u32,
+) {
+    for (i, d) in detections.iter().enumerate() {
+        let label = label_for(labels, d.class_id);
+        let rect = frame_rect(d.bbox, frame_w, frame_h);
+        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &label, rect);
+        meta.set_id(i as i32);
+        meta.add_param(detection_param(d.class_id, &label, d.confidence as f64));
+    }
+}
+
+/// Reads back the detections a `regiondrop` element attached to `buffer`, in attachment order.
+/// Region-of-interest metas without a `detection` structure (from other elements) are skipped.
+pub fn read_detections(buffer: &gst::BufferRef) -> Vec<MetaDetection> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter_map(|m| {
+            let p = m.param(DETECTION_PARAM)?;
+            Some(MetaDetection {
+                rect: m.rect(),
+                roi_type: m.roi_type().to_string(),
+                class_id: p.get::<u32>("class-id").ok()?,
+                label: p.get::<String>("label").ok()?,
+                confidence: p.get::<f64>("confidence").ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Figures of the frames since the last stats message (or since the start).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsReport {
+    /// Frames processed since start.
+    pub frames: u64,
+    /// Frames covered by this report.
+    pub interval_frames: u64,
+    /// Mean active fraction over the interval.
+    pub active_fraction: f64,
+    /// Mean MAC-weighted work fraction over the interval.
+    pub work_fraction: f64,
+    /// Frames of the interval that ran dense.
+    pub dense_frames: u64,
+    /// How the last frame ran.
+    pub dense: bool,
+    /// Mean inference time over the interval (change mask + network), milliseconds.
+    pub inference_ms: f64,
+    pub backend: String,
+    /// Detections on the last frame.
+    pub detections: u32,
+    /// Bounding box (x, y, w, h) in frame pixels of the tiles recomputed on the last frame;
+    /// all zero when none was.
+    pub active_rect: (u32, u32, u32, u32),
+}
+
+impl StatsReport {
+    pub fn mode(&self) -> &'static str {
+        if self.dense {
+            "dense"
+        } else {
+            "sparse"
+        }
+    }
+
+    pub fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(STATS_MESSAGE)
+            .field("frames", self.frames)
+            .field("interval-frames", self.interval_frames)
+            .field("active-fraction", self.active_fraction)
+            .field("work-fraction", self.work_fraction)
+            .field("dense-frames", self.dense_frames)
+            .field("mode", self.mode())
+            .field("inference-ms", self.inference_ms)
+            .field("backend", &self.backend)
+            .field("detections", self.detections)
+            .field("active-x", self.active_rect.0)
+            .field("active-y", self.active_rect.1)
+            .field("active-width", self.active_rect.2)
+            .field("active-height", self.active_rect.3)
+            .build()
+    }
+
+    /// Parses a `regiondrop-stats` structure; None for any other structure.
+    pub fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        if s.name() != STATS_MESSAGE {
+            return None;
+        }
+        Some(StatsReport {
+            frames: s.get("frames").ok()?,
+            interval_frames: s.get("interval-frames").ok()?,
+            active_fraction: s.get("active-fraction").ok()?,
+            work_fraction: s.get("work-fraction").ok()?,
+            dense_frames: s.get("dense-frames").ok()?,
+            dense: s.get::<&str>("mode").ok()? == "dense",
+            inference_ms: s.get("inference-ms").ok()?,
+            backend: s.get("backend").ok()?,
+            detections: s.get("detections").ok()?,
+            active_rect: (
+                s.get("active-x").ok()?,
+                s.get("active-y").ok()?,
+                s.get("active-width").ok()?,
+                s.get("active-height").ok()?,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rect_covers_the_box_and_stays_in_the_frame() {
+        assert_eq!(frame_rect([10.2, 20.7, 30.1, 40.0], 100, 100), (10, 20, 11, 20));
+        assert_eq!(frame_rect([-5.0, -1.0, 120.0, 50.0], 100, 40), (0, 0, 100, 40));
+    }
+
+    #[test]
+    fn detections_round_trip_through_the_buffer() {
+        gst::init().unwrap();
+        let mut buf = gst::Buffer::with_size(16).unwrap();
+        let labels = vec!["person".to_string()];
+        let dets = [
+            Detection { class_id: 0, confidence: 0.75, bbox: [1.0, 2.0, 11.0, 22.0] },
+            Detection { class_id: 7, confidence: 0.5, bbox: [0.0, 0.0, 5.0, 5.0] },
+        ];
+        attach_detections(buf.get_mut().unwrap(), &dets, &labels, 64, 64);
+        let back = read_detections(&buf);
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].rect, (1, 2, 10, 20));
+        assert_eq!(back[0].label, "person");
+        assert_eq!(back[0].roi_type, "person");
+        assert_eq!(back[1].label, "class-7");
+        assert!((back[0].confidence - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        gst::init().unwrap();
+        let r = StatsReport {
+            frames: 30,
+            interval_frames: 30,
+            active_fraction: 0.1,
+            dense: true,
+            backend: "cpu".into(),
+            active_rect: (1, 2, 3, 4),
+            ..Default::default()
+        };
+        let s = r.to_structure();
+        assert_eq!(s.get::<&str>("mode").unwrap(), "dense");
+        assert_eq!(StatsReport::from_structure(&s), Some(r));
+    }
+}

@@ -1,0 +1,101 @@
+//! Shared helpers for the integration tests: real assets, frames, comparisons.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gstregiondrop::backend::BackendKind;
+use gstregiondrop::detect::DecoderKind;
+use gstregiondrop::engine::{Engine, EngineConfig, RunMode};
+use gstregiondrop::model::{import, ImportOptions, Plan};
+use gstregiondrop::preprocess::{letterbox, InputNorm};
+use gstregiondrop::tensor::Tensor;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A real asset built by scripts/setup-assets.sh; a missing one is a failed set-up, not a skip.
+pub fn asset(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(p.is_file(), "{} is missing: run scripts/setup-assets.sh (or ./regiondrop.sh setup)", p.display());
+    p
+}
+
+pub struct RealModel {
+    pub path: &'static str,
+    pub size: Option<(usize, usize)>,
+    pub norm: InputNorm,
+}
+
+/// The default COCO detector, the YOLOv8n-shaped detector and the DBNet text detector.
+pub fn real_models() -> Vec<RealModel> {
+    vec![
+        RealModel { path: "data/models/nanodet-416.onnx", size: None, norm: DecoderKind::NanoDet.input_norm() },
+        RealModel { path: "data/models/yolov8n-nudenet-320.onnx", size: Some((320, 320)), norm: DecoderKind::YoloV8.input_norm() },
+        RealModel {
+            path: "data/models/ppocr-det.onnx",
+            size: Some((320, 256)),
+            norm: InputNorm { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], bgr: false },
+        },
+    ]
+}
+
+pub fn load(m: &RealModel) -> Arc<Plan> {
+    Arc::new(import(&asset(m.path), &ImportOptions { input_size: m.size }).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `n` consecutive frames of the sample clip from `skip`, letterboxed to the plan's input.
+pub fn clip_frames(plan: &Plan, skip: usize, n: usize) -> Vec<Vec<u8>> {
+    let frames = gstregiondrop::video::decode_rgb(&asset("data/video/vtest.avi"), skip, n).expect("decode vtest.avi");
+    assert_eq!(frames.len(), n);
+    frames
+        .iter()
+        .map(|f| {
+            let mut rgb = vec![0u8; plan.input_w * plan.input_h * 3];
+            letterbox(&f.source(), plan.input_w, plan.input_h, &mut rgb);
+            rgb
+        })
+        .collect()
+}
+
+pub fn engine(plan: &Arc<Plan>, norm: &InputNorm, cfg: EngineConfig) -> Engine {
+    Engine::new(plan.clone(), norm.clone(), EngineConfig { backend: BackendKind::Cpu, threads: 2, ..cfg }).unwrap()
+}
+
+pub fn dense_cfg() -> EngineConfig {
+    EngineConfig { mode: RunMode::Dense, ..Default::default() }
+}
+
+pub fn exact_cfg(threshold: f32) -> EngineConfig {
+    EngineConfig { mode: RunMode::Sparse, exact: true, threshold, ..Default::default() }
+}
+
+/// max |a - b| / max |b| over all outputs.
+pub fn rel_max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
+    let (mut diff, mut scale) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.shape, y.shape);
+        for (&p, &q) in x.data.iter().zip(&y.data) {
+            diff = diff.max((p - q).abs() as f64);
+            scale = scale.max(q.abs() as f64);
+        }
+    }
+    diff / scale.max(1e-12)
+}
+
+/// A deterministic pseudo-random sequence (no extra crates).
+pub struct Lcg(pub u64);
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn unit(&mut self) -> f32 {
+        (self.next() % 1_000_000) as f32 / 1_000_000.0
+    }
+}
+
+pub fn path(p: &str) -> &Path {
+    Path::new(p)
+}

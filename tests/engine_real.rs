@@ -1,0 +1,116 @@
+//! The engine on real models and real footage: dense against onnxruntime, sparse against dense.
+
+mod common;
+use common::*;
+
+use gstregiondrop::mask::RegionMask;
+
+#[test]
+fn dense_matches_onnxruntime_on_all_real_models() {
+    for m in real_models() {
+        let plan = load(&m);
+        let frame = clip_frames(&plan, 50, 1).remove(0);
+        let mut e = engine(&plan, &m.norm, dense_cfg());
+        e.process(&frame).unwrap();
+        let ours = e.outputs().unwrap();
+        let nchw = m.norm.to_nchw(&frame, plan.input_w, plan.input_h);
+        let ort = gstregiondrop::onnxruntime::run(&asset(m.path), &[nchw], [1, 3, plan.input_h, plan.input_w], 2, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rel = gstregiondrop::onnxruntime::rel_l2(&ours, &ort.frames[0]);
+        println!("{}: relative L2 vs onnxruntime {rel:.2e}", m.path);
+        assert!(rel <= 1e-4, "{}: relative L2 {rel} > 1e-4", m.path);
+    }
+}
+
+#[test]
+fn exact_mode_equals_dense_on_consecutive_frames() {
+    for m in real_models() {
+        let plan = load(&m);
+        let frames = clip_frames(&plan, 100, 6);
+        for threshold in [0.0, 12.0] {
+            let mut dense = engine(&plan, &m.norm, dense_cfg());
+            let mut sparse = engine(&plan, &m.norm, exact_cfg(threshold));
+            let mut worst = 0f64;
+            let mut work = 0.0;
+            for f in &frames {
+                let st = sparse.process(f).unwrap();
+                work += st.work_fraction;
+                // Dense sees exactly what the sparse engine's input holds: the reference image.
+                let reference = sparse_reference(&mut sparse, f, threshold);
+                dense.process(&reference).unwrap();
+                worst = worst.max(rel_max_diff(&sparse.outputs().unwrap(), &dense.outputs().unwrap()));
+            }
+            println!("{} threshold {threshold}: max rel diff {worst:.2e}, mean work {:.3}", m.path, work / frames.len() as f64);
+            assert!(worst <= 1e-4, "{} threshold {threshold}: sparse differs from dense by {worst}", m.path);
+        }
+    }
+}
+
+/// With threshold 0 the network input equals the frame; above it, the reference holds the last
+/// pixels of each tile that fired.
+fn sparse_reference(e: &mut gstregiondrop::engine::Engine, frame: &[u8], threshold: f32) -> Vec<u8> {
+    if threshold == 0.0 {
+        frame.to_vec()
+    } else {
+        e.reference_image().to_vec()
+    }
+}
+
+#[test]
+fn exact_mode_equals_dense_on_random_masks() {
+    let models = real_models();
+    let m = &models[0];
+    let plan = load(m);
+    let frames = clip_frames(&plan, 200, 4);
+    let grid = plan.grid(32);
+    let mut rng = Lcg(7);
+    let mut sparse = engine(&plan, &m.norm, exact_cfg(0.0));
+    let mut dense = engine(&plan, &m.norm, dense_cfg());
+    let mut current = frames[0].clone();
+    sparse.process_with_mask(&current, &RegionMask::full(&grid)).unwrap();
+    for (i, f) in frames[1..].iter().enumerate() {
+        let mut mask = RegionMask::empty(&grid);
+        for t in 0..grid.len() {
+            mask.set(t, rng.unit() < 0.15 * (i + 1) as f32);
+        }
+        // The new input: tiles in the mask come from the next frame, the rest stay.
+        for t in 0..grid.len() {
+            if mask.get(t) {
+                let (x0, y0, x1, y1) = grid.rect(t, 1, grid.width, grid.height);
+                for y in y0..y1 {
+                    let r = (y * grid.width + x0) * 3..(y * grid.width + x1) * 3;
+                    current[r.clone()].copy_from_slice(&f[r]);
+                }
+            }
+        }
+        sparse.process_with_mask(&current, &mask).unwrap();
+        dense.process(&current).unwrap();
+        let d = rel_max_diff(&sparse.outputs().unwrap(), &dense.outputs().unwrap());
+        println!("mask {:.2}: rel diff {d:.2e}", mask.fraction());
+        assert!(d <= 1e-4, "random mask {i}: {d}");
+    }
+}
+
+#[test]
+fn identical_frames_recompute_nothing_and_full_change_equals_dense() {
+    let models = real_models();
+    let m = &models[1];
+    let plan = load(m);
+    let frames = clip_frames(&plan, 300, 2);
+    let mut sparse = engine(&plan, &m.norm, exact_cfg(0.0));
+    let first = sparse.process(&frames[0]).unwrap();
+    assert!(first.dense, "the first frame runs dense");
+    let before = sparse.outputs().unwrap();
+    let again = sparse.process(&frames[0]).unwrap();
+    assert_eq!(again.active_fraction, 0.0);
+    assert_eq!(again.work_fraction, 0.0, "nothing is recomputed for an identical frame");
+    assert_eq!(sparse.outputs().unwrap(), before);
+    // Everything changed: an inverted frame changes every tile.
+    let inverted: Vec<u8> = frames[1].iter().map(|v| 255 - v).collect();
+    let st = sparse.process(&inverted).unwrap();
+    assert!((st.active_fraction - 1.0).abs() < 1e-9 && !st.dense);
+    let mut dense = engine(&plan, &m.norm, dense_cfg());
+    dense.process(&inverted).unwrap();
+    let d = rel_max_diff(&sparse.outputs().unwrap(), &dense.outputs().unwrap());
+    assert!(d <= 1e-5, "all tiles sparse vs dense: {d}");
+}
