@@ -96,6 +96,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             // ONNX type codes: 1 float, 10 f16, 11 double, 9 bool, others integer.
             match node.int("to", 1) {
                 1 | 10 | 11 => t.dtype = DType::Float,
+                8 | 16 => return Err(tensor_err(op, "casting to string or bfloat16 is not supported")),
                 9 => {
                     t.data.iter_mut().for_each(|v| *v = (*v != 0.0) as u8 as f32);
                     t.dtype = DType::Bool

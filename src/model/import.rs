@@ -832,8 +832,13 @@ impl<'g> Builder<'g> {
         let default_ct = if n.op == "Upsample" || self.g.opset <= 10 { "asymmetric" } else { "half_pixel" };
         let ct = n.string("coordinate_transformation_mode", default_ct);
         let nearest_mode = n.string("nearest_mode", if n.op == "Upsample" { "floor" } else { "round_prefer_floor" });
-        let y = resize_taps(inb.h, oh, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
-        let x = resize_taps(inb.w, ow, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
+        // ONNX maps coordinates with the given scale, which may differ from out/in after flooring.
+        let (sy, sx) = match &scales {
+            Some(s) => (s[2] as f64, s[3] as f64),
+            None => (oh as f64 / inb.h as f64, ow as f64 / inb.w as f64),
+        };
+        let y = resize_taps(inb.h, oh, sy, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
+        let x = resize_taps(inb.w, ow, sx, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
         let reach = |t: &ResizeTaps| {
             let len_in = if std::ptr::eq(t, &y) { inb.h } else { inb.w };
             let len_out = t.i0.len();
@@ -1160,15 +1165,18 @@ pub fn halo_for(layer: &Layer, tile: usize) -> usize {
     layer.halo.div_ceil(tile)
 }
 
-fn resize_taps(len: usize, out: usize, linear: bool, ct: &str, nearest_mode: &str) -> std::result::Result<ResizeTaps, String> {
+fn resize_taps(len: usize, out: usize, s: f64, linear: bool, ct: &str, nearest_mode: &str) -> std::result::Result<ResizeTaps, String> {
     let mut t = ResizeTaps { i0: Vec::with_capacity(out), i1: Vec::with_capacity(out), frac: Vec::with_capacity(out) };
     for o in 0..out {
         let of = o as f64;
-        let s = out as f64 / len as f64;
         let x = match ct {
             "half_pixel" => (of + 0.5) / s - 0.5,
             "pytorch_half_pixel" => if out > 1 { (of + 0.5) / s - 0.5 } else { 0.0 },
-            "align_corners" => if out > 1 { of * (len as f64 - 1.0) / (out as f64 - 1.0) } else { 0.0 },
+            // ONNX uses the unrounded resized length here.
+            "align_corners" => {
+                let out_f = len as f64 * s;
+                if out_f > 1.0 { of * (len as f64 - 1.0) / (out_f - 1.0) } else { 0.0 }
+            }
             "asymmetric" => of / s,
             "tf_half_pixel_for_nn" => (of + 0.5) / s,
             m => return Err(format!(" with coordinate_transformation_mode {m}")),

@@ -252,6 +252,16 @@ pub fn tensor_from_proto(t: &TensorProto) -> std::result::Result<Tensor, String>
             },
             DType::Float,
         ),
+        16 => (
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&v| f32::from_bits((v as u32) << 16)).collect()
+            } else {
+                le_chunks::<2>(raw)
+                    .map(|b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16))
+                    .collect()
+            },
+            DType::Float,
+        ),
         7 => (
             if raw.is_empty() {
                 t.int64_data.iter().map(|&v| v as f32).collect()
@@ -317,7 +327,11 @@ pub fn tensor_from_proto(t: &TensorProto) -> std::result::Result<Tensor, String>
             },
             DType::Int,
         ),
-        other => return Err(format!("unsupported tensor element type {other}")),
+        other => {
+            return Err(format!(
+                "unsupported tensor element type {other} (string, bfloat16 and complex tensors are not supported)"
+            ))
+        }
     };
     if data.len() != n {
         return Err(format!(
