@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn rect_covers_the_box_and_stays_in_the_frame() {
-        assert_eq!(frame_rect([10.2, 20.7, 30.1, 40.0], 100, 100), (10, 20, 11, 20));
+        assert_eq!(frame_rect([10.2, 20.7, 30.1, 40.0], 100, 100), (10, 20, 21, 20));
         assert_eq!(frame_rect([-5.0, -1.0, 120.0, 50.0], 100, 40), (0, 0, 100, 40));
     }
 

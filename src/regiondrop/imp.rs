@@ -642,7 +642,7 @@ impl BaseTransformImpl for RegionDrop {
             state.reset();
         }
         let Some(analyzer) = state.analyzer.as_mut() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No network built for caps {:?}", info));
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No network loaded: an earlier error stopped it"));
             return Err(gst::FlowError::NotNegotiated);
         };
 

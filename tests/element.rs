@@ -1,0 +1,552 @@
+//! The `regiondrop` element in real pipelines: detections on real frames, change masks on static and
+//! moving scenes, renegotiation and resets, error reporting, and every input format.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstregiondrop::analyzer::{default_model_path, default_video_path, Analyzer, AnalyzerOptions};
+use gstregiondrop::detect::{iou, Detection};
+use gstregiondrop::engine::{EngineConfig, RunMode};
+use gstregiondrop::meta::{frame_rect, read_detections, MetaDetection, StatsReport};
+use gstregiondrop::preprocess::PackedFrame;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstregiondrop::plugin_register_static().expect("register the regiondrop plugin");
+    });
+}
+
+/// An error or warning posted on the bus.
+#[derive(Debug, Clone)]
+struct Posted {
+    src: String,
+    message: String,
+    debug: String,
+}
+
+impl Posted {
+    fn text(&self) -> String {
+        format!("{} ({})", self.message, self.debug)
+    }
+}
+
+#[derive(Default)]
+struct Run {
+    samples: Vec<gst::Sample>,
+    stats: Vec<StatsReport>,
+    errors: Vec<Posted>,
+    warnings: Vec<Posted>,
+    /// `frames-processed` and `active-fraction` read at the end, before stopping.
+    frames_processed: u64,
+    last_active: f64,
+}
+
+impl Run {
+    fn assert_clean(&self) {
+        assert!(self.errors.is_empty(), "errors: {:?}", self.errors);
+    }
+
+    fn detections(&self, i: usize) -> Vec<MetaDetection> {
+        read_detections(self.samples[i].buffer().unwrap())
+    }
+}
+
+fn collect(msg: &gst::Message, run: &mut Run) {
+    let src = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+    match msg.view() {
+        gst::MessageView::Error(e) => run.errors.push(Posted {
+            src,
+            message: e.error().to_string(),
+            debug: e.debug().map(|d| d.to_string()).unwrap_or_default(),
+        }),
+        gst::MessageView::Warning(w) => run.warnings.push(Posted {
+            src,
+            message: w.error().to_string(),
+            debug: w.debug().map(|d| d.to_string()).unwrap_or_default(),
+        }),
+        gst::MessageView::Element(e) => {
+            if let Some(r) = e.structure().and_then(StatsReport::from_structure) {
+                run.stats.push(r);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs `desc` (an `appsink name=sink` at the end, a `regiondrop name=rd`) until EOS, an error, or
+/// `max_samples` samples. `feed` runs once the pipeline is playing (to push into an appsrc);
+/// `on_sample` sees each sample as it arrives.
+fn run_pipeline(
+    desc: &str,
+    max_samples: usize,
+    feed: impl FnOnce(&gst::Pipeline),
+    mut on_sample: impl FnMut(&gst::Pipeline, usize),
+) -> Run {
+    init();
+    let pipeline = gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("cannot build `{desc}`: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .map(|e| e.downcast::<gst_app::AppSink>().unwrap());
+    let bus = pipeline.bus().unwrap();
+    let mut run = Run::default();
+    let mut eos = false;
+    if pipeline.set_state(gst::State::Playing).is_ok() {
+        feed(&pipeline);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            while let Some(msg) = bus.pop() {
+                eos |= msg.type_() == gst::MessageType::Eos;
+                collect(&msg, &mut run);
+            }
+            if !run.errors.is_empty() || run.samples.len() >= max_samples {
+                break;
+            }
+            assert!(Instant::now() < deadline, "`{desc}` did not finish");
+            let sample = match &sink {
+                Some(sink) => sink.try_pull_sample(gst::ClockTime::from_mseconds(50)),
+                None => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    None
+                }
+            };
+            match sample {
+                Some(s) => {
+                    run.samples.push(s);
+                    on_sample(&pipeline, run.samples.len());
+                }
+                // The pipeline's EOS comes after the sink's last sample.
+                None if eos => break,
+                None => {}
+            }
+        }
+    }
+    if let Some(rd) = pipeline.by_name("rd") {
+        run.frames_processed = rd.property("frames-processed");
+        run.last_active = rd.property("active-fraction");
+    }
+    // Going to NULL flushes the bus: read what is there first.
+    while let Some(msg) = bus.pop() {
+        collect(&msg, &mut run);
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    run
+}
+
+fn push_frames(pipeline: &gst::Pipeline, frames: Vec<(gst::Caps, gst::Buffer)>) {
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    for (caps, buf) in frames {
+        let sample = gst::Sample::builder().buffer(&buf).caps(&caps).build();
+        src.push_sample(&sample).unwrap();
+    }
+    src.end_of_stream().unwrap();
+}
+
+fn video_caps(format: &str, w: usize, h: usize) -> gst::Caps {
+    init();
+    format!("video/x-raw,format={format},width={w},height={h},framerate=10/1")
+        .parse()
+        .unwrap()
+}
+
+fn buffer(data: Vec<u8>, index: u64) -> gst::Buffer {
+    init();
+    let mut buf = gst::Buffer::from_mut_slice(data);
+    {
+        let b = buf.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(100 * index));
+        b.set_duration(gst::ClockTime::from_mseconds(100));
+    }
+    buf
+}
+
+/// Packed RGB: grey background with a white `side`-pixel square at (x, y).
+fn square_frame(w: usize, h: usize, x: usize, y: usize, side: usize) -> Vec<u8> {
+    let mut rgb = vec![100u8; w * h * 3];
+    for yy in y..(y + side).min(h) {
+        for xx in x..(x + side).min(w) {
+            rgb[(yy * w + xx) * 3..(yy * w + xx) * 3 + 3].fill(240);
+        }
+    }
+    rgb
+}
+
+fn rgb_to_bgrx(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks(3).flat_map(|p| [p[2], p[1], p[0], 255]).collect()
+}
+
+/// Element detections must equal the analyzer's (same frame, same settings) up to rounding.
+fn assert_same_detections(got: &[MetaDetection], want: &[Detection], w: u32, h: u32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: element {got:?} vs analyzer {want:?}");
+    for (g, d) in got.iter().zip(want) {
+        assert_eq!(g.class_id, d.class_id, "{what}");
+        assert!((g.confidence - d.confidence as f64).abs() < 1e-3, "{what}: {g:?} vs {d:?}");
+        let r = frame_rect(d.bbox, w, h);
+        let close = |a: u32, b: u32| a.abs_diff(b) <= 1;
+        assert!(
+            close(g.rect.0, r.0) && close(g.rect.1, r.1) && close(g.rect.2, r.2) && close(g.rect.3, r.3),
+            "{what}: element rect {:?} vs analyzer {:?}",
+            g.rect,
+            r
+        );
+    }
+}
+
+fn as_box(r: (u32, u32, u32, u32)) -> [f32; 4] {
+    [r.0 as f32, r.1 as f32, (r.0 + r.2) as f32, (r.1 + r.3) as f32]
+}
+
+/// Every confident detection of `a` has a same-class counterpart in `b` overlapping it.
+fn covered(a: &[MetaDetection], b: &[MetaDetection], min_conf: f64, min_iou: f32) -> Result<(), String> {
+    for d in a.iter().filter(|d| d.confidence >= min_conf) {
+        let best = b
+            .iter()
+            .filter(|o| o.class_id == d.class_id)
+            .map(|o| iou(&as_box(o.rect), &as_box(d.rect)))
+            .fold(0f32, f32::max);
+        if best < min_iou {
+            return Err(format!("{d:?} has no match (best IoU {best:.2})"));
+        }
+    }
+    Ok(())
+}
+
+fn video_path() -> String {
+    default_video_path().to_string_lossy().into_owned()
+}
+
+#[test]
+fn people_on_a_real_video_match_the_analyzer() {
+    const FRAMES: usize = 4;
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
+         regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false",
+        video_path()
+    );
+    let run = run_pipeline(&desc, FRAMES, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), FRAMES);
+
+    // The same frames through the analyzer directly: the first one also against a dense-only engine.
+    let mut analyzer = Analyzer::new(&default_model_path(), AnalyzerOptions::default()).unwrap();
+    let dense_opts = AnalyzerOptions {
+        engine: EngineConfig {
+            mode: RunMode::Dense,
+            ..EngineConfig::default()
+        },
+        ..AnalyzerOptions::default()
+    };
+    let mut dense = Analyzer::new(&default_model_path(), dense_opts).unwrap();
+    for (i, sample) in run.samples.iter().enumerate() {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        let frame = PackedFrame {
+            data: &map,
+            width: info.width() as usize,
+            height: info.height() as usize,
+            stride: info.stride()[0] as usize,
+            bytes_per_px: 3,
+            rgb_offsets: [0, 1, 2],
+        };
+        let (_, want) = analyzer.process(&frame).unwrap();
+        let got = run.detections(i);
+        assert_same_detections(&got, &want, info.width(), info.height(), &format!("frame {i}"));
+        if i == 0 {
+            let (_, dense_dets) = dense.process(&frame).unwrap();
+            assert_same_detections(&got, &dense_dets, info.width(), info.height(), "first frame vs dense");
+            let people: Vec<_> = got.iter().filter(|d| d.label == "person" && d.confidence > 0.5).collect();
+            assert!(people.len() >= 2, "people on the first frame: {got:?}");
+            for p in people {
+                assert_eq!(p.roi_type, "person");
+                let (x, y, w, h) = p.rect;
+                assert!(w > 10 && h > 30 && x + w <= info.width() && y + h <= info.height(), "{p:?}");
+                assert!(h > w, "a standing person is taller than wide: {p:?}");
+            }
+        }
+    }
+    assert_eq!(run.stats.len(), FRAMES);
+    assert!(run.stats[0].dense && run.stats[0].active_fraction > 0.99, "{:?}", run.stats[0]);
+    assert!(run.stats[1..].iter().all(|s| !s.dense && s.active_fraction < 0.9), "{:?}", run.stats);
+    assert_eq!(run.stats.last().unwrap().frames, FRAMES as u64);
+    assert!(run.stats.iter().all(|s| s.backend == "cpu" || s.backend == "cuda"));
+}
+
+#[test]
+fn static_scene_goes_inactive_after_the_first_frame() {
+    let desc = "videotestsrc pattern=solid-color foreground-color=0xff406080 num-buffers=5 ! \
+                video/x-raw,format=RGB,width=320,height=240 ! regiondrop name=rd stats-interval=1 ! \
+                appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), 5);
+    assert_eq!(run.stats.len(), 5);
+    assert!(run.stats[0].dense, "{:?}", run.stats[0]);
+    for s in &run.stats[1..] {
+        assert!(s.active_fraction < 1e-9, "static frame recomputed tiles: {s:?}");
+        assert_eq!(s.mode(), "sparse");
+        assert_eq!(s.active_rect, (0, 0, 0, 0));
+    }
+    assert_eq!(run.frames_processed, 5);
+    assert!(run.last_active < 1e-9);
+}
+
+#[test]
+fn a_moving_square_activates_only_the_tiles_around_it() {
+    let (w, h, side) = (320, 240, 24);
+    let pos = |i: usize| (40 + 12 * i, 100);
+    let frames: Vec<_> = (0..6)
+        .map(|i| {
+            let (x, y) = pos(i);
+            (video_caps("RGB", w, h), buffer(square_frame(w, h, x, y, side), i as u64))
+        })
+        .collect();
+    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.stats.len(), 6);
+    assert!(run.stats[0].dense);
+    // 416/320: one 32-pixel network tile is ~25 frame pixels.
+    let tile = 32.0 * 320.0 / 416.0;
+    for (i, s) in run.stats.iter().enumerate().skip(1) {
+        assert!(!s.dense, "frame {i}: {s:?}");
+        assert!(s.active_fraction > 0.0 && s.active_fraction < 0.1, "frame {i}: {s:?}");
+        let (ax, ay, aw, ah) = s.active_rect;
+        let ((x0, y), (x1, _)) = (pos(i - 1), pos(i));
+        // The active region holds the square's new position...
+        assert!(
+            ax as usize <= x1 && ay as usize <= y && (ax + aw) as usize >= x1 + side && (ay + ah) as usize >= y + side,
+            "frame {i}: active {:?} misses the square at {:?}",
+            s.active_rect,
+            pos(i)
+        );
+        // ...and stays within a tile of the old and new positions.
+        let margin = tile as u32 + 1;
+        assert!(
+            ax + margin >= x0 as u32
+                && ay + margin >= y as u32
+                && ax + aw <= (x1 + side) as u32 + margin
+                && ay + ah <= (y + side) as u32 + margin,
+            "frame {i}: active {:?} reaches too far from the square",
+            s.active_rect
+        );
+    }
+    assert_eq!(run.frames_processed, 6);
+    assert!(run.last_active > 0.0);
+}
+
+#[test]
+fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
+    let (w1, h1, w2, h2) = (320, 240, 256, 200);
+    let mut frames = Vec::new();
+    for i in 0..3 {
+        frames.push((video_caps("RGB", w1, h1), buffer(square_frame(w1, h1, 50, 50, 20), i)));
+    }
+    for i in 3..6 {
+        let rgb = square_frame(w2, h2, 50, 50, 20);
+        frames.push((video_caps("BGRx", w2, h2), buffer(rgb_to_bgrx(&rgb), i)));
+    }
+    // A static frame again, but flagged DISCONT.
+    let mut last = buffer(rgb_to_bgrx(&square_frame(w2, h2, 50, 50, 20)), 6);
+    last.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+    frames.push((video_caps("BGRx", w2, h2), last));
+
+    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), 7);
+    let sizes: Vec<(u32, u32)> = run
+        .samples
+        .iter()
+        .map(|s| {
+            let info = gst_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap();
+            (info.width(), info.height())
+        })
+        .collect();
+    assert_eq!(sizes[..3], [(w1 as u32, h1 as u32); 3]);
+    assert_eq!(sizes[3..], [(w2 as u32, h2 as u32); 4]);
+    let dense: Vec<bool> = run.stats.iter().map(|s| s.dense).collect();
+    assert_eq!(dense, [true, false, false, true, false, false, true], "{:?}", run.stats);
+    assert!(run.stats[4].active_fraction < 1e-9 && run.stats[5].active_fraction < 1e-9);
+}
+
+#[test]
+fn a_flushing_seek_resets_the_caches() {
+    let desc = "videotestsrc pattern=solid-color ! video/x-raw,format=RGB,width=160,height=120 ! \
+                regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false max-buffers=1";
+    let run = run_pipeline(desc, 8, |_| {}, |p, n| {
+        if n == 4 {
+            p.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO).unwrap();
+        }
+    });
+    run.assert_clean();
+    let dense = run.stats.iter().filter(|s| s.dense).count();
+    assert!(dense >= 2, "no dense frame after the flush: {:?}", run.stats);
+}
+
+#[test]
+fn thresholds_change_while_playing_and_the_model_does_not() {
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! regiondrop name=rd stats-interval=0 ! \
+         appsink name=sink sync=false max-buffers=1",
+        video_path()
+    );
+    let run = run_pipeline(&desc, 8, |_| {}, |p, n| {
+        if n == 2 {
+            let rd = p.by_name("rd").unwrap();
+            rd.set_property("conf-threshold", 0.999f64);
+            rd.set_property("threshold", 30.0f64);
+            rd.set_property("model", "/elsewhere/other.onnx");
+            assert_eq!(rd.property::<f64>("threshold"), 30.0);
+            assert_ne!(rd.property::<String>("model"), "/elsewhere/other.onnx");
+        }
+    });
+    run.assert_clean();
+    assert!(!run.detections(0).is_empty());
+    assert!(run.detections(7).is_empty(), "conf-threshold 0.999 did not apply: {:?}", run.detections(7));
+    assert!(
+        run.warnings.iter().any(|w| w.src == "rd" && w.message.contains("model")),
+        "no warning for the refused model change: {:?}",
+        run.warnings
+    );
+}
+
+fn expect_error(desc: &str, feed: impl FnOnce(&gst::Pipeline), needles: &[&str]) -> Posted {
+    let run = run_pipeline(desc, usize::MAX, feed, |_, _| {});
+    let err = run
+        .errors
+        .iter()
+        .find(|e| e.src == "rd")
+        .unwrap_or_else(|| panic!("no error from regiondrop for `{desc}`: {:?}", run.errors))
+        .clone();
+    for n in needles {
+        assert!(err.text().contains(n), "error `{}` does not name `{n}`", err.text());
+    }
+    err
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("regiondrop-element-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A one-node ONNX model: image [1,3,64,64] → `op` → output.
+fn one_node_model(op: &str, node: &str) -> Vec<u8> {
+    use onnx_protobuf::{tensor_shape_proto, type_proto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto};
+    let value = |name: &str, dims: &[i64]| {
+        let mut shape = onnx_protobuf::TensorShapeProto::new();
+        for &d in dims {
+            let mut dim = tensor_shape_proto::Dimension::new();
+            dim.set_dim_value(d);
+            shape.dim.push(dim);
+        }
+        let mut tensor = type_proto::Tensor::new();
+        tensor.elem_type = 1;
+        tensor.shape = Some(shape).into();
+        let mut tp = TypeProto::new();
+        tp.set_tensor_type(tensor);
+        let mut v = ValueInfoProto::new();
+        v.name = name.into();
+        v.type_ = Some(tp).into();
+        v
+    };
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = node.into();
+    n.input = vec!["images".into()];
+    n.output = vec!["out".into()];
+    let mut g = GraphProto::new();
+    g.name = "g".into();
+    g.node.push(n);
+    g.input.push(value("images", &[1, 3, 64, 64]));
+    g.output.push(value("out", &[1, 3, 64, 64]));
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    let mut opset = OperatorSetIdProto::new();
+    opset.version = 13;
+    m.opset_import.push(opset);
+    m.graph = Some(g).into();
+    m.write_to_bytes().unwrap()
+}
+
+fn with_model(model: &Path, extra: &str) -> String {
+    format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=64 ! regiondrop name=rd model={} {extra} ! fakesink",
+        model.display()
+    )
+}
+
+#[test]
+fn model_errors_name_the_file_and_the_op() {
+    let missing = Path::new("/nonexistent/regiondrop/missing-model.onnx");
+    let e = expect_error(&with_model(missing, ""), |_| {}, &["missing-model.onnx"]);
+    assert!(e.text().contains("No such file"), "{}", e.text());
+
+    let junk = temp_file("junk.onnx", b"this is a text file, not a protobuf model\n");
+    expect_error(&with_model(&junk, ""), |_| {}, &["junk.onnx", "not a valid ONNX model"]);
+
+    let lstm = temp_file("lstm.onnx", &one_node_model("LSTM", "the_lstm"));
+    expect_error(&with_model(&lstm, ""), |_| {}, &["lstm.onnx", "LSTM", "the_lstm"]);
+
+    expect_error(&with_model(&default_model_path(), "tile-size=20"), |_| {}, &["tile-size 20"]);
+    expect_error(&with_model(&default_model_path(), "classes=unicorn"), |_| {}, &["unicorn"]);
+}
+
+#[test]
+fn unsupported_caps_are_named() {
+    let frames = vec![(video_caps("GRAY8", 64, 48), buffer(vec![0u8; 64 * 48], 0))];
+    let desc = "appsrc name=src format=time ! regiondrop name=rd ! fakesink";
+    expect_error(desc, |p| push_frames(p, frames), &["GRAY8", "videoconvert"]);
+}
+
+#[test]
+fn every_format_gives_the_same_detections() {
+    let frame = gstregiondrop::video::decode_rgb(&default_video_path(), 0, 1).unwrap().remove(0);
+    // Crop to a size that is not a multiple of the tile (even, for the 4:2:0 formats).
+    let (w, h) = (frame.width - 2, frame.height - 6);
+    // GStreamer's RGB rows are padded to 4 bytes.
+    let stride = (w * 3).next_multiple_of(4);
+    let mut rgb = vec![0u8; stride * h];
+    for y in 0..h {
+        rgb[y * stride..y * stride + w * 3].copy_from_slice(&frame.data[y * frame.width * 3..(y * frame.width + w) * 3]);
+    }
+    let detect = |format: &str| {
+        let desc = format!(
+            "appsrc name=src format=time ! videoconvert ! video/x-raw,format={format} ! \
+             regiondrop name=rd ! appsink name=sink sync=false"
+        );
+        let frames = vec![(video_caps("RGB", w, h), buffer(rgb.clone(), 0))];
+        let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
+        run.assert_clean();
+        assert_eq!(run.samples.len(), 1, "{format}");
+        let caps = run.samples[0].caps().unwrap().structure(0).unwrap().get::<String>("format").unwrap();
+        assert_eq!(caps, format);
+        run.detections(0)
+    };
+    let reference = detect("RGB");
+    assert!(reference.iter().filter(|d| d.label == "person" && d.confidence > 0.5).count() >= 2, "{reference:?}");
+    for format in ["RGBA", "BGR", "BGRx", "BGRA", "RGBx", "I420", "NV12"] {
+        let got = detect(format);
+        let packed = !matches!(format, "I420" | "NV12");
+        if packed {
+            // Same pixels, another layout: identical results.
+            assert_eq!(got, reference, "{format}");
+        } else {
+            // Chroma subsampling changes the pixels a little: confident boxes must still agree.
+            covered(&reference, &got, 0.5, 0.7).map_err(|e| format!("{format}: lost {e}")).unwrap();
+            covered(&got, &reference, 0.5, 0.7).map_err(|e| format!("{format}: extra {e}")).unwrap();
+        }
+    }
+}
