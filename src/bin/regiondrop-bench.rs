@@ -374,6 +374,7 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     let backend = probe.backend_name().to_string();
     drop(probe);
 
+    probe_video(&video).map_err(Fail::Input)?;
     let pb = spinner("decoding video");
     let frames = gstregiondrop::video::decode_rgb(&video, cli.skip, cli.frames as usize).map_err(input)?;
     pb.finish_and_clear();
@@ -411,6 +412,45 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
         },
         labels,
         backend,
+    })
+}
+
+/// Prerolls `filesrc ! decodebin ! fakesink` so a file GStreamer cannot decode fails at once with
+/// its reason (pulling samples from such a file could wait forever).
+fn probe_video(path: &Path) -> Result<(), String> {
+    use gst::prelude::*;
+    let bad = |m: String| format!("cannot read video file {}: {m}", path.display());
+    gst::init().map_err(|e| bad(format!("GStreamer init failed: {e}")))?;
+    let pipeline = gst::parse::launch("filesrc name=src ! decodebin ! fakesink")
+        .map_err(|e| bad(format!("cannot build a decoding pipeline: {e}")))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| bad("not a pipeline".into()))?;
+    pipeline
+        .by_name("src")
+        .expect("named filesrc")
+        .set_property("location", path.to_string_lossy().to_string());
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let r = match pipeline.set_state(gst::State::Paused) {
+        Err(_) => Err(bus_error(&bus).unwrap_or_else(|| "cannot start decoding".into())),
+        Ok(_) => match bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(20),
+            &[gst::MessageType::AsyncDone, gst::MessageType::Error],
+        ) {
+            Some(m) => match m.view() {
+                gst::MessageView::Error(e) => Err(e.error().to_string()),
+                _ => Ok(()),
+            },
+            None => Err("no video could be decoded within 20 s".into()),
+        },
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    r.map_err(bad)
+}
+
+fn bus_error(bus: &gst::Bus) -> Option<String> {
+    bus.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
+        gst::MessageView::Error(e) => Some(e.error().to_string()),
+        _ => None,
     })
 }
 

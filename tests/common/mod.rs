@@ -99,3 +99,4 @@ impl Lcg {
 pub fn path(p: &str) -> &Path {
     Path::new(p)
 }
+pub mod onnx_build;
