@@ -317,13 +317,15 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     let video = cli.video.clone().unwrap_or_else(default_video_path);
     // Cheap checks first, so a typo fails at once.
     if !video.is_file() {
-        return Err(Fail::Input(format!("cannot read video file {}: no such file", video.display())));
+        let why = if video.is_dir() { "a directory" } else { "no such file" };
+        return Err(Fail::Input(format!("cannot read video file {}: {why}", video.display())));
     }
     if let Err(e) = std::fs::File::open(&video) {
         return Err(Fail::Input(format!("cannot read video file {}: {e}", video.display())));
     }
     if !model.is_file() {
-        return Err(Fail::Input(format!("cannot read model file {}: no such file", model.display())));
+        let why = if model.is_dir() { "a directory" } else { "no such file" };
+        return Err(Fail::Input(format!("cannot read model file {}: {why}", model.display())));
     }
     if cli.onnxruntime {
         let py = gstregiondrop::onnxruntime::python();

@@ -82,6 +82,8 @@ pub struct Engine {
     mask: RegionMask,
     buf_masks: Vec<RegionMask>,
     scratch: RegionMask,
+    dilate_scratch: RegionMask,
+    input_tiles: Vec<u32>,
     tiles: StepTiles,
     halos: Vec<usize>,
     frames: u64,
@@ -115,6 +117,8 @@ impl Engine {
             mask: RegionMask::empty(&grid),
             buf_masks: vec![RegionMask::empty(&grid); plan.buffers.len()],
             scratch: RegionMask::empty(&grid),
+            dilate_scratch: RegionMask::empty(&grid),
+            input_tiles: Vec::with_capacity(grid.len()),
             tiles: StepTiles {
                 per_step: plan.steps.iter().map(|_| Vec::with_capacity(grid.len())).collect(),
             },
@@ -187,7 +191,7 @@ impl Engine {
     /// Runs one frame given as packed RGB at network input size (already letterboxed).
     pub fn process(&mut self, rgb: &[u8]) -> Result<FrameStats> {
         let start = Instant::now();
-        let mut mask = std::mem::replace(&mut self.mask, RegionMask::empty(&self.grid));
+        let mut mask = std::mem::take(&mut self.mask);
         if self.cfg.mode == RunMode::Dense {
             // The baseline sees every pixel of every frame.
             mask.fill(true);
@@ -228,9 +232,11 @@ impl Engine {
     }
 
     fn run_masked(&mut self, rgb: &[u8], mask: &RegionMask, start: Instant) -> Result<FrameStats> {
-        let mut input_tiles = Vec::with_capacity(self.grid.len());
+        let mut input_tiles = std::mem::take(&mut self.input_tiles);
         mask.active_tiles(&mut input_tiles);
-        self.backend.write_input(rgb, &self.norm, &input_tiles)?;
+        let written = self.backend.write_input(rgb, &self.norm, &input_tiles);
+        self.input_tiles = input_tiles;
+        written?;
 
         let refresh_due = self.cfg.refresh_interval > 0 && self.since_refresh + 1 >= self.cfg.refresh_interval;
         let work = self.plan_tiles(mask, false);
@@ -272,17 +278,18 @@ impl Engine {
 
     /// Fills the per-step tile lists from the change mask; returns the MAC-weighted work fraction.
     fn plan_tiles(&mut self, mask: &RegionMask, dense: bool) -> f64 {
-        let full = RegionMask::full(&self.grid);
         for m in &mut self.buf_masks {
-            m.fill(false);
+            m.fill(dense);
         }
-        self.buf_masks[0].copy_from(if dense { &full } else { mask });
+        if !dense {
+            self.buf_masks[0].copy_from(mask);
+        }
         let (mut done, mut total) = (0.0, 0.0);
         for (si, step) in self.plan.steps.iter().enumerate() {
             let tiles = &mut self.tiles.per_step[si];
             tiles.clear();
             let Step::Layer(l) = step else { continue };
-            let mut m = std::mem::replace(&mut self.scratch, RegionMask::empty(&self.grid));
+            let mut m = std::mem::take(&mut self.scratch);
             if dense {
                 m.fill(true);
             } else if self.cfg.exact {
@@ -293,8 +300,7 @@ impl Engine {
                 if l.global {
                     m.fill(true);
                 } else {
-                    let mut tmp = RegionMask::empty(&self.grid);
-                    m.dilate(self.halos[si], &mut tmp);
+                    m.dilate(self.halos[si], &mut self.dilate_scratch);
                 }
             } else {
                 m.copy_from(mask);

@@ -50,7 +50,7 @@ impl TileGrid {
 }
 
 /// One bit per tile: the tiles to recompute this frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RegionMask {
     pub cols: usize,
     pub rows: usize,
