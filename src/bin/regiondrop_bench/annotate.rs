@@ -90,7 +90,7 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         let (fx1, fy1) = a.lb.to_frame(x1 as f32, y1 as f32);
         c.blend_rect(fx0 as i64, fy0 as i64, fx1.ceil() as i64, fy1.ceil() as i64, TINT, 0.30);
     }
-    let scale = if f.width >= 640 { 2 } else { 1 };
+    let scale = if f.width >= 1280 { 2 } else { 1 };
     for d in &a.dets[i] {
         let (x0, y0) = a.lb.to_frame(d.bbox[0], d.bbox[1]);
         let (x1, y1) = a.lb.to_frame(d.bbox[2], d.bbox[3]);
@@ -100,10 +100,12 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         let text = format!("{} {:.2}", label_of(a, d.class_id), d.confidence);
         let (tw, th) = (text_width(&text, scale) + 2 * scale, (GLYPH_H + 2) * scale);
         let ty = if y0 - th >= 0 { y0 - th } else { y0 };
-        c.fill_rect(x0, ty, x0 + tw, ty + th, col);
+        let tx = x0.min(f.width as i64 - tw).max(0);
+        c.fill_rect(tx, ty, tx + tw, ty + th, col);
         let ink = if luma(col) > 140.0 { BLACK } else { WHITE };
-        c.text(x0 + scale, ty + scale, &text, ink, scale);
+        c.text(tx + scale, ty + scale, &text, ink, scale);
     }
+    let scale = if f.width >= 640 { 2 } else { 1 };
     let status = format!(
         "frame {i}  active {:.1}%  {} objects",
         mask.fraction() * 100.0,
@@ -128,12 +130,12 @@ fn mask_picture(a: &Annotation, i: usize) -> Canvas {
             let p = (sy * w + sx) * 3;
             let mut v = [src[p], src[p + 1], src[p + 2]];
             if mask.get(t) {
-                for k in 0..3 {
-                    v[k] = (v[k] as f32 * 0.55 + TINT[k] as f32 * 0.45) as u8;
+                for (x, &tint) in v.iter_mut().zip(&TINT) {
+                    *x = (*x as f32 * 0.55 + tint as f32 * 0.45) as u8;
                 }
             } else {
-                for k in 0..3 {
-                    v[k] = (v[k] as f32 * 0.45) as u8;
+                for x in v.iter_mut() {
+                    *x = (*x as f32 * 0.45) as u8;
                 }
             }
             c.put(x as i64, y as i64, v);
@@ -177,7 +179,7 @@ impl MkvWriter {
         let bad = |m: String| format!("{}: {m}", path.display());
         gst::init().map_err(|e| bad(format!("GStreamer init failed: {e}")))?;
         let pipeline = gst::parse::launch(
-            "appsrc name=src format=time block=true max-bytes=33554432 ! videoconvert ! jpegenc quality=85 ! matroskamux ! filesink name=sink",
+            "appsrc name=src format=time block=true max-bytes=33554432 ! videoconvert ! jpegenc quality=75 ! matroskamux ! filesink name=sink",
         )
         .map_err(|e| bad(format!("cannot build the encoding pipeline (jpegenc, matroskamux): {e}")))?
         .downcast::<gst::Pipeline>()

@@ -46,9 +46,9 @@ impl Canvas {
             return;
         }
         let p = (y as usize * self.w + x as usize) * 3;
-        for k in 0..3 {
-            let v = self.px[p + k] as f32 * (1.0 - a) + c[k] as f32 * a;
-            self.px[p + k] = v.round().clamp(0.0, 255.0) as u8;
+        for (dst, &src) in self.px[p..p + 3].iter_mut().zip(&c) {
+            let v = *dst as f32 * (1.0 - a) + src as f32 * a;
+            *dst = v.round().clamp(0.0, 255.0) as u8;
         }
     }
 
@@ -81,6 +81,7 @@ impl Canvas {
         self.fill_rect(x1 - t, y0, x1, y1, c);
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// A line `t` pixels thick; with `dash` > 0, drawn as dashes of that many pixels.
     pub fn line(&mut self, x0: f64, y0: f64, x1: f64, y1: f64, c: Rgb, t: i64, dash: usize) {
         let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;

@@ -58,7 +58,8 @@ pub fn plot_sweep(path: &Path, title: &str, pts: &[Point], target: Option<f64>, 
         let x = px(p);
         c.line(x, top as f64, x, (top as f64) + ph, PICK, 2, 8);
         let l = format!("pick {}", fmt_tick(p));
-        c.text(x as i64 + 6, top + 6, &l, PICK, 2);
+        let lx = if x > left as f64 + pw / 2.0 { x as i64 - 6 - text_width(&l, 2) } else { x as i64 + 6 };
+        c.text(lx, top + ph as i64 / 2, &l, PICK, 2);
     }
 
     // Series: lines and square markers.
@@ -89,7 +90,7 @@ pub fn plot_sweep(path: &Path, title: &str, pts: &[Point], target: Option<f64>, 
 
 /// 1, 2, 2.5, 5 × 10^k at or above `v`.
 fn nice_ceil(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
+    if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let e = 10f64.powf(v.log10().floor());
