@@ -40,22 +40,24 @@ pub fn decode_rgb(path: &std::path::Path, skip: usize, max_frames: usize) -> Res
         if frames.len() >= max_frames {
             break Ok(());
         }
-        let sample = match sink.pull_sample() {
-            Ok(s) => s,
-            Err(_) => {
-                // EOS or error: look at the bus for an error message.
+        // Poll, so that a pipeline error (which never reaches the appsink as EOS) ends the loop.
+        let sample = match sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            Some(s) => s,
+            None => {
                 let bus = pipeline.bus().unwrap();
-                let err = bus
-                    .iter_filtered(&[gst::MessageType::Error])
-                    .next()
-                    .and_then(|m| match m.view() {
-                        gst::MessageView::Error(e) => Some(e.error().to_string()),
-                        _ => None,
-                    });
-                break match err {
-                    Some(e) if frames.is_empty() => Err(bad(format!("cannot decode: {e}"))),
-                    _ => Ok(()),
-                };
+                if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+                    if let gst::MessageView::Error(e) = msg.view() {
+                        break if frames.is_empty() {
+                            Err(bad(format!("cannot decode: {}", e.error())))
+                        } else {
+                            Ok(())
+                        };
+                    }
+                }
+                if sink.is_eos() {
+                    break Ok(());
+                }
+                continue;
             }
         };
         seen += 1;

@@ -65,7 +65,7 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     skip: usize,
     /// Per-tile change threshold (pixel units, 0..255)
-    #[arg(long, value_name = "T", default_value_t = 12.0, value_parser = parse_threshold)]
+    #[arg(long, value_name = "T", default_value_t = EngineConfig::default().threshold, value_parser = parse_threshold)]
     threshold: f32,
     /// How a tile's change is measured
     #[arg(long, value_enum, default_value_t = MetricArg::Max)]
@@ -74,8 +74,12 @@ struct Cli {
     #[arg(long, value_name = "PX", default_value_t = 32)]
     tile_size: usize,
     /// Grow the change mask by this many tiles
-    #[arg(long, value_name = "D", default_value_t = 0)]
+    #[arg(long, value_name = "D", default_value_t = EngineConfig::default().dilation)]
     dilation: usize,
+    /// Tiles around the change mask that deeper layers may still grow into by their reach
+    /// (0 = one common mask for all layers)
+    #[arg(long, value_name = "G", default_value_t = EngineConfig::default().growth_limit)]
+    growth_limit: usize,
     /// Exact mode (per-layer halo growth): sparse must equal dense; reports exact_max_abs_diff
     #[arg(long)]
     exact: bool,
@@ -263,6 +267,16 @@ impl Setup {
     fn decode(&self, outs: &[Tensor]) -> Result<Vec<Detection>, Fail> {
         detect::decode(self.kind, outs, self.w, self.h, &self.params).map_err(Fail::Run)
     }
+
+    /// Ranked predictions for mAP: every box down to the scoring floor, as mAP is defined over the
+    /// whole precision/recall curve (the reference side stays at the operating threshold).
+    fn decode_ranked(&self, outs: &[Tensor]) -> Result<Vec<Detection>, Fail> {
+        let params = DecodeParams {
+            conf_threshold: self.params.conf_threshold.min(detect::SCORING_CONF_FLOOR),
+            ..self.params.clone()
+        };
+        detect::decode(self.kind, outs, self.w, self.h, &params).map_err(Fail::Run)
+    }
 }
 
 fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
@@ -275,6 +289,7 @@ fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
         },
         dilation: cli.dilation,
         exact: cli.exact,
+        growth_limit: cli.growth_limit,
         refresh_interval: cli.refresh_interval,
         threads,
         backend: match cli.backend {
@@ -575,6 +590,9 @@ struct MainReport {
     /// Frames (after the first) the sparse engine ran densely (auto fallback or refresh).
     sparse_dense_frames: usize,
     agreement_map50: Option<f64>,
+    /// AP@0.5 per reference class: label → [reference boxes, AP] (rare classes weigh as much as
+    /// frequent ones in the mean).
+    agreement_ap50_per_class: std::collections::BTreeMap<String, (usize, f64)>,
     detections_dense: usize,
     detections_sparse: usize,
     exact_max_abs_diff: Option<f64>,
@@ -641,7 +659,7 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
             }
         }
         ddets.push(s.decode(&dout)?);
-        sdets.push(s.decode(&sout)?);
+        sdets.push(s.decode_ranked(&sout)?);
         if cli.annotate.is_some() {
             masks.push(sparse.mask().clone());
         }
@@ -654,6 +672,11 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
     let af = mean(&active);
     let (ideal, eff) = ideal_and_efficiency(speedup, af);
     let agreement = detect::map50(&ddets[1..], &sdets[1..]);
+    // What a user sees: sparse detections at the operating threshold.
+    let shown: Vec<Vec<Detection>> = sdets
+        .iter()
+        .map(|f| f.iter().filter(|d| d.confidence >= s.params.conf_threshold).cloned().collect())
+        .collect();
     let report = MainReport {
         model: s.model.display().to_string(),
         video: s.video.display().to_string(),
@@ -678,8 +701,15 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
         efficiency: eff,
         sparse_dense_frames,
         agreement_map50: round(agreement, 4),
+        agreement_ap50_per_class: detect::ap50_per_class(&ddets[1..], &sdets[1..])
+            .into_iter()
+            .map(|c| {
+                let label = s.labels.get(c.class_id as usize).cloned().unwrap_or_else(|| c.class_id.to_string());
+                (label, (c.references, (c.ap * 1e4).round() / 1e4))
+            })
+            .collect(),
         detections_dense: ddets[1..].iter().map(Vec::len).sum(),
-        detections_sparse: sdets[1..].iter().map(Vec::len).sum(),
+        detections_sparse: sdets[1..].iter().flatten().filter(|d| d.confidence >= s.params.conf_threshold).count(),
         exact_max_abs_diff: cli.exact.then(|| if max_abs > 0.0 { max_diff / max_abs } else { max_diff }),
         onnxruntime_ms: ort.and_then(|o| round(o.ms, 3)),
         vs_onnxruntime: ort.and_then(|o| round(o.ms / sp, 3)),
@@ -698,7 +728,7 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
             lb: s.lb,
             grid,
             masks: &masks,
-            dets: &sdets,
+            dets: &shown,
             labels: &s.labels,
             fps: 10,
         })
@@ -919,7 +949,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
                 sms.push(st.ms);
                 act.push(st.active_fraction);
             }
-            sdets.push(s.decode(&sparse.outputs().map_err(running)?)?);
+            sdets.push(s.decode_ranked(&sparse.outputs().map_err(running)?)?);
             pb.inc(1);
         }
         let (d, sp) = (median(&dms), median(&sms));

@@ -7,7 +7,11 @@ mod score;
 
 pub use decode::{decode, DecoderKind};
 pub use labels::{load_labels, COCO_LABELS};
-pub use score::{iou, map50};
+pub use score::{ap50_per_class, iou, map50, ClassAp};
+
+/// Lowest confidence kept when predictions are ranked for mAP (agreement_map50): the reference
+/// detections are taken at the operating threshold, the scored ones down to this floor.
+pub const SCORING_CONF_FLOOR: f32 = 0.05;
 
 /// One detected object, box in network-input pixels (x0, y0, x1, y1).
 #[derive(Clone, Debug, PartialEq)]

@@ -18,62 +18,86 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 /// Mean over reference classes of the average precision (all-point interpolation) at IoU 0.5,
 /// matching per frame. With no reference boxes at all: 1 if nothing was predicted, else 0.
 pub fn map50(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]) -> f64 {
+    let per_class = ap50_per_class(reference, predicted);
+    if per_class.is_empty() {
+        return if predicted.iter().all(|p| p.is_empty()) { 1.0 } else { 0.0 };
+    }
+    per_class.iter().map(|c| c.ap).sum::<f64>() / per_class.len() as f64
+}
+
+/// AP@0.5 of one class against the reference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassAp {
+    pub class_id: u32,
+    /// Reference boxes of this class over all frames.
+    pub references: usize,
+    pub ap: f64,
+}
+
+/// AP@0.5 for every class present in the reference, by class id.
+pub fn ap50_per_class(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]) -> Vec<ClassAp> {
     assert_eq!(reference.len(), predicted.len(), "frame counts differ");
     let mut classes: Vec<u32> = reference.iter().flatten().map(|d| d.class_id).collect();
     classes.sort();
     classes.dedup();
-    if classes.is_empty() {
-        return if predicted.iter().all(|p| p.is_empty()) { 1.0 } else { 0.0 };
-    }
-    let mut sum = 0.0;
-    for &c in &classes {
-        let n_gt = reference.iter().flatten().filter(|d| d.class_id == c).count();
-        // (confidence, frame, detection index)
-        let mut preds: Vec<(f32, usize, usize)> = predicted
+    classes
+        .into_iter()
+        .map(|c| {
+            let n_gt = reference.iter().flatten().filter(|d| d.class_id == c).count();
+            ClassAp {
+                class_id: c,
+                references: n_gt,
+                ap: class_ap(reference, predicted, c, n_gt),
+            }
+        })
+        .collect()
+}
+
+fn class_ap(reference: &[Vec<Detection>], predicted: &[Vec<Detection>], c: u32, n_gt: usize) -> f64 {
+    // (confidence, frame, detection index)
+    let mut preds: Vec<(f32, usize, usize)> = predicted
+        .iter()
+        .enumerate()
+        .flat_map(|(f, ds)| {
+            ds.iter()
+                .enumerate()
+                .filter(|(_, d)| d.class_id == c)
+                .map(move |(i, d)| (d.confidence, f, i))
+        })
+        .collect();
+    preds.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut used: Vec<Vec<bool>> = reference.iter().map(|r| vec![false; r.len()]).collect();
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut curve = Vec::with_capacity(preds.len());
+    for &(_, f, i) in &preds {
+        let p = &predicted[f][i];
+        let best = reference[f]
             .iter()
             .enumerate()
-            .flat_map(|(f, ds)| {
-                ds.iter()
-                    .enumerate()
-                    .filter(|(_, d)| d.class_id == c)
-                    .map(move |(i, d)| (d.confidence, f, i))
-            })
-            .collect();
-        preds.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut used: Vec<Vec<bool>> = reference.iter().map(|r| vec![false; r.len()]).collect();
-        let (mut tp, mut fp) = (0usize, 0usize);
-        let mut curve = Vec::with_capacity(preds.len());
-        for &(_, f, i) in &preds {
-            let p = &predicted[f][i];
-            let best = reference[f]
-                .iter()
-                .enumerate()
-                .filter(|(j, g)| g.class_id == c && !used[f][*j])
-                .map(|(j, g)| (j, iou(&g.bbox, &p.bbox)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            match best {
-                Some((j, v)) if v >= 0.5 => {
-                    used[f][j] = true;
-                    tp += 1
-                }
-                _ => fp += 1,
+            .filter(|(j, g)| g.class_id == c && !used[f][*j])
+            .map(|(j, g)| (j, iou(&g.bbox, &p.bbox)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((j, v)) if v >= 0.5 => {
+                used[f][j] = true;
+                tp += 1
             }
-            curve.push((tp as f64 / n_gt as f64, tp as f64 / (tp + fp) as f64));
+            _ => fp += 1,
         }
-        // All-point interpolated area under the precision envelope.
-        let mut ap = 0.0;
-        let mut prev_recall = 0.0;
-        for k in 0..curve.len() {
-            let (r, _) = curve[k];
-            if r > prev_recall {
-                let p_env = curve[k..].iter().map(|x| x.1).fold(0.0, f64::max);
-                ap += (r - prev_recall) * p_env;
-                prev_recall = r;
-            }
-        }
-        sum += ap;
+        curve.push((tp as f64 / n_gt as f64, tp as f64 / (tp + fp) as f64));
     }
-    sum / classes.len() as f64
+    // All-point interpolated area under the precision envelope.
+    let mut ap = 0.0;
+    let mut prev_recall = 0.0;
+    for k in 0..curve.len() {
+        let (r, _) = curve[k];
+        if r > prev_recall {
+            let p_env = curve[k..].iter().map(|x| x.1).fold(0.0, f64::max);
+            ap += (r - prev_recall) * p_env;
+            prev_recall = r;
+        }
+    }
+    ap
 }
 
 #[cfg(test)]

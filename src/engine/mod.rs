@@ -33,6 +33,9 @@ pub struct EngineConfig {
     pub dilation: usize,
     /// Grow the mask per layer by each layer's reach, so sparse equals dense.
     pub exact: bool,
+    /// Without `exact`: how many tiles around the change mask a layer's reach may still grow the
+    /// mask (0 = one common mask for every layer, as in the published method).
+    pub growth_limit: usize,
     /// Full dense frame every N frames (0 = never, except the first and after a reset).
     pub refresh_interval: u64,
     pub threads: usize,
@@ -47,10 +50,13 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             tile: 32,
-            threshold: 12.0,
+            // Measured on the sample clip (BENCHMARKS.md): above ~24 codec noise no longer fires
+            // tiles, and one tile of dilation keeps agreement with dense above 0.97.
+            threshold: 24.0,
             metric: DiffMetric::Max,
-            dilation: 0,
+            dilation: 1,
             exact: false,
+            growth_limit: 0,
             refresh_interval: 0,
             threads: 0,
             backend: BackendKind::Auto,
@@ -83,6 +89,7 @@ pub struct Engine {
     buf_masks: Vec<RegionMask>,
     scratch: RegionMask,
     dilate_scratch: RegionMask,
+    bound: RegionMask,
     input_tiles: Vec<u32>,
     tiles: StepTiles,
     halos: Vec<usize>,
@@ -118,6 +125,7 @@ impl Engine {
             buf_masks: vec![RegionMask::empty(&grid); plan.buffers.len()],
             scratch: RegionMask::empty(&grid),
             dilate_scratch: RegionMask::empty(&grid),
+            bound: RegionMask::empty(&grid),
             input_tiles: Vec::with_capacity(grid.len()),
             tiles: StepTiles {
                 per_step: plan.steps.iter().map(|_| Vec::with_capacity(grid.len())).collect(),
@@ -284,6 +292,14 @@ impl Engine {
         if !dense {
             self.buf_masks[0].copy_from(mask);
         }
+        // Per-layer growth follows each layer's reach (exact), limited to `growth_limit` tiles
+        // around the change mask; a limit of 0 is the single common mask for every layer.
+        let limit = if self.cfg.exact { None } else { Some(self.cfg.growth_limit) };
+        let mut bound = std::mem::take(&mut self.bound);
+        if let Some(g) = limit {
+            bound.copy_from(mask);
+            bound.dilate(g, &mut self.dilate_scratch);
+        }
         let (mut done, mut total) = (0.0, 0.0);
         for (si, step) in self.plan.steps.iter().enumerate() {
             let tiles = &mut self.tiles.per_step[si];
@@ -292,7 +308,7 @@ impl Engine {
             let mut m = std::mem::take(&mut self.scratch);
             if dense {
                 m.fill(true);
-            } else if self.cfg.exact {
+            } else {
                 m.copy_from(&self.buf_masks[l.input.buf]);
                 if let LayerOp::Binary { rhs: Operand::View(v), .. } = &l.op {
                     m.union_with(&self.buf_masks[v.buf]);
@@ -302,8 +318,9 @@ impl Engine {
                 } else {
                     m.dilate(self.halos[si], &mut self.dilate_scratch);
                 }
-            } else {
-                m.copy_from(mask);
+                if limit.is_some() {
+                    m.intersect_with(&bound);
+                }
             }
             self.buf_masks[l.output.buf].union_with(&m);
             m.active_tiles(tiles);
@@ -311,6 +328,7 @@ impl Engine {
             total += l.macs;
             self.scratch = m;
         }
+        self.bound = bound;
         if total > 0.0 {
             done / total
         } else {

@@ -116,6 +116,12 @@ impl RegionMask {
         }
     }
 
+    pub fn intersect_with(&mut self, other: &RegionMask) {
+        for (a, &b) in self.bits.iter_mut().zip(&other.bits) {
+            *a &= b;
+        }
+    }
+
     pub fn copy_from(&mut self, other: &RegionMask) {
         self.bits.copy_from_slice(&other.bits);
     }
