@@ -310,7 +310,7 @@ fn a_moving_square_activates_only_the_tiles_around_it() {
             (video_caps("RGB", w, h), buffer(square_frame(w, h, x, y, side), i as u64))
         })
         .collect();
-    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false";
+    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 dilation=0 ! appsink name=sink sync=false";
     let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
     run.assert_clean();
     assert_eq!(run.stats.len(), 6);

@@ -73,6 +73,10 @@ struct Cli {
     /// Tile size in input pixels (a multiple of the network's largest stride)
     #[arg(long, value_name = "PX", default_value_t = 32)]
     tile_size: usize,
+    /// Also write the letterboxed frames (network-size RGB) to FILE.rgb; pass it as --video later
+    /// to benchmark without decoding
+    #[arg(long, value_name = "FILE.rgb")]
+    save_frames: Option<PathBuf>,
     /// Grow the change mask by this many tiles
     #[arg(long, value_name = "D", default_value_t = EngineConfig::default().dilation)]
     dilation: usize,
@@ -327,6 +331,25 @@ fn spinner(msg: &'static str) -> ProgressBar {
     pb
 }
 
+/// Reads network-size RGB frames written by --save-frames.
+fn raw_frames(path: &std::path::Path, w: usize, h: usize, skip: usize, max: usize) -> Result<Vec<RgbFrame>, Fail> {
+    let bytes = std::fs::read(path).map_err(|e| Fail::Input(format!("cannot read {}: {e}", path.display())))?;
+    let size = w * h * 3;
+    if bytes.len() % size != 0 {
+        return Err(Fail::Input(format!(
+            "{}: {} bytes is not a whole number of {w}x{h} RGB frames",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(size)
+        .skip(skip)
+        .take(max)
+        .map(|c| RgbFrame { width: w, height: h, data: c.to_vec() })
+        .collect())
+}
+
 fn setup(cli: &Cli) -> Result<Setup, Fail> {
     let model = cli.model.clone().unwrap_or_else(default_model_path);
     let video = cli.video.clone().unwrap_or_else(default_video_path);
@@ -391,10 +414,17 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     let backend = probe.backend_name().to_string();
     drop(probe);
 
-    probe_video(&video).map_err(Fail::Input)?;
-    let pb = spinner("decoding video");
-    let frames = gstregiondrop::video::decode_rgb(&video, cli.skip, cli.frames as usize).map_err(input)?;
-    pb.finish_and_clear();
+    let frames = if video.extension().is_some_and(|e| e == "rgb") {
+        // Frames saved by --save-frames: already letterboxed to the network input, no decoding
+        // (for machines without GStreamer's decoders).
+        raw_frames(&video, w, h, cli.skip, cli.frames as usize)?
+    } else {
+        probe_video(&video).map_err(Fail::Input)?;
+        let pb = spinner("decoding video");
+        let f = gstregiondrop::video::decode_rgb(&video, cli.skip, cli.frames as usize).map_err(input)?;
+        pb.finish_and_clear();
+        f
+    };
     if frames.len() < 2 {
         return Err(Fail::Input(format!(
             "{}: {} frame(s) decoded after skipping {}; need at least 2",
@@ -410,6 +440,10 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
         let l = letterbox(&f.source(), w, h, &mut rgb);
         lb.get_or_insert(l);
         net.push(rgb);
+    }
+    if let Some(p) = &cli.save_frames {
+        let bytes: Vec<u8> = net.concat();
+        std::fs::write(p, bytes).map_err(|e| Fail::Input(format!("--save-frames {}: {e}", p.display())))?;
     }
     Ok(Setup {
         model,

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Dense PyTorch/cuDNN baseline for an ONNX CNN: interprets the ONNX graph with torch ops on the GPU
+(the op set of the default NanoDet model and similar CNNs) and times whole-frame inference.
+
+  python3 scripts/torch_dense_baseline.py MODEL.onnx FRAMES.rgb [--iters 100]
+
+FRAMES.rgb holds network-size RGB frames (regiondrop-bench --save-frames). Prints one JSON line with
+fp32 and fp16 ms/frame (median, CUDA events), cudnn.benchmark on, and the largest relative output
+difference of fp32 against onnxruntime CPU on the first frame when onnxruntime is installed.
+"""
+import argparse
+import json
+import statistics
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+
+NANODET_MEAN = np.array([103.53, 116.28, 123.675], np.float32)
+NANODET_STD = np.array([57.375, 57.12, 58.395], np.float32)
+
+
+def attrs(node):
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def build(model, device, dtype):
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(attrs(n)["value"])
+    weights = {k: torch.from_numpy(np.array(v)).to(device) for k, v in consts.items() if v.dtype == np.float32}
+    weights = {k: (v.to(dtype) if v.dim() >= 1 else v) for k, v in weights.items()}
+    inits = set(consts)
+
+    def run(x):
+        env = {g.input[0].name: x}
+        env.update(weights)
+        for n in g.node:
+            a = attrs(n)
+            op = n.op_type
+            ins = [env.get(i) if i else None for i in n.input]
+            if op == "Constant":
+                continue
+            if op == "Conv":
+                p = a.get("pads", [0, 0, 0, 0])
+                xin = ins[0]
+                if p[0] != p[2] or p[1] != p[3]:
+                    xin = F.pad(xin, (p[1], p[3], p[0], p[2]))
+                    p = [0, 0, 0, 0]
+                y = F.conv2d(xin, ins[1], ins[2] if len(ins) > 2 else None, tuple(a.get("strides", [1, 1])),
+                             (p[0], p[1]), tuple(a.get("dilations", [1, 1])), a.get("group", 1))
+            elif op == "Pad":
+                pads = [int(v) for v in consts[n.input[1]]]
+                value = float(consts[n.input[2]].reshape(-1)[0]) if len(n.input) > 2 and n.input[2] else 0.0
+                r = len(pads) // 2
+                order = []
+                for d in reversed(range(r)):
+                    order += [pads[d], pads[d + r]]
+                y = F.pad(ins[0], order, value=value)
+            elif op == "LeakyRelu":
+                y = F.leaky_relu(ins[0], a.get("alpha", 0.01))
+            elif op == "Relu":
+                y = F.relu(ins[0])
+            elif op == "Sigmoid":
+                y = torch.sigmoid(ins[0])
+            elif op == "MaxPool":
+                p = a.get("pads", [0, 0, 0, 0])
+                y = F.max_pool2d(ins[0], tuple(a["kernel_shape"]), tuple(a.get("strides", [1, 1])), (p[0], p[1]))
+            elif op == "Resize":
+                scales = consts[n.input[2]]
+                mode = a.get("mode", b"nearest").decode()
+                if mode == "linear":
+                    y = F.interpolate(ins[0], scale_factor=(float(scales[2]), float(scales[3])), mode="bilinear",
+                                      align_corners=False)
+                else:
+                    y = F.interpolate(ins[0], scale_factor=(float(scales[2]), float(scales[3])), mode="nearest")
+            elif op == "Concat":
+                y = torch.cat([t for t in ins if t is not None], dim=a.get("axis", 0))
+            elif op == "Add":
+                y = ins[0] + ins[1]
+            elif op == "Mul":
+                y = ins[0] * ins[1]
+            elif op == "Split":
+                sizes = [int(v) for v in consts[n.input[1]]] if len(n.input) > 1 else a["split"]
+                ys = torch.split(ins[0], sizes, dim=a.get("axis", 0))
+                for name, t in zip(n.output, ys):
+                    env[name] = t
+                continue
+            elif op == "Reshape":
+                y = ins[0].reshape([int(v) for v in consts[n.input[1]]])
+            elif op == "Transpose":
+                y = ins[0].permute(*a["perm"])
+            else:
+                raise SystemExit(f"torch baseline: op {op} not handled")
+            env[n.output[0]] = y
+        return [env[o.name] for o in g.output]
+
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("frames")
+    ap.add_argument("--iters", type=int, default=100)
+    args = ap.parse_args()
+    model = onnx.load(args.model)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    h, w = dims[2], dims[3]
+    raw = np.fromfile(args.frames, np.uint8).reshape(-1, h, w, 3)
+    # BGR mean/std (the default NanoDet model's training normalisation).
+    x = ((raw[..., ::-1].astype(np.float32) - NANODET_MEAN) / NANODET_STD).transpose(0, 3, 1, 2).copy()
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device("cuda")
+    out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "cudnn": torch.backends.cudnn.version(), "frames": int(raw.shape[0]), "input": [w, h]}
+    for name, dtype in [("fp32", torch.float32), ("fp16", torch.float16)]:
+        run = build(model, dev, dtype)
+        xs = torch.from_numpy(x).to(dev, dtype)
+        with torch.no_grad():
+            for i in range(10):
+                run(xs[i % len(xs): i % len(xs) + 1])
+            torch.cuda.synchronize()
+            times = []
+            for i in range(args.iters):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                run(xs[i % len(xs): i % len(xs) + 1])
+                e.record()
+                torch.cuda.synchronize()
+                times.append(s.elapsed_time(e))
+        out[f"{name}_ms"] = round(statistics.median(times), 3)
+        if name == "fp32":
+            try:
+                import onnxruntime as ort
+                sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+                ref = sess.run(None, {model.graph.input[0].name: x[:1]})
+                with torch.no_grad():
+                    ours = [t.float().cpu().numpy() for t in run(xs[:1])]
+                out["fp32_vs_onnxruntime_max_rel"] = float(max(
+                    np.abs(a - b).max() / max(np.abs(b).max(), 1e-12) for a, b in zip(ours, ref)))
+            except ImportError:
+                out["fp32_vs_onnxruntime_max_rel"] = None
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
