@@ -666,7 +666,10 @@ impl Backend for CudaBackend {
 
     fn run(&mut self, tiles: &StepTiles) -> Result<()> {
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        self.run_steps(tiles)
+        self.run_steps(tiles)?;
+        // A frame is done when its outputs are on the host (the detections are decoded there):
+        // this also makes the engine's per-frame time include all GPU work.
+        self.flush()
     }
 
     fn outputs(&mut self) -> Result<Vec<Tensor>> {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU checks, run on a machine with an NVIDIA GPU from binaries prepared on the build machine
+# (that machine needs neither Rust nor GStreamer). Prepare with:  scripts/gpu-check.sh --prepare
+# then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=.devcarry
+FRAMES=${GPU_CHECK_FRAMES:-40}
+
+if [ "${1:-}" = "--prepare" ]; then
+    set -e
+    cargo build --release --bin regiondrop-bench --tests
+    rm -rf "$D" && mkdir -p "$D/lib" "$D/models"
+    cp target/release/regiondrop-bench "$D/"
+    cp "$(ls -t target/release/deps/cuda_backend-* | grep -v '\.d$' | head -1)" "$D/cuda_backend"
+    strip "$D/regiondrop-bench" "$D/cuda_backend"
+    # GStreamer and GLib libraries the bench links against (it decodes nothing there).
+    ldd "$D/regiondrop-bench" | awk '/=> \// {print $3}' | grep -E 'gst|glib|gobject|gmodule|orc|ffi|pcre2|unwind|dw|elf|bz2|lzma' \
+        | xargs -I{} cp -L {} "$D/lib/"
+    cp data/models/nanodet-416.onnx "$D/models/"
+    target/release/regiondrop-bench --frames "$FRAMES" --save-frames "$D/frames.rgb" --backend cpu >/dev/null
+    grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || echo '/.devcarry/' >> .git/info/exclude
+    du -sh "$D"
+    exit 0
+fi
+
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# CUDA libraries (cuBLAS, NVRTC) from the Python wheels, where the system has none.
+for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepackages()[0]+'/nvidia/*/lib')))" 2>/dev/null); do
+    LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
+export REGIONDROP_REQUIRE_GPU=1 REGIONDROP_MODELS_DIR="$PWD/$D/models"
+B=("$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb" --frames "$FRAMES")
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+echo "== CUDA tests (against the CPU backend)"
+"$D/cuda_backend" --nocapture 2>&1 | tee "$OUT/cuda_tests.log"
+echo "== bench cuda (defaults)"
+"${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda.json"
+echo "== bench cuda, forced active fractions"
+"${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fractions.json"
+echo "== bench cuda, exact mode"
+"${B[@]}" --backend cuda --exact 2>/dev/null | tee "$OUT/bench_cuda_exact.json"
+echo "== bench cpu, all cores of this machine"
+"${B[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/bench_cpu.json"
+echo "== PyTorch/cuDNN dense baseline"
+python3 scripts/torch_dense_baseline.py "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
