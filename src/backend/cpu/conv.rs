@@ -64,29 +64,7 @@ pub fn conv(
         });
         let w = &spec.weights[g * k * n..(g + 1) * k * n];
         // SAFETY: sizes checked above; row-major A (m×k), B (k×n), C (m×n).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                scratch_c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                scratch_a.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm_par(threads, m, n, k),
-            );
-        }
+        unsafe { gemm_rows(m, n, k, scratch_c.as_mut_ptr(), n, scratch_a.as_ptr(), k, w.as_ptr(), threads) };
         let c = &*scratch_c;
         let bias = &spec.bias[g * n..(g + 1) * n];
         tiles.par_iter().zip(offsets.par_iter()).for_each(|(&t, &row0)| {
@@ -104,12 +82,48 @@ pub fn conv(
     }
 }
 
-fn gemm_par(threads: usize, m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    if threads > 1 && m * n * k > 1 << 16 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    }
+/// C (m×n, row stride `dst_rs`) = A (m×k, row stride `lhs_rs`) × B (k×n, contiguous), rows split
+/// evenly across `threads` rayon tasks (each a single-threaded GEMM). Splitting rows scales better
+/// than the GEMM's own parallelism for the narrow N (16–64 channels) most layers have.
+///
+/// # Safety
+/// The pointers must cover the given shapes and strides; C must not overlap A or B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_rows(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, lhs: *const f32, lhs_rs: usize, rhs: *const f32, threads: usize) {
+    let tasks = if threads > 1 && m * n * k > 1 << 16 { threads.min(m) } else { 1 };
+    let rows = m.div_ceil(tasks);
+    let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
+    (0..tasks).into_par_iter().for_each(|t| {
+        let r0 = t * rows;
+        let r1 = (r0 + rows).min(m);
+        if r0 >= r1 {
+            return;
+        }
+        // SAFETY: each task writes its own rows of C.
+        unsafe {
+            gemm::gemm(
+                r1 - r0,
+                n,
+                k,
+                (dst as *mut f32).add(r0 * dst_rs),
+                1,
+                dst_rs as isize,
+                false,
+                (lhs as *const f32).add(r0 * lhs_rs),
+                1,
+                lhs_rs as isize,
+                rhs as *const f32,
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
 }
 
 /// Every tile active: rows in image order, the GEMM writes straight into the output view, and a
@@ -137,28 +151,8 @@ fn conv_dense(spec: &ConvSpec, input: FeatRef, output: FeatMut, scratch_a: &mut 
         let wt = &spec.weights[g * k * n..(g + 1) * k * n];
         // SAFETY: dst rows are the output view's pixels (row stride = pitch), n channels each.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                output.ptr.add(output.c_off + g * n),
-                1,
-                output.pitch as isize,
-                false,
-                lhs,
-                1,
-                lhs_rs,
-                wt.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm_par(threads, m, n, k),
-            );
-        }
+            gemm_rows(m, n, k, output.ptr.add(output.c_off + g * n), output.pitch, lhs, lhs_rs as usize, wt.as_ptr(), threads)
+        };
         let bias = &spec.bias[g * n..(g + 1) * n];
         (0..output.h).into_par_iter().for_each(|y| {
             for x in 0..output.w {
