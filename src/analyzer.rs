@@ -14,7 +14,9 @@ use crate::preprocess::{letterbox, Letterbox, PixelSource};
 pub fn default_model_path() -> PathBuf {
     std::env::var_os("REGIONDROP_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/models/nanodet-416.onnx"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/models/nanodet-416.onnx")
+        })
 }
 
 /// The sample clip: $REGIONDROP_VIDEO, else the project's copy.

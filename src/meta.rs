@@ -167,8 +167,14 @@ mod tests {
 
     #[test]
     fn rect_covers_the_box_and_stays_in_the_frame() {
-        assert_eq!(frame_rect([10.2, 20.7, 30.1, 40.0], 100, 100), (10, 20, 21, 20));
-        assert_eq!(frame_rect([-5.0, -1.0, 120.0, 50.0], 100, 40), (0, 0, 100, 40));
+        assert_eq!(
+            frame_rect([10.2, 20.7, 30.1, 40.0], 100, 100),
+            (10, 20, 21, 20)
+        );
+        assert_eq!(
+            frame_rect([-5.0, -1.0, 120.0, 50.0], 100, 40),
+            (0, 0, 100, 40)
+        );
     }
 
     #[test]
@@ -177,8 +183,16 @@ mod tests {
         let mut buf = gst::Buffer::with_size(16).unwrap();
         let labels = vec!["person".to_string()];
         let dets = [
-            Detection { class_id: 0, confidence: 0.75, bbox: [1.0, 2.0, 11.0, 22.0] },
-            Detection { class_id: 7, confidence: 0.5, bbox: [0.0, 0.0, 5.0, 5.0] },
+            Detection {
+                class_id: 0,
+                confidence: 0.75,
+                bbox: [1.0, 2.0, 11.0, 22.0],
+            },
+            Detection {
+                class_id: 7,
+                confidence: 0.5,
+                bbox: [0.0, 0.0, 5.0, 5.0],
+            },
         ];
         attach_detections(buf.get_mut().unwrap(), &dets, &labels, 64, 64);
         let back = read_detections(&buf);

@@ -25,7 +25,13 @@ pub fn python() -> PathBuf {
 }
 
 /// Runs `model` on NCHW frames of `shape`, each `repeat` times, with `threads` intra-op threads.
-pub fn run(model: &Path, frames: &[Vec<f32>], shape: [usize; 4], threads: usize, repeat: usize) -> Result<OrtRun> {
+pub fn run(
+    model: &Path,
+    frames: &[Vec<f32>],
+    shape: [usize; 4],
+    threads: usize,
+    repeat: usize,
+) -> Result<OrtRun> {
     let py = python();
     if !py.exists() {
         return Err(Error::Settings(format!(
@@ -33,17 +39,32 @@ pub fn run(model: &Path, frames: &[Vec<f32>], shape: [usize; 4], threads: usize,
             py.display()
         )));
     }
-    let dir = std::env::temp_dir().join(format!("regiondrop-ort-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Settings(format!("{}: {e}", dir.display())))?;
+    let dir = std::env::temp_dir().join(format!(
+        "regiondrop-ort-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Settings(format!("{}: {e}", dir.display())))?;
     let input = dir.join("in.f32");
-    let bytes: Vec<u8> = frames.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&input, bytes).map_err(|e| Error::Settings(format!("{}: {e}", input.display())))?;
+    let bytes: Vec<u8> = frames
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(&input, bytes)
+        .map_err(|e| Error::Settings(format!("{}: {e}", input.display())))?;
     let out = Command::new(&py)
         .arg(project_root().join("scripts/ort_run.py"))
         .args(["--model".as_ref(), model.as_os_str()])
         .args(["--input".as_ref(), input.as_os_str()])
         .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
-        .args(["--threads", &threads.to_string(), "--repeat", &repeat.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--repeat",
+            &repeat.to_string(),
+        ])
         .args(["--out".as_ref(), dir.as_os_str()])
         .output()
         .map_err(|e| Error::Settings(format!("cannot run {}: {e}", py.display())))?;
@@ -55,7 +76,8 @@ pub fn run(model: &Path, frames: &[Vec<f32>], shape: [usize; 4], threads: usize,
         )));
     }
     let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("meta.json")).map_err(|e| Error::Settings(format!("meta.json: {e}")))?,
+        &std::fs::read(dir.join("meta.json"))
+            .map_err(|e| Error::Settings(format!("meta.json: {e}")))?,
     )
     .map_err(|e| Error::Settings(format!("meta.json: {e}")))?;
     let shapes: Vec<Vec<usize>> = meta["outputs"]
@@ -75,9 +97,17 @@ pub fn run(model: &Path, frames: &[Vec<f32>], shape: [usize; 4], threads: usize,
     for f in 0..frames.len() {
         let mut outs = Vec::new();
         for (i, shape) in shapes.iter().enumerate() {
-            let name = if frames.len() == 1 { format!("out{i}.f32") } else { format!("out{i}_{f}.f32") };
-            let raw = std::fs::read(dir.join(&name)).map_err(|e| Error::Settings(format!("{name}: {e}")))?;
-            let data = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let name = if frames.len() == 1 {
+                format!("out{i}.f32")
+            } else {
+                format!("out{i}_{f}.f32")
+            };
+            let raw = std::fs::read(dir.join(&name))
+                .map_err(|e| Error::Settings(format!("{name}: {e}")))?;
+            let data = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             outs.push(Tensor::new(shape.clone(), data));
         }
         result.push(outs);
@@ -91,7 +121,10 @@ pub fn run(model: &Path, frames: &[Vec<f32>], shape: [usize; 4], threads: usize,
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// ||a - b|| / ||b|| over all outputs.

@@ -124,12 +124,19 @@ impl PixelSource for Yuv420Frame<'_> {
             let p = cy * self.uv_stride + cx * 2;
             (self.u[p], self.u[p + 1])
         } else {
-            (self.u[cy * self.uv_stride + cx], self.v[cy * self.uv_stride + cx])
+            (
+                self.u[cy * self.uv_stride + cx],
+                self.v[cy * self.uv_stride + cx],
+            )
         };
         let c = 1.164 * (yy - 16.0);
         let (d, e) = (u as f32 - 128.0, v as f32 - 128.0);
         let cl = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-        [cl(c + 1.596 * e), cl(c - 0.392 * d - 0.813 * e), cl(c + 2.017 * d)]
+        [
+            cl(c + 1.596 * e),
+            cl(c - 0.392 * d - 0.813 * e),
+            cl(c + 2.017 * d),
+        ]
     }
 }
 
@@ -149,9 +156,17 @@ pub fn letterbox(src: &dyn PixelSource, nw: usize, nh: usize, dst: &mut [u8]) ->
             }
             let (fx, fy) = (fx.clamp(0.0, fw - 1.0), fy.clamp(0.0, fh - 1.0));
             let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-            let (x1, y1) = ((x0 + 1).min(src.width() - 1), (y0 + 1).min(src.height() - 1));
+            let (x1, y1) = (
+                (x0 + 1).min(src.width() - 1),
+                (y0 + 1).min(src.height() - 1),
+            );
             let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
-            let (p00, p01, p10, p11) = (src.rgb(x0, y0), src.rgb(x1, y0), src.rgb(x0, y1), src.rgb(x1, y1));
+            let (p00, p01, p10, p11) = (
+                src.rgb(x0, y0),
+                src.rgb(x1, y0),
+                src.rgb(x0, y1),
+                src.rgb(x1, y1),
+            );
             for c in 0..3 {
                 let top = p00[c] as f32 * (1.0 - ax) + p01[c] as f32 * ax;
                 let bot = p10[c] as f32 * (1.0 - ax) + p11[c] as f32 * ax;

@@ -64,16 +64,28 @@ pub fn decode_rgb(path: &std::path::Path, skip: usize, max_frames: usize) -> Res
         if seen <= skip {
             continue;
         }
-        let caps = sample.caps().ok_or_else(|| bad("sample without caps".into()))?;
+        let caps = sample
+            .caps()
+            .ok_or_else(|| bad("sample without caps".into()))?;
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| bad(e.to_string()))?;
-        let buffer = sample.buffer().ok_or_else(|| bad("sample without buffer".into()))?;
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| bad("sample without buffer".into()))?;
         let map = buffer.map_readable().map_err(|e| bad(e.to_string()))?;
-        let (w, h, stride) = (info.width() as usize, info.height() as usize, info.stride()[0] as usize);
+        let (w, h, stride) = (
+            info.width() as usize,
+            info.height() as usize,
+            info.stride()[0] as usize,
+        );
         let mut data = Vec::with_capacity(w * h * 3);
         for y in 0..h {
             data.extend_from_slice(&map[y * stride..y * stride + w * 3]);
         }
-        frames.push(RgbFrame { width: w, height: h, data });
+        frames.push(RgbFrame {
+            width: w,
+            height: h,
+            data,
+        });
     };
     let _ = pipeline.set_state(gst::State::Null);
     result.map(|_| frames)

@@ -42,21 +42,30 @@ fn f(v: &Value, key: &str) -> f64 {
 fn fails_with_one_line(o: &Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert!(o.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line expected, got: {err}");
     lines[0].to_string()
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("regiondrop-bench-test-{}-{name}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "regiondrop-bench-test-{}-{name}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn is_png(p: &Path) -> bool {
-    std::fs::read(p).map(|b| b.len() > 100 && b.starts_with(b"\x89PNG\r\n\x1a\n")).unwrap_or(false)
+    std::fs::read(p)
+        .map(|b| b.len() > 100 && b.starts_with(b"\x89PNG\r\n\x1a\n"))
+        .unwrap_or(false)
 }
 
 const MAIN_KEYS: [&str; 20] = [
@@ -87,14 +96,26 @@ fn check_main_line(v: &Value, frames: u64) {
         assert!(v.get(k).is_some(), "key `{k}` missing in {v}");
     }
     assert_eq!(v["frames"].as_u64(), Some(frames));
-    let input: Vec<u64> = v["input"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    let input: Vec<u64> = v["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
     assert_eq!(input.len(), 2);
     assert!(input.iter().all(|&d| d >= 32), "{input:?}");
-    assert!(["cpu", "cuda"].iter().any(|b| v["backend"] == *b), "{}", v["backend"]);
+    assert!(
+        ["cpu", "cuda"].iter().any(|b| v["backend"] == *b),
+        "{}",
+        v["backend"]
+    );
     assert!(v["threads"].as_u64().unwrap() >= 1);
     let (dense, sparse, speedup) = (f(v, "dense_ms"), f(v, "sparse_ms"), f(v, "speedup"));
     assert!(dense > 0.0 && sparse > 0.0 && speedup > 0.0, "{v}");
-    assert!((speedup - dense / sparse).abs() < 0.01 * speedup + 1e-3, "speedup = dense/sparse: {v}");
+    assert!(
+        (speedup - dense / sparse).abs() < 0.01 * speedup + 1e-3,
+        "speedup = dense/sparse: {v}"
+    );
     let af = f(v, "active_fraction");
     assert!((0.0..=1.0).contains(&af), "{v}");
     if af > 0.0 {
@@ -115,14 +136,22 @@ fn default_run_prints_one_json_line_with_the_figures() {
     let v = &lines[0];
     check_main_line(v, 6);
     // Without --exact / --onnxruntime those figures are null.
-    for k in ["exact_max_abs_diff", "onnxruntime_ms", "vs_onnxruntime", "onnxruntime_rel_l2"] {
+    for k in [
+        "exact_max_abs_diff",
+        "onnxruntime_ms",
+        "vs_onnxruntime",
+        "onnxruntime_rel_l2",
+    ] {
         assert!(v[k].is_null(), "{k} should be null: {v}");
     }
     assert!(v["model"].as_str().unwrap().ends_with(".onnx"));
     // Sample footage: people walk, so something changes, and not everything (fixed camera).
     let af = f(v, "active_fraction");
     assert!(af > 0.0 && af < 1.0, "{v}");
-    assert!(v["detections_dense"].as_u64().unwrap() > 0, "the default model finds people: {v}");
+    assert!(
+        v["detections_dense"].as_u64().unwrap() > 0,
+        "the default model finds people: {v}"
+    );
 }
 
 #[test]
@@ -132,7 +161,10 @@ fn exact_mode_matches_dense() {
     let v = &stdout_lines(&o)[0];
     check_main_line(v, 4);
     let d = f(v, "exact_max_abs_diff");
-    assert!((0.0..=1e-4).contains(&d), "exact mode differs from dense: {v}");
+    assert!(
+        (0.0..=1e-4).contains(&d),
+        "exact mode differs from dense: {v}"
+    );
 }
 
 #[test]
@@ -143,9 +175,15 @@ fn onnxruntime_figures() {
     check_main_line(v, 3);
     let ort = f(v, "onnxruntime_ms");
     assert!(ort > 0.0);
-    assert!((f(v, "vs_onnxruntime") - ort / f(v, "sparse_ms")).abs() < 0.01 * f(v, "vs_onnxruntime") + 1e-3);
+    assert!(
+        (f(v, "vs_onnxruntime") - ort / f(v, "sparse_ms")).abs()
+            < 0.01 * f(v, "vs_onnxruntime") + 1e-3
+    );
     let rel = f(v, "onnxruntime_rel_l2");
-    assert!((0.0..=1e-4).contains(&rel), "dense outputs differ from onnxruntime: {v}");
+    assert!(
+        (0.0..=1e-4).contains(&rel),
+        "dense outputs differ from onnxruntime: {v}"
+    );
 }
 
 #[test]
@@ -160,7 +198,15 @@ fn fractions_table_then_main_line() {
         let of = line["of_tiles"].as_u64().unwrap();
         assert!(tiles >= 1 && tiles <= of, "{line}");
         assert!((f(line, "active_fraction") - tiles as f64 / of as f64).abs() < 1e-3);
-        for k in ["dense_ms", "sparse_ms", "speedup", "ideal_speedup", "efficiency", "auto_ms", "auto_speedup"] {
+        for k in [
+            "dense_ms",
+            "sparse_ms",
+            "speedup",
+            "ideal_speedup",
+            "efficiency",
+            "auto_ms",
+            "auto_speedup",
+        ] {
             assert!(f(line, k) > 0.0, "{k}: {line}");
         }
         assert!(line["onnxruntime_ms"].is_null());
@@ -198,8 +244,15 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
         assert!((0.0..=1.0).contains(&f(r, "active_fraction")), "{r}");
     }
     // The pick is the fastest row at or above the target.
-    let eligible: Vec<&Value> = sweep.iter().filter(|r| f(r, "agreement_map50") >= 0.5).collect();
-    match eligible.iter().map(|r| f(r, "speedup")).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s)))) {
+    let eligible: Vec<&Value> = sweep
+        .iter()
+        .filter(|r| f(r, "agreement_map50") >= 0.5)
+        .collect();
+    match eligible
+        .iter()
+        .map(|r| f(r, "speedup"))
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))
+    {
         Some(best) => assert_eq!(f(&v["pick"], "speedup"), best, "{v}"),
         None => assert!(v["pick"].is_null(), "{v}"),
     }
@@ -217,7 +270,10 @@ fn annotate_writes_frames_mask_and_video() {
     assert!(is_png(&out.join("frame_0050.png")));
     assert!(is_png(&out.join("mask.png")));
     let mkv = std::fs::read(out.join("annotated.mkv")).expect("annotated.mkv");
-    assert!(mkv.len() > 10_000 && mkv.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]), "a Matroska file");
+    assert!(
+        mkv.len() > 10_000 && mkv.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]),
+        "a Matroska file"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -235,7 +291,10 @@ fn bad_arguments_exit_2_with_one_line() {
         &["--calibrate", "--fractions"],
     ] {
         let line = fails_with_one_line(&bench(args));
-        assert!(line.starts_with("regiondrop-bench: error:"), "{args:?}: {line}");
+        assert!(
+            line.starts_with("regiondrop-bench: error:"),
+            "{args:?}: {line}"
+        );
     }
     // Settings the engine rejects: also 2, and the message says why.
     let line = fails_with_one_line(&bench(&["--frames", "2", "--tile-size", "30"]));

@@ -182,19 +182,31 @@ fn square_frame(w: usize, h: usize, x: usize, y: usize, side: usize) -> Vec<u8> 
 }
 
 fn rgb_to_bgrx(rgb: &[u8]) -> Vec<u8> {
-    rgb.chunks(3).flat_map(|p| [p[2], p[1], p[0], 255]).collect()
+    rgb.chunks(3)
+        .flat_map(|p| [p[2], p[1], p[0], 255])
+        .collect()
 }
 
 /// Element detections must equal the analyzer's (same frame, same settings) up to rounding.
 fn assert_same_detections(got: &[MetaDetection], want: &[Detection], w: u32, h: u32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: element {got:?} vs analyzer {want:?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: element {got:?} vs analyzer {want:?}"
+    );
     for (g, d) in got.iter().zip(want) {
         assert_eq!(g.class_id, d.class_id, "{what}");
-        assert!((g.confidence - d.confidence as f64).abs() < 1e-3, "{what}: {g:?} vs {d:?}");
+        assert!(
+            (g.confidence - d.confidence as f64).abs() < 1e-3,
+            "{what}: {g:?} vs {d:?}"
+        );
         let r = frame_rect(d.bbox, w, h);
         let close = |a: u32, b: u32| a.abs_diff(b) <= 1;
         assert!(
-            close(g.rect.0, r.0) && close(g.rect.1, r.1) && close(g.rect.2, r.2) && close(g.rect.3, r.3),
+            close(g.rect.0, r.0)
+                && close(g.rect.1, r.1)
+                && close(g.rect.2, r.2)
+                && close(g.rect.3, r.3),
             "{what}: element rect {:?} vs analyzer {:?}",
             g.rect,
             r
@@ -203,11 +215,21 @@ fn assert_same_detections(got: &[MetaDetection], want: &[Detection], w: u32, h: 
 }
 
 fn as_box(r: (u32, u32, u32, u32)) -> [f32; 4] {
-    [r.0 as f32, r.1 as f32, (r.0 + r.2) as f32, (r.1 + r.3) as f32]
+    [
+        r.0 as f32,
+        r.1 as f32,
+        (r.0 + r.2) as f32,
+        (r.1 + r.3) as f32,
+    ]
 }
 
 /// Every confident detection of `a` has a same-class counterpart in `b` overlapping it.
-fn covered(a: &[MetaDetection], b: &[MetaDetection], min_conf: f64, min_iou: f32) -> Result<(), String> {
+fn covered(
+    a: &[MetaDetection],
+    b: &[MetaDetection],
+    min_conf: f64,
+    min_iou: f32,
+) -> Result<(), String> {
     for d in a.iter().filter(|d| d.confidence >= min_conf) {
         let best = b
             .iter()
@@ -260,25 +282,56 @@ fn people_on_a_real_video_match_the_analyzer() {
         };
         let (_, want) = analyzer.process(&frame).unwrap();
         let got = run.detections(i);
-        assert_same_detections(&got, &want, info.width(), info.height(), &format!("frame {i}"));
+        assert_same_detections(
+            &got,
+            &want,
+            info.width(),
+            info.height(),
+            &format!("frame {i}"),
+        );
         if i == 0 {
             let (_, dense_dets) = dense.process(&frame).unwrap();
-            assert_same_detections(&got, &dense_dets, info.width(), info.height(), "first frame vs dense");
-            let people: Vec<_> = got.iter().filter(|d| d.label == "person" && d.confidence > 0.5).collect();
+            assert_same_detections(
+                &got,
+                &dense_dets,
+                info.width(),
+                info.height(),
+                "first frame vs dense",
+            );
+            let people: Vec<_> = got
+                .iter()
+                .filter(|d| d.label == "person" && d.confidence > 0.5)
+                .collect();
             assert!(people.len() >= 2, "people on the first frame: {got:?}");
             for p in people {
                 assert_eq!(p.roi_type, "person");
                 let (x, y, w, h) = p.rect;
-                assert!(w > 10 && h > 30 && x + w <= info.width() && y + h <= info.height(), "{p:?}");
+                assert!(
+                    w > 10 && h > 30 && x + w <= info.width() && y + h <= info.height(),
+                    "{p:?}"
+                );
                 assert!(h > w, "a standing person is taller than wide: {p:?}");
             }
         }
     }
     assert_eq!(run.stats.len(), FRAMES);
-    assert!(run.stats[0].dense && run.stats[0].active_fraction > 0.99, "{:?}", run.stats[0]);
-    assert!(run.stats[1..].iter().all(|s| !s.dense && s.active_fraction < 0.9), "{:?}", run.stats);
+    assert!(
+        run.stats[0].dense && run.stats[0].active_fraction > 0.99,
+        "{:?}",
+        run.stats[0]
+    );
+    assert!(
+        run.stats[1..]
+            .iter()
+            .all(|s| !s.dense && s.active_fraction < 0.9),
+        "{:?}",
+        run.stats
+    );
     assert_eq!(run.stats.last().unwrap().frames, FRAMES as u64);
-    assert!(run.stats.iter().all(|s| s.backend == "cpu" || s.backend == "cuda"));
+    assert!(run
+        .stats
+        .iter()
+        .all(|s| s.backend == "cpu" || s.backend == "cuda"));
 }
 
 #[test]
@@ -292,7 +345,10 @@ fn static_scene_goes_inactive_after_the_first_frame() {
     assert_eq!(run.stats.len(), 5);
     assert!(run.stats[0].dense, "{:?}", run.stats[0]);
     for s in &run.stats[1..] {
-        assert!(s.active_fraction < 1e-9, "static frame recomputed tiles: {s:?}");
+        assert!(
+            s.active_fraction < 1e-9,
+            "static frame recomputed tiles: {s:?}"
+        );
         assert_eq!(s.mode(), "sparse");
         assert_eq!(s.active_rect, (0, 0, 0, 0));
     }
@@ -307,7 +363,10 @@ fn a_moving_square_activates_only_the_tiles_around_it() {
     let frames: Vec<_> = (0..6)
         .map(|i| {
             let (x, y) = pos(i);
-            (video_caps("RGB", w, h), buffer(square_frame(w, h, x, y, side), i as u64))
+            (
+                video_caps("RGB", w, h),
+                buffer(square_frame(w, h, x, y, side), i as u64),
+            )
         })
         .collect();
     let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 dilation=0 ! appsink name=sink sync=false";
@@ -319,12 +378,18 @@ fn a_moving_square_activates_only_the_tiles_around_it() {
     let tile = 32.0 * 320.0 / 416.0;
     for (i, s) in run.stats.iter().enumerate().skip(1) {
         assert!(!s.dense, "frame {i}: {s:?}");
-        assert!(s.active_fraction > 0.0 && s.active_fraction < 0.1, "frame {i}: {s:?}");
+        assert!(
+            s.active_fraction > 0.0 && s.active_fraction < 0.1,
+            "frame {i}: {s:?}"
+        );
         let (ax, ay, aw, ah) = s.active_rect;
         let ((x0, y), (x1, _)) = (pos(i - 1), pos(i));
         // The active region holds the square's new position...
         assert!(
-            ax as usize <= x1 && ay as usize <= y && (ax + aw) as usize >= x1 + side && (ay + ah) as usize >= y + side,
+            ax as usize <= x1
+                && ay as usize <= y
+                && (ax + aw) as usize >= x1 + side
+                && (ay + ah) as usize >= y + side,
             "frame {i}: active {:?} misses the square at {:?}",
             s.active_rect,
             pos(i)
@@ -349,7 +414,10 @@ fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
     let (w1, h1, w2, h2) = (320, 240, 256, 200);
     let mut frames = Vec::new();
     for i in 0..3 {
-        frames.push((video_caps("RGB", w1, h1), buffer(square_frame(w1, h1, 50, 50, 20), i)));
+        frames.push((
+            video_caps("RGB", w1, h1),
+            buffer(square_frame(w1, h1, 50, 50, 20), i),
+        ));
     }
     for i in 3..6 {
         let rgb = square_frame(w2, h2, 50, 50, 20);
@@ -375,7 +443,12 @@ fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
     assert_eq!(sizes[..3], [(w1 as u32, h1 as u32); 3]);
     assert_eq!(sizes[3..], [(w2 as u32, h2 as u32); 4]);
     let dense: Vec<bool> = run.stats.iter().map(|s| s.dense).collect();
-    assert_eq!(dense, [true, false, false, true, false, false, true], "{:?}", run.stats);
+    assert_eq!(
+        dense,
+        [true, false, false, true, false, false, true],
+        "{:?}",
+        run.stats
+    );
     assert!(run.stats[4].active_fraction < 1e-9 && run.stats[5].active_fraction < 1e-9);
 }
 
@@ -383,14 +456,24 @@ fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
 fn a_flushing_seek_resets_the_caches() {
     let desc = "videotestsrc pattern=solid-color ! video/x-raw,format=RGB,width=160,height=120 ! \
                 regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false max-buffers=1";
-    let run = run_pipeline(desc, 8, |_| {}, |p, n| {
-        if n == 4 {
-            p.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO).unwrap();
-        }
-    });
+    let run = run_pipeline(
+        desc,
+        8,
+        |_| {},
+        |p, n| {
+            if n == 4 {
+                p.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO)
+                    .unwrap();
+            }
+        },
+    );
     run.assert_clean();
     let dense = run.stats.iter().filter(|s| s.dense).count();
-    assert!(dense >= 2, "no dense frame after the flush: {:?}", run.stats);
+    assert!(
+        dense >= 2,
+        "no dense frame after the flush: {:?}",
+        run.stats
+    );
 }
 
 #[test]
@@ -400,21 +483,32 @@ fn thresholds_change_while_playing_and_the_model_does_not() {
          appsink name=sink sync=false max-buffers=1",
         video_path()
     );
-    let run = run_pipeline(&desc, 8, |_| {}, |p, n| {
-        if n == 2 {
-            let rd = p.by_name("rd").unwrap();
-            rd.set_property("conf-threshold", 0.999f64);
-            rd.set_property("threshold", 30.0f64);
-            rd.set_property("model", "/elsewhere/other.onnx");
-            assert_eq!(rd.property::<f64>("threshold"), 30.0);
-            assert_ne!(rd.property::<String>("model"), "/elsewhere/other.onnx");
-        }
-    });
+    let run = run_pipeline(
+        &desc,
+        8,
+        |_| {},
+        |p, n| {
+            if n == 2 {
+                let rd = p.by_name("rd").unwrap();
+                rd.set_property("conf-threshold", 0.999f64);
+                rd.set_property("threshold", 30.0f64);
+                rd.set_property("model", "/elsewhere/other.onnx");
+                assert_eq!(rd.property::<f64>("threshold"), 30.0);
+                assert_ne!(rd.property::<String>("model"), "/elsewhere/other.onnx");
+            }
+        },
+    );
     run.assert_clean();
     assert!(!run.detections(0).is_empty());
-    assert!(run.detections(7).is_empty(), "conf-threshold 0.999 did not apply: {:?}", run.detections(7));
     assert!(
-        run.warnings.iter().any(|w| w.src == "rd" && w.message.contains("model")),
+        run.detections(7).is_empty(),
+        "conf-threshold 0.999 did not apply: {:?}",
+        run.detections(7)
+    );
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.src == "rd" && w.message.contains("model")),
         "no warning for the refused model change: {:?}",
         run.warnings
     );
@@ -429,7 +523,11 @@ fn expect_error(desc: &str, feed: impl FnOnce(&gst::Pipeline), needles: &[&str])
         .unwrap_or_else(|| panic!("no error from regiondrop for `{desc}`: {:?}", run.errors))
         .clone();
     for n in needles {
-        assert!(err.text().contains(n), "error `{}` does not name `{n}`", err.text());
+        assert!(
+            err.text().contains(n),
+            "error `{}` does not name `{n}`",
+            err.text()
+        );
     }
     err
 }
@@ -444,7 +542,10 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 
 /// A one-node ONNX model: image [1,3,64,64] → `op` → output.
 fn one_node_model(op: &str, node: &str) -> Vec<u8> {
-    use onnx_protobuf::{tensor_shape_proto, type_proto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TypeProto, ValueInfoProto};
+    use onnx_protobuf::{
+        tensor_shape_proto, type_proto, GraphProto, Message, ModelProto, NodeProto,
+        OperatorSetIdProto, TypeProto, ValueInfoProto,
+    };
     let value = |name: &str, dims: &[i64]| {
         let mut shape = onnx_protobuf::TensorShapeProto::new();
         for &d in dims {
@@ -495,13 +596,29 @@ fn model_errors_name_the_file_and_the_op() {
     assert!(e.text().contains("No such file"), "{}", e.text());
 
     let junk = temp_file("junk.onnx", b"this is a text file, not a protobuf model\n");
-    expect_error(&with_model(&junk, ""), |_| {}, &["junk.onnx", "not a valid ONNX model"]);
+    expect_error(
+        &with_model(&junk, ""),
+        |_| {},
+        &["junk.onnx", "not a valid ONNX model"],
+    );
 
     let lstm = temp_file("lstm.onnx", &one_node_model("LSTM", "the_lstm"));
-    expect_error(&with_model(&lstm, ""), |_| {}, &["lstm.onnx", "LSTM", "the_lstm"]);
+    expect_error(
+        &with_model(&lstm, ""),
+        |_| {},
+        &["lstm.onnx", "LSTM", "the_lstm"],
+    );
 
-    expect_error(&with_model(&default_model_path(), "tile-size=20"), |_| {}, &["tile-size 20"]);
-    expect_error(&with_model(&default_model_path(), "classes=unicorn"), |_| {}, &["unicorn"]);
+    expect_error(
+        &with_model(&default_model_path(), "tile-size=20"),
+        |_| {},
+        &["tile-size 20"],
+    );
+    expect_error(
+        &with_model(&default_model_path(), "classes=unicorn"),
+        |_| {},
+        &["unicorn"],
+    );
 }
 
 #[test]
@@ -513,14 +630,17 @@ fn unsupported_caps_are_named() {
 
 #[test]
 fn every_format_gives_the_same_detections() {
-    let frame = gstregiondrop::video::decode_rgb(&default_video_path(), 0, 1).unwrap().remove(0);
+    let frame = gstregiondrop::video::decode_rgb(&default_video_path(), 0, 1)
+        .unwrap()
+        .remove(0);
     // Crop to a size that is not a multiple of the tile (even, for the 4:2:0 formats).
     let (w, h) = (frame.width - 2, frame.height - 6);
     // GStreamer's RGB rows are padded to 4 bytes.
     let stride = (w * 3).next_multiple_of(4);
     let mut rgb = vec![0u8; stride * h];
     for y in 0..h {
-        rgb[y * stride..y * stride + w * 3].copy_from_slice(&frame.data[y * frame.width * 3..(y * frame.width + w) * 3]);
+        rgb[y * stride..y * stride + w * 3]
+            .copy_from_slice(&frame.data[y * frame.width * 3..(y * frame.width + w) * 3]);
     }
     let detect = |format: &str| {
         let desc = format!(
@@ -531,12 +651,25 @@ fn every_format_gives_the_same_detections() {
         let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
         run.assert_clean();
         assert_eq!(run.samples.len(), 1, "{format}");
-        let caps = run.samples[0].caps().unwrap().structure(0).unwrap().get::<String>("format").unwrap();
+        let caps = run.samples[0]
+            .caps()
+            .unwrap()
+            .structure(0)
+            .unwrap()
+            .get::<String>("format")
+            .unwrap();
         assert_eq!(caps, format);
         run.detections(0)
     };
     let reference = detect("RGB");
-    assert!(reference.iter().filter(|d| d.label == "person" && d.confidence > 0.5).count() >= 2, "{reference:?}");
+    assert!(
+        reference
+            .iter()
+            .filter(|d| d.label == "person" && d.confidence > 0.5)
+            .count()
+            >= 2,
+        "{reference:?}"
+    );
     for format in ["RGBA", "BGR", "BGRx", "BGRA", "RGBx", "I420", "NV12"] {
         let got = detect(format);
         let packed = !matches!(format, "I420" | "NV12");
@@ -545,8 +678,12 @@ fn every_format_gives_the_same_detections() {
             assert_eq!(got, reference, "{format}");
         } else {
             // Chroma subsampling changes the pixels a little: confident boxes must still agree.
-            covered(&reference, &got, 0.5, 0.7).map_err(|e| format!("{format}: lost {e}")).unwrap();
-            covered(&got, &reference, 0.5, 0.7).map_err(|e| format!("{format}: extra {e}")).unwrap();
+            covered(&reference, &got, 0.5, 0.7)
+                .map_err(|e| format!("{format}: lost {e}"))
+                .unwrap();
+            covered(&got, &reference, 0.5, 0.7)
+                .map_err(|e| format!("{format}: extra {e}"))
+                .unwrap();
         }
     }
 }

@@ -14,8 +14,14 @@ fn dense_matches_onnxruntime_on_all_real_models() {
         e.process(&frame).unwrap();
         let ours = e.outputs().unwrap();
         let nchw = m.norm.to_nchw(&frame, plan.input_w, plan.input_h);
-        let ort = gstregiondrop::onnxruntime::run(&asset(m.path), &[nchw], [1, 3, plan.input_h, plan.input_w], 2, 1)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ort = gstregiondrop::onnxruntime::run(
+            &asset(m.path),
+            &[nchw],
+            [1, 3, plan.input_h, plan.input_w],
+            2,
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let rel = gstregiondrop::onnxruntime::rel_l2(&ours, &ort.frames[0]);
         println!("{}: relative L2 vs onnxruntime {rel:.2e}", m.path);
         assert!(rel <= 1e-4, "{}: relative L2 {rel} > 1e-4", m.path);
@@ -38,17 +44,32 @@ fn exact_mode_equals_dense_on_consecutive_frames() {
                 // Dense sees exactly what the sparse engine's input holds: the reference image.
                 let reference = sparse_reference(&mut sparse, f, threshold);
                 dense.process(&reference).unwrap();
-                worst = worst.max(rel_max_diff(&sparse.outputs().unwrap(), &dense.outputs().unwrap()));
+                worst = worst.max(rel_max_diff(
+                    &sparse.outputs().unwrap(),
+                    &dense.outputs().unwrap(),
+                ));
             }
-            println!("{} threshold {threshold}: max rel diff {worst:.2e}, mean work {:.3}", m.path, work / frames.len() as f64);
-            assert!(worst <= 1e-4, "{} threshold {threshold}: sparse differs from dense by {worst}", m.path);
+            println!(
+                "{} threshold {threshold}: max rel diff {worst:.2e}, mean work {:.3}",
+                m.path,
+                work / frames.len() as f64
+            );
+            assert!(
+                worst <= 1e-4,
+                "{} threshold {threshold}: sparse differs from dense by {worst}",
+                m.path
+            );
         }
     }
 }
 
 /// With threshold 0 the network input equals the frame; above it, the reference holds the last
 /// pixels of each tile that fired.
-fn sparse_reference(e: &mut gstregiondrop::engine::Engine, frame: &[u8], threshold: f32) -> Vec<u8> {
+fn sparse_reference(
+    e: &mut gstregiondrop::engine::Engine,
+    frame: &[u8],
+    threshold: f32,
+) -> Vec<u8> {
     if threshold == 0.0 {
         frame.to_vec()
     } else {
@@ -67,7 +88,9 @@ fn exact_mode_equals_dense_on_random_masks() {
     let mut sparse = engine(&plan, &m.norm, exact_cfg(0.0));
     let mut dense = engine(&plan, &m.norm, dense_cfg());
     let mut current = frames[0].clone();
-    sparse.process_with_mask(&current, &RegionMask::full(&grid)).unwrap();
+    sparse
+        .process_with_mask(&current, &RegionMask::full(&grid))
+        .unwrap();
     for (i, f) in frames[1..].iter().enumerate() {
         let mut mask = RegionMask::empty(&grid);
         for t in 0..grid.len() {
@@ -103,7 +126,10 @@ fn identical_frames_recompute_nothing_and_full_change_equals_dense() {
     let before = sparse.outputs().unwrap();
     let again = sparse.process(&frames[0]).unwrap();
     assert_eq!(again.active_fraction, 0.0);
-    assert_eq!(again.work_fraction, 0.0, "nothing is recomputed for an identical frame");
+    assert_eq!(
+        again.work_fraction, 0.0,
+        "nothing is recomputed for an identical frame"
+    );
     assert_eq!(sparse.outputs().unwrap(), before);
     // Everything changed: an inverted frame changes every tile.
     let inverted: Vec<u8> = frames[1].iter().map(|v| 255 - v).collect();

@@ -21,12 +21,42 @@ const DATA: &str = "/usr/share/libonnx-testdata/data/node";
 
 /// Node-test name prefixes for the ops we support.
 const PREFIXES: &[&str] = &[
-    "test_conv", "test_convtranspose", "test_maxpool", "test_averagepool", "test_globalaveragepool",
-    "test_resize", "test_upsample", "test_concat", "test_relu", "test_leakyrelu", "test_sigmoid",
-    "test_hardswish", "test_hardsigmoid", "test_batchnorm", "test_tanh", "test_clip", "test_add",
-    "test_mul", "test_sub", "test_div", "test_split", "test_slice", "test_transpose", "test_reshape",
-    "test_softmax", "test_pad", "test_identity", "test_flatten", "test_squeeze", "test_unsqueeze",
-    "test_gather_", "test_shape", "test_expand", "test_range", "test_constantofshape", "test_cast",
+    "test_conv",
+    "test_convtranspose",
+    "test_maxpool",
+    "test_averagepool",
+    "test_globalaveragepool",
+    "test_resize",
+    "test_upsample",
+    "test_concat",
+    "test_relu",
+    "test_leakyrelu",
+    "test_sigmoid",
+    "test_hardswish",
+    "test_hardsigmoid",
+    "test_batchnorm",
+    "test_tanh",
+    "test_clip",
+    "test_add",
+    "test_mul",
+    "test_sub",
+    "test_div",
+    "test_split",
+    "test_slice",
+    "test_transpose",
+    "test_reshape",
+    "test_softmax",
+    "test_pad",
+    "test_identity",
+    "test_flatten",
+    "test_squeeze",
+    "test_unsqueeze",
+    "test_gather_",
+    "test_shape",
+    "test_expand",
+    "test_range",
+    "test_constantofshape",
+    "test_cast",
 ];
 
 fn read_pb(p: &Path) -> Result<Tensor, String> {
@@ -83,7 +113,11 @@ fn run_case(dir: &Path) -> Result<Ran, String> {
                     vals.insert(name.clone(), t);
                 }
             }
-            let outs: Vec<Tensor> = graph.outputs.iter().map(|o| vals[&o.name].clone()).collect();
+            let outs: Vec<Tensor> = graph
+                .outputs
+                .iter()
+                .map(|o| vals[&o.name].clone())
+                .collect();
             Ok(Ran::Tail(compare(&outs, &data)?))
         }
     }
@@ -101,7 +135,13 @@ fn run_engine(mut graph: OnnxGraph, inputs: &[Tensor], data: &Path) -> Result<f6
     }
     graph.inputs[0].dims = x.shape.iter().map(|&d| Some(d)).collect();
     let plan = Arc::new(translate(graph, &ImportOptions::default()).map_err(|e| e.to_string())?);
-    let cfg = EngineConfig { backend: BackendKind::Cpu, mode: RunMode::Dense, threads: 1, tile: plan.max_scale, ..Default::default() };
+    let cfg = EngineConfig {
+        backend: BackendKind::Cpu,
+        mode: RunMode::Dense,
+        threads: 1,
+        tile: plan.max_scale,
+        ..Default::default()
+    };
     let mut e = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg).map_err(|e| e.to_string())?;
     e.process_tensor(&x).map_err(|e| e.to_string())?;
     let outs = e.outputs().map_err(|e| e.to_string())?;
@@ -111,29 +151,45 @@ fn run_engine(mut graph: OnnxGraph, inputs: &[Tensor], data: &Path) -> Result<f6
 #[test]
 fn onnx_backend_node_tests() {
     let root = PathBuf::from(DATA);
-    assert!(root.is_dir(), "{DATA} is missing: install Debian's libonnx-testdata (./regiondrop.sh setup does)");
+    assert!(
+        root.is_dir(),
+        "{DATA} is missing: install Debian's libonnx-testdata (./regiondrop.sh setup does)"
+    );
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let n = p.file_name().unwrap().to_string_lossy().to_string();
             // bfloat16 data is not a type we support: those cases are not ours to run.
-            PREFIXES.iter().any(|pre| n.starts_with(pre)) && !n.ends_with("_expanded") && !n.contains("BFLOAT16")
+            PREFIXES.iter().any(|pre| n.starts_with(pre))
+                && !n.ends_with("_expanded")
+                && !n.contains("BFLOAT16")
         })
         .collect();
     cases.sort();
-    let (mut passed, mut tail, mut failed, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut passed, mut tail, mut failed, mut skipped) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for c in &cases {
         let name = c.file_name().unwrap().to_string_lossy().to_string();
         match run_case(c) {
             Ok(Ran::Engine(err)) if err <= 1e-3 => passed.push(name),
             Ok(Ran::Tail(err)) if err <= 1e-3 => tail.push(name),
-            Ok(Ran::Engine(err) | Ran::Tail(err)) => failed.push(format!("{name}: error {err:.3e}")),
+            Ok(Ran::Engine(err) | Ran::Tail(err)) => {
+                failed.push(format!("{name}: error {err:.3e}"))
+            }
             Err(reason) => skipped.push(format!("{name}: {}", reason.lines().next().unwrap_or(""))),
         }
     }
-    println!("PASSED through the tiled engine ({}): {}", passed.len(), passed.join(" "));
-    println!("PASSED through the dense tensor path ({}): {}", tail.len(), tail.join(" "));
+    println!(
+        "PASSED through the tiled engine ({}): {}",
+        passed.len(),
+        passed.join(" ")
+    );
+    println!(
+        "PASSED through the dense tensor path ({}): {}",
+        tail.len(),
+        tail.join(" ")
+    );
     println!("SKIPPED as unsupported ({}):", skipped.len());
     for s in &skipped {
         println!("  {s}");
@@ -148,6 +204,12 @@ fn onnx_backend_node_tests() {
         skipped.len(),
         cases.len()
     );
-    assert!(failed.is_empty(), "cases that imported but disagree: {failed:#?}");
-    assert!(passed.len() >= 15 && passed.len() + tail.len() >= 80, "too few conformance cases ran");
+    assert!(
+        failed.is_empty(),
+        "cases that imported but disagree: {failed:#?}"
+    );
+    assert!(
+        passed.len() >= 15 && passed.len() + tail.len() >= 80,
+        "too few conformance cases ran"
+    );
 }

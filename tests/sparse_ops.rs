@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::*;
 use common::onnx_build::{temp_model, Builder, A};
+use common::*;
 
 use std::sync::Arc;
 
@@ -19,15 +19,27 @@ const H: i64 = 80;
 
 fn check(name: &str, bytes: Vec<u8>) {
     let path = temp_model(name, &bytes);
-    let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}")));
+    let plan = Arc::new(
+        import(&path, &ImportOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}")),
+    );
     let norm = InputNorm::unit_rgb();
     let grid = plan.grid(32);
     let mut rng = Lcg(name.len() as u64 * 7919);
     let mut image: Vec<u8> = (0..W * H * 3).map(|_| (rng.next() % 256) as u8).collect();
     for exact in [true, false] {
-        let mut sparse = engine(&plan, &norm, EngineConfig { mode: RunMode::Sparse, exact, ..Default::default() });
+        let mut sparse = engine(
+            &plan,
+            &norm,
+            EngineConfig {
+                mode: RunMode::Sparse,
+                exact,
+                ..Default::default()
+            },
+        );
         let mut dense = engine(&plan, &norm, dense_cfg());
-        sparse.process_with_mask(&image, &RegionMask::full(&grid)).unwrap();
+        sparse
+            .process_with_mask(&image, &RegionMask::full(&grid))
+            .unwrap();
         for round in 0..4 {
             let mut mask = RegionMask::empty(&grid);
             for t in 0..grid.len() {
@@ -53,7 +65,10 @@ fn check(name: &str, bytes: Vec<u8>) {
             let d = rel_max_diff(&sparse.outputs().unwrap(), &dense.outputs().unwrap());
             // The common mask (not exact) is only guaranteed equal when every tile is recomputed.
             if exact || mask.is_full() {
-                assert!(d <= 1e-5, "{name} exact={exact} round {round}: sparse vs dense {d:e}");
+                assert!(
+                    d <= 1e-5,
+                    "{name} exact={exact} round {round}: sparse vs dense {d:e}"
+                );
             }
         }
     }
@@ -88,13 +103,31 @@ fn dilated_5x5_conv_and_hardswish_silu() {
 fn pooling_5x5_and_average() {
     let mut b = Builder::new(3, H, W);
     let c = b.conv("x", 3, 8, 3, 1, 1, 1, 1);
-    let mp = b.node("MaxPool", &[&c], &[("kernel_shape", A::Is(vec![5, 5])), ("pads", A::Is(vec![2; 4]))]);
+    let mp = b.node(
+        "MaxPool",
+        &[&c],
+        &[
+            ("kernel_shape", A::Is(vec![5, 5])),
+            ("pads", A::Is(vec![2; 4])),
+        ],
+    );
     let ap = b.node(
         "AveragePool",
         &[&mp],
-        &[("kernel_shape", A::Is(vec![3, 3])), ("strides", A::Is(vec![2, 2])), ("pads", A::Is(vec![1; 4]))],
+        &[
+            ("kernel_shape", A::Is(vec![3, 3])),
+            ("strides", A::Is(vec![2, 2])),
+            ("pads", A::Is(vec![1; 4])),
+        ],
     );
-    let mp2 = b.node("MaxPool", &[&ap], &[("kernel_shape", A::Is(vec![2, 2])), ("strides", A::Is(vec![2, 2]))]);
+    let mp2 = b.node(
+        "MaxPool",
+        &[&ap],
+        &[
+            ("kernel_shape", A::Is(vec![2, 2])),
+            ("strides", A::Is(vec![2, 2])),
+        ],
+    );
     check("pool", b.bytes(&[&mp2], "pool"));
 }
 
@@ -120,7 +153,14 @@ fn transposed_conv_and_bilinear_downscale() {
     let half = b.init(&[4], vec![1.0, 1.0, 0.5, 0.5]);
     let down = b.node("Resize", &[&c1, "", &half], &[("mode", A::S("linear"))]);
     let w = b.random(&[8, 4, 2, 2], 0.3);
-    let ct = b.node("ConvTranspose", &[&down, &w], &[("kernel_shape", A::Is(vec![2, 2])), ("strides", A::Is(vec![2, 2]))]);
+    let ct = b.node(
+        "ConvTranspose",
+        &[&down, &w],
+        &[
+            ("kernel_shape", A::Is(vec![2, 2])),
+            ("strides", A::Is(vec![2, 2])),
+        ],
+    );
     check("convt", b.bytes(&[&ct], "convt"));
 }
 
@@ -140,11 +180,16 @@ fn dense_conv_matches_the_reference_semantics() {
     e.process(&image).unwrap();
     let ours = e.outputs().unwrap();
     // Node by node with the tensor path's naive NCHW convolution.
-    let mut v = gstregiondrop::tensor::Tensor::new(vec![1, 3, H as usize, W as usize], norm.to_nchw(&image, W as usize, H as usize));
+    let mut v = gstregiondrop::tensor::Tensor::new(
+        vec![1, 3, H as usize, W as usize],
+        norm.to_nchw(&image, W as usize, H as usize),
+    );
     for n in &graph.nodes {
         let w = &graph.initializers[&n.inputs[1]];
         let bias = &graph.initializers[&n.inputs[2]];
-        v = gstregiondrop::model::eval::eval(n, &[Some(&v), Some(w), Some(bias)]).unwrap().remove(0);
+        v = gstregiondrop::model::eval::eval(n, &[Some(&v), Some(w), Some(bias)])
+            .unwrap()
+            .remove(0);
     }
     let d = rel_max_diff(&ours, &[v]);
     assert!(d <= 1e-5, "dense vs reference: {d:e}");
@@ -157,23 +202,39 @@ fn bad_models_fail_at_load_with_named_errors() {
     // Not ONNX at all.
     let junk = dir.join(format!("regiondrop-junk-{}.onnx", std::process::id()));
     std::fs::write(&junk, b"GIF89a definitely not a model").unwrap();
-    let e = import(&junk, &ImportOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("not a valid ONNX model") && e.contains("regiondrop-junk"), "{e}");
+    let e = import(&junk, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not a valid ONNX model") && e.contains("regiondrop-junk"),
+        "{e}"
+    );
     // Truncated real model.
     let real = std::fs::read(asset("data/models/nanodet-416.onnx")).unwrap();
     let cut = dir.join(format!("regiondrop-cut-{}.onnx", std::process::id()));
     std::fs::write(&cut, &real[..real.len() / 3]).unwrap();
-    let e = import(&cut, &ImportOptions::default()).unwrap_err().to_string();
+    let e = import(&cut, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("regiondrop-cut"), "{e}");
     // An op we do not support, named with its node and file.
     let mut b = Builder::new(3, H, W);
     let c = b.conv("x", 3, 4, 3, 1, 1, 1, 1);
     let bad = b.node("LpNormalization", &[&c], &[]);
     let p = temp_model("unsupported", &b.bytes(&[&bad], "x"));
-    let e = import(&p, &ImportOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("LpNormalization") && e.contains("LpNormalization_") && e.contains("unsupported"), "{e}");
+    let e = import(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("LpNormalization")
+            && e.contains("LpNormalization_")
+            && e.contains("unsupported"),
+        "{e}"
+    );
     // A missing file.
-    let e = import(&dir.join("no-such-model.onnx"), &ImportOptions::default()).unwrap_err().to_string();
+    let e = import(&dir.join("no-such-model.onnx"), &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no-such-model.onnx"), "{e}");
     for f in [junk, cut, p] {
         std::fs::remove_file(f).ok();

@@ -78,7 +78,9 @@ impl std::str::FromStr for BackendKind {
             "auto" => Ok(BackendKind::Auto),
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" => Ok(BackendKind::Cuda),
-            _ => Err(format!("unknown backend `{s}` (expected auto, cpu or cuda)")),
+            _ => Err(format!(
+                "unknown backend `{s}` (expected auto, cpu or cuda)"
+            )),
         }
     }
 }

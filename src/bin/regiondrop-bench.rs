@@ -165,7 +165,10 @@ fn parse_decoder(s: &str) -> Result<DecoderArg, String> {
 }
 
 fn parse_threshold(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
     if !(0.0..=255.0).contains(&v) {
         return Err(format!("{v} is outside 0..255"));
     }
@@ -173,7 +176,10 @@ fn parse_threshold(s: &str) -> Result<f32, String> {
 }
 
 fn parse_unit(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
     if !(0.0..=1.0).contains(&v) {
         return Err(format!("{v} is outside 0..1"));
     }
@@ -183,7 +189,10 @@ fn parse_unit(s: &str) -> Result<f64, String> {
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
     let bad = || format!("`{s}` is not WxH (e.g. 640x384)");
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    let (w, h): (usize, usize) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+    let (w, h): (usize, usize) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
     if w == 0 || h == 0 {
         return Err(bad());
     }
@@ -205,7 +214,11 @@ fn running<E: std::fmt::Display>(e: E) -> Fail {
 }
 
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn main() -> ExitCode {
@@ -322,7 +335,9 @@ fn bar(len: usize, msg: &'static str) -> ProgressBar {
     let style = ProgressStyle::with_template("{msg:>16} [{bar:32}] {pos}/{len} {elapsed}")
         .expect("valid template")
         .progress_chars("=> ");
-    ProgressBar::new(len as u64).with_style(style).with_message(msg)
+    ProgressBar::new(len as u64)
+        .with_style(style)
+        .with_message(msg)
 }
 
 fn spinner(msg: &'static str) -> ProgressBar {
@@ -332,8 +347,15 @@ fn spinner(msg: &'static str) -> ProgressBar {
 }
 
 /// Reads network-size RGB frames written by --save-frames.
-fn raw_frames(path: &std::path::Path, w: usize, h: usize, skip: usize, max: usize) -> Result<Vec<RgbFrame>, Fail> {
-    let bytes = std::fs::read(path).map_err(|e| Fail::Input(format!("cannot read {}: {e}", path.display())))?;
+fn raw_frames(
+    path: &std::path::Path,
+    w: usize,
+    h: usize,
+    skip: usize,
+    max: usize,
+) -> Result<Vec<RgbFrame>, Fail> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Fail::Input(format!("cannot read {}: {e}", path.display())))?;
     let size = w * h * 3;
     if bytes.len() % size != 0 {
         return Err(Fail::Input(format!(
@@ -346,7 +368,11 @@ fn raw_frames(path: &std::path::Path, w: usize, h: usize, skip: usize, max: usiz
         .chunks_exact(size)
         .skip(skip)
         .take(max)
-        .map(|c| RgbFrame { width: w, height: h, data: c.to_vec() })
+        .map(|c| RgbFrame {
+            width: w,
+            height: h,
+            data: c.to_vec(),
+        })
         .collect())
 }
 
@@ -355,15 +381,32 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     let video = cli.video.clone().unwrap_or_else(default_video_path);
     // Cheap checks first, so a typo fails at once.
     if !video.is_file() {
-        let why = if video.is_dir() { "a directory" } else { "no such file" };
-        return Err(Fail::Input(format!("cannot read video file {}: {why}", video.display())));
+        let why = if video.is_dir() {
+            "a directory"
+        } else {
+            "no such file"
+        };
+        return Err(Fail::Input(format!(
+            "cannot read video file {}: {why}",
+            video.display()
+        )));
     }
     if let Err(e) = std::fs::File::open(&video) {
-        return Err(Fail::Input(format!("cannot read video file {}: {e}", video.display())));
+        return Err(Fail::Input(format!(
+            "cannot read video file {}: {e}",
+            video.display()
+        )));
     }
     if !model.is_file() {
-        let why = if model.is_dir() { "a directory" } else { "no such file" };
-        return Err(Fail::Input(format!("cannot read model file {}: {why}", model.display())));
+        let why = if model.is_dir() {
+            "a directory"
+        } else {
+            "no such file"
+        };
+        return Err(Fail::Input(format!(
+            "cannot read model file {}: {why}",
+            model.display()
+        )));
     }
     if cli.onnxruntime {
         let py = gstregiondrop::onnxruntime::python();
@@ -375,7 +418,8 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
         }
     }
     if let Some(dir) = &cli.annotate {
-        std::fs::create_dir_all(dir).map_err(|e| Fail::Input(format!("--annotate {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Fail::Input(format!("--annotate {}: {e}", dir.display())))?;
     }
     if let Some(p) = &cli.plot {
         check_writable(p).map_err(|e| Fail::Input(format!("--plot {}: {e}", p.display())))?;
@@ -386,7 +430,9 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     };
 
     let threads = if cli.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         cli.threads
     };
@@ -396,7 +442,8 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
     let kind = match cli.decoder.0 {
         Some(k) => k,
-        None => DecoderKind::detect(&shapes).map_err(|r| Fail::Input(format!("{}: {r}", model.display())))?,
+        None => DecoderKind::detect(&shapes)
+            .map_err(|r| Fail::Input(format!("{}: {r}", model.display())))?,
     };
     let norm = kind.input_norm();
     let (w, h) = (plan.input_w, plan.input_h);
@@ -421,7 +468,8 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     } else {
         probe_video(&video).map_err(Fail::Input)?;
         let pb = spinner("decoding video");
-        let f = gstregiondrop::video::decode_rgb(&video, cli.skip, cli.frames as usize).map_err(input)?;
+        let f = gstregiondrop::video::decode_rgb(&video, cli.skip, cli.frames as usize)
+            .map_err(input)?;
         pb.finish_and_clear();
         f
     };
@@ -443,7 +491,8 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     }
     if let Some(p) = &cli.save_frames {
         let bytes: Vec<u8> = net.concat();
-        std::fs::write(p, bytes).map_err(|e| Fail::Input(format!("--save-frames {}: {e}", p.display())))?;
+        std::fs::write(p, bytes)
+            .map_err(|e| Fail::Input(format!("--save-frames {}: {e}", p.display())))?;
     }
     Ok(Setup {
         model,
@@ -499,15 +548,19 @@ fn probe_video(path: &Path) -> Result<(), String> {
 }
 
 fn bus_error(bus: &gst::Bus) -> Option<String> {
-    bus.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
-        gst::MessageView::Error(e) => Some(e.error().to_string()),
-        _ => None,
-    })
+    bus.pop_filtered(&[gst::MessageType::Error])
+        .and_then(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        })
 }
 
 fn check_writable(p: &Path) -> std::io::Result<()> {
     let existed = p.exists();
-    std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)?;
     if !existed {
         let _ = std::fs::remove_file(p);
     }
@@ -519,7 +572,11 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     if cli.calibrate || cli.plot.is_some() {
         return sweep(cli, &s);
     }
-    let ort = if cli.onnxruntime { Some(run_ort(&s)?) } else { None };
+    let ort = if cli.onnxruntime {
+        Some(run_ort(&s)?)
+    } else {
+        None
+    };
     if cli.fractions {
         fractions(cli, &s, ort.as_ref())?;
     }
@@ -583,10 +640,14 @@ fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
     let n = s.n();
     let k = ORT_FRAMES.min(n);
     let idx: Vec<usize> = (0..k).map(|j| j * n / k).collect();
-    let inputs: Vec<Vec<f32>> = idx.iter().map(|&i| s.norm.to_nchw(&s.net[i], s.w, s.h)).collect();
+    let inputs: Vec<Vec<f32>> = idx
+        .iter()
+        .map(|&i| s.norm.to_nchw(&s.net[i], s.w, s.h))
+        .collect();
     let pb = spinner("onnxruntime");
-    let r = gstregiondrop::onnxruntime::run(&s.model, &inputs, [1, 3, s.h, s.w], s.threads, ORT_REPEAT)
-        .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
+    let r =
+        gstregiondrop::onnxruntime::run(&s.model, &inputs, [1, 3, s.h, s.w], s.threads, ORT_REPEAT)
+            .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
     pb.finish_and_clear();
     if r.frames.len() != idx.len() {
         return Err(Fail::Run(format!(
@@ -595,7 +656,11 @@ fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
             idx.len()
         )));
     }
-    Ok(OrtInfo { ms: r.ms_median, idx, outs: r.frames })
+    Ok(OrtInfo {
+        ms: r.ms_median,
+        idx,
+        outs: r.frames,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -674,11 +739,16 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
         }
         if let Some((ref_engine, ref_img)) = &mut exact_ref {
             copy_tiles(ref_img, rgb, &grid, sparse.mask());
-            ref_engine.process_with_mask(ref_img, &full).map_err(running)?;
+            ref_engine
+                .process_with_mask(ref_img, &full)
+                .map_err(running)?;
             let rout = ref_engine.outputs().map_err(running)?;
             for (a, b) in sout.iter().zip(&rout) {
                 if a.shape != b.shape {
-                    return Err(Fail::Run(format!("output shapes differ: {:?} vs {:?}", a.shape, b.shape)));
+                    return Err(Fail::Run(format!(
+                        "output shapes differ: {:?} vs {:?}",
+                        a.shape, b.shape
+                    )));
                 }
                 for (&x, &y) in a.data.iter().zip(&b.data) {
                     max_diff = max_diff.max((x - y).abs() as f64);
@@ -709,7 +779,12 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
     // What a user sees: sparse detections at the operating threshold.
     let shown: Vec<Vec<Detection>> = sdets
         .iter()
-        .map(|f| f.iter().filter(|d| d.confidence >= s.params.conf_threshold).cloned().collect())
+        .map(|f| {
+            f.iter()
+                .filter(|d| d.confidence >= s.params.conf_threshold)
+                .cloned()
+                .collect()
+        })
         .collect();
     let report = MainReport {
         model: s.model.display().to_string(),
@@ -738,13 +813,27 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
         agreement_ap50_per_class: detect::ap50_per_class(&ddets[1..], &sdets[1..])
             .into_iter()
             .map(|c| {
-                let label = s.labels.get(c.class_id as usize).cloned().unwrap_or_else(|| c.class_id.to_string());
+                let label = s
+                    .labels
+                    .get(c.class_id as usize)
+                    .cloned()
+                    .unwrap_or_else(|| c.class_id.to_string());
                 (label, (c.references, (c.ap * 1e4).round() / 1e4))
             })
             .collect(),
         detections_dense: ddets[1..].iter().map(Vec::len).sum(),
-        detections_sparse: sdets[1..].iter().flatten().filter(|d| d.confidence >= s.params.conf_threshold).count(),
-        exact_max_abs_diff: cli.exact.then(|| if max_abs > 0.0 { max_diff / max_abs } else { max_diff }),
+        detections_sparse: sdets[1..]
+            .iter()
+            .flatten()
+            .filter(|d| d.confidence >= s.params.conf_threshold)
+            .count(),
+        exact_max_abs_diff: cli.exact.then(|| {
+            if max_abs > 0.0 {
+                max_diff / max_abs
+            } else {
+                max_diff
+            }
+        }),
         onnxruntime_ms: ort.and_then(|o| round(o.ms, 3)),
         vs_onnxruntime: ort.and_then(|o| round(o.ms / sp, 3)),
         onnxruntime_rel_l2: rel_l2,
@@ -803,7 +892,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 32) as u32
     }
 
@@ -949,7 +1041,11 @@ struct SweepReport {
 fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     let n = s.n();
     let target = cli.target_agreement.unwrap_or(0.97);
-    let mut thresholds = if cli.thresholds.is_empty() { SWEEP.to_vec() } else { cli.thresholds.clone() };
+    let mut thresholds = if cli.thresholds.is_empty() {
+        SWEEP.to_vec()
+    } else {
+        cli.thresholds.clone()
+    };
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
     let grid = s.grid(cli);
@@ -973,7 +1069,8 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             threshold: t,
             ..sparse_cfg(cli, s.threads)
         })?;
-        let (mut dms, mut sms, mut act, mut sdets) = (vec![], vec![], vec![], Vec::with_capacity(n));
+        let (mut dms, mut sms, mut act, mut sdets) =
+            (vec![], vec![], vec![], Vec::with_capacity(n));
         for (i, rgb) in s.net.iter().enumerate() {
             if i % 2 == 1 {
                 dms.push(dense.process_with_mask(rgb, &full).map_err(running)?.ms);
@@ -1007,7 +1104,11 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     let pick = rows
         .iter()
         .filter(|r| r.agreement_map50.is_some_and(|a| a >= target))
-        .max_by(|a, b| a.speedup.unwrap_or(0.0).total_cmp(&b.speedup.unwrap_or(0.0)))
+        .max_by(|a, b| {
+            a.speedup
+                .unwrap_or(0.0)
+                .total_cmp(&b.speedup.unwrap_or(0.0))
+        })
         .cloned();
     if pick.is_none() {
         eprintln!("regiondrop-bench: no threshold in the sweep keeps agreement_map50 >= {target}");
@@ -1023,14 +1124,24 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             .collect();
         let title = format!(
             "{}: {} frames, {}x{}, tile {}, {}",
-            s.model.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+            s.model
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default(),
             n,
             s.w,
             s.h,
             cli.tile_size,
             s.backend
         );
-        plot::plot_sweep(p, &title, &pts, Some(target), pick.as_ref().map(|r| r.threshold as f64)).map_err(Fail::Run)?;
+        plot::plot_sweep(
+            p,
+            &title,
+            &pts,
+            Some(target),
+            pick.as_ref().map(|r| r.threshold as f64),
+        )
+        .map_err(Fail::Run)?;
         eprintln!("wrote {}", p.display());
     }
     print_json(&SweepReport {

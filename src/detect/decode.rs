@@ -22,7 +22,9 @@ impl std::str::FromStr for DecoderKind {
             "nanodet" => Ok(DecoderKind::NanoDet),
             "yolov8" => Ok(DecoderKind::YoloV8),
             "yolov5" => Ok(DecoderKind::YoloV5),
-            _ => Err(format!("unknown decoder `{s}` (expected auto, nanodet, yolov8 or yolov5)")),
+            _ => Err(format!(
+                "unknown decoder `{s}` (expected auto, nanodet, yolov8 or yolov5)"
+            )),
         }
     }
 }
@@ -37,13 +39,17 @@ impl DecoderKind {
                 } else if s[2] > 5 && s[1] > s[2] {
                     Ok(DecoderKind::YoloV5)
                 } else {
-                    Err(format!("output shape {s:?} is neither [1,4+C,N] nor [1,N,5+C]"))
+                    Err(format!(
+                        "output shape {s:?} is neither [1,4+C,N] nor [1,N,5+C]"
+                    ))
                 }
             }
             many if many.len() >= 2 && many.len() % 2 == 0 && many.iter().all(|s| s.len() == 3) => {
                 Ok(DecoderKind::NanoDet)
             }
-            other => Err(format!("no detection head decoder fits the output shapes {other:?}")),
+            other => Err(format!(
+                "no detection head decoder fits the output shapes {other:?}"
+            )),
         }
     }
 
@@ -61,15 +67,31 @@ impl DecoderKind {
 }
 
 /// Decodes outputs of a network with input `in_w`×`in_h` into boxes in network-input pixels.
-pub fn decode(kind: DecoderKind, outs: &[Tensor], in_w: usize, in_h: usize, p: &DecodeParams) -> Result<Vec<Detection>, String> {
+pub fn decode(
+    kind: DecoderKind,
+    outs: &[Tensor],
+    in_w: usize,
+    in_h: usize,
+    p: &DecodeParams,
+) -> Result<Vec<Detection>, String> {
     let keep = |c: usize| p.classes.is_empty() || p.classes.contains(&(c as u32));
     let mut dets = Vec::new();
     match kind {
         DecoderKind::YoloV8 | DecoderKind::YoloV5 => {
             let t = outs.first().ok_or("no output")?;
             let v8 = kind == DecoderKind::YoloV8;
-            let (rows, n) = if v8 { (t.shape[1], t.shape[2]) } else { (t.shape[2], t.shape[1]) };
-            let at = |r: usize, i: usize| if v8 { t.data[r * n + i] } else { t.data[i * rows + r] };
+            let (rows, n) = if v8 {
+                (t.shape[1], t.shape[2])
+            } else {
+                (t.shape[2], t.shape[1])
+            };
+            let at = |r: usize, i: usize| {
+                if v8 {
+                    t.data[r * n + i]
+                } else {
+                    t.data[i * rows + r]
+                }
+            };
             let first_class = if v8 { 4 } else { 5 };
             for i in 0..n {
                 let obj = if v8 { 1.0 } else { at(4, i) };
@@ -84,7 +106,11 @@ pub fn decode(kind: DecoderKind, outs: &[Tensor], in_w: usize, in_h: usize, p: &
                     continue;
                 }
                 let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
-                dets.push(Detection { class_id: c as u32, confidence: s, bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0] });
+                dets.push(Detection {
+                    class_id: c as u32,
+                    confidence: s,
+                    bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+                });
             }
         }
         DecoderKind::NanoDet => {
@@ -92,10 +118,18 @@ pub fn decode(kind: DecoderKind, outs: &[Tensor], in_w: usize, in_h: usize, p: &
             for lvl in 0..half {
                 let (a, b) = (&outs[lvl], &outs[lvl + half]);
                 // The class tensor is the one whose width is not 4 × bins; check by cell count.
-                let (cls, reg) = if b.shape[2] % 4 == 0 && (a.shape[2] % 4 != 0 || a.shape[2] > b.shape[2]) { (a, b) } else { (b, a) };
+                let (cls, reg) =
+                    if b.shape[2] % 4 == 0 && (a.shape[2] % 4 != 0 || a.shape[2] > b.shape[2]) {
+                        (a, b)
+                    } else {
+                        (b, a)
+                    };
                 let cells = cls.shape[1];
                 if reg.shape[1] != cells {
-                    return Err(format!("NanoDet level {lvl}: {cells} class cells but {} box cells", reg.shape[1]));
+                    return Err(format!(
+                        "NanoDet level {lvl}: {cells} class cells but {} box cells",
+                        reg.shape[1]
+                    ));
                 }
                 let stride = ((in_w * in_h) as f64 / cells as f64).sqrt().round() as usize;
                 let cols = in_w / stride.max(1);
@@ -104,12 +138,17 @@ pub fn decode(kind: DecoderKind, outs: &[Tensor], in_w: usize, in_h: usize, p: &
                 let mut dist = [0f32; 4];
                 for cell in 0..cells {
                     let scores = &cls.data[cell * nc..(cell + 1) * nc];
-                    let (c, &s) = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+                    let (c, &s) = scores
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .unwrap();
                     if s < p.conf_threshold || !keep(c) {
                         continue;
                     }
                     for (side, d) in dist.iter_mut().enumerate() {
-                        let r = &reg.data[cell * 4 * bins + side * bins..cell * 4 * bins + (side + 1) * bins];
+                        let r = &reg.data
+                            [cell * 4 * bins + side * bins..cell * 4 * bins + (side + 1) * bins];
                         let m = r.iter().copied().fold(f32::MIN, f32::max);
                         let (mut num, mut den) = (0.0, 0.0);
                         for (k, &v) in r.iter().enumerate() {

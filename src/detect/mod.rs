@@ -64,7 +64,11 @@ mod tests {
     use super::*;
 
     fn det(c: u32, s: f32, b: [f32; 4]) -> Detection {
-        Detection { class_id: c, confidence: s, bbox: b }
+        Detection {
+            class_id: c,
+            confidence: s,
+            bbox: b,
+        }
     }
 
     #[test]

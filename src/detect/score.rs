@@ -20,7 +20,11 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 pub fn map50(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]) -> f64 {
     let per_class = ap50_per_class(reference, predicted);
     if per_class.is_empty() {
-        return if predicted.iter().all(|p| p.is_empty()) { 1.0 } else { 0.0 };
+        return if predicted.iter().all(|p| p.is_empty()) {
+            1.0
+        } else {
+            0.0
+        };
     }
     per_class.iter().map(|c| c.ap).sum::<f64>() / per_class.len() as f64
 }
@@ -43,7 +47,11 @@ pub fn ap50_per_class(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]
     classes
         .into_iter()
         .map(|c| {
-            let n_gt = reference.iter().flatten().filter(|d| d.class_id == c).count();
+            let n_gt = reference
+                .iter()
+                .flatten()
+                .filter(|d| d.class_id == c)
+                .count();
             ClassAp {
                 class_id: c,
                 references: n_gt,
@@ -53,7 +61,12 @@ pub fn ap50_per_class(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]
         .collect()
 }
 
-fn class_ap(reference: &[Vec<Detection>], predicted: &[Vec<Detection>], c: u32, n_gt: usize) -> f64 {
+fn class_ap(
+    reference: &[Vec<Detection>],
+    predicted: &[Vec<Detection>],
+    c: u32,
+    n_gt: usize,
+) -> f64 {
     // (confidence, frame, detection index)
     let mut preds: Vec<(f32, usize, usize)> = predicted
         .iter()
@@ -105,7 +118,11 @@ mod tests {
     use super::*;
 
     fn d(c: u32, s: f32, x: f32) -> Detection {
-        Detection { class_id: c, confidence: s, bbox: [x, 0.0, x + 10.0, 10.0] }
+        Detection {
+            class_id: c,
+            confidence: s,
+            bbox: [x, 0.0, x + 10.0, 10.0],
+        }
     }
 
     #[test]

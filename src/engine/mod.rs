@@ -8,7 +8,7 @@ use crate::backend::{cpu::CpuBackend, cuda, Backend, BackendKind, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
 use crate::model::import::halo_for;
-use crate::model::plan::{Operand, Plan, Step, LayerOp};
+use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
 
@@ -128,7 +128,11 @@ impl Engine {
             bound: RegionMask::empty(&grid),
             input_tiles: Vec::with_capacity(grid.len()),
             tiles: StepTiles {
-                per_step: plan.steps.iter().map(|_| Vec::with_capacity(grid.len())).collect(),
+                per_step: plan
+                    .steps
+                    .iter()
+                    .map(|_| Vec::with_capacity(grid.len()))
+                    .collect(),
             },
             halos,
             grid,
@@ -204,8 +208,13 @@ impl Engine {
             // The baseline sees every pixel of every frame.
             mask.fill(true);
         } else {
-            self.detector
-                .detect(rgb, self.cfg.threshold, self.cfg.metric, self.cfg.dilation, &mut mask);
+            self.detector.detect(
+                rgb,
+                self.cfg.threshold,
+                self.cfg.metric,
+                self.cfg.dilation,
+                &mut mask,
+            );
         }
         let r = self.run_masked(rgb, &mask, start);
         self.mask = mask;
@@ -216,7 +225,11 @@ impl Engine {
     /// Benchmarks and tests use it to control the active fraction.
     pub fn process_with_mask(&mut self, rgb: &[u8], mask: &RegionMask) -> Result<FrameStats> {
         let start = Instant::now();
-        let mask = if self.need_dense { RegionMask::full(&self.grid) } else { mask.clone() };
+        let mask = if self.need_dense {
+            RegionMask::full(&self.grid)
+        } else {
+            mask.clone()
+        };
         let r = self.run_masked(rgb, &mask, start);
         self.mask = mask;
         r
@@ -246,7 +259,8 @@ impl Engine {
         self.input_tiles = input_tiles;
         written?;
 
-        let refresh_due = self.cfg.refresh_interval > 0 && self.since_refresh + 1 >= self.cfg.refresh_interval;
+        let refresh_due =
+            self.cfg.refresh_interval > 0 && self.since_refresh + 1 >= self.cfg.refresh_interval;
         let work = self.plan_tiles(mask, false);
         let dense = match self.cfg.mode {
             RunMode::Dense => true,
@@ -257,7 +271,11 @@ impl Engine {
                 None => work > self.efficiency.clamp(0.2, 1.0),
             },
         };
-        let work = if dense { self.plan_tiles(mask, true) } else { work };
+        let work = if dense {
+            self.plan_tiles(mask, true)
+        } else {
+            work
+        };
         self.backend.run(&self.tiles)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if dense {
@@ -294,7 +312,11 @@ impl Engine {
         }
         // Per-layer growth follows each layer's reach (exact), limited to `growth_limit` tiles
         // around the change mask; a limit of 0 is the single common mask for every layer.
-        let limit = if self.cfg.exact { None } else { Some(self.cfg.growth_limit) };
+        let limit = if self.cfg.exact {
+            None
+        } else {
+            Some(self.cfg.growth_limit)
+        };
         let mut bound = std::mem::take(&mut self.bound);
         if let Some(g) = limit {
             bound.copy_from(mask);
@@ -310,7 +332,11 @@ impl Engine {
                 m.fill(true);
             } else {
                 m.copy_from(&self.buf_masks[l.input.buf]);
-                if let LayerOp::Binary { rhs: Operand::View(v), .. } = &l.op {
+                if let LayerOp::Binary {
+                    rhs: Operand::View(v),
+                    ..
+                } = &l.op
+                {
                     m.union_with(&self.buf_masks[v.buf]);
                 }
                 if l.global {

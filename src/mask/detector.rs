@@ -58,7 +58,11 @@ impl ChangeDetector {
         mask: &mut RegionMask,
     ) {
         let g = self.grid;
-        assert_eq!(image.len(), self.reference.len(), "image size differs from the grid");
+        assert_eq!(
+            image.len(),
+            self.reference.len(),
+            "image size differs from the grid"
+        );
         if !self.valid {
             mask.fill(true);
             self.reference.copy_from_slice(image);

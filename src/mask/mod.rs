@@ -37,7 +37,13 @@ impl TileGrid {
 
     /// Pixel rectangle (x0, y0, x1, y1) of tile `i` in a map downscaled by `scale`.
     #[inline]
-    pub fn rect(&self, i: usize, scale: usize, map_w: usize, map_h: usize) -> (usize, usize, usize, usize) {
+    pub fn rect(
+        &self,
+        i: usize,
+        scale: usize,
+        map_w: usize,
+        map_h: usize,
+    ) -> (usize, usize, usize, usize) {
         let ts = self.tile / scale;
         let (tx, ty) = (i % self.cols, i / self.cols);
         (

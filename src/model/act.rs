@@ -44,10 +44,16 @@ impl Act {
         match self {
             Act::Identity => {}
             Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Act::LeakyRelu(a) => xs.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
+            Act::LeakyRelu(a) => xs
+                .iter_mut()
+                .for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
             Act::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
-            Act::HardSwish => xs.iter_mut().for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
-            Act::HardSigmoid(a, b) => xs.iter_mut().for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
+            Act::HardSwish => xs
+                .iter_mut()
+                .for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
+            Act::HardSigmoid(a, b) => xs
+                .iter_mut()
+                .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
             other => xs.iter_mut().for_each(|x| *x = other.apply(*x)),
         }
     }

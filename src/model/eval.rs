@@ -96,9 +96,16 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             // ONNX type codes: 1 float, 10 f16, 11 double, 9 bool, others integer.
             match node.int("to", 1) {
                 1 | 10 | 11 => t.dtype = DType::Float,
-                8 | 16 => return Err(tensor_err(op, "casting to string or bfloat16 is not supported")),
+                8 | 16 => {
+                    return Err(tensor_err(
+                        op,
+                        "casting to string or bfloat16 is not supported",
+                    ))
+                }
                 9 => {
-                    t.data.iter_mut().for_each(|v| *v = (*v != 0.0) as u8 as f32);
+                    t.data
+                        .iter_mut()
+                        .for_each(|v| *v = (*v != 0.0) as u8 as f32);
                     t.dtype = DType::Bool
                 }
                 _ => {
@@ -132,10 +139,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             for a in axes {
                 shape.insert(a, 1);
             }
-            Tensor {
-                shape,
-                ..x.clone()
-            }
+            Tensor { shape, ..x.clone() }
         }
         "Squeeze" => {
             let x = req(0)?;
@@ -155,10 +159,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 }
                 None => x.shape.iter().copied().filter(|&d| d != 1).collect(),
             };
-            Tensor {
-                shape,
-                ..x.clone()
-            }
+            Tensor { shape, ..x.clone() }
         }
         "Flatten" => {
             let x = req(0)?;
@@ -239,15 +240,24 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
         "Where" => {
             let (c, a, b) = (req(0)?, req(1)?, req(2)?);
-            let s = broadcast_shape(&broadcast_shape(&c.shape, &a.shape).unwrap_or_default(), &b.shape)
-                .ok_or_else(|| tensor_err(op, "shapes do not broadcast"))?;
+            let s = broadcast_shape(
+                &broadcast_shape(&c.shape, &a.shape).unwrap_or_default(),
+                &b.shape,
+            )
+            .ok_or_else(|| tensor_err(op, "shapes do not broadcast"))?;
             let (mc, ma, mb) = (
                 broadcast_index_map(&c.shape, &s),
                 broadcast_index_map(&a.shape, &s),
                 broadcast_index_map(&b.shape, &s),
             );
             let data = (0..mc.len())
-                .map(|i| if c.data[mc[i]] != 0.0 { a.data[ma[i]] } else { b.data[mb[i]] })
+                .map(|i| {
+                    if c.data[mc[i]] != 0.0 {
+                        a.data[ma[i]]
+                    } else {
+                        b.data[mb[i]]
+                    }
+                })
                 .collect();
             Tensor {
                 shape: s,
@@ -257,7 +267,9 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
         "Not" => {
             let mut t = req(0)?.clone();
-            t.data.iter_mut().for_each(|v| *v = (*v == 0.0) as u8 as f32);
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = (*v == 0.0) as u8 as f32);
             t
         }
         "Sqrt" | "Exp" | "Log" | "Neg" | "Floor" | "Ceil" | "Abs" | "Reciprocal" => {
@@ -420,7 +432,9 @@ fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> Result<Tensor> {
 }
 
 pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = ts.first().ok_or_else(|| tensor_err("Concat", "no inputs"))?;
+    let first = ts
+        .first()
+        .ok_or_else(|| tensor_err("Concat", "no inputs"))?;
     let a = norm_axis(axis, first.rank()).ok_or_else(|| tensor_err("Concat", "bad axis"))?;
     let outer: usize = first.shape[..a].iter().product();
     let mut shape = first.shape.clone();
@@ -432,7 +446,10 @@ pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
         {
             return Err(tensor_err(
                 "Concat",
-                format!("shapes {:?} and {:?} differ off axis {a}", first.shape, t.shape),
+                format!(
+                    "shapes {:?} and {:?} differ off axis {a}",
+                    first.shape, t.shape
+                ),
             ));
         }
         shape[a] += t.shape[a];
@@ -481,7 +498,10 @@ fn slice(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
         let (b, e) = if s > 0 {
             (fix(starts[k]).clamp(0, d), fix(ends[k]).clamp(0, d))
         } else {
-            (fix(starts[k]).clamp(-1, d - 1), fix(ends[k]).clamp(-1, d - 1))
+            (
+                fix(starts[k]).clamp(-1, d - 1),
+                fix(ends[k]).clamp(-1, d - 1),
+            )
         };
         let n = if s > 0 {
             ((e - b + s - 1) / s).max(0)
@@ -525,13 +545,16 @@ pub fn split_sizes(node: &Node, split_input: Option<&Tensor>, dim: usize) -> Vec
         .unwrap_or_else(|| {
             let n = node.int("num_outputs", n_out as i64) as usize;
             let part = dim.div_ceil(n);
-            (0..n).map(|i| part.min(dim - (part * i).min(dim))).collect()
+            (0..n)
+                .map(|i| part.min(dim - (part * i).min(dim)))
+                .collect()
         })
 }
 
 fn split(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = inputs[0].ok_or_else(|| tensor_err("Split", "no input"))?;
-    let a = norm_axis(node.int("axis", 0), x.rank()).ok_or_else(|| tensor_err("Split", "bad axis"))?;
+    let a =
+        norm_axis(node.int("axis", 0), x.rank()).ok_or_else(|| tensor_err("Split", "bad axis"))?;
     let sizes = split_sizes(node, inputs.get(1).copied().flatten(), x.shape[a]);
     if sizes.iter().sum::<usize>() != x.shape[a] {
         return Err(tensor_err("Split", "split sizes do not add up"));
@@ -583,7 +606,10 @@ fn softmax(x: &Tensor, a: usize) -> Tensor {
 
 pub fn binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shape(&a.shape, &b.shape).ok_or_else(|| {
-        tensor_err(op, format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape))
+        tensor_err(
+            op,
+            format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape),
+        )
     })?;
     let ints = a.dtype == DType::Int && b.dtype == DType::Int;
     let f: fn(f32, f32) -> f32 = match op {
@@ -635,7 +661,13 @@ fn reduce_mean(x: &Tensor, axes: &[usize], keep: bool) -> Tensor {
     let mut idx = vec![0usize; x.rank()];
     for &v in &x.data {
         let o: usize = (0..x.rank())
-            .map(|d| if axes.contains(&d) { 0 } else { idx[d] * ostr[d] })
+            .map(|d| {
+                if axes.contains(&d) {
+                    0
+                } else {
+                    idx[d] * ostr[d]
+                }
+            })
             .sum();
         sums[o] += v as f64;
         for d in (0..x.rank()).rev() {

@@ -62,7 +62,9 @@ pub fn declared_input(graph: &OnnxGraph) -> Result<(String, usize, Option<usize>
     };
     if let Some(n) = inp.dims[0] {
         if n != 1 {
-            return Err(bad(format!("input batch is fixed at {n}; batch 1 is required")));
+            return Err(bad(format!(
+                "input batch is fixed at {n}; batch 1 is required"
+            )));
         }
     }
     Ok((inp.name.clone(), c, inp.dims[2], inp.dims[3]))
@@ -87,7 +89,9 @@ pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
         }
     };
     if w == 0 || h == 0 || w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE {
-        return Err(Error::Settings(format!("input size {w}x{h} is out of range")));
+        return Err(Error::Settings(format!(
+            "input size {w}x{h} is out of range"
+        )));
     }
     fuse_gated_activations(&mut graph.nodes);
     let mut b = Builder::new(&graph, input_name.clone(), c, w, h);
@@ -137,7 +141,9 @@ fn fuse_gated_activations(nodes: &mut Vec<Node>) {
         for (gate_pos, x_pos) in [(1, 0), (0, 1)] {
             let gate = nodes[mi].inputs[gate_pos].clone();
             let x = nodes[mi].inputs[x_pos].clone();
-            let Some(&gi) = producer.get(&gate) else { continue };
+            let Some(&gi) = producer.get(&gate) else {
+                continue;
+            };
             let g = &nodes[gi];
             let new_op = match g.op.as_str() {
                 "Sigmoid" => "SiLU",
@@ -178,11 +184,17 @@ struct PendingPad {
 enum Val {
     Const(Tensor),
     /// A spatial feature map, possibly with a zero Pad (t, l, b, r) not yet absorbed.
-    Feature { view: View, pad: Option<PendingPad> },
+    Feature {
+        view: View,
+        pad: Option<PendingPad>,
+    },
     /// A runtime tensor on the dense path.
     Slot(usize),
     /// A pure rearrangement of a feature view: value.flat[i] = base_nchw.flat[index[i]].
-    Layout { base: View, index: Tensor },
+    Layout {
+        base: View,
+        index: Tensor,
+    },
 }
 
 struct Builder<'g> {
@@ -267,12 +279,12 @@ impl<'g> Builder<'g> {
     fn val(&self, n: &Node, i: usize) -> Result<Option<Val>> {
         match n.input(i) {
             None => Ok(None),
-            Some(name) => self
-                .vals
-                .get(name)
-                .cloned()
-                .map(Some)
-                .ok_or_else(|| self.err(n, format!("input `{name}` is not produced by any earlier node"))),
+            Some(name) => self.vals.get(name).cloned().map(Some).ok_or_else(|| {
+                self.err(
+                    n,
+                    format!("input `{name}` is not produced by any earlier node"),
+                )
+            }),
         }
     }
 
@@ -328,7 +340,9 @@ impl<'g> Builder<'g> {
     }
 
     fn node(&mut self, n: &Node) -> Result<()> {
-        let ins: Vec<Option<Val>> = (0..n.inputs.len()).map(|i| self.val(n, i)).collect::<Result<_>>()?;
+        let ins: Vec<Option<Val>> = (0..n.inputs.len())
+            .map(|i| self.val(n, i))
+            .collect::<Result<_>>()?;
         let all_const = ins.iter().all(|v| matches!(v, None | Some(Val::Const(_))));
         if all_const && is_generic(&n.op) {
             let ts: Vec<Option<&Tensor>> = ins
@@ -338,7 +352,8 @@ impl<'g> Builder<'g> {
                     _ => None,
                 })
                 .collect();
-            let outs = eval::eval(&self.with_opset(n), &ts).map_err(|e| self.err(n, e.to_string()))?;
+            let outs =
+                eval::eval(&self.with_opset(n), &ts).map_err(|e| self.err(n, e.to_string()))?;
             for (name, t) in n.outputs.iter().zip(outs) {
                 self.set(name, Val::Const(t));
             }
@@ -350,7 +365,8 @@ impl<'g> Builder<'g> {
                 let shape = self.shape_of(v);
                 let mut node = n.clone();
                 node.op = "Shape".into();
-                let t = eval::eval(&node, &[Some(&Tensor::zeros(shape))]).map_err(|e| self.err(n, e.to_string()))?;
+                let t = eval::eval(&node, &[Some(&Tensor::zeros(shape))])
+                    .map_err(|e| self.err(n, e.to_string()))?;
                 self.set(&n.outputs[0], Val::Const(t.into_iter().next().unwrap()));
                 Ok(())
             }
@@ -363,11 +379,18 @@ impl<'g> Builder<'g> {
             (_, Some(Val::Feature { pad: Some(_), .. }))
                 if !matches!(&n.op[..], "Conv" | "AveragePool" | "MaxPool") =>
             {
-                Err(self.unsupported(n, " after a Pad (a spatial Pad must feed a Conv or a pooling layer)"))
+                Err(self.unsupported(
+                    n,
+                    " after a Pad (a spatial Pad must feed a Conv or a pooling layer)",
+                ))
             }
-            ("Conv" | "ConvTranspose", Some(Val::Feature { view, pad })) => self.conv(n, *view, *pad),
+            ("Conv" | "ConvTranspose", Some(Val::Feature { view, pad })) => {
+                self.conv(n, *view, *pad)
+            }
             ("BatchNormalization", Some(Val::Feature { view, .. })) => self.batchnorm(n, *view),
-            ("MaxPool" | "AveragePool", Some(Val::Feature { view, pad })) => self.pool(n, *view, *pad),
+            ("MaxPool" | "AveragePool", Some(Val::Feature { view, pad })) => {
+                self.pool(n, *view, *pad)
+            }
             ("GlobalAveragePool", Some(Val::Feature { view, .. })) => {
                 let slot = self.new_slot(Tensor::zeros(vec![1, view.c, 1, 1]), false);
                 self.steps.push(Step::GlobalPool { input: *view, slot });
@@ -376,11 +399,20 @@ impl<'g> Builder<'g> {
             }
             ("Resize" | "Upsample", Some(Val::Feature { view, .. })) => self.resize(n, *view),
             ("Concat", _) if self.spatial_axis1(n, &ins) => self.concat(n, &ins),
-            ("Split", Some(Val::Feature { view, .. })) if self.axis_is(n, 1, 0) => self.split(n, *view),
-            ("Add" | "Sub" | "Mul" | "Div", _) if ins.iter().flatten().any(|v| matches!(v, Val::Feature { .. } | Val::Layout { .. })) => {
+            ("Split", Some(Val::Feature { view, .. })) if self.axis_is(n, 1, 0) => {
+                self.split(n, *view)
+            }
+            ("Add" | "Sub" | "Mul" | "Div", _)
+                if ins
+                    .iter()
+                    .flatten()
+                    .any(|v| matches!(v, Val::Feature { .. } | Val::Layout { .. })) =>
+            {
                 self.binary(n, &ins)
             }
-            (op, Some(Val::Feature { view, .. })) if Act::from_onnx(op, n).is_some() || op == "Clip" => {
+            (op, Some(Val::Feature { view, .. }))
+                if Act::from_onnx(op, n).is_some() || op == "Clip" =>
+            {
                 let act = if op == "Clip" {
                     let consts: Vec<Option<Tensor>> = (0..n.inputs.len())
                         .map(|i| match self.val(n, i) {
@@ -396,9 +428,14 @@ impl<'g> Builder<'g> {
                 };
                 self.activation(n, *view, act)
             }
-            ("Reshape" | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Slice" | "Split" | "Gather",
-             Some(Val::Feature { .. } | Val::Layout { .. })) => self.rearrange(n, &ins),
-            (op, _) if Act::from_onnx(op, n).is_some() || matches!(op, "Conv" | "Clip") => self.generic(n, &ins),
+            (
+                "Reshape" | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Slice" | "Split"
+                | "Gather",
+                Some(Val::Feature { .. } | Val::Layout { .. }),
+            ) => self.rearrange(n, &ins),
+            (op, _) if Act::from_onnx(op, n).is_some() || matches!(op, "Conv" | "Clip") => {
+                self.generic(n, &ins)
+            }
             (op, Some(Val::Layout { .. })) if self.is_spatial_op(op) => {
                 let mut ins = ins.clone();
                 ins[0] = Some(self.layout_to_feature(n, ins[0].clone().unwrap())?);
@@ -423,14 +460,25 @@ impl<'g> Builder<'g> {
     fn is_spatial_op(&self, op: &str) -> bool {
         matches!(
             op,
-            "Conv" | "ConvTranspose" | "BatchNormalization" | "MaxPool" | "AveragePool" | "Resize" | "Upsample" | "GlobalAveragePool" | "Pad"
-        ) || Act::from_onnx(op, &Node {
-            op: op.into(),
-            name: String::new(),
-            inputs: vec![],
-            outputs: vec![],
-            attrs: HashMap::new(),
-        })
+            "Conv"
+                | "ConvTranspose"
+                | "BatchNormalization"
+                | "MaxPool"
+                | "AveragePool"
+                | "Resize"
+                | "Upsample"
+                | "GlobalAveragePool"
+                | "Pad"
+        ) || Act::from_onnx(
+            op,
+            &Node {
+                op: op.into(),
+                name: String::new(),
+                inputs: vec![],
+                outputs: vec![],
+                attrs: HashMap::new(),
+            },
+        )
         .is_some()
     }
 
@@ -447,7 +495,12 @@ impl<'g> Builder<'g> {
     }
 
     fn axis_is(&self, n: &Node, want: usize, input: usize) -> bool {
-        let rank = self.val(n, input).ok().flatten().map(|v| self.shape_of(&v).len()).unwrap_or(4);
+        let rank = self
+            .val(n, input)
+            .ok()
+            .flatten()
+            .map(|v| self.shape_of(&v).len())
+            .unwrap_or(4);
         norm_axis(n.int("axis", 0), rank) == Some(want)
     }
 
@@ -489,11 +542,31 @@ impl<'g> Builder<'g> {
         if mode != "constant" || !(value == 0.0 || value == f32::NEG_INFINITY) {
             return Err(self.unsupported(n, format!(" with mode {mode} value {value} (only constant 0 before Conv/AveragePool or -inf before MaxPool)")));
         }
-        if pads.len() != 8 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || pads.iter().any(|&p| p < 0) {
-            return Err(self.unsupported(n, format!(" with pads {pads:?} (only spatial zero padding)")));
+        if pads.len() != 8
+            || pads[0] != 0
+            || pads[1] != 0
+            || pads[4] != 0
+            || pads[5] != 0
+            || pads.iter().any(|&p| p < 0)
+        {
+            return Err(self.unsupported(
+                n,
+                format!(" with pads {pads:?} (only spatial zero padding)"),
+            ));
         }
-        let px = [pads[2] as usize, pads[3] as usize, pads[6] as usize, pads[7] as usize];
-        self.set(&n.outputs[0], Val::Feature { view, pad: Some(PendingPad { px, value }) });
+        let px = [
+            pads[2] as usize,
+            pads[3] as usize,
+            pads[6] as usize,
+            pads[7] as usize,
+        ];
+        self.set(
+            &n.outputs[0],
+            Val::Feature {
+                view,
+                pad: Some(PendingPad { px, value }),
+            },
+        );
         Ok(())
     }
 
@@ -506,7 +579,9 @@ impl<'g> Builder<'g> {
             Some(_) => return Err(self.err(n, "bias must be a constant")),
         };
         if wt.rank() != 4 {
-            return Err(self.unsupported(n, format!(" with a {}-D kernel (only 2-D)", wt.rank() - 2)));
+            return Err(
+                self.unsupported(n, format!(" with a {}-D kernel (only 2-D)", wt.rank() - 2))
+            );
         }
         let inb = self.buffers[input.buf].clone();
         let groups = n.int("group", 1) as usize;
@@ -517,22 +592,40 @@ impl<'g> Builder<'g> {
             (wt.shape[1] * groups, wt.shape[0])
         };
         if cin != input.c || groups == 0 || cout % groups != 0 {
-            return Err(self.err(n, format!("weights {:?} do not fit {} input channels", wt.shape, input.c)));
+            return Err(self.err(
+                n,
+                format!(
+                    "weights {:?} do not fit {} input channels",
+                    wt.shape, input.c
+                ),
+            ));
         }
         let s = n.ints("strides").unwrap_or(vec![1, 1]);
         let d = n.ints("dilations").unwrap_or(vec![1, 1]);
         let (sh, sw, dh, dw) = (s[0] as usize, s[1] as usize, d[0] as usize, d[1] as usize);
-        let mut p: Vec<usize> = n.ints("pads").unwrap_or(vec![0; 4]).iter().map(|&v| v.max(0) as usize).collect();
+        let mut p: Vec<usize> = n
+            .ints("pads")
+            .unwrap_or(vec![0; 4])
+            .iter()
+            .map(|&v| v.max(0) as usize)
+            .collect();
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
             if transposed {
                 return Err(self.unsupported(n, " with auto_pad SAME"));
             }
-            for (axis, (k, st, dl, len)) in [(kh, sh, dh, inb.h), (kw, sw, dw, inb.w)].into_iter().enumerate() {
+            for (axis, (k, st, dl, len)) in [(kh, sh, dh, inb.h), (kw, sw, dw, inb.w)]
+                .into_iter()
+                .enumerate()
+            {
                 let out = len.div_ceil(st);
                 let total = ((out - 1) * st + (k - 1) * dl + 1).saturating_sub(len);
                 let small = total / 2;
-                let (lo, hi) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (lo, hi) = if auto_pad == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
                 p[axis] = lo;
                 p[axis + 2] = hi;
             }
@@ -553,17 +646,31 @@ impl<'g> Builder<'g> {
             let op = n.ints("output_padding").unwrap_or(vec![0, 0]);
             let oh = (inb.h - 1) * sh + dh * (kh - 1) + 1 + op[0] as usize;
             let ow = (inb.w - 1) * sw + dw * (kw - 1) + 1 + op[1] as usize;
-            let (oh, ow) = ((oh).saturating_sub(p[0] + p[2]), ow.saturating_sub(p[1] + p[3]));
+            let (oh, ow) = (
+                (oh).saturating_sub(p[0] + p[2]),
+                ow.saturating_sub(p[1] + p[3]),
+            );
             if sh != sw || inb.scale % sh != 0 {
-                return Err(self.err(n, format!("upsampling stride {sh}x{sw} does not fit the tile grid")));
+                return Err(self.err(
+                    n,
+                    format!("upsampling stride {sh}x{sw} does not fit the tile grid"),
+                ));
             }
             (oh, ow, inb.scale / sh)
         } else {
-            let oh = (inb.h + p[0] + p[2]).checked_sub(dh * (kh - 1) + 1).map(|v| v / sh + 1);
-            let ow = (inb.w + p[1] + p[3]).checked_sub(dw * (kw - 1) + 1).map(|v| v / sw + 1);
+            let oh = (inb.h + p[0] + p[2])
+                .checked_sub(dh * (kh - 1) + 1)
+                .map(|v| v / sh + 1);
+            let ow = (inb.w + p[1] + p[3])
+                .checked_sub(dw * (kw - 1) + 1)
+                .map(|v| v / sw + 1);
             match (oh, ow) {
                 (Some(oh), Some(ow)) if sh == sw => (oh, ow, inb.scale * sh),
-                _ => return Err(self.err(n, "kernel larger than the padded input, or unequal strides")),
+                _ => {
+                    return Err(
+                        self.err(n, "kernel larger than the padded input, or unequal strides")
+                    )
+                }
             }
         };
         self.aligned(n, oh, ow, scale)?;
@@ -597,10 +704,13 @@ impl<'g> Builder<'g> {
         let bias = bias_t.map(|t| t.data).unwrap_or_else(|| vec![0.0; cout]);
         let halo_px_in = if transposed {
             // Spill of an input tile's outputs beyond the aligned output tile, in output pixels.
-            let spill = p[0].max(p[1]).max((dh * (kh - 1)).saturating_sub(p[0] + sh - 1));
+            let spill = p[0]
+                .max(p[1])
+                .max((dh * (kh - 1)).saturating_sub(p[0] + sh - 1));
             (spill as f64 / (sh as f64)).ceil() as usize
         } else {
-            p[0].max(p[1]).max((dh * (kh - 1)).saturating_sub(p[0] + sh - 1))
+            p[0].max(p[1])
+                .max((dh * (kh - 1)).saturating_sub(p[0] + sh - 1))
                 .max((dw * (kw - 1)).saturating_sub(p[1] + sw - 1))
         };
         let spec = ConvSpec {
@@ -631,7 +741,13 @@ impl<'g> Builder<'g> {
             global: false,
             macs,
         });
-        self.set(&n.outputs[0], Val::Feature { view: output, pad: None });
+        self.set(
+            &n.outputs[0],
+            Val::Feature {
+                view: output,
+                pad: None,
+            },
+        );
         Ok(())
     }
 
@@ -645,20 +761,33 @@ impl<'g> Builder<'g> {
     }
 
     fn batchnorm(&mut self, n: &Node, view: View) -> Result<()> {
-        let [gamma, beta, mean, var] = [1, 2, 3, 4].map(|i| self.konst(n, i, "batch-norm parameter"));
+        let [gamma, beta, mean, var] =
+            [1, 2, 3, 4].map(|i| self.konst(n, i, "batch-norm parameter"));
         let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
         let eps = n.float("epsilon", 1e-5);
         let c = view.c;
         if gamma.len() != c || beta.len() != c || mean.len() != c || var.len() != c {
             return Err(self.err(n, "parameter length differs from the channel count"));
         }
-        let scale: Vec<f32> = (0..c).map(|i| gamma.data[i] / (var.data[i] + eps).sqrt()).collect();
-        let shift: Vec<f32> = (0..c).map(|i| beta.data[i] - mean.data[i] * scale[i]).collect();
+        let scale: Vec<f32> = (0..c)
+            .map(|i| gamma.data[i] / (var.data[i] + eps).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..c)
+            .map(|i| beta.data[i] - mean.data[i] * scale[i])
+            .collect();
         if let Some(si) = self.fusable_producer(&n.inputs[0], view) {
-            if let Step::Layer(Layer { op: LayerOp::Conv(cs), .. }) = &mut self.steps[si] {
+            if let Step::Layer(Layer {
+                op: LayerOp::Conv(cs),
+                ..
+            }) = &mut self.steps[si]
+            {
                 if cs.act == Act::Identity {
                     let n_out = cs.cout;
-                    let cols = if cs.depthwise() { n_out } else { cs.n_per_group() };
+                    let cols = if cs.depthwise() {
+                        n_out
+                    } else {
+                        cs.n_per_group()
+                    };
                     let depthwise = cs.depthwise();
                     let per_group = cs.k_per_group() * cols;
                     for (i, wv) in cs.weights.iter_mut().enumerate() {
@@ -677,14 +806,29 @@ impl<'g> Builder<'g> {
                 }
             }
         }
-        self.simple_layer(n, view, LayerOp::Affine { scale, shift, act: Act::Identity }, 0)
+        self.simple_layer(
+            n,
+            view,
+            LayerOp::Affine {
+                scale,
+                shift,
+                act: Act::Identity,
+            },
+            0,
+        )
     }
 
     /// A layer with one spatial input and a new output buffer of the same shape.
     fn simple_layer(&mut self, n: &Node, input: View, op: LayerOp, halo: usize) -> Result<()> {
         let b = self.buffers[input.buf].clone();
         let output = self.new_buffer(input.c, b.h, b.w, b.scale);
-        let global = matches!(op, LayerOp::Binary { rhs: Operand::Slot(_), .. });
+        let global = matches!(
+            op,
+            LayerOp::Binary {
+                rhs: Operand::Slot(_),
+                ..
+            }
+        );
         self.push_layer(Layer {
             name: n.name.clone(),
             op,
@@ -694,7 +838,13 @@ impl<'g> Builder<'g> {
             global,
             macs: b.h as f64 * b.w as f64 * input.c as f64,
         });
-        self.set(&n.outputs[0], Val::Feature { view: output, pad: None });
+        self.set(
+            &n.outputs[0],
+            Val::Feature {
+                view: output,
+                pad: None,
+            },
+        );
         Ok(())
     }
 
@@ -714,25 +864,38 @@ impl<'g> Builder<'g> {
     }
 
     fn pool(&mut self, n: &Node, input: View, extra_pad: Option<PendingPad>) -> Result<()> {
-        let k = n.ints("kernel_shape").ok_or_else(|| self.err(n, "kernel_shape is missing"))?;
+        let k = n
+            .ints("kernel_shape")
+            .ok_or_else(|| self.err(n, "kernel_shape is missing"))?;
         if k.len() != 2 {
             return Err(self.unsupported(n, " (only 2-D pooling)"));
         }
         let (kh, kw) = (k[0] as usize, k[1] as usize);
         let s = n.ints("strides").unwrap_or(vec![1, 1]);
         let (sh, sw) = (s[0] as usize, s[1] as usize);
-        if n.ints("dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+        if n.ints("dilations")
+            .is_some_and(|d| d.iter().any(|&v| v != 1))
+        {
             return Err(self.unsupported(n, " with dilations"));
         }
         let inb = self.buffers[input.buf].clone();
-        let mut p: Vec<usize> = n.ints("pads").unwrap_or(vec![0; 4]).iter().map(|&v| v.max(0) as usize).collect();
+        let mut p: Vec<usize> = n
+            .ints("pads")
+            .unwrap_or(vec![0; 4])
+            .iter()
+            .map(|&v| v.max(0) as usize)
+            .collect();
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
             for (axis, (k, st, len)) in [(kh, sh, inb.h), (kw, sw, inb.w)].into_iter().enumerate() {
                 let out = len.div_ceil(st);
                 let total = ((out - 1) * st + k).saturating_sub(len);
                 let small = total / 2;
-                let (lo, hi) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (lo, hi) = if auto_pad == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
                 p[axis] = lo;
                 p[axis + 2] = hi;
             }
@@ -740,14 +903,20 @@ impl<'g> Builder<'g> {
         let kind = if n.op == "MaxPool" {
             PoolKind::Max
         } else {
-            PoolKind::Avg(n.int("count_include_pad", 0) != 0 || extra_pad.is_some_and(|p| p.value == 0.0))
+            PoolKind::Avg(
+                n.int("count_include_pad", 0) != 0 || extra_pad.is_some_and(|p| p.value == 0.0),
+            )
         };
         if let Some(PendingPad { px: e, value }) = extra_pad {
             let fits = match kind {
                 PoolKind::Max => value == f32::NEG_INFINITY,
                 PoolKind::Avg(_) => value == 0.0,
             };
-            if !fits || (kind != PoolKind::Max && n.int("count_include_pad", 0) == 0 && p.iter().any(|&v| v > 0)) {
+            if !fits
+                || (kind != PoolKind::Max
+                    && n.int("count_include_pad", 0) == 0
+                    && p.iter().any(|&v| v > 0))
+            {
                 return Err(self.unsupported(n, format!(" after a Pad of {value}")));
             }
             for i in 0..4 {
@@ -770,25 +939,45 @@ impl<'g> Builder<'g> {
         }
         let scale = inb.scale * sh;
         self.aligned(n, oh, ow, scale)?;
-        let halo_px = p[0].max(p[1]).max((kh - 1).saturating_sub(p[0] + sh - 1)).max((kw - 1).saturating_sub(p[1] + sw - 1));
+        let halo_px = p[0]
+            .max(p[1])
+            .max((kh - 1).saturating_sub(p[0] + sh - 1))
+            .max((kw - 1).saturating_sub(p[1] + sw - 1));
         let output = self.new_buffer(input.c, oh, ow, scale);
         self.push_layer(Layer {
             name: n.name.clone(),
-            op: LayerOp::Pool(PoolSpec { kind, kh, kw, sh, sw, pad_t: p[0], pad_l: p[1] }),
+            op: LayerOp::Pool(PoolSpec {
+                kind,
+                kh,
+                kw,
+                sh,
+                sw,
+                pad_t: p[0],
+                pad_l: p[1],
+            }),
             input,
             output,
             halo: halo_tiles(halo_px, inb.scale),
             global: false,
             macs: (oh * ow * input.c * kh * kw) as f64,
         });
-        self.set(&n.outputs[0], Val::Feature { view: output, pad: None });
+        self.set(
+            &n.outputs[0],
+            Val::Feature {
+                view: output,
+                pad: None,
+            },
+        );
         Ok(())
     }
 
     fn resize(&mut self, n: &Node, input: View) -> Result<()> {
         let inb = self.buffers[input.buf].clone();
         let scales: Option<Vec<f32>> = if n.op == "Upsample" {
-            n.floats("scales").map(Ok).or_else(|| Some(self.konst(n, 1, "scales").map(|t| t.data))).transpose()?
+            n.floats("scales")
+                .map(Ok)
+                .or_else(|| Some(self.konst(n, 1, "scales").map(|t| t.data)))
+                .transpose()?
         } else {
             let sc = if self.g.opset <= 10 { 1 } else { 2 };
             match self.val(n, sc)? {
@@ -799,9 +988,14 @@ impl<'g> Builder<'g> {
         };
         let (oh, ow) = if let Some(s) = &scales {
             if s.len() != 4 || s[0] != 1.0 || s[1] != 1.0 {
-                return Err(self.unsupported(n, format!(" with scales {s:?} (only spatial scaling)")));
+                return Err(
+                    self.unsupported(n, format!(" with scales {s:?} (only spatial scaling)"))
+                );
             }
-            ((inb.h as f32 * s[2]).floor() as usize, (inb.w as f32 * s[3]).floor() as usize)
+            (
+                (inb.h as f32 * s[2]).floor() as usize,
+                (inb.w as f32 * s[3]).floor() as usize,
+            )
         } else {
             let sizes = self.konst(n, 3, "sizes")?.as_i64();
             if sizes.len() != 4 {
@@ -810,9 +1004,20 @@ impl<'g> Builder<'g> {
             (sizes[2] as usize, sizes[3] as usize)
         };
         let up = oh >= inb.h && oh % inb.h == 0 && ow % inb.w == 0 && oh / inb.h == ow / inb.w;
-        let down = oh > 0 && ow > 0 && oh < inb.h && inb.h % oh == 0 && inb.w % ow == 0 && inb.h / oh == inb.w / ow;
+        let down = oh > 0
+            && ow > 0
+            && oh < inb.h
+            && inb.h % oh == 0
+            && inb.w % ow == 0
+            && inb.h / oh == inb.w / ow;
         if !(up || down) {
-            return Err(self.unsupported(n, format!(" from {}x{} to {ow}x{oh} (only equal integer up- or downscaling)", inb.w, inb.h)));
+            return Err(self.unsupported(
+                n,
+                format!(
+                    " from {}x{} to {ow}x{oh} (only equal integer up- or downscaling)",
+                    inb.w, inb.h
+                ),
+            ));
         }
         let out_scale = if up {
             let f = oh / inb.h;
@@ -829,16 +1034,29 @@ impl<'g> Builder<'g> {
             "linear" | "bilinear" => true,
             m => return Err(self.unsupported(n, format!(" with mode {m}"))),
         };
-        let default_ct = if n.op == "Upsample" || self.g.opset <= 10 { "asymmetric" } else { "half_pixel" };
+        let default_ct = if n.op == "Upsample" || self.g.opset <= 10 {
+            "asymmetric"
+        } else {
+            "half_pixel"
+        };
         let ct = n.string("coordinate_transformation_mode", default_ct);
-        let nearest_mode = n.string("nearest_mode", if n.op == "Upsample" { "floor" } else { "round_prefer_floor" });
+        let nearest_mode = n.string(
+            "nearest_mode",
+            if n.op == "Upsample" {
+                "floor"
+            } else {
+                "round_prefer_floor"
+            },
+        );
         // ONNX maps coordinates with the given scale, which may differ from out/in after flooring.
         let (sy, sx) = match &scales {
             Some(s) => (s[2] as f64, s[3] as f64),
             None => (oh as f64 / inb.h as f64, ow as f64 / inb.w as f64),
         };
-        let y = resize_taps(inb.h, oh, sy, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
-        let x = resize_taps(inb.w, ow, sx, linear, &ct, &nearest_mode).map_err(|e| self.unsupported(n, e))?;
+        let y = resize_taps(inb.h, oh, sy, linear, &ct, &nearest_mode)
+            .map_err(|e| self.unsupported(n, e))?;
+        let x = resize_taps(inb.w, ow, sx, linear, &ct, &nearest_mode)
+            .map_err(|e| self.unsupported(n, e))?;
         let reach = |t: &ResizeTaps| {
             let len_in = if std::ptr::eq(t, &y) { inb.h } else { inb.w };
             let len_out = t.i0.len();
@@ -847,7 +1065,11 @@ impl<'g> Builder<'g> {
                     // The input pixel aligned with output pixel o on the tile grid.
                     let a = (o * len_in / len_out) as i64;
                     let d0 = (t.i0[o] as i64 - a).abs();
-                    let d1 = if t.frac[o] != 0.0 { (t.i1[o] as i64 - a).abs() } else { 0 };
+                    let d1 = if t.frac[o] != 0.0 {
+                        (t.i1[o] as i64 - a).abs()
+                    } else {
+                        0
+                    };
                     d0.max(d1) as usize
                 })
                 .max()
@@ -864,7 +1086,13 @@ impl<'g> Builder<'g> {
             global: false,
             macs: (oh * ow * input.c) as f64,
         });
-        self.set(&n.outputs[0], Val::Feature { view: output, pad: None });
+        self.set(
+            &n.outputs[0],
+            Val::Feature {
+                view: output,
+                pad: None,
+            },
+        );
         Ok(())
     }
 
@@ -875,11 +1103,24 @@ impl<'g> Builder<'g> {
         };
         let sizes = eval::split_sizes(n, split_in.as_ref(), view.c);
         if sizes.iter().sum::<usize>() != view.c || sizes.len() != n.outputs.len() {
-            return Err(self.err(n, format!("split sizes {sizes:?} do not cover {} channels", view.c)));
+            return Err(self.err(
+                n,
+                format!("split sizes {sizes:?} do not cover {} channels", view.c),
+            ));
         }
         let mut off = view.c_off;
         for (name, s) in n.outputs.iter().zip(sizes) {
-            self.set(name, Val::Feature { view: View { buf: view.buf, c_off: off, c: s }, pad: None });
+            self.set(
+                name,
+                Val::Feature {
+                    view: View {
+                        buf: view.buf,
+                        c_off: off,
+                        c: s,
+                    },
+                    pad: None,
+                },
+            );
             off += s;
         }
         Ok(())
@@ -900,14 +1141,24 @@ impl<'g> Builder<'g> {
         for (i, v) in views.iter().enumerate() {
             let whole = v.c_off == 0 && v.c == self.buffers[v.buf].c;
             let repeated = views.iter().filter(|u| u.buf == v.buf).count() > 1;
-            let can_alias = whole && !repeated && v.buf != 0 && !self.aliased.contains(&v.buf) && self.producer.contains_key(&v.buf);
+            let can_alias = whole
+                && !repeated
+                && v.buf != 0
+                && !self.aliased.contains(&v.buf)
+                && self.producer.contains_key(&v.buf);
             if can_alias {
                 self.alias_buffer(v.buf, out.buf, off);
             } else {
-                let dst = View { buf: out.buf, c_off: off, c: v.c };
+                let dst = View {
+                    buf: out.buf,
+                    c_off: off,
+                    c: v.c,
+                };
                 self.steps.push(Step::Layer(Layer {
                     name: format!("{}/copy{i}", n.name),
-                    op: LayerOp::Gather { perm: (0..v.c).collect() },
+                    op: LayerOp::Gather {
+                        perm: (0..v.c).collect(),
+                    },
                     input: *v,
                     output: dst,
                     halo: 0,
@@ -918,7 +1169,13 @@ impl<'g> Builder<'g> {
             off += v.c;
         }
         self.aliased.insert(out.buf);
-        self.set(&n.outputs[0], Val::Feature { view: out, pad: None });
+        self.set(
+            &n.outputs[0],
+            Val::Feature {
+                view: out,
+                pad: None,
+            },
+        );
         Ok(())
     }
 
@@ -935,7 +1192,11 @@ impl<'g> Builder<'g> {
                 Step::Layer(l) => {
                     fix(&mut l.input);
                     fix(&mut l.output);
-                    if let LayerOp::Binary { rhs: Operand::View(v), .. } = &mut l.op {
+                    if let LayerOp::Binary {
+                        rhs: Operand::View(v),
+                        ..
+                    } = &mut l.op
+                    {
                         fix(v);
                     }
                 }
@@ -964,13 +1225,20 @@ impl<'g> Builder<'g> {
             _ => BinOp::Div,
         };
         let mut a = ins[0].clone().ok_or_else(|| self.err(n, "missing input"))?;
-        let mut b = ins.get(1).cloned().flatten().ok_or_else(|| self.err(n, "missing input"))?;
+        let mut b = ins
+            .get(1)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| self.err(n, "missing input"))?;
         let is_feat = |v: &Val| matches!(v, Val::Feature { .. } | Val::Layout { .. });
         if !is_feat(&a) {
             if matches!(op, BinOp::Add | BinOp::Mul) {
                 std::mem::swap(&mut a, &mut b);
             } else {
-                return Err(self.unsupported(n, " with a non-spatial left operand and a spatial right operand"));
+                return Err(self.unsupported(
+                    n,
+                    " with a non-spatial left operand and a spatial right operand",
+                ));
             }
         }
         // Layouts that are not plain feature maps go to the dense path.
@@ -978,7 +1246,9 @@ impl<'g> Builder<'g> {
             Ok(v) => v,
             Err(_) => return self.generic(n, ins),
         };
-        let Val::Feature { view, .. } = a else { unreachable!() };
+        let Val::Feature { view, .. } = a else {
+            unreachable!()
+        };
         let fb = self.buffers[view.buf].clone();
         let rhs = match b {
             Val::Feature { .. } | Val::Layout { .. } => {
@@ -995,7 +1265,10 @@ impl<'g> Builder<'g> {
             Val::Const(t) => {
                 if t.len() == 1 {
                     Operand::Channels(vec![t.data[0]; view.c])
-                } else if t.len() == view.c && t.shape.iter().filter(|&&d| d != 1).count() == 1 && (t.rank() < 3 || t.shape[t.rank() - 3] == view.c) {
+                } else if t.len() == view.c
+                    && t.shape.iter().filter(|&&d| d != 1).count() == 1
+                    && (t.rank() < 3 || t.shape[t.rank() - 3] == view.c)
+                {
                     Operand::Channels(t.data.clone())
                 } else {
                     return self.generic(n, ins);
@@ -1011,7 +1284,16 @@ impl<'g> Builder<'g> {
                 }
             }
         };
-        self.simple_layer(n, view, LayerOp::Binary { op, rhs, act: Act::Identity }, 0)
+        self.simple_layer(
+            n,
+            view,
+            LayerOp::Binary {
+                op,
+                rhs,
+                act: Act::Identity,
+            },
+            0,
+        )
     }
 
     /// Starts or extends a rearrangement chain on a feature map.
@@ -1023,7 +1305,13 @@ impl<'g> Builder<'g> {
                 if len >= 1 << 24 {
                     return self.generic(n, ins);
                 }
-                (view, Tensor::new(vec![1, view.c, b.h, b.w], (0..len).map(|i| i as f32).collect()))
+                (
+                    view,
+                    Tensor::new(
+                        vec![1, view.c, b.h, b.w],
+                        (0..len).map(|i| i as f32).collect(),
+                    ),
+                )
             }
             Val::Layout { base, index } => (base, index),
             _ => unreachable!(),
@@ -1036,11 +1324,16 @@ impl<'g> Builder<'g> {
                 _ => None,
             })
             .collect();
-        if ins[1..].iter().zip(&consts).any(|(v, c)| v.is_some() && c.is_none()) {
+        if ins[1..]
+            .iter()
+            .zip(&consts)
+            .any(|(v, c)| v.is_some() && c.is_none())
+        {
             return self.generic(n, ins);
         }
         args.extend(consts.iter().map(|c| c.as_ref()));
-        let outs = eval::eval(&self.with_opset(n), &args).map_err(|e| self.err(n, e.to_string()))?;
+        let outs =
+            eval::eval(&self.with_opset(n), &args).map_err(|e| self.err(n, e.to_string()))?;
         for (name, t) in n.outputs.iter().zip(outs) {
             self.set(name, Val::Layout { base, index: t });
         }
@@ -1055,8 +1348,17 @@ impl<'g> Builder<'g> {
         };
         let b = self.buffers[base.buf].clone();
         let hw = b.h * b.w;
-        let not_plain = || self.unsupported(n, " on a rearranged feature map that is not a channel selection");
-        if index.rank() != 4 || index.shape[0] != 1 || index.shape[2] != b.h || index.shape[3] != b.w {
+        let not_plain = || {
+            self.unsupported(
+                n,
+                " on a rearranged feature map that is not a channel selection",
+            )
+        };
+        if index.rank() != 4
+            || index.shape[0] != 1
+            || index.shape[2] != b.h
+            || index.shape[3] != b.w
+        {
             return Err(not_plain());
         }
         let c = index.shape[1];
@@ -1074,7 +1376,14 @@ impl<'g> Builder<'g> {
         }
         let contiguous = perm.windows(2).all(|w| w[1] == w[0] + 1);
         if contiguous {
-            return Ok(Val::Feature { view: View { buf: base.buf, c_off: base.c_off + perm[0], c }, pad: None });
+            return Ok(Val::Feature {
+                view: View {
+                    buf: base.buf,
+                    c_off: base.c_off + perm[0],
+                    c,
+                },
+                pad: None,
+            });
         }
         let output = self.new_buffer(c, b.h, b.w, b.scale);
         self.push_layer(Layer {
@@ -1086,15 +1395,22 @@ impl<'g> Builder<'g> {
             global: false,
             macs: (hw * c) as f64,
         });
-        Ok(Val::Feature { view: output, pad: None })
+        Ok(Val::Feature {
+            view: output,
+            pad: None,
+        })
     }
 
     /// The slot holding value `name` on the dense path, adding export steps as needed.
     fn materialize(&mut self, name: &str, ctx: &str) -> Result<usize> {
-        let v = self.vals.get(name).cloned().ok_or_else(|| Error::BadModel {
-            path: self.g.path.clone(),
-            reason: format!("{ctx} `{name}` is not produced by any node"),
-        })?;
+        let v = self
+            .vals
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::BadModel {
+                path: self.g.path.clone(),
+                reason: format!("{ctx} `{name}` is not produced by any node"),
+            })?;
         self.materialize_val(v)
     }
 
@@ -1106,7 +1422,11 @@ impl<'g> Builder<'g> {
             Val::Layout { base, index } => {
                 let src = self.export(base);
                 let out = self.new_slot(Tensor::zeros(index.shape.clone()), false);
-                self.steps.push(Step::Rearrange { input: src, index, output: out });
+                self.steps.push(Step::Rearrange {
+                    input: src,
+                    index,
+                    output: out,
+                });
                 out
             }
         })
@@ -1129,7 +1449,11 @@ impl<'g> Builder<'g> {
         if !is_generic(&n.op) {
             return Err(self.unsupported(n, ""));
         }
-        if ins.iter().flatten().any(|v| matches!(v, Val::Feature { pad: Some(_), .. })) {
+        if ins
+            .iter()
+            .flatten()
+            .any(|v| matches!(v, Val::Feature { pad: Some(_), .. }))
+        {
             return Err(self.unsupported(n, " after a Pad"));
         }
         let mut slots = Vec::new();
@@ -1148,7 +1472,11 @@ impl<'g> Builder<'g> {
             self.set(name, Val::Slot(s));
             out_slots.push(s);
         }
-        self.steps.push(Step::Generic { node, inputs: slots, outputs: out_slots });
+        self.steps.push(Step::Generic {
+            node,
+            inputs: slots,
+            outputs: out_slots,
+        });
         Ok(())
     }
 }
@@ -1165,17 +1493,38 @@ pub fn halo_for(layer: &Layer, tile: usize) -> usize {
     layer.halo.div_ceil(tile)
 }
 
-fn resize_taps(len: usize, out: usize, s: f64, linear: bool, ct: &str, nearest_mode: &str) -> std::result::Result<ResizeTaps, String> {
-    let mut t = ResizeTaps { i0: Vec::with_capacity(out), i1: Vec::with_capacity(out), frac: Vec::with_capacity(out) };
+fn resize_taps(
+    len: usize,
+    out: usize,
+    s: f64,
+    linear: bool,
+    ct: &str,
+    nearest_mode: &str,
+) -> std::result::Result<ResizeTaps, String> {
+    let mut t = ResizeTaps {
+        i0: Vec::with_capacity(out),
+        i1: Vec::with_capacity(out),
+        frac: Vec::with_capacity(out),
+    };
     for o in 0..out {
         let of = o as f64;
         let x = match ct {
             "half_pixel" => (of + 0.5) / s - 0.5,
-            "pytorch_half_pixel" => if out > 1 { (of + 0.5) / s - 0.5 } else { 0.0 },
+            "pytorch_half_pixel" => {
+                if out > 1 {
+                    (of + 0.5) / s - 0.5
+                } else {
+                    0.0
+                }
+            }
             // ONNX uses the unrounded resized length here.
             "align_corners" => {
                 let out_f = len as f64 * s;
-                if out_f > 1.0 { of * (len as f64 - 1.0) / (out_f - 1.0) } else { 0.0 }
+                if out_f > 1.0 {
+                    of * (len as f64 - 1.0) / (out_f - 1.0)
+                } else {
+                    0.0
+                }
             }
             "asymmetric" => of / s,
             "tf_half_pixel_for_nn" => (of + 0.5) / s,
@@ -1190,7 +1539,13 @@ fn resize_taps(len: usize, out: usize, s: f64, linear: bool, ct: &str, nearest_m
             t.frac.push((xc - i0) as f32);
         } else {
             let i = match nearest_mode {
-                "round_prefer_floor" => if x.fract() == 0.5 { x.floor() } else { x.round() },
+                "round_prefer_floor" => {
+                    if x.fract() == 0.5 {
+                        x.floor()
+                    } else {
+                        x.round()
+                    }
+                }
                 "round_prefer_ceil" => x.round(),
                 "floor" => x.floor(),
                 "ceil" => x.ceil(),

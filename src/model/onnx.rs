@@ -68,7 +68,10 @@ impl Node {
     }
     /// The n-th input name if present and non-empty.
     pub fn input(&self, n: usize) -> Option<&str> {
-        self.inputs.get(n).map(|s| s.as_str()).filter(|s| !s.is_empty())
+        self.inputs
+            .get(n)
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
     }
 }
 

@@ -127,7 +127,10 @@ pub enum Operand {
 pub enum LayerOp {
     Conv(ConvSpec),
     Pool(PoolSpec),
-    Resize { y: ResizeTaps, x: ResizeTaps },
+    Resize {
+        y: ResizeTaps,
+        x: ResizeTaps,
+    },
     /// out = act(in * scale[c] + shift[c]): a BatchNormalization that could not be folded.
     Affine {
         scale: Vec<f32>,
@@ -141,7 +144,9 @@ pub enum LayerOp {
         act: Act,
     },
     /// Copies input channels `perm[i]` to output channel i (concat pieces, channel shuffles).
-    Gather { perm: Vec<usize> },
+    Gather {
+        perm: Vec<usize>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -175,9 +180,15 @@ impl Layer {
 pub enum Step {
     Layer(Layer),
     /// Mean over the whole map of a view into tensor slot `slot` ([1,C,1,1]).
-    GlobalPool { input: View, slot: usize },
+    GlobalPool {
+        input: View,
+        slot: usize,
+    },
     /// Copies a view into slot `slot` as an NCHW tensor [1,C,H,W].
-    Export { input: View, slot: usize },
+    Export {
+        input: View,
+        slot: usize,
+    },
     /// out = in.flat[index] (index has the output's shape): a folded chain of reshapes/transposes/slices.
     Rearrange {
         input: usize,

@@ -53,7 +53,10 @@ const PROBE_INPUT_SIDE: usize = 640;
 #[enum_type(name = "GstRegionDropBackend")]
 pub enum BackendChoice {
     #[default]
-    #[enum_value(name = "Auto: CUDA when a usable GPU is found, else CPU", nick = "auto")]
+    #[enum_value(
+        name = "Auto: CUDA when a usable GPU is found, else CPU",
+        nick = "auto"
+    )]
     Auto = 0,
     #[enum_value(name = "CPU", nick = "cpu")]
     Cpu = 1,
@@ -78,7 +81,10 @@ pub enum DecoderChoice {
     #[default]
     #[enum_value(name = "Auto: chosen from the model's output shapes", nick = "auto")]
     Auto = 0,
-    #[enum_value(name = "NanoDet: per-level class scores + distance distributions", nick = "nanodet")]
+    #[enum_value(
+        name = "NanoDet: per-level class scores + distance distributions",
+        nick = "nanodet"
+    )]
     NanoDet = 1,
     #[enum_value(name = "YOLOv8: [1, 4+C, N]", nick = "yolov8")]
     YoloV8 = 2,
@@ -397,7 +403,10 @@ impl ObjectImpl for RegionDrop {
                 self,
                 gst::LibraryError::Settings,
                 ("Refusing to change `{}` while running", name),
-                ["`{}` shapes the loaded network; set it in the NULL or READY state", name]
+                [
+                    "`{}` shapes the loaded network; set it in the NULL or READY state",
+                    name
+                ]
             );
             return;
         }
@@ -448,14 +457,20 @@ impl ObjectImpl for RegionDrop {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "active-fraction" => f64::from_bits(self.last_active.load(Ordering::Relaxed)).to_value(),
+            "active-fraction" => {
+                f64::from_bits(self.last_active.load(Ordering::Relaxed)).to_value()
+            }
             "frames-processed" => self.frames_processed.load(Ordering::Relaxed).to_value(),
             name => {
                 let s = self.settings.lock().unwrap();
                 match name {
                     "model" => s.model.to_string_lossy().to_string().to_value(),
                     "input-size" => s.input_size.to_value(),
-                    "labels" => s.labels.as_ref().map(|p| p.to_string_lossy().to_string()).to_value(),
+                    "labels" => s
+                        .labels
+                        .as_ref()
+                        .map(|p| p.to_string_lossy().to_string())
+                        .to_value(),
                     "backend" => s.backend.to_value(),
                     "device-id" => s.device_id.to_value(),
                     "threshold" => s.threshold.to_value(),
@@ -496,10 +511,24 @@ impl ElementImpl for RegionDrop {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new().format_list(FORMATS).build();
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS)
+                .build();
             vec![
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
@@ -507,7 +536,8 @@ impl ElementImpl for RegionDrop {
 }
 
 impl BaseTransformImpl for RegionDrop {
-    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
     const PASSTHROUGH_ON_SAME_CAPS: bool = false;
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
@@ -518,7 +548,11 @@ impl BaseTransformImpl for RegionDrop {
             Err(panic) => {
                 return Err(gst::error_msg!(
                     gst::LibraryError::Init,
-                    ("Loading model {} failed: {}", settings.model.display(), panic_text(&panic))
+                    (
+                        "Loading model {} failed: {}",
+                        settings.model.display(),
+                        panic_text(&panic)
+                    )
                 ))
             }
         };
@@ -567,7 +601,12 @@ impl BaseTransformImpl for RegionDrop {
             gst::EventView::StreamStart(_) => self.reset_caches("stream-start"),
             gst::EventView::Caps(c) => {
                 if let Err((msg, hint)) = check_caps(c.caps()) {
-                    gst::element_imp_error!(self, gst::StreamError::Format, ("{}", msg), ["{}", hint]);
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ("{}", msg),
+                        ["{}", hint]
+                    );
                     return false;
                 }
             }
@@ -595,17 +634,35 @@ impl BaseTransformImpl for RegionDrop {
                 let built = catch_unwind(AssertUnwindSafe(|| Analyzer::new(&state.model, opts)));
                 match built {
                     Ok(Ok(a)) => {
-                        gst::info!(CAT, imp = self, "Network input {}x{} for {}x{} frames", size.0, size.1, info.width(), info.height());
+                        gst::info!(
+                            CAT,
+                            imp = self,
+                            "Network input {}x{} for {}x{} frames",
+                            size.0,
+                            size.1,
+                            info.width(),
+                            info.height()
+                        );
                         state.analyzer = Some(a);
                     }
                     Ok(Err(e)) => {
                         let msg = error_message(&e);
                         self.post_error_message(msg);
-                        return Err(gst::loggable_error!(CAT, "Cannot build the network for {}x{}: {}", size.0, size.1, e));
+                        return Err(gst::loggable_error!(
+                            CAT,
+                            "Cannot build the network for {}x{}: {}",
+                            size.0,
+                            size.1,
+                            e
+                        ));
                     }
                     Err(panic) => {
                         let text = panic_text(&panic);
-                        gst::element_imp_error!(self, gst::LibraryError::Init, ("Loading model {} failed: {}", state.model.display(), text));
+                        gst::element_imp_error!(
+                            self,
+                            gst::LibraryError::Init,
+                            ("Loading model {} failed: {}", state.model.display(), text)
+                        );
                         return Err(gst::loggable_error!(CAT, "model load panicked: {}", text));
                     }
                 }
@@ -642,16 +699,25 @@ impl BaseTransformImpl for RegionDrop {
             state.reset();
         }
         let Some(analyzer) = state.analyzer.as_mut() else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No network loaded: an earlier error stopped it"));
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("No network loaded: an earlier error stopped it")
+            );
             return Err(gst::FlowError::NotNegotiated);
         };
 
         let (fw, fh) = (info.width(), info.height());
         let outcome = {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|e| {
-                gst::element_imp_error!(self, gst::ResourceError::Read, ("Cannot map the video frame: {}", e));
-                gst::FlowError::Error
-            })?;
+            let frame =
+                gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|e| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Read,
+                        ("Cannot map the video frame: {}", e)
+                    );
+                    gst::FlowError::Error
+                })?;
             let source = frame_source(&frame).map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
                 gst::FlowError::NotNegotiated
@@ -661,14 +727,22 @@ impl BaseTransformImpl for RegionDrop {
         let (stats, detections) = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                gst::element_imp_error!(self, gst::LibraryError::Failed, ("Inference failed: {}", e));
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("Inference failed: {}", e)
+                );
                 return Err(gst::FlowError::Error);
             }
             Err(panic) => {
                 let text = panic_text(&panic);
                 // The caches may be half-written: drop the network rather than trust it again.
                 state.analyzer = None;
-                gst::element_imp_error!(self, gst::LibraryError::Failed, ("Inference panicked: {}", text));
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("Inference panicked: {}", text)
+                );
                 return Err(gst::FlowError::Error);
             }
         };
@@ -687,16 +761,37 @@ impl BaseTransformImpl for RegionDrop {
                 .iter()
                 .map(|d| {
                     let (x, y, w, h) = meta::frame_rect(d.bbox, fw, fh);
-                    format!("{} {:.2} [{x},{y} {w}x{h}]", meta::label_for(&state.labels, d.class_id), d.confidence)
+                    format!(
+                        "{} {:.2} [{x},{y} {w}x{h}]",
+                        meta::label_for(&state.labels, d.class_id),
+                        d.confidence
+                    )
                 })
                 .collect();
-            gst::debug!(CAT, imp = self, "frame {} pts {}: {} detections: {}", stats.frame, buf.pts().display(), listed.len(), listed.join(", "));
+            gst::debug!(
+                CAT,
+                imp = self,
+                "frame {} pts {}: {} detections: {}",
+                stats.frame,
+                buf.pts().display(),
+                listed.len(),
+                listed.join(", ")
+            );
         }
         meta::attach_detections(buf, &detections, &state.labels, fw, fh);
 
         let frames = self.frames_processed.fetch_add(1, Ordering::Relaxed) + 1;
-        self.last_active.store(stats.active_fraction.to_bits(), Ordering::Relaxed);
-        let report = self.account(state, &stats, frames, detections.len() as u32, stats_interval, fw, fh);
+        self.last_active
+            .store(stats.active_fraction.to_bits(), Ordering::Relaxed);
+        let report = self.account(
+            state,
+            &stats,
+            frames,
+            detections.len() as u32,
+            stats_interval,
+            fw,
+            fh,
+        );
         drop(guard);
 
         if let Some(report) = report {
@@ -741,15 +836,19 @@ impl RegionDrop {
         let (_, _, dh, dw) = declared_input(&graph).map_err(|e| error_message(&e))?;
         let fixed = dh.is_some() && dw.is_some();
         let (analyzer, dynamic_stride) = if fixed || input_size.is_some() {
-            let plan = translate(graph, &ImportOptions { input_size }).map_err(|e| error_message(&e))?;
-            let a = Analyzer::with_plan(Arc::new(plan), opts.clone()).map_err(|e| error_message(&e))?;
+            let plan =
+                translate(graph, &ImportOptions { input_size }).map_err(|e| error_message(&e))?;
+            let a =
+                Analyzer::with_plan(Arc::new(plan), opts.clone()).map_err(|e| error_message(&e))?;
             (Some(a), None)
         } else {
             // Import once at a probe size so unsupported ops fail now, not at the first caps.
             let probe = Some((PROBE_INPUT_SIDE, PROBE_INPUT_SIDE));
-            let plan = translate(graph, &ImportOptions { input_size: probe }).map_err(|e| error_message(&e))?;
+            let plan = translate(graph, &ImportOptions { input_size: probe })
+                .map_err(|e| error_message(&e))?;
             if opts.decoder.is_none() {
-                let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+                let shapes: Vec<Vec<usize>> =
+                    plan.output_shapes().into_iter().map(|(_, s)| s).collect();
                 DecoderKind::detect(&shapes).map_err(|reason| {
                     error_message(&Error::BadModel {
                         path: s.model.clone(),
@@ -757,7 +856,12 @@ impl RegionDrop {
                     })
                 })?;
             }
-            gst::info!(CAT, imp = self, "{} has dynamic input dims: input size follows the frame size", s.model.display());
+            gst::info!(
+                CAT,
+                imp = self,
+                "{} has dynamic input dims: input size follows the frame size",
+                s.model.display()
+            );
             (None, Some(plan.max_scale))
         };
         Ok(State {
@@ -776,7 +880,11 @@ impl RegionDrop {
         let classes = match parse_classes(&s.classes, &state.labels) {
             Ok(c) => c,
             Err(e) => {
-                gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}; keeping the previous class filter", e));
+                gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    ("{}; keeping the previous class filter", e)
+                );
                 state.opts.decode.classes.clone()
             }
         };
@@ -790,7 +898,12 @@ impl RegionDrop {
             cfg.refresh_interval = state.opts.engine.refresh_interval;
             a.params = state.opts.decode.clone();
         }
-        gst::debug!(CAT, imp = self, "Live settings applied (revision {})", s.revision);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Live settings applied (revision {})",
+            s.revision
+        );
     }
 
     fn reset_caches(&self, why: &str) {
@@ -879,7 +992,9 @@ impl FrameSource<'_> {
     }
 }
 
-fn frame_source<'a>(frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<FrameSource<'a>, String> {
+fn frame_source<'a>(
+    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+) -> Result<FrameSource<'a>, String> {
     use gst_video::VideoFormat as F;
     let (width, height) = (frame.width() as usize, frame.height() as usize);
     let stride = |p: usize| frame.plane_stride()[p] as usize;
@@ -919,7 +1034,9 @@ fn frame_source<'a>(frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>) -> Res
             width,
             height,
         })),
-        other => Err(format!("Unsupported video format {other:?}; regiondrop takes {FORMAT_NAMES}")),
+        other => Err(format!(
+            "Unsupported video format {other:?}; regiondrop takes {FORMAT_NAMES}"
+        )),
     }
 }
 
@@ -931,12 +1048,22 @@ fn in_system_memory(caps: &gst::CapsRef) -> bool {
 /// Refuses caps we cannot read, with a message naming them and what to do.
 fn check_caps(caps: &gst::CapsRef) -> Result<(), (String, String)> {
     let hint = format!("regiondrop takes video/x-raw in {FORMAT_NAMES} (system memory); put videoconvert before it");
-    let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| (format!("Unsupported caps {caps}"), hint.clone()))?;
+    let info = gst_video::VideoInfo::from_caps(caps)
+        .map_err(|_| (format!("Unsupported caps {caps}"), hint.clone()))?;
     if !FORMATS.contains(&info.format()) {
-        return Err((format!("Unsupported caps {caps}: format {} is not handled", info.format().to_str()), hint));
+        return Err((
+            format!(
+                "Unsupported caps {caps}: format {} is not handled",
+                info.format().to_str()
+            ),
+            hint,
+        ));
     }
     if !in_system_memory(caps) {
-        return Err((format!("Unsupported caps {caps}: only system memory is handled"), hint));
+        return Err((
+            format!("Unsupported caps {caps}: only system memory is handled"),
+            hint,
+        ));
     }
     Ok(())
 }
@@ -997,7 +1124,9 @@ fn parse_classes(spec: &str, labels: &[String]) -> Result<Vec<u32>, String> {
                     .iter()
                     .position(|l| l.eq_ignore_ascii_case(t))
                     .map(|i| i as u32)
-                    .ok_or_else(|| format!("classes: `{t}` is neither a class id nor a known label"))
+                    .ok_or_else(|| {
+                        format!("classes: `{t}` is neither a class id nor a known label")
+                    })
             })
         })
         .collect()

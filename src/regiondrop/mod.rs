@@ -14,5 +14,10 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(Some(plugin), "regiondrop", gst::Rank::NONE, RegionDrop::static_type())
+    gst::Element::register(
+        Some(plugin),
+        "regiondrop",
+        gst::Rank::NONE,
+        RegionDrop::static_type(),
+    )
 }

@@ -18,7 +18,11 @@ pub fn root() -> PathBuf {
 /// A real asset built by scripts/setup-assets.sh; a missing one is a failed set-up, not a skip.
 pub fn asset(rel: &str) -> PathBuf {
     let p = root().join(rel);
-    assert!(p.is_file(), "{} is missing: run scripts/setup-assets.sh (or ./regiondrop.sh setup)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup-assets.sh (or ./regiondrop.sh setup)",
+        p.display()
+    );
     p
 }
 
@@ -31,23 +35,39 @@ pub struct RealModel {
 /// The default COCO detector, the YOLOv8n-shaped detector and the DBNet text detector.
 pub fn real_models() -> Vec<RealModel> {
     vec![
-        RealModel { path: "data/models/nanodet-416.onnx", size: None, norm: DecoderKind::NanoDet.input_norm() },
-        RealModel { path: "data/models/yolov8n-nudenet-320.onnx", size: Some((320, 320)), norm: DecoderKind::YoloV8.input_norm() },
+        RealModel {
+            path: "data/models/nanodet-416.onnx",
+            size: None,
+            norm: DecoderKind::NanoDet.input_norm(),
+        },
+        RealModel {
+            path: "data/models/yolov8n-nudenet-320.onnx",
+            size: Some((320, 320)),
+            norm: DecoderKind::YoloV8.input_norm(),
+        },
         RealModel {
             path: "data/models/ppocr-det.onnx",
             size: Some((320, 256)),
-            norm: InputNorm { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375], bgr: false },
+            norm: InputNorm {
+                mean: [123.675, 116.28, 103.53],
+                std: [58.395, 57.12, 57.375],
+                bgr: false,
+            },
         },
     ]
 }
 
 pub fn load(m: &RealModel) -> Arc<Plan> {
-    Arc::new(import(&asset(m.path), &ImportOptions { input_size: m.size }).unwrap_or_else(|e| panic!("{e}")))
+    Arc::new(
+        import(&asset(m.path), &ImportOptions { input_size: m.size })
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 /// `n` consecutive frames of the sample clip from `skip`, letterboxed to the plan's input.
 pub fn clip_frames(plan: &Plan, skip: usize, n: usize) -> Vec<Vec<u8>> {
-    let frames = gstregiondrop::video::decode_rgb(&asset("data/video/vtest.avi"), skip, n).expect("decode vtest.avi");
+    let frames = gstregiondrop::video::decode_rgb(&asset("data/video/vtest.avi"), skip, n)
+        .expect("decode vtest.avi");
     assert_eq!(frames.len(), n);
     frames
         .iter()
@@ -60,15 +80,32 @@ pub fn clip_frames(plan: &Plan, skip: usize, n: usize) -> Vec<Vec<u8>> {
 }
 
 pub fn engine(plan: &Arc<Plan>, norm: &InputNorm, cfg: EngineConfig) -> Engine {
-    Engine::new(plan.clone(), norm.clone(), EngineConfig { backend: BackendKind::Cpu, threads: 2, ..cfg }).unwrap()
+    Engine::new(
+        plan.clone(),
+        norm.clone(),
+        EngineConfig {
+            backend: BackendKind::Cpu,
+            threads: 2,
+            ..cfg
+        },
+    )
+    .unwrap()
 }
 
 pub fn dense_cfg() -> EngineConfig {
-    EngineConfig { mode: RunMode::Dense, ..Default::default() }
+    EngineConfig {
+        mode: RunMode::Dense,
+        ..Default::default()
+    }
 }
 
 pub fn exact_cfg(threshold: f32) -> EngineConfig {
-    EngineConfig { mode: RunMode::Sparse, exact: true, threshold, ..Default::default() }
+    EngineConfig {
+        mode: RunMode::Sparse,
+        exact: true,
+        threshold,
+        ..Default::default()
+    }
 }
 
 /// max |a - b| / max |b| over all outputs.
@@ -88,7 +125,10 @@ pub fn rel_max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
 pub struct Lcg(pub u64);
 impl Lcg {
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     pub fn unit(&mut self) -> f32 {

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 use super::Lcg;
@@ -27,7 +28,11 @@ impl Builder {
         let mut g = GraphProto::new();
         g.name = "test".into();
         g.input.push(value_info("x", &[1, c, h, w]));
-        Builder { g, rng: Lcg(42), n: 0 }
+        Builder {
+            g,
+            rng: Lcg(42),
+            n: 0,
+        }
     }
 
     pub fn init(&mut self, dims: &[i64], values: Vec<f32>) -> String {
@@ -56,7 +61,9 @@ impl Builder {
 
     pub fn random(&mut self, dims: &[i64], scale: f32) -> String {
         let n: i64 = dims.iter().product();
-        let v = (0..n).map(|_| (self.rng.unit() - 0.5) * 2.0 * scale).collect();
+        let v = (0..n)
+            .map(|_| (self.rng.unit() - 0.5) * 2.0 * scale)
+            .collect();
         self.init(dims, v)
     }
 
@@ -96,8 +103,22 @@ impl Builder {
     }
 
     /// Conv with random weights and bias.
-    pub fn conv(&mut self, x: &str, cin: i64, cout: i64, k: i64, stride: i64, pad: i64, group: i64, dilation: i64) -> String {
-        let w = self.random(&[cout, cin / group, k, k], 0.5 / ((cin / group * k * k) as f32).sqrt());
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        &mut self,
+        x: &str,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        pad: i64,
+        group: i64,
+        dilation: i64,
+    ) -> String {
+        let w = self.random(
+            &[cout, cin / group, k, k],
+            0.5 / ((cin / group * k * k) as f32).sqrt(),
+        );
         let b = self.random(&[cout], 0.1);
         self.node(
             "Conv",
@@ -149,7 +170,10 @@ fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
 
 /// Writes `bytes` to a fresh temporary .onnx file.
 pub fn temp_model(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("regiondrop-test-{}-{name}.onnx", std::process::id()));
+    let p = std::env::temp_dir().join(format!(
+        "regiondrop-test-{}-{name}.onnx",
+        std::process::id()
+    ));
     std::fs::write(&p, bytes).unwrap();
     p
 }

@@ -9,7 +9,12 @@ use crate::mask::TileGrid;
 use crate::model::plan::ConvSpec;
 
 /// Pixel-row offsets of each active tile in the gathered matrix; returns the total rows.
-pub fn tile_offsets(grid: &TileGrid, out: &FeatMut, tiles: &[u32], offsets: &mut Vec<usize>) -> usize {
+pub fn tile_offsets(
+    grid: &TileGrid,
+    out: &FeatMut,
+    tiles: &[u32],
+    offsets: &mut Vec<usize>,
+) -> usize {
     offsets.clear();
     let mut m = 0;
     for &t in tiles {
@@ -49,36 +54,57 @@ pub fn conv(
     let cig = spec.cin / spec.groups;
     for g in 0..spec.groups {
         let a = SharedMut(scratch_a.as_mut_ptr());
-        assert!(scratch_a.len() >= m * k && scratch_c.len() >= m * n, "scratch too small");
-        tiles.par_iter().zip(offsets.par_iter()).for_each(|(&t, &row0)| {
-            let (x0, y0, x1, y1) = output.rect(grid, t);
-            let mut row = row0;
-            for oy in y0..y1 {
-                for ox in x0..x1 {
-                    // SAFETY: each tile owns rows [row0, row0 + its pixel count).
-                    let dst = unsafe { a.slice(row * k, k) };
-                    gather_row(spec, &input, g * cig, cig, oy, ox, dst);
-                    row += 1;
+        assert!(
+            scratch_a.len() >= m * k && scratch_c.len() >= m * n,
+            "scratch too small"
+        );
+        tiles
+            .par_iter()
+            .zip(offsets.par_iter())
+            .for_each(|(&t, &row0)| {
+                let (x0, y0, x1, y1) = output.rect(grid, t);
+                let mut row = row0;
+                for oy in y0..y1 {
+                    for ox in x0..x1 {
+                        // SAFETY: each tile owns rows [row0, row0 + its pixel count).
+                        let dst = unsafe { a.slice(row * k, k) };
+                        gather_row(spec, &input, g * cig, cig, oy, ox, dst);
+                        row += 1;
+                    }
                 }
-            }
-        });
+            });
         let w = &spec.weights[g * k * n..(g + 1) * k * n];
         // SAFETY: sizes checked above; row-major A (m×k), B (k×n), C (m×n).
-        unsafe { gemm_rows(m, n, k, scratch_c.as_mut_ptr(), n, scratch_a.as_ptr(), k, w.as_ptr(), threads) };
+        unsafe {
+            gemm_rows(
+                m,
+                n,
+                k,
+                scratch_c.as_mut_ptr(),
+                n,
+                scratch_a.as_ptr(),
+                k,
+                w.as_ptr(),
+                threads,
+            )
+        };
         let c = &*scratch_c;
         let bias = &spec.bias[g * n..(g + 1) * n];
-        tiles.par_iter().zip(offsets.par_iter()).for_each(|(&t, &row0)| {
-            let (x0, y0, x1, y1) = output.rect(grid, t);
-            let mut row = row0;
-            for oy in y0..y1 {
-                for ox in x0..x1 {
-                    let dst = &mut output.px(oy, ox)[g * n..(g + 1) * n];
-                    dst.copy_from_slice(&c[row * n..(row + 1) * n]);
-                    spec.act.apply_bias(dst, bias);
-                    row += 1;
+        tiles
+            .par_iter()
+            .zip(offsets.par_iter())
+            .for_each(|(&t, &row0)| {
+                let (x0, y0, x1, y1) = output.rect(grid, t);
+                let mut row = row0;
+                for oy in y0..y1 {
+                    for ox in x0..x1 {
+                        let dst = &mut output.px(oy, ox)[g * n..(g + 1) * n];
+                        dst.copy_from_slice(&c[row * n..(row + 1) * n]);
+                        spec.act.apply_bias(dst, bias);
+                        row += 1;
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -89,8 +115,22 @@ pub fn conv(
 /// # Safety
 /// The pointers must cover the given shapes and strides; C must not overlap A or B.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, lhs: *const f32, lhs_rs: usize, rhs: *const f32, threads: usize) {
-    let tasks = if threads > 1 && m * n * k > 1 << 16 { threads.min(m) } else { 1 };
+unsafe fn gemm_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    threads: usize,
+) {
+    let tasks = if threads > 1 && m * n * k > 1 << 16 {
+        threads.min(m)
+    } else {
+        1
+    };
     let rows = m.div_ceil(tasks);
     let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
     (0..tasks).into_par_iter().for_each(|t| {
@@ -128,35 +168,72 @@ unsafe fn gemm_rows(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, 
 
 /// Every tile active: rows in image order, the GEMM writes straight into the output view, and a
 /// 1×1 stride-1 convolution reads its input view in place (no gather at all).
-fn conv_dense(spec: &ConvSpec, input: FeatRef, output: FeatMut, scratch_a: &mut [f32], threads: usize) {
+fn conv_dense(
+    spec: &ConvSpec,
+    input: FeatRef,
+    output: FeatMut,
+    scratch_a: &mut [f32],
+    threads: usize,
+) {
     let m = output.h * output.w;
     let k = spec.k_per_group();
     let n = spec.n_per_group();
     let cig = spec.cin / spec.groups;
-    let pointwise = spec.kh == 1 && spec.kw == 1 && spec.sh == 1 && spec.sw == 1 && spec.pad_t == 0 && spec.pad_l == 0 && !spec.transposed;
+    let pointwise = spec.kh == 1
+        && spec.kw == 1
+        && spec.sh == 1
+        && spec.sw == 1
+        && spec.pad_t == 0
+        && spec.pad_l == 0
+        && !spec.transposed;
     for g in 0..spec.groups {
         let (lhs, lhs_rs) = if pointwise {
             // SAFETY: the view's channels [c_off + g·cig, +cig) at every pixel are in bounds.
-            (unsafe { input.ptr.add(input.c_off + g * cig) }, input.pitch as isize)
+            (
+                unsafe { input.ptr.add(input.c_off + g * cig) },
+                input.pitch as isize,
+            )
         } else {
             assert!(scratch_a.len() >= m * k, "scratch too small");
             let w = output.w;
-            scratch_a[..m * k].par_chunks_mut(w * k).enumerate().for_each(|(oy, rows)| {
-                for ox in 0..w {
-                    gather_row(spec, &input, g * cig, cig, oy, ox, &mut rows[ox * k..(ox + 1) * k]);
-                }
-            });
+            scratch_a[..m * k]
+                .par_chunks_mut(w * k)
+                .enumerate()
+                .for_each(|(oy, rows)| {
+                    for ox in 0..w {
+                        gather_row(
+                            spec,
+                            &input,
+                            g * cig,
+                            cig,
+                            oy,
+                            ox,
+                            &mut rows[ox * k..(ox + 1) * k],
+                        );
+                    }
+                });
             (scratch_a.as_ptr(), k as isize)
         };
         let wt = &spec.weights[g * k * n..(g + 1) * k * n];
         // SAFETY: dst rows are the output view's pixels (row stride = pitch), n channels each.
         unsafe {
-            gemm_rows(m, n, k, output.ptr.add(output.c_off + g * n), output.pitch, lhs, lhs_rs as usize, wt.as_ptr(), threads)
+            gemm_rows(
+                m,
+                n,
+                k,
+                output.ptr.add(output.c_off + g * n),
+                output.pitch,
+                lhs,
+                lhs_rs as usize,
+                wt.as_ptr(),
+                threads,
+            )
         };
         let bias = &spec.bias[g * n..(g + 1) * n];
         (0..output.h).into_par_iter().for_each(|y| {
             for x in 0..output.w {
-                spec.act.apply_bias(&mut output.px(y, x)[g * n..(g + 1) * n], bias);
+                spec.act
+                    .apply_bias(&mut output.px(y, x)[g * n..(g + 1) * n], bias);
             }
         });
     }
@@ -165,7 +242,15 @@ fn conv_dense(spec: &ConvSpec, input: FeatRef, output: FeatMut, scratch_a: &mut 
 /// Writes the im2col row of output pixel (oy, ox): for each kernel tap, `cig` input channels
 /// starting at `c0` (zeros outside the map).
 #[inline]
-fn gather_row(spec: &ConvSpec, input: &FeatRef, c0: usize, cig: usize, oy: usize, ox: usize, dst: &mut [f32]) {
+fn gather_row(
+    spec: &ConvSpec,
+    input: &FeatRef,
+    c0: usize,
+    cig: usize,
+    oy: usize,
+    ox: usize,
+    dst: &mut [f32],
+) {
     let mut o = 0;
     for ky in 0..spec.kh {
         let iy = if spec.transposed {

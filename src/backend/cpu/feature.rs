@@ -49,7 +49,12 @@ impl FeatRef {
     #[inline(always)]
     pub fn px(&self, y: usize, x: usize) -> &[f32] {
         debug_assert!(y < self.h && x < self.w);
-        unsafe { std::slice::from_raw_parts(self.ptr.add((y * self.w + x) * self.pitch + self.c_off), self.c) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.add((y * self.w + x) * self.pitch + self.c_off),
+                self.c,
+            )
+        }
     }
 }
 
@@ -72,7 +77,12 @@ impl FeatMut {
     #[allow(clippy::mut_from_ref)]
     pub fn px(&self, y: usize, x: usize) -> &mut [f32] {
         debug_assert!(y < self.h && x < self.w);
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add((y * self.w + x) * self.pitch + self.c_off), self.c) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.add((y * self.w + x) * self.pitch + self.c_off),
+                self.c,
+            )
+        }
     }
 
     /// Pixel rectangle of tile `t` in this map.

@@ -35,7 +35,9 @@ pub struct CpuBackend {
 impl CpuBackend {
     pub fn new(plan: Arc<Plan>, tile: usize, threads: usize) -> Result<Self> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             threads
         };
@@ -76,7 +78,9 @@ impl CpuBackend {
             slots,
             scratch_a: vec![0.0; max_a],
             scratch_c: vec![0.0; max_c],
-            profile: std::env::var("REGIONDROP_PROFILE").is_ok().then(|| vec![0.0; n_steps]),
+            profile: std::env::var("REGIONDROP_PROFILE")
+                .is_ok()
+                .then(|| vec![0.0; n_steps]),
         })
     }
 
@@ -97,7 +101,14 @@ impl CpuBackend {
         Ok(())
     }
 
-    fn run_step(&mut self, plan: &Plan, grid: &TileGrid, si: usize, step: &Step, tiles: &StepTiles) -> Result<()> {
+    fn run_step(
+        &mut self,
+        plan: &Plan,
+        grid: &TileGrid,
+        si: usize,
+        step: &Step,
+        tiles: &StepTiles,
+    ) -> Result<()> {
         let grid = *grid;
         {
             match step {
@@ -128,7 +139,9 @@ impl CpuBackend {
                         LayerOp::Unary(act) => ops::unary(*act, &grid, input, out, t),
                         LayerOp::Binary { op, rhs, act } => {
                             let rhs = match rhs {
-                                Operand::View(v) => ops::Rhs::Map(FeatRef::new(&self.bufs, &plan.buffers, *v)),
+                                Operand::View(v) => {
+                                    ops::Rhs::Map(FeatRef::new(&self.bufs, &plan.buffers, *v))
+                                }
                                 Operand::Channels(c) => ops::Rhs::Channels(c),
                                 Operand::Slot(s) => ops::Rhs::Channels(&self.slots[*s].data),
                             };
@@ -164,15 +177,25 @@ impl CpuBackend {
                         }
                     }
                 }
-                Step::Rearrange { input, index, output } => {
+                Step::Rearrange {
+                    input,
+                    index,
+                    output,
+                } => {
                     let (src, dst) = two_slots(&mut self.slots, *input, *output);
                     for (d, &i) in dst.data.iter_mut().zip(&index.data) {
                         *d = src.data[i as usize];
                     }
                 }
-                Step::Generic { node, inputs, outputs } => {
-                    let args: Vec<Option<&Tensor>> = inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
-                    let outs = eval::eval(node, &args).map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
+                Step::Generic {
+                    node,
+                    inputs,
+                    outputs,
+                } => {
+                    let args: Vec<Option<&Tensor>> =
+                        inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
+                    let outs = eval::eval(node, &args)
+                        .map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
                     for (o, t) in outputs.iter().zip(outs) {
                         self.slots[*o] = t;
                     }
@@ -235,7 +258,12 @@ impl Backend for CpuBackend {
     }
 
     fn outputs(&mut self) -> Result<Vec<Tensor>> {
-        Ok(self.plan.outputs.iter().map(|(_, s)| self.slots[*s].clone()).collect())
+        Ok(self
+            .plan
+            .outputs
+            .iter()
+            .map(|(_, s)| self.slots[*s].clone())
+            .collect())
     }
 
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {

@@ -23,7 +23,11 @@ fn for_each_px(grid: &TileGrid, out: &FeatMut, tiles: &[u32], f: impl Fn(usize, 
 pub fn pool(spec: &PoolSpec, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
     for_each_px(grid, &out, tiles, |oy, ox| {
         let dst = out.px(oy, ox);
-        let init = if spec.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
+        let init = if spec.kind == PoolKind::Max {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        };
         dst.fill(init);
         let mut count = 0usize;
         for ky in 0..spec.kh {
@@ -42,14 +46,25 @@ pub fn pool(spec: &PoolSpec, grid: &TileGrid, input: FeatRef, out: FeatMut, tile
             }
         }
         if let PoolKind::Avg(include_pad) = spec.kind {
-            let n = if include_pad { spec.kh * spec.kw } else { count.max(1) };
+            let n = if include_pad {
+                spec.kh * spec.kw
+            } else {
+                count.max(1)
+            };
             let inv = 1.0 / n as f32;
             dst.iter_mut().for_each(|d| *d *= inv);
         }
     });
 }
 
-pub fn resize(ty: &ResizeTaps, tx: &ResizeTaps, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+pub fn resize(
+    ty: &ResizeTaps,
+    tx: &ResizeTaps,
+    grid: &TileGrid,
+    input: FeatRef,
+    out: FeatMut,
+    tiles: &[u32],
+) {
     for_each_px(grid, &out, tiles, |oy, ox| {
         let dst = out.px(oy, ox);
         let (y0, y1, fy) = (ty.i0[oy] as usize, ty.i1[oy] as usize, ty.frac[oy]);
@@ -58,15 +73,33 @@ pub fn resize(ty: &ResizeTaps, tx: &ResizeTaps, grid: &TileGrid, input: FeatRef,
             dst.copy_from_slice(input.px(y0, x0));
             return;
         }
-        let (a, b, c, d) = (input.px(y0, x0), input.px(y0, x1), input.px(y1, x0), input.px(y1, x1));
-        let (w00, w01, w10, w11) = ((1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx, fy * (1.0 - fx), fy * fx);
+        let (a, b, c, d) = (
+            input.px(y0, x0),
+            input.px(y0, x1),
+            input.px(y1, x0),
+            input.px(y1, x1),
+        );
+        let (w00, w01, w10, w11) = (
+            (1.0 - fy) * (1.0 - fx),
+            (1.0 - fy) * fx,
+            fy * (1.0 - fx),
+            fy * fx,
+        );
         for i in 0..dst.len() {
             dst[i] = a[i] * w00 + b[i] * w01 + c[i] * w10 + d[i] * w11;
         }
     });
 }
 
-pub fn affine(scale: &[f32], shift: &[f32], act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+pub fn affine(
+    scale: &[f32],
+    shift: &[f32],
+    act: Act,
+    grid: &TileGrid,
+    input: FeatRef,
+    out: FeatMut,
+    tiles: &[u32],
+) {
     for_each_px(grid, &out, tiles, |y, x| {
         let (dst, src) = (out.px(y, x), input.px(y, x));
         for i in 0..dst.len() {
@@ -91,7 +124,15 @@ pub enum Rhs<'a> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn binary(op: BinOp, rhs: Rhs, act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+pub fn binary(
+    op: BinOp,
+    rhs: Rhs,
+    act: Act,
+    grid: &TileGrid,
+    input: FeatRef,
+    out: FeatMut,
+    tiles: &[u32],
+) {
     for_each_px(grid, &out, tiles, |y, x| {
         let (dst, a) = (out.px(y, x), input.px(y, x));
         let b = match &rhs {

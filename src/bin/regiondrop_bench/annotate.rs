@@ -88,7 +88,14 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         let (x0, y0, x1, y1) = a.grid.rect(t, 1, a.net_w, a.net_h);
         let (fx0, fy0) = a.lb.to_frame(x0 as f32, y0 as f32);
         let (fx1, fy1) = a.lb.to_frame(x1 as f32, y1 as f32);
-        c.blend_rect(fx0 as i64, fy0 as i64, fx1.ceil() as i64, fy1.ceil() as i64, TINT, 0.30);
+        c.blend_rect(
+            fx0 as i64,
+            fy0 as i64,
+            fx1.ceil() as i64,
+            fy1.ceil() as i64,
+            TINT,
+            0.30,
+        );
     }
     let scale = if f.width >= 1280 { 2 } else { 1 };
     for d in &a.dets[i] {
@@ -111,7 +118,13 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         mask.fraction() * 100.0,
         a.dets[i].len()
     );
-    c.fill_rect(0, 0, text_width(&status, scale) + 4 * scale, (GLYPH_H + 4) * scale, BLACK);
+    c.fill_rect(
+        0,
+        0,
+        text_width(&status, scale) + 4 * scale,
+        (GLYPH_H + 4) * scale,
+        BLACK,
+    );
     c.text(2 * scale, 2 * scale, &status, WHITE, scale);
     c
 }
@@ -201,14 +214,21 @@ impl MkvWriter {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| bad(format!("cannot start encoding: {e}")))?;
-        Ok(MkvWriter { pipeline, src, info, fps, path: path.to_path_buf() })
+        Ok(MkvWriter {
+            pipeline,
+            src,
+            info,
+            fps,
+            path: path.to_path_buf(),
+        })
     }
 
     fn push(&mut self, img: &Canvas, i: usize) -> Result<(), String> {
         let stride = self.info.stride()[0] as usize;
         let mut data = vec![0u8; self.info.size()];
         for y in 0..img.h {
-            data[y * stride..y * stride + img.w * 3].copy_from_slice(&img.px[y * img.w * 3..(y + 1) * img.w * 3]);
+            data[y * stride..y * stride + img.w * 3]
+                .copy_from_slice(&img.px[y * img.w * 3..(y + 1) * img.w * 3]);
         }
         let mut buf = gst::Buffer::from_mut_slice(data);
         {
@@ -217,10 +237,13 @@ impl MkvWriter {
             b.set_pts(dur * i as u64);
             b.set_duration(dur);
         }
-        self.src
-            .push_buffer(buf)
-            .map(|_| ())
-            .map_err(|e| format!("{}: encoding failed: {e:?}{}", self.path.display(), self.bus_error()))
+        self.src.push_buffer(buf).map(|_| ()).map_err(|e| {
+            format!(
+                "{}: encoding failed: {e:?}{}",
+                self.path.display(),
+                self.bus_error()
+            )
+        })
     }
 
     fn bus_error(&self) -> String {
@@ -242,7 +265,11 @@ impl MkvWriter {
         ) {
             Some(m) => match m.view() {
                 gst::MessageView::Eos(_) => Ok(()),
-                gst::MessageView::Error(e) => Err(format!("{}: encoding failed: {}", self.path.display(), e.error())),
+                gst::MessageView::Error(e) => Err(format!(
+                    "{}: encoding failed: {}",
+                    self.path.display(),
+                    e.error()
+                )),
                 _ => Ok(()),
             },
             None => Err(format!("{}: encoding did not finish", self.path.display())),

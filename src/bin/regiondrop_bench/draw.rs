@@ -27,7 +27,11 @@ impl Canvas {
 
     pub fn from_rgb(w: usize, h: usize, data: &[u8]) -> Self {
         assert_eq!(data.len(), w * h * 3, "packed RGB of {w}x{h}");
-        Canvas { w, h, px: data.to_vec() }
+        Canvas {
+            w,
+            h,
+            px: data.to_vec(),
+        }
     }
 
     #[inline]
@@ -91,7 +95,10 @@ impl Canvas {
                 continue;
             }
             let f = s as f64 / steps as f64;
-            let (x, y) = ((x0 + (x1 - x0) * f).round() as i64, (y0 + (y1 - y0) * f).round() as i64);
+            let (x, y) = (
+                (x0 + (x1 - x0) * f).round() as i64,
+                (y0 + (y1 - y0) * f).round() as i64,
+            );
             for dy in r0..r0 + t {
                 for dx in r0..r0 + t {
                     self.put(x + dx, y + dy, c);
@@ -121,14 +128,19 @@ impl Canvas {
 
     pub fn save_png(&self, path: &Path) -> Result<(), String> {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), self.w as u32, self.h as u32);
+        let mut enc =
+            png::Encoder::new(std::io::BufWriter::new(file), self.w as u32, self.h as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         writer
             .write_image_data(&self.px)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        writer.finish().map_err(|e| format!("{}: {e}", path.display()))
+        writer
+            .finish()
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

@@ -16,7 +16,13 @@ const AGREEMENT: Rgb = [230, 110, 20];
 const PICK: Rgb = [44, 160, 44];
 const GRID: Rgb = [225, 225, 225];
 
-pub fn plot_sweep(path: &Path, title: &str, pts: &[Point], target: Option<f64>, pick: Option<f64>) -> Result<(), String> {
+pub fn plot_sweep(
+    path: &Path,
+    title: &str,
+    pts: &[Point],
+    target: Option<f64>,
+    pick: Option<f64>,
+) -> Result<(), String> {
     let (w, h) = (900i64, 560i64);
     let (left, right, top, bottom) = (90i64, 110i64, 70i64, 80i64);
     let mut c = Canvas::new(w as usize, h as usize, WHITE);
@@ -24,7 +30,11 @@ pub fn plot_sweep(path: &Path, title: &str, pts: &[Point], target: Option<f64>, 
 
     let xmax = pts.iter().map(|p| p.threshold).fold(1.0, f64::max);
     let xmax = nice_ceil(xmax);
-    let smax = pts.iter().map(|p| p.speedup).filter(|v| v.is_finite()).fold(1.0, f64::max);
+    let smax = pts
+        .iter()
+        .map(|p| p.speedup)
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max);
     let smax = nice_ceil(smax * 1.1);
     let px = |x: f64| left as f64 + x / xmax * pw;
     let py_s = |s: f64| top as f64 + ph - s / smax * ph;
@@ -36,13 +46,25 @@ pub fn plot_sweep(path: &Path, title: &str, pts: &[Point], target: Option<f64>, 
         let y = top as f64 + ph - f * ph;
         c.line(left as f64, y, (w - right) as f64, y, GRID, 1, 0);
         let sl = fmt_tick(f * smax);
-        c.text(left - 10 - text_width(&sl, 2), y as i64 - GLYPH_H, &sl, SPEEDUP, 2);
+        c.text(
+            left - 10 - text_width(&sl, 2),
+            y as i64 - GLYPH_H,
+            &sl,
+            SPEEDUP,
+            2,
+        );
         let al = format!("{:.1}", f);
         c.text(w - right + 10, y as i64 - GLYPH_H, &al, AGREEMENT, 2);
         let x = left as f64 + f * pw;
         c.line(x, top as f64, x, (top as f64) + ph, GRID, 1, 0);
         let xl = fmt_tick(f * xmax);
-        c.text(x as i64 - text_width(&xl, 2) / 2, h - bottom + 10, &xl, BLACK, 2);
+        c.text(
+            x as i64 - text_width(&xl, 2) / 2,
+            h - bottom + 10,
+            &xl,
+            BLACK,
+            2,
+        );
     }
     // Axes.
     c.rect_outline(left, top, w - right + 1, h - bottom + 1, BLACK, 2);
@@ -58,18 +80,36 @@ pub fn plot_sweep(path: &Path, title: &str, pts: &[Point], target: Option<f64>, 
         let x = px(p);
         c.line(x, top as f64, x, (top as f64) + ph, PICK, 2, 8);
         let l = format!("pick {}", fmt_tick(p));
-        let lx = if x > left as f64 + pw / 2.0 { x as i64 - 6 - text_width(&l, 2) } else { x as i64 + 6 };
+        let lx = if x > left as f64 + pw / 2.0 {
+            x as i64 - 6 - text_width(&l, 2)
+        } else {
+            x as i64 + 6
+        };
         c.text(lx, top + ph as i64 / 2, &l, PICK, 2);
     }
 
     // Series: lines and square markers.
     for (colour, f) in [
-        (SPEEDUP, &(|p: &Point| py_s(p.speedup)) as &dyn Fn(&Point) -> f64),
-        (AGREEMENT, &(|p: &Point| py_a(p.agreement)) as &dyn Fn(&Point) -> f64),
+        (
+            SPEEDUP,
+            &(|p: &Point| py_s(p.speedup)) as &dyn Fn(&Point) -> f64,
+        ),
+        (
+            AGREEMENT,
+            &(|p: &Point| py_a(p.agreement)) as &dyn Fn(&Point) -> f64,
+        ),
     ] {
         let finite: Vec<&Point> = pts.iter().filter(|p| f(p).is_finite()).collect();
         for pair in finite.windows(2) {
-            c.line(px(pair[0].threshold), f(pair[0]), px(pair[1].threshold), f(pair[1]), colour, 3, 0);
+            c.line(
+                px(pair[0].threshold),
+                f(pair[0]),
+                px(pair[1].threshold),
+                f(pair[1]),
+                colour,
+                3,
+                0,
+            );
         }
         for p in &finite {
             let (x, y) = (px(p.threshold) as i64, f(p) as i64);
