@@ -96,6 +96,7 @@ pub struct Engine {
     frames: u64,
     since_refresh: u64,
     need_dense: bool,
+    backend_warning: Option<String>,
     /// Measured sparse efficiency (dense_ms · work / sparse_ms), smoothed.
     efficiency: f64,
     dense_ms: Option<f64>,
@@ -109,7 +110,7 @@ impl Engine {
                 cfg.tile, plan.max_scale
             )));
         }
-        let backend = make_backend(plan.clone(), &cfg)?;
+        let (backend, backend_warning) = make_backend(plan.clone(), &cfg)?;
         let grid = plan.grid(cfg.tile);
         let halos = plan
             .steps
@@ -143,6 +144,7 @@ impl Engine {
             frames: 0,
             since_refresh: 0,
             need_dense: true,
+            backend_warning,
             efficiency: 0.8,
             dense_ms: None,
         })
@@ -167,6 +169,11 @@ impl Engine {
 
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// Set when `auto` found a GPU that could not be used and fell back to the CPU.
+    pub fn backend_warning(&self) -> Option<&str> {
+        self.backend_warning.as_deref()
     }
 
     /// Per-step milliseconds accumulated so far, when the backend profiles.
@@ -372,13 +379,26 @@ impl Engine {
     }
 }
 
-fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Box<dyn Backend>> {
+/// The backend, and for `auto` a note when a usable-looking GPU failed and the CPU runs instead.
+fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<(Box<dyn Backend>, Option<String>)> {
+    let cpu = |plan| -> Result<Box<dyn Backend>> {
+        Ok(Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?))
+    };
     match cfg.backend {
-        BackendKind::Cpu => Ok(Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?)),
-        BackendKind::Cuda => cuda::create(plan, cfg.tile, cfg.device_id),
+        BackendKind::Cpu => Ok((cpu(plan)?, None)),
+        BackendKind::Cuda => Ok((cuda::create(plan, cfg.tile, cfg.device_id)?, None)),
         BackendKind::Auto => match cuda::available(cfg.device_id) {
-            Ok(()) => cuda::create(plan, cfg.tile, cfg.device_id),
-            Err(_) => Ok(Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?)),
+            Ok(()) => match cuda::create(plan.clone(), cfg.tile, cfg.device_id) {
+                Ok(b) => Ok((b, None)),
+                Err(e) => Ok((
+                    cpu(plan)?,
+                    Some(format!(
+                        "CUDA device {} found but unusable ({e}); running on the CPU",
+                        cfg.device_id
+                    )),
+                )),
+            },
+            Err(_) => Ok((cpu(plan)?, None)),
         },
     }
 }

@@ -637,12 +637,14 @@ impl BaseTransformImpl for RegionDrop {
                         gst::info!(
                             CAT,
                             imp = self,
-                            "Network input {}x{} for {}x{} frames",
+                            "Network input {}x{} for {}x{} frames on the {} backend",
                             size.0,
                             size.1,
                             info.width(),
-                            info.height()
+                            info.height(),
+                            a.engine().backend_name()
                         );
+                        self.warn_backend(&a);
                         state.analyzer = Some(a);
                     }
                     Ok(Err(e)) => {
@@ -805,6 +807,13 @@ impl BaseTransformImpl for RegionDrop {
 }
 
 impl RegionDrop {
+    /// Posts a warning when `backend=auto` had to fall back from an unusable GPU to the CPU.
+    fn warn_backend(&self, a: &Analyzer) {
+        if let Some(w) = a.engine().backend_warning() {
+            gst::element_imp_warning!(self, gst::LibraryError::Init, ("{}", w));
+        }
+    }
+
     /// Labels, class filter, options and (for fixed-size models) the analyzer; errors name the
     /// file, node/op or setting at fault.
     fn build_state(&self, s: &Settings) -> Result<State, gst::ErrorMessage> {
@@ -840,6 +849,13 @@ impl RegionDrop {
                 translate(graph, &ImportOptions { input_size }).map_err(|e| error_message(&e))?;
             let a =
                 Analyzer::with_plan(Arc::new(plan), opts.clone()).map_err(|e| error_message(&e))?;
+            gst::info!(
+                CAT,
+                imp = self,
+                "Running on the {} backend",
+                a.engine().backend_name()
+            );
+            self.warn_backend(&a);
             (Some(a), None)
         } else {
             // Import once at a probe size so unsupported ops fail now, not at the first caps.
