@@ -1,0 +1,80 @@
+//! Memory stays flat: 10,000 frames of change detection + sparse runs allocate nothing that lasts.
+
+mod common;
+use common::onnx_build::{temp_model, Builder, A};
+use common::*;
+
+use std::sync::Arc;
+
+use gstregiondrop::engine::{EngineConfig, RunMode};
+use gstregiondrop::model::{import, ImportOptions};
+use gstregiondrop::preprocess::InputNorm;
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn ten_thousand_frames_do_not_grow_memory() {
+    let (w, h) = (128usize, 96usize);
+    let mut b = Builder::new(3, h as i64, w as i64);
+    let c1 = b.conv("x", 3, 8, 3, 2, 1, 1, 1);
+    let c2 = b.conv(&c1, 8, 16, 3, 2, 1, 1, 1);
+    let mp = b.node(
+        "MaxPool",
+        &[&c2],
+        &[
+            ("kernel_shape", A::Is(vec![2, 2])),
+            ("strides", A::Is(vec![2, 2])),
+        ],
+    );
+    let scales = b.init(&[4], vec![1.0, 1.0, 2.0, 2.0]);
+    let up = b.node("Resize", &[&mp, "", &scales], &[("mode", A::S("nearest"))]);
+    let cat = b.node("Concat", &[&c2, &up], &[("axis", A::I(1))]);
+    let out = b.conv(&cat, 32, 8, 1, 1, 0, 1, 1);
+    let path = temp_model("memory", &b.bytes(&[&out], "memory"));
+    let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
+    let mut e = engine(
+        &plan,
+        &InputNorm::unit_rgb(),
+        EngineConfig {
+            mode: RunMode::Auto,
+            threshold: 8.0,
+            ..Default::default()
+        },
+    );
+    let mut rng = Lcg(11);
+    let mut image = vec![100u8; w * h * 3];
+    let mut step = |e: &mut gstregiondrop::engine::Engine, i: usize| {
+        // A small square moving over a still background, plus a full change now and then.
+        let (x0, y0) = ((i * 3) % (w - 16), (i * 5) % (h - 16));
+        for y in y0..y0 + 16 {
+            for x in x0..x0 + 16 {
+                image[(y * w + x) * 3] = (rng.next() % 256) as u8;
+            }
+        }
+        if i % 997 == 0 {
+            image.iter_mut().for_each(|v| *v = v.wrapping_add(40));
+        }
+        e.process(&image).unwrap();
+        e.outputs().unwrap();
+    };
+    for i in 0..500 {
+        step(&mut e, i);
+    }
+    let (rss0, held0) = (resident_bytes(), e.memory_bytes());
+    for i in 500..10_500 {
+        step(&mut e, i);
+    }
+    let (rss1, held1) = (resident_bytes(), e.memory_bytes());
+    println!("resident {rss0} -> {rss1} bytes, engine buffers {held0} -> {held1} bytes");
+    assert_eq!(held0, held1, "engine buffers changed size");
+    assert!(
+        rss1 <= rss0 + (1 << 20),
+        "resident memory grew by {} bytes over 10,000 frames",
+        rss1 - rss0
+    );
+    std::fs::remove_file(path).ok();
+}
