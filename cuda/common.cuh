@@ -57,7 +57,17 @@ struct RdRect {
     int x0, y0, tw, th;
 };
 
+// Padding entry of a tile list (CUDA graphs launch a fixed number of tile blocks per layer; the
+// blocks past the frame's active tiles get this and do nothing). Must match NO_TILE in geometry.rs.
+#define RD_NO_TILE 0xffffffffu
+
+// The rectangle of tile `t` (empty for RD_NO_TILE, so the tile loops do nothing).
 __device__ __forceinline__ RdRect rd_tile_rect(u32 t, int cols, int ts, int map_w, int map_h) {
+    if (t == RD_NO_TILE) {
+        RdRect e;
+        e.x0 = 0; e.y0 = 0; e.tw = 0; e.th = 0;
+        return e;
+    }
     int tx = (int)(t % (u32)cols), ty = (int)(t / (u32)cols);
     RdRect r;
     r.x0 = rd_imin(tx * ts, map_w);

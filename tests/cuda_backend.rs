@@ -85,6 +85,7 @@ fn gpu() -> Option<CudaOptions> {
     Some(CudaOptions {
         builtin_gemm: false,
         ptx,
+        eager: false,
     })
 }
 
@@ -415,9 +416,12 @@ fn agree(
     let (w, h) = (plan.input_w, plan.input_h);
     let all: Vec<u32> = (0..grid.len() as u32).collect();
     let mut img = image(w, h, 1);
-    for (frame, tiles) in [(0, &all[..]), (1, sparse_tiles)] {
-        if frame == 1 {
-            img = image(w, h, 2);
+    // Frame 2 recomputes one tile of a changed image (another graph bucket than frame 1 when
+    // there are more than 4 sparse tiles; always a different tile list).
+    let one = &sparse_tiles[sparse_tiles.len() / 2..sparse_tiles.len() / 2 + 1];
+    for (frame, tiles) in [(0, &all[..]), (1, sparse_tiles), (2, one)] {
+        if frame > 0 {
+            img = image(w, h, 1 + frame as u64);
         }
         let st = step_tiles(&plan, tiles);
         cpu.write_input(&img, norm, tiles).unwrap();
@@ -458,13 +462,25 @@ fn synthetic_plan_matches_cpu() {
     // 4x3 grid: an interior tile, a right-border and a corner tile.
     agree(plan.clone(), 32, opts.clone(), &[1, 3, 6, 11], 1e-4, &norm);
     agree(
-        plan,
+        plan.clone(),
         32,
         CudaOptions {
             builtin_gemm: true,
-            ..opts
+            ..opts.clone()
         },
         &[0, 5, 10],
+        1e-4,
+        &norm,
+    );
+    // Without CUDA graphs (every kernel launched from the host).
+    agree(
+        plan,
+        32,
+        CudaOptions {
+            eager: true,
+            ..opts
+        },
+        &[1, 3, 6, 11],
         1e-4,
         &norm,
     );

@@ -90,6 +90,9 @@ struct Cli {
     /// Full dense frame every N frames in the sparse engine (0 = never)
     #[arg(long, value_name = "N", default_value_t = 0)]
     refresh_interval: u64,
+    /// Rolling refresh: extra tiles recomputed per frame, round robin (0 = off)
+    #[arg(long, value_name = "N", default_value_t = EngineConfig::default().refresh_tiles)]
+    refresh_tiles: usize,
     /// Sparse engine: always sparse, or auto (dense when sparse would not pay)
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     mode: ModeArg,
@@ -308,6 +311,7 @@ fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
         exact: cli.exact,
         growth_limit: cli.growth_limit,
         refresh_interval: cli.refresh_interval,
+        refresh_tiles: cli.refresh_tiles,
         threads,
         backend: match cli.backend {
             BackendArg::Cpu => BackendKind::Cpu,

@@ -28,6 +28,8 @@ pub struct ChangeDetector {
     reference: Vec<u8>,
     valid: bool,
     scratch: RegionMask,
+    /// Next tile of the rolling refresh.
+    cursor: usize,
 }
 
 impl ChangeDetector {
@@ -37,6 +39,7 @@ impl ChangeDetector {
             reference: vec![0; grid.width * grid.height * 3],
             valid: false,
             scratch: RegionMask::empty(&grid),
+            cursor: 0,
         }
     }
 
@@ -101,6 +104,29 @@ impl ChangeDetector {
         }
     }
 
+    /// Rolling refresh: adds the next `n` tiles (round robin over the grid) to `mask` and takes
+    /// their pixels into the reference, so every tile is recomputed at least every
+    /// `tiles / n` frames whatever the threshold. Returns how many tiles it added.
+    pub fn refresh(&mut self, image: &[u8], n: usize, mask: &mut RegionMask) -> usize {
+        let g = self.grid;
+        let mut added = 0;
+        for _ in 0..n.min(g.len()) {
+            let i = self.cursor;
+            self.cursor = (self.cursor + 1) % g.len();
+            if mask.get(i) {
+                continue;
+            }
+            mask.set(i, true);
+            added += 1;
+            let (x0, y0, x1, y1) = g.rect(i, 1, g.width, g.height);
+            for y in y0..y1 {
+                let r = (y * g.width + x0) * 3..(y * g.width + x1) * 3;
+                self.reference[r.clone()].copy_from_slice(&image[r]);
+            }
+        }
+        added
+    }
+
     pub fn reference(&self) -> &[u8] {
         &self.reference
     }
@@ -133,6 +159,25 @@ mod tests {
         // After firing, the reference holds the new pixels: no change now.
         det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
         assert_eq!(mask.count(), 0);
+    }
+
+    #[test]
+    fn rolling_refresh_visits_every_tile_and_updates_the_reference() {
+        let grid = TileGrid::new(96, 64, 32);
+        let mut det = ChangeDetector::new(grid);
+        let mut mask = RegionMask::empty(&grid);
+        let mut img = vec![0u8; 96 * 64 * 3];
+        det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+        img.iter_mut().for_each(|v| *v = 5); // below threshold everywhere
+        let mut seen = RegionMask::empty(&grid);
+        for _ in 0..3 {
+            det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+            assert_eq!(mask.count(), 0);
+            assert_eq!(det.refresh(&img, 2, &mut mask), 2);
+            seen.union_with(&mask);
+        }
+        assert!(seen.is_full(), "6 refreshed tiles cover the 3x2 grid");
+        assert!(det.reference().iter().all(|&v| v == 5));
     }
 
     #[test]

@@ -149,6 +149,7 @@ struct Settings {
     dilation: u32,
     exact: bool,
     refresh_interval: u64,
+    refresh_tiles: u32,
     conf_threshold: f64,
     iou_threshold: f64,
     max_detections: u32,
@@ -176,6 +177,7 @@ impl Default for Settings {
             dilation: engine.dilation as u32,
             exact: engine.exact,
             refresh_interval: engine.refresh_interval,
+            refresh_tiles: engine.refresh_tiles as u32,
             conf_threshold: decode.conf_threshold as f64,
             iou_threshold: decode.iou_threshold as f64,
             max_detections: decode.max_detections as u32,
@@ -197,6 +199,7 @@ impl Settings {
         e.dilation = self.dilation as usize;
         e.exact = self.exact;
         e.refresh_interval = self.refresh_interval;
+        e.refresh_tiles = self.refresh_tiles as usize;
         let d = &mut opts.decode;
         d.conf_threshold = self.conf_threshold as f32;
         d.iou_threshold = self.iou_threshold as f32;
@@ -330,6 +333,13 @@ impl ObjectImpl for RegionDrop {
                     .default_value(d.refresh_interval)
                     .flags(live)
                     .build(),
+                glib::ParamSpecUInt::builder("refresh-tiles")
+                    .nick("Rolling refresh tiles")
+                    .blurb("Recompute this many extra tiles per frame in round robin, so no tile stays stale for more than (tiles / N) frames; 0 = off. May change while playing")
+                    .default_value(d.refresh_tiles)
+                    .maximum(4096)
+                    .flags(live)
+                    .build(),
                 glib::ParamSpecDouble::builder("conf-threshold")
                     .nick("Confidence threshold")
                     .blurb("Minimum detection confidence. May change while playing")
@@ -442,6 +452,7 @@ impl ObjectImpl for RegionDrop {
             "dilation" => s.dilation = value.get().unwrap(),
             "exact" => s.exact = value.get().unwrap(),
             "refresh-interval" => s.refresh_interval = value.get().unwrap(),
+            "refresh-tiles" => s.refresh_tiles = value.get().unwrap(),
             "conf-threshold" => s.conf_threshold = value.get().unwrap(),
             "iou-threshold" => s.iou_threshold = value.get().unwrap(),
             "max-detections" => s.max_detections = value.get().unwrap(),
@@ -479,6 +490,7 @@ impl ObjectImpl for RegionDrop {
                     "dilation" => s.dilation.to_value(),
                     "exact" => s.exact.to_value(),
                     "refresh-interval" => s.refresh_interval.to_value(),
+                    "refresh-tiles" => s.refresh_tiles.to_value(),
                     "conf-threshold" => s.conf_threshold.to_value(),
                     "iou-threshold" => s.iou_threshold.to_value(),
                     "max-detections" => s.max_detections.to_value(),
@@ -912,6 +924,7 @@ impl RegionDrop {
             cfg.dilation = state.opts.engine.dilation;
             cfg.exact = state.opts.engine.exact;
             cfg.refresh_interval = state.opts.engine.refresh_interval;
+            cfg.refresh_tiles = state.opts.engine.refresh_tiles;
             a.params = state.opts.decode.clone();
         }
         gst::debug!(

@@ -8,13 +8,17 @@
 //! write the same buffer in disjoint channel ranges, as on the CPU), so cudarc's per-slice event
 //! tracking is switched off.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg,
 };
 
-use super::geometry::{self, act_code, binop_code, max_tile_px, pool_code, Dims, TilePacker};
+use super::geometry::{
+    self, act_code, binop_code, max_tile_px, pool_code, Dims, FixedPacker, TilePacker,
+};
 use super::kernels::{self, PtxSet};
 use crate::backend::{Backend, StepTiles};
 use crate::error::{Error, Result};
@@ -31,6 +35,9 @@ pub struct CudaOptions {
     pub builtin_gemm: bool,
     /// Precompiled PTX (from [`kernels::compile_ptx`]) instead of compiling with NVRTC.
     pub ptx: Option<Arc<PtxSet>>,
+    /// Launch every kernel of every frame from the host instead of replaying CUDA graphs (also
+    /// with `REGIONDROP_CUDA_GRAPHS=0` in the environment).
+    pub eager: bool,
 }
 
 fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
@@ -135,6 +142,46 @@ enum StepDev {
     Out(CudaSlice<f32>),
 }
 
+/// Where one layer launch finds its tile list (device addresses) and how much it covers.
+#[derive(Clone, Copy)]
+struct LayerLists {
+    tiles: u64,
+    rows: u64,
+    /// Tile blocks to launch (entries of the list; graph lists are padded with NO_TILE).
+    n: usize,
+    /// GEMM rows.
+    m: usize,
+}
+
+/// What a frame does, in order, when it replays graphs.
+enum Item {
+    /// Steps launched by one graph (Layer / GlobalPool / Export steps only).
+    Segment(Range<usize>),
+    /// Upload of a Binary layer's host operand (slot) before its segment.
+    Upload(usize),
+    /// A Rearrange / Generic step, run on the host.
+    Host(usize),
+}
+
+/// A captured, instantiated graph.
+struct Graph(CudaGraph);
+
+// SAFETY: CUDA graph objects may be used from any thread as long as calls on one graph are
+// serialized; a Graph is owned by one backend, which is `Send` but not `Sync` and launches it
+// only through `&mut self`.
+unsafe impl Send for Graph {}
+
+/// CUDA graphs of the frame's device segments, one set per tile-count bucket.
+struct Graphs {
+    levels: Vec<usize>,
+    /// `[bucket][segment]`, segments in schedule order.
+    exec: Vec<Vec<Graph>>,
+    schedule: Vec<Item>,
+    packer: FixedPacker,
+    /// The fixed-layout lists (never reallocated: the graphs hold its address).
+    dev: CudaSlice<u32>,
+}
+
 pub struct CudaBackend {
     plan: Arc<Plan>,
     grid: TileGrid,
@@ -150,6 +197,9 @@ pub struct CudaBackend {
     input_tiles: CudaSlice<u32>,
     rgb: CudaSlice<u8>,
     packer: TilePacker,
+    graphs: Option<Graphs>,
+    /// Why graphs are off, for `describe`.
+    graph_note: String,
     slots: Vec<Tensor>,
     /// Export / GlobalPool steps whose result is still only on the device.
     pending: Vec<usize>,
@@ -264,7 +314,7 @@ impl CudaBackend {
             .zip(&plan.slots)
             .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
             .collect();
-        let backend = CudaBackend {
+        let mut backend = CudaBackend {
             scratch_a: zeros_f32(sa)?,
             scratch_c: zeros_f32(sc)?,
             tiles_dev: stream
@@ -277,6 +327,8 @@ impl CudaBackend {
                 .alloc_zeros::<u8>(plan.input_w * plan.input_h * 3)
                 .map_err(drv("alloc"))?,
             packer: TilePacker::default(),
+            graphs: None,
+            graph_note: String::new(),
             pending: Vec::new(),
             arch,
             device_name,
@@ -292,20 +344,124 @@ impl CudaBackend {
             plan,
         };
         backend.stream.synchronize().map_err(drv("synchronize"))?;
+        let off = opts.eager
+            || std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "0" || v == "false");
+        if off {
+            backend.graph_note = "eager".into();
+        } else {
+            match backend.capture_graphs() {
+                Ok(g) => {
+                    backend.graph_note = format!("CUDA graphs x{}", g.levels.len());
+                    backend.graphs = Some(g);
+                }
+                Err(e) => {
+                    // A capture that failed half-way leaves the stream capturing: end it.
+                    let _ = backend.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+                    let _ = backend.ctx.check_err();
+                    backend.graph_note = format!("eager: graph capture failed ({e})");
+                }
+            }
+            backend.stream.synchronize().map_err(drv("synchronize"))?;
+        }
         Ok(backend)
+    }
+
+    /// Splits the plan into device segments and host work, and captures every segment once per
+    /// tile-count bucket, launched over the fixed-layout lists of that bucket.
+    fn capture_graphs(&self) -> Result<Graphs> {
+        let plan = self.plan.clone();
+        let mut schedule = Vec::new();
+        let mut start: Option<usize> = None;
+        let close = |schedule: &mut Vec<Item>, start: &mut Option<usize>, end: usize| {
+            if let Some(s) = start.take() {
+                schedule.push(Item::Segment(s..end));
+            }
+        };
+        for (si, step) in plan.steps.iter().enumerate() {
+            match step {
+                Step::Layer(l) => {
+                    if let LayerOp::Binary {
+                        rhs: Operand::Slot(_),
+                        ..
+                    } = &l.op
+                    {
+                        close(&mut schedule, &mut start, si);
+                        schedule.push(Item::Upload(si));
+                    }
+                    start.get_or_insert(si);
+                }
+                Step::GlobalPool { .. } | Step::Export { .. } => {
+                    start.get_or_insert(si);
+                }
+                Step::Rearrange { .. } | Step::Generic { .. } => {
+                    close(&mut schedule, &mut start, si);
+                    schedule.push(Item::Host(si));
+                }
+            }
+        }
+        close(&mut schedule, &mut start, plan.steps.len());
+
+        let levels = geometry::bucket_levels(self.grid.len());
+        let dev = self
+            .stream
+            .alloc_zeros::<u32>(FixedPacker::capacity_for(&plan, &self.grid))
+            .map_err(drv("alloc"))?;
+        let base = self.ptr(&dev);
+        let mut exec = Vec::with_capacity(levels.len());
+        for &b in &levels {
+            let mut set = Vec::new();
+            for item in &schedule {
+                let Item::Segment(r) = item else { continue };
+                self.stream
+                    .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+                    .map_err(drv("begin capture"))?;
+                for si in r.clone() {
+                    let (t0, r0) = FixedPacker::offsets(si, b);
+                    let m = match &plan.steps[si] {
+                        Step::Layer(l) => {
+                            geometry::bucket_rows(&self.grid, &plan.buffers[l.output.buf], b)
+                        }
+                        _ => 0,
+                    };
+                    let ll = LayerLists {
+                        tiles: base + (t0 * 4) as u64,
+                        rows: base + (r0 * 4) as u64,
+                        n: b,
+                        m,
+                    };
+                    self.launch_step(si, ll)?;
+                }
+                let g = self
+                    .stream
+                    .end_capture(sys::CUgraphInstantiate_flags(0))
+                    .map_err(drv("end capture"))?
+                    .ok_or_else(|| Error::Backend("empty graph".into()))?;
+                g.upload().map_err(drv("graph upload"))?;
+                set.push(Graph(g));
+            }
+            exec.push(set);
+        }
+        Ok(Graphs {
+            levels,
+            exec,
+            schedule,
+            packer: FixedPacker::default(),
+            dev,
+        })
     }
 
     /// "device name (arch, gemm)" for logs.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({}, GEMM {})",
+            "{} ({}, GEMM {}, {})",
             self.device_name,
             self.arch,
             if self.blas.is_some() {
                 "cuBLAS"
             } else {
                 "built-in"
-            }
+            },
+            self.graph_note
         )
     }
 
@@ -356,12 +512,42 @@ impl CudaBackend {
         }
     }
 
-    fn run_layer(&mut self, si: usize) -> Result<()> {
+    /// Launches the kernels of a Layer, GlobalPool or Export step (nothing on the host).
+    fn launch_step(&self, si: usize, ll: LayerLists) -> Result<()> {
+        let plan = &self.plan;
+        match &plan.steps[si] {
+            Step::Layer(_) => self.run_layer(si, ll),
+            Step::GlobalPool { input, .. } => {
+                let b = &plan.buffers[input.buf];
+                if let (Some(d), StepDev::Out(o)) = (geometry::gap_launch(input.c), &self.steps[si])
+                {
+                    let inp = self.view_ptr(input.buf, input.c_off);
+                    launch!(self.stream, &self.k.gap, d;
+                        inp, b.c as i32, b.h as i32, b.w as i32, input.c as i32, self.ptr(o))?;
+                }
+                Ok(())
+            }
+            Step::Export { input, .. } => {
+                let b = &plan.buffers[input.buf];
+                if let (Some(d), StepDev::Out(o)) = (
+                    geometry::linear_launch(input.c * b.h * b.w),
+                    &self.steps[si],
+                ) {
+                    let inp = self.view_ptr(input.buf, input.c_off);
+                    launch!(self.stream, &self.k.export, d;
+                        inp, b.c as i32, b.h as i32, b.w as i32, input.c as i32, self.ptr(o))?;
+                }
+                Ok(())
+            }
+            Step::Rearrange { .. } | Step::Generic { .. } => Ok(()),
+        }
+    }
+
+    fn run_layer(&self, si: usize, sl: LayerLists) -> Result<()> {
         let plan = self.plan.clone();
         let Step::Layer(l) = &plan.steps[si] else {
             return Ok(());
         };
-        let sl = self.packer.steps[si];
         if sl.n == 0 {
             return Ok(());
         }
@@ -371,9 +557,7 @@ impl CudaBackend {
         let ts = (g.tile / ob.scale.max(1)) as i32;
         let cols = g.cols as i32;
         let (tw, th) = max_tile_px(&g, ob);
-        let tiles_base = self.ptr(&self.tiles_dev);
-        let tiles = tiles_base + (sl.tiles * 4) as u64;
-        let rows = tiles_base + (sl.rows * 4) as u64;
+        let (tiles, rows) = (sl.tiles, sl.rows);
         let inp = self.view_ptr(l.input.buf, l.input.c_off);
         let out = self.view_ptr(l.output.buf, l.output.c_off);
         let (ip, op) = (ib.c as i32, ob.c as i32);
@@ -510,7 +694,124 @@ impl CudaBackend {
         self.stream.synchronize().map_err(drv("synchronize"))
     }
 
+    /// Uploads the host operand (slot) of Binary layer `si`, once the slots are up to date.
+    fn upload_rhs(&mut self, si: usize) -> Result<()> {
+        let plan = self.plan.clone();
+        let Step::Layer(l) = &plan.steps[si] else {
+            return Ok(());
+        };
+        if let LayerOp::Binary {
+            rhs: Operand::Slot(slot),
+            ..
+        } = &l.op
+        {
+            self.flush()?;
+            if let StepDev::Rhs(d) = &mut self.steps[si] {
+                let src = &self.slots[*slot].data;
+                let n = src.len().min(d.len());
+                self.stream
+                    .memcpy_htod(&src[..n], &mut d.slice_mut(..n))
+                    .map_err(drv("upload"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a Rearrange / Generic step on the host.
+    fn run_host(&mut self, si: usize) -> Result<()> {
+        let plan = self.plan.clone();
+        match &plan.steps[si] {
+            Step::Rearrange {
+                input,
+                index,
+                output,
+            } => {
+                self.flush()?;
+                let src = self.slots[*input].data.clone();
+                let dst = &mut self.slots[*output].data;
+                for (d, &i) in dst.iter_mut().zip(&index.data) {
+                    *d = src[i as usize];
+                }
+            }
+            Step::Generic {
+                node,
+                inputs,
+                outputs,
+            } => {
+                self.flush()?;
+                let args: Vec<Option<&Tensor>> =
+                    inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
+                let outs = eval::eval(node, &args)
+                    .map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
+                for (o, t) in outputs.iter().zip(outs) {
+                    self.slots[*o] = t;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn run_steps(&mut self, tiles: &StepTiles) -> Result<()> {
+        let longest = tiles.per_step.iter().map(Vec::len).max().unwrap_or(0);
+        let bucket = self
+            .graphs
+            .as_ref()
+            .and_then(|g| geometry::bucket_of(&g.levels, longest));
+        match bucket {
+            Some(b) if longest > 0 => self.run_graphs(tiles, b),
+            _ => self.run_eager(tiles),
+        }
+    }
+
+    /// One frame by graph replay: one upload of the fixed-layout lists, then per segment one
+    /// graph launch (host steps and operand uploads in between, as in the eager order).
+    fn run_graphs(&mut self, tiles: &StepTiles, bucket: usize) -> Result<()> {
+        let plan = self.plan.clone();
+        let Some(mut g) = self.graphs.take() else {
+            return self.run_eager(tiles);
+        };
+        let r = (|| -> Result<()> {
+            let level = g.levels[bucket];
+            let len = g.packer.pack(&plan, &self.grid, &tiles.per_step, level);
+            self.stream
+                .memcpy_htod(&g.packer.data[..len], &mut g.dev.slice_mut(..len))
+                .map_err(drv("tile upload"))?;
+            let mut seg = 0;
+            for item in &g.schedule {
+                match item {
+                    Item::Segment(r) => {
+                        g.exec[bucket][seg]
+                            .0
+                            .launch()
+                            .map_err(drv("graph launch"))?;
+                        seg += 1;
+                        for si in r.clone() {
+                            if matches!(
+                                plan.steps[si],
+                                Step::GlobalPool { .. } | Step::Export { .. }
+                            ) && matches!(self.steps[si], StepDev::Out(_))
+                            {
+                                self.pending.push(si);
+                            }
+                        }
+                    }
+                    Item::Upload(si) => {
+                        if tiles.per_step.get(*si).is_some_and(|t| !t.is_empty()) {
+                            self.upload_rhs(*si)?;
+                        }
+                    }
+                    Item::Host(si) => self.run_host(*si)?,
+                }
+            }
+            Ok(())
+        })();
+        self.graphs = Some(g);
+        r?;
+        self.flush()
+    }
+
+    fn run_eager(&mut self, tiles: &StepTiles) -> Result<()> {
         let plan = self.plan.clone();
         self.packer.pack(&plan, &self.grid, &tiles.per_step);
         if !self.packer.data.is_empty() {
@@ -524,76 +825,39 @@ impl CudaBackend {
                 .memcpy_htod(&self.packer.data, &mut self.tiles_dev)
                 .map_err(drv("tile upload"))?;
         }
+        let base = self.ptr(&self.tiles_dev);
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
-                Step::Layer(l) => {
-                    if let LayerOp::Binary {
-                        rhs: Operand::Slot(slot),
-                        ..
-                    } = &l.op
-                    {
-                        if self.packer.steps[si].n > 0 {
-                            self.flush()?;
-                            if let StepDev::Rhs(d) = &mut self.steps[si] {
-                                let src = &self.slots[*slot].data;
-                                let n = src.len().min(d.len());
-                                self.stream
-                                    .memcpy_htod(&src[..n], &mut d.slice_mut(..n))
-                                    .map_err(drv("upload"))?;
-                            }
-                        }
+                Step::Layer(_) => {
+                    let sl = self.packer.steps[si];
+                    if sl.n > 0 {
+                        self.upload_rhs(si)?;
                     }
-                    self.run_layer(si)?;
+                    self.run_layer(
+                        si,
+                        LayerLists {
+                            tiles: base + (sl.tiles * 4) as u64,
+                            rows: base + (sl.rows * 4) as u64,
+                            n: sl.n,
+                            m: sl.m,
+                        },
+                    )?;
                 }
-                Step::GlobalPool { input, .. } => {
-                    let b = &plan.buffers[input.buf];
-                    if let (Some(d), StepDev::Out(o)) =
-                        (geometry::gap_launch(input.c), &self.steps[si])
-                    {
-                        let inp = self.view_ptr(input.buf, input.c_off);
-                        launch!(self.stream, &self.k.gap, d;
-                            inp, b.c as i32, b.h as i32, b.w as i32, input.c as i32, self.ptr(o))?;
+                Step::GlobalPool { .. } | Step::Export { .. } => {
+                    self.launch_step(
+                        si,
+                        LayerLists {
+                            tiles: 0,
+                            rows: 0,
+                            n: 0,
+                            m: 0,
+                        },
+                    )?;
+                    if matches!(self.steps[si], StepDev::Out(_)) {
                         self.pending.push(si);
                     }
                 }
-                Step::Export { input, .. } => {
-                    let b = &plan.buffers[input.buf];
-                    if let (Some(d), StepDev::Out(o)) = (
-                        geometry::linear_launch(input.c * b.h * b.w),
-                        &self.steps[si],
-                    ) {
-                        let inp = self.view_ptr(input.buf, input.c_off);
-                        launch!(self.stream, &self.k.export, d;
-                            inp, b.c as i32, b.h as i32, b.w as i32, input.c as i32, self.ptr(o))?;
-                        self.pending.push(si);
-                    }
-                }
-                Step::Rearrange {
-                    input,
-                    index,
-                    output,
-                } => {
-                    self.flush()?;
-                    let src = self.slots[*input].data.clone();
-                    let dst = &mut self.slots[*output].data;
-                    for (d, &i) in dst.iter_mut().zip(&index.data) {
-                        *d = src[i as usize];
-                    }
-                }
-                Step::Generic {
-                    node,
-                    inputs,
-                    outputs,
-                } => {
-                    self.flush()?;
-                    let args: Vec<Option<&Tensor>> =
-                        inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
-                    let outs = eval::eval(node, &args)
-                        .map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
-                    for (o, t) in outputs.iter().zip(outs) {
-                        self.slots[*o] = t;
-                    }
-                }
+                Step::Rearrange { .. } | Step::Generic { .. } => self.run_host(si)?,
             }
         }
         self.flush()

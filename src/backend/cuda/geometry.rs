@@ -233,6 +233,95 @@ impl TilePacker {
     }
 }
 
+/// Padding entry of a tile list: kernels treat it as an empty tile (RD_NO_TILE in common.cuh).
+pub const NO_TILE: u32 = u32::MAX;
+
+/// The tile counts CUDA graphs are captured for on a grid of `n_tiles` tiles: 4 · √2ᵏ below
+/// `n_tiles`, then `n_tiles` itself. A frame is replayed with the smallest level that holds its
+/// longest tile list, so a frame launches at most √2× (and ≥ 4) tile blocks per layer.
+pub fn bucket_levels(n_tiles: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = Vec::new();
+    for k in 0.. {
+        let l = (4.0 * 2f64.powf(k as f64 / 2.0)).round() as usize;
+        if l >= n_tiles {
+            break;
+        }
+        if v.last() != Some(&l) {
+            v.push(l);
+        }
+    }
+    v.push(n_tiles.max(1));
+    v
+}
+
+/// Index of the smallest level holding `n` tiles.
+pub fn bucket_of(levels: &[usize], n: usize) -> Option<usize> {
+    levels.iter().position(|&l| l >= n)
+}
+
+/// GEMM rows of a convolution writing `buf` when launched for `bucket` tiles: an upper bound of
+/// the frame's gathered rows (rows past the frame's M are computed but never scattered).
+pub fn bucket_rows(grid: &TileGrid, buf: &FeatureBuf, bucket: usize) -> usize {
+    let (tw, th) = max_tile_px(grid, buf);
+    (bucket * tw * th).min(buf.w * buf.h)
+}
+
+/// Per-frame tile lists in the fixed layout the CUDA graphs of one bucket read: step `si` has its
+/// tile list (padded with [`NO_TILE`]) at `si·2·bucket` and its GEMM row offsets right after it.
+#[derive(Default)]
+pub struct FixedPacker {
+    pub data: Vec<u32>,
+}
+
+impl FixedPacker {
+    /// u32s of the device buffer (the largest bucket).
+    pub fn capacity_for(plan: &Plan, grid: &TileGrid) -> usize {
+        (plan.steps.len() * 2 * grid.len()).max(1)
+    }
+
+    /// (tile list offset, row offsets offset) of step `si` for `bucket`.
+    pub fn offsets(si: usize, bucket: usize) -> (usize, usize) {
+        (si * 2 * bucket, si * 2 * bucket + bucket)
+    }
+
+    /// Lays out `per_step` for `bucket` (every list must hold at most `bucket` tiles); returns the
+    /// number of u32s to upload (`data[..len]`).
+    pub fn pack(
+        &mut self,
+        plan: &Plan,
+        grid: &TileGrid,
+        per_step: &[Vec<u32>],
+        bucket: usize,
+    ) -> usize {
+        let len = plan.steps.len() * 2 * bucket;
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+        for (si, step) in plan.steps.iter().enumerate() {
+            let Step::Layer(l) = step else { continue };
+            let tiles = per_step.get(si).map(Vec::as_slice).unwrap_or(&[]);
+            debug_assert!(tiles.len() <= bucket);
+            let (t0, r0) = Self::offsets(si, bucket);
+            let n = tiles.len().min(bucket);
+            self.data[t0..t0 + n].copy_from_slice(&tiles[..n]);
+            self.data[t0 + n..t0 + bucket].fill(NO_TILE);
+            if let LayerOp::Conv(c) = &l.op {
+                if !c.depthwise() {
+                    let ob = &plan.buffers[l.output.buf];
+                    let mut m = 0usize;
+                    for (i, &t) in tiles[..n].iter().enumerate() {
+                        self.data[r0 + i] = m as u32;
+                        let (x0, y0, x1, y1) = grid.rect(t as usize, ob.scale, ob.w, ob.h);
+                        m += (x1 - x0) * (y1 - y0);
+                    }
+                    self.data[r0 + n..r0 + bucket].fill(0);
+                }
+            }
+        }
+        len
+    }
+}
+
 /// Scratch sizes (floats) for the gathered matrix A and the GEMM result C with every tile active.
 pub fn scratch_sizes(plan: &Plan) -> (usize, usize) {
     let (mut a, mut c) = (0, 0);
@@ -461,6 +550,47 @@ mod tests {
         // Empty lists cost nothing.
         pk.pack(&p, &g, &[vec![], vec![], vec![], vec![]]);
         assert!(pk.data.is_empty());
+    }
+
+    #[test]
+    fn buckets_cover_every_count() {
+        let l = bucket_levels(169);
+        assert_eq!(l, vec![4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 169]);
+        assert_eq!(bucket_levels(1), vec![1]);
+        assert_eq!(bucket_levels(4), vec![4]);
+        assert_eq!(bucket_levels(12), vec![4, 6, 8, 11, 12]);
+        assert_eq!(bucket_of(&l, 0), Some(0));
+        assert_eq!(bucket_of(&l, 5), Some(1));
+        assert_eq!(bucket_of(&l, 169), Some(11));
+        assert_eq!(bucket_of(&l, 170), None);
+        let g = TileGrid::new(100, 70, 32);
+        let b2 = FeatureBuf {
+            c: 1,
+            h: 35,
+            w: 50,
+            scale: 2,
+        };
+        assert_eq!(bucket_rows(&g, &b2, 2), 2 * 256);
+        assert_eq!(bucket_rows(&g, &b2, 12), 50 * 35);
+    }
+
+    #[test]
+    fn fixed_packer_pads_lists() {
+        let p = plan(100, 70);
+        let g = p.grid(32);
+        let mut fp = FixedPacker::default();
+        let len = fp.pack(&p, &g, &[vec![0, 3, 11], vec![0], vec![], vec![]], 4);
+        assert_eq!(len, 4 * 2 * 4);
+        assert!(len <= FixedPacker::capacity_for(&p, &g));
+        assert_eq!(&fp.data[0..4], &[0, 3, 11, NO_TILE]);
+        // Row offsets as the compact packer computes them.
+        let mut rows = Vec::new();
+        let m = row_offsets(&g, &p.buffers[1], &[0, 3, 11], &mut rows);
+        assert_eq!(&fp.data[4..7], &rows[..]);
+        assert!(m <= bucket_rows(&g, &p.buffers[1], 4));
+        assert_eq!(FixedPacker::offsets(1, 4), (8, 12));
+        assert_eq!(&fp.data[8..12], &[0, NO_TILE, NO_TILE, NO_TILE]);
+        assert_eq!(&fp.data[16..20], &[NO_TILE; 4]);
     }
 
     #[test]
