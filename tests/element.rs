@@ -337,7 +337,7 @@ fn people_on_a_real_video_match_the_analyzer() {
 #[test]
 fn static_scene_goes_inactive_after_the_first_frame() {
     let desc = "videotestsrc pattern=solid-color foreground-color=0xff406080 num-buffers=5 ! \
-                video/x-raw,format=RGB,width=320,height=240 ! regiondrop name=rd stats-interval=1 ! \
+                video/x-raw,format=RGB,width=320,height=240 ! regiondrop name=rd stats-interval=1 refresh-tiles=0 ! \
                 appsink name=sink sync=false";
     let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
     run.assert_clean();
@@ -354,6 +354,19 @@ fn static_scene_goes_inactive_after_the_first_frame() {
     }
     assert_eq!(run.frames_processed, 5);
     assert!(run.last_active < 1e-9);
+    // With the default rolling refresh, a static scene recomputes exactly refresh-tiles tiles.
+    let desc = "videotestsrc pattern=solid-color foreground-color=0xff406080 num-buffers=4 ! \
+                video/x-raw,format=RGB,width=320,height=240 ! regiondrop name=rd stats-interval=1 refresh-tiles=13 ! \
+                appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
+    run.assert_clean();
+    for s in &run.stats[1..] {
+        // The default model's 416x416 input has 13x13 tiles.
+        assert!(
+            (s.active_fraction - 13.0 / 169.0).abs() < 1e-9,
+            "rolling refresh: {s:?}"
+        );
+    }
 }
 
 #[test]
@@ -369,7 +382,7 @@ fn a_moving_square_activates_only_the_tiles_around_it() {
             )
         })
         .collect();
-    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 dilation=0 ! appsink name=sink sync=false";
+    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 dilation=0 refresh-tiles=0 ! appsink name=sink sync=false";
     let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
     run.assert_clean();
     assert_eq!(run.stats.len(), 6);
@@ -428,7 +441,7 @@ fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
     last.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
     frames.push((video_caps("BGRx", w2, h2), last));
 
-    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 ! appsink name=sink sync=false";
+    let desc = "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 refresh-tiles=0 ! appsink name=sink sync=false";
     let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
     run.assert_clean();
     assert_eq!(run.samples.len(), 7);
