@@ -24,7 +24,8 @@ use crate::error::Result;
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
 
-/// Active tiles for each step of the plan (empty for non-layer steps).
+/// Active tiles for each step of the plan: for layers, the tiles to compute; for exports, the
+/// tiles of the exported buffer that changed; empty for the other steps.
 pub struct StepTiles {
     pub per_step: Vec<Vec<u32>>,
 }

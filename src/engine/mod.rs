@@ -339,6 +339,11 @@ impl Engine {
         for (si, step) in self.plan.steps.iter().enumerate() {
             let tiles = &mut self.tiles.per_step[si];
             tiles.clear();
+            if let Step::Export { input, .. } = step {
+                // Exports copy only what changed in their buffer.
+                self.buf_masks[input.buf].active_tiles(tiles);
+                continue;
+            }
             let Step::Layer(l) = step else { continue };
             let mut m = std::mem::take(&mut self.scratch);
             if dense {

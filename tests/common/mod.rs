@@ -104,6 +104,8 @@ pub fn exact_cfg(threshold: f32) -> EngineConfig {
         mode: RunMode::Sparse,
         exact: true,
         threshold,
+        // No rolling refresh: these tests check what the change mask alone recomputes.
+        refresh_tiles: 0,
         ..Default::default()
     }
 }

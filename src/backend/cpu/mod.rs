@@ -30,6 +30,8 @@ pub struct CpuBackend {
     scratch_c: Vec<f32>,
     offsets: Vec<usize>,
     profile: Option<Vec<f64>>,
+    /// Rearrange steps' source indices as integers (converted once).
+    rearrange_index: Vec<Option<Vec<u32>>>,
 }
 
 impl CpuBackend {
@@ -68,7 +70,18 @@ impl CpuBackend {
                 }
             }
         }
+        let rearrange_index = plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Rearrange { index, .. } => {
+                    Some(index.data.iter().map(|&i| i as u32).collect())
+                }
+                _ => None,
+            })
+            .collect();
         Ok(CpuBackend {
+            rearrange_index,
             offsets: Vec::with_capacity(grid.len()),
             plan,
             grid,
@@ -165,25 +178,27 @@ impl CpuBackend {
                     dst.iter_mut().for_each(|d| *d *= inv);
                 }
                 Step::Export { input, slot } => {
+                    // Only the tiles that changed this frame; the slot keeps the rest.
                     let f = FeatRef::new(&self.bufs, &plan.buffers, *input);
                     let hw = f.h * f.w;
                     let dst = &mut self.slots[*slot].data;
-                    for y in 0..f.h {
-                        for x in 0..f.w {
-                            let p = y * f.w + x;
-                            for (c, &v) in f.px(y, x).iter().enumerate() {
-                                dst[c * hw + p] = v;
+                    for &t in &tiles.per_step[si] {
+                        let (x0, y0, x1, y1) =
+                            grid.rect(t as usize, plan.buffers[input.buf].scale, f.w, f.h);
+                        for y in y0..y1 {
+                            for x in x0..x1 {
+                                let p = y * f.w + x;
+                                for (c, &v) in f.px(y, x).iter().enumerate() {
+                                    dst[c * hw + p] = v;
+                                }
                             }
                         }
                     }
                 }
-                Step::Rearrange {
-                    input,
-                    index,
-                    output,
-                } => {
+                Step::Rearrange { input, output, .. } => {
+                    let index = self.rearrange_index[si].as_deref().unwrap_or_default();
                     let (src, dst) = two_slots(&mut self.slots, *input, *output);
-                    for (d, &i) in dst.data.iter_mut().zip(&index.data) {
+                    for (d, &i) in dst.data.iter_mut().zip(index) {
                         *d = src.data[i as usize];
                     }
                 }
