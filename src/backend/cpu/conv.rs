@@ -45,7 +45,11 @@ pub fn conv(
         return;
     }
     if tiles.len() == grid.len() {
-        conv_dense(spec, input, output, scratch_a, threads);
+        if windowed(spec) && input.w >= WINDOWED_MIN_WIDTH {
+            conv_dense_windowed(spec, input, output, scratch_a, scratch_c, threads);
+        } else {
+            conv_dense(spec, input, output, scratch_a, threads);
+        }
         return;
     }
     let m = tile_offsets(grid, &output, tiles, offsets);
@@ -86,6 +90,7 @@ pub fn conv(
                 k,
                 w.as_ptr(),
                 threads,
+                false,
             )
         };
         let c = &*scratch_c;
@@ -125,6 +130,7 @@ unsafe fn gemm_rows(
     lhs_rs: usize,
     rhs: *const f32,
     threads: usize,
+    accumulate: bool,
 ) {
     let tasks = if threads > 1 && m * n * k > 1 << 16 {
         threads.min(m)
@@ -148,7 +154,7 @@ unsafe fn gemm_rows(
                 (dst as *mut f32).add(r0 * dst_rs),
                 1,
                 dst_rs as isize,
-                false,
+                accumulate,
                 (lhs as *const f32).add(r0 * lhs_rs),
                 1,
                 lhs_rs as isize,
@@ -162,6 +168,96 @@ unsafe fn gemm_rows(
                 false,
                 gemm::Parallelism::None,
             );
+        }
+    });
+}
+
+/// Stride-1 k×k convolutions with "same" padding can skip im2col: on a zero-padded copy of the
+/// input, the k·C values of one kernel row for consecutive output pixels are consecutive windows of
+/// memory, so each kernel row is one GEMM whose A rows overlap (row stride C).
+pub fn windowed(spec: &ConvSpec) -> bool {
+    let k = spec.kh;
+    !spec.transposed
+        && spec.groups == 1
+        && k >= 3
+        && spec.kw == k
+        && (spec.sh, spec.sw, spec.dh, spec.dw) == (1, 1, 1, 1)
+        && spec.pad_t == (k - 1) / 2
+        && spec.pad_l == (k - 1) / 2
+}
+
+/// Narrower maps keep im2col: their 2p dropped columns per row and small GEMMs cost more than the
+/// gather saves (measured on NanoDet: a gain at 104 and 52 pixels, a loss at 13).
+const WINDOWED_MIN_WIDTH: usize = 40;
+
+/// Scratch (padded input, accumulator) a windowed convolution over an h×w map needs.
+pub fn windowed_scratch(spec: &ConvSpec, h: usize, w: usize) -> (usize, usize) {
+    let p = (spec.kh - 1) / 2;
+    (
+        (h + 2 * p) * (w + 2 * p) * spec.cin,
+        h * (w + 2 * p) * spec.cout,
+    )
+}
+
+fn conv_dense_windowed(
+    spec: &ConvSpec,
+    input: FeatRef,
+    output: FeatMut,
+    scratch_a: &mut [f32],
+    scratch_c: &mut [f32],
+    threads: usize,
+) {
+    let (k, c, n) = (spec.kh, spec.cin, spec.cout);
+    let p = (k - 1) / 2;
+    let (h, w) = (input.h, input.w);
+    let wp = w + 2 * p;
+    let (need_a, need_c) = windowed_scratch(spec, h, w);
+    assert!(
+        scratch_a.len() >= need_a && scratch_c.len() >= need_c,
+        "scratch too small"
+    );
+    let padded = &mut scratch_a[..need_a];
+    padded
+        .par_chunks_mut(wp * c)
+        .enumerate()
+        .for_each(|(yy, row)| {
+            if yy < p || yy >= h + p {
+                row.fill(0.0);
+                return;
+            }
+            row[..p * c].fill(0.0);
+            row[(w + p) * c..].fill(0.0);
+            for x in 0..w {
+                row[(x + p) * c..(x + p + 1) * c].copy_from_slice(input.px(yy - p, x));
+            }
+        });
+    // Virtual output pixel i = y·wp + x; the 2p columns past each row's end are computed and dropped.
+    let m = (h - 1) * wp + w;
+    for ky in 0..k {
+        let rhs = &spec.weights[ky * k * c * n..(ky + 1) * k * c * n];
+        // SAFETY: A rows start at padded[(i + ky·wp)·c] and span k·c values: the last one ends at
+        // ((h-1+ky)·wp + w-1 + k)·c ≤ padded.len(); C is m×n.
+        unsafe {
+            gemm_rows(
+                m,
+                n,
+                k * c,
+                scratch_c.as_mut_ptr(),
+                n,
+                padded.as_ptr().add(ky * wp * c),
+                c,
+                rhs.as_ptr(),
+                threads,
+                ky > 0,
+            )
+        };
+    }
+    let acc = &*scratch_c;
+    (0..h).into_par_iter().for_each(|y| {
+        for x in 0..w {
+            let dst = output.px(y, x);
+            dst.copy_from_slice(&acc[(y * wp + x) * n..(y * wp + x + 1) * n]);
+            spec.act.apply_bias(dst, &spec.bias);
         }
     });
 }
@@ -227,6 +323,7 @@ fn conv_dense(
                 lhs_rs as usize,
                 wt.as_ptr(),
                 threads,
+                false,
             )
         };
         let bias = &spec.bias[g * n..(g + 1) * n];

@@ -68,6 +68,11 @@ impl CpuBackend {
                     max_a = max_a.max(m * c.k_per_group());
                     max_c = max_c.max(m * c.n_per_group());
                 }
+                if conv::windowed(c) {
+                    let (a, cc) = conv::windowed_scratch(c, ob.h, ob.w);
+                    max_a = max_a.max(a);
+                    max_c = max_c.max(cc);
+                }
             }
         }
         let rearrange_index = plan
