@@ -40,6 +40,8 @@ echo "== CUDA tests (against the CPU backend)"
 echo "== bench cuda (defaults)"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph" "$OUT/bench_cuda.err" | head -3
+echo "== bench cuda (defaults), change detection on the host (REGIONDROP_CUDA_DETECT=0)"
+REGIONDROP_CUDA_DETECT=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_hostdetect.json"
 echo "== bench cuda, forced active fractions"
 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fractions.json"
 echo "== bench cuda without CUDA graphs (REGIONDROP_CUDA_GRAPHS=0), defaults and fractions"

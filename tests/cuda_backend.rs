@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
 use gstregiondrop::backend::cpu::CpuBackend;
 use gstregiondrop::backend::cuda::{self, kernels, CudaBackend, CudaOptions};
-use gstregiondrop::backend::{Backend, StepTiles};
+use gstregiondrop::backend::{Backend, BackendKind, StepTiles};
 use gstregiondrop::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
 use gstregiondrop::model::act::Act;
 use gstregiondrop::model::plan::{
@@ -367,7 +367,8 @@ fn step_tiles(plan: &Plan, tiles: &[u32]) -> StepTiles {
             .steps
             .iter()
             .map(|s| {
-                if matches!(s, Step::Layer(_)) {
+                // Exports copy the tiles that changed in their buffer: here, the computed ones.
+                if matches!(s, Step::Layer(_) | Step::Export { .. }) {
                     tiles.to_vec()
                 } else {
                     Vec::new()
@@ -682,4 +683,124 @@ fn synthetic_plan_runs_on_cpu() {
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(spread.1 > spread.0, "outputs are not constant");
+}
+
+/// Frames for the engine test: a base image, then changes in a few places per frame, a slow
+/// sub-threshold drift that accumulates until it fires, and hot pixels.
+fn engine_frames(w: usize, h: usize, n: usize) -> Vec<Vec<u8>> {
+    let mut img = image(w, h, 11);
+    let mut r = Lcg(5);
+    let mut out = vec![img.clone()];
+    for f in 1..n {
+        // A moving block of new content.
+        let (bx, by) = (
+            (f * 23) % w.saturating_sub(20).max(1),
+            (f * 17) % h.saturating_sub(12).max(1),
+        );
+        for y in by..(by + 12).min(h) {
+            for x in bx..(bx + 20).min(w) {
+                for c in 0..3 {
+                    img[(y * w + x) * 3 + c] = (r.next() & 255) as u8;
+                }
+            }
+        }
+        // Slow drift of 4 per frame in the bottom-right region (fires after a few frames).
+        for y in h * 2 / 3..h {
+            for x in w * 2 / 3..w {
+                let i = (y * w + x) * 3 + 1;
+                img[i] = img[i].wrapping_add(4);
+            }
+        }
+        // A single hot pixel (fires with max, not with mean).
+        let p = (r.next() as usize) % (w * h);
+        img[p * 3 + 2] ^= 0x80;
+        out.push(img.clone());
+    }
+    out
+}
+
+/// Engine::process on the CUDA backend (device-side change detection on) against the CPU
+/// backend: the same mask on every frame (threshold, metric, dilation, rolling refresh, reset)
+/// and the same outputs.
+#[test]
+fn engine_process_matches_cpu_with_device_detection() {
+    use gstregiondrop::engine::{Engine, EngineConfig, RunMode};
+    let Some(opts) = gpu() else { return };
+    if opts.ptx.is_some() {
+        println!("SKIPPED: the engine compiles its kernels with NVRTC (REGIONDROP_PTX_DIR is set)");
+        return;
+    }
+    std::env::set_var("REGIONDROP_CUDA_DETECT", "1");
+    // The hook answers on the CUDA backend.
+    {
+        let plan = Arc::new(synthetic_plan());
+        let grid = plan.grid(32);
+        let mut b = CudaBackend::with_options(plan.clone(), 32, 0, opts.clone()).unwrap();
+        let mut m = RegionMask::empty(&grid);
+        let img = image(plan.input_w, plan.input_h, 1);
+        let r = b.detect_changes(&img, 10.0, DiffMetric::Max, 1, &mut m);
+        assert!(matches!(r, Some(Ok(()))), "device detection did not run");
+        assert!(m.is_full(), "first frame is entirely changed");
+    }
+    let dir = std::path::PathBuf::from(
+        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
+    );
+    let mut plans = vec![(Arc::new(synthetic_plan()), InputNorm::unit_rgb(), 12)];
+    let nd = dir.join("nanodet-416.onnx");
+    if nd.exists() {
+        let p = gstregiondrop::model::import(&nd, &Default::default()).unwrap();
+        plans.push((Arc::new(p), InputNorm::unit_rgb(), 8));
+    }
+    for (plan, norm, frames) in plans {
+        let tile = 32.max(plan.max_scale);
+        let frames = engine_frames(plan.input_w, plan.input_h, frames);
+        for (metric, threshold, dilation, refresh) in [
+            (DiffMetric::Max, 10.0f32, 1usize, 2usize),
+            (DiffMetric::Mean, 0.5, 0, 3),
+            (DiffMetric::Max, 24.0, 2, 0),
+        ] {
+            let cfg = |backend| EngineConfig {
+                tile,
+                threshold,
+                metric,
+                dilation,
+                refresh_tiles: refresh,
+                mode: RunMode::Sparse,
+                backend,
+                threads: 2,
+                ..Default::default()
+            };
+            let mut cpu = Engine::new(plan.clone(), norm.clone(), cfg(BackendKind::Cpu)).unwrap();
+            let mut gpu = Engine::new(plan.clone(), norm.clone(), cfg(BackendKind::Cuda)).unwrap();
+            assert_eq!(gpu.backend_name(), "cuda");
+            let mut worst = 0f32;
+            for (f, img) in frames.iter().enumerate() {
+                if f == frames.len() / 2 {
+                    cpu.reset();
+                    gpu.reset();
+                }
+                let sc = cpu.process(img).unwrap();
+                let sg = gpu.process(img).unwrap();
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                cpu.mask().active_tiles(&mut a);
+                gpu.mask().active_tiles(&mut b);
+                assert_eq!(
+                    a, b,
+                    "{metric:?} thr {threshold} dil {dilation} refresh {refresh}: frame {f} mask"
+                );
+                assert_eq!(sc.dense, sg.dense, "frame {f}");
+                let (d, m) = compare(&cpu.outputs().unwrap(), &gpu.outputs().unwrap());
+                assert!(
+                    d <= 2e-3 * m.max(1.0),
+                    "frame {f}: CUDA differs from CPU by {d} (scale {m})"
+                );
+                worst = worst.max(d / m.max(1.0));
+            }
+            println!(
+                "{}: {metric:?} thr {threshold} dil {dilation} refresh {refresh}: {} frames, masks equal, max rel diff {worst:.2e}",
+                plan.model_path.display(),
+                frames.len()
+            );
+        }
+    }
 }

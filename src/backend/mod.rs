@@ -21,6 +21,7 @@ pub fn nchw_to_nhwc(t: &Tensor, c: usize, h: usize, w: usize) -> Result<Vec<f32>
 pub mod cuda;
 
 use crate::error::Result;
+use crate::mask::{DiffMetric, RegionMask};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
 
@@ -50,6 +51,23 @@ pub trait Backend: Send {
 
     /// A copy of feature buffer `buf` (NHWC), for tests and debugging.
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>>;
+
+    /// Change detection on the backend's own device, as `mask::ChangeDetector::detect` does it
+    /// (same threshold, metric and dilation semantics; everything changed after `new` or
+    /// `reset`), against a reference the backend keeps. The reference takes the tiles that the
+    /// following `write_input` of the same `rgb` writes (the fired tiles plus the engine's rolling
+    /// refresh), and that `write_input` may reuse the frame uploaded here. `None`: not supported,
+    /// the engine runs `ChangeDetector` on the host.
+    fn detect_changes(
+        &mut self,
+        _rgb: &[u8],
+        _threshold: f32,
+        _metric: DiffMetric,
+        _dilation: usize,
+        _mask: &mut RegionMask,
+    ) -> Option<Result<()>> {
+        None
+    }
 
     /// Forgets cached activations (next run must be dense).
     fn reset(&mut self);

@@ -194,7 +194,8 @@ impl Engine {
         self.backend.read_buffer(buf)
     }
 
-    /// The pixels the caches reflect (packed RGB at network size).
+    /// The pixels the caches reflect (packed RGB at network size). Kept by the host detector only:
+    /// when the backend detects changes itself (CUDA), only the refreshed tiles are current here.
     pub fn reference_image(&self) -> &[u8] {
         self.detector.reference()
     }
@@ -219,13 +220,28 @@ impl Engine {
             // The baseline sees every pixel of every frame.
             mask.fill(true);
         } else {
-            self.detector.detect(
+            // The backend's own detector (GPU: the frame is uploaded once, the reference stays on
+            // the device), else the host one. The rolling refresh cursor stays here either way.
+            match self.backend.detect_changes(
                 rgb,
                 self.cfg.threshold,
                 self.cfg.metric,
                 self.cfg.dilation,
                 &mut mask,
-            );
+            ) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    self.mask = mask;
+                    return Err(e);
+                }
+                None => self.detector.detect(
+                    rgb,
+                    self.cfg.threshold,
+                    self.cfg.metric,
+                    self.cfg.dilation,
+                    &mut mask,
+                ),
+            }
             self.detector
                 .refresh(rgb, self.cfg.refresh_tiles, &mut mask);
         }

@@ -22,7 +22,7 @@ use super::geometry::{
 use super::kernels::{self, PtxSet};
 use crate::backend::{Backend, StepTiles};
 use crate::error::{Error, Result};
-use crate::mask::TileGrid;
+use crate::mask::{DiffMetric, RegionMask, TileGrid};
 use crate::model::eval;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::InputNorm;
@@ -42,6 +42,63 @@ pub struct CudaOptions {
 
 fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
     move |e| Error::Backend(format!("CUDA {what}: {e:?}"))
+}
+
+/// Serialises graph capture with the device-synchronising pinned allocations and frees of other
+/// backends in the process (cuMemFreeHost during another thread's capture invalidates it).
+static CUDA_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
+    CUDA_SETUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Page-locked host memory (not write-combined: the host also reads it back), allocated once per
+/// backend, so per-frame copies are true async DMA with no driver staging and no allocation.
+struct Pinned<T: Copy> {
+    ctx: Arc<CudaContext>,
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the buffer is owned memory like a Box<[T]>; it is only touched through &self / &mut self.
+unsafe impl<T: Copy + Send> Send for Pinned<T> {}
+
+impl<T: Copy> Pinned<T> {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
+        let len = len.max(1);
+        ctx.bind_to_thread().map_err(drv("bind"))?;
+        let _setup = setup_lock();
+        // SAFETY: a plain host allocation of len elements, zeroed below before any read.
+        let ptr = unsafe { cudarc::driver::result::malloc_host(len * std::mem::size_of::<T>(), 0) }
+            .map_err(drv("pinned alloc"))? as *mut T;
+        // SAFETY: freshly allocated, len * size_of::<T>() bytes; T is plain data (u8, u32, f32).
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, len * std::mem::size_of::<T>()) };
+        Ok(Pinned {
+            ctx: ctx.clone(),
+            ptr,
+            len,
+        })
+    }
+
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: ptr addresses len initialised elements for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as above, and &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T: Copy> Drop for Pinned<T> {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        let _setup = setup_lock();
+        // SAFETY: allocated by malloc_host in `new`; no copy is in flight (the owner synchronises
+        // its stream before dropping, and every async copy is followed by a synchronize).
+        let _ = unsafe { cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void) };
+    }
 }
 
 /// Launches `$func` with `$dims` and the listed arguments (u64 device pointers, i32, f32).
@@ -74,6 +131,9 @@ struct Kernels {
     gather: CudaFunction,
     export: CudaFunction,
     gap: CudaFunction,
+    tile_diff: CudaFunction,
+    mask_dilate: CudaFunction,
+    ref_update: CudaFunction,
 }
 
 impl Kernels {
@@ -112,6 +172,9 @@ impl Kernels {
             gather: get("rd_gather")?,
             export: get("rd_export_nchw")?,
             gap: get("rd_global_avg_pool")?,
+            tile_diff: get("rd_tile_diff")?,
+            mask_dilate: get("rd_mask_dilate")?,
+            ref_update: get("rd_ref_update")?,
         })
     }
 }
@@ -182,6 +245,22 @@ struct Graphs {
     dev: CudaSlice<u32>,
 }
 
+/// State of the on-device change detector (see `Backend::detect_changes`).
+struct Detect {
+    reference: CudaSlice<u8>,
+    score: CudaSlice<f32>,
+    raw: CudaSlice<u8>,
+    dilated: CudaSlice<u8>,
+    mask_host: Pinned<u8>,
+    /// Whether `detect_changes` answers (else the engine's host detector runs).
+    enabled: bool,
+    /// The reference holds a frame (false at start and after `reset`).
+    valid: bool,
+    /// Address and length of the frame `detect_changes` left in `rgb`: `write_input` for the same
+    /// slice reuses that upload and takes its input tiles (fired and refreshed) into the reference.
+    frame: Option<(usize, usize)>,
+}
+
 pub struct CudaBackend {
     plan: Arc<Plan>,
     grid: TileGrid,
@@ -196,6 +275,14 @@ pub struct CudaBackend {
     tiles_dev: CudaSlice<u32>,
     input_tiles: CudaSlice<u32>,
     rgb: CudaSlice<u8>,
+    /// Pinned staging of the frame upload, the input-tile list and the tile-list upload.
+    rgb_host: Pinned<u8>,
+    tiles_host: Pinned<u32>,
+    lists_host: Pinned<u32>,
+    /// Pinned download buffer of each Export / GlobalPool step (indexed like `steps`).
+    out_host: Vec<Option<Pinned<f32>>>,
+    /// Device-side change detection: reference image, per-tile scores and masks.
+    det: Detect,
     packer: TilePacker,
     graphs: Option<Graphs>,
     /// Why graphs are off, for `describe`.
@@ -326,6 +413,32 @@ impl CudaBackend {
             rgb: stream
                 .alloc_zeros::<u8>(plan.input_w * plan.input_h * 3)
                 .map_err(drv("alloc"))?,
+            rgb_host: Pinned::new(&ctx, plan.input_w * plan.input_h * 3)?,
+            tiles_host: Pinned::new(&ctx, grid.len())?,
+            lists_host: Pinned::new(&ctx, FixedPacker::capacity_for(&plan, &grid))?,
+            out_host: steps
+                .iter()
+                .map(|d| match d {
+                    StepDev::Out(o) => Pinned::new(&ctx, o.len()).map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            det: Detect {
+                reference: stream
+                    .alloc_zeros::<u8>(plan.input_w * plan.input_h * 3)
+                    .map_err(drv("alloc"))?,
+                score: zeros_f32(grid.len())?,
+                raw: stream
+                    .alloc_zeros::<u8>(grid.len().max(1))
+                    .map_err(drv("alloc"))?,
+                dilated: stream
+                    .alloc_zeros::<u8>(grid.len().max(1))
+                    .map_err(drv("alloc"))?,
+                mask_host: Pinned::new(&ctx, grid.len())?,
+                enabled: detect_enabled(),
+                valid: false,
+                frame: None,
+            },
             packer: TilePacker::default(),
             graphs: None,
             graph_note: String::new(),
@@ -349,7 +462,11 @@ impl CudaBackend {
         if off {
             backend.graph_note = "eager".into();
         } else {
-            match backend.capture_graphs() {
+            let captured = {
+                let _setup = setup_lock();
+                backend.capture_graphs()
+            };
+            match captured {
                 Ok(g) => {
                     backend.graph_note = format!("CUDA graphs x{}", g.levels.len());
                     backend.graphs = Some(g);
@@ -448,6 +565,90 @@ impl CudaBackend {
             packer: FixedPacker::default(),
             dev,
         })
+    }
+
+    /// Copies `rgb` into the pinned staging buffer and uploads it into `self.rgb` (async; the
+    /// caller has synchronised the stream since the staging buffer was last used).
+    fn upload_frame(&mut self, rgb: &[u8]) -> Result<()> {
+        if rgb.len() != self.rgb_host.len || rgb.len() != self.rgb.len() {
+            return Err(Error::Backend(format!(
+                "frame of {} bytes for a staging buffer of {}",
+                rgb.len(),
+                self.rgb_host.len
+            )));
+        }
+        self.rgb_host.as_mut_slice().copy_from_slice(rgb);
+        let dst = self.ptr(&self.rgb);
+        // SAFETY: self.rgb holds rgb.len() bytes; the pinned source outlives the copy and is not
+        // written again before the next synchronisation.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                dst,
+                self.rgb_host.as_slice(),
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(drv("frame upload"))
+    }
+
+    /// Change detection on the device, mirroring `ChangeDetector::detect`: uploads the frame
+    /// (kept for `write_input`), scores tiles against the device reference, dilates, and downloads
+    /// only the mask. The reference takes the frame's tiles in the following `write_input` (the
+    /// fired tiles plus the engine's rolling refresh), or the whole frame when it was invalid.
+    fn detect_on_device(
+        &mut self,
+        rgb: &[u8],
+        threshold: f32,
+        metric: DiffMetric,
+        dilation: usize,
+        mask: &mut RegionMask,
+    ) -> Result<()> {
+        let (w, h) = (self.plan.input_w, self.plan.input_h);
+        let g = self.grid;
+        self.det.frame = None;
+        if rgb.len() != w * h * 3 || mask.len() != g.len() {
+            return Err(Error::Backend(format!(
+                "change detection: image of {} bytes / mask of {} tiles for {w}x{h}x3 / {} tiles",
+                rgb.len(),
+                mask.len(),
+                g.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        self.stream.synchronize().map_err(drv("synchronize"))?;
+        self.upload_frame(rgb)?;
+        let n = g.len();
+        let force = !self.det.valid;
+        launch!(self.stream, &self.k.tile_diff,
+            Dims { grid: (n as u32, 1, 1), block: (256, 1, 1) };
+            self.ptr(&self.rgb), self.ptr(&self.det.reference), w as i32, h as i32,
+            g.tile as i32, g.cols as i32, match metric { DiffMetric::Max => 0i32, DiffMetric::Mean => 1 },
+            threshold, force as i32, self.ptr(&self.det.score), self.ptr(&self.det.raw))?;
+        let src = if dilation > 0 && !force {
+            launch!(self.stream, &self.k.mask_dilate,
+                Dims { grid: ((n as u32).div_ceil(128), 1, 1), block: (128, 1, 1) };
+                self.ptr(&self.det.raw), self.ptr(&self.det.dilated), g.cols as i32, g.rows as i32,
+                dilation as i32)?;
+            self.ptr(&self.det.dilated)
+        } else {
+            self.ptr(&self.det.raw)
+        };
+        // SAFETY: both hold n bytes; the host reads mask_host only after the synchronize.
+        unsafe {
+            cudarc::driver::result::memcpy_dtoh_async(
+                &mut self.det.mask_host.as_mut_slice()[..n],
+                src,
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(drv("mask download"))?;
+        self.stream.synchronize().map_err(drv("synchronize"))?;
+        for (i, &m) in self.det.mask_host.as_slice()[..n].iter().enumerate() {
+            mask.set(i, m != 0);
+        }
+        self.det.valid = true;
+        self.det.frame = Some((rgb.as_ptr() as usize, rgb.len()));
+        Ok(())
     }
 
     /// "device name (arch, gemm)" for logs.
@@ -678,20 +879,50 @@ impl CudaBackend {
             return Ok(());
         }
         let plan = self.plan.clone();
-        for si in std::mem::take(&mut self.pending) {
+        let pending = std::mem::take(&mut self.pending);
+        // All downloads go into pinned buffers asynchronously, then one synchronisation, then
+        // host copies into the slots.
+        for &si in &pending {
             let slot = match &plan.steps[si] {
                 Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => *slot,
                 _ => continue,
             };
-            if let StepDev::Out(d) = &self.steps[si] {
-                let dst = &mut self.slots[slot].data;
-                let n = dst.len().min(d.len());
-                self.stream
-                    .memcpy_dtoh(&d.slice(..n), &mut dst[..n])
-                    .map_err(drv("download"))?;
+            let StepDev::Out(d) = &self.steps[si] else {
+                continue;
+            };
+            let (src, dlen) = (self.ptr(d), d.len());
+            let stream = self.stream.cu_stream();
+            if let Some(h) = &mut self.out_host[si] {
+                let n = self.slots[slot].data.len().min(dlen).min(h.len);
+                // SAFETY: d and h hold at least n elements; h is read only after the
+                // synchronize below.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtoh_async(
+                        &mut h.as_mut_slice()[..n],
+                        src,
+                        stream,
+                    )
+                }
+                .map_err(drv("download"))?;
             }
         }
-        self.stream.synchronize().map_err(drv("synchronize"))
+        self.stream.synchronize().map_err(drv("synchronize"))?;
+        for &si in &pending {
+            let slot = match &plan.steps[si] {
+                Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => *slot,
+                _ => continue,
+            };
+            if let (StepDev::Out(d), Some(h)) = (&self.steps[si], &self.out_host[si]) {
+                let dst = &mut self.slots[slot].data;
+                let n = dst.len().min(d.len()).min(h.len);
+                dst[..n].copy_from_slice(&h.as_slice()[..n]);
+            }
+        }
+        // Keep the list's capacity: no allocation per frame.
+        let mut pending = pending;
+        pending.clear();
+        self.pending = pending;
+        Ok(())
     }
 
     /// Uploads the host operand (slot) of Binary layer `si`, once the slots are up to date.
@@ -774,9 +1005,25 @@ impl CudaBackend {
         let r = (|| -> Result<()> {
             let level = g.levels[bucket];
             let len = g.packer.pack(&plan, &self.grid, &tiles.per_step, level);
-            self.stream
-                .memcpy_htod(&g.packer.data[..len], &mut g.dev.slice_mut(..len))
-                .map_err(drv("tile upload"))?;
+            if len > self.lists_host.len {
+                return Err(Error::Backend(format!(
+                    "tile lists of {len} words exceed the staging buffer ({})",
+                    self.lists_host.len
+                )));
+            }
+            self.lists_host.as_mut_slice()[..len].copy_from_slice(&g.packer.data[..len]);
+            let dst = self.ptr(&g.dev);
+            // SAFETY: g.dev holds at least `len` words (FixedPacker::capacity_for), the pinned
+            // source lives as long as the backend, and it is not written again before the
+            // stream is synchronised at the end of this frame.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    dst,
+                    &self.lists_host.as_slice()[..len],
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(drv("tile upload"))?;
             let mut seg = 0;
             for item in &g.schedule {
                 match item {
@@ -864,6 +1111,17 @@ impl CudaBackend {
     }
 }
 
+/// Whether `detect_changes` runs on the device (`REGIONDROP_CUDA_DETECT=1` / `=0`, else
+/// [`DETECT_DEFAULT`]).
+/// Read once per backend, when it is built.
+fn detect_enabled() -> bool {
+    std::env::var("REGIONDROP_CUDA_DETECT").map_or(DETECT_DEFAULT, |v| v != "0" && v != "false")
+}
+
+/// Device-side change detection by default (REGIONDROP_CUDA_DETECT unset); verified on an H100
+/// against the host detector (tests/cuda_backend.rs, engine_process_matches_cpu_with_device_detection).
+const DETECT_DEFAULT: bool = true;
+
 /// NVRTC output for the device's compute capability, or the newest supported one below it.
 fn compile_for(major: i32, minor: i32) -> Result<(String, Arc<PtxSet>)> {
     let own = kernels::arch_for(major, minor);
@@ -885,6 +1143,7 @@ impl Backend for CudaBackend {
         let p = &self.plan;
         let host = super::super::nchw_to_nhwc(nchw, p.input_c, p.input_h, p.input_w)?;
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        self.det.frame = None;
         self.stream
             .memcpy_htod(&host, &mut self.bufs[0])
             .map_err(drv("input upload"))?;
@@ -899,6 +1158,8 @@ impl Backend for CudaBackend {
                 rgb.len()
             )));
         }
+        // The frame detect_changes uploaded, when this is the same slice.
+        let uploaded = self.det.frame.take() == Some((rgb.as_ptr() as usize, rgb.len()));
         if tiles.is_empty() {
             return Ok(());
         }
@@ -910,12 +1171,31 @@ impl Backend for CudaBackend {
             )));
         }
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        self.stream
-            .memcpy_htod(rgb, &mut self.rgb)
-            .map_err(drv("frame upload"))?;
-        self.stream
-            .memcpy_htod(tiles, &mut self.input_tiles.slice_mut(..tiles.len()))
-            .map_err(drv("tile upload"))?;
+        // The pinned staging buffers are free: every frame ends with a synchronisation.
+        self.stream.synchronize().map_err(drv("synchronize"))?;
+        if !uploaded {
+            self.upload_frame(rgb)?;
+        }
+        self.tiles_host.as_mut_slice()[..tiles.len()].copy_from_slice(tiles);
+        let tl = self.ptr(&self.input_tiles);
+        // SAFETY: input_tiles holds grid.len() >= tiles.len() words (checked above); the pinned
+        // source is not rewritten before the stream is synchronised.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                tl,
+                &self.tiles_host.as_slice()[..tiles.len()],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(drv("tile upload"))?;
+        if uploaded {
+            // The tiles of this frame (fired and refreshed) become the detection reference.
+            let g = self.grid;
+            launch!(self.stream, &self.k.ref_update,
+                Dims { grid: (tiles.len() as u32, 4, 1), block: (256, 1, 1) };
+                self.ptr(&self.rgb), self.ptr(&self.det.reference), w as i32, h as i32,
+                g.tile as i32, g.cols as i32, tl, 0u64)?;
+        }
         let b0 = &self.plan.buffers[0];
         let (tw, th) = max_tile_px(&self.grid, b0);
         let Some(d) = geometry::tile_launch(tiles.len(), tw * th * 3)? else {
@@ -953,7 +1233,23 @@ impl Backend for CudaBackend {
             .map_err(drv("buffer download"))
     }
 
+    fn detect_changes(
+        &mut self,
+        rgb: &[u8],
+        threshold: f32,
+        metric: DiffMetric,
+        dilation: usize,
+        mask: &mut RegionMask,
+    ) -> Option<Result<()>> {
+        if !self.det.enabled {
+            return None;
+        }
+        Some(self.detect_on_device(rgb, threshold, metric, dilation, mask))
+    }
+
     fn reset(&mut self) {
+        self.det.valid = false;
+        self.det.frame = None;
         if self.ctx.bind_to_thread().is_err() {
             return;
         }
