@@ -35,8 +35,10 @@ pub struct CudaOptions {
     pub builtin_gemm: bool,
     /// Precompiled PTX (from [`kernels::compile_ptx`]) instead of compiling with NVRTC.
     pub ptx: Option<Arc<PtxSet>>,
-    /// Launch every kernel of every frame from the host instead of replaying CUDA graphs (also
-    /// with `REGIONDROP_CUDA_GRAPHS=0` in the environment).
+    /// Launch every kernel of every frame from the host instead of replaying CUDA graphs. Graphs
+    /// are opt-in (`REGIONDROP_CUDA_GRAPHS=1`): capturing while another thread of the process uses
+    /// the device (a second camera's element starting, parallel tests) failed on an H100 with
+    /// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED.
     pub eager: bool,
 }
 
@@ -458,7 +460,7 @@ impl CudaBackend {
         };
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
-            || std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "0" || v == "false");
+            || !std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "1" || v == "true");
         if off {
             backend.graph_note = "eager".into();
         } else {
