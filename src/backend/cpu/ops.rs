@@ -103,17 +103,17 @@ pub fn affine(
     for_each_px(grid, &out, tiles, |y, x| {
         let (dst, src) = (out.px(y, x), input.px(y, x));
         for i in 0..dst.len() {
-            dst[i] = act.apply(src[i] * scale[i] + shift[i]);
+            dst[i] = src[i] * scale[i] + shift[i];
         }
+        act.apply_slice(dst);
     });
 }
 
 pub fn unary(act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
     for_each_px(grid, &out, tiles, |y, x| {
-        let (dst, src) = (out.px(y, x), input.px(y, x));
-        for i in 0..dst.len() {
-            dst[i] = act.apply(src[i]);
-        }
+        let dst = out.px(y, x);
+        dst.copy_from_slice(input.px(y, x));
+        act.apply_slice(dst);
     });
 }
 
@@ -139,15 +139,25 @@ pub fn binary(
             Rhs::Map(m) => m.px(y, x),
             Rhs::Channels(c) => c,
         };
+        // The op is matched once per pixel so each loop below vectorises.
         if b.len() == 1 {
-            for i in 0..dst.len() {
-                dst[i] = act.apply(op.apply(a[i], b[0]));
+            let v = b[0];
+            match op {
+                BinOp::Add => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p + v),
+                BinOp::Sub => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p - v),
+                BinOp::Mul => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p * v),
+                BinOp::Div => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p / v),
             }
         } else {
-            for i in 0..dst.len() {
-                dst[i] = act.apply(op.apply(a[i], b[i]));
+            let pairs = dst.iter_mut().zip(a.iter().zip(b));
+            match op {
+                BinOp::Add => pairs.for_each(|(d, (&p, &q))| *d = p + q),
+                BinOp::Sub => pairs.for_each(|(d, (&p, &q))| *d = p - q),
+                BinOp::Mul => pairs.for_each(|(d, (&p, &q))| *d = p * q),
+                BinOp::Div => pairs.for_each(|(d, (&p, &q))| *d = p / q),
             }
         }
+        act.apply_slice(dst);
     });
 }
 
