@@ -54,7 +54,9 @@ impl Act {
             Act::HardSigmoid(a, b) => xs
                 .iter_mut()
                 .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
-            other => xs.iter_mut().for_each(|x| *x = other.apply(*x)),
+            Act::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
+            Act::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
+            Act::Tanh => xs.iter_mut().for_each(|x| *x = x.tanh()),
         }
     }
 
@@ -84,5 +86,49 @@ impl Act {
 
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
+}
+
+/// e^x without branches or library calls, so loops over slices vectorise: x = n·ln2 + r with
+/// |r| ≤ ln2/2, e^r by its Taylor polynomial to r^7 (relative error < 2e-7), times 2^n built in the
+/// exponent bits. Inputs are clamped to the finite f32 range.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * LOG2E).round();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_matches_the_library_exp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        assert_eq!(exp(-200.0), exp(-87.3));
+        assert_eq!(exp(200.0), exp(88.0));
+        assert!(exp(200.0).is_finite());
+        assert!(
+            (sigmoid(0.0) - 0.5).abs() < 1e-7 && sigmoid(-100.0) < 1e-30 && sigmoid(100.0) == 1.0
+        );
+    }
 }
