@@ -2,6 +2,14 @@
 
 pub mod cpu;
 
+/// The plan's graph outputs, copied out of a backend's tensor slots.
+pub fn collect_outputs(plan: &crate::model::Plan, slots: &[Tensor]) -> Vec<Tensor> {
+    plan.outputs
+        .iter()
+        .map(|(_, s)| slots[*s].clone())
+        .collect()
+}
+
 /// NCHW [1, C, H, W] to NHWC, checking the shape against the plan's input.
 pub fn nchw_to_nhwc(t: &Tensor, c: usize, h: usize, w: usize) -> Result<Vec<f32>> {
     if t.shape != [1, c, h, w] {

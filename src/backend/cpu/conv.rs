@@ -336,6 +336,29 @@ fn conv_dense(
     }
 }
 
+/// The input coordinate that kernel tap `k` of output coordinate `o` reads along one axis, or a
+/// negative value where there is none (a transposed convolution's taps that fall between inputs).
+#[inline(always)]
+fn input_index(
+    o: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    transposed: bool,
+) -> isize {
+    if transposed {
+        let num = o as isize + pad as isize - (k * dilation) as isize;
+        if num < 0 || num % stride as isize != 0 {
+            -1
+        } else {
+            num / stride as isize
+        }
+    } else {
+        (o * stride + k * dilation) as isize - pad as isize
+    }
+}
+
 /// Writes the im2col row of output pixel (oy, ox): for each kernel tap, `cig` input channels
 /// starting at `c0` (zeros outside the map).
 #[inline]
@@ -350,27 +373,9 @@ fn gather_row(
 ) {
     let mut o = 0;
     for ky in 0..spec.kh {
-        let iy = if spec.transposed {
-            let num = oy as isize + spec.pad_t as isize - (ky * spec.dh) as isize;
-            if num < 0 || num % spec.sh as isize != 0 {
-                -1
-            } else {
-                num / spec.sh as isize
-            }
-        } else {
-            (oy * spec.sh + ky * spec.dh) as isize - spec.pad_t as isize
-        };
+        let iy = input_index(oy, ky, spec.sh, spec.dh, spec.pad_t, spec.transposed);
         for kx in 0..spec.kw {
-            let ix = if spec.transposed {
-                let num = ox as isize + spec.pad_l as isize - (kx * spec.dw) as isize;
-                if num < 0 || num % spec.sw as isize != 0 {
-                    -1
-                } else {
-                    num / spec.sw as isize
-                }
-            } else {
-                (ox * spec.sw + kx * spec.dw) as isize - spec.pad_l as isize
-            };
+            let ix = input_index(ox, kx, spec.sw, spec.dw, spec.pad_l, spec.transposed);
             let d = &mut dst[o..o + cig];
             if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
                 d.copy_from_slice(&input.px(iy as usize, ix as usize)[c0..c0 + cig]);
@@ -391,12 +396,12 @@ fn depthwise(spec: &ConvSpec, grid: &TileGrid, input: FeatRef, output: FeatMut, 
                 let acc = output.px(oy, ox);
                 acc.copy_from_slice(&spec.bias);
                 for ky in 0..spec.kh {
-                    let iy = (oy * spec.sh + ky * spec.dh) as isize - spec.pad_t as isize;
+                    let iy = input_index(oy, ky, spec.sh, spec.dh, spec.pad_t, false);
                     if iy < 0 || iy as usize >= input.h {
                         continue;
                     }
                     for kx in 0..spec.kw {
-                        let ix = (ox * spec.sw + kx * spec.dw) as isize - spec.pad_l as isize;
+                        let ix = input_index(ox, kx, spec.sw, spec.dw, spec.pad_l, false);
                         if ix < 0 || ix as usize >= input.w {
                             continue;
                         }

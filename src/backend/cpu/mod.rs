@@ -278,12 +278,7 @@ impl Backend for CpuBackend {
     }
 
     fn outputs(&mut self) -> Result<Vec<Tensor>> {
-        Ok(self
-            .plan
-            .outputs
-            .iter()
-            .map(|(_, s)| self.slots[*s].clone())
-            .collect())
+        Ok(super::collect_outputs(&self.plan, &self.slots))
     }
 
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {

@@ -1220,12 +1220,7 @@ impl Backend for CudaBackend {
 
     fn outputs(&mut self) -> Result<Vec<Tensor>> {
         self.flush()?;
-        Ok(self
-            .plan
-            .outputs
-            .iter()
-            .map(|(_, s)| self.slots[*s].clone())
-            .collect())
+        Ok(crate::backend::collect_outputs(&self.plan, &self.slots))
     }
 
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
