@@ -167,26 +167,28 @@ fn parse_decoder(s: &str) -> Result<DecoderArg, String> {
     }
 }
 
-fn parse_threshold(s: &str) -> Result<f32, String> {
-    let v: f32 = s
+/// A number within `lo..=hi`, for clap.
+fn parse_in<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    s: &str,
+    lo: T,
+    hi: T,
+) -> Result<T, String> {
+    let v: T = s
         .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a number"))?;
-    if !(0.0..=255.0).contains(&v) {
-        return Err(format!("{v} is outside 0..255"));
+    if !(lo <= v && v <= hi) {
+        return Err(format!("{v} is outside {lo}..{hi}"));
     }
     Ok(v)
 }
 
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    parse_in(s, 0.0, 255.0)
+}
+
 fn parse_unit(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{v} is outside 0..1"));
-    }
-    Ok(v)
+    parse_in(s, 0.0, 1.0)
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
