@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 /// (name, M, K, N) from NanoDet's layers.
-const SHAPES: [(&str, usize, usize, usize); 5] = [
+const SHAPES: [(&str, usize, usize, usize); 6] = [
+    ("3x3/2 3->32 @208 (first)", 208 * 208, 27, 32),
     ("3x3 32->32 @104", 104 * 104, 288, 32),
     ("3x3 128->128 @52", 52 * 52, 1152, 128),
     ("1x1 128->124 @52", 52 * 52, 128, 124),

@@ -55,7 +55,7 @@ fn ten_thousand_frames_do_not_grow_memory() {
                 image[(y * w + x) * 3] = (rng.next() % 256) as u8;
             }
         }
-        if i % 997 == 0 {
+        if i.is_multiple_of(997) {
             image.iter_mut().for_each(|v| *v = v.wrapping_add(40));
         }
         e.process(&image).unwrap();

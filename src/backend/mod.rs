@@ -83,8 +83,9 @@ pub trait Backend: Send {
     /// Bytes held for activation caches and weights.
     fn memory_bytes(&self) -> usize;
 
-    /// Accumulated milliseconds per plan step, when profiling is on (REGIONDROP_PROFILE=1).
-    fn step_times(&self) -> Option<&[f64]> {
+    /// Milliseconds of each run of each plan step (the step's samples, in order), when profiling
+    /// is on (REGIONDROP_PROFILE=1).
+    fn step_times(&self) -> Option<&[Vec<f64>]> {
         None
     }
 }

@@ -776,6 +776,13 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if let Some(t) = dense.step_times() {
+        eprintln!("dense engine, per step (REGIONDROP_PROFILE):");
+        eprint!(
+            "{}",
+            gstregiondrop::engine::profile::table(dense.plan(), t, 0.05)
+        );
+    }
 
     let (d, sp) = (median(&dense_ms), median(&sparse_ms));
     let speedup = d / sp;

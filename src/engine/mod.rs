@@ -1,6 +1,8 @@
 //! The engine drives one frame: change mask (once) → per-layer tile lists → backend run. It decides
 //! dense vs sparse (first frame, refresh, reset, break-even) and keeps the timing figures.
 
+pub mod profile;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,7 +110,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(plan: Arc<Plan>, norm: InputNorm, cfg: EngineConfig) -> Result<Self> {
-        if cfg.tile == 0 || cfg.tile % plan.max_scale != 0 {
+        if cfg.tile == 0 || !cfg.tile.is_multiple_of(plan.max_scale) {
             return Err(Error::Settings(format!(
                 "tile-size {} must be a positive multiple of the network's largest stride {}",
                 cfg.tile, plan.max_scale
@@ -180,8 +182,8 @@ impl Engine {
         self.backend_warning.as_deref()
     }
 
-    /// Per-step milliseconds accumulated so far, when the backend profiles.
-    pub fn step_times(&self) -> Option<&[f64]> {
+    /// Per-step milliseconds of every run so far, when the backend profiles.
+    pub fn step_times(&self) -> Option<&[Vec<f64>]> {
         self.backend.step_times()
     }
 

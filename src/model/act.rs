@@ -40,6 +40,7 @@ impl Act {
 
     /// Applies the activation to every element; the match is hoisted out of the loop so each
     /// arm vectorises.
+    #[inline]
     pub fn apply_slice(self, xs: &mut [f32]) {
         match self {
             Act::Identity => {}

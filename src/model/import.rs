@@ -650,7 +650,7 @@ impl<'g> Builder<'g> {
                 (oh).saturating_sub(p[0] + p[2]),
                 ow.saturating_sub(p[1] + p[3]),
             );
-            if sh != sw || inb.scale % sh != 0 {
+            if sh != sw || !inb.scale.is_multiple_of(sh) {
                 return Err(self.err(
                     n,
                     format!("upsampling stride {sh}x{sw} does not fit the tile grid"),
@@ -1007,8 +1007,8 @@ impl<'g> Builder<'g> {
         let down = oh > 0
             && ow > 0
             && oh < inb.h
-            && inb.h % oh == 0
-            && inb.w % ow == 0
+            && inb.h.is_multiple_of(oh)
+            && inb.w.is_multiple_of(ow)
             && inb.h / oh == inb.w / ow;
         if !(up || down) {
             return Err(self.unsupported(
@@ -1021,7 +1021,7 @@ impl<'g> Builder<'g> {
         }
         let out_scale = if up {
             let f = oh / inb.h;
-            if inb.scale % f != 0 {
+            if !inb.scale.is_multiple_of(f) {
                 return Err(self.err(n, "upscaling beyond the input resolution"));
             }
             inb.scale / f
@@ -1365,7 +1365,7 @@ impl<'g> Builder<'g> {
         let mut perm = Vec::with_capacity(c);
         for ch in 0..c {
             let first = index.data[ch * hw] as usize;
-            if first % hw != 0 {
+            if !first.is_multiple_of(hw) {
                 return Err(not_plain());
             }
             let src_c = first / hw;

@@ -91,6 +91,7 @@ pub fn conv(
                 w.as_ptr(),
                 threads,
                 false,
+                None,
             )
         };
         let c = &*scratch_c;
@@ -115,7 +116,8 @@ pub fn conv(
 
 /// C (m×n, row stride `dst_rs`) = A (m×k, row stride `lhs_rs`) × B (k×n, contiguous), rows split
 /// evenly across `threads` rayon tasks (each a single-threaded GEMM). Splitting rows scales better
-/// than the GEMM's own parallelism for the narrow N (16–64 channels) most layers have.
+/// than the GEMM's own parallelism for the narrow N (16–64 channels) most layers have. Each task
+/// then runs `epilogue(r0, r1)` on its rows while they are still in its cache.
 ///
 /// # Safety
 /// The pointers must cover the given shapes and strides; C must not overlap A or B.
@@ -131,6 +133,7 @@ unsafe fn gemm_rows(
     rhs: *const f32,
     threads: usize,
     accumulate: bool,
+    epilogue: Option<&(dyn Fn(usize, usize) + Sync)>,
 ) {
     let tasks = if threads > 1 && m * n * k > 1 << 16 {
         threads.min(m)
@@ -168,6 +171,9 @@ unsafe fn gemm_rows(
                 false,
                 gemm::Parallelism::None,
             );
+        }
+        if let Some(f) = epilogue {
+            f(r0, r1);
         }
     });
 }
@@ -233,6 +239,19 @@ fn conv_dense_windowed(
         });
     // Virtual output pixel i = y·wp + x; the 2p columns past each row's end are computed and dropped.
     let m = (h - 1) * wp + w;
+    let acc = SharedMut(scratch_c.as_mut_ptr());
+    // Virtual rows [r0, r1) → output pixels, with bias and activation (after the last kernel row).
+    let store = move |r0: usize, r1: usize| {
+        for i in r0..r1 {
+            let (y, x) = (i / wp, i % wp);
+            if x < w {
+                let dst = output.px(y, x);
+                // SAFETY: row i of the accumulator belongs to this task.
+                dst.copy_from_slice(unsafe { acc.slice(i * n, n) });
+                spec.act.apply_bias(dst, &spec.bias);
+            }
+        }
+    };
     for ky in 0..k {
         let rhs = &spec.weights[ky * k * c * n..(ky + 1) * k * c * n];
         // SAFETY: A rows start at padded[(i + ky·wp)·c] and span k·c values: the last one ends at
@@ -249,17 +268,10 @@ fn conv_dense_windowed(
                 rhs.as_ptr(),
                 threads,
                 ky > 0,
+                (ky == k - 1).then_some(&store as &(dyn Fn(usize, usize) + Sync)),
             )
         };
     }
-    let acc = &*scratch_c;
-    (0..h).into_par_iter().for_each(|y| {
-        for x in 0..w {
-            let dst = output.px(y, x);
-            dst.copy_from_slice(&acc[(y * wp + x) * n..(y * wp + x + 1) * n]);
-            spec.act.apply_bias(dst, &spec.bias);
-        }
-    });
 }
 
 /// Every tile active: rows in image order, the GEMM writes straight into the output view, and a
@@ -311,6 +323,14 @@ fn conv_dense(
             (scratch_a.as_ptr(), k as isize)
         };
         let wt = &spec.weights[g * k * n..(g + 1) * k * n];
+        let bias = &spec.bias[g * n..(g + 1) * n];
+        let ow = output.w;
+        let epilogue = move |r0: usize, r1: usize| {
+            for r in r0..r1 {
+                spec.act
+                    .apply_bias(&mut output.px(r / ow, r % ow)[g * n..(g + 1) * n], bias);
+            }
+        };
         // SAFETY: dst rows are the output view's pixels (row stride = pitch), n channels each.
         unsafe {
             gemm_rows(
@@ -324,15 +344,9 @@ fn conv_dense(
                 wt.as_ptr(),
                 threads,
                 false,
+                Some(&epilogue),
             )
         };
-        let bias = &spec.bias[g * n..(g + 1) * n];
-        (0..output.h).into_par_iter().for_each(|y| {
-            for x in 0..output.w {
-                spec.act
-                    .apply_bias(&mut output.px(y, x)[g * n..(g + 1) * n], bias);
-            }
-        });
     }
 }
 
@@ -372,17 +386,60 @@ fn gather_row(
     dst: &mut [f32],
 ) {
     let mut o = 0;
+    // Without dilation or transposition, a kernel row's taps are consecutive input pixels: where
+    // they all lie inside the map, their channels are one copy when the view spans every channel.
+    let ix0 = input_index(ox, 0, spec.sw, spec.dw, spec.pad_l, spec.transposed);
+    let row_copy = !spec.transposed
+        && spec.dw == 1
+        && c0 == 0
+        && input.c_off == 0
+        && cig == input.c
+        && input.c == input.pitch
+        && ix0 >= 0
+        && ix0 as usize + spec.kw <= input.w;
+    let run = spec.kw * cig;
     for ky in 0..spec.kh {
         let iy = input_index(oy, ky, spec.sh, spec.dh, spec.pad_t, spec.transposed);
+        if row_copy {
+            let d = &mut dst[o..o + run];
+            if iy >= 0 && (iy as usize) < input.h {
+                copy_short(d, input.pixels(iy as usize, ix0 as usize, spec.kw));
+            } else {
+                d.fill(0.0);
+            }
+            o += run;
+            continue;
+        }
         for kx in 0..spec.kw {
             let ix = input_index(ox, kx, spec.sw, spec.dw, spec.pad_l, spec.transposed);
             let d = &mut dst[o..o + cig];
             if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
-                d.copy_from_slice(&input.px(iy as usize, ix as usize)[c0..c0 + cig]);
+                copy_short(d, &input.px(iy as usize, ix as usize)[c0..c0 + cig]);
             } else {
                 d.fill(0.0);
             }
             o += cig;
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs im2col copies (a first layer's 3–9 values), where
+/// a `memcpy` call costs more than the copy: overlapping fixed-size moves instead.
+#[inline(always)]
+pub fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert_eq!(n, src.len());
+    if n >= 16 {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s;
         }
     }
 }

@@ -56,6 +56,15 @@ impl FeatRef {
             )
         }
     }
+
+    /// `n` consecutive pixels from (y, x), all channels: only for views that span the whole buffer.
+    #[inline(always)]
+    pub fn pixels(&self, y: usize, x: usize, n: usize) -> &[f32] {
+        debug_assert!(self.c_off == 0 && self.c == self.pitch && x + n <= self.w && y < self.h);
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.add((y * self.w + x) * self.pitch), n * self.c)
+        }
+    }
 }
 
 impl FeatMut {

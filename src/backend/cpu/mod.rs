@@ -2,6 +2,7 @@
 //! GEMM per convolution layer (and group). All buffers are allocated once, at construction.
 
 mod conv;
+mod conv_small;
 mod feature;
 mod ops;
 
@@ -29,9 +30,11 @@ pub struct CpuBackend {
     scratch_a: Vec<f32>,
     scratch_c: Vec<f32>,
     offsets: Vec<usize>,
-    profile: Option<Vec<f64>>,
+    profile: Option<Vec<Vec<f64>>>,
     /// Rearrange steps' source indices as integers (converted once).
     rearrange_index: Vec<Option<Vec<u32>>>,
+    /// Re-laid-out weights of the convolutions that run the direct short-K kernel.
+    small_k: Vec<Option<conv_small::SmallKWeights>>,
 }
 
 impl CpuBackend {
@@ -85,8 +88,22 @@ impl CpuBackend {
                 _ => None,
             })
             .collect();
+        let small_k = plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Layer(l) => match &l.op {
+                    LayerOp::Conv(c) if conv_small::applies(c) => {
+                        Some(conv_small::SmallKWeights::new(c))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
         Ok(CpuBackend {
             rearrange_index,
+            small_k,
             offsets: Vec::with_capacity(grid.len()),
             plan,
             grid,
@@ -98,7 +115,7 @@ impl CpuBackend {
             scratch_c: vec![0.0; max_c],
             profile: std::env::var("REGIONDROP_PROFILE")
                 .is_ok()
-                .then(|| vec![0.0; n_steps]),
+                .then(|| vec![Vec::new(); n_steps]),
         })
     }
 
@@ -113,7 +130,7 @@ impl CpuBackend {
             let t0 = self.profile.as_ref().map(|_| std::time::Instant::now());
             self.run_step(&plan, &grid, si, step, tiles)?;
             if let (Some(p), Some(t0)) = (self.profile.as_mut(), t0) {
-                p[si] += t0.elapsed().as_secs_f64() * 1e3;
+                p[si].push(t0.elapsed().as_secs_f64() * 1e3);
             }
         }
         Ok(())
@@ -138,6 +155,10 @@ impl CpuBackend {
                     let input = FeatRef::new(&self.bufs, &plan.buffers, l.input);
                     let out = FeatMut::new(&mut self.bufs, &plan.buffers, l.output);
                     match &l.op {
+                        LayerOp::Conv(c) if self.small_k[si].is_some() => {
+                            let w = self.small_k[si].as_ref().expect("checked");
+                            conv_small::conv(c, w, &grid, input, out, t)
+                        }
                         LayerOp::Conv(c) => conv::conv(
                             c,
                             &grid,
@@ -291,7 +312,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn step_times(&self) -> Option<&[f64]> {
+    fn step_times(&self) -> Option<&[Vec<f64>]> {
         self.profile.as_deref()
     }
 
