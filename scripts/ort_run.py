@@ -21,6 +21,14 @@ OUTDIR/meta.json:
   {"outputs": [{"name": ..., "shape": [...]}, ...],   # in the model's output order
    "ms_median": float, "ms_all": [...], "threads": N, "frames": F, ...}
 
+  .venv/bin/python scripts/ort_run.py --model M.onnx --shape 1,3,416,416 --threads 2 --serve
+
+Serve mode times single runs for a caller that interleaves them with its own work (the
+benchmark: our dense frame, onnxruntime on the same frame, our sparse frame, ...). It prints
+"ready" once the session is loaded; then for each request line "run" on stdin followed by one
+frame's raw float32 bytes, it runs the frame once and answers one line with the milliseconds of
+that run (session.run only). End of input ends it.
+
 Session: CPUExecutionProvider, intra_op_num_threads=--threads, inter_op_num_threads=1,
 ORT_SEQUENTIAL execution, full graph optimisation (ORT's default).
 Outputs that are not float32 are converted to float32 before writing.
@@ -51,38 +59,8 @@ def parse_shape(s):
     return dims
 
 
-def main():
-    ap = argparse.ArgumentParser(
-        prog="ort_run.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="ONNX model file")
-    ap.add_argument("--input", required=True, help="raw little-endian float32 input file")
-    ap.add_argument("--shape", required=True, help="one frame's input shape, e.g. 1,3,416,416")
-    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    ap.add_argument("--out", required=True, help="output directory (created if missing)")
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs per frame after 1 warm-up (default 1)")
-    ap.add_argument("--input-name", default=None, help="model input to feed (default: the first)")
-    args = ap.parse_args()
-
-    if not os.path.isfile(args.model):
-        die(f"model file not found: {args.model}")
-    if not os.path.isfile(args.input):
-        die(f"input file not found: {args.input}")
-    if args.threads < 1:
-        die("--threads must be >= 1")
-    if args.repeat < 1:
-        die("--repeat must be >= 1")
-    shape = parse_shape(args.shape)
-    n = 1
-    for d in shape:
-        n *= d
-    size = os.path.getsize(args.input)
-    frame_bytes = n * 4
-    if size == 0 or size % frame_bytes != 0:
-        die(f"input {args.input} has {size} bytes, not a positive multiple of "
-            f"{frame_bytes} (= 4 x {'x'.join(map(str, shape))})")
-    frames = size // frame_bytes
-
+def open_session(args, shape):
+    """The session and its checked input, as the batch and serve modes both use them."""
     import numpy as np
     try:
         import onnxruntime as ort
@@ -114,6 +92,72 @@ def main():
     mshape = inp.shape
     if len(mshape) != len(shape) or any(isinstance(m, int) and m != s for m, s in zip(mshape, shape)):
         die(f"--shape {shape} does not match the model input {inp.name!r} shape {mshape}")
+
+    return np, ort, sess, inp
+
+
+def serve(args, shape, n):
+    np, _, sess, inp = open_session(args, shape)
+    out_names = [o.name for o in sess.get_outputs()]
+    stdin, stdout = sys.stdin.buffer, sys.stdout
+    print("ready", file=stdout, flush=True)
+    while True:
+        line = stdin.readline()
+        if not line:
+            return
+        if line.strip() != b"run":
+            die(f"serve: expected 'run', got {line[:40]!r}")
+        raw = stdin.read(n * 4)
+        if len(raw) != n * 4:
+            die(f"serve: frame of {len(raw)} bytes, expected {n * 4}")
+        x = np.frombuffer(raw, dtype="<f4").reshape(shape)
+        t0 = time.perf_counter()
+        try:
+            sess.run(out_names, {inp.name: x})
+        except Exception as e:  # noqa: BLE001
+            die(f"onnxruntime run failed: {e}", 1)
+        print(f"{(time.perf_counter() - t0) * 1000.0:.4f}", file=stdout, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        prog="ort_run.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="ONNX model file")
+    ap.add_argument("--input", help="raw little-endian float32 input file (not with --serve)")
+    ap.add_argument("--shape", required=True, help="one frame's input shape, e.g. 1,3,416,416")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    ap.add_argument("--out", help="output directory (created if missing; not with --serve)")
+    ap.add_argument("--serve", action="store_true", help="time frames sent on stdin (see above)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per frame after 1 warm-up (default 1)")
+    ap.add_argument("--input-name", default=None, help="model input to feed (default: the first)")
+    args = ap.parse_args()
+
+    if not os.path.isfile(args.model):
+        die(f"model file not found: {args.model}")
+    if not args.serve and (args.input is None or args.out is None):
+        die("--input and --out are required (unless --serve)")
+    if not args.serve and not os.path.isfile(args.input):
+        die(f"input file not found: {args.input}")
+    if args.threads < 1:
+        die("--threads must be >= 1")
+    if args.repeat < 1:
+        die("--repeat must be >= 1")
+    shape = parse_shape(args.shape)
+    n = 1
+    for d in shape:
+        n *= d
+    if args.serve:
+        serve(args, shape, n)
+        return
+    size = os.path.getsize(args.input)
+    frame_bytes = n * 4
+    if size == 0 or size % frame_bytes != 0:
+        die(f"input {args.input} has {size} bytes, not a positive multiple of "
+            f"{frame_bytes} (= 4 x {'x'.join(map(str, shape))})")
+    frames = size // frame_bytes
+
+    np, ort, sess, inp = open_session(args, shape)
 
     data = np.fromfile(args.input, dtype="<f4").reshape((frames, *shape))
     out_names = [o.name for o in sess.get_outputs()]

@@ -1,8 +1,9 @@
 //! onnxruntime as the reference implementation, driven through `scripts/ort_run.py` in the
 //! project's venv (installed by `scripts/setup-assets.sh`).
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -24,6 +25,107 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| project_root().join(".venv/bin/python"))
 }
 
+fn check_python() -> Result<PathBuf> {
+    let py = python();
+    if !py.exists() {
+        return Err(Error::Settings(format!(
+            "onnxruntime is not installed: {} is missing (run scripts/setup-assets.sh)",
+            py.display()
+        )));
+    }
+    Ok(py)
+}
+
+/// An onnxruntime session in a helper process that times one frame whenever asked, so that a
+/// benchmark can interleave its runs with its own frame by frame (both then see the same machine).
+pub struct OrtTimer {
+    child: Child,
+    /// Taken (closed) on drop: end of input ends the helper.
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    frame_len: usize,
+    bytes: Vec<u8>,
+    line: String,
+}
+
+impl OrtTimer {
+    /// Loads `model` for NCHW input of `shape` with `threads` intra-op threads.
+    pub fn new(model: &Path, shape: [usize; 4], threads: usize) -> Result<Self> {
+        let py = check_python()?;
+        let mut child = Command::new(&py)
+            .arg(project_root().join("scripts/ort_run.py"))
+            .args(["--model".as_ref(), model.as_os_str()])
+            .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
+            .args(["--threads", &threads.to_string(), "--serve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Settings(format!("cannot run {}: {e}", py.display())))?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut t = OrtTimer {
+            child,
+            stdin,
+            stdout,
+            frame_len: shape.iter().product(),
+            bytes: Vec::new(),
+            line: String::new(),
+        };
+        let ready = t.read_line()?;
+        if ready != "ready" {
+            return Err(Error::Settings(format!(
+                "onnxruntime helper did not start (said {ready:?})"
+            )));
+        }
+        Ok(t)
+    }
+
+    fn read_line(&mut self) -> Result<String> {
+        self.line.clear();
+        let n = self
+            .stdout
+            .read_line(&mut self.line)
+            .map_err(|e| Error::Settings(format!("onnxruntime helper: {e}")))?;
+        if n == 0 {
+            let status = self.child.wait().ok();
+            return Err(Error::Settings(format!(
+                "onnxruntime helper exited ({status:?}); its error is above"
+            )));
+        }
+        Ok(self.line.trim().to_string())
+    }
+
+    /// Runs one NCHW frame; returns onnxruntime's milliseconds for it.
+    pub fn time(&mut self, nchw: &[f32]) -> Result<f64> {
+        if nchw.len() != self.frame_len {
+            return Err(Error::Settings(format!(
+                "onnxruntime frame of {} values, expected {}",
+                nchw.len(),
+                self.frame_len
+            )));
+        }
+        self.bytes.clear();
+        self.bytes.extend(nchw.iter().flat_map(|v| v.to_le_bytes()));
+        let io = |e: std::io::Error| Error::Settings(format!("onnxruntime helper: {e}"));
+        let stdin = self.stdin.as_mut().expect("open until drop");
+        stdin.write_all(b"run\n").map_err(io)?;
+        stdin.write_all(&self.bytes).map_err(io)?;
+        stdin.flush().map_err(io)?;
+        let reply = self.read_line()?;
+        reply
+            .parse()
+            .map_err(|_| Error::Settings(format!("onnxruntime helper said {reply:?}")))
+    }
+}
+
+impl Drop for OrtTimer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `model` on NCHW frames of `shape`, each `repeat` times, with `threads` intra-op threads.
 pub fn run(
     model: &Path,
@@ -32,13 +134,7 @@ pub fn run(
     threads: usize,
     repeat: usize,
 ) -> Result<OrtRun> {
-    let py = python();
-    if !py.exists() {
-        return Err(Error::Settings(format!(
-            "onnxruntime is not installed: {} is missing (run scripts/setup-assets.sh)",
-            py.display()
-        )));
-    }
+    let py = check_python()?;
     let dir = std::env::temp_dir().join(format!(
         "regiondrop-ort-{}-{}",
         std::process::id(),

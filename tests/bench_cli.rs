@@ -68,7 +68,7 @@ fn is_png(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-const MAIN_KEYS: [&str; 20] = [
+const MAIN_KEYS: [&str; 21] = [
     "model",
     "video",
     "frames",
@@ -85,6 +85,7 @@ const MAIN_KEYS: [&str; 20] = [
     "exact_max_abs_diff",
     "onnxruntime_ms",
     "vs_onnxruntime",
+    "dense_vs_onnxruntime",
     "onnxruntime_rel_l2",
     "memory_bytes",
     "work_fraction",
@@ -140,6 +141,7 @@ fn default_run_prints_one_json_line_with_the_figures() {
         "exact_max_abs_diff",
         "onnxruntime_ms",
         "vs_onnxruntime",
+        "dense_vs_onnxruntime",
         "onnxruntime_rel_l2",
     ] {
         assert!(v[k].is_null(), "{k} should be null: {v}");
@@ -178,6 +180,10 @@ fn onnxruntime_figures() {
     assert!(
         (f(v, "vs_onnxruntime") - ort / f(v, "sparse_ms")).abs()
             < 0.01 * f(v, "vs_onnxruntime") + 1e-3
+    );
+    assert!(
+        (f(v, "dense_vs_onnxruntime") - f(v, "dense_ms") / ort).abs()
+            < 0.01 * f(v, "dense_vs_onnxruntime") + 1e-3
     );
     let rel = f(v, "onnxruntime_rel_l2");
     assert!(

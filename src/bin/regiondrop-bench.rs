@@ -40,9 +40,10 @@ use gstregiondrop::video::RgbFrame;
 
 const FRACTIONS: [f64; 5] = [0.05, 0.10, 0.25, 0.50, 1.00];
 const SWEEP: [f32; 9] = [2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0];
-/// Frames handed to onnxruntime (spread over the clip), each run this many times.
+/// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
 const ORT_FRAMES: usize = 20;
-const ORT_REPEAT: usize = 3;
+/// Pause around each onnxruntime run, while the other side's idle threads stop spinning.
+const POOL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,7 +114,8 @@ struct Cli {
     /// Class labels, one per line [default: COCO]
     #[arg(long, value_name = "PATH")]
     labels: Option<PathBuf>,
-    /// Also run onnxruntime (the project's venv) on the same frames: onnxruntime_ms, vs_onnxruntime,
+    /// Also run onnxruntime (the project's venv, same thread count) on every frame, between our
+    /// dense and sparse runs of it: onnxruntime_ms, vs_onnxruntime, dense_vs_onnxruntime,
     /// onnxruntime_rel_l2
     #[arg(long)]
     onnxruntime: bool,
@@ -578,15 +580,15 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     if cli.calibrate || cli.plot.is_some() {
         return sweep(cli, &s);
     }
-    let ort = if cli.onnxruntime {
+    let mut ort = if cli.onnxruntime {
         Some(run_ort(&s)?)
     } else {
         None
     };
     if cli.fractions {
-        fractions(cli, &s, ort.as_ref())?;
+        fractions(cli, &s, ort.as_mut())?;
     }
-    main_run(cli, &s, ort.as_ref())
+    main_run(cli, &s, ort.as_mut())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -624,6 +626,13 @@ fn round(x: f64, digits: i32) -> Option<f64> {
 }
 
 /// 1 / active fraction, and speedup / that.
+/// The median of onnxruntime's times (none when it did not run), times `scale`, rounded.
+fn ort_figure(ms: &[f64], scale: f64) -> Option<f64> {
+    (!ms.is_empty())
+        .then(|| median(ms) * scale)
+        .and_then(|v| round(v, 3))
+}
+
 fn ideal_and_efficiency(speedup: f64, active: f64) -> (Option<f64>, Option<f64>) {
     if active > 0.0 {
         (round(1.0 / active, 3), round(speedup * active, 4))
@@ -635,11 +644,29 @@ fn ideal_and_efficiency(speedup: f64, active: f64) -> (Option<f64>, Option<f64>)
 // ---------------------------------------------------------------------------------------------
 // onnxruntime
 
+/// onnxruntime beside our engines: its outputs on some frames (for the error figure), and a
+/// session that times single frames between ours, so both are measured on the machine as it is
+/// at that moment.
 struct OrtInfo {
-    ms: f64,
     /// The frame indices it ran, and its outputs on each.
     idx: Vec<usize>,
     outs: Vec<Vec<Tensor>>,
+    timer: gstregiondrop::onnxruntime::OrtTimer,
+}
+
+impl OrtInfo {
+    /// onnxruntime's milliseconds on frame `i` of the clip. Both thread pools spin for a while
+    /// after a run before they sleep: a pause on each side keeps one from slowing the other.
+    fn time(&mut self, s: &Setup, i: usize) -> Result<f64, Fail> {
+        let input = s.norm.to_nchw(&s.net[i], s.w, s.h);
+        std::thread::sleep(POOL_SETTLE);
+        let ms = self
+            .timer
+            .time(&input)
+            .map_err(|e| Fail::Run(format!("--onnxruntime: {e}")))?;
+        std::thread::sleep(POOL_SETTLE);
+        Ok(ms)
+    }
 }
 
 fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
@@ -651,9 +678,8 @@ fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
         .map(|&i| s.norm.to_nchw(&s.net[i], s.w, s.h))
         .collect();
     let pb = spinner("onnxruntime");
-    let r =
-        gstregiondrop::onnxruntime::run(&s.model, &inputs, [1, 3, s.h, s.w], s.threads, ORT_REPEAT)
-            .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
+    let r = gstregiondrop::onnxruntime::run(&s.model, &inputs, [1, 3, s.h, s.w], s.threads, 1)
+        .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
     pb.finish_and_clear();
     if r.frames.len() != idx.len() {
         return Err(Fail::Run(format!(
@@ -662,10 +688,12 @@ fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
             idx.len()
         )));
     }
+    let timer = gstregiondrop::onnxruntime::OrtTimer::new(&s.model, [1, 3, s.h, s.w], s.threads)
+        .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
     Ok(OrtInfo {
-        ms: r.ms_median,
         idx,
         outs: r.frames,
+        timer,
     })
 }
 
@@ -701,19 +729,24 @@ struct MainReport {
     detections_dense: usize,
     detections_sparse: usize,
     exact_max_abs_diff: Option<f64>,
+    /// Median over the same frames, each timed between our dense and sparse runs of it.
     onnxruntime_ms: Option<f64>,
+    /// onnxruntime_ms / sparse_ms.
     vs_onnxruntime: Option<f64>,
+    /// dense_ms / onnxruntime_ms: our dense engine's time relative to onnxruntime's.
+    dense_vs_onnxruntime: Option<f64>,
     onnxruntime_rel_l2: Option<f64>,
     memory_bytes: usize,
 }
 
-fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
+fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), Fail> {
     let n = s.n();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
     let mut sparse = s.engine(sparse_cfg(cli, s.threads))?;
     let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
+    let mut ort_ms = vec![];
     let (mut ddets, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut masks = Vec::new();
     let mut sparse_dense_frames = 0;
@@ -734,6 +767,12 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
         // The dense baseline gets the full mask directly: no change detection in its time.
         let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
         let dout = dense.outputs().map_err(running)?;
+        if let Some(o) = ort.as_deref_mut() {
+            let ms = o.time(s, i)?;
+            if i > 0 {
+                ort_ms.push(ms);
+            }
+        }
         let ss = sparse.process(rgb).map_err(running)?;
         let sout = sparse.outputs().map_err(running)?;
         if i > 0 {
@@ -762,7 +801,7 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
                 }
             }
         }
-        if let Some(o) = ort {
+        if let Some(o) = ort.as_deref() {
             if let Some(j) = o.idx.iter().position(|&k| k == i) {
                 let r = gstregiondrop::onnxruntime::rel_l2(&dout, &o.outs[j]);
                 rel_l2 = Some(rel_l2.map_or(r, |m: f64| m.max(r)));
@@ -847,8 +886,9 @@ fn main_run(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
                 max_diff
             }
         }),
-        onnxruntime_ms: ort.and_then(|o| round(o.ms, 3)),
-        vs_onnxruntime: ort.and_then(|o| round(o.ms / sp, 3)),
+        onnxruntime_ms: ort_figure(&ort_ms, 1.0),
+        vs_onnxruntime: ort_figure(&ort_ms, 1.0 / sp),
+        dense_vs_onnxruntime: ort_figure(&ort_ms, 1.0).and_then(|o| round(d / o, 3)),
         onnxruntime_rel_l2: rel_l2,
         memory_bytes: sparse.memory_bytes(),
     };
@@ -954,7 +994,7 @@ struct FractionReport {
     vs_onnxruntime: Option<f64>,
 }
 
-fn fractions(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
+fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), Fail> {
     let n = s.n();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
@@ -974,12 +1014,18 @@ fn fractions(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
             ..sparse_cfg(cli, s.threads)
         })?;
         let mut rng = Lcg(0x5eed_0000 + fi as u64);
-        let (mut dm, mut sm, mut am) = (vec![], vec![], vec![]);
+        let (mut dm, mut sm, mut am, mut om) = (vec![], vec![], vec![], vec![]);
         let mut auto_dense = 0;
         for i in 0..n {
             let rgb = &s.net[i];
             let mask = random_mask(&grid, k, &mut rng, &mut scratch);
             let d = dense.process_with_mask(rgb, &full).map_err(running)?;
+            if let Some(o) = ort.as_deref_mut() {
+                let ms = o.time(s, i)?;
+                if i > 0 {
+                    om.push(ms);
+                }
+            }
             let sp = sparse.process_with_mask(rgb, &mask).map_err(running)?;
             let au = auto.process_with_mask(rgb, &mask).map_err(running)?;
             if i > 0 {
@@ -1007,8 +1053,8 @@ fn fractions(cli: &Cli, s: &Setup, ort: Option<&OrtInfo>) -> Result<(), Fail> {
             auto_ms: round(au, 3),
             auto_speedup: round(d / au, 3),
             auto_dense_frames: auto_dense,
-            onnxruntime_ms: ort.and_then(|o| round(o.ms, 3)),
-            vs_onnxruntime: ort.and_then(|o| round(o.ms / sp, 3)),
+            onnxruntime_ms: ort_figure(&om, 1.0),
+            vs_onnxruntime: ort_figure(&om, 1.0 / sp),
         };
         pb.suspend(|| print_json(&line))?;
     }
