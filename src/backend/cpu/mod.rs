@@ -5,6 +5,7 @@ mod conv;
 mod conv_small;
 mod feature;
 mod ops;
+mod tail;
 
 use std::sync::Arc;
 
@@ -31,8 +32,10 @@ pub struct CpuBackend {
     scratch_c: Vec<f32>,
     offsets: Vec<usize>,
     profile: Option<Vec<Vec<f64>>>,
-    /// Rearrange steps' source indices as integers (converted once).
-    rearrange_index: Vec<Option<Vec<u32>>>,
+    /// How each Rearrange step runs (from its slot, or folded with its Export).
+    rearrange: Vec<Option<tail::Rearrange>>,
+    /// Export steps folded into their Rearrange (skipped).
+    folded_exports: Vec<bool>,
     /// Re-laid-out weights of the convolutions that run the direct short-K kernel.
     small_k: Vec<Option<conv_small::SmallKWeights>>,
 }
@@ -78,16 +81,7 @@ impl CpuBackend {
                 }
             }
         }
-        let rearrange_index = plan
-            .steps
-            .iter()
-            .map(|s| match s {
-                Step::Rearrange { index, .. } => {
-                    Some(index.data.iter().map(|&i| i as u32).collect())
-                }
-                _ => None,
-            })
-            .collect();
+        let (rearrange, folded_exports) = tail::lower(&plan);
         let small_k = plan
             .steps
             .iter()
@@ -102,7 +96,8 @@ impl CpuBackend {
             })
             .collect();
         Ok(CpuBackend {
-            rearrange_index,
+            rearrange,
+            folded_exports,
             small_k,
             offsets: Vec::with_capacity(grid.len()),
             plan,
@@ -203,6 +198,7 @@ impl CpuBackend {
                     let inv = 1.0 / (f.h * f.w) as f32;
                     dst.iter_mut().for_each(|d| *d *= inv);
                 }
+                Step::Export { .. } if self.folded_exports[si] => {}
                 Step::Export { input, slot } => {
                     // Only the tiles that changed this frame; the slot keeps the rest.
                     let f = FeatRef::new(&self.bufs, &plan.buffers, *input);
@@ -221,13 +217,18 @@ impl CpuBackend {
                         }
                     }
                 }
-                Step::Rearrange { input, output, .. } => {
-                    let index = self.rearrange_index[si].as_deref().unwrap_or_default();
-                    let (src, dst) = two_slots(&mut self.slots, *input, *output);
-                    for (d, &i) in dst.data.iter_mut().zip(index) {
-                        *d = src.data[i as usize];
+                Step::Rearrange { input, output, .. } => match &self.rearrange[si] {
+                    Some(tail::Rearrange::FromBuffer { buf, runs }) => {
+                        tail::copy_runs(&mut self.slots[*output].data, &self.bufs[*buf], runs)
                     }
-                }
+                    Some(tail::Rearrange::FromSlot(index)) => {
+                        let (src, dst) = two_slots(&mut self.slots, *input, *output);
+                        for (d, &i) in dst.data.iter_mut().zip(index) {
+                            *d = src.data[i as usize];
+                        }
+                    }
+                    None => unreachable!("every Rearrange step is lowered"),
+                },
                 Step::Generic {
                     node,
                     inputs,

@@ -1,0 +1,139 @@
+//! The detection head's rearrangements on the CPU. An Export (NHWC feature view → NCHW slot)
+//! whose slot only feeds one Rearrange (NCHW → the head's output layout, usually back to
+//! pixel-major) is folded into it: the rearrangement reads the feature buffer directly, as runs
+//! of consecutive values (often one run per pixel, or one for the whole map).
+
+use crate::model::plan::{LayerOp, Operand, Plan, Step};
+
+/// How one Rearrange step runs.
+pub enum Rearrange {
+    /// out[j] = slot[index[j]].
+    FromSlot(Vec<u32>),
+    /// out[dst..dst + len] = buffer[src..src + len] for each run.
+    FromBuffer { buf: usize, runs: Vec<Run> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub src: u32,
+    pub dst: u32,
+    pub len: u32,
+}
+
+/// Per step: how each Rearrange runs, and which Export steps were folded (and are skipped).
+pub fn lower(plan: &Plan) -> (Vec<Option<Rearrange>>, Vec<bool>) {
+    let mut readers = vec![0usize; plan.slots.len()];
+    for (_, s) in &plan.outputs {
+        readers[*s] += 1;
+    }
+    for step in &plan.steps {
+        match step {
+            Step::Rearrange { input, .. } => readers[*input] += 1,
+            Step::Generic { inputs, .. } => inputs.iter().flatten().for_each(|&i| readers[i] += 1),
+            Step::Layer(l) => {
+                if let LayerOp::Binary {
+                    rhs: Operand::Slot(s),
+                    ..
+                } = &l.op
+                {
+                    readers[*s] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut skip = vec![false; plan.steps.len()];
+    let mut exporter = vec![None; plan.slots.len()];
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for (si, step) in plan.steps.iter().enumerate() {
+        out.push(match step {
+            Step::Export { slot, .. } => {
+                exporter[*slot] = Some(si);
+                None
+            }
+            Step::Rearrange { input, index, .. } => {
+                let idx: Vec<u32> = index.data.iter().map(|&i| i as u32).collect();
+                match exporter[*input] {
+                    Some(e) if readers[*input] == 1 => {
+                        let Step::Export { input: view, .. } = &plan.steps[e] else {
+                            unreachable!("exporter is an Export step")
+                        };
+                        let b = &plan.buffers[view.buf];
+                        let hw = b.h * b.w;
+                        // Slot element c·hw + p is buffer element p·C + c_off + c.
+                        let src = idx.iter().map(|&i| {
+                            let (c, p) = (i as usize / hw, i as usize % hw);
+                            (p * b.c + view.c_off + c) as u32
+                        });
+                        skip[e] = true;
+                        Some(Rearrange::FromBuffer {
+                            buf: view.buf,
+                            runs: runs(src),
+                        })
+                    }
+                    _ => Some(Rearrange::FromSlot(idx)),
+                }
+            }
+            _ => None,
+        });
+    }
+    (out, skip)
+}
+
+/// Groups source offsets into runs of consecutive values.
+fn runs(src: impl Iterator<Item = u32>) -> Vec<Run> {
+    let mut v: Vec<Run> = Vec::new();
+    for (dst, s) in src.enumerate() {
+        match v.last_mut() {
+            Some(r) if r.src + r.len == s => r.len += 1,
+            _ => v.push(Run {
+                src: s,
+                dst: dst as u32,
+                len: 1,
+            }),
+        }
+    }
+    v
+}
+
+/// Runs a folded rearrangement.
+pub fn copy_runs(dst: &mut [f32], src: &[f32], runs: &[Run]) {
+    for r in runs {
+        let (s, d, n) = (r.src as usize, r.dst as usize, r.len as usize);
+        dst[d..d + n].copy_from_slice(&src[s..s + n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_offsets_merge_into_runs() {
+        let r = runs([4, 5, 6, 10, 11, 0].into_iter());
+        assert_eq!(
+            r,
+            vec![
+                Run {
+                    src: 4,
+                    dst: 0,
+                    len: 3
+                },
+                Run {
+                    src: 10,
+                    dst: 3,
+                    len: 2
+                },
+                Run {
+                    src: 0,
+                    dst: 5,
+                    len: 1
+                },
+            ]
+        );
+        let mut out = [0f32; 6];
+        let src: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        copy_runs(&mut out, &src, &r);
+        assert_eq!(out, [4.0, 5.0, 6.0, 10.0, 11.0, 0.0]);
+    }
+}
