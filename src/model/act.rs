@@ -38,36 +38,16 @@ impl Act {
         }
     }
 
-    /// Applies the activation to every element; the match is hoisted out of the loop so each
-    /// arm vectorises.
+    /// Applies the activation to every element, vectorised for the CPU (see `crate::simd`).
     #[inline]
     pub fn apply_slice(self, xs: &mut [f32]) {
-        match self {
-            Act::Identity => {}
-            Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Act::LeakyRelu(a) => xs
-                .iter_mut()
-                .for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
-            Act::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
-            Act::HardSwish => xs
-                .iter_mut()
-                .for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
-            Act::HardSigmoid(a, b) => xs
-                .iter_mut()
-                .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
-            Act::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
-            Act::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
-            Act::Tanh => xs.iter_mut().for_each(|x| *x = x.tanh()),
-        }
+        apply_slice(self, xs)
     }
 
-    /// xs[i] = act(xs[i] + bias[i]).
+    /// xs[i] = act(xs[i] + bias[i]), vectorised for the CPU.
     #[inline]
     pub fn apply_bias(self, xs: &mut [f32], bias: &[f32]) {
-        for (x, &b) in xs.iter_mut().zip(bias) {
-            *x += b;
-        }
-        self.apply_slice(xs);
+        apply_bias(self, xs, bias)
     }
 
     /// The activation for a unary ONNX op, if it is one (Clip bounds must be resolved by the caller).
@@ -132,4 +112,37 @@ mod tests {
             (sigmoid(0.0) - 0.5).abs() < 1e-7 && sigmoid(-100.0) < 1e-30 && sigmoid(100.0) == 1.0
         );
     }
+}
+
+crate::simd::dispatch!(fn apply_slice(act: Act, xs: &mut [f32]) => apply_slice_plain);
+crate::simd::dispatch!(fn apply_bias(act: Act, xs: &mut [f32], bias: &[f32]) => apply_bias_plain);
+
+/// The match is hoisted out of the loop so each arm vectorises.
+#[inline(always)]
+fn apply_slice_plain(act: Act, xs: &mut [f32]) {
+    match act {
+        Act::Identity => {}
+        Act::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Act::LeakyRelu(a) => xs
+            .iter_mut()
+            .for_each(|x| *x = if *x >= 0.0 { *x } else { a * *x }),
+        Act::Clip(lo, hi) => xs.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+        Act::HardSwish => xs
+            .iter_mut()
+            .for_each(|x| *x *= (*x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        Act::HardSigmoid(a, b) => xs
+            .iter_mut()
+            .for_each(|x| *x = (a * *x + b).clamp(0.0, 1.0)),
+        Act::Sigmoid => xs.iter_mut().for_each(|x| *x = sigmoid(*x)),
+        Act::Silu => xs.iter_mut().for_each(|x| *x *= sigmoid(*x)),
+        Act::Tanh => xs.iter_mut().for_each(|x| *x = x.tanh()),
+    }
+}
+
+#[inline(always)]
+fn apply_bias_plain(act: Act, xs: &mut [f32], bias: &[f32]) {
+    for (x, &b) in xs.iter_mut().zip(bias) {
+        *x += b;
+    }
+    apply_slice_plain(act, xs);
 }
