@@ -1036,6 +1036,15 @@ fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), 
             }
             pb.inc(1);
         }
+        if let Some(t) = sparse.step_times() {
+            pb.suspend(|| {
+                eprintln!("sparse engine at {f} active, per step (REGIONDROP_PROFILE):");
+                eprint!(
+                    "{}",
+                    gstregiondrop::engine::profile::table(sparse.plan(), t, 0.02)
+                );
+            });
+        }
         let (d, sp, au) = (median(&dm), median(&sm), median(&am));
         let frac = k as f64 / grid.len() as f64;
         let (ideal, eff) = ideal_and_efficiency(d / sp, frac);

@@ -218,6 +218,14 @@ impl CpuBackend {
                     }
                 }
                 Step::Rearrange { input, output, .. } => match &self.rearrange[si] {
+                    Some(tail::Rearrange::PixelMajor { view, export }) => tail::copy_tiles(
+                        &mut self.slots[*output].data,
+                        &self.bufs[view.buf],
+                        &plan.buffers[view.buf],
+                        *view,
+                        &grid,
+                        &tiles.per_step[*export],
+                    ),
                     Some(tail::Rearrange::FromBuffer { buf, runs }) => {
                         tail::copy_runs(&mut self.slots[*output].data, &self.bufs[*buf], runs)
                     }

@@ -3,7 +3,8 @@
 //! pixel-major) is folded into it: the rearrangement reads the feature buffer directly, as runs
 //! of consecutive values (often one run per pixel, or one for the whole map).
 
-use crate::model::plan::{LayerOp, Operand, Plan, Step};
+use crate::mask::TileGrid;
+use crate::model::plan::{FeatureBuf, LayerOp, Operand, Plan, Step, View};
 
 /// How one Rearrange step runs.
 pub enum Rearrange {
@@ -11,6 +12,9 @@ pub enum Rearrange {
     FromSlot(Vec<u32>),
     /// out[dst..dst + len] = buffer[src..src + len] for each run.
     FromBuffer { buf: usize, runs: Vec<Run> },
+    /// out[p·C + c] = the view's channel c at pixel p: the feature map in its own layout, so
+    /// only the tiles the folded Export step lists (those that changed) are copied.
+    PixelMajor { view: View, export: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,9 +70,20 @@ pub fn lower(plan: &Plan) -> (Vec<Option<Rearrange>>, Vec<bool>) {
                             (p * b.c + view.c_off + c) as u32
                         });
                         skip[e] = true;
-                        Some(Rearrange::FromBuffer {
-                            buf: view.buf,
-                            runs: runs(src),
+                        let pixel_major = idx.len() == hw * view.c
+                            && src.clone().enumerate().all(|(j, s)| {
+                                s as usize == (j / view.c) * b.c + view.c_off + j % view.c
+                            });
+                        Some(if pixel_major {
+                            Rearrange::PixelMajor {
+                                view: *view,
+                                export: e,
+                            }
+                        } else {
+                            Rearrange::FromBuffer {
+                                buf: view.buf,
+                                runs: runs(src),
+                            }
                         })
                     }
                     _ => Some(Rearrange::FromSlot(idx)),
@@ -101,6 +116,31 @@ pub fn copy_runs(dst: &mut [f32], src: &[f32], runs: &[Run]) {
     for r in runs {
         let (s, d, n) = (r.src as usize, r.dst as usize, r.len as usize);
         dst[d..d + n].copy_from_slice(&src[s..s + n]);
+    }
+}
+
+/// Copies the given tiles of a pixel-major rearrangement.
+pub fn copy_tiles(
+    dst: &mut [f32],
+    src: &[f32],
+    b: &FeatureBuf,
+    view: View,
+    grid: &TileGrid,
+    tiles: &[u32],
+) {
+    let c = view.c;
+    for &t in tiles {
+        let (x0, y0, x1, y1) = grid.rect(t as usize, b.scale, b.w, b.h);
+        for y in y0..y1 {
+            let (p0, p1) = (y * b.w + x0, y * b.w + x1);
+            if c == b.c {
+                dst[p0 * c..p1 * c].copy_from_slice(&src[p0 * c..p1 * c]);
+                continue;
+            }
+            for p in p0..p1 {
+                dst[p * c..(p + 1) * c].copy_from_slice(&src[p * b.c + view.c_off..][..c]);
+            }
+        }
     }
 }
 
