@@ -140,3 +140,60 @@ fn identical_frames_recompute_nothing_and_full_change_equals_dense() {
     let d = rel_max_diff(&sparse.outputs().unwrap(), &dense.outputs().unwrap());
     assert!(d <= 1e-5, "all tiles sparse vs dense: {d}");
 }
+
+/// On sparse frames (common mask, most tiles unchanged) the head's outputs still hold exactly the
+/// head maps as the caches have them: each output exported (NCHW) and rearranged by the plan's
+/// own definition, straight from the feature buffers, equals what the engine returns.
+#[test]
+fn outputs_reflect_the_caches_on_sparse_frames() {
+    use gstregiondrop::engine::{EngineConfig, RunMode};
+    use gstregiondrop::model::plan::Step;
+    let models = real_models();
+    let m = &models[0];
+    let plan = load(m);
+    let frames = clip_frames(&plan, 120, 5);
+    let mut e = engine(
+        &plan,
+        &m.norm,
+        EngineConfig {
+            mode: RunMode::Sparse,
+            ..Default::default()
+        },
+    );
+    let mut checked = 0;
+    for (i, f) in frames.iter().enumerate() {
+        let st = e.process(f).unwrap();
+        let outs = e.outputs().unwrap();
+        if i > 0 {
+            assert!(st.active_fraction < 0.9, "frame {i} is not sparse: {st:?}");
+        }
+        for ((_, out_slot), out) in plan.outputs.iter().zip(&outs) {
+            let Some((src, index)) = plan.steps.iter().find_map(|s| match s {
+                Step::Rearrange {
+                    input,
+                    index,
+                    output,
+                } if output == out_slot => Some((*input, index)),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let Some(view) = plan.steps.iter().find_map(|s| match s {
+                Step::Export { input, slot } if *slot == src => Some(*input),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let b = &plan.buffers[view.buf];
+            let buf = e.read_buffer(view.buf).unwrap();
+            let hw = b.h * b.w;
+            for (j, (&got, &k)) in out.data.iter().zip(&index.data).enumerate() {
+                let (c, p) = (k as usize / hw, k as usize % hw);
+                let want = buf[p * b.c + view.c_off + c];
+                assert_eq!(got, want, "frame {i}, output slot {out_slot}, element {j}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} outputs checked");
+}
