@@ -13,6 +13,7 @@ pub mod model;
 pub mod onnxruntime;
 pub mod preprocess;
 pub mod regiondrop;
+pub mod rng;
 pub mod simd;
 pub mod tensor;
 pub mod video;

@@ -22,23 +22,7 @@ use gstregiondrop::model::plan::{
 use gstregiondrop::preprocess::InputNorm;
 use gstregiondrop::tensor::Tensor;
 
-/// A small deterministic generator (no dev-dependency needed).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u32
-    }
-    fn f(&mut self, scale: f32) -> f32 {
-        (self.next() as f32 / (1u64 << 31) as f32 - 0.5) * 2.0 * scale
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f(scale)).collect()
-    }
-}
+use gstregiondrop::rng::Lcg;
 
 fn require_gpu() -> bool {
     std::env::var("REGIONDROP_REQUIRE_GPU").is_ok_and(|v| v == "1" || v == "true")
@@ -381,7 +365,7 @@ fn step_tiles(plan: &Plan, tiles: &[u32]) -> StepTiles {
 fn image(w: usize, h: usize, seed: u64) -> Vec<u8> {
     let mut r = Lcg(seed);
     (0..w * h * 3)
-        .map(|i| ((i % 251) as u32 ^ (r.next() & 63)) as u8)
+        .map(|i| ((i % 251) as u32 ^ (r.next_u32() & 63)) as u8)
         .collect()
 }
 
@@ -700,7 +684,7 @@ fn engine_frames(w: usize, h: usize, n: usize) -> Vec<Vec<u8>> {
         for y in by..(by + 12).min(h) {
             for x in bx..(bx + 20).min(w) {
                 for c in 0..3 {
-                    img[(y * w + x) * 3 + c] = (r.next() & 255) as u8;
+                    img[(y * w + x) * 3 + c] = (r.next_u32() & 255) as u8;
                 }
             }
         }
@@ -712,7 +696,7 @@ fn engine_frames(w: usize, h: usize, n: usize) -> Vec<Vec<u8>> {
             }
         }
         // A single hot pixel (fires with max, not with mean).
-        let p = (r.next() as usize) % (w * h);
+        let p = (r.next_u32() as usize) % (w * h);
         img[p * 3 + 2] ^= 0x80;
         out.push(img.clone());
     }

@@ -52,7 +52,7 @@ fn ten_thousand_frames_do_not_grow_memory() {
         let (x0, y0) = ((i * 3) % (w - 16), (i * 5) % (h - 16));
         for y in y0..y0 + 16 {
             for x in x0..x0 + 16 {
-                image[(y * w + x) * 3] = (rng.next() % 256) as u8;
+                image[(y * w + x) * 3] = (rng.next_u32() % 256) as u8;
             }
         }
         if i.is_multiple_of(997) {

@@ -25,7 +25,9 @@ fn check(name: &str, bytes: Vec<u8>) {
     let norm = InputNorm::unit_rgb();
     let grid = plan.grid(32);
     let mut rng = Lcg(name.len() as u64 * 7919);
-    let mut image: Vec<u8> = (0..W * H * 3).map(|_| (rng.next() % 256) as u8).collect();
+    let mut image: Vec<u8> = (0..W * H * 3)
+        .map(|_| (rng.next_u32() % 256) as u8)
+        .collect();
     for exact in [true, false] {
         let mut sparse = engine(
             &plan,
@@ -54,7 +56,7 @@ fn check(name: &str, bytes: Vec<u8>) {
                     for y in y0..y1 {
                         for x in x0..x1 {
                             for c in 0..3 {
-                                image[(y * W as usize + x) * 3 + c] = (rng.next() % 256) as u8;
+                                image[(y * W as usize + x) * 3 + c] = (rng.next_u32() % 256) as u8;
                             }
                         }
                     }
@@ -175,7 +177,9 @@ fn dense_conv_matches_the_reference_semantics() {
     let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
     let norm = InputNorm::unit_rgb();
     let mut rng = Lcg(5);
-    let image: Vec<u8> = (0..W * H * 3).map(|_| (rng.next() % 256) as u8).collect();
+    let image: Vec<u8> = (0..W * H * 3)
+        .map(|_| (rng.next_u32() % 256) as u8)
+        .collect();
     let mut e = engine(&plan, &norm, dense_cfg());
     e.process(&image).unwrap();
     let ours = e.outputs().unwrap();

@@ -35,6 +35,7 @@ use gstregiondrop::engine::{Engine, EngineConfig, RunMode};
 use gstregiondrop::mask::{DiffMetric, RegionMask, TileGrid};
 use gstregiondrop::model::Plan;
 use gstregiondrop::preprocess::{letterbox, InputNorm, Letterbox};
+use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
 use gstregiondrop::video::RgbFrame;
 
@@ -942,25 +943,6 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------------------------
 // --fractions: forced random masks.
 
-/// A 64-bit LCG (Knuth's MMIX constants): deterministic masks without a rand crate.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 32) as u32
-    }
-
-    /// Uniform in 0..n.
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() as u64 * n as u64) >> 32) as usize
-    }
-}
-
-/// Exactly `k` tiles, chosen uniformly (partial Fisher–Yates).
 fn random_mask(grid: &TileGrid, k: usize, rng: &mut Lcg, scratch: &mut Vec<usize>) -> RegionMask {
     let len = grid.len();
     scratch.clear();

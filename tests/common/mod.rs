@@ -124,19 +124,7 @@ pub fn rel_max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
 }
 
 /// A deterministic pseudo-random sequence (no extra crates).
-pub struct Lcg(pub u64);
-impl Lcg {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    pub fn unit(&mut self) -> f32 {
-        (self.next() % 1_000_000) as f32 / 1_000_000.0
-    }
-}
+pub use gstregiondrop::rng::Lcg;
 
 pub fn path(p: &str) -> &Path {
     Path::new(p)

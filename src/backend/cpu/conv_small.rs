@@ -280,11 +280,8 @@ mod tests {
     #[test]
     fn kernels_agree() {
         let (k, stride) = (27, 2 * NB);
-        let mut seed = 7u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::rng::Lcg(7);
+        let mut next = || rng.signed(0.5);
         let mut vals = [[0f32; MAX_K]; P];
         vals.iter_mut().flatten().for_each(|v| *v = next());
         let w: Vec<f32> = (0..k * stride).map(|_| next()).collect();
