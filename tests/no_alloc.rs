@@ -1,0 +1,103 @@
+//! Issue 2's "zero allocation per frame": after the first frames, a frame through the engine
+//! (change detection, tile lists, every layer, the head's rearrangements) on the default model
+//! allocates nothing in our code, dense or sparse. A counting global allocator sees every
+//! allocation of the process while a frame runs; each one's backtrace tells whether it comes from
+//! inside the GEMM crate (which keeps small per-call bookkeeping, printed) or from anywhere else
+//! (asserted to be none).
+
+mod common;
+use common::*;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use gstregiondrop::engine::{EngineConfig, RunMode};
+
+struct Counting;
+static WATCH: AtomicBool = AtomicBool::new(false);
+static OURS: AtomicUsize = AtomicUsize::new(0);
+static IN_GEMM: AtomicUsize = AtomicUsize::new(0);
+static FIRST_OF_OURS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+thread_local! {
+    /// Set while this thread captures a backtrace (which allocates itself).
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+fn classify() {
+    if !WATCH.load(Ordering::Relaxed) || BUSY.with(|b| b.replace(true)) {
+        return;
+    }
+    let bt = std::backtrace::Backtrace::force_capture().to_string();
+    if bt.contains("gemm_common::") || bt.contains("gemm_f32::") || bt.contains("gemm::gemm") {
+        IN_GEMM.fetch_add(1, Ordering::Relaxed);
+    } else {
+        OURS.fetch_add(1, Ordering::Relaxed);
+        let mut first = FIRST_OF_OURS.lock().unwrap();
+        if first.is_none() {
+            *first = Some(bt);
+        }
+    }
+    BUSY.with(|b| b.set(false));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        classify();
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        classify();
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+#[test]
+fn frames_after_warm_up_allocate_nothing_in_our_code() {
+    let models = real_models();
+    let m = &models[0];
+    let plan = load(m);
+    let frames = clip_frames(&plan, 30, 8);
+    for mode in [RunMode::Dense, RunMode::Sparse] {
+        let mut e = engine(
+            &plan,
+            &m.norm,
+            EngineConfig {
+                mode,
+                ..Default::default()
+            },
+        );
+        for f in &frames[..3] {
+            e.process(f).unwrap();
+        }
+        OURS.store(0, Ordering::Relaxed);
+        IN_GEMM.store(0, Ordering::Relaxed);
+        for f in &frames[3..] {
+            WATCH.store(true, Ordering::Relaxed);
+            let st = e.process(f);
+            WATCH.store(false, Ordering::Relaxed);
+            st.unwrap();
+        }
+        let n = frames.len() - 3;
+        let (ours, gemm) = (
+            OURS.load(Ordering::Relaxed),
+            IN_GEMM.load(Ordering::Relaxed),
+        );
+        println!(
+            "{mode:?}: {n} frames, allocations: {ours} in our code, {gemm} inside the GEMM crate"
+        );
+        assert_eq!(
+            ours,
+            0,
+            "{mode:?}: our code allocated while running frames; the first:\n{}",
+            FIRST_OF_OURS.lock().unwrap().take().unwrap_or_default()
+        );
+    }
+}
