@@ -4,7 +4,8 @@ use crate::model::plan::{LayerOp, Plan, Step};
 
 /// One line per plan step whose median is at least `min_ms`: index, kind, output shape, median
 /// and minimum ms over the runs (the minimum is what A/B comparisons on a shared machine should
-/// use), GMAC/s at the median for convolutions, the ONNX node; then the totals.
+/// use), GMAC/s at the median for convolutions (whole-map MACs over the time: for a sparse run a
+/// dense-equivalent rate), the ONNX node; then the totals.
 pub fn table(plan: &Plan, times: &[Vec<f64>], min_ms: f64) -> String {
     let mut out = String::from(
         "step  kind                                  output            median      min   GMAC/s  node\n",
