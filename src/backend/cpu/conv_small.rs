@@ -105,17 +105,15 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// The kernel for the instruction sets `crate::simd` detected (once per process).
     fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Kernel::Avx2;
-            }
+        match crate::simd::level() {
+            #[cfg(target_arch = "x86_64")]
+            crate::simd::Level::Avx512 => Kernel::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            crate::simd::Level::Avx2 => Kernel::Avx2,
+            _ => Kernel::Portable,
         }
-        Kernel::Portable
     }
 
     /// acc[p][j] = bias[j] + Σ_r vals[p][r] · w[r·stride + j], j < NB, for r < k.
