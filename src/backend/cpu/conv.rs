@@ -25,6 +25,30 @@ pub fn tile_offsets(
     m
 }
 
+/// Runs `f(oy, ox, row)` for every output pixel of the tiles (tiles in parallel), with `row` its
+/// row in the gathered matrix as laid out by `tile_offsets`.
+fn for_each_gathered_row(
+    grid: &TileGrid,
+    output: &FeatMut,
+    tiles: &[u32],
+    offsets: &[usize],
+    f: impl Fn(usize, usize, usize) + Sync,
+) {
+    tiles
+        .par_iter()
+        .zip(offsets.par_iter())
+        .for_each(|(&t, &row0)| {
+            let (x0, y0, x1, y1) = output.rect(grid, t);
+            let mut row = row0;
+            for oy in y0..y1 {
+                for ox in x0..x1 {
+                    f(oy, ox, row);
+                    row += 1;
+                }
+            }
+        });
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     spec: &ConvSpec,
@@ -62,21 +86,11 @@ pub fn conv(
             scratch_a.len() >= m * k && scratch_c.len() >= m * n,
             "scratch too small"
         );
-        tiles
-            .par_iter()
-            .zip(offsets.par_iter())
-            .for_each(|(&t, &row0)| {
-                let (x0, y0, x1, y1) = output.rect(grid, t);
-                let mut row = row0;
-                for oy in y0..y1 {
-                    for ox in x0..x1 {
-                        // SAFETY: each tile owns rows [row0, row0 + its pixel count).
-                        let dst = unsafe { a.slice(row * k, k) };
-                        gather_row(spec, &input, g * cig, cig, oy, ox, dst);
-                        row += 1;
-                    }
-                }
-            });
+        for_each_gathered_row(grid, &output, tiles, offsets, |oy, ox, row| {
+            // SAFETY: each tile owns rows [row0, row0 + its pixel count).
+            let dst = unsafe { a.slice(row * k, k) };
+            gather_row(spec, &input, g * cig, cig, oy, ox, dst);
+        });
         let w = &spec.weights[g * k * n..(g + 1) * k * n];
         // SAFETY: sizes checked above; row-major A (m×k), B (k×n), C (m×n).
         unsafe {
@@ -96,21 +110,11 @@ pub fn conv(
         };
         let c = &*scratch_c;
         let bias = &spec.bias[g * n..(g + 1) * n];
-        tiles
-            .par_iter()
-            .zip(offsets.par_iter())
-            .for_each(|(&t, &row0)| {
-                let (x0, y0, x1, y1) = output.rect(grid, t);
-                let mut row = row0;
-                for oy in y0..y1 {
-                    for ox in x0..x1 {
-                        let dst = &mut output.px(oy, ox)[g * n..(g + 1) * n];
-                        dst.copy_from_slice(&c[row * n..(row + 1) * n]);
-                        spec.act.apply_bias(dst, bias);
-                        row += 1;
-                    }
-                }
-            });
+        for_each_gathered_row(grid, &output, tiles, offsets, |oy, ox, row| {
+            let dst = &mut output.px(oy, ox)[g * n..(g + 1) * n];
+            dst.copy_from_slice(&c[row * n..(row + 1) * n]);
+            spec.act.apply_bias(dst, bias);
+        });
     }
 }
 
