@@ -1,6 +1,7 @@
 //! The backend trait: everything above it (mask, engine, detect, element) is backend-agnostic.
 
 pub mod cpu;
+pub mod generic;
 
 /// The plan's graph outputs, copied out of a backend's tensor slots.
 pub fn collect_outputs(plan: &crate::model::Plan, slots: &[Tensor]) -> Vec<Tensor> {

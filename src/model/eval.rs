@@ -93,26 +93,9 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
         "Cast" => {
             let mut t = req(0)?.clone();
-            // ONNX type codes: 1 float, 10 f16, 11 double, 9 bool, others integer.
-            match node.int("to", 1) {
-                1 | 10 | 11 => t.dtype = DType::Float,
-                8 | 16 => {
-                    return Err(tensor_err(
-                        op,
-                        "casting to string or bfloat16 is not supported",
-                    ))
-                }
-                9 => {
-                    t.data
-                        .iter_mut()
-                        .for_each(|v| *v = (*v != 0.0) as u8 as f32);
-                    t.dtype = DType::Bool
-                }
-                _ => {
-                    t.data.iter_mut().for_each(|v| *v = v.trunc());
-                    t.dtype = DType::Int
-                }
-            }
+            let (f, dtype) = cast_fn(node)?;
+            t.data.iter_mut().for_each(|v| *v = f(*v));
+            t.dtype = dtype;
             t
         }
         "Shape" => {
@@ -226,10 +209,9 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         "Split" => return split(node, inputs),
         "Softmax" => {
             let x = req(0)?;
-            let default_axis = if node.int("_opset", 13) < 13 { 1 } else { -1 };
-            let a = norm_axis(node.int("axis", default_axis), x.rank())
-                .ok_or_else(|| tensor_err(op, "bad axis"))?;
-            softmax(x, a)
+            let mut out = x.clone();
+            softmax_into(&x.data, &mut out.data, softmax_extents(node, &x.shape)?);
+            out
         }
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Min" | "Max" | "Equal" | "Less" | "Greater" => {
             let mut acc = req(0)?.clone();
@@ -265,26 +247,13 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 dtype: a.dtype,
             }
         }
-        "Not" => {
+        "Not" | "Sqrt" | "Exp" | "Log" | "Neg" | "Floor" | "Ceil" | "Abs" | "Reciprocal" => {
             let mut t = req(0)?.clone();
-            t.data
-                .iter_mut()
-                .for_each(|v| *v = (*v == 0.0) as u8 as f32);
-            t
-        }
-        "Sqrt" | "Exp" | "Log" | "Neg" | "Floor" | "Ceil" | "Abs" | "Reciprocal" => {
-            let mut t = req(0)?.clone();
-            let f: fn(f32) -> f32 = match op {
-                "Sqrt" => f32::sqrt,
-                "Exp" => f32::exp,
-                "Log" => f32::ln,
-                "Neg" => |v| -v,
-                "Floor" => f32::floor,
-                "Ceil" => f32::ceil,
-                "Abs" => f32::abs,
-                _ => |v| 1.0 / v,
-            };
+            let f = unary_fn(op).expect("listed unary op");
             t.data.iter_mut().for_each(|v| *v = f(*v));
+            if op == "Not" {
+                t.dtype = DType::Bool;
+            }
             t
         }
         "Clip" => {
@@ -293,7 +262,14 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             Act::Clip(lo, hi).apply_slice(&mut t.data);
             t
         }
-        "Conv" => conv_nchw(node, req(0)?, req(1)?, inputs.get(2).copied().flatten())?,
+        "Conv" => {
+            let (x, w) = (req(0)?, req(1)?);
+            let b = inputs.get(2).copied().flatten();
+            let geom = ConvGeom::new(node, &x.shape, &w.shape, b.map(|b| &b.shape[..]))?;
+            let mut out = Tensor::zeros(geom.out_shape());
+            geom.run(&x.data, &w.data, b.map(|b| &b.data[..]), &mut out.data);
+            out
+        }
         "GlobalAveragePool" => {
             let x = req(0)?;
             reduce_mean(x, &(2..x.rank()).collect::<Vec<_>>(), true)
@@ -338,6 +314,94 @@ pub fn clip_bounds(node: &Node, inputs: &[Option<&Tensor>]) -> (f32, f32) {
         .map(|t| t.data[0])
         .unwrap_or(node.float("max", f32::MAX));
     (lo, hi)
+}
+
+/// A per-element function of one value.
+pub type UnaryFn = fn(f32) -> f32;
+
+/// The per-element function of a unary math op (the activations are `Act`'s).
+pub fn unary_fn(op: &str) -> Option<UnaryFn> {
+    Some(match op {
+        "Not" => |v| (v == 0.0) as u8 as f32,
+        "Sqrt" => f32::sqrt,
+        "Exp" => f32::exp,
+        "Log" => f32::ln,
+        "Neg" => |v| -v,
+        "Floor" => f32::floor,
+        "Ceil" => f32::ceil,
+        "Abs" => f32::abs,
+        "Reciprocal" => |v| 1.0 / v,
+        _ => return None,
+    })
+}
+
+/// Cast's per-element function and result type. ONNX type codes: 1 float, 10 f16, 11 double,
+/// 9 bool, 8 string, 16 bfloat16, the others integer.
+pub fn cast_fn(node: &Node) -> Result<(UnaryFn, DType)> {
+    Ok(match node.int("to", 1) {
+        1 | 10 | 11 => (|v| v, DType::Float),
+        8 | 16 => {
+            return Err(tensor_err(
+                "Cast",
+                "casting to string or bfloat16 is not supported",
+            ))
+        }
+        9 => (|v| (v != 0.0) as u8 as f32, DType::Bool),
+        _ => (f32::trunc, DType::Int),
+    })
+}
+
+/// The per-element function of a binary op.
+pub fn binary_fn(op: &str) -> Option<fn(f32, f32) -> f32> {
+    Some(match op {
+        "Add" => |x, y| x + y,
+        "Sub" => |x, y| x - y,
+        "Mul" => |x, y| x * y,
+        "Div" => |x, y| x / y,
+        "Pow" => f32::powf,
+        "Min" => f32::min,
+        "Max" => f32::max,
+        "Equal" => |x, y| (x == y) as u8 as f32,
+        "Less" => |x, y| (x < y) as u8 as f32,
+        "Greater" => |x, y| (x > y) as u8 as f32,
+        _ => return None,
+    })
+}
+
+/// Whether a binary op's results are truncated: integer division.
+pub fn truncates(op: &str, a: DType, b: DType) -> bool {
+    op == "Div" && a == DType::Int && b == DType::Int
+}
+
+/// The softmax axis of a node for an input of rank `rank`, as (outer, n, inner) extents.
+pub fn softmax_extents(node: &Node, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    let default_axis = if node.int("_opset", 13) < 13 { 1 } else { -1 };
+    let a = norm_axis(node.int("axis", default_axis), shape.len())
+        .ok_or_else(|| tensor_err("Softmax", "bad axis"))?;
+    Ok((
+        shape[..a].iter().product(),
+        shape[a],
+        shape[a + 1..].iter().product(),
+    ))
+}
+
+/// Softmax of `x` over the middle extent of (outer, n, inner), into `out`.
+pub fn softmax_into(x: &[f32], out: &mut [f32], (outer, n, inner): (usize, usize, usize)) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * n + k) * inner + i;
+            let m = (0..n).map(|k| x[at(k)]).fold(f32::MIN, f32::max);
+            let mut sum = 0.0;
+            for k in 0..n {
+                let e = (x[at(k)] - m).exp();
+                out[at(k)] = e;
+                sum += e;
+            }
+            for k in 0..n {
+                out[at(k)] /= sum;
+            }
+        }
+    }
 }
 
 /// Axes given as attribute (old opsets) or as the input at `idx` (new opsets).
@@ -581,29 +645,6 @@ fn split(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     Ok(outs)
 }
 
-fn softmax(x: &Tensor, a: usize) -> Tensor {
-    let mut out = x.clone();
-    let n = x.shape[a];
-    let inner: usize = x.shape[a + 1..].iter().product();
-    let outer: usize = x.shape[..a].iter().product();
-    for o in 0..outer {
-        for i in 0..inner {
-            let at = |k: usize| (o * n + k) * inner + i;
-            let m = (0..n).map(|k| x.data[at(k)]).fold(f32::MIN, f32::max);
-            let mut sum = 0.0;
-            for k in 0..n {
-                let e = (x.data[at(k)] - m).exp();
-                out.data[at(k)] = e;
-                sum += e;
-            }
-            for k in 0..n {
-                out.data[at(k)] /= sum;
-            }
-        }
-    }
-    out
-}
-
 pub fn binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shape(&a.shape, &b.shape).ok_or_else(|| {
         tensor_err(
@@ -611,20 +652,8 @@ pub fn binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape),
         )
     })?;
-    let ints = a.dtype == DType::Int && b.dtype == DType::Int;
-    let f: fn(f32, f32) -> f32 = match op {
-        "Add" => |x, y| x + y,
-        "Sub" => |x, y| x - y,
-        "Mul" => |x, y| x * y,
-        "Div" => |x, y| x / y,
-        "Pow" => f32::powf,
-        "Min" => f32::min,
-        "Max" => f32::max,
-        "Equal" => |x, y| (x == y) as u8 as f32,
-        "Less" => |x, y| (x < y) as u8 as f32,
-        "Greater" => |x, y| (x > y) as u8 as f32,
-        _ => return Err(tensor_err(op, "not a binary op")),
-    };
+    let trunc = truncates(op, a.dtype, b.dtype);
+    let f = binary_fn(op).ok_or_else(|| tensor_err(op, "not a binary op"))?;
     let (ma, mb) = (
         broadcast_index_map(&a.shape, &shape),
         broadcast_index_map(&b.shape, &shape),
@@ -634,7 +663,7 @@ pub fn binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         .zip(&mb)
         .map(|(&i, &j)| {
             let v = f(a.data[i], b.data[j]);
-            if ints && op == "Div" {
+            if trunc {
                 v.trunc()
             } else {
                 v
@@ -716,54 +745,110 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(Tensor::new(shape, data))
 }
 
-/// Straightforward NCHW convolution for small tail tensors (e.g. YOLOv8's DFL 1x1 conv).
-fn conv_nchw(node: &Node, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    if x.rank() != 4 || w.rank() != 4 {
-        return Err(tensor_err("Conv", "only 2-D convolution is supported"));
+/// The geometry of a 2-D NCHW convolution of the small tail tensors (e.g. YOLOv8's DFL 1x1 conv
+/// or a squeeze-excitation block's 1x1 convs).
+#[derive(Clone, Debug)]
+pub struct ConvGeom {
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    cig: usize,
+    kh: usize,
+    kw: usize,
+    group: usize,
+    strides: [i64; 2],
+    dilations: [i64; 2],
+    pads: [i64; 2],
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// From the node and the shapes of its input, weights and bias.
+    pub fn new(node: &Node, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<Self> {
+        if x.len() != 4 || w.len() != 4 {
+            return Err(tensor_err("Conv", "only 2-D convolution is supported"));
+        }
+        let (c, h, wd) = (x[1], x[2], x[3]);
+        let (co, cig, kh, kw) = (w[0], w[1], w[2], w[3]);
+        let group = node.int("group", 1) as usize;
+        let s = node.ints("strides").unwrap_or(vec![1, 1]);
+        let d = node.ints("dilations").unwrap_or(vec![1, 1]);
+        let p = node.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+        if node.string("auto_pad", "NOTSET") != "NOTSET" && !(kh == 1 && kw == 1) {
+            return Err(tensor_err("Conv", "auto_pad in the tail is not supported"));
+        }
+        if s.len() != 2 || d.len() != 2 || p.len() != 4 {
+            return Err(tensor_err(
+                "Conv",
+                "strides, dilations or pads of the wrong length",
+            ));
+        }
+        if group == 0 || cig * group != c || co % group != 0 {
+            return Err(tensor_err("Conv", "channel count does not match weights"));
+        }
+        if b.is_some_and(|b| b.iter().product::<usize>() != co) {
+            return Err(tensor_err(
+                "Conv",
+                "bias length differs from the output channels",
+            ));
+        }
+        let oh = (h as i64 + p[0] + p[2] - d[0] * (kh as i64 - 1) - 1) / s[0] + 1;
+        let ow = (wd as i64 + p[1] + p[3] - d[1] * (kw as i64 - 1) - 1) / s[1] + 1;
+        Ok(ConvGeom {
+            c,
+            h,
+            w: wd,
+            co,
+            cig,
+            kh,
+            kw,
+            group,
+            strides: [s[0], s[1]],
+            dilations: [d[0], d[1]],
+            pads: [p[0], p[1]],
+            oh: oh.max(0) as usize,
+            ow: ow.max(0) as usize,
+        })
     }
-    let (c, h, wd) = (x.shape[1], x.shape[2], x.shape[3]);
-    let (co, cig, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
-    let g = node.int("group", 1) as usize;
-    let s = node.ints("strides").unwrap_or(vec![1, 1]);
-    let d = node.ints("dilations").unwrap_or(vec![1, 1]);
-    let p = node.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
-    if node.string("auto_pad", "NOTSET") != "NOTSET" && !(kh == 1 && kw == 1) {
-        return Err(tensor_err("Conv", "auto_pad in the tail is not supported"));
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        vec![1, self.co, self.oh, self.ow]
     }
-    if cig * g != c {
-        return Err(tensor_err("Conv", "channel count does not match weights"));
-    }
-    let oh = (h as i64 + p[0] + p[2] - d[0] * (kh as i64 - 1) - 1) / s[0] + 1;
-    let ow = (wd as i64 + p[1] + p[3] - d[1] * (kw as i64 - 1) - 1) / s[1] + 1;
-    let (oh, ow) = (oh.max(0) as usize, ow.max(0) as usize);
-    let cog = co / g;
-    let mut out = vec![0f32; co * oh * ow];
-    for oc in 0..co {
-        let grp = oc / cog;
-        let bias = b.map(|b| b.data[oc]).unwrap_or(0.0);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = bias;
-                for ic in 0..cig {
-                    let ci = grp * cig + ic;
-                    for ky in 0..kh {
-                        let iy = oy as i64 * s[0] - p[0] + ky as i64 * d[0];
-                        if iy < 0 || iy >= h as i64 {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = ox as i64 * s[1] - p[1] + kx as i64 * d[1];
-                            if ix < 0 || ix >= wd as i64 {
+
+    /// Convolves `x` ([1, C, H, W]) with `w` ([Co, C/g, kh, kw]) plus `b` into `out` ([1, Co, oh, ow]).
+    pub fn run(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
+        let (h, wd, cig, kh, kw) = (self.h as i64, self.w as i64, self.cig, self.kh, self.kw);
+        let ([s0, s1], [d0, d1], [p0, p1]) = (self.strides, self.dilations, self.pads);
+        let cog = self.co / self.group;
+        debug_assert_eq!(x.len(), self.c * self.h * self.w);
+        for oc in 0..self.co {
+            let grp = oc / cog;
+            let bias = b.map(|b| b[oc]).unwrap_or(0.0);
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    let mut acc = bias;
+                    for ic in 0..cig {
+                        let ci = grp * cig + ic;
+                        for ky in 0..kh {
+                            let iy = oy as i64 * s0 - p0 + ky as i64 * d0;
+                            if iy < 0 || iy >= h {
                                 continue;
                             }
-                            acc += x.data[(ci * h + iy as usize) * wd + ix as usize]
-                                * w.data[((oc * cig + ic) * kh + ky) * kw + kx];
+                            for kx in 0..kw {
+                                let ix = ox as i64 * s1 - p1 + kx as i64 * d1;
+                                if ix < 0 || ix >= wd {
+                                    continue;
+                                }
+                                acc += x[(ci * self.h + iy as usize) * self.w + ix as usize]
+                                    * w[((oc * cig + ic) * kh + ky) * kw + kx];
+                            }
                         }
                     }
+                    out[(oc * self.oh + oy) * self.ow + ox] = acc;
                 }
-                out[(oc * oh + oy) * ow + ox] = acc;
             }
         }
     }
-    Ok(Tensor::new(vec![1, co, oh, ow], out))
 }

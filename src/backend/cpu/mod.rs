@@ -11,10 +11,9 @@ use std::sync::Arc;
 
 use feature::{FeatMut, FeatRef};
 
-use super::{Backend, StepTiles};
+use super::{generic, Backend, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::TileGrid;
-use crate::model::eval;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
@@ -36,6 +35,8 @@ pub struct CpuBackend {
     rearrange: Vec<Option<tail::Rearrange>>,
     /// Export steps folded into their Rearrange (skipped).
     folded_exports: Vec<bool>,
+    /// The Generic steps, prepared to run into their slots.
+    generic: Vec<Option<generic::GenericStep>>,
     /// Re-laid-out weights of the convolutions that run the direct short-K kernel.
     small_k: Vec<Option<conv_small::SmallKWeights>>,
 }
@@ -96,6 +97,7 @@ impl CpuBackend {
             })
             .collect();
         Ok(CpuBackend {
+            generic: generic::prepare(&plan),
             rearrange,
             folded_exports,
             small_k,
@@ -237,19 +239,10 @@ impl CpuBackend {
                     }
                     None => unreachable!("every Rearrange step is lowered"),
                 },
-                Step::Generic {
-                    node,
-                    inputs,
-                    outputs,
-                } => {
-                    let args: Vec<Option<&Tensor>> =
-                        inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
-                    let outs = eval::eval(node, &args)
-                        .map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
-                    for (o, t) in outputs.iter().zip(outs) {
-                        self.slots[*o] = t;
-                    }
-                }
+                Step::Generic { .. } => match &self.generic[si] {
+                    Some(g) => g.run(&mut self.slots)?,
+                    None => unreachable!("every Generic step is prepared"),
+                },
             }
         }
         Ok(())

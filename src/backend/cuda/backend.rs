@@ -23,7 +23,6 @@ use super::kernels::{self, PtxSet};
 use crate::backend::{Backend, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
-use crate::model::eval;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
@@ -290,6 +289,8 @@ pub struct CudaBackend {
     /// Why graphs are off, for `describe`.
     graph_note: String,
     slots: Vec<Tensor>,
+    /// The Generic steps, prepared to run into their slots on the host.
+    generic: Vec<Option<crate::backend::generic::GenericStep>>,
     /// Export / GlobalPool steps whose result is still only on the device.
     pending: Vec<usize>,
     arch: String,
@@ -445,6 +446,7 @@ impl CudaBackend {
             graphs: None,
             graph_note: String::new(),
             pending: Vec::new(),
+            generic: crate::backend::generic::prepare(&plan),
             arch,
             device_name,
             weight_floats,
@@ -960,24 +962,18 @@ impl CudaBackend {
                 output,
             } => {
                 self.flush()?;
-                let src = self.slots[*input].data.clone();
-                let dst = &mut self.slots[*output].data;
-                for (d, &i) in dst.iter_mut().zip(&index.data) {
+                let mut out = std::mem::take(&mut self.slots[*output].data);
+                let src = &self.slots[*input].data;
+                for (d, &i) in out.iter_mut().zip(&index.data) {
                     *d = src[i as usize];
                 }
+                self.slots[*output].data = out;
             }
-            Step::Generic {
-                node,
-                inputs,
-                outputs,
-            } => {
+            Step::Generic { .. } => {
                 self.flush()?;
-                let args: Vec<Option<&Tensor>> =
-                    inputs.iter().map(|s| s.map(|i| &self.slots[i])).collect();
-                let outs = eval::eval(node, &args)
-                    .map_err(|e| Error::Backend(format!("node `{}`: {e}", node.name)))?;
-                for (o, t) in outputs.iter().zip(outs) {
-                    self.slots[*o] = t;
+                match &self.generic[si] {
+                    Some(g) => g.run(&mut self.slots)?,
+                    None => unreachable!("every Generic step is prepared"),
                 }
             }
             _ => {}

@@ -1,0 +1,561 @@
+//! The plan's Generic steps (the detection head's tail ops on NCHW tensor slots), prepared once per
+//! backend so that a frame runs them into the slots' own storage without allocating:
+//! - data-movement ops (Reshape, Transpose, Slice, Split, Concat, Gather with constant indices,
+//!   ...) become copy runs, found by evaluating the op once with `model::eval` on inputs whose
+//!   values are their own element numbers — the reference semantics decide where each value goes;
+//! - element-wise ops, Softmax and the tail's small convolutions keep their geometry and
+//!   broadcast maps, and use the same per-element functions as `model::eval`;
+//! - anything else runs through `model::eval`, which allocates its results.
+
+use crate::error::{Error, Result};
+use crate::model::act::Act;
+use crate::model::eval::{self, ConvGeom};
+use crate::model::onnx::Node;
+use crate::model::plan::{Plan, Step};
+use crate::tensor::{broadcast_index_map, DType, Tensor};
+
+/// Data-movement ops, and which of their inputs carry data (the others must be constants).
+fn moved_inputs(op: &str, n_inputs: usize) -> Option<std::ops::Range<usize>> {
+    match op {
+        "Concat" => Some(0..n_inputs),
+        "Identity" | "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Transpose" | "Slice"
+        | "Split" | "Gather" | "Expand" => Some(0..1),
+        _ => None,
+    }
+}
+
+/// Values exactly representable in f32, so element numbers survive the trip through `eval`.
+const MAX_ENCODED: usize = 1 << 24;
+
+/// out.data[dst..dst + len] = slots[slot].data[src..src + len].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    slot: u32,
+    src: u32,
+    dst: u32,
+    len: u32,
+}
+
+enum Kernel {
+    /// One list of runs per output.
+    Move(Vec<Vec<Run>>),
+    Act {
+        input: usize,
+        act: Act,
+    },
+    Map {
+        input: usize,
+        f: fn(f32) -> f32,
+    },
+    /// out[j] = f(a[a_map[j]], b[b_map[j]]); a map is None where the input has the output's shape.
+    Binary {
+        a: usize,
+        b: usize,
+        f: fn(f32, f32) -> f32,
+        trunc: bool,
+        a_map: Option<Vec<u32>>,
+        b_map: Option<Vec<u32>>,
+    },
+    Softmax {
+        input: usize,
+        extents: (usize, usize, usize),
+    },
+    Conv {
+        x: usize,
+        w: usize,
+        b: Option<usize>,
+        geom: ConvGeom,
+    },
+    /// The reference evaluator (allocates its outputs).
+    Eval,
+}
+
+/// One Generic step, ready to run.
+pub struct GenericStep {
+    node: Node,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    /// The outputs' element types, as the reference evaluator gives them.
+    dtypes: Vec<DType>,
+    kernel: Kernel,
+}
+
+/// Prepares every Generic step of `plan` (None for the other steps).
+pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
+    // The tail is evaluated once on stand-in values (constants, zeros elsewhere) so that each
+    // step sees its inputs' real shapes and element types.
+    let mut template: Vec<Tensor> = plan
+        .slot_shapes
+        .iter()
+        .zip(&plan.slots)
+        .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
+        .collect();
+    let constant: Vec<bool> = plan.slots.iter().map(Option::is_some).collect();
+    plan.steps
+        .iter()
+        .map(|step| match step {
+            Step::Generic {
+                node,
+                inputs,
+                outputs,
+            } => Some(GenericStep::new(
+                node,
+                inputs,
+                outputs,
+                &mut template,
+                &constant,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+impl GenericStep {
+    /// Prepares `node` reading slots `inputs` and writing slots `outputs`; `template` holds
+    /// stand-in values of every slot with the real shapes and types (the outputs are updated),
+    /// `constant[s]` says whether slot `s` keeps its value from frame to frame.
+    pub fn new(
+        node: &Node,
+        inputs: &[Option<usize>],
+        outputs: &[usize],
+        template: &mut [Tensor],
+        constant: &[bool],
+    ) -> Self {
+        let args: Vec<Option<&Tensor>> = inputs.iter().map(|s| s.map(|i| &template[i])).collect();
+        let results = eval::eval(node, &args).ok();
+        let fits = results.as_ref().is_some_and(|r| {
+            r.len() >= outputs.len()
+                && outputs
+                    .iter()
+                    .zip(r)
+                    .all(|(&o, t)| t.shape == template[o].shape)
+                && !outputs.iter().any(|o| inputs.contains(&Some(*o)))
+        });
+        let kernel = if fits {
+            let out_shape = &template[outputs[0]].shape;
+            kernel_for(node, inputs, outputs.len(), &args, out_shape, constant)
+                .unwrap_or(Kernel::Eval)
+        } else {
+            Kernel::Eval
+        };
+        let mut dtypes = vec![DType::Float; outputs.len()];
+        if let Some(results) = results {
+            for ((&o, t), d) in outputs.iter().zip(results).zip(&mut dtypes) {
+                *d = t.dtype;
+                if t.shape == template[o].shape {
+                    template[o] = t;
+                }
+            }
+        }
+        GenericStep {
+            node: node.clone(),
+            inputs: inputs.to_vec(),
+            outputs: outputs.to_vec(),
+            dtypes,
+            kernel,
+        }
+    }
+}
+
+fn kernel_for(
+    node: &Node,
+    inputs: &[Option<usize>],
+    n_outputs: usize,
+    args: &[Option<&Tensor>],
+    out_shape: &[usize],
+    constant: &[bool],
+) -> Option<Kernel> {
+    let op = node.op.as_str();
+    let input = |i: usize| inputs.get(i).copied().flatten();
+    if let Some(moved) = moved_inputs(op, inputs.len()) {
+        return move_runs(node, inputs, n_outputs, args, moved, constant).map(Kernel::Move);
+    }
+    if let Some(act) = Act::from_onnx(op, node) {
+        return Some(Kernel::Act {
+            input: input(0)?,
+            act,
+        });
+    }
+    Some(match op {
+        "Clip" => {
+            let (lo, hi) = eval::clip_bounds(node, args);
+            Kernel::Act {
+                input: input(0)?,
+                act: Act::Clip(lo, hi),
+            }
+        }
+        "Cast" => Kernel::Map {
+            input: input(0)?,
+            f: eval::cast_fn(node).ok()?.0,
+        },
+        "Softmax" => Kernel::Softmax {
+            input: input(0)?,
+            extents: eval::softmax_extents(node, &args[0]?.shape).ok()?,
+        },
+        "Conv" => Kernel::Conv {
+            x: input(0)?,
+            w: input(1)?,
+            b: input(2),
+            geom: ConvGeom::new(
+                node,
+                &args[0]?.shape,
+                &args[1]?.shape,
+                args.get(2).copied().flatten().map(|b| &b.shape[..]),
+            )
+            .ok()?,
+        },
+        _ if inputs.len() == 2 && eval::binary_fn(op).is_some() => {
+            let (a, b) = (args[0]?, args[1]?);
+            let map = |t: &Tensor| {
+                (t.shape != out_shape)
+                    .then(|| {
+                        broadcast_index_map(&t.shape, out_shape)
+                            .into_iter()
+                            .map(|i| i as u32)
+                    })
+                    .map(Iterator::collect)
+            };
+            Kernel::Binary {
+                a: input(0)?,
+                b: input(1)?,
+                f: eval::binary_fn(op)?,
+                trunc: eval::truncates(op, a.dtype, b.dtype),
+                a_map: map(a),
+                b_map: map(b),
+            }
+        }
+        _ => Kernel::Map {
+            input: input(0)?,
+            f: eval::unary_fn(op)?,
+        },
+    })
+}
+
+/// Where every output element of a data-movement op comes from, as copy runs: the data inputs
+/// are numbered consecutively (input k's element i holds base_k + i) and evaluated.
+fn move_runs(
+    node: &Node,
+    inputs: &[Option<usize>],
+    n_outputs: usize,
+    args: &[Option<&Tensor>],
+    moved: std::ops::Range<usize>,
+    constant: &[bool],
+) -> Option<Vec<Vec<Run>>> {
+    // Parameters (shapes, axes, indices) must be constants: the runs are fixed.
+    let params_fixed = inputs
+        .iter()
+        .enumerate()
+        .all(|(i, s)| moved.contains(&i) || s.is_none_or(|s| constant[s]));
+    if !params_fixed {
+        return None;
+    }
+    let mut sources = Vec::new(); // (slot, base, len)
+    let mut numbered: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
+    let mut next = 0usize;
+    for (i, arg) in args.iter().enumerate() {
+        numbered.push(match (moved.contains(&i), arg) {
+            (true, Some(t)) => {
+                sources.push((inputs[i]?, next, t.len()));
+                let data = (next..next + t.len()).map(|v| v as f32).collect();
+                next += t.len();
+                Some(Tensor {
+                    shape: t.shape.clone(),
+                    data,
+                    dtype: DType::Float,
+                })
+            }
+            _ => None,
+        });
+    }
+    if next > MAX_ENCODED {
+        return None;
+    }
+    let args: Vec<Option<&Tensor>> = numbered
+        .iter()
+        .zip(args)
+        .map(|(n, a)| n.as_ref().or(*a))
+        .collect();
+    let results = eval::eval(node, &args).ok()?;
+    results
+        .iter()
+        .take(n_outputs)
+        .map(|t| {
+            let mut runs: Vec<Run> = Vec::new();
+            for (dst, &v) in t.data.iter().enumerate() {
+                let v = v as usize;
+                let &(slot, base, _) = sources.iter().find(|&&(_, b, n)| v >= b && v < b + n)?;
+                let (slot, src, dst) = (slot as u32, (v - base) as u32, dst as u32);
+                match runs.last_mut() {
+                    Some(r) if r.slot == slot && r.src + r.len == src && r.dst + r.len == dst => {
+                        r.len += 1
+                    }
+                    _ => runs.push(Run {
+                        slot,
+                        src,
+                        dst,
+                        len: 1,
+                    }),
+                }
+            }
+            Some(runs)
+        })
+        .collect()
+}
+
+/// A slot's tensor, moved out (no allocation) so it can be written while other slots are read.
+fn take(slots: &mut [Tensor], i: usize) -> Tensor {
+    std::mem::replace(
+        &mut slots[i],
+        Tensor {
+            shape: Vec::new(),
+            data: Vec::new(),
+            dtype: DType::Float,
+        },
+    )
+}
+
+impl GenericStep {
+    /// Whether frames run this step through the allocating reference evaluator.
+    pub fn uses_eval(&self) -> bool {
+        matches!(self.kernel, Kernel::Eval)
+    }
+
+    pub fn run(&self, slots: &mut [Tensor]) -> Result<()> {
+        let Kernel::Move(per_output) = &self.kernel else {
+            return self.run_one(slots);
+        };
+        for ((&o, runs), &dtype) in self.outputs.iter().zip(per_output).zip(&self.dtypes) {
+            let mut out = take(slots, o);
+            for r in runs {
+                let (src, dst, len) = (r.src as usize, r.dst as usize, r.len as usize);
+                out.data[dst..dst + len]
+                    .copy_from_slice(&slots[r.slot as usize].data[src..src + len]);
+            }
+            out.dtype = dtype;
+            slots[o] = out;
+        }
+        Ok(())
+    }
+
+    /// The kernels with one output.
+    fn run_one(&self, slots: &mut [Tensor]) -> Result<()> {
+        let o = self.outputs[0];
+        let mut out = take(slots, o);
+        match &self.kernel {
+            Kernel::Act { input, act } => {
+                out.data.copy_from_slice(&slots[*input].data);
+                act.apply_slice(&mut out.data);
+            }
+            Kernel::Map { input, f } => {
+                for (d, &s) in out.data.iter_mut().zip(&slots[*input].data) {
+                    *d = f(s);
+                }
+            }
+            Kernel::Binary {
+                a,
+                b,
+                f,
+                trunc,
+                a_map,
+                b_map,
+            } => {
+                let (a, b) = (&slots[*a].data, &slots[*b].data);
+                let at = |m: &Option<Vec<u32>>, j: usize| m.as_ref().map_or(j, |m| m[j] as usize);
+                for (j, d) in out.data.iter_mut().enumerate() {
+                    let v = f(a[at(a_map, j)], b[at(b_map, j)]);
+                    *d = if *trunc { v.trunc() } else { v };
+                }
+            }
+            Kernel::Softmax { input, extents } => {
+                eval::softmax_into(&slots[*input].data, &mut out.data, *extents)
+            }
+            Kernel::Conv { x, w, b, geom } => geom.run(
+                &slots[*x].data,
+                &slots[*w].data,
+                b.map(|b| &slots[b].data[..]),
+                &mut out.data,
+            ),
+            Kernel::Move(_) => unreachable!("handled by run"),
+            Kernel::Eval => {
+                slots[o] = out;
+                return self.run_eval(slots);
+            }
+        }
+        out.dtype = self.dtypes[0];
+        slots[o] = out;
+        Ok(())
+    }
+
+    fn run_eval(&self, slots: &mut [Tensor]) -> Result<()> {
+        let args: Vec<Option<&Tensor>> = self.inputs.iter().map(|s| s.map(|i| &slots[i])).collect();
+        let outs = eval::eval(&self.node, &args)
+            .map_err(|e| Error::Backend(format!("node `{}`: {e}", self.node.name)))?;
+        for (o, t) in self.outputs.iter().zip(outs) {
+            slots[*o] = t;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::onnx::Attr;
+    use crate::rng::Lcg;
+
+    fn node(op: &str, attrs: Vec<(&str, Attr)>, n_out: usize) -> Node {
+        Node {
+            op: op.into(),
+            name: format!("test_{op}"),
+            inputs: Vec::new(),
+            outputs: (0..n_out).map(|i| format!("y{i}")).collect(),
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    fn frame(shape: &[usize]) -> Input {
+        Input::Frame(shape.to_vec())
+    }
+
+    enum Input {
+        /// Changes every frame: random values of this shape.
+        Frame(Vec<usize>),
+        Constant(Tensor),
+    }
+
+    /// Prepares `node`, runs it on two frames of random inputs and compares every output with
+    /// the reference evaluator; returns whether it fell back to the evaluator.
+    fn check(node: Node, inputs: Vec<Input>) -> bool {
+        let mut rng = Lcg(7);
+        let ins: Vec<Option<usize>> = (0..inputs.len()).map(Some).collect();
+        let constant: Vec<bool> = inputs
+            .iter()
+            .map(|i| matches!(i, Input::Constant(_)))
+            .collect();
+        let mut slots: Vec<Tensor> = inputs
+            .iter()
+            .map(|i| match i {
+                Input::Frame(s) => Tensor::zeros(s.clone()),
+                Input::Constant(t) => t.clone(),
+            })
+            .collect();
+        let args: Vec<Option<&Tensor>> = slots.iter().map(Some).collect();
+        let shapes: Vec<Vec<usize>> = eval::eval(&node, &args)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.shape)
+            .collect();
+        let outs: Vec<usize> = (slots.len()..slots.len() + shapes.len()).collect();
+        slots.extend(shapes.iter().map(|s| Tensor::zeros(s.clone())));
+        let mut constant = constant;
+        constant.resize(slots.len(), false);
+        let mut template = slots.clone();
+        let step = GenericStep::new(&node, &ins, &outs, &mut template, &constant);
+        for _ in 0..2 {
+            for (slot, i) in inputs.iter().enumerate() {
+                if let Input::Frame(s) = i {
+                    slots[slot] = Tensor::new(s.clone(), rng.vec(s.iter().product(), 3.0));
+                }
+            }
+            step.run(&mut slots).unwrap();
+            let args: Vec<Option<&Tensor>> = slots[..inputs.len()].iter().map(Some).collect();
+            let want = eval::eval(&node, &args).unwrap();
+            for (o, w) in outs.iter().zip(&want) {
+                assert_eq!(slots[*o].shape, w.shape, "{}", node.op);
+                assert_eq!(slots[*o].dtype, w.dtype, "{}", node.op);
+                for (a, b) in slots[*o].data.iter().zip(&w.data) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                        "{}: {a} vs {b}",
+                        node.op
+                    );
+                }
+            }
+        }
+        step.uses_eval()
+    }
+
+    fn ints(v: &[i64]) -> Input {
+        Input::Constant(Tensor::ints(vec![v.len()], v))
+    }
+
+    #[test]
+    fn data_movement_becomes_copy_runs_equal_to_the_evaluator() {
+        let concat = node("Concat", vec![("axis", Attr::Int(2))], 1);
+        assert!(!check(
+            concat,
+            vec![frame(&[1, 3, 5]), frame(&[1, 3, 2]), frame(&[1, 3, 4])]
+        ));
+        let split = node("Split", vec![("axis", Attr::Int(1))], 2);
+        assert!(!check(split, vec![frame(&[1, 5, 7]), ints(&[2, 3])]));
+        let tr = node("Transpose", vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))], 1);
+        assert!(!check(tr, vec![frame(&[1, 4, 3, 5])]));
+        let rs = node("Reshape", vec![], 1);
+        assert!(!check(rs, vec![frame(&[1, 4, 6]), ints(&[1, 2, -1, 3])]));
+        let sl = node("Slice", vec![], 1);
+        let slice_in = vec![
+            frame(&[1, 6, 9]),
+            ints(&[1, 8]),
+            ints(&[5, 0]),
+            ints(&[1, 2]),
+            ints(&[1, -3]),
+        ];
+        assert!(!check(sl, slice_in));
+        let ga = node("Gather", vec![("axis", Attr::Int(1))], 1);
+        assert!(!check(ga, vec![frame(&[2, 5, 3]), ints(&[4, 0, -1])]));
+        // Indices that change each frame cannot be fixed runs: the evaluator takes over.
+        let ga = node("Gather", vec![("axis", Attr::Int(0))], 1);
+        assert!(check(ga, vec![frame(&[5]), frame(&[1])]));
+    }
+
+    #[test]
+    fn element_wise_softmax_and_conv_equal_the_evaluator() {
+        let mul = node("Mul", vec![], 1);
+        assert!(!check(mul, vec![frame(&[1, 4, 6]), frame(&[1, 6])]));
+        let div = node("Div", vec![], 1);
+        let scalar = Input::Constant(Tensor::new(vec![], vec![8.0]));
+        assert!(!check(div, vec![frame(&[1, 2, 5]), scalar]));
+        let sub = node("Sub", vec![], 1);
+        assert!(!check(sub, vec![frame(&[3, 1]), frame(&[1, 4])]));
+        for op in ["Sigmoid", "Relu", "Exp", "Neg"] {
+            assert!(!check(node(op, vec![], 1), vec![frame(&[2, 7])]));
+        }
+        let hs = node("HardSigmoid", vec![("alpha", Attr::Float(0.25))], 1);
+        assert!(!check(hs, vec![frame(&[9])]));
+        let clip = node("Clip", vec![], 1);
+        let bound = |v| Input::Constant(Tensor::new(vec![], vec![v]));
+        assert!(!check(clip, vec![frame(&[9]), bound(-1.0), bound(0.5)]));
+        let cast = node("Cast", vec![("to", Attr::Int(7))], 1);
+        assert!(!check(cast, vec![frame(&[9])]));
+        let sm = node("Softmax", vec![("axis", Attr::Int(1))], 1);
+        assert!(!check(sm, vec![frame(&[1, 16, 4, 5])]));
+        let mut w = Lcg(3);
+        let conv1 = node("Conv", vec![], 1);
+        let (wt, b) = (w.vec(24 * 8, 1.0), w.vec(24, 1.0));
+        assert!(!check(
+            conv1,
+            vec![
+                frame(&[1, 8, 1, 1]),
+                Input::Constant(Tensor::new(vec![24, 8, 1, 1], wt)),
+                Input::Constant(Tensor::new(vec![24], b)),
+            ]
+        ));
+        let conv3 = node(
+            "Conv",
+            vec![
+                ("group", Attr::Int(2)),
+                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ("strides", Attr::Ints(vec![2, 1])),
+            ],
+            1,
+        );
+        let wt = w.vec(6 * 2 * 9, 1.0);
+        assert!(!check(
+            conv3,
+            vec![
+                frame(&[1, 4, 5, 6]),
+                Input::Constant(Tensor::new(vec![6, 2, 3, 3], wt)),
+            ]
+        ));
+    }
+}
