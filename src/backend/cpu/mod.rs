@@ -2,6 +2,7 @@
 //! GEMM per convolution layer (and group). All buffers are allocated once, at construction.
 
 mod conv;
+mod conv_direct;
 mod conv_small;
 mod feature;
 mod ops;
@@ -37,8 +38,16 @@ pub struct CpuBackend {
     folded_exports: Vec<bool>,
     /// The Generic steps, prepared to run into their slots.
     generic: Vec<Option<generic::GenericStep>>,
-    /// Re-laid-out weights of the convolutions that run the direct short-K kernel.
-    small_k: Vec<Option<conv_small::SmallKWeights>>,
+    /// Re-laid-out weights of the convolutions that run a direct kernel instead of im2col + GEMM.
+    direct: Vec<Option<DirectConv>>,
+}
+
+/// A convolution computed directly from the NHWC map, with its weights re-laid out.
+enum DirectConv {
+    /// Short im2col rows (a first layer on 3 channels).
+    SmallK(conv_small::SmallKWeights),
+    /// Few output channels (AVX-512 only).
+    NarrowN(conv_direct::DirectWeights),
 }
 
 impl CpuBackend {
@@ -83,13 +92,16 @@ impl CpuBackend {
             }
         }
         let (rearrange, folded_exports) = tail::lower(&plan);
-        let small_k = plan
+        let direct = plan
             .steps
             .iter()
             .map(|s| match s {
                 Step::Layer(l) => match &l.op {
                     LayerOp::Conv(c) if conv_small::applies(c) => {
-                        Some(conv_small::SmallKWeights::new(c))
+                        Some(DirectConv::SmallK(conv_small::SmallKWeights::new(c)))
+                    }
+                    LayerOp::Conv(c) if conv_direct::applies(c) => {
+                        Some(DirectConv::NarrowN(conv_direct::DirectWeights::new(c)))
                     }
                     _ => None,
                 },
@@ -100,7 +112,7 @@ impl CpuBackend {
             generic: generic::prepare(&plan),
             rearrange,
             folded_exports,
-            small_k,
+            direct,
             offsets: Vec::with_capacity(grid.len()),
             plan,
             grid,
@@ -152,9 +164,22 @@ impl CpuBackend {
                     let input = FeatRef::new(&self.bufs, &plan.buffers, l.input);
                     let out = FeatMut::new(&mut self.bufs, &plan.buffers, l.output);
                     match &l.op {
-                        LayerOp::Conv(c) if self.small_k[si].is_some() => {
-                            let w = self.small_k[si].as_ref().expect("checked");
-                            conv_small::conv(c, w, &grid, input, out, t)
+                        LayerOp::Conv(c) if self.direct[si].is_some() => {
+                            match self.direct[si].as_ref().expect("checked") {
+                                DirectConv::SmallK(w) => {
+                                    conv_small::conv(c, w, &grid, input, out, t)
+                                }
+                                DirectConv::NarrowN(w) => conv_direct::conv(
+                                    c,
+                                    w,
+                                    &grid,
+                                    input,
+                                    out,
+                                    t,
+                                    &mut self.offsets,
+                                    self.threads,
+                                ),
+                            }
                         }
                         LayerOp::Conv(c) => conv::conv(
                             c,

@@ -1,0 +1,593 @@
+//! Direct AVX-512 convolution for k×k layers (k > 1) whose weights fit the core's cache, on NHWC
+//! maps, dense or on a region mask's tiles.
+//!
+//! With im2col + GEMM, a layer with N = 16–64 output channels does only N multiply-adds per value
+//! of the im2col matrix, so writing that matrix and the GEMM's own packing of it cost as much as
+//! the arithmetic; on sparse frames the gather and scatter add more. Here each block of P output pixels keeps its P·R accumulator registers (R
+//! registers of 16 channels per pixel) and, for every kernel tap and input channel, broadcasts the
+//! input value straight from the NHWC map (a zero row stands in for taps outside the map) against
+//! R registers of weights. Nothing is gathered; bias and the common activations are applied in
+//! registers. Only on CPUs with AVX-512 (detected at run time); elsewhere im2col + GEMM runs.
+
+use rayon::prelude::*;
+
+use super::feature::{FeatMut, FeatRef};
+use crate::mask::TileGrid;
+use crate::model::act::Act;
+use crate::model::plan::ConvSpec;
+
+/// The largest weight matrix this path takes: each block of pixels streams all of it, so it must
+/// stay in the core's L2 cache (2 MB per core on the development machine); larger layers (few
+/// pixels, many channels) do better with the GEMM's packing. Measured on NanoDet's shapes: 3×3
+/// 128→128 (0.6 MB) gains, 256→128 (1.2 MB) is even, 256→256 (2.4 MB) is 2× slower.
+const MAX_WEIGHT_BYTES: usize = 1 << 20;
+/// Kernel taps (kh·kw) and input channels the pointer table and zero row are sized for.
+const MAX_TAPS: usize = 25;
+/// Pixels per block at most (R = 1 and 2).
+const PMAX: usize = 12;
+
+/// Whether a convolution takes this path on this machine.
+pub fn applies(spec: &ConvSpec) -> bool {
+    crate::simd::level() == crate::simd::Level::Avx512
+        && !spec.transposed
+        && spec.groups == 1
+        && spec.kh * spec.kw > 1
+        && spec.kh * spec.kw <= MAX_TAPS
+        && spec.k_per_group() > super::conv_small::MAX_K
+        && spec.k_per_group() * spec.cout.div_ceil(16) * 16 * 4 <= MAX_WEIGHT_BYTES
+}
+
+/// The weights as K rows of `np` columns (cout rounded up to 16), bias padded the same way, and a
+/// row of zeros for taps outside the map. Made once, when the backend is built.
+pub struct DirectWeights {
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    np: usize,
+    /// 16-channel registers per pixel: the largest of 4, 3, 2, 1 that divides np / 16.
+    r: usize,
+    zeros: Vec<f32>,
+}
+
+impl DirectWeights {
+    pub fn new(spec: &ConvSpec) -> Self {
+        let (k, n) = (spec.k_per_group(), spec.cout);
+        let np = n.div_ceil(16) * 16;
+        let mut w = vec![0f32; k * np];
+        for row in 0..k {
+            w[row * np..row * np + n].copy_from_slice(&spec.weights[row * n..(row + 1) * n]);
+        }
+        let mut bias = vec![0f32; np];
+        bias[..n].copy_from_slice(&spec.bias);
+        let r = [4, 3, 2, 1]
+            .into_iter()
+            .find(|r| (np / 16) % r == 0)
+            .expect("1 divides");
+        DirectWeights {
+            w,
+            bias,
+            np,
+            r,
+            zeros: vec![0.0; spec.cin],
+        }
+    }
+
+    /// Pixels per block: 24 accumulator registers in all.
+    fn pixels_per_block(&self) -> usize {
+        match self.r {
+            4 => 6,
+            3 => 8,
+            _ => PMAX,
+        }
+    }
+}
+
+/// Computes the output pixels of the given tiles (every tile for a dense frame). The tiles'
+/// pixels are numbered as `conv::tile_offsets` lays them out and cut into blocks of P, so small
+/// tiles (a 1×1-pixel tile on a 32× downscaled map) still fill whole blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    spec: &ConvSpec,
+    wts: &DirectWeights,
+    grid: &TileGrid,
+    input: FeatRef,
+    output: FeatMut,
+    tiles: &[u32],
+    offsets: &mut Vec<usize>,
+    threads: usize,
+) {
+    let m = super::conv::tile_offsets(grid, &output, tiles, offsets);
+    let p = wts.pixels_per_block();
+    // Enough tasks to balance the threads, each a whole number of blocks.
+    let per_task = (m.div_ceil(threads.max(1) * 8)).div_ceil(p).max(1) * p;
+    let offsets = &offsets[..];
+    (0..m.div_ceil(per_task)).into_par_iter().for_each(|task| {
+        let (r0, r1) = (task * per_task, ((task + 1) * per_task).min(m));
+        // The tile holding row r0, and r0's place in it.
+        let mut ti = offsets.partition_point(|&o| o <= r0) - 1;
+        let mut rect = output.rect(grid, tiles[ti]);
+        let mut at = r0 - offsets[ti];
+        let mut pixels = [(0usize, 0usize); PMAX];
+        let mut table = [[wts.zeros.as_ptr(); PMAX]; MAX_TAPS];
+        let mut r = r0;
+        while r < r1 {
+            let count = p.min(r1 - r);
+            for px in pixels.iter_mut().take(count) {
+                let (x0, y0, x1, y1) = rect;
+                if at == (x1 - x0) * (y1 - y0) {
+                    ti += 1;
+                    rect = output.rect(grid, tiles[ti]);
+                    at = 0;
+                }
+                let w = rect.2 - rect.0;
+                *px = (rect.1 + at / w, rect.0 + at % w);
+                at += 1;
+            }
+            fill_table(
+                spec,
+                &input,
+                &pixels[..count],
+                &mut table,
+                wts.zeros.as_ptr(),
+            );
+            for c0 in (0..wts.np).step_by(16 * wts.r) {
+                // SAFETY: the table holds kh·kw rows of pointers to `cin` readable values (map
+                // pixels or the zero row); weights and bias cover np columns.
+                unsafe { block(spec, wts, &table, c0, &output, &pixels[..count]) };
+            }
+            r += count;
+        }
+    });
+}
+
+/// Row t of `table`: for each pixel, where kernel tap t reads its input channels. A pixel whose
+/// taps all lie inside the map takes its pointers as fixed offsets from its first tap.
+fn fill_table(
+    spec: &ConvSpec,
+    input: &FeatRef,
+    pixels: &[(usize, usize)],
+    table: &mut [[*const f32; PMAX]; MAX_TAPS],
+    zeros: *const f32,
+) {
+    let taps = spec.kh * spec.kw;
+    let (reach_y, reach_x) = ((spec.kh - 1) * spec.dh, (spec.kw - 1) * spec.dw);
+    for (p, &(oy, ox)) in pixels.iter().enumerate() {
+        let iy0 = (oy * spec.sh) as isize - spec.pad_t as isize;
+        let ix0 = (ox * spec.sw) as isize - spec.pad_l as isize;
+        let inside = iy0 >= 0
+            && ix0 >= 0
+            && iy0 as usize + reach_y < input.h
+            && ix0 as usize + reach_x < input.w;
+        if inside {
+            let first = input.px(iy0 as usize, ix0 as usize).as_ptr();
+            for (t, row) in table.iter_mut().take(taps).enumerate() {
+                let (ky, kx) = (t / spec.kw, t % spec.kw);
+                let step = (ky * spec.dh * input.w + kx * spec.dw) * input.pitch;
+                // SAFETY: tap (ky, kx) of this pixel is inside the map.
+                row[p] = unsafe { first.add(step) };
+            }
+            continue;
+        }
+        for (t, row) in table.iter_mut().take(taps).enumerate() {
+            let iy = iy0 + ((t / spec.kw) * spec.dh) as isize;
+            let ix = ix0 + ((t % spec.kw) * spec.dw) as isize;
+            row[p] = if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
+                input.px(iy as usize, ix as usize).as_ptr()
+            } else {
+                zeros
+            };
+        }
+    }
+    // Unused pixel slots read the zero row.
+    for row in table.iter_mut().take(taps) {
+        row[pixels.len()..].fill(zeros);
+    }
+}
+
+/// Output channels [c0, c0 + 16R) of the block's pixels.
+///
+/// # Safety
+/// As in `rect`; the CPU must have AVX-512 F (checked by `applies`).
+unsafe fn block(
+    spec: &ConvSpec,
+    wts: &DirectWeights,
+    table: &[[*const f32; PMAX]; MAX_TAPS],
+    c0: usize,
+    output: &FeatMut,
+    pixels: &[(usize, usize)],
+) {
+    let n = (16 * wts.r).min(spec.cout - c0);
+    // Pixel slots past the block's end store into `sink`.
+    let mut sink = [0f32; 64];
+    let mut dst = [sink.as_mut_ptr(); PMAX];
+    for (d, &(oy, ox)) in dst.iter_mut().zip(pixels) {
+        *d = output.px(oy, ox)[c0..c0 + n].as_mut_ptr();
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let args = x86::Args {
+            table,
+            taps: spec.kh * spec.kw,
+            cin: spec.cin,
+            w: wts.w.as_ptr().add(c0),
+            np: wts.np,
+            bias: wts.bias.as_ptr().add(c0),
+            act: spec.act,
+            dst: &dst,
+            n,
+        };
+        match wts.r {
+            4 => x86::block::<4, 6>(&args),
+            3 => x86::block::<3, 8>(&args),
+            2 => x86::block::<2, 12>(&args),
+            _ => x86::block::<1, 12>(&args),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("applies() is false without AVX-512 ({table:p})");
+    if !in_registers(spec.act) {
+        for &(oy, ox) in pixels {
+            spec.act.apply_slice(&mut output.px(oy, ox)[c0..c0 + n]);
+        }
+    }
+}
+
+/// Activations the kernel applies to its registers (the others are applied afterwards).
+fn in_registers(act: Act) -> bool {
+    matches!(act, Act::Identity | Act::Relu | Act::Clip(..))
+        || matches!(act, Act::LeakyRelu(a) if (0.0..=1.0).contains(&a))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // register arrays indexed like the math
+mod x86 {
+    use super::{Act, MAX_TAPS, PMAX};
+    use std::arch::x86_64::*;
+
+    pub struct Args<'a> {
+        pub table: &'a [[*const f32; PMAX]; MAX_TAPS],
+        pub taps: usize,
+        pub cin: usize,
+        pub w: *const f32,
+        pub np: usize,
+        pub bias: *const f32,
+        pub act: Act,
+        /// Where pixel p's channels c0.. go, and how many of the 16R are real (n ≥ 1).
+        pub dst: &'a [*mut f32; PMAX],
+        pub n: usize,
+    }
+
+    /// dst[p][16r + j] = act(bias + Σ_t Σ_ci table[t][p][ci] · w[(t·cin + ci)·np + 16r + j]), for
+    /// 16r + j < n; activations `in_registers` rejects are left for the caller.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block<const R: usize, const P: usize>(a: &Args) {
+        let act = if super::in_registers(a.act) {
+            a.act
+        } else {
+            Act::Identity
+        };
+        let mut acc = [[_mm512_setzero_ps(); R]; P];
+        for r in 0..R {
+            let b = _mm512_loadu_ps(a.bias.add(16 * r));
+            for p in 0..P {
+                acc[p][r] = b;
+            }
+        }
+        for t in 0..a.taps {
+            let row: [*const f32; P] = std::array::from_fn(|p| a.table[t][p]);
+            let mut w = a.w.add(t * a.cin * a.np);
+            for ci in 0..a.cin {
+                let mut wv = [_mm512_setzero_ps(); R];
+                for r in 0..R {
+                    wv[r] = _mm512_loadu_ps(w.add(16 * r));
+                }
+                for p in 0..P {
+                    let x = _mm512_set1_ps(*row[p].add(ci));
+                    for r in 0..R {
+                        acc[p][r] = _mm512_fmadd_ps(x, wv[r], acc[p][r]);
+                    }
+                }
+                w = w.add(a.np);
+            }
+        }
+        let (lo, hi, slope) = match act {
+            Act::Relu => (0.0, f32::INFINITY, 0.0),
+            Act::Clip(lo, hi) => (lo, hi, 0.0),
+            Act::LeakyRelu(s) => (0.0, 0.0, s),
+            _ => (0.0, 0.0, 0.0),
+        };
+        let (lo, hi, slope) = (
+            _mm512_set1_ps(lo),
+            _mm512_set1_ps(hi),
+            _mm512_set1_ps(slope),
+        );
+        let masks: [__mmask16; R] = std::array::from_fn(|r| {
+            let left = a.n.saturating_sub(16 * r).min(16);
+            ((1u32 << left) - 1) as __mmask16
+        });
+        for p in 0..P {
+            for r in 0..R {
+                let v = acc[p][r];
+                let v = match act {
+                    // max(x, s·x) is LeakyReLU for 0 ≤ s ≤ 1.
+                    Act::LeakyRelu(_) => _mm512_max_ps(v, _mm512_mul_ps(v, slope)),
+                    Act::Relu | Act::Clip(..) => _mm512_min_ps(_mm512_max_ps(v, lo), hi),
+                    _ => v,
+                };
+                _mm512_mask_storeu_ps(a.dst[p].add(16 * r), masks[r], v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::plan::{FeatureBuf, View};
+    use crate::rng::Lcg;
+
+    struct Case {
+        k: usize,
+        stride: usize,
+        dilation: usize,
+        cin: usize,
+        cout: usize,
+        act: Act,
+    }
+
+    /// The im2col + GEMM path's output for the same layer, tiles and inputs.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        spec: &ConvSpec,
+        grid: &TileGrid,
+        bufs: &mut [Vec<f32>],
+        specs: &[FeatureBuf],
+        iv: View,
+        ov: View,
+        tiles: &[u32],
+    ) {
+        let ob = &specs[ov.buf];
+        let m = ob.h * ob.w;
+        let (mut a, mut c) = (vec![0.0; m * spec.k_per_group()], vec![0.0; m * spec.cout]);
+        let input = FeatRef::new(bufs, specs, iv);
+        let output = FeatMut::new(bufs, specs, ov);
+        let mut offsets = Vec::new();
+        super::super::conv::conv(
+            spec,
+            grid,
+            input,
+            output,
+            tiles,
+            &mut offsets,
+            &mut a,
+            &mut c,
+            2,
+        );
+    }
+
+    /// Direct and GEMM paths agree on odd map sizes, strides, dilation, channel counts that are
+    /// not a multiple of 16, channel views into wider buffers, fused and separate activations,
+    /// for all tiles and for a scattered subset.
+    #[test]
+    fn direct_conv_equals_the_gemm_path() {
+        if crate::simd::level() != crate::simd::Level::Avx512 {
+            println!("SKIP direct_conv_equals_the_gemm_path: this CPU has no AVX-512");
+            return;
+        }
+        let cases = [
+            (3, 1, 1, 16, 16, Act::LeakyRelu(0.1)),
+            (3, 1, 1, 32, 32, Act::Relu),
+            (3, 2, 1, 20, 48, Act::Identity),
+            (3, 1, 2, 8, 40, Act::Sigmoid),
+            (5, 1, 1, 8, 64, Act::HardSwish),
+            (3, 1, 1, 12, 24, Act::LeakyRelu(1.5)),
+            (3, 1, 1, 16, 56, Act::Clip(-0.5, 0.5)),
+        ];
+        let mut rng = Lcg(11);
+        for (k, stride, dilation, cin, cout, act) in cases {
+            let case = Case {
+                k,
+                stride,
+                dilation,
+                cin,
+                cout,
+                act,
+            };
+            let pad = (case.k - 1) / 2 * case.dilation;
+            let spec = ConvSpec {
+                kh: case.k,
+                kw: case.k,
+                sh: case.stride,
+                sw: case.stride,
+                dh: case.dilation,
+                dw: case.dilation,
+                pad_t: pad,
+                pad_l: pad,
+                cin: case.cin,
+                cout: case.cout,
+                groups: 1,
+                transposed: false,
+                weights: rng.vec(case.k * case.k * case.cin * case.cout, 0.3),
+                bias: rng.vec(case.cout, 0.5),
+                act: case.act,
+            };
+            assert!(applies(&spec), "case k{k} s{stride} {cin}->{cout}");
+            // Input 37×29 at scale 2 (input image 74×58), inside a wider buffer.
+            let (iw, ih) = (37, 29);
+            let (ow, oh) = ((iw - 1) / case.stride + 1, (ih - 1) / case.stride + 1);
+            let specs = [
+                FeatureBuf {
+                    c: case.cin + 5,
+                    h: ih,
+                    w: iw,
+                    scale: 2,
+                },
+                FeatureBuf {
+                    c: case.cout + 7,
+                    h: oh,
+                    w: ow,
+                    scale: 2 * case.stride,
+                },
+            ];
+            let iv = View {
+                buf: 0,
+                c_off: 3,
+                c: case.cin,
+            };
+            let ov = View {
+                buf: 1,
+                c_off: 4,
+                c: case.cout,
+            };
+            let grid = TileGrid::new(iw * 2, ih * 2, 8 * case.stride);
+            let all: Vec<u32> = (0..grid.len() as u32).collect();
+            let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
+            let wts = DirectWeights::new(&spec);
+            for tiles in [&all, &some] {
+                let input = rng.vec(specs[0].len(), 2.0);
+                let base = rng.vec(specs[1].len(), 1.0);
+                let mut want = vec![input.clone(), base.clone()];
+                reference(&spec, &grid, &mut want, &specs, iv, ov, tiles);
+                let mut got = vec![input, base];
+                let (i, o) = (
+                    FeatRef::new(&got, &specs, iv),
+                    FeatMut::new(&mut got, &specs, ov),
+                );
+                conv(&spec, &wts, &grid, i, o, tiles, &mut Vec::new(), 2);
+                for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "k{k} s{stride} d{dilation} {cin}->{cout} {act:?}, {} tiles: element {j}: {g} vs {w}",
+                        tiles.len()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A benchmark, not a test (prints figures, asserts nothing):
+/// `cargo test --release --lib bench_direct_vs_gemm -- --ignored --nocapture`
+/// times NanoDet's 3×3 layer shapes through this kernel and through im2col + GEMM, alternating
+/// run by run on 2 threads, every tile and then 10 % of the tiles.
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::model::plan::{FeatureBuf, View};
+    use crate::rng::Lcg;
+
+    fn min_median(mut v: Vec<f64>) -> (f64, f64) {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2])
+    }
+
+    #[test]
+    #[ignore]
+    fn bench_direct_vs_gemm() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut rng = Lcg(1);
+        let grid = TileGrid::new(416, 416, 32);
+        let shapes = [
+            (104, 32, 32),
+            (104, 32, 16),
+            (104, 16, 16),
+            (52, 64, 32),
+            (52, 32, 32),
+            (52, 64, 64),
+            (26, 128, 64),
+            (26, 128, 128),
+            (13, 128, 128),
+            (13, 256, 128),
+        ];
+        for fraction in [1.0, 0.1] {
+            println!("tiles active: {fraction}");
+            for (hw, cin, cout) in shapes {
+                let spec = ConvSpec {
+                    kh: 3,
+                    kw: 3,
+                    sh: 1,
+                    sw: 1,
+                    dh: 1,
+                    dw: 1,
+                    pad_t: 1,
+                    pad_l: 1,
+                    cin,
+                    cout,
+                    groups: 1,
+                    transposed: false,
+                    weights: rng.vec(9 * cin * cout, 0.3),
+                    bias: rng.vec(cout, 0.5),
+                    act: Act::LeakyRelu(0.1),
+                };
+                let scale = 416 / hw;
+                let specs = [
+                    FeatureBuf {
+                        c: cin,
+                        h: hw,
+                        w: hw,
+                        scale,
+                    },
+                    FeatureBuf {
+                        c: cout,
+                        h: hw,
+                        w: hw,
+                        scale,
+                    },
+                ];
+                let (iv, ov) = (
+                    View {
+                        buf: 0,
+                        c_off: 0,
+                        c: cin,
+                    },
+                    View {
+                        buf: 1,
+                        c_off: 0,
+                        c: cout,
+                    },
+                );
+                let tiles: Vec<u32> = (0..grid.len() as u32)
+                    .filter(|_| fraction == 1.0 || rng.unit() < fraction)
+                    .collect();
+                let wts = DirectWeights::new(&spec);
+                let mut bufs = vec![rng.vec(specs[0].len(), 1.0), vec![0.0; specs[1].len()]];
+                let mut a = vec![0.0; (hw + 2) * (hw + 2) * cin * 9];
+                let mut c = vec![0.0; (hw + 2) * (hw + 2) * cout];
+                let mut offsets = Vec::new();
+                let (mut direct, mut gemm) = (Vec::new(), Vec::new());
+                pool.install(|| {
+                    for _ in 0..60 {
+                        let t = std::time::Instant::now();
+                        let i = FeatRef::new(&bufs, &specs, iv);
+                        let o = FeatMut::new(&mut bufs, &specs, ov);
+                        conv(&spec, &wts, &grid, i, o, &tiles, &mut offsets, 2);
+                        direct.push(t.elapsed().as_secs_f64() * 1e3);
+                        let t = std::time::Instant::now();
+                        let i = FeatRef::new(&bufs, &specs, iv);
+                        let o = FeatMut::new(&mut bufs, &specs, ov);
+                        super::super::conv::conv(
+                            &spec,
+                            &grid,
+                            i,
+                            o,
+                            &tiles,
+                            &mut offsets,
+                            &mut a,
+                            &mut c,
+                            2,
+                        );
+                        gemm.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                });
+                let ((dmin, dmed), (gmin, gmed)) = (min_median(direct), min_median(gemm));
+                println!(
+                    "  3x3 {cin}->{cout} on {hw}x{hw}: direct min {dmin:.3} median {dmed:.3} ms, \
+                     im2col+GEMM min {gmin:.3} median {gmed:.3} ms, ratio of minimums {:.2}",
+                    gmin / dmin
+                );
+            }
+        }
+    }
+}
