@@ -16,12 +16,12 @@ use crate::mask::TileGrid;
 use crate::model::act::Act;
 use crate::model::plan::ConvSpec;
 
-/// The largest weight matrix this path takes: each block of pixels streams all of it, so it must
-/// stay in the core's L2 cache (2 MB per core on the development machine); larger layers (few
-/// pixels, many channels) do better with the GEMM's packing. Measured on NanoDet's shapes: 3×3
-/// 128→128 (0.6 MB) gains, 256→128 (1.2 MB) is even, 256→256 (2.4 MB) is 2× slower.
-const MAX_WEIGHT_BYTES: usize = 1 << 20;
-/// Kernel taps (kh·kw) and input channels the pointer table and zero row are sized for.
+/// The largest weight matrix with which dense frames take this path: on dense frames of layers
+/// with more weights (few pixels, many channels) the GEMM's packing does better. Measured on
+/// NanoDet's shapes: 3×3 128→128 (0.6 MB) gains, 256→128 (1.2 MB) is even, 256→256 (2.4 MB) is
+/// 1.8× slower; with 10 % of the tiles active all three are even or better here.
+const DENSE_MAX_WEIGHT_BYTES: usize = 1 << 20;
+/// The most kernel taps (kh·kw) the pointer table holds.
 const MAX_TAPS: usize = 25;
 /// Pixels per block at most (R = 1 and 2).
 const PMAX: usize = 12;
@@ -33,41 +33,62 @@ pub fn applies(spec: &ConvSpec) -> bool {
         && spec.groups == 1
         && spec.kh * spec.kw > 1
         && spec.kh * spec.kw <= MAX_TAPS
-        && spec.k_per_group() > super::conv_small::MAX_K
-        && spec.k_per_group() * spec.cout.div_ceil(16) * 16 * 4 <= MAX_WEIGHT_BYTES
 }
 
-/// The weights as K rows of `np` columns (cout rounded up to 16), bias padded the same way, and a
-/// row of zeros for taps outside the map. Made once, when the backend is built.
+/// The weights as K rows of `np` columns (cout rounded up to 16) and the bias padded the same way
+/// (the layer's own where cout is a multiple of 16), and a row of zeros for taps outside the map.
+/// Made once, when the backend is built.
 pub struct DirectWeights {
-    w: Vec<f32>,
-    bias: Vec<f32>,
+    padded: Option<(Vec<f32>, Vec<f32>)>,
     np: usize,
     /// 16-channel registers per pixel: the largest of 4, 3, 2, 1 that divides np / 16.
     r: usize,
     zeros: Vec<f32>,
+    /// Whether dense frames take this path too.
+    dense: bool,
 }
 
 impl DirectWeights {
     pub fn new(spec: &ConvSpec) -> Self {
         let (k, n) = (spec.k_per_group(), spec.cout);
         let np = n.div_ceil(16) * 16;
-        let mut w = vec![0f32; k * np];
-        for row in 0..k {
-            w[row * np..row * np + n].copy_from_slice(&spec.weights[row * n..(row + 1) * n]);
-        }
-        let mut bias = vec![0f32; np];
-        bias[..n].copy_from_slice(&spec.bias);
+        let padded = (np != n).then(|| {
+            let mut w = vec![0f32; k * np];
+            for row in 0..k {
+                w[row * np..row * np + n].copy_from_slice(&spec.weights[row * n..(row + 1) * n]);
+            }
+            let mut bias = vec![0f32; np];
+            bias[..n].copy_from_slice(&spec.bias);
+            (w, bias)
+        });
         let r = [4, 3, 2, 1]
             .into_iter()
             .find(|r| (np / 16) % r == 0)
             .expect("1 divides");
         DirectWeights {
-            w,
-            bias,
+            padded,
             np,
             r,
-            zeros: vec![0.0; spec.cin],
+            zeros: vec![0.0; spec.kw * spec.cin],
+            dense: k * np * 4 <= DENSE_MAX_WEIGHT_BYTES,
+        }
+    }
+
+    /// Whether a run over `tiles` of the grid's `of` tiles takes this path (else im2col + GEMM).
+    pub fn takes(&self, tiles: usize, of: usize) -> bool {
+        self.dense || tiles * 4 <= of
+    }
+
+    /// Floats held beyond the layer's own weights.
+    pub fn floats(&self) -> usize {
+        self.zeros.len() + self.padded.as_ref().map_or(0, |(w, b)| w.len() + b.len())
+    }
+
+    /// Weights (K × np) and bias (np).
+    fn parts<'a>(&'a self, spec: &'a ConvSpec) -> (&'a [f32], &'a [f32]) {
+        match &self.padded {
+            Some((w, b)) => (w, b),
+            None => (&spec.weights, &spec.bias),
         }
     }
 
@@ -97,11 +118,20 @@ pub fn conv(
 ) {
     let m = super::conv::tile_offsets(grid, &output, tiles, offsets);
     let p = wts.pixels_per_block();
-    // Enough tasks to balance the threads, each a whole number of blocks.
-    let per_task = (m.div_ceil(threads.max(1) * 8)).div_ceil(p).max(1) * p;
+    // Tasks are (run of pixels, block of output channels): a task streams one column slice of
+    // the weights, which stays in cache while it goes over its pixels. Enough tasks to balance
+    // the threads, each run a whole number of pixel blocks.
+    let width = 16 * wts.r;
+    let channel_blocks = wts.np / width;
+    let runs = (threads.max(1) * 8)
+        .div_ceil(channel_blocks)
+        .min(m.div_ceil(p));
+    let per_run = m.div_ceil(runs.max(1)).div_ceil(p) * p;
+    let runs = m.div_ceil(per_run);
     let offsets = &offsets[..];
-    (0..m.div_ceil(per_task)).into_par_iter().for_each(|task| {
-        let (r0, r1) = (task * per_task, ((task + 1) * per_task).min(m));
+    (0..runs * channel_blocks).into_par_iter().for_each(|task| {
+        let (run, c0) = (task / channel_blocks, (task % channel_blocks) * width);
+        let (r0, r1) = (run * per_run, ((run + 1) * per_run).min(m));
         // The tile holding row r0, and r0's place in it.
         let mut ti = offsets.partition_point(|&o| o <= r0) - 1;
         let mut rect = output.rect(grid, tiles[ti]);
@@ -122,41 +152,71 @@ pub fn conv(
                 *px = (rect.1 + at / w, rect.0 + at % w);
                 at += 1;
             }
-            fill_table(
+            let reads = fill_table(
                 spec,
                 &input,
                 &pixels[..count],
                 &mut table,
                 wts.zeros.as_ptr(),
             );
-            for c0 in (0..wts.np).step_by(16 * wts.r) {
-                // SAFETY: the table holds kh·kw rows of pointers to `cin` readable values (map
-                // pixels or the zero row); weights and bias cover np columns.
-                unsafe { block(spec, wts, &table, c0, &output, &pixels[..count]) };
-            }
+            // SAFETY: the table holds `reads` rows of pointers to readable runs (map pixels or
+            // the zero row); weights and bias cover np columns.
+            unsafe { block(spec, wts, &table, reads, c0, &output, &pixels[..count]) };
             r += count;
         }
     });
 }
 
+/// How a block reads its input: `taps` rows of the table, each pointing at `run` consecutive
+/// input values per pixel (the weights' rows in the same order).
+#[derive(Clone, Copy)]
+struct Reads {
+    taps: usize,
+    run: usize,
+}
+
 /// Row t of `table`: for each pixel, where kernel tap t reads its input channels. A pixel whose
-/// taps all lie inside the map takes its pointers as fixed offsets from its first tap.
+/// taps all lie inside the map takes its pointers as fixed offsets from its first tap. When every
+/// pixel of the block is inside and the view spans whole pixels, the kw taps of a kernel row are
+/// one run of kw·cin consecutive values, and the table has one row per kernel row.
 fn fill_table(
     spec: &ConvSpec,
     input: &FeatRef,
     pixels: &[(usize, usize)],
     table: &mut [[*const f32; PMAX]; MAX_TAPS],
     zeros: *const f32,
-) {
-    let taps = spec.kh * spec.kw;
+) -> Reads {
     let (reach_y, reach_x) = ((spec.kh - 1) * spec.dh, (spec.kw - 1) * spec.dw);
-    for (p, &(oy, ox)) in pixels.iter().enumerate() {
+    let first_tap = |(oy, ox): (usize, usize)| {
         let iy0 = (oy * spec.sh) as isize - spec.pad_t as isize;
         let ix0 = (ox * spec.sw) as isize - spec.pad_l as isize;
         let inside = iy0 >= 0
             && ix0 >= 0
             && iy0 as usize + reach_y < input.h
             && ix0 as usize + reach_x < input.w;
+        (iy0, ix0, inside)
+    };
+    let whole_pixels = spec.dw == 1 && input.c_off == 0 && input.c == input.pitch;
+    if whole_pixels && pixels.iter().all(|&px| first_tap(px).2) {
+        for (p, &px) in pixels.iter().enumerate() {
+            let (iy0, ix0, _) = first_tap(px);
+            let first = input.px(iy0 as usize, ix0 as usize).as_ptr();
+            for (ky, row) in table.iter_mut().take(spec.kh).enumerate() {
+                // SAFETY: kernel row ky of this pixel is inside the map.
+                row[p] = unsafe { first.add(ky * spec.dh * input.w * input.pitch) };
+            }
+        }
+        for row in table.iter_mut().take(spec.kh) {
+            row[pixels.len()..].fill(zeros);
+        }
+        return Reads {
+            taps: spec.kh,
+            run: spec.kw * spec.cin,
+        };
+    }
+    let taps = spec.kh * spec.kw;
+    for (p, &px) in pixels.iter().enumerate() {
+        let (iy0, ix0, inside) = first_tap(px);
         if inside {
             let first = input.px(iy0 as usize, ix0 as usize).as_ptr();
             for (t, row) in table.iter_mut().take(taps).enumerate() {
@@ -181,6 +241,10 @@ fn fill_table(
     for row in table.iter_mut().take(taps) {
         row[pixels.len()..].fill(zeros);
     }
+    Reads {
+        taps,
+        run: spec.cin,
+    }
 }
 
 /// Output channels [c0, c0 + 16R) of the block's pixels.
@@ -191,6 +255,7 @@ unsafe fn block(
     spec: &ConvSpec,
     wts: &DirectWeights,
     table: &[[*const f32; PMAX]; MAX_TAPS],
+    reads: Reads,
     c0: usize,
     output: &FeatMut,
     pixels: &[(usize, usize)],
@@ -204,13 +269,14 @@ unsafe fn block(
     }
     #[cfg(target_arch = "x86_64")]
     {
+        let (w, bias) = wts.parts(spec);
         let args = x86::Args {
             table,
-            taps: spec.kh * spec.kw,
-            cin: spec.cin,
-            w: wts.w.as_ptr().add(c0),
+            taps: reads.taps,
+            run: reads.run,
+            w: w.as_ptr().add(c0),
             np: wts.np,
-            bias: wts.bias.as_ptr().add(c0),
+            bias: bias.as_ptr().add(c0),
             act: spec.act,
             dst: &dst,
             n,
@@ -246,7 +312,8 @@ mod x86 {
     pub struct Args<'a> {
         pub table: &'a [[*const f32; PMAX]; MAX_TAPS],
         pub taps: usize,
-        pub cin: usize,
+        /// Consecutive input values each table entry points at (one weight row each).
+        pub run: usize,
         pub w: *const f32,
         pub np: usize,
         pub bias: *const f32,
@@ -256,7 +323,7 @@ mod x86 {
         pub n: usize,
     }
 
-    /// dst[p][16r + j] = act(bias + Σ_t Σ_ci table[t][p][ci] · w[(t·cin + ci)·np + 16r + j]), for
+    /// dst[p][16r + j] = act(bias + Σ_t Σ_i table[t][p][i] · w[(t·run + i)·np + 16r + j]), for
     /// 16r + j < n; activations `in_registers` rejects are left for the caller.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn block<const R: usize, const P: usize>(a: &Args) {
@@ -274,8 +341,8 @@ mod x86 {
         }
         for t in 0..a.taps {
             let row: [*const f32; P] = std::array::from_fn(|p| a.table[t][p]);
-            let mut w = a.w.add(t * a.cin * a.np);
-            for ci in 0..a.cin {
+            let mut w = a.w.add(t * a.run * a.np);
+            for ci in 0..a.run {
                 let mut wv = [_mm512_setzero_ps(); R];
                 for r in 0..R {
                     wv[r] = _mm512_loadu_ps(w.add(16 * r));
@@ -375,6 +442,7 @@ mod tests {
         }
         let cases = [
             (3, 1, 1, 16, 16, Act::LeakyRelu(0.1)),
+            (3, 2, 1, 3, 32, Act::LeakyRelu(0.1)),
             (3, 1, 1, 32, 32, Act::Relu),
             (3, 2, 1, 20, 48, Act::Identity),
             (3, 1, 2, 8, 40, Act::Sigmoid),
@@ -500,6 +568,7 @@ mod bench {
             (26, 128, 128),
             (13, 128, 128),
             (13, 256, 128),
+            (13, 256, 256),
         ];
         for fraction in [1.0, 0.1] {
             println!("tiles active: {fraction}");

@@ -3,6 +3,7 @@
 //! im2col matrix costs more to write than the arithmetic: here each block of pixels gathers its K
 //! input values into small arrays and accumulates all output channels directly, with AVX-512 or
 //! AVX2+FMA kernels where the CPU has them (detected at run time) and a portable one elsewhere.
+//! On AVX-512 machines `conv_direct` takes the k×k ones; this path keeps the rest.
 
 use rayon::prelude::*;
 
@@ -42,6 +43,11 @@ impl SmallKWeights {
         let mut bias = vec![0f32; np];
         bias[..n].copy_from_slice(&spec.bias);
         SmallKWeights { w, bias, np }
+    }
+
+    /// Floats held (a re-laid-out copy of the layer's weights).
+    pub fn floats(&self) -> usize {
+        self.w.len() + self.bias.len()
     }
 }
 

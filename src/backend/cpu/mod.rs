@@ -44,10 +44,10 @@ pub struct CpuBackend {
 
 /// A convolution computed directly from the NHWC map, with its weights re-laid out.
 enum DirectConv {
-    /// Short im2col rows (a first layer on 3 channels).
+    /// Tap by tap from the map, weights in L2 (AVX-512 only).
+    Taps(conv_direct::DirectWeights),
+    /// Short im2col rows (a first layer on 3 channels) where AVX-512 is missing.
     SmallK(conv_small::SmallKWeights),
-    /// Few output channels (AVX-512 only).
-    NarrowN(conv_direct::DirectWeights),
 }
 
 impl CpuBackend {
@@ -97,11 +97,11 @@ impl CpuBackend {
             .iter()
             .map(|s| match s {
                 Step::Layer(l) => match &l.op {
+                    LayerOp::Conv(c) if conv_direct::applies(c) => {
+                        Some(DirectConv::Taps(conv_direct::DirectWeights::new(c)))
+                    }
                     LayerOp::Conv(c) if conv_small::applies(c) => {
                         Some(DirectConv::SmallK(conv_small::SmallKWeights::new(c)))
-                    }
-                    LayerOp::Conv(c) if conv_direct::applies(c) => {
-                        Some(DirectConv::NarrowN(conv_direct::DirectWeights::new(c)))
                     }
                     _ => None,
                 },
@@ -164,12 +164,9 @@ impl CpuBackend {
                     let input = FeatRef::new(&self.bufs, &plan.buffers, l.input);
                     let out = FeatMut::new(&mut self.bufs, &plan.buffers, l.output);
                     match &l.op {
-                        LayerOp::Conv(c) if self.direct[si].is_some() => {
-                            match self.direct[si].as_ref().expect("checked") {
-                                DirectConv::SmallK(w) => {
-                                    conv_small::conv(c, w, &grid, input, out, t)
-                                }
-                                DirectConv::NarrowN(w) => conv_direct::conv(
+                        LayerOp::Conv(c) => match &self.direct[si] {
+                            Some(DirectConv::Taps(w)) if w.takes(t.len(), grid.len()) => {
+                                conv_direct::conv(
                                     c,
                                     w,
                                     &grid,
@@ -178,20 +175,23 @@ impl CpuBackend {
                                     t,
                                     &mut self.offsets,
                                     self.threads,
-                                ),
+                                )
                             }
-                        }
-                        LayerOp::Conv(c) => conv::conv(
-                            c,
-                            &grid,
-                            input,
-                            out,
-                            t,
-                            &mut self.offsets,
-                            &mut self.scratch_a,
-                            &mut self.scratch_c,
-                            self.threads,
-                        ),
+                            Some(DirectConv::SmallK(w)) => {
+                                conv_small::conv(c, w, &grid, input, out, t)
+                            }
+                            _ => conv::conv(
+                                c,
+                                &grid,
+                                input,
+                                out,
+                                t,
+                                &mut self.offsets,
+                                &mut self.scratch_a,
+                                &mut self.scratch_c,
+                                self.threads,
+                            ),
+                        },
                         LayerOp::Pool(p) => ops::pool(p, &grid, input, out, t),
                         LayerOp::Resize { y, x } => ops::resize(y, x, &grid, input, out, t),
                         LayerOp::Affine { scale, shift, act } => {
@@ -353,6 +353,15 @@ impl Backend for CpuBackend {
                 _ => 0,
             })
             .sum();
-        (caches + weights + self.scratch_a.len() + self.scratch_c.len()) * 4
+        let copies: usize = self
+            .direct
+            .iter()
+            .flatten()
+            .map(|d| match d {
+                DirectConv::Taps(w) => w.floats(),
+                DirectConv::SmallK(w) => w.floats(),
+            })
+            .sum();
+        (caches + weights + copies + self.scratch_a.len() + self.scratch_c.len()) * 4
     }
 }
