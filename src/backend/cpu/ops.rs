@@ -51,36 +51,58 @@ pub fn pool(spec: &PoolSpec, grid: &TileGrid, input: FeatRef, out: FeatMut, tile
         #[inline(always)]
         |oy, ox| {
             let dst = out.px(oy, ox);
-            let init = if spec.kind == PoolKind::Max {
-                f32::NEG_INFINITY
-            } else {
-                0.0
+            // The window's taps inside the map.
+            let (iy0, ix0) = (
+                (oy * spec.sh) as isize - spec.pad_t as isize,
+                (ox * spec.sw) as isize - spec.pad_l as isize,
+            );
+            let span = |i0: isize, k: usize, n: usize| {
+                i0.max(0) as usize..(i0 + k as isize).clamp(0, n as isize) as usize
             };
-            dst.fill(init);
-            let mut count = 0usize;
-            for ky in 0..spec.kh {
-                let iy = (oy * spec.sh + ky) as isize - spec.pad_t as isize;
-                for kx in 0..spec.kw {
-                    let ix = (ox * spec.sw + kx) as isize - spec.pad_l as isize;
-                    if iy < 0 || ix < 0 || iy as usize >= input.h || ix as usize >= input.w {
-                        continue;
+            let (ys, xs) = (span(iy0, spec.kh, input.h), span(ix0, spec.kw, input.w));
+            match spec.kind {
+                PoolKind::Max => {
+                    // 16 channels at a time in a register-sized array, written once.
+                    let mut c0 = 0;
+                    while c0 + 16 <= dst.len() {
+                        let mut m = [f32::NEG_INFINITY; 16];
+                        for iy in ys.clone() {
+                            for ix in xs.clone() {
+                                let s: &[f32; 16] =
+                                    input.px(iy, ix)[c0..c0 + 16].try_into().expect("16");
+                                for (a, &b) in m.iter_mut().zip(s) {
+                                    *a = a.max(b);
+                                }
+                            }
+                        }
+                        dst[c0..c0 + 16].copy_from_slice(&m);
+                        c0 += 16;
                     }
-                    count += 1;
-                    let src = input.px(iy as usize, ix as usize);
-                    match spec.kind {
-                        PoolKind::Max => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = d.max(s)),
-                        PoolKind::Avg(_) => dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s),
+                    let rest = &mut dst[c0..];
+                    rest.fill(f32::NEG_INFINITY);
+                    for iy in ys.clone() {
+                        for ix in xs.clone() {
+                            let s = &input.px(iy, ix)[c0..];
+                            rest.iter_mut().zip(s).for_each(|(d, &s)| *d = d.max(s));
+                        }
                     }
                 }
-            }
-            if let PoolKind::Avg(include_pad) = spec.kind {
-                let n = if include_pad {
-                    spec.kh * spec.kw
-                } else {
-                    count.max(1)
-                };
-                let inv = 1.0 / n as f32;
-                dst.iter_mut().for_each(|d| *d *= inv);
+                PoolKind::Avg(include_pad) => {
+                    dst.fill(0.0);
+                    for iy in ys.clone() {
+                        for ix in xs.clone() {
+                            let s = input.px(iy, ix);
+                            dst.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+                        }
+                    }
+                    let n = if include_pad {
+                        spec.kh * spec.kw
+                    } else {
+                        (ys.len() * xs.len()).max(1)
+                    };
+                    let inv = 1.0 / n as f32;
+                    dst.iter_mut().for_each(|d| *d *= inv);
+                }
             }
         },
     );
