@@ -70,16 +70,20 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// e^x without branches or library calls, so loops over slices vectorise: x = n·ln2 + r with
-/// |r| ≤ ln2/2, e^r by its Taylor polynomial to r^7 (relative error < 2e-7), times 2^n built in the
-/// exponent bits. Inputs are clamped to the finite f32 range.
+/// e^x without branches, library calls or float-to-int conversions, so loops over slices
+/// vectorise: x = n·ln2 + r with |r| ≤ ln2/2, e^r by its Taylor polynomial to r^7 (relative error
+/// < 2e-7), times 2^n built in the exponent bits. n is rounded by adding 1.5·2^23, which leaves it
+/// in the low mantissa bits. Inputs are clamped to the finite f32 range.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    // 1.5·2^23: t's mantissa ends in round(x·log2 e) as a two's-complement integer.
+    const ROUNDER: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2E).round();
+    let t = x * LOG2E + ROUNDER;
+    let n = t - ROUNDER;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -87,7 +91,8 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n + 127 lies in 1..=254, so its low 9 bits shifted into place are exactly the exponent.
+    let scale = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
     p * scale
 }
 
