@@ -1,5 +1,5 @@
-//! Direct AVX-512 convolution for k×k layers (k > 1) whose weights fit the core's cache, on NHWC
-//! maps, dense or on a region mask's tiles.
+//! Direct AVX-512 convolution on NHWC maps, on a region mask's tiles (sparse frames) and, for k×k
+//! layers (k > 1) whose weights fit the core's cache, on dense frames.
 //!
 //! With im2col + GEMM, a layer with N = 16–64 output channels does only N multiply-adds per value
 //! of the im2col matrix, so writing that matrix and the GEMM's own packing of it cost as much as
@@ -19,7 +19,8 @@ use crate::model::plan::ConvSpec;
 /// The largest weight matrix with which dense frames take this path: on dense frames of layers
 /// with more weights (few pixels, many channels) the GEMM's packing does better. Measured on
 /// NanoDet's shapes: 3×3 128→128 (0.6 MB) gains, 256→128 (1.2 MB) is even, 256→256 (2.4 MB) is
-/// 1.8× slower; with 10 % of the tiles active all three are even or better here.
+/// 1.8× slower; with 10 % of the tiles active all three are even or better here, and so are 1×1
+/// layers, which on dense frames are within ±20 % of the GEMM.
 const DENSE_MAX_WEIGHT_BYTES: usize = 1 << 20;
 /// The most kernel taps (kh·kw) the pointer table holds.
 const MAX_TAPS: usize = 25;
@@ -31,7 +32,6 @@ pub fn applies(spec: &ConvSpec) -> bool {
     crate::simd::level() == crate::simd::Level::Avx512
         && !spec.transposed
         && spec.groups == 1
-        && spec.kh * spec.kw > 1
         && spec.kh * spec.kw <= MAX_TAPS
 }
 
@@ -70,7 +70,8 @@ impl DirectWeights {
             np,
             r,
             zeros: vec![0.0; spec.kw * spec.cin],
-            dense: k * np * 4 <= DENSE_MAX_WEIGHT_BYTES,
+            // Dense 1×1 layers read their input in place for the GEMM: no gather to save.
+            dense: spec.kh * spec.kw > 1 && k * np * 4 <= DENSE_MAX_WEIGHT_BYTES,
         }
     }
 
@@ -449,6 +450,8 @@ mod tests {
             (5, 1, 1, 8, 64, Act::HardSwish),
             (3, 1, 1, 12, 24, Act::LeakyRelu(1.5)),
             (3, 1, 1, 16, 56, Act::Clip(-0.5, 0.5)),
+            (1, 1, 1, 40, 20, Act::Identity),
+            (1, 2, 1, 24, 32, Act::Relu),
         ];
         let mut rng = Lcg(11);
         for (k, stride, dilation, cin, cout, act) in cases {
@@ -558,35 +561,39 @@ mod bench {
         let mut rng = Lcg(1);
         let grid = TileGrid::new(416, 416, 32);
         let shapes = [
-            (104, 32, 32),
-            (104, 32, 16),
-            (104, 16, 16),
-            (52, 64, 32),
-            (52, 32, 32),
-            (52, 64, 64),
-            (26, 128, 64),
-            (26, 128, 128),
-            (13, 128, 128),
-            (13, 256, 128),
-            (13, 256, 256),
+            (3, 104, 32, 32),
+            (3, 104, 32, 16),
+            (3, 104, 16, 16),
+            (3, 52, 64, 32),
+            (3, 52, 32, 32),
+            (3, 52, 64, 64),
+            (3, 26, 128, 64),
+            (3, 26, 128, 128),
+            (3, 13, 128, 128),
+            (3, 13, 256, 128),
+            (3, 13, 256, 256),
+            (1, 52, 128, 124),
+            (1, 52, 128, 128),
+            (1, 26, 256, 128),
+            (1, 13, 512, 128),
         ];
         for fraction in [1.0, 0.1] {
             println!("tiles active: {fraction}");
-            for (hw, cin, cout) in shapes {
+            for (k, hw, cin, cout) in shapes {
                 let spec = ConvSpec {
-                    kh: 3,
-                    kw: 3,
+                    kh: k,
+                    kw: k,
                     sh: 1,
                     sw: 1,
                     dh: 1,
                     dw: 1,
-                    pad_t: 1,
-                    pad_l: 1,
+                    pad_t: k / 2,
+                    pad_l: k / 2,
                     cin,
                     cout,
                     groups: 1,
                     transposed: false,
-                    weights: rng.vec(9 * cin * cout, 0.3),
+                    weights: rng.vec(k * k * cin * cout, 0.3),
                     bias: rng.vec(cout, 0.5),
                     act: Act::LeakyRelu(0.1),
                 };
@@ -652,7 +659,7 @@ mod bench {
                 });
                 let ((dmin, dmed), (gmin, gmed)) = (min_median(direct), min_median(gemm));
                 println!(
-                    "  3x3 {cin}->{cout} on {hw}x{hw}: direct min {dmin:.3} median {dmed:.3} ms, \
+                    "  {k}x{k} {cin}->{cout} on {hw}x{hw}: direct min {dmin:.3} median {dmed:.3} ms, \
                      im2col+GEMM min {gmin:.3} median {gmed:.3} ms, ratio of minimums {:.2}",
                     gmin / dmin
                 );
