@@ -1,5 +1,5 @@
-//! Direct AVX-512 convolution on NHWC maps, on a region mask's tiles (sparse frames) and, for k×k
-//! layers (k > 1) whose weights fit the core's cache, on dense frames.
+//! Direct AVX-512 convolution on NHWC maps for layers whose weights fit the core's cache: on a
+//! region mask's tiles (sparse frames) and, for k×k layers (k > 1), on dense frames too.
 //!
 //! With im2col + GEMM, a layer with N = 16–64 output channels does only N multiply-adds per value
 //! of the im2col matrix, so writing that matrix and the GEMM's own packing of it cost as much as
@@ -16,12 +16,11 @@ use crate::mask::TileGrid;
 use crate::model::act::Act;
 use crate::model::plan::ConvSpec;
 
-/// The largest weight matrix with which dense frames take this path: on dense frames of layers
-/// with more weights (few pixels, many channels) the GEMM's packing does better. Measured on
-/// NanoDet's shapes: 3×3 128→128 (0.6 MB) gains, 256→128 (1.2 MB) is even, 256→256 (2.4 MB) is
-/// 1.8× slower; with 10 % of the tiles active all three are even or better here, and so are 1×1
-/// layers, which on dense frames are within ±20 % of the GEMM.
-const DENSE_MAX_WEIGHT_BYTES: usize = 1 << 20;
+/// The largest weight matrix this path takes: layers with more weights (few pixels, many
+/// channels) do better with the GEMM's packing. Measured on NanoDet's 3×3 shapes (`bench` below):
+/// 128→128 (0.6 MB) even or better, 256→128 (1.2 MB) even, 256→256 (2.4 MB) 2–2.5× slower dense
+/// and, in some runs, 2× slower with 10 % of the tiles active too.
+const MAX_WEIGHT_BYTES: usize = 1 << 20;
 /// The most kernel taps (kh·kw) the pointer table holds.
 const MAX_TAPS: usize = 25;
 /// Pixels per block at most (R = 1 and 2).
@@ -33,6 +32,7 @@ pub fn applies(spec: &ConvSpec) -> bool {
         && !spec.transposed
         && spec.groups == 1
         && spec.kh * spec.kw <= MAX_TAPS
+        && spec.k_per_group() * spec.cout.div_ceil(16) * 16 * 4 <= MAX_WEIGHT_BYTES
 }
 
 /// The weights as K rows of `np` columns (cout rounded up to 16) and the bias padded the same way
@@ -70,8 +70,9 @@ impl DirectWeights {
             np,
             r,
             zeros: vec![0.0; spec.kw * spec.cin],
-            // Dense 1×1 layers read their input in place for the GEMM: no gather to save.
-            dense: spec.kh * spec.kw > 1 && k * np * 4 <= DENSE_MAX_WEIGHT_BYTES,
+            // Dense 1×1 layers read their input in place for the GEMM (no gather to save) and
+            // measured 0.75–1.15× the GEMM's speed here; on sparse frames 1.0–1.6×.
+            dense: spec.kh * spec.kw > 1,
         }
     }
 
