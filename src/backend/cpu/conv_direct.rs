@@ -394,15 +394,6 @@ mod tests {
     use crate::model::plan::{FeatureBuf, View};
     use crate::rng::Lcg;
 
-    struct Case {
-        k: usize,
-        stride: usize,
-        dilation: usize,
-        cin: usize,
-        cout: usize,
-        act: Act,
-    }
-
     /// The im2col + GEMM path's output for the same layer, tiles and inputs.
     #[allow(clippy::too_many_arguments)]
     fn reference(
@@ -456,61 +447,53 @@ mod tests {
         ];
         let mut rng = Lcg(11);
         for (k, stride, dilation, cin, cout, act) in cases {
-            let case = Case {
-                k,
-                stride,
-                dilation,
-                cin,
-                cout,
-                act,
-            };
-            let pad = (case.k - 1) / 2 * case.dilation;
+            let pad = (k - 1) / 2 * dilation;
             let spec = ConvSpec {
-                kh: case.k,
-                kw: case.k,
-                sh: case.stride,
-                sw: case.stride,
-                dh: case.dilation,
-                dw: case.dilation,
+                kh: k,
+                kw: k,
+                sh: stride,
+                sw: stride,
+                dh: dilation,
+                dw: dilation,
                 pad_t: pad,
                 pad_l: pad,
-                cin: case.cin,
-                cout: case.cout,
+                cin: cin,
+                cout: cout,
                 groups: 1,
                 transposed: false,
-                weights: rng.vec(case.k * case.k * case.cin * case.cout, 0.3),
-                bias: rng.vec(case.cout, 0.5),
-                act: case.act,
+                weights: rng.vec(k * k * cin * cout, 0.3),
+                bias: rng.vec(cout, 0.5),
+                act: act,
             };
             assert!(applies(&spec), "case k{k} s{stride} {cin}->{cout}");
             // Input 37×29 at scale 2 (input image 74×58), inside a wider buffer.
             let (iw, ih) = (37, 29);
-            let (ow, oh) = ((iw - 1) / case.stride + 1, (ih - 1) / case.stride + 1);
+            let (ow, oh) = ((iw - 1) / stride + 1, (ih - 1) / stride + 1);
             let specs = [
                 FeatureBuf {
-                    c: case.cin + 5,
+                    c: cin + 5,
                     h: ih,
                     w: iw,
                     scale: 2,
                 },
                 FeatureBuf {
-                    c: case.cout + 7,
+                    c: cout + 7,
                     h: oh,
                     w: ow,
-                    scale: 2 * case.stride,
+                    scale: 2 * stride,
                 },
             ];
             let iv = View {
                 buf: 0,
                 c_off: 3,
-                c: case.cin,
+                c: cin,
             };
             let ov = View {
                 buf: 1,
                 c_off: 4,
-                c: case.cout,
+                c: cout,
             };
-            let grid = TileGrid::new(iw * 2, ih * 2, 8 * case.stride);
+            let grid = TileGrid::new(iw * 2, ih * 2, 8 * stride);
             let all: Vec<u32> = (0..grid.len() as u32).collect();
             let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
             let wts = DirectWeights::new(&spec);

@@ -8,7 +8,10 @@ use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).map(String::as_str).unwrap_or("data/models/nanodet-416.onnx");
+    let path = args
+        .get(1)
+        .map(String::as_str)
+        .unwrap_or("data/models/nanodet-416.onnx");
     let w: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(416);
     let h: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(416);
 
