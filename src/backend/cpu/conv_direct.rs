@@ -457,13 +457,13 @@ mod tests {
                 dw: dilation,
                 pad_t: pad,
                 pad_l: pad,
-                cin: cin,
-                cout: cout,
+                cin,
+                cout,
                 groups: 1,
                 transposed: false,
                 weights: rng.vec(k * k * cin * cout, 0.3),
                 bias: rng.vec(cout, 0.5),
-                act: act,
+                act,
             };
             assert!(applies(&spec), "case k{k} s{stride} {cin}->{cout}");
             // Input 37×29 at scale 2 (input image 74×58), inside a wider buffer.
