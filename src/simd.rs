@@ -1,6 +1,7 @@
 //! The vector instruction sets the CPU kernels may use, detected once per process. Kernels written
 //! as plain loops are compiled a second and third time with AVX2+FMA or AVX-512 enabled (see
-//! `dispatch!`), so the same source vectorises to the widest registers the machine has.
+//! `vectorized` and `dispatch!`), so the same source vectorises to the widest registers the
+//! machine has.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -32,31 +33,43 @@ fn detect() -> Level {
     Level::Baseline
 }
 
-/// Defines `$name` to run the `#[inline(always)]` function `$body` compiled for the detected level.
-/// `$body` must be safe for any input: the wrappers only add target features.
+/// Runs `f` compiled for the detected level: `f` (an `#[inline(always)]` closure) is inlined into
+/// a wrapper built with AVX2+FMA or AVX-512 enabled, so the loops it contains vectorise to the
+/// widest registers the machine has. `f` must be safe for any input: the wrappers only add target
+/// features.
+#[inline(always)]
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match level() {
+            // SAFETY: the CPU has the features (detected at run time).
+            Level::Avx512 => return unsafe { avx512(f) },
+            Level::Avx2 => return unsafe { avx2(f) },
+            Level::Baseline => {}
+        }
+    }
+    f()
+}
+
+/// Defines `$name` to run the `#[inline(always)]` function `$body` compiled for the detected level
+/// (see `vectorized`).
 macro_rules! dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) => $body:path) => {
         $(#[$m])*
         #[inline]
         $vis fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                match $crate::simd::level() {
-                    // SAFETY: the CPU has the features (detected at run time).
-                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
-                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::simd::Level::Baseline => {}
-                }
-            }
-            $body($($arg),*)
+            $crate::simd::vectorized(
+                #[inline(always)]
+                move || $body($($arg),*),
+            )
         }
     };
 }

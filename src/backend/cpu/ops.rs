@@ -12,35 +12,18 @@ use crate::model::plan::{BinOp, PoolKind, PoolSpec, ResizeTaps};
 #[inline]
 fn for_each_px<F: Fn(usize, usize) + Sync>(grid: &TileGrid, out: &FeatMut, tiles: &[u32], f: F) {
     tiles.par_iter().for_each(|&t| {
-        let rect = out.rect(grid, t);
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512<F: Fn(usize, usize)>(rect: (usize, usize, usize, usize), f: &F) {
-                each_px(rect, f)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2<F: Fn(usize, usize)>(rect: (usize, usize, usize, usize), f: &F) {
-                each_px(rect, f)
-            }
-            match crate::simd::level() {
-                // SAFETY: the CPU has the features (detected at run time).
-                crate::simd::Level::Avx512 => return unsafe { avx512(rect, &f) },
-                crate::simd::Level::Avx2 => return unsafe { avx2(rect, &f) },
-                crate::simd::Level::Baseline => {}
-            }
-        }
-        each_px(rect, &f)
+        let (x0, y0, x1, y1) = out.rect(grid, t);
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        f(y, x);
+                    }
+                }
+            },
+        )
     });
-}
-
-#[inline(always)]
-fn each_px<F: Fn(usize, usize)>((x0, y0, x1, y1): (usize, usize, usize, usize), f: &F) {
-    for y in y0..y1 {
-        for x in x0..x1 {
-            f(y, x);
-        }
-    }
 }
 
 pub fn pool(spec: &PoolSpec, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
