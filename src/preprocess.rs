@@ -69,6 +69,9 @@ pub trait PixelSource: Sync {
     fn width(&self) -> usize;
     fn height(&self) -> usize;
     fn rgb(&self, x: usize, y: usize) -> [u8; 3];
+    /// `letterbox` of this frame, compiled for its pixel format (implementations call
+    /// `letterbox_with(self, ...)`).
+    fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox;
 }
 
 /// Packed 3- or 4-byte-per-pixel frames with a channel order.
@@ -94,6 +97,9 @@ impl PixelSource for PackedFrame<'_> {
         let p = y * self.stride + x * self.bytes_per_px;
         self.rgb_offsets.map(|o| self.data[p + o])
     }
+    fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
+        letterbox_with(self, nw, nh, dst)
+    }
 }
 
 /// Planar or semi-planar 4:2:0 YUV (I420 / NV12), BT.601 limited range.
@@ -118,7 +124,6 @@ impl PixelSource for Yuv420Frame<'_> {
     }
     #[inline]
     fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
-        let yy = self.y[y * self.y_stride + x] as f32;
         let (cx, cy) = (x / 2, y / 2);
         let (u, v) = if self.interleaved {
             let p = cy * self.uv_stride + cx * 2;
@@ -129,51 +134,123 @@ impl PixelSource for Yuv420Frame<'_> {
                 self.v[cy * self.uv_stride + cx],
             )
         };
-        let c = 1.164 * (yy - 16.0);
-        let (d, e) = (u as f32 - 128.0, v as f32 - 128.0);
-        let cl = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-        [
-            cl(c + 1.596 * e),
-            cl(c - 0.392 * d - 0.813 * e),
-            cl(c + 2.017 * d),
-        ]
+        yuv_to_rgb(self.y[y * self.y_stride + x], u, v)
     }
+    fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
+        letterbox_with(self, nw, nh, dst)
+    }
+}
+
+/// The BT.601 limited-range terms of every Y, U and V byte value, computed once:
+/// R = y + v_r, G = y - u_g - v_g, B = y + u_b.
+struct YuvTerms {
+    y: [f32; 256],
+    u_g: [f32; 256],
+    u_b: [f32; 256],
+    v_r: [f32; 256],
+    v_g: [f32; 256],
+}
+
+/// One BT.601 limited-range pixel to RGB.
+#[inline(always)]
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let t = yuv_terms();
+    let c = t.y[y as usize];
+    let (u, v) = (u as usize, v as usize);
+    [
+        round_u8(c + t.v_r[v]),
+        round_u8(c - t.u_g[u] - t.v_g[v]),
+        round_u8(c + t.u_b[u]),
+    ]
+}
+
+#[inline(always)]
+fn yuv_terms() -> &'static YuvTerms {
+    static TERMS: std::sync::OnceLock<YuvTerms> = std::sync::OnceLock::new();
+    TERMS.get_or_init(|| {
+        let table = |f: fn(f32) -> f32| std::array::from_fn(|i| f(i as f32));
+        YuvTerms {
+            y: table(|y| 1.164 * (y - 16.0)),
+            u_g: table(|u| 0.392 * (u - 128.0)),
+            u_b: table(|u| 2.017 * (u - 128.0)),
+            v_r: table(|v| 1.596 * (v - 128.0)),
+            v_g: table(|v| 0.813 * (v - 128.0)),
+        }
+    })
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8` without a call to the C library's `roundf`: the integer
+/// part, plus one where the (exact) fraction is at least a half. Negative values give 0 either way.
+#[inline(always)]
+fn round_u8(v: f32) -> u8 {
+    let t = v as i32;
+    (t + (v - t as f32 >= 0.5) as i32).clamp(0, 255) as u8
 }
 
 /// Letterboxes `src` into `dst` (packed RGB, `nw`×`nh`) with bilinear sampling.
 pub fn letterbox(src: &dyn PixelSource, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
+    src.letterbox_into(nw, nh, dst)
+}
+
+/// Bilinear taps along one axis: output index i samples source indices i0, i1 with weight a on
+/// i1; None for indices in the border.
+fn sampling(
+    n_out: usize,
+    offset: f32,
+    scale: f32,
+    n_src: usize,
+) -> Vec<Option<(usize, usize, f32)>> {
+    let fmax = n_src as f32;
+    (0..n_out)
+        .map(|i| {
+            let f = (i as f32 + 0.5 - offset) / scale - 0.5;
+            if f < -0.5 || f > fmax - 0.5 {
+                return None;
+            }
+            let f = f.clamp(0.0, fmax - 1.0);
+            let i0 = f.floor() as usize;
+            Some((i0, (i0 + 1).min(n_src - 1), f - i0 as f32))
+        })
+        .collect()
+}
+
+/// `letterbox` for one pixel format: the taps of every column and row are computed once, rows in
+/// parallel; the pixel reads inline.
+pub fn letterbox_with<S: PixelSource + ?Sized>(
+    src: &S,
+    nw: usize,
+    nh: usize,
+    dst: &mut [u8],
+) -> Letterbox {
     use rayon::prelude::*;
     let lb = Letterbox::fit(src.width(), src.height(), nw, nh);
-    let (fw, fh) = (src.width() as f32, src.height() as f32);
-    dst.par_chunks_mut(nw * 3).enumerate().for_each(|(y, row)| {
-        for x in 0..nw {
-            let fx = (x as f32 + 0.5 - lb.off_x) / lb.scale - 0.5;
-            let fy = (y as f32 + 0.5 - lb.off_y) / lb.scale - 0.5;
-            let out = &mut row[x * 3..x * 3 + 3];
-            if fx < -0.5 || fy < -0.5 || fx > fw - 0.5 || fy > fh - 0.5 {
-                out.fill(PAD_VALUE);
-                continue;
+    let cols = sampling(nw, lb.off_x, lb.scale, src.width());
+    let rows = sampling(nh, lb.off_y, lb.scale, src.height());
+    dst.par_chunks_mut(nw * 3)
+        .zip(rows.par_iter())
+        .for_each(|(row, ry)| {
+            let Some((y0, y1, ay)) = *ry else {
+                row.fill(PAD_VALUE);
+                return;
+            };
+            for (out, cx) in row.chunks_exact_mut(3).zip(&cols) {
+                let Some((x0, x1, ax)) = *cx else {
+                    out.fill(PAD_VALUE);
+                    continue;
+                };
+                let (p00, p01, p10, p11) = (
+                    src.rgb(x0, y0),
+                    src.rgb(x1, y0),
+                    src.rgb(x0, y1),
+                    src.rgb(x1, y1),
+                );
+                for c in 0..3 {
+                    let top = p00[c] as f32 * (1.0 - ax) + p01[c] as f32 * ax;
+                    let bot = p10[c] as f32 * (1.0 - ax) + p11[c] as f32 * ax;
+                    out[c] = round_u8(top * (1.0 - ay) + bot * ay);
+                }
             }
-            let (fx, fy) = (fx.clamp(0.0, fw - 1.0), fy.clamp(0.0, fh - 1.0));
-            let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
-            let (x1, y1) = (
-                (x0 + 1).min(src.width() - 1),
-                (y0 + 1).min(src.height() - 1),
-            );
-            let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
-            let (p00, p01, p10, p11) = (
-                src.rgb(x0, y0),
-                src.rgb(x1, y0),
-                src.rgb(x0, y1),
-                src.rgb(x1, y1),
-            );
-            for c in 0..3 {
-                let top = p00[c] as f32 * (1.0 - ax) + p01[c] as f32 * ax;
-                let bot = p10[c] as f32 * (1.0 - ax) + p11[c] as f32 * ax;
-                out[c] = (top * (1.0 - ay) + bot * ay).round() as u8;
-            }
-        }
-    });
+        });
     lb
 }
 
@@ -187,5 +264,132 @@ impl InputNorm {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Lcg;
+
+    #[test]
+    fn round_u8_is_round_then_clamp() {
+        let mut v = -300.0f32;
+        while v < 600.0 {
+            assert_eq!(round_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+            v += 0.0011;
+        }
+        for v in [
+            -0.5,
+            -0.49999997,
+            0.49999997,
+            0.5,
+            254.5,
+            255.49998,
+            1e9,
+            -1e9,
+        ] {
+            assert_eq!(round_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
+    }
+
+    /// The tables give what the formula gives, for every Y, U, V.
+    #[test]
+    fn yuv_tables_equal_the_formula() {
+        for y in 0..=255u8 {
+            for u in 0..=255u8 {
+                for v in 0..=255u8 {
+                    let c = 1.164 * (y as f32 - 16.0);
+                    let (d, e) = (u as f32 - 128.0, v as f32 - 128.0);
+                    let cl = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+                    let want = [
+                        cl(c + 1.596 * e),
+                        cl(c - 0.392 * d - 0.813 * e),
+                        cl(c + 2.017 * d),
+                    ];
+                    assert_eq!(yuv_to_rgb(y, u, v), want, "{y} {u} {v}");
+                }
+            }
+        }
+    }
+
+    /// The per-pixel letterbox this module used before the taps were precomputed.
+    fn reference(src: &dyn PixelSource, nw: usize, nh: usize) -> Vec<u8> {
+        let lb = Letterbox::fit(src.width(), src.height(), nw, nh);
+        let (fw, fh) = (src.width() as f32, src.height() as f32);
+        let mut dst = vec![0u8; nw * nh * 3];
+        for y in 0..nh {
+            for x in 0..nw {
+                let fx = (x as f32 + 0.5 - lb.off_x) / lb.scale - 0.5;
+                let fy = (y as f32 + 0.5 - lb.off_y) / lb.scale - 0.5;
+                let out = &mut dst[(y * nw + x) * 3..(y * nw + x) * 3 + 3];
+                if fx < -0.5 || fy < -0.5 || fx > fw - 0.5 || fy > fh - 0.5 {
+                    out.fill(PAD_VALUE);
+                    continue;
+                }
+                let (fx, fy) = (fx.clamp(0.0, fw - 1.0), fy.clamp(0.0, fh - 1.0));
+                let (x0, y0) = (fx.floor() as usize, fy.floor() as usize);
+                let (x1, y1) = (
+                    (x0 + 1).min(src.width() - 1),
+                    (y0 + 1).min(src.height() - 1),
+                );
+                let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
+                let p = [
+                    src.rgb(x0, y0),
+                    src.rgb(x1, y0),
+                    src.rgb(x0, y1),
+                    src.rgb(x1, y1),
+                ];
+                for c in 0..3 {
+                    let top = p[0][c] as f32 * (1.0 - ax) + p[1][c] as f32 * ax;
+                    let bot = p[2][c] as f32 * (1.0 - ax) + p[3][c] as f32 * ax;
+                    out[c] = (top * (1.0 - ay) + bot * ay).round() as u8;
+                }
+            }
+        }
+        dst
+    }
+
+    /// Byte for byte what the per-pixel code gave, for packed and 4:2:0 frames, down- and
+    /// upscaling, wide and tall frames (border on either axis).
+    #[test]
+    fn letterbox_equals_the_per_pixel_reference() {
+        let mut rng = Lcg(5);
+        let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.next_u32() as u8).collect() };
+        for (w, h, nw, nh) in [(641, 359, 416, 416), (97, 203, 160, 128), (13, 7, 64, 48)] {
+            let data = bytes((w * 4 + 3) * h);
+            let packed = PackedFrame {
+                data: &data,
+                width: w,
+                height: h,
+                stride: w * 4 + 3,
+                bytes_per_px: 4,
+                rgb_offsets: [2, 1, 0],
+            };
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let (y, u, v) = (bytes(w * h), bytes(cw * 2 * ch), bytes(cw * ch));
+            let i420 = Yuv420Frame {
+                y: &y,
+                y_stride: w,
+                u: &u,
+                v: &v,
+                uv_stride: cw,
+                interleaved: false,
+                width: w,
+                height: h,
+            };
+            let nv12 = Yuv420Frame {
+                uv_stride: cw * 2,
+                interleaved: true,
+                ..i420
+            };
+            let sources: [&dyn PixelSource; 3] = [&packed, &i420, &nv12];
+            for src in sources {
+                let mut got = vec![0u8; nw * nh * 3];
+                let lb = letterbox(src, nw, nh, &mut got);
+                assert_eq!(lb, Letterbox::fit(w, h, nw, nh));
+                assert!(got == reference(src, nw, nh), "{w}x{h} -> {nw}x{nh}");
+            }
+        }
     }
 }
