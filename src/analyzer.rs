@@ -106,9 +106,10 @@ impl Analyzer {
 
     /// Decodes the current outputs into network-input coordinates.
     pub fn detections(&mut self) -> Result<Vec<Detection>> {
-        let outs = self.engine.outputs()?;
         let (w, h) = (self.engine.plan().input_w, self.engine.plan().input_h);
-        decode(self.kind, &outs, w, h, &self.params).map_err(|reason| Error::BadModel {
+        let outs = self.engine.output_refs()?;
+        let dets = decode(self.kind, &outs, w, h, &self.params);
+        dets.map_err(|reason| Error::BadModel {
             path: self.engine.plan().model_path.clone(),
             reason,
         })

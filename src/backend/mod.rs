@@ -58,6 +58,10 @@ pub trait Backend: Send {
     /// The graph outputs of the last run, in plan order.
     fn outputs(&mut self) -> Result<Vec<Tensor>>;
 
+    /// Every tensor slot of the plan, the graph outputs of the last run among them, without
+    /// copying them (the detection decoder reads the outputs in place).
+    fn slots(&mut self) -> Result<&[Tensor]>;
+
     /// A copy of feature buffer `buf` (NHWC), for tests and debugging.
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>>;
 

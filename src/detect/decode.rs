@@ -67,9 +67,9 @@ impl DecoderKind {
 }
 
 /// Decodes outputs of a network with input `in_w`×`in_h` into boxes in network-input pixels.
-pub fn decode(
+pub fn decode<T: std::borrow::Borrow<Tensor>>(
     kind: DecoderKind,
-    outs: &[Tensor],
+    outs: &[T],
     in_w: usize,
     in_h: usize,
     p: &DecodeParams,
@@ -78,7 +78,7 @@ pub fn decode(
     let mut dets = Vec::new();
     match kind {
         DecoderKind::YoloV8 | DecoderKind::YoloV5 => {
-            let t = outs.first().ok_or("no output")?;
+            let t = outs.first().ok_or("no output")?.borrow();
             let v8 = kind == DecoderKind::YoloV8;
             let (rows, n) = if v8 {
                 (t.shape[1], t.shape[2])
@@ -116,7 +116,7 @@ pub fn decode(
         DecoderKind::NanoDet => {
             let half = outs.len() / 2;
             for lvl in 0..half {
-                let (a, b) = (&outs[lvl], &outs[lvl + half]);
+                let (a, b) = (outs[lvl].borrow(), outs[lvl + half].borrow());
                 // The class tensor is the one whose width is not 4 × bins; check by cell count.
                 let (cls, reg) =
                     if b.shape[2] % 4 == 0 && (a.shape[2] % 4 != 0 || a.shape[2] > b.shape[2]) {
@@ -138,12 +138,15 @@ pub fn decode(
                 let mut dist = [0f32; 4];
                 for cell in 0..cells {
                     let scores = &cls.data[cell * nc..(cell + 1) * nc];
-                    let (c, &s) = scores
-                        .iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .unwrap();
-                    if s < p.conf_threshold || !keep(c) {
+                    // Most cells score below the threshold: the best score first (a loop that
+                    // vectorises, never NaN), its class only where it passes (the last of equal
+                    // scores).
+                    let s = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    if s < p.conf_threshold {
+                        continue;
+                    }
+                    let c = scores.iter().rposition(|&v| v == s).expect("the maximum");
+                    if !keep(c) {
                         continue;
                     }
                     for (side, d) in dist.iter_mut().enumerate() {

@@ -403,6 +403,12 @@ impl Engine {
         self.backend.outputs()
     }
 
+    /// The graph outputs of the last frame, in place (no copy of their data).
+    pub fn output_refs(&mut self) -> Result<Vec<&Tensor>> {
+        let slots = self.backend.slots()?;
+        Ok(self.plan.outputs.iter().map(|(_, s)| &slots[*s]).collect())
+    }
+
     pub fn frames(&self) -> u64 {
         self.frames
     }

@@ -329,6 +329,10 @@ impl Backend for CpuBackend {
         Ok(super::collect_outputs(&self.plan, &self.slots))
     }
 
+    fn slots(&mut self) -> Result<&[Tensor]> {
+        Ok(&self.slots)
+    }
+
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
         Ok(self.bufs[buf].clone())
     }

@@ -1219,6 +1219,11 @@ impl Backend for CudaBackend {
         Ok(crate::backend::collect_outputs(&self.plan, &self.slots))
     }
 
+    fn slots(&mut self) -> Result<&[Tensor]> {
+        self.flush()?;
+        Ok(&self.slots)
+    }
+
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
         self.flush()?;
         self.stream
