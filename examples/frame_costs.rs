@@ -1,0 +1,108 @@
+//! What a frame costs outside the network: letterboxing into the default network input (416×416)
+//! for packed RGB and NV12 frames of 720p and 1080p, change detection, and decoding the
+//! detections (NanoDet, on the sample clip).
+//!
+//! cargo run --release --example frame_costs -- [THREADS]
+
+use std::time::Instant;
+
+use gstregiondrop::analyzer::{Analyzer, AnalyzerOptions};
+use gstregiondrop::mask::{ChangeDetector, DiffMetric, RegionMask};
+use gstregiondrop::preprocess::{letterbox, PackedFrame, PixelSource, Yuv420Frame};
+
+fn median(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+fn median_ms(src: &dyn PixelSource, dst: &mut [u8]) -> (f64, f64) {
+    let mut ms: Vec<f64> = (0..40)
+        .map(|_| {
+            let t = Instant::now();
+            letterbox(src, 416, 416, dst);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[0])
+}
+
+fn main() {
+    let threads = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
+    let mut dst = vec![0u8; 416 * 416 * 3];
+    for (w, h) in [(1280usize, 720usize), (1920, 1080)] {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let y: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
+        let uv: Vec<u8> = (0..w * h / 2).map(|i| (i * 3 % 251) as u8).collect();
+        let packed = PackedFrame {
+            data: &rgb,
+            width: w,
+            height: h,
+            stride: w * 3,
+            bytes_per_px: 3,
+            rgb_offsets: [0, 1, 2],
+        };
+        let nv12 = Yuv420Frame {
+            y: &y,
+            y_stride: w,
+            u: &uv,
+            v: &uv,
+            uv_stride: w,
+            interleaved: true,
+            width: w,
+            height: h,
+        };
+        let sources: [(&str, &dyn PixelSource); 2] = [("RGB", &packed), ("NV12", &nv12)];
+        for (name, src) in sources {
+            let (med, min) = pool.install(|| median_ms(src, &mut dst));
+            println!(
+                "letterbox {name} {w}x{h} -> 416x416, {threads} threads: median {med:.2} ms, \
+                 min {min:.2} ms"
+            );
+        }
+    }
+
+    // Change detection and decoding on the clip's frames, as the element runs them.
+    let frames =
+        gstregiondrop::video::decode_rgb(std::path::Path::new("data/video/vtest.avi"), 0, 60)
+            .expect("the sample clip (./regiondrop.sh setup)");
+    let mut analyzer = Analyzer::new(
+        std::path::Path::new("data/models/nanodet-416.onnx"),
+        AnalyzerOptions::default(),
+    )
+    .expect("the default model (./regiondrop.sh setup)");
+    let grid = gstregiondrop::mask::TileGrid::new(416, 416, 32);
+    let mut detector = ChangeDetector::new(grid);
+    let mut mask = RegionMask::empty(&grid);
+    let (mut detect_ms, mut decode_ms) = (Vec::new(), Vec::new());
+    for f in &frames {
+        analyzer.process(&f.source()).expect("frame");
+        let t = Instant::now();
+        detector.detect(
+            analyzer.network_image(),
+            24.0,
+            DiffMetric::Max,
+            1,
+            &mut mask,
+        );
+        detect_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        analyzer.detections().expect("decode");
+        decode_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "change detection (416x416, 32-px tiles, max metric): median {:.3} ms",
+        median(detect_ms)
+    );
+    println!(
+        "decode (NanoDet outputs, threshold 0.35, NMS): median {:.3} ms",
+        median(decode_ms)
+    );
+}
