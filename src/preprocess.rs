@@ -141,40 +141,47 @@ impl PixelSource for Yuv420Frame<'_> {
     }
 }
 
-/// The BT.601 limited-range terms of every Y, U and V byte value, computed once:
-/// R = y + v_r, G = y - u_g - v_g, B = y + u_b.
-struct YuvTerms {
-    y: [f32; 256],
-    u_g: [f32; 256],
-    u_b: [f32; 256],
-    v_r: [f32; 256],
-    v_g: [f32; 256],
+/// BT.601 limited range, R = c + 1.596·e, G = c − 0.392·d − 0.813·e, B = c + 2.017·d with
+/// c = 1.164·(Y − 16), d = U − 128, e = V − 128, tabulated once per process: R for every (Y, V),
+/// B for every (Y, U), and G's first difference c − 0.392·d for every (Y, U), so a pixel costs four
+/// lookups, one subtraction and one rounding, with the same float operations as the formula.
+struct YuvTables {
+    r: Vec<u8>,
+    b: Vec<u8>,
+    g_yu: Vec<f32>,
+    g_v: [f32; 256],
 }
 
 /// One BT.601 limited-range pixel to RGB.
 #[inline(always)]
 fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let t = yuv_terms();
-    let c = t.y[y as usize];
-    let (u, v) = (u as usize, v as usize);
-    [
-        round_u8(c + t.v_r[v]),
-        round_u8(c - t.u_g[u] - t.v_g[v]),
-        round_u8(c + t.u_b[u]),
-    ]
+    let t = yuv_tables();
+    let (yu, yv) = (
+        (y as usize) << 8 | u as usize,
+        (y as usize) << 8 | v as usize,
+    );
+    [t.r[yv], round_u8(t.g_yu[yu] - t.g_v[v as usize]), t.b[yu]]
 }
 
-#[inline(always)]
-fn yuv_terms() -> &'static YuvTerms {
-    static TERMS: std::sync::OnceLock<YuvTerms> = std::sync::OnceLock::new();
-    TERMS.get_or_init(|| {
-        let table = |f: fn(f32) -> f32| std::array::from_fn(|i| f(i as f32));
-        YuvTerms {
-            y: table(|y| 1.164 * (y - 16.0)),
-            u_g: table(|u| 0.392 * (u - 128.0)),
-            u_b: table(|u| 2.017 * (u - 128.0)),
-            v_r: table(|v| 1.596 * (v - 128.0)),
-            v_g: table(|v| 0.813 * (v - 128.0)),
+fn yuv_tables() -> &'static YuvTables {
+    static TABLES: std::sync::OnceLock<YuvTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let c = |y: usize| 1.164 * (y as f32 - 16.0);
+        let d = |u: usize| u as f32 - 128.0;
+        let pairs = |f: &dyn Fn(usize, usize) -> f32| -> Vec<f32> {
+            (0..1 << 16).map(|i| f(i >> 8, i & 255)).collect()
+        };
+        YuvTables {
+            r: pairs(&|y, v| c(y) + 1.596 * d(v))
+                .into_iter()
+                .map(round_u8)
+                .collect(),
+            b: pairs(&|y, u| c(y) + 2.017 * d(u))
+                .into_iter()
+                .map(round_u8)
+                .collect(),
+            g_yu: pairs(&|y, u| c(y) - 0.392 * d(u)),
+            g_v: std::array::from_fn(|v| 0.813 * d(v)),
         }
     })
 }
