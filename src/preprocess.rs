@@ -191,7 +191,7 @@ fn yuv_tables() -> &'static YuvTables {
 #[inline(always)]
 fn round_u8(v: f32) -> u8 {
     let t = v as i32;
-    (t + (v - t as f32 >= 0.5) as i32).clamp(0, 255) as u8
+    t.saturating_add((v - t as f32 >= 0.5) as i32).clamp(0, 255) as u8
 }
 
 /// Letterboxes `src` into `dst` (packed RGB, `nw`×`nh`) with bilinear sampling.

@@ -91,6 +91,7 @@ pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
         .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
         .collect();
     let constant: Vec<bool> = plan.slots.iter().map(Option::is_some).collect();
+    let mut known = vec![true; plan.slots.len()];
     plan.steps
         .iter()
         .map(|step| match step {
@@ -104,6 +105,7 @@ pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
                 outputs,
                 &mut template,
                 &constant,
+                &mut known,
             )),
             _ => None,
         })
@@ -113,16 +115,20 @@ pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
 impl GenericStep {
     /// Prepares `node` reading slots `inputs` and writing slots `outputs`; `template` holds
     /// stand-in values of every slot with the real shapes and types (the outputs are updated),
-    /// `constant[s]` says whether slot `s` keeps its value from frame to frame.
+    /// `constant[s]` says whether slot `s` keeps its value from frame to frame, and `known[s]`
+    /// whether its stand-in is trustworthy: a step whose stand-in evaluation failed leaves its
+    /// outputs unknown, and steps reading them run through the evaluator.
     pub fn new(
         node: &Node,
         inputs: &[Option<usize>],
         outputs: &[usize],
         template: &mut [Tensor],
         constant: &[bool],
+        known: &mut [bool],
     ) -> Self {
         let args: Vec<Option<&Tensor>> = inputs.iter().map(|s| s.map(|i| &template[i])).collect();
-        let results = eval::eval(node, &args).ok();
+        let inputs_known = inputs.iter().flatten().all(|&i| known[i]);
+        let results = eval::eval(node, &args).ok().filter(|_| inputs_known);
         let fits = results.as_ref().is_some_and(|r| {
             r.len() >= outputs.len()
                 && outputs
@@ -139,12 +145,13 @@ impl GenericStep {
             Kernel::Eval
         };
         let mut dtypes = vec![DType::Float; outputs.len()];
-        if let Some(results) = results {
+        for &o in outputs {
+            known[o] = fits;
+        }
+        if let Some(results) = results.filter(|_| fits) {
             for ((&o, t), d) in outputs.iter().zip(results).zip(&mut dtypes) {
                 *d = t.dtype;
-                if t.shape == template[o].shape {
-                    template[o] = t;
-                }
+                template[o] = t;
             }
         }
         GenericStep {
@@ -177,7 +184,8 @@ fn kernel_for(
         });
     }
     Some(match op {
-        "Clip" => {
+        // Bounds given as inputs are taken now, so they must not change from frame to frame.
+        "Clip" if inputs.iter().skip(1).flatten().all(|&b| constant[b]) => {
             let (lo, hi) = eval::clip_bounds(node, args);
             Kernel::Act {
                 input: input(0)?,
@@ -450,7 +458,8 @@ mod tests {
         let mut constant = constant;
         constant.resize(slots.len(), false);
         let mut template = slots.clone();
-        let step = GenericStep::new(&node, &ins, &outs, &mut template, &constant);
+        let mut known = vec![true; slots.len()];
+        let step = GenericStep::new(&node, &ins, &outs, &mut template, &constant, &mut known);
         for _ in 0..2 {
             for (slot, i) in inputs.iter().enumerate() {
                 if let Input::Frame(s) = i {

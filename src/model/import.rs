@@ -702,6 +702,12 @@ impl<'g> Builder<'g> {
             }
         }
         let bias = bias_t.map(|t| t.data).unwrap_or_else(|| vec![0.0; cout]);
+        if bias.len() != cout {
+            return Err(self.err(
+                n,
+                format!("bias has {} values for {cout} output channels", bias.len()),
+            ));
+        }
         let halo_px_in = if transposed {
             // Spill of an input tile's outputs beyond the aligned output tile, in output pixels.
             let spill = p[0]

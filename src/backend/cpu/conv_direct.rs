@@ -51,6 +51,11 @@ pub struct DirectWeights {
 impl DirectWeights {
     pub fn new(spec: &ConvSpec) -> Self {
         let (k, n) = (spec.k_per_group(), spec.cout);
+        // The kernel reads them unchecked (the importer rejects other lengths).
+        assert!(
+            spec.weights.len() == k * n && spec.bias.len() == n,
+            "conv weight sizes"
+        );
         let np = n.div_ceil(16) * 16;
         let padded = (np != n).then(|| {
             let mut w = vec![0f32; k * np];
@@ -119,6 +124,9 @@ pub fn conv(
     threads: usize,
 ) {
     let m = super::conv::tile_offsets(grid, &output, tiles, offsets);
+    if m == 0 {
+        return;
+    }
     let p = wts.pixels_per_block();
     // Tasks are (run of pixels, block of output channels): a task streams one column slice of
     // the weights, which stays in cache while it goes over its pixels. Enough tasks to balance
@@ -144,8 +152,8 @@ pub fn conv(
         while r < r1 {
             let count = p.min(r1 - r);
             for px in pixels.iter_mut().take(count) {
-                let (x0, y0, x1, y1) = rect;
-                if at == (x1 - x0) * (y1 - y0) {
+                // Past the end of this tile (or an empty one): the next tile.
+                while at == (rect.2 - rect.0) * (rect.3 - rect.1) {
                     ti += 1;
                     rect = output.rect(grid, tiles[ti]);
                     at = 0;
@@ -161,8 +169,9 @@ pub fn conv(
                 &mut table,
                 wts.zeros.as_ptr(),
             );
-            // SAFETY: the table holds `reads` rows of pointers to readable runs (map pixels or
-            // the zero row); weights and bias cover np columns.
+            // SAFETY: as `block` requires: `fill_table` filled `reads.taps` rows for every slot,
+            // c0 + 16R ≤ np, the pixels are in the map and this task alone writes their
+            // channels [c0, c0 + 16R); AVX-512 was checked by `applies`.
             unsafe { block(spec, wts, &table, reads, c0, &output, &pixels[..count]) };
             r += count;
         }
@@ -202,7 +211,7 @@ fn fill_table(
     if whole_pixels && pixels.iter().all(|&px| first_tap(px).2) {
         for (p, &px) in pixels.iter().enumerate() {
             let (iy0, ix0, _) = first_tap(px);
-            let first = input.px(iy0 as usize, ix0 as usize).as_ptr();
+            let first = input.ptr_at(iy0 as usize, ix0 as usize);
             for (ky, row) in table.iter_mut().take(spec.kh).enumerate() {
                 // SAFETY: kernel row ky of this pixel is inside the map.
                 row[p] = unsafe { first.add(ky * spec.dh * input.w * input.pitch) };
@@ -220,7 +229,7 @@ fn fill_table(
     for (p, &px) in pixels.iter().enumerate() {
         let (iy0, ix0, inside) = first_tap(px);
         if inside {
-            let first = input.px(iy0 as usize, ix0 as usize).as_ptr();
+            let first = input.ptr_at(iy0 as usize, ix0 as usize);
             for (t, row) in table.iter_mut().take(taps).enumerate() {
                 let (ky, kx) = (t / spec.kw, t % spec.kw);
                 let step = (ky * spec.dh * input.w + kx * spec.dw) * input.pitch;
@@ -233,7 +242,7 @@ fn fill_table(
             let iy = iy0 + ((t / spec.kw) * spec.dh) as isize;
             let ix = ix0 + ((t % spec.kw) * spec.dw) as isize;
             row[p] = if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
-                input.px(iy as usize, ix as usize).as_ptr()
+                input.ptr_at(iy as usize, ix as usize)
             } else {
                 zeros
             };
@@ -252,7 +261,9 @@ fn fill_table(
 /// Output channels [c0, c0 + 16R) of the block's pixels.
 ///
 /// # Safety
-/// As in `rect`; the CPU must have AVX-512 F (checked by `applies`).
+/// Rows 0..reads.taps of `table` hold, for all PMAX slots, pointers to `reads.run` readable
+/// floats; c0 + 16R ≤ np; the pixels lie in the output map and no other task writes their channels
+/// [c0, c0 + 16R) meanwhile; the CPU has AVX-512 F.
 unsafe fn block(
     spec: &ConvSpec,
     wts: &DirectWeights,
@@ -267,7 +278,7 @@ unsafe fn block(
     let mut sink = [0f32; 64];
     let mut dst = [sink.as_mut_ptr(); PMAX];
     for (d, &(oy, ox)) in dst.iter_mut().zip(pixels) {
-        *d = output.px(oy, ox)[c0..c0 + n].as_mut_ptr();
+        *d = output.ptr_at(oy, ox).add(c0);
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -294,7 +305,10 @@ unsafe fn block(
     unreachable!("applies() is false without AVX-512 ({table:p})");
     if !in_registers(spec.act) {
         for &(oy, ox) in pixels {
-            spec.act.apply_slice(&mut output.px(oy, ox)[c0..c0 + n]);
+            spec.act.apply_slice(std::slice::from_raw_parts_mut(
+                output.ptr_at(oy, ox).add(c0),
+                n,
+            ));
         }
     }
 }
@@ -433,30 +447,31 @@ mod tests {
             println!("SKIP direct_conv_equals_the_gemm_path: this CPU has no AVX-512");
             return;
         }
+        // (k, stride, vertical dilation, horizontal dilation, cin, cout, activation)
         let cases = [
-            (3, 1, 1, 16, 16, Act::LeakyRelu(0.1)),
-            (3, 2, 1, 3, 32, Act::LeakyRelu(0.1)),
-            (3, 1, 1, 32, 32, Act::Relu),
-            (3, 2, 1, 20, 48, Act::Identity),
-            (3, 1, 2, 8, 40, Act::Sigmoid),
-            (5, 1, 1, 8, 64, Act::HardSwish),
-            (3, 1, 1, 12, 24, Act::LeakyRelu(1.5)),
-            (3, 1, 1, 16, 56, Act::Clip(-0.5, 0.5)),
-            (1, 1, 1, 40, 20, Act::Identity),
-            (1, 2, 1, 24, 32, Act::Relu),
+            (3, 1, 1, 1, 16, 16, Act::LeakyRelu(0.1)),
+            (3, 2, 1, 1, 3, 32, Act::LeakyRelu(0.1)),
+            (3, 1, 1, 1, 32, 32, Act::Relu),
+            (3, 2, 1, 1, 20, 48, Act::Identity),
+            (3, 1, 2, 2, 8, 40, Act::Sigmoid),
+            (3, 1, 2, 1, 16, 32, Act::LeakyRelu(0.1)),
+            (5, 1, 1, 1, 8, 64, Act::HardSwish),
+            (3, 1, 1, 1, 12, 24, Act::LeakyRelu(1.5)),
+            (3, 1, 1, 1, 16, 56, Act::Clip(-0.5, 0.5)),
+            (1, 1, 1, 1, 40, 20, Act::Identity),
+            (1, 2, 1, 1, 24, 32, Act::Relu),
         ];
         let mut rng = Lcg(11);
-        for (k, stride, dilation, cin, cout, act) in cases {
-            let pad = (k - 1) / 2 * dilation;
+        for (k, stride, dh, dw, cin, cout, act) in cases {
             let spec = ConvSpec {
                 kh: k,
                 kw: k,
                 sh: stride,
                 sw: stride,
-                dh: dilation,
-                dw: dilation,
-                pad_t: pad,
-                pad_l: pad,
+                dh,
+                dw,
+                pad_t: (k - 1) / 2 * dh,
+                pad_l: (k - 1) / 2 * dw,
                 cin,
                 cout,
                 groups: 1,
@@ -466,54 +481,59 @@ mod tests {
                 act,
             };
             assert!(applies(&spec), "case k{k} s{stride} {cin}->{cout}");
-            // Input 37×29 at scale 2 (input image 74×58), inside a wider buffer.
+            let wts = DirectWeights::new(&spec);
+            // Input 37×29 at scale 2 (input image 74×58): a view of some channels of a wider
+            // buffer (one tap at a time), or the whole buffer (a kernel row as one run).
             let (iw, ih) = (37, 29);
             let (ow, oh) = ((iw - 1) / stride + 1, (ih - 1) / stride + 1);
-            let specs = [
-                FeatureBuf {
-                    c: cin + 5,
-                    h: ih,
-                    w: iw,
-                    scale: 2,
-                },
-                FeatureBuf {
-                    c: cout + 7,
-                    h: oh,
-                    w: ow,
-                    scale: 2 * stride,
-                },
-            ];
-            let iv = View {
-                buf: 0,
-                c_off: 3,
-                c: cin,
-            };
-            let ov = View {
-                buf: 1,
-                c_off: 4,
-                c: cout,
-            };
-            let grid = TileGrid::new(iw * 2, ih * 2, 8 * stride);
-            let all: Vec<u32> = (0..grid.len() as u32).collect();
-            let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
-            let wts = DirectWeights::new(&spec);
-            for tiles in [&all, &some] {
-                let input = rng.vec(specs[0].len(), 2.0);
-                let base = rng.vec(specs[1].len(), 1.0);
-                let mut want = vec![input.clone(), base.clone()];
-                reference(&spec, &grid, &mut want, &specs, iv, ov, tiles);
-                let mut got = vec![input, base];
-                let (i, o) = (
-                    FeatRef::new(&got, &specs, iv),
-                    FeatMut::new(&mut got, &specs, ov),
-                );
-                conv(&spec, &wts, &grid, i, o, tiles, &mut Vec::new(), 2);
-                for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                        "k{k} s{stride} d{dilation} {cin}->{cout} {act:?}, {} tiles: element {j}: {g} vs {w}",
-                        tiles.len()
+            for whole in [false, true] {
+                let (extra, c_off) = if whole { (0, 0) } else { (5, 3) };
+                let specs = [
+                    FeatureBuf {
+                        c: cin + extra,
+                        h: ih,
+                        w: iw,
+                        scale: 2,
+                    },
+                    FeatureBuf {
+                        c: cout + 7,
+                        h: oh,
+                        w: ow,
+                        scale: 2 * stride,
+                    },
+                ];
+                let iv = View {
+                    buf: 0,
+                    c_off,
+                    c: cin,
+                };
+                let ov = View {
+                    buf: 1,
+                    c_off: 4,
+                    c: cout,
+                };
+                let grid = TileGrid::new(iw * 2, ih * 2, 8 * stride);
+                let all: Vec<u32> = (0..grid.len() as u32).collect();
+                let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
+                for tiles in [&all, &some] {
+                    let input = rng.vec(specs[0].len(), 2.0);
+                    let base = rng.vec(specs[1].len(), 1.0);
+                    let mut want = vec![input.clone(), base.clone()];
+                    reference(&spec, &grid, &mut want, &specs, iv, ov, tiles);
+                    let mut got = vec![input, base];
+                    let (i, o) = (
+                        FeatRef::new(&got, &specs, iv),
+                        FeatMut::new(&mut got, &specs, ov),
                     );
+                    conv(&spec, &wts, &grid, i, o, tiles, &mut Vec::new(), 2);
+                    for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                            "k{k} s{stride} d{dh}x{dw} {cin}->{cout} {act:?}, whole view {whole}, \
+                             {} tiles: element {j}: {g} vs {w}",
+                            tiles.len()
+                        );
+                    }
                 }
             }
         }

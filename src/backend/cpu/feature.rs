@@ -57,6 +57,15 @@ impl FeatRef {
         }
     }
 
+    /// Where the view's channels at pixel (y, x) start, as a raw pointer into the whole buffer (for
+    /// kernels that read beyond one pixel's channels from it, e.g. a kernel row).
+    #[inline(always)]
+    pub fn ptr_at(&self, y: usize, x: usize) -> *const f32 {
+        debug_assert!(y < self.h && x < self.w);
+        self.ptr
+            .wrapping_add((y * self.w + x) * self.pitch + self.c_off)
+    }
+
     /// `n` consecutive pixels from (y, x), all channels: only for views that span the whole buffer.
     #[inline(always)]
     pub fn pixels(&self, y: usize, x: usize, n: usize) -> &[f32] {
@@ -92,6 +101,15 @@ impl FeatMut {
                 self.c,
             )
         }
+    }
+
+    /// Where the view's channels at pixel (y, x) start, as a raw pointer into the whole buffer (for
+    /// kernels whose tasks write different channels of the same pixel).
+    #[inline(always)]
+    pub fn ptr_at(&self, y: usize, x: usize) -> *mut f32 {
+        debug_assert!(y < self.h && x < self.w);
+        self.ptr
+            .wrapping_add((y * self.w + x) * self.pitch + self.c_off)
     }
 
     /// Pixel rectangle of tile `t` in this map.

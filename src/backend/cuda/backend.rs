@@ -962,6 +962,7 @@ impl CudaBackend {
                 output,
             } => {
                 self.flush()?;
+                assert_ne!(input, output, "a Rearrange step reads another slot");
                 let mut out = std::mem::take(&mut self.slots[*output].data);
                 let src = &self.slots[*input].data;
                 for (d, &i) in out.iter_mut().zip(&index.data) {
