@@ -235,12 +235,32 @@ fn bad_models_fail_at_load_with_named_errors() {
             && e.contains("unsupported"),
         "{e}"
     );
+    // A convolution whose bias does not match its output channels.
+    let mut b = Builder::new(3, H, W);
+    let w = b.random(&[16, 3, 3, 3], 0.1);
+    let short = b.random(&[15], 0.1);
+    let conv = b.node(
+        "Conv",
+        &["x", &w, &short],
+        &[
+            ("kernel_shape", A::Is(vec![3, 3])),
+            ("pads", A::Is(vec![1; 4])),
+        ],
+    );
+    let p_bias = temp_model("short-bias", &b.bytes(&[&conv], "x"));
+    let e = import(&p_bias, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("short-bias") && e.contains("Conv_") && e.contains("15 values for 16"),
+        "{e}"
+    );
     // A missing file.
     let e = import(&dir.join("no-such-model.onnx"), &ImportOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("no-such-model.onnx"), "{e}");
-    for f in [junk, cut, p] {
+    for f in [junk, cut, p, p_bias] {
         std::fs::remove_file(f).ok();
     }
 }
