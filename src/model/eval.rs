@@ -385,20 +385,32 @@ pub fn softmax_extents(node: &Node, shape: &[usize]) -> Result<(usize, usize, us
     ))
 }
 
-/// Softmax of `x` over the middle extent of (outer, n, inner), into `out`.
+/// Softmax of `x` over the middle extent of (outer, n, inner), into `out`. The inner index runs
+/// innermost, 64 at a time, so the loops read contiguous values and vectorise.
 pub fn softmax_into(x: &[f32], out: &mut [f32], (outer, n, inner): (usize, usize, usize)) {
+    const W: usize = 64;
     for o in 0..outer {
-        for i in 0..inner {
-            let at = |k: usize| (o * n + k) * inner + i;
-            let m = (0..n).map(|k| x[at(k)]).fold(f32::MIN, f32::max);
-            let mut sum = 0.0;
+        for i0 in (0..inner).step_by(W) {
+            let w = W.min(inner - i0);
+            let at = |k: usize| (o * n + k) * inner + i0;
+            let mut max = [f32::MIN; W];
             for k in 0..n {
-                let e = (x[at(k)] - m).exp();
-                out[at(k)] = e;
-                sum += e;
+                for (m, &v) in max.iter_mut().zip(&x[at(k)..at(k) + w]) {
+                    *m = m.max(v);
+                }
+            }
+            let mut sum = [0f32; W];
+            for k in 0..n {
+                let (src, dst) = (&x[at(k)..at(k) + w], &mut out[at(k)..at(k) + w]);
+                for (((d, &v), &m), s) in dst.iter_mut().zip(src).zip(&max).zip(&mut sum) {
+                    *d = super::act::exp(v - m);
+                    *s += *d;
+                }
             }
             for k in 0..n {
-                out[at(k)] /= sum;
+                for (d, &s) in out[at(k)..at(k) + w].iter_mut().zip(&sum) {
+                    *d /= s;
+                }
             }
         }
     }
@@ -821,32 +833,149 @@ impl ConvGeom {
     pub fn run(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
         let (h, wd, cig, kh, kw) = (self.h as i64, self.w as i64, self.cig, self.kh, self.kw);
         let ([s0, s1], [d0, d1], [p0, p1]) = (self.strides, self.dilations, self.pads);
+        let (oh, ow) = (self.oh, self.ow);
         let cog = self.co / self.group;
         debug_assert_eq!(x.len(), self.c * self.h * self.w);
+        // Tap by tap over whole output rows (contiguous, so the inner loop vectorises); each
+        // output still sums bias, then its taps in (ic, ky, kx) order, as one pixel at a time did.
         for oc in 0..self.co {
             let grp = oc / cog;
-            let bias = b.map(|b| b[oc]).unwrap_or(0.0);
-            for oy in 0..self.oh {
-                for ox in 0..self.ow {
-                    let mut acc = bias;
-                    for ic in 0..cig {
-                        let ci = grp * cig + ic;
-                        for ky in 0..kh {
+            let plane = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
+            plane.fill(b.map(|b| b[oc]).unwrap_or(0.0));
+            for ic in 0..cig {
+                let ci = grp * cig + ic;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wv = w[((oc * cig + ic) * kh + ky) * kw + kx];
+                        // Output columns whose input column ox·s1 + off lies in the row.
+                        let off = kx as i64 * d1 - p1;
+                        let lo = if off >= 0 { 0 } else { (-off + s1 - 1) / s1 };
+                        let hi = if wd - 1 - off < 0 {
+                            0
+                        } else {
+                            (wd - 1 - off) / s1 + 1
+                        };
+                        let (lo, hi) = (lo as usize, (hi as usize).min(ow));
+                        for oy in 0..oh {
                             let iy = oy as i64 * s0 - p0 + ky as i64 * d0;
-                            if iy < 0 || iy >= h {
+                            if iy < 0 || iy >= h || lo >= hi {
                                 continue;
                             }
-                            for kx in 0..kw {
-                                let ix = ox as i64 * s1 - p1 + kx as i64 * d1;
-                                if ix < 0 || ix >= wd {
-                                    continue;
-                                }
-                                acc += x[(ci * self.h + iy as usize) * self.w + ix as usize]
-                                    * w[((oc * cig + ic) * kh + ky) * kw + kx];
+                            let row = &x[(ci * self.h + iy as usize) * self.w..][..self.w];
+                            let dst = &mut plane[oy * ow..(oy + 1) * ow];
+                            for ox in lo..hi {
+                                dst[ox] += wv * row[(ox as i64 * s1 + off) as usize];
                             }
                         }
                     }
-                    out[(oc * self.oh + oy) * self.ow + ox] = acc;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::onnx::Attr;
+    use crate::rng::Lcg;
+
+    /// One output at a time, every tap checked: the plain definition.
+    fn conv_reference(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; g.co * g.oh * g.ow];
+        let cog = g.co / g.group;
+        for oc in 0..g.co {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = b[oc];
+                    for ic in 0..g.cig {
+                        let ci = oc / cog * g.cig + ic;
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy = oy as i64 * g.strides[0] - g.pads[0]
+                                    + ky as i64 * g.dilations[0];
+                                let ix = ox as i64 * g.strides[1] - g.pads[1]
+                                    + kx as i64 * g.dilations[1];
+                                if iy < 0 || ix < 0 || iy >= g.h as i64 || ix >= g.w as i64 {
+                                    continue;
+                                }
+                                acc += x[(ci * g.h + iy as usize) * g.w + ix as usize]
+                                    * w[((oc * g.cig + ic) * g.kh + ky) * g.kw + kx];
+                            }
+                        }
+                    }
+                    out[(oc * g.oh + oy) * g.ow + ox] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    /// The tail's convolution equals the plain definition bit for bit (same summation order),
+    /// with strides, padding, dilation and groups.
+    #[test]
+    fn tail_conv_equals_the_definition() {
+        let mut rng = Lcg(21);
+        // (c, h, w, co, k, group, strides, pads, dilations)
+        let cases = [
+            (16, 4, 37, 1, 1, 1, [1, 1], [0, 0, 0, 0], [1, 1]),
+            (4, 7, 9, 6, 3, 2, [2, 1], [1, 1, 1, 1], [1, 1]),
+            (3, 8, 11, 5, 3, 1, [1, 3], [2, 0, 2, 1], [2, 1]),
+            (2, 5, 5, 2, 5, 2, [1, 1], [0, 0, 0, 0], [1, 1]),
+            (3, 6, 10, 4, 3, 1, [1, 2], [1, 1, 1, 1], [1, 1]),
+            (2, 5, 13, 3, 3, 1, [2, 3], [1, 2, 0, 1], [1, 2]),
+        ];
+        for (c, h, w, co, k, group, strides, pads, dilations) in cases {
+            let node = Node {
+                op: "Conv".into(),
+                name: "conv".into(),
+                inputs: Vec::new(),
+                outputs: vec!["y".into()],
+                attrs: [
+                    ("group".to_string(), Attr::Int(group)),
+                    ("strides".to_string(), Attr::Ints(strides.to_vec())),
+                    ("pads".to_string(), Attr::Ints(pads.to_vec())),
+                    ("dilations".to_string(), Attr::Ints(dilations.to_vec())),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            let cig = c / group as usize;
+            let g = ConvGeom::new(&node, &[1, c, h, w], &[co, cig, k, k], Some(&[co])).unwrap();
+            let x = rng.vec(c * h * w, 1.0);
+            let wt = rng.vec(co * cig * k * k, 1.0);
+            let b = rng.vec(co, 1.0);
+            let mut out = vec![f32::NAN; co * g.oh * g.ow];
+            g.run(&x, &wt, Some(&b), &mut out);
+            assert_eq!(
+                out,
+                conv_reference(&g, &x, &wt, &b),
+                "case c{c} {h}x{w} k{k} g{group}"
+            );
+        }
+    }
+
+    /// Softmax over the middle axis against the textbook formula (library exp).
+    #[test]
+    fn softmax_equals_the_formula() {
+        let mut rng = Lcg(4);
+        for (outer, n, inner) in [(1, 16, 8400), (3, 5, 7), (2, 80, 1), (1, 1, 70)] {
+            let x = rng.vec(outer * n * inner, 8.0);
+            let mut out = vec![f32::NAN; x.len()];
+            softmax_into(&x, &mut out, (outer, n, inner));
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |k: usize| (o * n + k) * inner + i;
+                    let m = (0..n).map(|k| x[at(k)]).fold(f32::MIN, f32::max);
+                    let sum: f64 = (0..n).map(|k| ((x[at(k)] - m) as f64).exp()).sum();
+                    for k in 0..n {
+                        let want = ((x[at(k)] - m) as f64).exp() / sum;
+                        let got = out[at(k)] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-6 * want.max(1e-3),
+                            "{got} vs {want}"
+                        );
+                    }
                 }
             }
         }

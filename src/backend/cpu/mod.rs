@@ -229,21 +229,14 @@ impl CpuBackend {
                 Step::Export { .. } if self.folded_exports[si] => {}
                 Step::Export { input, slot } => {
                     // Only the tiles that changed this frame; the slot keeps the rest.
-                    let f = FeatRef::new(&self.bufs, &plan.buffers, *input);
-                    let hw = f.h * f.w;
-                    let dst = &mut self.slots[*slot].data;
-                    for &t in &tiles.per_step[si] {
-                        let (x0, y0, x1, y1) =
-                            grid.rect(t as usize, plan.buffers[input.buf].scale, f.w, f.h);
-                        for y in y0..y1 {
-                            for x in x0..x1 {
-                                let p = y * f.w + x;
-                                for (c, &v) in f.px(y, x).iter().enumerate() {
-                                    dst[c * hw + p] = v;
-                                }
-                            }
-                        }
-                    }
+                    tail::copy_tiles_channel_major(
+                        &mut self.slots[*slot].data,
+                        &self.bufs[input.buf],
+                        &plan.buffers[input.buf],
+                        *input,
+                        &grid,
+                        &tiles.per_step[si],
+                    );
                 }
                 Step::Rearrange { input, output, .. } => match &self.rearrange[si] {
                     Some(tail::Rearrange::PixelMajor { view, export }) => tail::copy_tiles(
@@ -254,6 +247,16 @@ impl CpuBackend {
                         &grid,
                         &tiles.per_step[*export],
                     ),
+                    Some(tail::Rearrange::ChannelMajor { view, export }) => {
+                        tail::copy_tiles_channel_major(
+                            &mut self.slots[*output].data,
+                            &self.bufs[view.buf],
+                            &plan.buffers[view.buf],
+                            *view,
+                            &grid,
+                            &tiles.per_step[*export],
+                        )
+                    }
                     Some(tail::Rearrange::FromBuffer { buf, runs }) => {
                         tail::copy_runs(&mut self.slots[*output].data, &self.bufs[*buf], runs)
                     }

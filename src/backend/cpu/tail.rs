@@ -15,6 +15,9 @@ pub enum Rearrange {
     /// out[p·C + c] = the view's channel c at pixel p: the feature map in its own layout, so
     /// only the tiles the folded Export step lists (those that changed) are copied.
     PixelMajor { view: View, export: usize },
+    /// out[c·HW + p] = the view's channel c at pixel p: what the Export step itself writes (the
+    /// rearrangement only reshapes), so it exports the changed tiles straight into the output.
+    ChannelMajor { view: View, export: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,8 +77,15 @@ pub fn lower(plan: &Plan) -> (Vec<Option<Rearrange>>, Vec<bool>) {
                             && src.clone().enumerate().all(|(j, s)| {
                                 s as usize == (j / view.c) * b.c + view.c_off + j % view.c
                             });
+                        let reshape_only = idx.len() == hw * view.c
+                            && idx.iter().enumerate().all(|(j, &i)| i as usize == j);
                         Some(if pixel_major {
                             Rearrange::PixelMajor {
+                                view: *view,
+                                export: e,
+                            }
+                        } else if reshape_only {
+                            Rearrange::ChannelMajor {
                                 view: *view,
                                 export: e,
                             }
@@ -139,6 +149,30 @@ pub fn copy_tiles(
             }
             for p in p0..p1 {
                 dst[p * c..(p + 1) * c].copy_from_slice(&src[p * b.c + view.c_off..][..c]);
+            }
+        }
+    }
+}
+
+/// Copies the given tiles of a view channel-major (NCHW), as an Export step does.
+pub fn copy_tiles_channel_major(
+    dst: &mut [f32],
+    src: &[f32],
+    b: &FeatureBuf,
+    view: View,
+    grid: &TileGrid,
+    tiles: &[u32],
+) {
+    let hw = b.h * b.w;
+    for &t in tiles {
+        let (x0, y0, x1, y1) = grid.rect(t as usize, b.scale, b.w, b.h);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let p = y * b.w + x;
+                let px = &src[p * b.c + view.c_off..][..view.c];
+                for (c, &v) in px.iter().enumerate() {
+                    dst[c * hw + p] = v;
+                }
             }
         }
     }
