@@ -315,8 +315,10 @@ unsafe fn block(
 
 /// Activations the kernel applies to its registers (the others are applied afterwards).
 fn in_registers(act: Act) -> bool {
-    matches!(act, Act::Identity | Act::Relu | Act::Clip(..))
-        || matches!(act, Act::LeakyRelu(a) if (0.0..=1.0).contains(&a))
+    matches!(
+        act,
+        Act::Identity | Act::Relu | Act::Clip(..) | Act::Sigmoid | Act::Silu
+    ) || matches!(act, Act::LeakyRelu(a) if (0.0..=1.0).contains(&a))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -337,6 +339,46 @@ mod x86 {
         /// Where pixel p's channels c0.. go, and how many of the 16R are real (n ≥ 1).
         pub dst: &'a [*mut f32; PMAX],
         pub n: usize,
+    }
+
+    /// `act::sigmoid` on 16 lanes, with the same operations in the same order (separate multiplies
+    /// and adds, no fused ones), so it gives the same bits as the scalar code.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn sigmoid(x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        _mm512_div_ps(
+            one,
+            _mm512_add_ps(one, exp(_mm512_sub_ps(_mm512_setzero_ps(), x))),
+        )
+    }
+
+    /// `act::exp` on 16 lanes (see there for the method), operation for operation.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp(x: __m512) -> __m512 {
+        let c = _mm512_set1_ps;
+        let (add, sub, mul) = (_mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
+        let rounder = c(12_582_912.0);
+        let x = _mm512_min_ps(_mm512_max_ps(x, c(-87.3)), c(88.0));
+        let t = add(mul(x, c(std::f32::consts::LOG2_E)), rounder);
+        let n = sub(t, rounder);
+        let r = sub(sub(x, mul(n, c(0.693_145_75))), mul(n, c(1.428_606_8e-6)));
+        let mut p = c(1.0 / 5040.0);
+        for k in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = add(c(k), mul(r, p));
+        }
+        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_castps_si512(t),
+            _mm512_set1_epi32(127),
+        ));
+        mul(p, _mm512_castsi512_ps(bits))
     }
 
     /// dst[p][16r + j] = act(bias + Σ_t Σ_i table[t][p][i] · w[(t·run + i)·np + 16r + j]), for
@@ -394,6 +436,8 @@ mod x86 {
                     // max(x, s·x) is LeakyReLU for 0 ≤ s ≤ 1.
                     Act::LeakyRelu(_) => _mm512_max_ps(v, _mm512_mul_ps(v, slope)),
                     Act::Relu | Act::Clip(..) => _mm512_min_ps(_mm512_max_ps(v, lo), hi),
+                    Act::Sigmoid => sigmoid(v),
+                    Act::Silu => _mm512_mul_ps(v, sigmoid(v)),
                     _ => v,
                 };
                 _mm512_mask_storeu_ps(a.dst[p].add(16 * r), masks[r], v);
@@ -407,6 +451,33 @@ mod tests {
     use super::*;
     use crate::model::plan::{FeatureBuf, View};
     use crate::rng::Lcg;
+
+    /// The kernel's in-register sigmoid gives the scalar code's bits.
+    #[test]
+    fn register_sigmoid_equals_the_scalar_one() {
+        if crate::simd::level() != crate::simd::Level::Avx512 {
+            println!("SKIP register_sigmoid_equals_the_scalar_one: this CPU has no AVX-512");
+            return;
+        }
+        let mut rng = Lcg(2);
+        let mut xs: Vec<f32> = (0..16_000).map(|_| rng.signed(100.0)).collect();
+        xs.extend([
+            0.0, -0.0, 1e-30, -1e-30, 87.3, -87.3, 88.0, 200.0, -200.0, 0.5,
+        ]);
+        xs.resize(xs.len().div_ceil(16) * 16, 1.0);
+        for chunk in xs.chunks_exact(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512 checked above; 16 floats in and out.
+            unsafe {
+                use std::arch::x86_64::*;
+                let v = _mm512_loadu_ps(chunk.as_ptr());
+                _mm512_storeu_ps(got.as_mut_ptr(), x86::sigmoid(v));
+            }
+            for (g, &x) in got.iter().zip(chunk) {
+                assert_eq!(g.to_bits(), crate::model::act::sigmoid(x).to_bits(), "{x}");
+            }
+        }
+    }
 
     /// The im2col + GEMM path's output for the same layer, tiles and inputs.
     #[allow(clippy::too_many_arguments)]
@@ -458,6 +529,7 @@ mod tests {
             (5, 1, 1, 1, 8, 64, Act::HardSwish),
             (3, 1, 1, 1, 12, 24, Act::LeakyRelu(1.5)),
             (3, 1, 1, 1, 16, 56, Act::Clip(-0.5, 0.5)),
+            (3, 1, 1, 1, 16, 32, Act::Silu),
             (1, 1, 1, 1, 40, 20, Act::Identity),
             (1, 2, 1, 1, 24, 32, Act::Relu),
         ];
