@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn register_sigmoid_equals_the_scalar_one() {
         if crate::simd::level() != crate::simd::Level::Avx512 {
-            println!("SKIP register_sigmoid_equals_the_scalar_one: this CPU has no AVX-512");
+            println!("SKIPPED: register_sigmoid_equals_the_scalar_one: this CPU has no AVX-512");
             return;
         }
         let mut rng = Lcg(2);
@@ -541,7 +541,7 @@ mod tests {
     #[test]
     fn direct_conv_equals_the_gemm_path() {
         if crate::simd::level() != crate::simd::Level::Avx512 {
-            println!("SKIP direct_conv_equals_the_gemm_path: this CPU has no AVX-512");
+            println!("SKIPPED: direct_conv_equals_the_gemm_path: this CPU has no AVX-512 (the direct kernel is not used here)");
             return;
         }
         // (k, stride, vertical dilation, horizontal dilation, cin, cout, activation)
