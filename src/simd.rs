@@ -3,7 +3,7 @@
 //! `vectorized` and `dispatch!`), so the same source vectorises to the widest registers the
 //! machine has.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Baseline,
     /// AVX2 and FMA.
@@ -19,7 +19,18 @@ pub fn level() -> Level {
     *LEVEL.get_or_init(detect)
 }
 
+/// The CPU's level, lowered to `REGIONDROP_SIMD` (`avx2` or `baseline`) where that is set: to
+/// run and test the kernels other machines use.
 fn detect() -> Level {
+    let cap = match std::env::var("REGIONDROP_SIMD").as_deref() {
+        Ok("baseline") => Level::Baseline,
+        Ok("avx2") => Level::Avx2,
+        _ => Level::Avx512,
+    };
+    cpu_level().min(cap)
+}
+
+fn cpu_level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
