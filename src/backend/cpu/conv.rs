@@ -357,7 +357,7 @@ fn conv_dense(
 /// The input coordinate that kernel tap `k` of output coordinate `o` reads along one axis, or a
 /// negative value where there is none (a transposed convolution's taps that fall between inputs).
 #[inline(always)]
-fn input_index(
+pub(super) fn input_index(
     o: usize,
     k: usize,
     stride: usize,

@@ -1,5 +1,6 @@
 //! Direct AVX-512 convolution on NHWC maps for layers whose weights fit the core's cache: on a
 //! region mask's tiles (sparse frames) and, for k×k layers (k > 1), on dense frames too.
+//! Transposed convolutions take it as well: a tap the stride does not reach reads the zero row.
 //!
 //! With im2col + GEMM, a layer with N = 16–64 output channels does only N multiply-adds per value
 //! of the im2col matrix, so writing that matrix and the GEMM's own packing of it cost as much as
@@ -31,7 +32,6 @@ const PMAX: usize = 12;
 /// Whether a convolution takes this path on this machine.
 pub fn applies(spec: &ConvSpec) -> bool {
     crate::simd::level() == crate::simd::Level::Avx512
-        && !spec.transposed
         && spec.groups == 1
         && spec.kh * spec.kw <= MAX_TAPS
         && spec.k_per_group() * spec.cout.div_ceil(16) * 16 * 4 <= MAX_WEIGHT_BYTES
@@ -199,6 +199,9 @@ fn fill_table(
     table: &mut [[*const f32; PMAX]; MAX_TAPS],
     zeros: *const f32,
 ) -> Reads {
+    if spec.transposed {
+        return fill_table_transposed(spec, input, pixels, table, zeros);
+    }
     let (reach_y, reach_x) = ((spec.kh - 1) * spec.dh, (spec.kw - 1) * spec.dw);
     let first_tap = |(oy, ox): (usize, usize)| {
         let iy0 = (oy * spec.sh) as isize - spec.pad_t as isize;
@@ -252,6 +255,36 @@ fn fill_table(
     }
     // Unused pixel slots read the zero row.
     for row in table.iter_mut().take(taps) {
+        row[pixels.len()..].fill(zeros);
+    }
+    Reads {
+        taps,
+        run: spec.cin,
+    }
+}
+
+/// `fill_table` for a transposed convolution: tap (ky, kx) of an output pixel reads the input
+/// pixel it comes from where the stride divides, the zero row elsewhere.
+fn fill_table_transposed(
+    spec: &ConvSpec,
+    input: &FeatRef,
+    pixels: &[(usize, usize)],
+    table: &mut [[*const f32; PMAX]; MAX_TAPS],
+    zeros: *const f32,
+) -> Reads {
+    use super::conv::input_index;
+    let taps = spec.kh * spec.kw;
+    for (t, row) in table.iter_mut().take(taps).enumerate() {
+        let (ky, kx) = (t / spec.kw, t % spec.kw);
+        for (slot, &(oy, ox)) in row.iter_mut().zip(pixels) {
+            let iy = input_index(oy, ky, spec.sh, spec.dh, spec.pad_t, true);
+            let ix = input_index(ox, kx, spec.sw, spec.dw, spec.pad_l, true);
+            *slot = if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
+                input.ptr_at(iy as usize, ix as usize)
+            } else {
+                zeros
+            };
+        }
         row[pixels.len()..].fill(zeros);
     }
     Reads {
@@ -477,6 +510,93 @@ mod tests {
     use super::*;
     use crate::model::plan::{FeatureBuf, View};
     use crate::rng::Lcg;
+
+    /// Transposed convolutions (2× upsampling as DBNet's head uses them, k = 2 and k = 3) agree
+    /// with the GEMM path, dense and on scattered tiles.
+    #[test]
+    fn transposed_direct_conv_equals_the_gemm_path() {
+        if crate::simd::level() != crate::simd::Level::Avx512 {
+            println!(
+                "SKIPPED: transposed_direct_conv_equals_the_gemm_path: this CPU has no AVX-512"
+            );
+            return;
+        }
+        let mut rng = Lcg(13);
+        for (k, pad, cin, cout, act) in [
+            (2, 0, 24, 1, Act::Identity),
+            (2, 0, 16, 24, Act::Relu),
+            (3, 1, 8, 20, Act::Sigmoid),
+        ] {
+            let spec = ConvSpec {
+                kh: k,
+                kw: k,
+                sh: 2,
+                sw: 2,
+                dh: 1,
+                dw: 1,
+                pad_t: pad,
+                pad_l: pad,
+                cin,
+                cout,
+                groups: 1,
+                transposed: true,
+                weights: rng.vec(k * k * cin * cout, 0.3),
+                bias: rng.vec(cout, 0.5),
+                act,
+            };
+            assert!(applies(&spec));
+            let wts = DirectWeights::new(&spec);
+            // Input 19×13 at scale 4, output 38×26 at scale 2 (image 76×52).
+            let specs = [
+                FeatureBuf {
+                    c: cin,
+                    h: 13,
+                    w: 19,
+                    scale: 4,
+                },
+                FeatureBuf {
+                    c: cout,
+                    h: 26,
+                    w: 38,
+                    scale: 2,
+                },
+            ];
+            let (iv, ov) = (
+                View {
+                    buf: 0,
+                    c_off: 0,
+                    c: cin,
+                },
+                View {
+                    buf: 1,
+                    c_off: 0,
+                    c: cout,
+                },
+            );
+            let grid = TileGrid::new(76, 52, 8);
+            let all: Vec<u32> = (0..grid.len() as u32).collect();
+            let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
+            for tiles in [&all, &some] {
+                let input = rng.vec(specs[0].len(), 2.0);
+                let base = rng.vec(specs[1].len(), 1.0);
+                let mut want = vec![input.clone(), base.clone()];
+                reference(&spec, &grid, &mut want, &specs, iv, ov, tiles);
+                let mut got = vec![input, base];
+                let (i, o) = (
+                    FeatRef::new(&got, &specs, iv),
+                    FeatMut::new(&mut got, &specs, ov),
+                );
+                conv(&spec, &wts, &grid, i, o, tiles, &mut Vec::new(), 2);
+                for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "transposed k{k} {cin}->{cout}, {} tiles: element {j}: {g} vs {w}",
+                        tiles.len()
+                    );
+                }
+            }
+        }
+    }
 
     /// The kernel's in-register sigmoid gives the scalar code's bits.
     #[test]
