@@ -101,6 +101,36 @@ fn dilated_5x5_conv_and_hardswish_silu() {
     check("dilated", b.bytes(&[&silu], "dilated"));
 }
 
+/// HardSwish written out as Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6), as paddle2onnx exports it,
+/// becomes one activation fused into the convolution (no element-wise layers left), and runs
+/// sparse like any other.
+#[test]
+fn written_out_hardswish_fuses_into_the_conv() {
+    let mut b = Builder::new(3, H, W);
+    let c = b.conv("x", 3, 8, 3, 1, 1, 1, 1);
+    let (three, zero, six, six2) = (
+        b.init(&[], vec![3.0]),
+        b.init(&[], vec![0.0]),
+        b.init(&[], vec![6.0]),
+        b.init(&[1], vec![6.0]),
+    );
+    let add = b.node("Add", &[&c, &three], &[]);
+    let clip = b.node("Clip", &[&add, &zero, &six], &[]);
+    let mul = b.node("Mul", &[&clip, &c], &[]);
+    let hs = b.node("Div", &[&mul, &six2], &[]);
+    let bytes = b.bytes(&[&hs], "hardswish");
+    let path = temp_model("hardswish-written-out", &bytes);
+    let plan = import(&path, &ImportOptions::default()).unwrap();
+    let layers: Vec<_> = plan.layers().collect();
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    let gstregiondrop::model::plan::LayerOp::Conv(spec) = &layers[0].op else {
+        panic!("not a conv: {:?}", layers[0].op)
+    };
+    assert_eq!(spec.act, gstregiondrop::model::act::Act::HardSwish);
+    std::fs::remove_file(path).ok();
+    check("hardswish-written-out", bytes);
+}
+
 #[test]
 fn pooling_5x5_and_average() {
     let mut b = Builder::new(3, H, W);

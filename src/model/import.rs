@@ -94,6 +94,7 @@ pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
         )));
     }
     fuse_gated_activations(&mut graph.nodes);
+    fuse_hardswish(&mut graph);
     let mut b = Builder::new(&graph, input_name.clone(), c, w, h);
     for node in &graph.nodes {
         b.node(node)?;
@@ -168,6 +169,98 @@ fn fuse_gated_activations(nodes: &mut Vec<Node>) {
     }
     let mut i = 0;
     nodes.retain(|_| {
+        i += 1;
+        !dead.contains(&(i - 1))
+    });
+}
+
+/// Rewrites `Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)` — HardSwish as exporters such as paddle2onnx
+/// write it out — into HardSwish(x), one activation that fuses into the producer of x instead of
+/// four passes over the map. Only where the intermediate values have no other use.
+fn fuse_hardswish(graph: &mut OnnxGraph) {
+    let nodes = &graph.nodes;
+    // A scalar constant's value, from an initializer or a Constant node.
+    let mut consts: HashMap<&str, f32> = HashMap::new();
+    for (name, t) in &graph.initializers {
+        if t.len() == 1 {
+            consts.insert(name, t.data[0]);
+        }
+    }
+    for n in nodes.iter().filter(|n| n.op == "Constant") {
+        if let (Some(t), Some(o)) = (n.tensor("value"), n.outputs.first()) {
+            if t.len() == 1 {
+                consts.insert(o, t.data[0]);
+            }
+        }
+    }
+    let is = |name: &str, v: f32| consts.get(name).is_some_and(|&c| c == v);
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for n in nodes {
+        for i in &n.inputs {
+            *uses.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.outputs {
+        *uses.entry(o.name.as_str()).or_default() += 1;
+    }
+    let producer: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    // The node producing `name` if it is an `op` whose output nothing else uses.
+    let sole = |name: &str, op: &str| {
+        producer
+            .get(name)
+            .copied()
+            .filter(|&i| nodes[i].op == op && uses.get(name) == Some(&1))
+    };
+    let mut rewrites = Vec::new();
+    for (di, d) in nodes.iter().enumerate() {
+        if d.op != "Div" || d.inputs.len() != 2 || !is(&d.inputs[1], 6.0) {
+            continue;
+        }
+        let Some(mi) = sole(&d.inputs[0], "Mul") else {
+            continue;
+        };
+        let m = &nodes[mi];
+        if m.inputs.len() != 2 {
+            continue;
+        }
+        for (x_pos, c_pos) in [(0, 1), (1, 0)] {
+            let x = &m.inputs[x_pos];
+            let Some(ci) = sole(&m.inputs[c_pos], "Clip") else {
+                continue;
+            };
+            let c = &nodes[ci];
+            let bounds_0_6 = if c.inputs.len() == 3 {
+                is(&c.inputs[1], 0.0) && is(&c.inputs[2], 6.0)
+            } else {
+                c.float("min", f32::MIN) == 0.0 && c.float("max", f32::MAX) == 6.0
+            };
+            let Some(ai) = c.inputs.first().and_then(|a| sole(a, "Add")) else {
+                continue;
+            };
+            let a = &nodes[ai];
+            let adds_3 = a.inputs.len() == 2
+                && ((a.inputs[0] == *x && is(&a.inputs[1], 3.0))
+                    || (a.inputs[1] == *x && is(&a.inputs[0], 3.0)));
+            if bounds_0_6 && adds_3 {
+                rewrites.push((di, x.clone(), [mi, ci, ai]));
+                break;
+            }
+        }
+    }
+    let mut dead = HashSet::new();
+    for (di, x, gone) in rewrites {
+        let d = &mut graph.nodes[di];
+        d.op = "HardSwish".into();
+        d.inputs = vec![x];
+        d.attrs.clear();
+        dead.extend(gone);
+    }
+    let mut i = 0;
+    graph.nodes.retain(|_| {
         i += 1;
         !dead.contains(&(i - 1))
     });
