@@ -545,7 +545,6 @@ mod tests {
                 act,
             };
             assert!(applies(&spec));
-            let wts = DirectWeights::new(&spec);
             // Input 19×13 at scale 4, output 38×26 at scale 2 (image 76×52).
             let specs = [
                 FeatureBuf {
@@ -574,27 +573,8 @@ mod tests {
                 },
             );
             let grid = TileGrid::new(76, 52, 8);
-            let all: Vec<u32> = (0..grid.len() as u32).collect();
-            let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
-            for tiles in [&all, &some] {
-                let input = rng.vec(specs[0].len(), 2.0);
-                let base = rng.vec(specs[1].len(), 1.0);
-                let mut want = vec![input.clone(), base.clone()];
-                reference(&spec, &grid, &mut want, &specs, iv, ov, tiles);
-                let mut got = vec![input, base];
-                let (i, o) = (
-                    FeatRef::new(&got, &specs, iv),
-                    FeatMut::new(&mut got, &specs, ov),
-                );
-                conv(&spec, &wts, &grid, i, o, tiles, &mut Vec::new(), 2);
-                for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                        "transposed k{k} {cin}->{cout}, {} tiles: element {j}: {g} vs {w}",
-                        tiles.len()
-                    );
-                }
-            }
+            let what = format!("transposed k{k} {cin}->{cout}");
+            agree_with_gemm(&spec, &grid, &specs, iv, ov, &mut rng, &what);
         }
     }
 
@@ -625,34 +605,53 @@ mod tests {
         }
     }
 
-    /// The im2col + GEMM path's output for the same layer, tiles and inputs.
+    /// Runs the direct kernel and the im2col + GEMM path on every tile of `grid` and on a random
+    /// 40 % of them, from the same random input and output contents, and asserts that their
+    /// outputs agree (relative 1e-4); `what` names the case in the message.
     #[allow(clippy::too_many_arguments)]
-    fn reference(
+    fn agree_with_gemm(
         spec: &ConvSpec,
         grid: &TileGrid,
-        bufs: &mut [Vec<f32>],
-        specs: &[FeatureBuf],
+        specs: &[FeatureBuf; 2],
         iv: View,
         ov: View,
-        tiles: &[u32],
+        rng: &mut Lcg,
+        what: &str,
     ) {
-        let ob = &specs[ov.buf];
-        let m = ob.h * ob.w;
-        let (mut a, mut c) = (vec![0.0; m * spec.k_per_group()], vec![0.0; m * spec.cout]);
-        let input = FeatRef::new(bufs, specs, iv);
-        let output = FeatMut::new(bufs, specs, ov);
-        let mut offsets = Vec::new();
-        super::super::conv::conv(
-            spec,
-            grid,
-            input,
-            output,
-            tiles,
-            &mut offsets,
-            &mut a,
-            &mut c,
-            2,
-        );
+        let wts = DirectWeights::new(spec);
+        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
+        for tiles in [&all, &some] {
+            let input = rng.vec(specs[0].len(), 2.0);
+            let base = rng.vec(specs[1].len(), 1.0);
+            let mut want = vec![input.clone(), base.clone()];
+            let m = specs[1].h * specs[1].w;
+            let (mut a, mut c) = (vec![0.0; m * spec.k_per_group()], vec![0.0; m * spec.cout]);
+            super::super::conv::conv(
+                spec,
+                grid,
+                FeatRef::new(&want, specs, iv),
+                FeatMut::new(&mut want, specs, ov),
+                tiles,
+                &mut Vec::new(),
+                &mut a,
+                &mut c,
+                2,
+            );
+            let mut got = vec![input, base];
+            let (i, o) = (
+                FeatRef::new(&got, specs, iv),
+                FeatMut::new(&mut got, specs, ov),
+            );
+            conv(spec, &wts, grid, i, o, tiles, &mut Vec::new(), 2);
+            for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "{what}, {} tiles: element {j}: {g} vs {w}",
+                    tiles.len()
+                );
+            }
+        }
     }
 
     /// Direct and GEMM paths agree on odd map sizes, strides, dilation, channel counts that are
@@ -699,7 +698,6 @@ mod tests {
                 act,
             };
             assert!(applies(&spec), "case k{k} s{stride} {cin}->{cout}");
-            let wts = DirectWeights::new(&spec);
             // Input 37×29 at scale 2 (input image 74×58): a view of some channels of a wider
             // buffer (one tap at a time), or the whole buffer (a kernel row as one run).
             let (iw, ih) = (37, 29);
@@ -731,28 +729,9 @@ mod tests {
                     c: cout,
                 };
                 let grid = TileGrid::new(iw * 2, ih * 2, 8 * stride);
-                let all: Vec<u32> = (0..grid.len() as u32).collect();
-                let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
-                for tiles in [&all, &some] {
-                    let input = rng.vec(specs[0].len(), 2.0);
-                    let base = rng.vec(specs[1].len(), 1.0);
-                    let mut want = vec![input.clone(), base.clone()];
-                    reference(&spec, &grid, &mut want, &specs, iv, ov, tiles);
-                    let mut got = vec![input, base];
-                    let (i, o) = (
-                        FeatRef::new(&got, &specs, iv),
-                        FeatMut::new(&mut got, &specs, ov),
-                    );
-                    conv(&spec, &wts, &grid, i, o, tiles, &mut Vec::new(), 2);
-                    for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
-                        assert!(
-                            (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                            "k{k} s{stride} d{dh}x{dw} {cin}->{cout} {act:?}, whole view {whole}, \
-                             {} tiles: element {j}: {g} vs {w}",
-                            tiles.len()
-                        );
-                    }
-                }
+                let what =
+                    format!("k{k} s{stride} d{dh}x{dw} {cin}->{cout} {act:?}, whole view {whole}");
+                agree_with_gemm(&spec, &grid, &specs, iv, ov, &mut rng, &what);
             }
         }
     }
