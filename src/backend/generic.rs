@@ -84,12 +84,7 @@ pub struct GenericStep {
 pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
     // The tail is evaluated once on stand-in values (constants, zeros elsewhere) so that each
     // step sees its inputs' real shapes and element types.
-    let mut template: Vec<Tensor> = plan
-        .slot_shapes
-        .iter()
-        .zip(&plan.slots)
-        .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
-        .collect();
+    let mut template = plan.initial_slots();
     let constant: Vec<bool> = plan.slots.iter().map(Option::is_some).collect();
     let mut known = vec![true; plan.slots.len()];
     plan.steps

@@ -238,6 +238,15 @@ impl Plan {
         TileGrid::new(self.input_w, self.input_h, tile)
     }
 
+    /// A backend's tensor slots before the first frame: the constants, zeros elsewhere.
+    pub fn initial_slots(&self) -> Vec<Tensor> {
+        self.slot_shapes
+            .iter()
+            .zip(&self.slots)
+            .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
+            .collect()
+    }
+
     /// The output shapes, in graph order.
     pub fn output_shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.outputs

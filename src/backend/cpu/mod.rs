@@ -69,12 +69,7 @@ impl CpuBackend {
         let grid = plan.grid(tile);
         let n_steps = plan.steps.len();
         let bufs = plan.buffers.iter().map(|b| vec![0f32; b.len()]).collect();
-        let slots = plan
-            .slot_shapes
-            .iter()
-            .zip(&plan.slots)
-            .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
-            .collect();
+        let slots = plan.initial_slots();
         // Scratch for the largest gathered matrix (all tiles active).
         let (mut max_a, mut max_c) = (0, 0);
         for l in plan.layers() {

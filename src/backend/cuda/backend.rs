@@ -398,12 +398,7 @@ impl CudaBackend {
             });
         }
         let (sa, sc) = geometry::scratch_sizes(&plan);
-        let slots = plan
-            .slot_shapes
-            .iter()
-            .zip(&plan.slots)
-            .map(|(s, c)| c.clone().unwrap_or_else(|| Tensor::zeros(s.clone())))
-            .collect();
+        let slots = plan.initial_slots();
         let mut backend = CudaBackend {
             scratch_a: zeros_f32(sa)?,
             scratch_c: zeros_f32(sc)?,
