@@ -17,6 +17,7 @@
 //   threads touch consecutive addresses.
 
 typedef unsigned char u8;
+typedef unsigned short u16;
 typedef unsigned int u32;
 
 #define RD_ACT_IDENTITY 0
@@ -32,6 +33,20 @@ typedef unsigned int u32;
 __device__ __forceinline__ int rd_imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int rd_imax(int a, int b) { return a > b ? a : b; }
 __device__ __forceinline__ float rd_neg_inf() { return __int_as_float(0xff800000); }
+
+// f32 -> f16 bits (round to nearest even), saturated at the largest finite f16 (65504) so an
+// outlier activation stays finite in an f16 GEMM; NaN stays NaN. (Inline PTX: NVRTC has no
+// cuda_fp16.h here.)
+__device__ __forceinline__ u16 rd_f16_bits(float x) {
+    if (x == x) x = fminf(fmaxf(x, -65504.0f), 65504.0f);
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+
+// Stores v into an f32 matrix, or into an f16 one (as bits).
+__device__ __forceinline__ void rd_store(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void rd_store(u16* p, long long i, float v) { p[i] = rd_f16_bits(v); }
 
 __device__ __forceinline__ float rd_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 

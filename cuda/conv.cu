@@ -1,6 +1,6 @@
 // Region-sparse convolution on the device: gather the active tiles' im2col rows (halo read from
-// the input cache) into one row-major [M x K] matrix, GEMM (cuBLAS, or rd_sgemm_rm below when
-// cuBLAS is not available), then scatter [M x N] + bias + activation into the output view.
+// the input cache) into one row-major [M x K] matrix, GEMM (cuBLAS in f32, or for precision f16 on
+// f16 operands with f32 accumulation; rd_sgemm_rm below when cuBLAS is not available), then scatter [M x N] + bias + activation into the output view.
 // Depthwise convolutions are computed directly (rd_depthwise). Mirrors src/backend/cpu/conv.rs.
 //
 // Row layout of the gathered matrix: active tiles in list order; within a tile its clipped output
@@ -9,14 +9,20 @@
 // K is ordered (ky, kx, ci) with ci in [0, cig); the input pointer is advanced to the group's first
 // channel by the host.
 
-// One block column per active tile; threads over (pixel, k), k fastest.
-extern "C" __global__ void rd_im2col(
-    const float* __restrict__ in, int in_pitch, int in_h, int in_w,
-    float* __restrict__ a,                  // [M x K] row-major
-    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int ts, int cols,
-    int out_h, int out_w,
-    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
-    int cig, int transposed)
+// One block column per active tile; threads over (pixel, k), k fastest. `A` is float (rd_im2col)
+// or f16 bits (rd_im2col_h, for the tensor-core GEMM of precision f16).
+#define RD_IM2COL_PARAMS(A)                                                                      \
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w,                              \
+    A* __restrict__ a, /* [M x K] row-major */                                                   \
+    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int ts, int cols,            \
+    int out_h, int out_w,                                                                        \
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,                        \
+    int cig, int transposed
+#define RD_IM2COL_ARGS \
+    in, in_pitch, in_h, in_w, a, tiles, row_off, ts, cols, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig, transposed
+
+template <typename A>
+__device__ __forceinline__ void rd_im2col_tiles(RD_IM2COL_PARAMS(A))
 {
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
     int k_len = kh * kw * cig;
@@ -42,9 +48,13 @@ extern "C" __global__ void rd_im2col(
         float v = 0.0f;
         if (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w)
             v = in[((long long)iy * in_w + ix) * in_pitch + ci];
-        a[(row0 + p) * k_len + k] = v;
+        rd_store(a, (row0 + p) * k_len + k, v);
     }
 }
+
+extern "C" __global__ void rd_im2col(RD_IM2COL_PARAMS(float)) { rd_im2col_tiles(RD_IM2COL_ARGS); }
+
+extern "C" __global__ void rd_im2col_h(RD_IM2COL_PARAMS(u16)) { rd_im2col_tiles(RD_IM2COL_ARGS); }
 
 // out(pixel, j) = act(c[row, j] + bias[j]) for the tiles' pixels; the output pointer is advanced
 // to the group's first output channel by the host. One block column per active tile.

@@ -102,6 +102,8 @@ pub struct StatsReport {
     /// Mean inference time over the interval (change mask + network), milliseconds.
     pub inference_ms: f64,
     pub backend: String,
+    /// Number format of the convolutions ("f32" or "f16").
+    pub precision: String,
     /// Detections on the last frame.
     pub detections: u32,
     /// Bounding box (x, y, w, h) in frame pixels of the tiles recomputed on the last frame;
@@ -128,6 +130,7 @@ impl StatsReport {
             .field("mode", self.mode())
             .field("inference-ms", self.inference_ms)
             .field("backend", &self.backend)
+            .field("precision", &self.precision)
             .field("detections", self.detections)
             .field("active-x", self.active_rect.0)
             .field("active-y", self.active_rect.1)
@@ -150,6 +153,7 @@ impl StatsReport {
             dense: s.get::<&str>("mode").ok()? == "dense",
             inference_ms: s.get("inference-ms").ok()?,
             backend: s.get("backend").ok()?,
+            precision: s.get("precision").ok()?,
             detections: s.get("detections").ok()?,
             active_rect: (
                 s.get("active-x").ok()?,
@@ -213,6 +217,7 @@ mod tests {
             active_fraction: 0.1,
             dense: true,
             backend: "cpu".into(),
+            precision: "f32".into(),
             active_rect: (1, 2, 3, 4),
             ..Default::default()
         };

@@ -370,6 +370,28 @@ fn static_scene_goes_inactive_after_the_first_frame() {
 }
 
 #[test]
+fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
+    let desc = "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=320,height=240 ! \
+                regiondrop name=rd backend=cpu precision=f16 stats-interval=1 ! appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), 2);
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.text().contains("precision f16") && w.text().contains("f32")),
+        "no warning that the CPU computes in f32: {:?}",
+        run.warnings
+    );
+    assert!(!run.stats.is_empty());
+    assert!(
+        run.stats.iter().all(|s| s.precision == "f32"),
+        "{:?}",
+        run.stats
+    );
+}
+
+#[test]
 fn a_moving_square_activates_only_the_tiles_around_it() {
     let (w, h, side) = (320, 240, 24);
     let pos = |i: usize| (40 + 12 * i, 100);

@@ -88,10 +88,51 @@ pub trait Backend: Send {
     /// Bytes held for activation caches and weights.
     fn memory_bytes(&self) -> usize;
 
+    /// The number format the convolutions actually run in.
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
     /// Milliseconds of each run of each plan step (the step's samples, in order), when profiling
     /// is on (REGIONDROP_PROFILE=1).
     fn step_times(&self) -> Option<&[Vec<f64>]> {
         None
+    }
+
+    /// Milliseconds of the backend's own phases of a frame (name, one sample per frame), when
+    /// profiling is on and the backend times more than its steps (CUDA: host phases and waits).
+    fn phase_times(&self) -> &[(&'static str, Vec<f64>)] {
+        &[]
+    }
+}
+
+/// Number format of the GEMM operands of convolutions. The CPU backend always computes in f32;
+/// the CUDA backend can gather activations and keep weight copies in f16 and multiply them on the
+/// tensor cores (cuBLAS, f32 accumulation and f32 outputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
     }
 }
 

@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use gstregiondrop::analyzer::{default_model_path, default_video_path, Analyzer};
-use gstregiondrop::backend::BackendKind;
+use gstregiondrop::backend::{BackendKind, Precision};
 use gstregiondrop::detect::{self, DecodeParams, DecoderKind, Detection, COCO_LABELS};
 use gstregiondrop::engine::{Engine, EngineConfig, RunMode};
 use gstregiondrop::mask::{DiffMetric, RegionMask, TileGrid};
@@ -100,6 +100,10 @@ struct Cli {
     mode: ModeArg,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
+    /// Number format of the convolutions' GEMM operands: f32, or f16 on the tensor cores (CUDA
+    /// backend; the CPU backend computes in f32 and says so)
+    #[arg(long, value_name = "P", default_value = "f32")]
+    precision: Precision,
     /// Worker threads (0 = all cores); onnxruntime gets the same number
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -274,6 +278,7 @@ struct Setup {
     params: DecodeParams,
     labels: Vec<String>,
     backend: String,
+    precision: String,
 }
 
 impl Setup {
@@ -304,6 +309,15 @@ impl Setup {
     }
 }
 
+/// The backend's own phase times (CUDA under REGIONDROP_PROFILE=1), median and min ms.
+fn print_phases(engine: &Engine) {
+    let p = engine.phase_times();
+    if !p.is_empty() {
+        eprintln!("  median      min  phase of a frame");
+        eprint!("{}", gstregiondrop::engine::profile::phases(p));
+    }
+}
+
 fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
     EngineConfig {
         tile: cli.tile_size,
@@ -327,6 +341,7 @@ fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
             ModeArg::Sparse => RunMode::Sparse,
             ModeArg::Auto => RunMode::Auto,
         },
+        precision: cli.precision,
         ..EngineConfig::default()
     }
 }
@@ -468,6 +483,10 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     // Settings are checked by building the sparse engine once (tile size, backend).
     let probe = Engine::new(plan.clone(), norm.clone(), sparse_cfg(cli, threads)).map_err(input)?;
     let backend = probe.backend_name().to_string();
+    let precision = probe.precision().to_string();
+    if let Some(w) = probe.backend_warning() {
+        eprintln!("warning: {w}");
+    }
     drop(probe);
 
     let frames = if video.extension().is_some_and(|e| e == "rgb") {
@@ -521,6 +540,7 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
         },
         labels,
         backend,
+        precision,
     })
 }
 
@@ -708,6 +728,7 @@ struct MainReport {
     frames: usize,
     input: [usize; 2],
     backend: String,
+    precision: String,
     threads: usize,
     mode: &'static str,
     threshold: f32,
@@ -824,6 +845,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
             "{}",
             gstregiondrop::engine::profile::table(dense.plan(), t, 0.05)
         );
+        print_phases(&dense);
     }
 
     let (d, sp) = (median(&dense_ms), median(&sparse_ms));
@@ -847,6 +869,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         frames: n,
         input: [s.w, s.h],
         backend: s.backend.clone(),
+        precision: s.precision.clone(),
         threads: s.threads,
         mode: match cli.mode {
             ModeArg::Sparse => "sparse",
@@ -1027,6 +1050,7 @@ fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), 
                     "{}",
                     gstregiondrop::engine::profile::table(sparse.plan(), t, 0.02)
                 );
+                print_phases(&sparse);
             });
         }
         let (d, sp, au) = (median(&dm), median(&sm), median(&am));

@@ -6,7 +6,8 @@ pub mod profile;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::{cpu::CpuBackend, cuda, Backend, BackendKind, StepTiles};
+use crate::backend::cuda::{self, CudaOptions};
+use crate::backend::{cpu::CpuBackend, Backend, BackendKind, Precision, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
 use crate::model::import::halo_for;
@@ -46,6 +47,8 @@ pub struct EngineConfig {
     pub threads: usize,
     pub backend: BackendKind,
     pub device_id: usize,
+    /// Number format of the convolutions' GEMM operands (CUDA backend; the CPU computes in f32).
+    pub precision: Precision,
     pub mode: RunMode,
     /// Work fraction above which dense runs instead; None = measured while running.
     pub break_even: Option<f64>,
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             threads: 0,
             backend: BackendKind::Auto,
             device_id: 0,
+            precision: Precision::F32,
             mode: RunMode::Auto,
             break_even: None,
         }
@@ -177,7 +181,13 @@ impl Engine {
         self.backend.name()
     }
 
-    /// Set when `auto` found a GPU that could not be used and fell back to the CPU.
+    /// The number format the backend's convolutions run in.
+    pub fn precision(&self) -> Precision {
+        self.backend.precision()
+    }
+
+    /// Set when `auto` found a GPU that could not be used and fell back to the CPU, or when f16
+    /// was asked of the CPU backend.
     pub fn backend_warning(&self) -> Option<&str> {
         self.backend_warning.as_deref()
     }
@@ -185,6 +195,11 @@ impl Engine {
     /// Per-step milliseconds of every run so far, when the backend profiles.
     pub fn step_times(&self) -> Option<&[Vec<f64>]> {
         self.backend.step_times()
+    }
+
+    /// The backend's own per-frame phases, when it profiles them (see `Backend::phase_times`).
+    pub fn phase_times(&self) -> &[(&'static str, Vec<f64>)] {
+        self.backend.phase_times()
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -414,26 +429,39 @@ impl Engine {
     }
 }
 
-/// The backend, and for `auto` a note when a usable-looking GPU failed and the CPU runs instead.
+/// The backend, and a note for the log when it is not what the settings asked for: `auto` fell
+/// back from an unusable GPU, or f16 was asked of the CPU (which computes in f32).
 fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<(Box<dyn Backend>, Option<String>)> {
-    let cpu = |plan| -> Result<Box<dyn Backend>> {
-        Ok(Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?))
+    let cpu = |plan, note: Option<String>| -> Result<(Box<dyn Backend>, Option<String>)> {
+        let b: Box<dyn Backend> = Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?);
+        let f16_note = (cfg.precision == Precision::F16).then_some(
+            "precision f16 applies to the CUDA backend; the CPU backend computes in f32",
+        );
+        let note = match (note, f16_note) {
+            (Some(n), Some(f)) => Some(format!("{n}; {f}")),
+            (n, f) => n.or(f.map(String::from)),
+        };
+        Ok((b, note))
+    };
+    let opts = CudaOptions {
+        precision: cfg.precision,
+        ..CudaOptions::default()
     };
     match cfg.backend {
-        BackendKind::Cpu => Ok((cpu(plan)?, None)),
-        BackendKind::Cuda => Ok((cuda::create(plan, cfg.tile, cfg.device_id)?, None)),
+        BackendKind::Cpu => cpu(plan, None),
+        BackendKind::Cuda => Ok((cuda::create(plan, cfg.tile, cfg.device_id, opts)?, None)),
         BackendKind::Auto => match cuda::available(cfg.device_id) {
-            Ok(()) => match cuda::create(plan.clone(), cfg.tile, cfg.device_id) {
+            Ok(()) => match cuda::create(plan.clone(), cfg.tile, cfg.device_id, opts) {
                 Ok(b) => Ok((b, None)),
-                Err(e) => Ok((
-                    cpu(plan)?,
+                Err(e) => cpu(
+                    plan,
                     Some(format!(
                         "CUDA device {} found but unusable ({e}); running on the CPU",
                         cfg.device_id
                     )),
-                )),
+                ),
             },
-            Err(_) => Ok((cpu(plan)?, None)),
+            Err(_) => cpu(plan, None),
         },
     }
 }

@@ -30,6 +30,19 @@ pub fn table(plan: &Plan, times: &[Vec<f64>], min_ms: f64) -> String {
     out
 }
 
+/// One line per phase: median and minimum ms over its samples, and the number of samples.
+pub fn phases(phases: &[(&str, Vec<f64>)]) -> String {
+    let mut out = String::new();
+    for (name, t) in phases {
+        let (med, min) = median_min(t);
+        out.push_str(&format!(
+            "{med:8.3} {min:8.3}  {name} ({} frames)\n",
+            t.len()
+        ));
+    }
+    out
+}
+
 fn median_min(t: &[f64]) -> (f64, f64) {
     if t.is_empty() {
         return (0.0, 0.0);
@@ -96,4 +109,21 @@ fn describe(plan: &Plan, step: &Step, ms: f64) -> (String, String, String, Strin
 fn view_shape(plan: &Plan, buf: usize, c: usize) -> String {
     let b = &plan.buffers[buf];
     format!("{c}x{}x{}", b.h, b.w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_lines_give_median_min_and_count() {
+        let p = [("upload", vec![3.0, 1.0, 2.0]), ("empty", vec![])];
+        let text = phases(&p);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let f: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(&f[..3], &["2.000", "1.000", "upload"]);
+        assert!(lines[0].ends_with("(3 frames)"));
+        assert!(lines[1].contains("empty (0 frames)"));
+    }
 }

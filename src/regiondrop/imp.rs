@@ -13,7 +13,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use crate::analyzer::{default_model_path, Analyzer, AnalyzerOptions};
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, Precision};
 use crate::detect::{load_labels, DecodeParams, DecoderKind, COCO_LABELS};
 use crate::engine::{EngineConfig, FrameStats};
 use crate::error::Error;
@@ -76,6 +76,29 @@ impl From<BackendChoice> for BackendKind {
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
+#[enum_type(name = "GstRegionDropPrecision")]
+pub enum PrecisionChoice {
+    #[default]
+    #[enum_value(name = "f32 everywhere", nick = "f32")]
+    F32 = 0,
+    #[enum_value(
+        name = "f16 GEMM operands on the tensor cores, f32 accumulation (CUDA backend)",
+        nick = "f16"
+    )]
+    F16 = 1,
+}
+
+impl From<PrecisionChoice> for Precision {
+    fn from(p: PrecisionChoice) -> Self {
+        match p {
+            PrecisionChoice::F32 => Precision::F32,
+            PrecisionChoice::F16 => Precision::F16,
+        }
+    }
+}
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
 #[enum_type(name = "GstRegionDropDecoder")]
 pub enum DecoderChoice {
     #[default]
@@ -125,12 +148,13 @@ impl From<MetricChoice> for DiffMetric {
 
 /// Properties that shape the network or its backend: they take effect at the next start, and
 /// changing them while the element runs is refused.
-const SET_WHILE_STOPPED: [&str; 8] = [
+const SET_WHILE_STOPPED: [&str; 9] = [
     "model",
     "input-size",
     "labels",
     "backend",
     "device-id",
+    "precision",
     "tile-size",
     "threads",
     "decoder",
@@ -143,6 +167,7 @@ struct Settings {
     labels: Option<PathBuf>,
     backend: BackendChoice,
     device_id: u32,
+    precision: PrecisionChoice,
     threshold: f64,
     metric: MetricChoice,
     tile_size: u32,
@@ -171,6 +196,7 @@ impl Default for Settings {
             labels: None,
             backend: BackendChoice::Auto,
             device_id: 0,
+            precision: PrecisionChoice::F32,
             threshold: engine.threshold as f64,
             metric: MetricChoice::Max,
             tile_size: engine.tile as u32,
@@ -293,6 +319,11 @@ impl ObjectImpl for RegionDrop {
                     .default_value(d.device_id)
                     .flags(ready)
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("precision", d.precision)
+                    .nick("Precision")
+                    .blurb("Number format of the convolutions on the CUDA backend: f32, or f16 operands on the tensor cores with f32 accumulation (scores differ slightly from f32); the CPU backend always computes in f32")
+                    .flags(ready)
+                    .build(),
                 glib::ParamSpecDouble::builder("threshold")
                     .nick("Change threshold")
                     .blurb("Per-tile difference, in 0-255 pixel units, above which a tile is recomputed; higher skips more work and tolerates more noise. May change while playing")
@@ -372,7 +403,7 @@ impl ObjectImpl for RegionDrop {
                     .build(),
                 glib::ParamSpecUInt::builder("stats-interval")
                     .nick("Stats interval")
-                    .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, detections, active-x/y/width/height); 0 = never")
+                    .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height); 0 = never")
                     .default_value(d.stats_interval)
                     .flags(live)
                     .build(),
@@ -446,6 +477,7 @@ impl ObjectImpl for RegionDrop {
             }
             "backend" => s.backend = value.get().unwrap(),
             "device-id" => s.device_id = value.get().unwrap(),
+            "precision" => s.precision = value.get().unwrap(),
             "threshold" => s.threshold = value.get().unwrap(),
             "metric" => s.metric = value.get().unwrap(),
             "tile-size" => s.tile_size = value.get().unwrap(),
@@ -484,6 +516,7 @@ impl ObjectImpl for RegionDrop {
                         .to_value(),
                     "backend" => s.backend.to_value(),
                     "device-id" => s.device_id.to_value(),
+                    "precision" => s.precision.to_value(),
                     "threshold" => s.threshold.to_value(),
                     "metric" => s.metric.to_value(),
                     "tile-size" => s.tile_size.to_value(),
@@ -819,7 +852,8 @@ impl BaseTransformImpl for RegionDrop {
 }
 
 impl RegionDrop {
-    /// Posts a warning when `backend=auto` had to fall back from an unusable GPU to the CPU.
+    /// Posts a warning when the backend is not what the settings asked for (see
+    /// `Engine::backend_warning`).
     fn warn_backend(&self, a: &Analyzer) {
         if let Some(w) = a.engine().backend_warning() {
             gst::element_imp_warning!(self, gst::LibraryError::Init, ("{}", w));
@@ -845,6 +879,7 @@ impl RegionDrop {
                 threads: s.threads as usize,
                 backend: s.backend.into(),
                 device_id: s.device_id as usize,
+                precision: s.precision.into(),
                 ..EngineConfig::default()
             },
             decode: DecodeParams::default(),
@@ -978,6 +1013,7 @@ impl RegionDrop {
             dense: stats.dense,
             inference_ms: iv.ms / n,
             backend: analyzer.engine().backend_name().to_string(),
+            precision: analyzer.engine().precision().to_string(),
             detections,
             active_rect: active_rect(analyzer, fw, fh),
         };

@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
@@ -20,7 +21,8 @@ use super::geometry::{
     self, act_code, binop_code, max_tile_px, pool_code, Dims, FixedPacker, TilePacker,
 };
 use super::kernels::{self, PtxSet};
-use crate::backend::{Backend, StepTiles};
+use super::profile::{ms_since, Phase, Profile};
+use crate::backend::{Backend, Precision, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
@@ -39,6 +41,10 @@ pub struct CudaOptions {
     /// the device (a second camera's element starting, parallel tests) failed on an H100 with
     /// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED.
     pub eager: bool,
+    /// f16: convolutions gather their operands in f16 and multiply them on the tensor cores
+    /// against f16 copies of the weights (cuBLAS GemmEx, f32 accumulation and output). Needs
+    /// cuBLAS; depthwise convolutions stay f32.
+    pub precision: Precision,
 }
 
 fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
@@ -121,6 +127,7 @@ macro_rules! launch {
 struct Kernels {
     input_norm: CudaFunction,
     im2col: CudaFunction,
+    im2col_h: CudaFunction,
     scatter: CudaFunction,
     depthwise: CudaFunction,
     sgemm: CudaFunction,
@@ -162,6 +169,7 @@ impl Kernels {
         Ok(Kernels {
             input_norm: get("rd_input_norm")?,
             im2col: get("rd_im2col")?,
+            im2col_h: get("rd_im2col_h")?,
             scatter: get("rd_scatter_bias_act")?,
             depthwise: get("rd_depthwise")?,
             sgemm: get("rd_sgemm_rm")?,
@@ -193,6 +201,8 @@ enum StepDev {
     Conv {
         w: CudaSlice<f32>,
         b: CudaSlice<f32>,
+        /// f16 copy of `w` (bits) for the tensor-core GEMM (precision f16, not depthwise).
+        w16: Option<CudaSlice<u16>>,
     },
     Resize(Box<ResizeDev>),
     Affine {
@@ -272,6 +282,8 @@ pub struct CudaBackend {
     bufs: Vec<CudaSlice<f32>>,
     steps: Vec<StepDev>,
     scratch_a: CudaSlice<f32>,
+    /// The gathered operand in f16 (precision f16 only).
+    scratch_a16: Option<CudaSlice<u16>>,
     scratch_c: CudaSlice<f32>,
     tiles_dev: CudaSlice<u32>,
     input_tiles: CudaSlice<u32>,
@@ -295,7 +307,10 @@ pub struct CudaBackend {
     pending: Vec<usize>,
     arch: String,
     device_name: String,
-    weight_floats: usize,
+    precision: Precision,
+    weight_bytes: usize,
+    /// Per-step GPU times and host phases (REGIONDROP_PROFILE=1).
+    profile: Option<Profile>,
 }
 
 impl CudaBackend {
@@ -327,14 +342,30 @@ impl CudaBackend {
             None => compile_for(major, minor)?,
         };
         let k = Kernels::load(&ctx, &ptx)?;
-        let blas = if opts.builtin_gemm || kernels::cublas_loadable().is_err() {
-            None
+        let blas = if opts.builtin_gemm {
+            Err("the built-in GEMM was asked for".to_string())
         } else {
-            let s = stream.clone();
-            match std::panic::catch_unwind(move || cudarc::cublas::CudaBlas::new(s)) {
-                Ok(Ok(b)) => Some(b),
-                _ => None,
+            kernels::cublas_loadable().and_then(|()| {
+                let s = stream.clone();
+                match std::panic::catch_unwind(move || cudarc::cublas::CudaBlas::new(s)) {
+                    Ok(Ok(b)) => Ok(b),
+                    Ok(Err(e)) => Err(format!("cublasCreate failed: {e:?}")),
+                    Err(p) => Err(format!(
+                        "cublasCreate panicked: {}",
+                        kernels::panic_text(&p)
+                    )),
+                }
+            })
+        };
+        let f16 = opts.precision == Precision::F16;
+        let blas = match blas {
+            Ok(b) => Some(b),
+            Err(why) if f16 => {
+                return Err(Error::Backend(format!(
+                    "precision f16 needs cuBLAS for its tensor-core GEMM: {why}"
+                )))
             }
+            Err(_) => None,
         };
 
         let zeros_f32 = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("alloc"));
@@ -354,16 +385,24 @@ impl CudaBackend {
             .iter()
             .map(|b| zeros_f32(b.len()))
             .collect::<Result<Vec<_>>>()?;
-        let mut weight_floats = 0;
+        let mut weight_bytes = 0;
         let mut steps = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             steps.push(match step {
                 Step::Layer(l) => match &l.op {
                     LayerOp::Conv(c) => {
-                        weight_floats += c.weights.len() + c.bias.len();
+                        weight_bytes += (c.weights.len() + c.bias.len()) * 4;
+                        let w16 = if f16 && !c.depthwise() {
+                            let bits = geometry::f16_bits(&c.weights);
+                            weight_bytes += bits.len() * 2;
+                            Some(stream.clone_htod(&bits).map_err(drv("upload"))?)
+                        } else {
+                            None
+                        };
                         StepDev::Conv {
                             w: up_f32(&c.weights)?,
                             b: up_f32(&c.bias)?,
+                            w16,
                         }
                     }
                     LayerOp::Resize { y, x } => StepDev::Resize(Box::new(ResizeDev {
@@ -401,6 +440,11 @@ impl CudaBackend {
         let slots = plan.initial_slots();
         let mut backend = CudaBackend {
             scratch_a: zeros_f32(sa)?,
+            scratch_a16: if f16 {
+                Some(stream.alloc_zeros::<u16>(sa.max(1)).map_err(drv("alloc"))?)
+            } else {
+                None
+            },
             scratch_c: zeros_f32(sc)?,
             tiles_dev: stream
                 .alloc_zeros::<u32>(TilePacker::capacity_for(&plan, &grid))
@@ -444,7 +488,9 @@ impl CudaBackend {
             generic: crate::backend::generic::prepare(&plan),
             arch,
             device_name,
-            weight_floats,
+            precision: opts.precision,
+            weight_bytes,
+            profile: Profile::from_env(&ctx, plan.steps.len())?,
             bufs,
             steps,
             slots,
@@ -458,7 +504,9 @@ impl CudaBackend {
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
             || !std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "1" || v == "true");
-        if off {
+        if backend.profile.is_some() {
+            backend.graph_note = "eager: profiling times every step".into();
+        } else if off {
             backend.graph_note = "eager".into();
         } else {
             let captured = {
@@ -566,6 +614,76 @@ impl CudaBackend {
         })
     }
 
+    /// Uploads the frame (unless detection did), updates the reference and normalises the
+    /// input tiles into the network input buffer.
+    fn write_input_tiles(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
+        let (w, h) = (self.plan.input_w, self.plan.input_h);
+        if rgb.len() != w * h * 3 {
+            return Err(Error::Backend(format!(
+                "input image of {} bytes does not match the network input {w}x{h}x3",
+                rgb.len()
+            )));
+        }
+        // The frame detect_changes uploaded, when this is the same slice.
+        let uploaded = self.det.frame.take() == Some((rgb.as_ptr() as usize, rgb.len()));
+        if tiles.is_empty() {
+            return Ok(());
+        }
+        if tiles.len() > self.input_tiles.len() {
+            return Err(Error::Backend(format!(
+                "{} input tiles for a grid of {}",
+                tiles.len(),
+                self.grid.len()
+            )));
+        }
+        self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        // The pinned staging buffers are free: every frame ends with a synchronisation.
+        self.sync()?;
+        if !uploaded {
+            self.upload_frame(rgb)?;
+        }
+        self.tiles_host.as_mut_slice()[..tiles.len()].copy_from_slice(tiles);
+        let tl = self.ptr(&self.input_tiles);
+        // SAFETY: input_tiles holds grid.len() >= tiles.len() words (checked above); the pinned
+        // source is not rewritten before the stream is synchronised.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                tl,
+                &self.tiles_host.as_slice()[..tiles.len()],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(drv("tile upload"))?;
+        if uploaded {
+            // The tiles of this frame (fired and refreshed) become the detection reference.
+            let g = self.grid;
+            launch!(self.stream, &self.k.ref_update,
+                Dims { grid: (tiles.len() as u32, 4, 1), block: (256, 1, 1) };
+                self.ptr(&self.rgb), self.ptr(&self.det.reference), w as i32, h as i32,
+                g.tile as i32, g.cols as i32, tl, 0u64)?;
+        }
+        let b0 = &self.plan.buffers[0];
+        let (tw, th) = max_tile_px(&self.grid, b0);
+        let Some(d) = geometry::tile_launch(tiles.len(), tw * th * 3)? else {
+            return Ok(());
+        };
+        let taps = norm.channel_taps();
+        launch!(self.stream, &self.k.input_norm, d;
+            self.ptr(&self.rgb), self.ptr(&self.bufs[0]), b0.c as i32, w as i32, h as i32,
+            self.ptr(&self.input_tiles), (self.grid.tile / b0.scale.max(1)) as i32, self.grid.cols as i32,
+            taps[0].1, taps[1].1, taps[2].1, taps[0].2, taps[1].2, taps[2].2, norm.bgr as i32)
+    }
+
+    /// Waits for the stream; with profiling on, counts the wait.
+    fn sync(&mut self) -> Result<()> {
+        let t0 = Instant::now();
+        self.stream.synchronize().map_err(drv("synchronize"))?;
+        if let Some(p) = &mut self.profile {
+            p.add_sync(ms_since(t0));
+        }
+        Ok(())
+    }
+
     /// Copies `rgb` into the pinned staging buffer and uploads it into `self.rgb` (async; the
     /// caller has synchronised the stream since the staging buffer was last used).
     fn upload_frame(&mut self, rgb: &[u8]) -> Result<()> {
@@ -614,7 +732,7 @@ impl CudaBackend {
             )));
         }
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        self.stream.synchronize().map_err(drv("synchronize"))?;
+        self.sync()?;
         self.upload_frame(rgb)?;
         let n = g.len();
         let force = !self.det.valid;
@@ -641,7 +759,7 @@ impl CudaBackend {
             )
         }
         .map_err(drv("mask download"))?;
-        self.stream.synchronize().map_err(drv("synchronize"))?;
+        self.sync()?;
         for (i, &m) in self.det.mask_host.as_slice()[..n].iter().enumerate() {
             mask.set(i, m != 0);
         }
@@ -650,10 +768,10 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// "device name (arch, gemm)" for logs.
+    /// "device name (arch, gemm, precision, launches)" for logs.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({}, GEMM {}, {})",
+            "{} ({}, GEMM {}, {}, {})",
             self.device_name,
             self.arch,
             if self.blas.is_some() {
@@ -661,6 +779,7 @@ impl CudaBackend {
             } else {
                 "built-in"
             },
+            self.precision,
             self.graph_note
         )
     }
@@ -675,8 +794,45 @@ impl CudaBackend {
         self.ptr(&self.bufs[buf]) + (c_off * 4) as u64
     }
 
-    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64) -> Result<()> {
+    /// Row-major C[m×n] (f32) = A[m×k]·W[k×n]; A and W are f32, or f16 bits when `half` (then
+    /// on the tensor cores with f32 accumulation).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
         match &self.blas {
+            Some(blas) if half => {
+                use cudarc::cublas::sys::{
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t,
+                    cublasOperation_t::CUBLAS_OP_N, cudaDataType::CUDA_R_16F,
+                    cudaDataType::CUDA_R_32F,
+                };
+                let (alpha, beta) = (1.0f32, 0.0f32);
+                // As below: row-major C = A·W is column-major Cᵀ = Wᵀ·Aᵀ.
+                // SAFETY: as below; A and W hold f16 values (2 bytes each) of the same counts.
+                unsafe {
+                    cudarc::cublas::result::gemm_ex(
+                        *blas.handle(),
+                        CUBLAS_OP_N,
+                        CUBLAS_OP_N,
+                        n as i32,
+                        m as i32,
+                        k as i32,
+                        (&alpha as *const f32).cast(),
+                        w as *const std::ffi::c_void,
+                        CUDA_R_16F,
+                        n as i32,
+                        a as *const std::ffi::c_void,
+                        CUDA_R_16F,
+                        k as i32,
+                        (&beta as *const f32).cast(),
+                        c as *mut std::ffi::c_void,
+                        CUDA_R_32F,
+                        n as i32,
+                        CUBLAS_COMPUTE_32F,
+                        cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    )
+                }
+                .map_err(drv("cuBLAS GemmEx f16"))
+            }
             Some(blas) => {
                 use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
                 let (alpha, beta) = (1.0f32, 0.0f32);
@@ -703,6 +859,7 @@ impl CudaBackend {
                 }
                 .map_err(drv("cuBLAS sgemm"))
             }
+            None if half => Err(Error::Backend("an f16 GEMM without cuBLAS".into())),
             None => match geometry::gemm_launch(m, n)? {
                 Some(d) => {
                     launch!(self.stream, &self.k.sgemm, d; a, w, c, m as i32, n as i32, k as i32)
@@ -766,8 +923,8 @@ impl CudaBackend {
         let n_t = sl.n;
         let s = &self.stream;
         match (&l.op, &self.steps[si]) {
-            (LayerOp::Conv(c), StepDev::Conv { w, b }) => {
-                let (wp, bp) = (self.ptr(w), self.ptr(b));
+            (LayerOp::Conv(c), StepDev::Conv { w, b, w16 }) => {
+                let bp = self.ptr(b);
                 let (act, p0, p1) = act_code(c.act);
                 let conv_i =
                     [c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, c.pad_t, c.pad_l].map(|v| v as i32);
@@ -776,21 +933,27 @@ impl CudaBackend {
                         return Ok(());
                     };
                     return launch!(s, &self.k.depthwise, d;
-                        inp, ip, ih, iw, out, op, oh, ow, wp, bp, oc as i32,
+                        inp, ip, ih, iw, out, op, oh, ow, self.ptr(w), bp, oc as i32,
                         conv_i[0], conv_i[1], conv_i[2], conv_i[3], conv_i[4], conv_i[5], conv_i[6], conv_i[7],
                         tiles, ts, cols, act, p0, p1);
                 }
                 let (k, n, cig) = (c.k_per_group(), c.n_per_group(), c.cin / c.groups);
-                let (a, cm) = (self.ptr(&self.scratch_a), self.ptr(&self.scratch_c));
+                // f16 operands (2 bytes) when this layer has an f16 weight copy, else f32.
+                let (im2col, a, wp, op_bytes) = match (w16, &self.scratch_a16) {
+                    (Some(w16), Some(a16)) => (&self.k.im2col_h, self.ptr(a16), self.ptr(w16), 2),
+                    _ => (&self.k.im2col, self.ptr(&self.scratch_a), self.ptr(w), 4),
+                };
+                let cm = self.ptr(&self.scratch_c);
                 for gi in 0..c.groups {
                     let gin = inp + (gi * cig * 4) as u64;
                     if let Some(d) = geometry::tile_launch(n_t, tw * th * k)? {
-                        launch!(s, &self.k.im2col, d;
+                        launch!(s, im2col, d;
                             gin, ip, ih, iw, a, tiles, rows, ts, cols, oh, ow,
                             conv_i[0], conv_i[1], conv_i[2], conv_i[3], conv_i[4], conv_i[5], conv_i[6], conv_i[7],
                             cig as i32, c.transposed as i32)?;
                     }
-                    self.gemm(sl.m, n, k, a, wp + (gi * k * n * 4) as u64, cm)?;
+                    let wg = wp + (gi * k * n * op_bytes) as u64;
+                    self.gemm(sl.m, n, k, a, wg, cm, op_bytes == 2)?;
                     if let Some(d) = geometry::tile_launch(n_t, tw * th * n)? {
                         launch!(s, &self.k.scatter, d;
                             cm, n as i32, bp + (gi * n * 4) as u64, out + (gi * n * 4) as u64, op, oh, ow,
@@ -905,7 +1068,7 @@ impl CudaBackend {
                 .map_err(drv("download"))?;
             }
         }
-        self.stream.synchronize().map_err(drv("synchronize"))?;
+        self.sync()?;
         for &si in &pending {
             let slot = match &plan.steps[si] {
                 Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => *slot,
@@ -1100,6 +1263,9 @@ impl CudaBackend {
                 }
                 Step::Rearrange { .. } | Step::Generic { .. } => self.run_host(si)?,
             }
+            if let Some(p) = &mut self.profile {
+                p.step_done(si, &self.stream)?;
+            }
         }
         self.flush()
     }
@@ -1133,6 +1299,10 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
     fn write_input_tensor(&mut self, nchw: &Tensor) -> Result<()> {
         let p = &self.plan;
         let host = super::super::nchw_to_nhwc(nchw, p.input_c, p.input_h, p.input_w)?;
@@ -1145,69 +1315,36 @@ impl Backend for CudaBackend {
     }
 
     fn write_input(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
-        let (w, h) = (self.plan.input_w, self.plan.input_h);
-        if rgb.len() != w * h * 3 {
-            return Err(Error::Backend(format!(
-                "input image of {} bytes does not match the network input {w}x{h}x3",
-                rgb.len()
-            )));
+        let t0 = Instant::now();
+        let r = self.write_input_tiles(rgb, norm, tiles);
+        if let Some(p) = &mut self.profile {
+            p.add(Phase::Input, ms_since(t0));
         }
-        // The frame detect_changes uploaded, when this is the same slice.
-        let uploaded = self.det.frame.take() == Some((rgb.as_ptr() as usize, rgb.len()));
-        if tiles.is_empty() {
-            return Ok(());
-        }
-        if tiles.len() > self.input_tiles.len() {
-            return Err(Error::Backend(format!(
-                "{} input tiles for a grid of {}",
-                tiles.len(),
-                self.grid.len()
-            )));
-        }
-        self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        // The pinned staging buffers are free: every frame ends with a synchronisation.
-        self.stream.synchronize().map_err(drv("synchronize"))?;
-        if !uploaded {
-            self.upload_frame(rgb)?;
-        }
-        self.tiles_host.as_mut_slice()[..tiles.len()].copy_from_slice(tiles);
-        let tl = self.ptr(&self.input_tiles);
-        // SAFETY: input_tiles holds grid.len() >= tiles.len() words (checked above); the pinned
-        // source is not rewritten before the stream is synchronised.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                tl,
-                &self.tiles_host.as_slice()[..tiles.len()],
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("tile upload"))?;
-        if uploaded {
-            // The tiles of this frame (fired and refreshed) become the detection reference.
-            let g = self.grid;
-            launch!(self.stream, &self.k.ref_update,
-                Dims { grid: (tiles.len() as u32, 4, 1), block: (256, 1, 1) };
-                self.ptr(&self.rgb), self.ptr(&self.det.reference), w as i32, h as i32,
-                g.tile as i32, g.cols as i32, tl, 0u64)?;
-        }
-        let b0 = &self.plan.buffers[0];
-        let (tw, th) = max_tile_px(&self.grid, b0);
-        let Some(d) = geometry::tile_launch(tiles.len(), tw * th * 3)? else {
-            return Ok(());
-        };
-        let taps = norm.channel_taps();
-        launch!(self.stream, &self.k.input_norm, d;
-            self.ptr(&self.rgb), self.ptr(&self.bufs[0]), b0.c as i32, w as i32, h as i32,
-            self.ptr(&self.input_tiles), (self.grid.tile / b0.scale.max(1)) as i32, self.grid.cols as i32,
-            taps[0].1, taps[1].1, taps[2].1, taps[0].2, taps[1].2, taps[2].2, norm.bgr as i32)
+        r
     }
 
     fn run(&mut self, tiles: &StepTiles) -> Result<()> {
+        let t0 = Instant::now();
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        if let Some(p) = &mut self.profile {
+            p.begin_frame(&self.stream)?;
+        }
         self.run_steps(tiles)?;
         // A frame is done when its outputs are on the host (the detections are decoded there):
         // this also makes the engine's per-frame time include all GPU work.
-        self.flush()
+        self.flush()?;
+        match &mut self.profile {
+            Some(p) => p.end_frame(ms_since(t0)),
+            None => Ok(()),
+        }
+    }
+
+    fn step_times(&self) -> Option<&[Vec<f64>]> {
+        self.profile.as_ref().map(|p| &p.steps[..])
+    }
+
+    fn phase_times(&self) -> &[(&'static str, Vec<f64>)] {
+        self.profile.as_ref().map_or(&[], |p| &p.phases[..])
     }
 
     fn outputs(&mut self) -> Result<Vec<Tensor>> {
@@ -1238,7 +1375,12 @@ impl Backend for CudaBackend {
         if !self.det.enabled {
             return None;
         }
-        Some(self.detect_on_device(rgb, threshold, metric, dilation, mask))
+        let t0 = Instant::now();
+        let r = self.detect_on_device(rgb, threshold, metric, dilation, mask);
+        if let Some(p) = &mut self.profile {
+            p.add(Phase::Detect, ms_since(t0));
+        }
+        Some(r)
     }
 
     fn reset(&mut self) {
@@ -1255,6 +1397,7 @@ impl Backend for CudaBackend {
 
     fn memory_bytes(&self) -> usize {
         let caches: usize = self.bufs.iter().map(|b| b.len()).sum();
-        (caches + self.weight_floats + self.scratch_a.len() + self.scratch_c.len()) * 4
+        let scratch16 = self.scratch_a16.as_ref().map_or(0, |a| a.len() * 2);
+        (caches + self.scratch_a.len() + self.scratch_c.len()) * 4 + self.weight_bytes + scratch16
     }
 }

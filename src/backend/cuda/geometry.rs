@@ -322,6 +322,21 @@ impl FixedPacker {
     }
 }
 
+/// f16 bits of `v`, rounded to nearest even and saturated at ±65504 like the device's
+/// `rd_f16_bits` (cuda/common.cuh), so an f16 weight copy never holds an infinity.
+pub fn f16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter()
+        .map(|&x| {
+            let x = if x.is_nan() {
+                x
+            } else {
+                x.clamp(-65504.0, 65504.0)
+            };
+            half::f16::from_f32(x).to_bits()
+        })
+        .collect()
+}
+
 /// Scratch sizes (floats) for the gathered matrix A and the GEMM result C with every tile active.
 pub fn scratch_sizes(plan: &Plan) -> (usize, usize) {
     let (mut a, mut c) = (0, 0);
@@ -363,6 +378,27 @@ pub fn check_plan(plan: &Plan, grid: &TileGrid) -> Result<()> {
 mod tests {
     use super::*;
     use crate::model::plan::{ConvSpec, Layer, View};
+
+    #[test]
+    fn f16_weight_bits_round_and_saturate() {
+        let tie = 1.0 / 2048.0; // half the f16 spacing at 1.0
+        let v = [
+            1.0,
+            -2.5,
+            65504.0,
+            1e6,
+            -1e6,
+            1.0 + tie,
+            1.0 + 3.0 * tie,
+            1e-9,
+            f32::NAN,
+        ];
+        let b = f16_bits(&v);
+        assert_eq!(&b[..5], &[0x3c00, 0xc100, 0x7bff, 0x7bff, 0xfbff]);
+        assert_eq!(&b[5..7], &[0x3c00, 0x3c02], "ties go to the even mantissa");
+        assert_eq!(b[7], 0, "below the smallest subnormal: zero");
+        assert!(half::f16::from_bits(b[8]).is_nan());
+    }
 
     fn conv_layer(
         input: View,

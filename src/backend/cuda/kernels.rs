@@ -47,6 +47,7 @@ pub const SOURCES: &[KernelSource] = &[
         source: include_str!("../../../cuda/conv.cu"),
         entries: &[
             "rd_im2col",
+            "rd_im2col_h",
             "rd_scatter_bias_act",
             "rd_depthwise",
             "rd_sgemm_rm",
@@ -201,7 +202,7 @@ fn missing_lib_message(what: &str, file: &str) -> String {
     )
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<String>() {
         s.clone()
     } else if let Some(s) = p.downcast_ref::<&str>() {

@@ -7,6 +7,7 @@
 mod backend;
 pub mod geometry;
 pub mod kernels;
+mod profile;
 
 use std::sync::Arc;
 
@@ -31,7 +32,14 @@ pub fn available(device_id: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn create(plan: Arc<Plan>, tile: usize, device_id: usize) -> Result<Box<dyn Backend>> {
+pub fn create(
+    plan: Arc<Plan>,
+    tile: usize,
+    device_id: usize,
+    opts: CudaOptions,
+) -> Result<Box<dyn Backend>> {
     available(device_id)?;
-    Ok(Box::new(CudaBackend::new(plan, tile, device_id)?))
+    Ok(Box::new(CudaBackend::with_options(
+        plan, tile, device_id, opts,
+    )?))
 }
