@@ -69,6 +69,16 @@ pub trait PixelSource: Sync {
     fn width(&self) -> usize;
     fn height(&self) -> usize;
     fn rgb(&self, x: usize, y: usize) -> [u8; 3];
+    /// RGB of the pixels (xs[i], y) as f32 planes: `out[c][i]` (xs has at most [`CHUNK`] entries).
+    #[inline(always)]
+    fn row_rgb(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {
+        for (i, &x) in xs.iter().enumerate() {
+            let p = self.rgb(x, y);
+            for c in 0..3 {
+                out[c][i] = p[c] as f32;
+            }
+        }
+    }
     /// `letterbox` of this frame, compiled for its pixel format (implementations call
     /// `letterbox_with(self, ...)`).
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox;
@@ -136,6 +146,38 @@ impl PixelSource for Yuv420Frame<'_> {
         };
         yuv_to_rgb(self.y[y * self.y_stride + x], u, v)
     }
+    /// Y, U and V of the pixels gathered first, then converted with the tables' float operations
+    /// in vector registers (the same bytes as `rgb`, without the table lookups).
+    #[inline(always)]
+    fn row_rgb(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {
+        let n = xs.len();
+        let (yrow, crow) = (y * self.y_stride, (y / 2) * self.uv_stride);
+        let mut yuv = [[0f32; CHUNK]; 3];
+        for (i, &x) in xs.iter().enumerate() {
+            yuv[0][i] = self.y[yrow + x] as f32;
+            let (u, v) = if self.interleaved {
+                let p = crow + (x / 2) * 2;
+                (self.u[p], self.u[p + 1])
+            } else {
+                (self.u[crow + x / 2], self.v[crow + x / 2])
+            };
+            yuv[1][i] = u as f32;
+            yuv[2][i] = v as f32;
+        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                let [out_r, out_g, out_b] = out;
+                for i in 0..n {
+                    let c = 1.164 * (yuv[0][i] - 16.0);
+                    let (d, e) = (yuv[1][i] - 128.0, yuv[2][i] - 128.0);
+                    out_r[i] = round_clamped(c + 1.596 * e);
+                    out_g[i] = round_clamped((c - 0.392 * d) - 0.813 * e);
+                    out_b[i] = round_clamped(c + 2.017 * d);
+                }
+            },
+        )
+    }
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
         letterbox_with(self, nw, nh, dst)
     }
@@ -186,12 +228,22 @@ fn yuv_tables() -> &'static YuvTables {
     })
 }
 
-/// `v.round().clamp(0.0, 255.0) as u8` without a call to the C library's `roundf`: the integer
-/// part, plus one where the (exact) fraction is at least a half. Negative values give 0 either way.
+/// `v.round().clamp(0.0, 255.0) as u8` (halves rounded up, NaN to 0) without a call to the C
+/// library's `roundf` and in a form that vectorises.
 #[inline(always)]
 fn round_u8(v: f32) -> u8 {
-    let t = v as i32;
-    t.saturating_add((v - t as f32 >= 0.5) as i32).clamp(0, 255) as u8
+    // SAFETY: round_clamped gives an integer in [0, 255].
+    unsafe { round_clamped(v).to_int_unchecked::<u8>() }
+}
+
+/// `v` clamped to [0, 255] and rounded, halves up (NaN gives 0): the integer part, plus one
+/// where the (exact) fraction is at least a half.
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min turn it into 0
+fn round_clamped(v: f32) -> f32 {
+    let v = v.max(0.0).min(255.0);
+    let f = v.floor();
+    f + (v - f >= 0.5) as u32 as f32
 }
 
 /// Letterboxes `src` into `dst` (packed RGB, `nw`×`nh`) with bilinear sampling.
@@ -221,8 +273,12 @@ fn sampling(
         .collect()
 }
 
+/// Output pixels per block of the letterbox's row loop (taps gathered, then blended in vectors).
+pub const CHUNK: usize = 64;
+
 /// `letterbox` for one pixel format: the taps of every column and row are computed once, rows in
-/// parallel; the pixel reads inline.
+/// parallel; per block of [`CHUNK`] output pixels the four taps' RGB are gathered into planes
+/// (`PixelSource::row_rgb`) and blended in vector registers.
 pub fn letterbox_with<S: PixelSource + ?Sized>(
     src: &S,
     nw: usize,
@@ -233,6 +289,12 @@ pub fn letterbox_with<S: PixelSource + ?Sized>(
     let lb = Letterbox::fit(src.width(), src.height(), nw, nh);
     let cols = sampling(nw, lb.off_x, lb.scale, src.width());
     let rows = sampling(nh, lb.off_y, lb.scale, src.height());
+    // Border columns are the ones at either end.
+    let first = cols.iter().position(Option::is_some).unwrap_or(nw);
+    let end = cols
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(first, |i| i + 1);
     dst.par_chunks_mut(nw * 3)
         .zip(rows.par_iter())
         .for_each(|(row, ry)| {
@@ -240,25 +302,62 @@ pub fn letterbox_with<S: PixelSource + ?Sized>(
                 row.fill(PAD_VALUE);
                 return;
             };
-            for (out, cx) in row.chunks_exact_mut(3).zip(&cols) {
-                let Some((x0, x1, ax)) = *cx else {
-                    out.fill(PAD_VALUE);
-                    continue;
-                };
-                let (p00, p01, p10, p11) = (
-                    src.rgb(x0, y0),
-                    src.rgb(x1, y0),
-                    src.rgb(x0, y1),
-                    src.rgb(x1, y1),
+            row[..first * 3].fill(PAD_VALUE);
+            row[end * 3..].fill(PAD_VALUE);
+            let mut c0 = first;
+            while c0 < end {
+                let n = (end - c0).min(CHUNK);
+                blend_block(
+                    src,
+                    &cols[c0..c0 + n],
+                    y0,
+                    y1,
+                    ay,
+                    &mut row[c0 * 3..(c0 + n) * 3],
                 );
-                for c in 0..3 {
-                    let top = p00[c] as f32 * (1.0 - ax) + p01[c] as f32 * ax;
-                    let bot = p10[c] as f32 * (1.0 - ax) + p11[c] as f32 * ax;
-                    out[c] = round_u8(top * (1.0 - ay) + bot * ay);
-                }
+                c0 += n;
             }
         });
     lb
+}
+
+/// Bilinear blend of up to [`CHUNK`] output pixels of one row (every column inside the image).
+#[inline(always)]
+fn blend_block<S: PixelSource + ?Sized>(
+    src: &S,
+    cols: &[Option<(usize, usize, f32)>],
+    y0: usize,
+    y1: usize,
+    ay: f32,
+    out: &mut [u8],
+) {
+    let n = cols.len();
+    let (mut xs0, mut xs1, mut ax) = ([0usize; CHUNK], [0usize; CHUNK], [0f32; CHUNK]);
+    for (i, c) in cols.iter().enumerate() {
+        let (x0, x1, a) = c.expect("columns inside the image");
+        (xs0[i], xs1[i], ax[i]) = (x0, x1, a);
+    }
+    let mut p = [[[0f32; CHUNK]; 3]; 4];
+    src.row_rgb(y0, &xs0[..n], &mut p[0]);
+    src.row_rgb(y0, &xs1[..n], &mut p[1]);
+    src.row_rgb(y1, &xs0[..n], &mut p[2]);
+    src.row_rgb(y1, &xs1[..n], &mut p[3]);
+    let mut rgb = [[0u8; CHUNK]; 3];
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (c, plane) in rgb.iter_mut().enumerate() {
+                for i in 0..n {
+                    let top = p[0][c][i] * (1.0 - ax[i]) + p[1][c][i] * ax[i];
+                    let bot = p[2][c][i] * (1.0 - ax[i]) + p[3][c][i] * ax[i];
+                    plane[i] = round_u8(top * (1.0 - ay) + bot * ay);
+                }
+            }
+        },
+    );
+    for (i, px) in out.chunks_exact_mut(3).enumerate() {
+        px.copy_from_slice(&[rgb[0][i], rgb[1][i], rgb[2][i]]);
+    }
 }
 
 impl InputNorm {
@@ -297,6 +396,39 @@ mod tests {
             -1e9,
         ] {
             assert_eq!(round_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
+    }
+
+    /// `round_u8` rounds halves up and clamps, like `round` then `clamp`: around every half and
+    /// integer in and beyond [0, 255] (each with its neighbouring floats), and on a fine grid.
+    #[test]
+    fn round_u8_rounds_and_clamps() {
+        let want = |v: f32| {
+            if v.is_nan() {
+                0
+            } else {
+                v.round().clamp(0.0, 255.0) as u8
+            }
+        };
+        let mut vals = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            1e30,
+            -1e30,
+        ];
+        for k in -20..=540 {
+            let v = k as f32 * 0.5;
+            vals.extend([
+                v,
+                f32::from_bits(v.to_bits() + 1),
+                f32::from_bits(v.to_bits().max(1) - 1),
+            ]);
+        }
+        vals.extend((-4096..300 * 4096).map(|i| i as f32 / 4096.0));
+        for v in vals {
+            assert_eq!(round_u8(v), want(v), "{v:e}");
         }
     }
 
