@@ -39,9 +39,13 @@ __device__ __forceinline__ float rd_neg_inf() { return __int_as_float(0xff800000
 // cuda_fp16.h here.)
 __device__ __forceinline__ u16 rd_f16_bits(float x) {
     if (x == x) x = fminf(fmaxf(x, -65504.0f), 65504.0f);
+#ifdef RD_HOST_EMU
+    return rd_emu_f16_bits(x); // tests/cuda_emu/emu.hpp
+#else
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
     return h;
+#endif
 }
 
 // Stores v into an f32 matrix, or into an f16 one (as bits).

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: real assets, frames, comparisons.
 #![allow(dead_code)]
 
+pub mod synthetic;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -17,10 +17,9 @@ use cudarc::driver::{
     PushKernelArg,
 };
 
-use super::geometry::{
-    self, act_code, binop_code, max_tile_px, pool_code, Dims, FixedPacker, TilePacker,
-};
+use super::geometry::{self, max_tile_px, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
+use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
 use crate::backend::{Backend, Precision, StepTiles};
 use crate::error::{Error, Result};
@@ -108,41 +107,8 @@ impl<T: Copy> Drop for Pinned<T> {
     }
 }
 
-/// Launches `$func` with `$dims` and the listed arguments (u64 device pointers, i32, f32).
-macro_rules! launch {
-    ($stream:expr, $func:expr, $dims:expr; $($arg:expr),* $(,)?) => {{
-        let dims: Dims = $dims;
-        let mut b = $stream.launch_builder($func);
-        $( let a = $arg; b.arg(&a); )*
-        // SAFETY: the argument lists match the kernel signatures in cuda/*.cu, and every pointer
-        // addresses a live allocation of this backend sized by the plan (see geometry.rs).
-        unsafe {
-            b.launch(LaunchConfig { grid_dim: dims.grid, block_dim: dims.block, shared_mem_bytes: 0 })
-        }
-        .map(|_| ())
-        .map_err(drv("kernel launch"))
-    }};
-}
-
-struct Kernels {
-    input_norm: CudaFunction,
-    im2col: CudaFunction,
-    im2col_h: CudaFunction,
-    scatter: CudaFunction,
-    depthwise: CudaFunction,
-    sgemm: CudaFunction,
-    pool: CudaFunction,
-    resize: CudaFunction,
-    affine: CudaFunction,
-    unary: CudaFunction,
-    binary: CudaFunction,
-    gather: CudaFunction,
-    export: CudaFunction,
-    gap: CudaFunction,
-    tile_diff: CudaFunction,
-    mask_dilate: CudaFunction,
-    ref_update: CudaFunction,
-}
+/// The loaded kernels, indexed like [`Kernel::ALL`].
+struct Kernels(Vec<CudaFunction>);
 
 impl Kernels {
     fn load(ctx: &Arc<CudaContext>, ptx: &PtxSet) -> Result<Self> {
@@ -159,32 +125,23 @@ impl Kernels {
                 funcs.push((name, module.load_function(name).map_err(drv(name))?));
             }
         }
-        let mut get = |name: &str| -> Result<CudaFunction> {
-            let i = funcs
-                .iter()
-                .position(|(n, _)| *n == name)
-                .ok_or_else(|| Error::Backend(format!("kernel {name} missing from the PTX")))?;
-            Ok(funcs.swap_remove(i).1)
-        };
-        Ok(Kernels {
-            input_norm: get("rd_input_norm")?,
-            im2col: get("rd_im2col")?,
-            im2col_h: get("rd_im2col_h")?,
-            scatter: get("rd_scatter_bias_act")?,
-            depthwise: get("rd_depthwise")?,
-            sgemm: get("rd_sgemm_rm")?,
-            pool: get("rd_pool")?,
-            resize: get("rd_resize")?,
-            affine: get("rd_affine")?,
-            unary: get("rd_unary")?,
-            binary: get("rd_binary")?,
-            gather: get("rd_gather")?,
-            export: get("rd_export_nchw")?,
-            gap: get("rd_global_avg_pool")?,
-            tile_diff: get("rd_tile_diff")?,
-            mask_dilate: get("rd_mask_dilate")?,
-            ref_update: get("rd_ref_update")?,
-        })
+        let all = Kernel::ALL
+            .iter()
+            .map(|k| {
+                let i = funcs
+                    .iter()
+                    .position(|(n, _)| *n == k.entry())
+                    .ok_or_else(|| {
+                        Error::Backend(format!("kernel {} missing from the PTX", k.entry()))
+                    })?;
+                Ok(funcs[i].1.clone())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Kernels(all))
+    }
+
+    fn get(&self, k: Kernel) -> &CudaFunction {
+        &self.0[Kernel::ALL.iter().position(|&x| x == k).unwrap_or(0)]
     }
 }
 
@@ -214,17 +171,6 @@ enum StepDev {
     Gather(CudaSlice<u32>),
     /// Result of an Export / GlobalPool step, downloaded into its slot.
     Out(CudaSlice<f32>),
-}
-
-/// Where one layer launch finds its tile list (device addresses) and how much it covers.
-#[derive(Clone, Copy)]
-struct LayerLists {
-    tiles: u64,
-    rows: u64,
-    /// Tile blocks to launch (entries of the list; graph lists are padded with NO_TILE).
-    n: usize,
-    /// GEMM rows.
-    m: usize,
 }
 
 /// What a frame does, in order, when it replays graphs.
@@ -311,6 +257,8 @@ pub struct CudaBackend {
     weight_bytes: usize,
     /// Per-step GPU times and host phases (REGIONDROP_PROFILE=1).
     profile: Option<Profile>,
+    /// Device addresses of the buffers, scratch and step constants (fixed once built).
+    addrs: Addrs,
 }
 
 impl CudaBackend {
@@ -491,6 +439,7 @@ impl CudaBackend {
             precision: opts.precision,
             weight_bytes,
             profile: Profile::from_env(&ctx, plan.steps.len())?,
+            addrs: Addrs::default(),
             bufs,
             steps,
             slots,
@@ -501,6 +450,7 @@ impl CudaBackend {
             grid,
             plan,
         };
+        backend.addrs = backend.addresses();
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
             || !std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "1" || v == "true");
@@ -657,10 +607,23 @@ impl CudaBackend {
         if uploaded {
             // The tiles of this frame (fired and refreshed) become the detection reference.
             let g = self.grid;
-            launch!(self.stream, &self.k.ref_update,
-                Dims { grid: (tiles.len() as u32, 4, 1), block: (256, 1, 1) };
-                self.ptr(&self.rgb), self.ptr(&self.det.reference), w as i32, h as i32,
-                g.tile as i32, g.cols as i32, tl, 0u64)?;
+            self.launch(
+                Kernel::RefUpdate,
+                Dims {
+                    grid: (tiles.len() as u32, 4, 1),
+                    block: (256, 1, 1),
+                },
+                &kargs!(
+                    self.ptr(&self.rgb),
+                    self.ptr(&self.det.reference),
+                    w as i32,
+                    h as i32,
+                    g.tile as i32,
+                    g.cols as i32,
+                    tl,
+                    0u64
+                ),
+            )?;
         }
         let b0 = &self.plan.buffers[0];
         let (tw, th) = max_tile_px(&self.grid, b0);
@@ -668,10 +631,27 @@ impl CudaBackend {
             return Ok(());
         };
         let taps = norm.channel_taps();
-        launch!(self.stream, &self.k.input_norm, d;
-            self.ptr(&self.rgb), self.ptr(&self.bufs[0]), b0.c as i32, w as i32, h as i32,
-            self.ptr(&self.input_tiles), (self.grid.tile / b0.scale.max(1)) as i32, self.grid.cols as i32,
-            taps[0].1, taps[1].1, taps[2].1, taps[0].2, taps[1].2, taps[2].2, norm.bgr as i32)
+        self.launch(
+            Kernel::InputNorm,
+            d,
+            &kargs!(
+                self.ptr(&self.rgb),
+                self.ptr(&self.bufs[0]),
+                b0.c as i32,
+                w as i32,
+                h as i32,
+                self.ptr(&self.input_tiles),
+                (self.grid.tile / b0.scale.max(1)) as i32,
+                self.grid.cols as i32,
+                taps[0].1,
+                taps[1].1,
+                taps[2].1,
+                taps[0].2,
+                taps[1].2,
+                taps[2].2,
+                norm.bgr as i32
+            ),
+        )
     }
 
     /// Waits for the stream; with profiling on, counts the wait.
@@ -736,16 +716,45 @@ impl CudaBackend {
         self.upload_frame(rgb)?;
         let n = g.len();
         let force = !self.det.valid;
-        launch!(self.stream, &self.k.tile_diff,
-            Dims { grid: (n as u32, 1, 1), block: (256, 1, 1) };
-            self.ptr(&self.rgb), self.ptr(&self.det.reference), w as i32, h as i32,
-            g.tile as i32, g.cols as i32, match metric { DiffMetric::Max => 0i32, DiffMetric::Mean => 1 },
-            threshold, force as i32, self.ptr(&self.det.score), self.ptr(&self.det.raw))?;
+        let metric = match metric {
+            DiffMetric::Max => 0i32,
+            DiffMetric::Mean => 1,
+        };
+        self.launch(
+            Kernel::TileDiff,
+            Dims {
+                grid: (n as u32, 1, 1),
+                block: (256, 1, 1),
+            },
+            &kargs!(
+                self.ptr(&self.rgb),
+                self.ptr(&self.det.reference),
+                w as i32,
+                h as i32,
+                g.tile as i32,
+                g.cols as i32,
+                metric,
+                threshold,
+                force as i32,
+                self.ptr(&self.det.score),
+                self.ptr(&self.det.raw)
+            ),
+        )?;
         let src = if dilation > 0 && !force {
-            launch!(self.stream, &self.k.mask_dilate,
-                Dims { grid: ((n as u32).div_ceil(128), 1, 1), block: (128, 1, 1) };
-                self.ptr(&self.det.raw), self.ptr(&self.det.dilated), g.cols as i32, g.rows as i32,
-                dilation as i32)?;
+            self.launch(
+                Kernel::MaskDilate,
+                Dims {
+                    grid: ((n as u32).div_ceil(128), 1, 1),
+                    block: (128, 1, 1),
+                },
+                &kargs!(
+                    self.ptr(&self.det.raw),
+                    self.ptr(&self.det.dilated),
+                    g.cols as i32,
+                    g.rows as i32,
+                    dilation as i32
+                ),
+            )?;
             self.ptr(&self.det.dilated)
         } else {
             self.ptr(&self.det.raw)
@@ -789,250 +798,47 @@ impl CudaBackend {
         p
     }
 
-    /// Device address of channel `c_off` of buffer `buf`.
-    fn view_ptr(&self, buf: usize, c_off: usize) -> u64 {
-        self.ptr(&self.bufs[buf]) + (c_off * 4) as u64
-    }
-
-    /// Row-major C[m×n] (f32) = A[m×k]·W[k×n]; A and W are f32, or f16 bits when `half` (then
-    /// on the tensor cores with f32 accumulation).
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
-        match &self.blas {
-            Some(blas) if half => {
-                use cudarc::cublas::sys::{
-                    cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t,
-                    cublasOperation_t::CUBLAS_OP_N, cudaDataType::CUDA_R_16F,
-                    cudaDataType::CUDA_R_32F,
-                };
-                let (alpha, beta) = (1.0f32, 0.0f32);
-                // As below: row-major C = A·W is column-major Cᵀ = Wᵀ·Aᵀ.
-                // SAFETY: as below; A and W hold f16 values (2 bytes each) of the same counts.
-                unsafe {
-                    cudarc::cublas::result::gemm_ex(
-                        *blas.handle(),
-                        CUBLAS_OP_N,
-                        CUBLAS_OP_N,
-                        n as i32,
-                        m as i32,
-                        k as i32,
-                        (&alpha as *const f32).cast(),
-                        w as *const std::ffi::c_void,
-                        CUDA_R_16F,
-                        n as i32,
-                        a as *const std::ffi::c_void,
-                        CUDA_R_16F,
-                        k as i32,
-                        (&beta as *const f32).cast(),
-                        c as *mut std::ffi::c_void,
-                        CUDA_R_32F,
-                        n as i32,
-                        CUBLAS_COMPUTE_32F,
-                        cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                    )
-                }
-                .map_err(drv("cuBLAS GemmEx f16"))
-            }
-            Some(blas) => {
-                use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
-                let (alpha, beta) = (1.0f32, 0.0f32);
-                // Row-major C[m×n] = A[m×k]·W[k×n] is column-major Cᵀ = Wᵀ·Aᵀ.
-                // SAFETY: pointers address allocations of at least these sizes (scratch sized
-                // for all tiles, weights per group).
-                unsafe {
-                    cudarc::cublas::result::sgemm(
-                        *blas.handle(),
-                        CUBLAS_OP_N,
-                        CUBLAS_OP_N,
-                        n as i32,
-                        m as i32,
-                        k as i32,
-                        &alpha,
-                        w as *const f32,
-                        n as i32,
-                        a as *const f32,
-                        k as i32,
-                        &beta,
-                        c as *mut f32,
-                        n as i32,
-                    )
-                }
-                .map_err(drv("cuBLAS sgemm"))
-            }
-            None if half => Err(Error::Backend("an f16 GEMM without cuBLAS".into())),
-            None => match geometry::gemm_launch(m, n)? {
-                Some(d) => {
-                    launch!(self.stream, &self.k.sgemm, d; a, w, c, m as i32, n as i32, k as i32)
-                }
-                None => Ok(()),
-            },
+    /// The device addresses the launches use (allocations never move once built).
+    fn addresses(&self) -> Addrs {
+        let steps = self
+            .steps
+            .iter()
+            .map(|d| match d {
+                StepDev::None => StepPtrs::None,
+                StepDev::Conv { w, b, w16 } => StepPtrs::Conv {
+                    w: self.ptr(w),
+                    b: self.ptr(b),
+                    w16: w16.as_ref().map(|w| self.ptr(w)),
+                },
+                StepDev::Resize(r) => StepPtrs::Resize([
+                    self.ptr(&r.y[0]),
+                    self.ptr(&r.y[1]),
+                    self.ptr(&r.yf),
+                    self.ptr(&r.x[0]),
+                    self.ptr(&r.x[1]),
+                    self.ptr(&r.xf),
+                ]),
+                StepDev::Affine { scale, shift } => StepPtrs::Affine {
+                    scale: self.ptr(scale),
+                    shift: self.ptr(shift),
+                },
+                StepDev::Rhs(d) => StepPtrs::Rhs(self.ptr(d), d.len()),
+                StepDev::Gather(p) => StepPtrs::Gather(self.ptr(p)),
+                StepDev::Out(o) => StepPtrs::Out(self.ptr(o)),
+            })
+            .collect();
+        Addrs {
+            bufs: self.bufs.iter().map(|b| self.ptr(b)).collect(),
+            steps,
+            scratch_a: self.ptr(&self.scratch_a),
+            scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
+            scratch_c: self.ptr(&self.scratch_c),
         }
     }
 
     /// Launches the kernels of a Layer, GlobalPool or Export step (nothing on the host).
     fn launch_step(&self, si: usize, ll: LayerLists) -> Result<()> {
-        let plan = &self.plan;
-        match &plan.steps[si] {
-            Step::Layer(_) => self.run_layer(si, ll),
-            Step::GlobalPool { input, .. } => {
-                let b = &plan.buffers[input.buf];
-                if let (Some(d), StepDev::Out(o)) = (geometry::gap_launch(input.c), &self.steps[si])
-                {
-                    let inp = self.view_ptr(input.buf, input.c_off);
-                    launch!(self.stream, &self.k.gap, d;
-                        inp, b.c as i32, b.h as i32, b.w as i32, input.c as i32, self.ptr(o))?;
-                }
-                Ok(())
-            }
-            Step::Export { input, .. } => {
-                let b = &plan.buffers[input.buf];
-                if let (Some(d), StepDev::Out(o)) = (
-                    geometry::linear_launch(input.c * b.h * b.w),
-                    &self.steps[si],
-                ) {
-                    let inp = self.view_ptr(input.buf, input.c_off);
-                    launch!(self.stream, &self.k.export, d;
-                        inp, b.c as i32, b.h as i32, b.w as i32, input.c as i32, self.ptr(o))?;
-                }
-                Ok(())
-            }
-            Step::Rearrange { .. } | Step::Generic { .. } => Ok(()),
-        }
-    }
-
-    fn run_layer(&self, si: usize, sl: LayerLists) -> Result<()> {
-        let plan = self.plan.clone();
-        let Step::Layer(l) = &plan.steps[si] else {
-            return Ok(());
-        };
-        if sl.n == 0 {
-            return Ok(());
-        }
-        let g = self.grid;
-        let ib = &plan.buffers[l.input.buf];
-        let ob = &plan.buffers[l.output.buf];
-        let ts = (g.tile / ob.scale.max(1)) as i32;
-        let cols = g.cols as i32;
-        let (tw, th) = max_tile_px(&g, ob);
-        let (tiles, rows) = (sl.tiles, sl.rows);
-        let inp = self.view_ptr(l.input.buf, l.input.c_off);
-        let out = self.view_ptr(l.output.buf, l.output.c_off);
-        let (ip, op) = (ib.c as i32, ob.c as i32);
-        let (ih, iw, oh, ow) = (ib.h as i32, ib.w as i32, ob.h as i32, ob.w as i32);
-        let oc = l.output.c;
-        let n_t = sl.n;
-        let s = &self.stream;
-        match (&l.op, &self.steps[si]) {
-            (LayerOp::Conv(c), StepDev::Conv { w, b, w16 }) => {
-                let bp = self.ptr(b);
-                let (act, p0, p1) = act_code(c.act);
-                let conv_i =
-                    [c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, c.pad_t, c.pad_l].map(|v| v as i32);
-                if c.depthwise() {
-                    let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                        return Ok(());
-                    };
-                    return launch!(s, &self.k.depthwise, d;
-                        inp, ip, ih, iw, out, op, oh, ow, self.ptr(w), bp, oc as i32,
-                        conv_i[0], conv_i[1], conv_i[2], conv_i[3], conv_i[4], conv_i[5], conv_i[6], conv_i[7],
-                        tiles, ts, cols, act, p0, p1);
-                }
-                let (k, n, cig) = (c.k_per_group(), c.n_per_group(), c.cin / c.groups);
-                // f16 operands (2 bytes) when this layer has an f16 weight copy, else f32.
-                let (im2col, a, wp, op_bytes) = match (w16, &self.scratch_a16) {
-                    (Some(w16), Some(a16)) => (&self.k.im2col_h, self.ptr(a16), self.ptr(w16), 2),
-                    _ => (&self.k.im2col, self.ptr(&self.scratch_a), self.ptr(w), 4),
-                };
-                let cm = self.ptr(&self.scratch_c);
-                for gi in 0..c.groups {
-                    let gin = inp + (gi * cig * 4) as u64;
-                    if let Some(d) = geometry::tile_launch(n_t, tw * th * k)? {
-                        launch!(s, im2col, d;
-                            gin, ip, ih, iw, a, tiles, rows, ts, cols, oh, ow,
-                            conv_i[0], conv_i[1], conv_i[2], conv_i[3], conv_i[4], conv_i[5], conv_i[6], conv_i[7],
-                            cig as i32, c.transposed as i32)?;
-                    }
-                    let wg = wp + (gi * k * n * op_bytes) as u64;
-                    self.gemm(sl.m, n, k, a, wg, cm, op_bytes == 2)?;
-                    if let Some(d) = geometry::tile_launch(n_t, tw * th * n)? {
-                        launch!(s, &self.k.scatter, d;
-                            cm, n as i32, bp + (gi * n * 4) as u64, out + (gi * n * 4) as u64, op, oh, ow,
-                            tiles, rows, ts, cols, act, p0, p1)?;
-                    }
-                }
-                Ok(())
-            }
-            (LayerOp::Pool(p), _) => {
-                let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                    return Ok(());
-                };
-                launch!(s, &self.k.pool, d;
-                    inp, ip, ih, iw, out, op, oh, ow, oc as i32, pool_code(p.kind),
-                    p.kh as i32, p.kw as i32, p.sh as i32, p.sw as i32, p.pad_t as i32, p.pad_l as i32,
-                    tiles, ts, cols)
-            }
-            (LayerOp::Resize { .. }, StepDev::Resize(r)) => {
-                let ResizeDev { y, yf, x, xf } = &**r;
-                let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                    return Ok(());
-                };
-                launch!(s, &self.k.resize, d;
-                    inp, ip, iw, out, op, oh, ow, oc as i32,
-                    self.ptr(&y[0]), self.ptr(&y[1]), self.ptr(yf), self.ptr(&x[0]), self.ptr(&x[1]), self.ptr(xf),
-                    tiles, ts, cols)
-            }
-            (LayerOp::Affine { act, .. }, StepDev::Affine { scale, shift }) => {
-                let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                    return Ok(());
-                };
-                let (a, p0, p1) = act_code(*act);
-                launch!(s, &self.k.affine, d;
-                    inp, ip, out, op, oh, ow, oc as i32, self.ptr(scale), self.ptr(shift), a, p0, p1, tiles, ts, cols)
-            }
-            (LayerOp::Unary(act), _) => {
-                let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                    return Ok(());
-                };
-                let (a, p0, p1) = act_code(*act);
-                launch!(s, &self.k.unary, d; inp, ip, out, op, oh, ow, oc as i32, a, p0, p1, tiles, ts, cols)
-            }
-            (LayerOp::Binary { op: bop, rhs, act }, dev) => {
-                let (rp, rpitch, rc) = match (rhs, dev) {
-                    (Operand::View(v), _) => (
-                        self.view_ptr(v.buf, v.c_off),
-                        plan.buffers[v.buf].c as i32,
-                        v.c as i32,
-                    ),
-                    (Operand::Channels(_), StepDev::Rhs(d)) => (self.ptr(d), 0, d.len() as i32),
-                    (Operand::Slot(slot), StepDev::Rhs(d)) => {
-                        let data = &self.slots[*slot].data;
-                        (self.ptr(d), 0, data.len().min(d.len()) as i32)
-                    }
-                    _ => {
-                        return Err(Error::Backend(format!(
-                            "layer `{}`: binary operand not prepared",
-                            l.name
-                        )))
-                    }
-                };
-                let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                    return Ok(());
-                };
-                let (a, p0, p1) = act_code(*act);
-                launch!(s, &self.k.binary, d;
-                    inp, ip, rp, rpitch, rc, out, op, oh, ow, oc as i32, binop_code(*bop), a, p0, p1, tiles, ts, cols)
-            }
-            (LayerOp::Gather { .. }, StepDev::Gather(perm)) => {
-                let Some(d) = geometry::tile_launch(n_t, tw * th * oc)? else {
-                    return Ok(());
-                };
-                launch!(s, &self.k.gather, d; inp, ip, out, op, oh, ow, oc as i32, self.ptr(perm), tiles, ts, cols)
-            }
-            _ => Err(Error::Backend(format!(
-                "layer `{}`: device parameters missing",
-                l.name
-            ))),
-        }
+        layers::launch_step(self, &self.plan, &self.grid, &self.addrs, si, ll)
     }
 
     /// Downloads the results of Export / GlobalPool steps still on the device into their slots.
@@ -1237,7 +1043,7 @@ impl CudaBackend {
                     if sl.n > 0 {
                         self.upload_rhs(si)?;
                     }
-                    self.run_layer(
+                    self.launch_step(
                         si,
                         LayerLists {
                             tiles: base + (sl.tiles * 4) as u64,
@@ -1248,15 +1054,7 @@ impl CudaBackend {
                     )?;
                 }
                 Step::GlobalPool { .. } | Step::Export { .. } => {
-                    self.launch_step(
-                        si,
-                        LayerLists {
-                            tiles: 0,
-                            rows: 0,
-                            n: 0,
-                            m: 0,
-                        },
-                    )?;
+                    self.launch_step(si, LayerLists::NONE)?;
                     if matches!(self.steps[si], StepDev::Out(_)) {
                         self.pending.push(si);
                     }
@@ -1268,6 +1066,101 @@ impl CudaBackend {
             }
         }
         self.flush()
+    }
+}
+
+impl Launcher for CudaBackend {
+    fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
+        let mut b = self.stream.launch_builder(self.k.get(k));
+        for a in args {
+            match a {
+                KArg::Ptr(v) => b.arg(v),
+                KArg::I32(v) => b.arg(v),
+                KArg::F32(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: dims.grid,
+            block_dim: dims.block,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: layers.rs passes each kernel the argument list of its signature in cuda/*.cu,
+        // and every address is a live allocation of this backend sized by the plan (geometry.rs).
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(drv(k.entry()))
+    }
+
+    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
+        match &self.blas {
+            Some(blas) if half => {
+                use cudarc::cublas::sys::{
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t,
+                    cublasOperation_t::CUBLAS_OP_N, cudaDataType::CUDA_R_16F,
+                    cudaDataType::CUDA_R_32F,
+                };
+                let (alpha, beta) = (1.0f32, 0.0f32);
+                // As below: row-major C = A·W is column-major Cᵀ = Wᵀ·Aᵀ.
+                // SAFETY: as below; A and W hold f16 values (2 bytes each) of the same counts.
+                unsafe {
+                    cudarc::cublas::result::gemm_ex(
+                        *blas.handle(),
+                        CUBLAS_OP_N,
+                        CUBLAS_OP_N,
+                        n as i32,
+                        m as i32,
+                        k as i32,
+                        (&alpha as *const f32).cast(),
+                        w as *const std::ffi::c_void,
+                        CUDA_R_16F,
+                        n as i32,
+                        a as *const std::ffi::c_void,
+                        CUDA_R_16F,
+                        k as i32,
+                        (&beta as *const f32).cast(),
+                        c as *mut std::ffi::c_void,
+                        CUDA_R_32F,
+                        n as i32,
+                        CUBLAS_COMPUTE_32F,
+                        cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    )
+                }
+                .map_err(drv("cuBLAS GemmEx f16"))
+            }
+            Some(blas) => {
+                use cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N;
+                let (alpha, beta) = (1.0f32, 0.0f32);
+                // Row-major C[m×n] = A[m×k]·W[k×n] is column-major Cᵀ = Wᵀ·Aᵀ.
+                // SAFETY: pointers address allocations of at least these sizes (scratch sized
+                // for all tiles, weights per group).
+                unsafe {
+                    cudarc::cublas::result::sgemm(
+                        *blas.handle(),
+                        CUBLAS_OP_N,
+                        CUBLAS_OP_N,
+                        n as i32,
+                        m as i32,
+                        k as i32,
+                        &alpha,
+                        w as *const f32,
+                        n as i32,
+                        a as *const f32,
+                        k as i32,
+                        &beta,
+                        c as *mut f32,
+                        n as i32,
+                    )
+                }
+                .map_err(drv("cuBLAS sgemm"))
+            }
+            None if half => Err(Error::Backend("an f16 GEMM without cuBLAS".into())),
+            None => match geometry::gemm_launch(m, n)? {
+                Some(d) => self.launch(
+                    Kernel::Sgemm,
+                    d,
+                    &kargs!(a, w, c, m as i32, n as i32, k as i32),
+                ),
+                None => Ok(()),
+            },
+        }
     }
 }
 

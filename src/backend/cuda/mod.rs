@@ -7,6 +7,7 @@
 mod backend;
 pub mod geometry;
 pub mod kernels;
+pub mod layers;
 mod profile;
 
 use std::sync::Arc;

@@ -1,0 +1,478 @@
+//! What the device runs for each plan step: which kernels, over which tiles, with which
+//! arguments. Written against [`Launcher`] and plain addresses so the same code drives the GPU
+//! (the CUDA backend) and, in tests, the kernels compiled for the host (tests/cuda_emu), where the
+//! addresses are host pointers.
+
+use super::geometry::{self, act_code, binop_code, max_tile_px, pool_code, Dims};
+use crate::error::{Error, Result};
+use crate::mask::TileGrid;
+use crate::model::plan::{LayerOp, Operand, Plan, Step};
+
+/// Every kernel of `cuda/*.cu`, by its entry name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    InputNorm,
+    TileDiff,
+    MaskDilate,
+    MaskCompact,
+    RefUpdate,
+    Im2col,
+    Im2colH,
+    Scatter,
+    Depthwise,
+    Sgemm,
+    Pool,
+    Resize,
+    Affine,
+    Unary,
+    Binary,
+    Gather,
+    Export,
+    GlobalAvgPool,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 18] = [
+        Kernel::InputNorm,
+        Kernel::TileDiff,
+        Kernel::MaskDilate,
+        Kernel::MaskCompact,
+        Kernel::RefUpdate,
+        Kernel::Im2col,
+        Kernel::Im2colH,
+        Kernel::Scatter,
+        Kernel::Depthwise,
+        Kernel::Sgemm,
+        Kernel::Pool,
+        Kernel::Resize,
+        Kernel::Affine,
+        Kernel::Unary,
+        Kernel::Binary,
+        Kernel::Gather,
+        Kernel::Export,
+        Kernel::GlobalAvgPool,
+    ];
+
+    /// The `extern "C" __global__` name in `cuda/*.cu`.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Kernel::InputNorm => "rd_input_norm",
+            Kernel::TileDiff => "rd_tile_diff",
+            Kernel::MaskDilate => "rd_mask_dilate",
+            Kernel::MaskCompact => "rd_mask_compact",
+            Kernel::RefUpdate => "rd_ref_update",
+            Kernel::Im2col => "rd_im2col",
+            Kernel::Im2colH => "rd_im2col_h",
+            Kernel::Scatter => "rd_scatter_bias_act",
+            Kernel::Depthwise => "rd_depthwise",
+            Kernel::Sgemm => "rd_sgemm_rm",
+            Kernel::Pool => "rd_pool",
+            Kernel::Resize => "rd_resize",
+            Kernel::Affine => "rd_affine",
+            Kernel::Unary => "rd_unary",
+            Kernel::Binary => "rd_binary",
+            Kernel::Gather => "rd_gather",
+            Kernel::Export => "rd_export_nchw",
+            Kernel::GlobalAvgPool => "rd_global_avg_pool",
+        }
+    }
+
+    /// Whether the kernel synchronises its block's threads (`__syncthreads`).
+    pub fn syncs_threads(self) -> bool {
+        matches!(
+            self,
+            Kernel::TileDiff | Kernel::MaskCompact | Kernel::Sgemm | Kernel::GlobalAvgPool
+        )
+    }
+}
+
+/// One kernel argument: a device address, an `int` or a `float`.
+#[derive(Clone, Copy, Debug)]
+pub enum KArg {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+}
+
+impl From<u64> for KArg {
+    fn from(v: u64) -> Self {
+        KArg::Ptr(v)
+    }
+}
+
+impl From<i32> for KArg {
+    fn from(v: i32) -> Self {
+        KArg::I32(v)
+    }
+}
+
+impl From<f32> for KArg {
+    fn from(v: f32) -> Self {
+        KArg::F32(v)
+    }
+}
+
+/// Builds a `[KArg; N]` from addresses (u64), ints (i32) and floats (f32).
+macro_rules! kargs {
+    ($($a:expr),* $(,)?) => { [$($crate::backend::cuda::layers::KArg::from($a)),*] };
+}
+pub(crate) use kargs;
+
+/// Runs kernels and GEMMs, in order.
+pub trait Launcher {
+    fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()>;
+    /// Row-major C[m×n] (f32) = A[m×k]·W[k×n]; A and W are f32, or f16 bits when `half`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()>;
+}
+
+/// Device addresses of one step's constants.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum StepPtrs {
+    #[default]
+    None,
+    Conv {
+        w: u64,
+        b: u64,
+        /// The f16 copy of the weights (precision f16, not depthwise).
+        w16: Option<u64>,
+    },
+    /// Taps of a Resize: y i0, y i1, y frac, x i0, x i1, x frac.
+    Resize([u64; 6]),
+    Affine {
+        scale: u64,
+        shift: u64,
+    },
+    /// Right operand of a Binary layer given as channels (or a slot uploaded before the step):
+    /// address and number of values.
+    Rhs(u64, usize),
+    Gather(u64),
+    /// Result of an Export / GlobalPool step.
+    Out(u64),
+}
+
+/// Where everything a frame's launches touch lives.
+#[derive(Clone, Debug, Default)]
+pub struct Addrs {
+    /// Base address of each feature buffer of the plan (NHWC f32).
+    pub bufs: Vec<u64>,
+    pub steps: Vec<StepPtrs>,
+    /// Gathered GEMM operand (f32), its f16 twin (precision f16) and the GEMM result.
+    pub scratch_a: u64,
+    pub scratch_a16: Option<u64>,
+    pub scratch_c: u64,
+}
+
+impl Addrs {
+    /// Address of channel `c_off` of buffer `buf`.
+    pub fn view(&self, buf: usize, c_off: usize) -> u64 {
+        self.bufs[buf] + (c_off * 4) as u64
+    }
+}
+
+/// Where one layer launch finds its tile list (device addresses) and how much it covers.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerLists {
+    pub tiles: u64,
+    pub rows: u64,
+    /// Tile blocks to launch (entries of the list; graph lists are padded with NO_TILE).
+    pub n: usize,
+    /// GEMM rows.
+    pub m: usize,
+}
+
+impl LayerLists {
+    pub const NONE: LayerLists = LayerLists {
+        tiles: 0,
+        rows: 0,
+        n: 0,
+        m: 0,
+    };
+}
+
+/// Launches the kernels of a Layer, GlobalPool or Export step (Rearrange and Generic steps run on
+/// the host and launch nothing).
+pub fn launch_step(
+    dev: &impl Launcher,
+    plan: &Plan,
+    grid: &TileGrid,
+    addrs: &Addrs,
+    si: usize,
+    ll: LayerLists,
+) -> Result<()> {
+    match (&plan.steps[si], addrs.steps[si]) {
+        (Step::Layer(_), _) => launch_layer(dev, plan, grid, addrs, si, ll),
+        (Step::GlobalPool { input, .. }, StepPtrs::Out(o)) => {
+            let b = &plan.buffers[input.buf];
+            match geometry::gap_launch(input.c) {
+                Some(d) => dev.launch(
+                    Kernel::GlobalAvgPool,
+                    d,
+                    &kargs!(
+                        addrs.view(input.buf, input.c_off),
+                        b.c as i32,
+                        b.h as i32,
+                        b.w as i32,
+                        input.c as i32,
+                        o
+                    ),
+                ),
+                None => Ok(()),
+            }
+        }
+        (Step::Export { input, .. }, StepPtrs::Out(o)) => {
+            let b = &plan.buffers[input.buf];
+            match geometry::linear_launch(input.c * b.h * b.w) {
+                Some(d) => dev.launch(
+                    Kernel::Export,
+                    d,
+                    &kargs!(
+                        addrs.view(input.buf, input.c_off),
+                        b.c as i32,
+                        b.h as i32,
+                        b.w as i32,
+                        input.c as i32,
+                        o
+                    ),
+                ),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Launches one layer over the tiles of `ll`.
+pub fn launch_layer(
+    dev: &impl Launcher,
+    plan: &Plan,
+    grid: &TileGrid,
+    addrs: &Addrs,
+    si: usize,
+    ll: LayerLists,
+) -> Result<()> {
+    let Step::Layer(l) = &plan.steps[si] else {
+        return Ok(());
+    };
+    if ll.n == 0 {
+        return Ok(());
+    }
+    let ib = &plan.buffers[l.input.buf];
+    let ob = &plan.buffers[l.output.buf];
+    let ts = (grid.tile / ob.scale.max(1)) as i32;
+    let cols = grid.cols as i32;
+    let (tw, th) = max_tile_px(grid, ob);
+    let tiles = ll.tiles;
+    let inp = addrs.view(l.input.buf, l.input.c_off);
+    let out = addrs.view(l.output.buf, l.output.c_off);
+    let (ip, op) = (ib.c as i32, ob.c as i32);
+    let (ih, iw, oh, ow) = (ib.h as i32, ib.w as i32, ob.h as i32, ob.w as i32);
+    let oc = l.output.c;
+    // Launch geometry of the one-thread-per-output-element kernels.
+    let per_px = |n: usize| geometry::tile_launch(ll.n, tw * th * n);
+    let missing = || {
+        Err(Error::Backend(format!(
+            "layer `{}`: device parameters missing",
+            l.name
+        )))
+    };
+    let ptrs = addrs.steps[si];
+    match &l.op {
+        LayerOp::Conv(c) => {
+            let StepPtrs::Conv { w, b, w16 } = ptrs else {
+                return missing();
+            };
+            let (act, p0, p1) = act_code(c.act);
+            let g = [c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, c.pad_t, c.pad_l].map(|v| v as i32);
+            if c.depthwise() {
+                let Some(d) = per_px(oc)? else { return Ok(()) };
+                return dev.launch(
+                    Kernel::Depthwise,
+                    d,
+                    &kargs!(
+                        inp, ip, ih, iw, out, op, oh, ow, w, b, oc as i32, g[0], g[1], g[2], g[3],
+                        g[4], g[5], g[6], g[7], tiles, ts, cols, act, p0, p1
+                    ),
+                );
+            }
+            let (k, n, cig) = (c.k_per_group(), c.n_per_group(), c.cin / c.groups);
+            // f16 operands (2 bytes) when this layer has an f16 weight copy, else f32.
+            let (im2col, a, wp, op_bytes) = match (w16, addrs.scratch_a16) {
+                (Some(w16), Some(a16)) => (Kernel::Im2colH, a16, w16, 2),
+                _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
+            };
+            let cm = addrs.scratch_c;
+            for gi in 0..c.groups {
+                let gin = inp + (gi * cig * 4) as u64;
+                if let Some(d) = per_px(k)? {
+                    dev.launch(
+                        im2col,
+                        d,
+                        &kargs!(
+                            gin,
+                            ip,
+                            ih,
+                            iw,
+                            a,
+                            tiles,
+                            ll.rows,
+                            ts,
+                            cols,
+                            oh,
+                            ow,
+                            g[0],
+                            g[1],
+                            g[2],
+                            g[3],
+                            g[4],
+                            g[5],
+                            g[6],
+                            g[7],
+                            cig as i32,
+                            c.transposed as i32
+                        ),
+                    )?;
+                }
+                let wg = wp + (gi * k * n * op_bytes) as u64;
+                dev.gemm(ll.m, n, k, a, wg, cm, op_bytes == 2)?;
+                if let Some(d) = per_px(n)? {
+                    dev.launch(
+                        Kernel::Scatter,
+                        d,
+                        &kargs!(
+                            cm,
+                            n as i32,
+                            b + (gi * n * 4) as u64,
+                            out + (gi * n * 4) as u64,
+                            op,
+                            oh,
+                            ow,
+                            tiles,
+                            ll.rows,
+                            ts,
+                            cols,
+                            act,
+                            p0,
+                            p1
+                        ),
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        LayerOp::Pool(p) => {
+            let Some(d) = per_px(oc)? else { return Ok(()) };
+            dev.launch(
+                Kernel::Pool,
+                d,
+                &kargs!(
+                    inp,
+                    ip,
+                    ih,
+                    iw,
+                    out,
+                    op,
+                    oh,
+                    ow,
+                    oc as i32,
+                    pool_code(p.kind),
+                    p.kh as i32,
+                    p.kw as i32,
+                    p.sh as i32,
+                    p.sw as i32,
+                    p.pad_t as i32,
+                    p.pad_l as i32,
+                    tiles,
+                    ts,
+                    cols
+                ),
+            )
+        }
+        LayerOp::Resize { .. } => {
+            let StepPtrs::Resize(r) = ptrs else {
+                return missing();
+            };
+            let Some(d) = per_px(oc)? else { return Ok(()) };
+            dev.launch(
+                Kernel::Resize,
+                d,
+                &kargs!(
+                    inp, ip, iw, out, op, oh, ow, oc as i32, r[0], r[1], r[2], r[3], r[4], r[5],
+                    tiles, ts, cols
+                ),
+            )
+        }
+        LayerOp::Affine { act, .. } => {
+            let StepPtrs::Affine { scale, shift } = ptrs else {
+                return missing();
+            };
+            let Some(d) = per_px(oc)? else { return Ok(()) };
+            let (a, p0, p1) = act_code(*act);
+            dev.launch(
+                Kernel::Affine,
+                d,
+                &kargs!(
+                    inp, ip, out, op, oh, ow, oc as i32, scale, shift, a, p0, p1, tiles, ts, cols
+                ),
+            )
+        }
+        LayerOp::Unary(act) => {
+            let Some(d) = per_px(oc)? else { return Ok(()) };
+            let (a, p0, p1) = act_code(*act);
+            dev.launch(
+                Kernel::Unary,
+                d,
+                &kargs!(inp, ip, out, op, oh, ow, oc as i32, a, p0, p1, tiles, ts, cols),
+            )
+        }
+        LayerOp::Binary { op: bop, rhs, act } => {
+            let (rp, rpitch, rc) = match (rhs, ptrs) {
+                (Operand::View(v), _) => (
+                    addrs.view(v.buf, v.c_off),
+                    plan.buffers[v.buf].c as i32,
+                    v.c as i32,
+                ),
+                (Operand::Channels(_) | Operand::Slot(_), StepPtrs::Rhs(p, len)) => {
+                    (p, 0, len as i32)
+                }
+                _ => return missing(),
+            };
+            let Some(d) = per_px(oc)? else { return Ok(()) };
+            let (a, p0, p1) = act_code(*act);
+            dev.launch(
+                Kernel::Binary,
+                d,
+                &kargs!(
+                    inp,
+                    ip,
+                    rp,
+                    rpitch,
+                    rc,
+                    out,
+                    op,
+                    oh,
+                    ow,
+                    oc as i32,
+                    binop_code(*bop),
+                    a,
+                    p0,
+                    p1,
+                    tiles,
+                    ts,
+                    cols
+                ),
+            )
+        }
+        LayerOp::Gather { .. } => {
+            let StepPtrs::Gather(perm) = ptrs else {
+                return missing();
+            };
+            let Some(d) = per_px(oc)? else { return Ok(()) };
+            dev.launch(
+                Kernel::Gather,
+                d,
+                &kargs!(inp, ip, out, op, oh, ow, oc as i32, perm, tiles, ts, cols),
+            )
+        }
+    }
+}

@@ -1,0 +1,101 @@
+// Runs the CUDA kernels of cuda/*.cu on the host, for tests on machines without a GPU
+// (tests/cuda_kernels_host.rs compiles this header, cuda/common.cuh and the kernel files with the
+// system C++ compiler into a shared library).
+//
+// A launch runs its blocks one after another. Within a block, kernels that synchronise
+// (__syncthreads) run one OS thread per CUDA thread with a barrier, and their __shared__ arrays are
+// function statics (one block at a time uses them); the other kernels run their threads one after
+// another on the calling thread. Kernel arguments arrive as in cuLaunchKernel: an array of
+// pointers to the values.
+
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <utility>
+#include <vector>
+
+struct dim3 {
+    unsigned x, y, z;
+};
+
+static thread_local dim3 threadIdx, blockIdx;
+static dim3 blockDim, gridDim;
+static std::barrier<>* rd_emu_barrier = nullptr;
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__ static
+
+inline void __syncthreads() {
+    if (!rd_emu_barrier) {
+        std::fprintf(stderr, "emu: __syncthreads in a kernel launched without threads\n");
+        std::abort();
+    }
+    rd_emu_barrier->arrive_and_wait();
+}
+
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+
+// f32 -> f16 bits, round to nearest even (the host's _Float16 conversion).
+inline unsigned short rd_emu_f16_bits(float x) {
+    _Float16 h = (_Float16)x;
+    unsigned short b;
+    std::memcpy(&b, &h, 2);
+    return b;
+}
+
+template <typename... A, std::size_t... I>
+static void rd_emu_call(void (*k)(A...), void** p, std::index_sequence<I...>) {
+    k(*static_cast<A*>(p[I])...);
+}
+
+template <typename... A>
+static void rd_emu_launch(void (*k)(A...), const unsigned* g, const unsigned* b, void** p, bool threads) {
+    gridDim = dim3{g[0], g[1], g[2]};
+    blockDim = dim3{b[0], b[1], b[2]};
+    auto seq = std::index_sequence_for<A...>{};
+    for (unsigned bz = 0; bz < g[2]; ++bz)
+        for (unsigned by = 0; by < g[1]; ++by)
+            for (unsigned bx = 0; bx < g[0]; ++bx) {
+                dim3 block{bx, by, bz};
+                if (!threads) {
+                    blockIdx = block;
+                    for (unsigned tz = 0; tz < b[2]; ++tz)
+                        for (unsigned ty = 0; ty < b[1]; ++ty)
+                            for (unsigned tx = 0; tx < b[0]; ++tx) {
+                                threadIdx = dim3{tx, ty, tz};
+                                rd_emu_call(k, p, seq);
+                            }
+                    continue;
+                }
+                std::barrier<> bar((std::ptrdiff_t)(b[0] * b[1] * b[2]));
+                rd_emu_barrier = &bar;
+                std::vector<std::thread> ts;
+                for (unsigned tz = 0; tz < b[2]; ++tz)
+                    for (unsigned ty = 0; ty < b[1]; ++ty)
+                        for (unsigned tx = 0; tx < b[0]; ++tx)
+                            ts.emplace_back([=, &bar] {
+                                blockIdx = block;
+                                threadIdx = dim3{tx, ty, tz};
+                                rd_emu_call(k, p, seq);
+                                bar.arrive_and_drop();
+                            });
+                for (auto& t : ts) t.join();
+                rd_emu_barrier = nullptr;
+            }
+}
+
+// host_NAME(grid[3], block[3], params, threads): one launch of kernel NAME.
+#define RD_EMU_EXPORT(name)                                                                     \
+    extern "C" void host_##name(const unsigned* g, const unsigned* b, void** p, int threads) { \
+        rd_emu_launch(name, g, b, p, threads != 0);                                             \
+    }

@@ -1,0 +1,460 @@
+//! The CUDA kernels (`cuda/*.cu`) compiled for the host with the system C++ compiler and driven by
+//! the backend's own launch code (`backend::cuda::layers`), against the CPU backend: every layer
+//! kind of the synthetic plan, dense and sparse frames, the eager tile lists and the CUDA-graph
+//! lists padded with NO_TILE, f32 and f16 operands. This checks the kernels' index arithmetic and
+//! the argument lists the backend passes them on machines without a GPU; it cannot check the
+//! driver, cuBLAS or timing (tests/cuda_backend.rs does, on a GPU).
+//!
+//! Needs a C++20 compiler (`$CXX`, else `c++`). Without one the tests print "SKIPPED" and pass,
+//! unless `CI` or `REGIONDROP_REQUIRE_CXX=1` is set, where they fail.
+
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use gstregiondrop::backend::cpu::CpuBackend;
+use gstregiondrop::backend::cuda::geometry::{self, Dims, FixedPacker, TilePacker};
+use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
+use gstregiondrop::backend::cuda::layers::{
+    self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
+};
+use gstregiondrop::backend::Backend;
+use gstregiondrop::error::Result;
+use gstregiondrop::model::plan::{LayerOp, Operand, Plan, Step};
+use gstregiondrop::preprocess::InputNorm;
+
+mod common;
+use common::synthetic::{image, step_tiles, synthetic_plan};
+
+fn flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
+}
+
+type HostLaunch = unsafe extern "C" fn(*const u32, *const u32, *mut *mut c_void, i32);
+
+/// The kernels built into a shared library for the host.
+struct Emu {
+    lib: libloading::Library,
+    /// The emulation's launch state (grid, block, barrier, __shared__ arrays) is process-wide:
+    /// one launch at a time.
+    one_at_a_time: std::sync::Mutex<()>,
+}
+
+/// Builds the library once per test process; None (skip) without a compiler.
+fn emu() -> Option<&'static Emu> {
+    static EMU: OnceLock<Option<Emu>> = OnceLock::new();
+    EMU.get_or_init(build).as_ref()
+}
+
+fn build() -> Option<Emu> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if std::process::Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        let why = format!("no C++ compiler (`{cxx}`) to build the kernels for the host");
+        assert!(
+            !(flag("CI") || flag("REGIONDROP_REQUIRE_CXX")),
+            "{why}; CI / REGIONDROP_REQUIRE_CXX needs it (Debian: g++)"
+        );
+        println!("SKIPPED: {why}");
+        return None;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut src = String::from("#define RD_HOST_EMU\n#include <math.h>\n");
+    src += &std::fs::read_to_string(root.join("tests/cuda_emu/emu.hpp")).unwrap();
+    src += "#line 1 \"common.cuh\"\n";
+    src += kernels::COMMON;
+    for s in SOURCES {
+        src += &format!("\n#line 1 \"{}\"\n{}\n", s.file, s.source);
+    }
+    for k in Kernel::ALL {
+        src += &format!("RD_EMU_EXPORT({})\n", k.entry());
+    }
+    let dir = std::env::temp_dir().join(format!("regiondrop-emu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cpp, so) = (dir.join("kernels.cpp"), dir.join("libkernels.so"));
+    std::fs::write(&cpp, src).unwrap();
+    let out = std::process::Command::new(&cxx)
+        .args(["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-o"])
+        .arg(&so)
+        .arg(&cpp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the kernels do not compile for the host:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: our own library, with no initialisers beyond the C++ runtime's.
+    let lib = unsafe { libloading::Library::new(&so) }.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(Emu {
+        lib,
+        one_at_a_time: std::sync::Mutex::new(()),
+    })
+}
+
+impl Launcher for Emu {
+    fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
+        // SAFETY: the symbol is RD_EMU_EXPORT's launcher of this kernel.
+        let f: libloading::Symbol<HostLaunch> =
+            unsafe { self.lib.get(format!("host_{}", k.entry()).as_bytes()) }.unwrap();
+        let mut vals: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                KArg::Ptr(p) => p,
+                KArg::I32(v) => v as u32 as u64,
+                KArg::F32(v) => v.to_bits() as u64,
+            })
+            .collect();
+        // Little-endian: each value's first bytes hold the i32 / f32 / pointer.
+        let mut ptrs: Vec<*mut c_void> = vals
+            .iter_mut()
+            .map(|v| v as *mut u64 as *mut c_void)
+            .collect();
+        let _one = self.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+        let g = [dims.grid.0, dims.grid.1, dims.grid.2];
+        let b = [dims.block.0, dims.block.1, dims.block.2];
+        // SAFETY: as on the GPU, the arguments match the kernel and address live host buffers.
+        unsafe {
+            f(
+                g.as_ptr(),
+                b.as_ptr(),
+                ptrs.as_mut_ptr(),
+                k.syncs_threads() as i32,
+            )
+        };
+        Ok(())
+    }
+
+    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
+        let load = |base: u64, i: usize| -> f32 {
+            // SAFETY: the addresses are host buffers of at least these sizes (the scratch and
+            // weight allocations below).
+            unsafe {
+                if half {
+                    half::f16::from_bits(*(base as *const u16).add(i)).to_f32()
+                } else {
+                    *(base as *const f32).add(i)
+                }
+            }
+        };
+        for r in 0..m {
+            for j in 0..n {
+                let acc: f32 = (0..k)
+                    .map(|q| load(a, r * k + q) * load(w, q * n + j))
+                    .sum();
+                // SAFETY: c holds m·n floats.
+                unsafe { *(c as *mut f32).add(r * n + j) = acc };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Host memory standing in for the device: the plan's buffers, step constants and scratch.
+struct HostDevice {
+    bufs: Vec<Vec<f32>>,
+    consts: Vec<Vec<f32>>,
+    consts_u32: Vec<Vec<u32>>,
+    consts_u16: Vec<Vec<u16>>,
+    scratch: Vec<Vec<f32>>,
+    scratch16: Vec<u16>,
+    addrs: Addrs,
+}
+
+fn addr<T>(v: &[T]) -> u64 {
+    v.as_ptr() as u64
+}
+
+impl HostDevice {
+    /// Mirrors `CudaBackend::with_options`' uploads.
+    fn new(plan: &Plan, f16: bool) -> Self {
+        let bufs: Vec<Vec<f32>> = plan.buffers.iter().map(|b| vec![0.0; b.len()]).collect();
+        let (sa, sc) = geometry::scratch_sizes(plan);
+        let mut d = HostDevice {
+            bufs,
+            consts: Vec::new(),
+            consts_u32: Vec::new(),
+            consts_u16: Vec::new(),
+            scratch: vec![vec![0.0; sa.max(1)], vec![0.0; sc.max(1)]],
+            scratch16: vec![0; if f16 { sa.max(1) } else { 1 }],
+            addrs: Addrs::default(),
+        };
+        let mut steps = Vec::new();
+        for step in &plan.steps {
+            let p = match step {
+                Step::Layer(l) => match &l.op {
+                    LayerOp::Conv(c) => {
+                        let w16 =
+                            (f16 && !c.depthwise()).then(|| d.u16s(geometry::f16_bits(&c.weights)));
+                        StepPtrs::Conv {
+                            w: d.f32s(c.weights.clone()),
+                            b: d.f32s(c.bias.clone()),
+                            w16,
+                        }
+                    }
+                    LayerOp::Resize { y, x } => StepPtrs::Resize([
+                        d.u32s(y.i0.clone()),
+                        d.u32s(y.i1.clone()),
+                        d.f32s(y.frac.clone()),
+                        d.u32s(x.i0.clone()),
+                        d.u32s(x.i1.clone()),
+                        d.f32s(x.frac.clone()),
+                    ]),
+                    LayerOp::Affine { scale, shift, .. } => StepPtrs::Affine {
+                        scale: d.f32s(scale.clone()),
+                        shift: d.f32s(shift.clone()),
+                    },
+                    LayerOp::Binary { rhs, .. } => match rhs {
+                        Operand::View(_) => StepPtrs::None,
+                        Operand::Channels(c) => StepPtrs::Rhs(d.f32s(c.clone()), c.len()),
+                        Operand::Slot(s) => {
+                            let n: usize = plan.slot_shapes[*s].iter().product();
+                            StepPtrs::Rhs(d.f32s(vec![0.0; n]), n)
+                        }
+                    },
+                    LayerOp::Gather { perm } => {
+                        StepPtrs::Gather(d.u32s(perm.iter().map(|&i| i as u32).collect()))
+                    }
+                    LayerOp::Pool(_) | LayerOp::Unary(_) => StepPtrs::None,
+                },
+                Step::GlobalPool { input, .. } => StepPtrs::Out(d.f32s(vec![0.0; input.c])),
+                Step::Export { input, .. } => {
+                    let b = &plan.buffers[input.buf];
+                    StepPtrs::Out(d.f32s(vec![0.0; input.c * b.h * b.w]))
+                }
+                Step::Rearrange { .. } | Step::Generic { .. } => StepPtrs::None,
+            };
+            steps.push(p);
+        }
+        d.addrs = Addrs {
+            bufs: d.bufs.iter().map(|b| addr(b)).collect(),
+            steps,
+            scratch_a: addr(&d.scratch[0]),
+            scratch_a16: f16.then(|| addr(&d.scratch16)),
+            scratch_c: addr(&d.scratch[1]),
+        };
+        d
+    }
+
+    // The Vecs' heap blocks never move once pushed (the outer Vec may).
+    fn f32s(&mut self, v: Vec<f32>) -> u64 {
+        let a = addr(&v);
+        self.consts.push(v);
+        a
+    }
+    fn u32s(&mut self, v: Vec<u32>) -> u64 {
+        let a = addr(&v);
+        self.consts_u32.push(v);
+        a
+    }
+    fn u16s(&mut self, v: Vec<u16>) -> u64 {
+        let a = addr(&v);
+        self.consts_u16.push(v);
+        a
+    }
+
+    fn slice(&self, p: u64, n: usize) -> &[f32] {
+        // SAFETY: p is one of this device's allocations of at least n floats.
+        unsafe { std::slice::from_raw_parts(p as *const f32, n) }
+    }
+}
+
+/// One frame of the synthetic plan through `layers::launch_step`, as the backend's eager path
+/// (`graph_bucket` None) or its CUDA-graph path (lists padded to the bucket) runs it; the
+/// GlobalPool result is handed to the Binary layer that reads its slot, as `flush` and
+/// `upload_rhs` do.
+fn run_frame(
+    emu: &Emu,
+    dev: &mut HostDevice,
+    plan: &Plan,
+    rgb: &[u8],
+    norm: &InputNorm,
+    tiles: &[u32],
+    graph_bucket: Option<usize>,
+) {
+    let grid = plan.grid(32);
+    // Input: rd_input_norm over the input tiles.
+    let b0 = &plan.buffers[0];
+    let (tw, th) = geometry::max_tile_px(&grid, b0);
+    let d = geometry::tile_launch(tiles.len(), tw * th * 3)
+        .unwrap()
+        .unwrap();
+    let taps = norm.channel_taps();
+    emu.launch(
+        Kernel::InputNorm,
+        d,
+        &[
+            KArg::Ptr(addr(rgb)),
+            KArg::Ptr(dev.addrs.bufs[0]),
+            KArg::I32(b0.c as i32),
+            KArg::I32(plan.input_w as i32),
+            KArg::I32(plan.input_h as i32),
+            KArg::Ptr(addr(tiles)),
+            KArg::I32((grid.tile / b0.scale) as i32),
+            KArg::I32(grid.cols as i32),
+            KArg::F32(taps[0].1),
+            KArg::F32(taps[1].1),
+            KArg::F32(taps[2].1),
+            KArg::F32(taps[0].2),
+            KArg::F32(taps[1].2),
+            KArg::F32(taps[2].2),
+            KArg::I32(norm.bgr as i32),
+        ],
+    )
+    .unwrap();
+    let st = step_tiles(plan, tiles);
+    let (mut eager, mut fixed) = (TilePacker::default(), FixedPacker::default());
+    match graph_bucket {
+        None => eager.pack(plan, &grid, &st.per_step),
+        Some(b) => {
+            fixed.pack(plan, &grid, &st.per_step, b);
+        }
+    }
+    for (si, step) in plan.steps.iter().enumerate() {
+        let ll = match (step, graph_bucket) {
+            (Step::Layer(_), None) => {
+                let s = eager.steps[si];
+                LayerLists {
+                    tiles: addr(&eager.data) + (s.tiles * 4) as u64,
+                    rows: addr(&eager.data) + (s.rows * 4) as u64,
+                    n: s.n,
+                    m: s.m,
+                }
+            }
+            (Step::Layer(l), Some(b)) => {
+                let (t0, r0) = FixedPacker::offsets(si, b);
+                LayerLists {
+                    tiles: addr(&fixed.data) + (t0 * 4) as u64,
+                    rows: addr(&fixed.data) + (r0 * 4) as u64,
+                    n: b,
+                    m: geometry::bucket_rows(&grid, &plan.buffers[l.output.buf], b),
+                }
+            }
+            _ => LayerLists::NONE,
+        };
+        if let Step::Layer(l) = step {
+            if let (
+                LayerOp::Binary {
+                    rhs: Operand::Slot(s),
+                    ..
+                },
+                StepPtrs::Rhs(p, n),
+            ) = (&l.op, dev.addrs.steps[si])
+            {
+                // The slot's producer is a GlobalPool step of this plan: copy its result.
+                let src = plan
+                    .steps
+                    .iter()
+                    .zip(&dev.addrs.steps)
+                    .find_map(|(st, sp)| match (st, sp) {
+                        (Step::GlobalPool { slot, .. }, StepPtrs::Out(o)) if slot == s => Some(*o),
+                        _ => None,
+                    });
+                let v = dev.slice(src.expect("slot from a GlobalPool"), n).to_vec();
+                // SAFETY: the operand buffer holds n floats.
+                unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), p as *mut f32, n) };
+            }
+        }
+        assert!(
+            !matches!(step, Step::Rearrange { .. } | Step::Generic { .. }),
+            "the synthetic plan has no host steps"
+        );
+        layers::launch_step(emu, plan, &grid, &dev.addrs, si, ll).unwrap();
+    }
+}
+
+/// Max |cpu − host kernels| over every feature buffer and every Export, relative to the scale.
+fn worst_difference(cpu: &mut CpuBackend, dev: &HostDevice, plan: &Plan) -> f32 {
+    let mut worst = 0f32;
+    for (b, host) in dev.bufs.iter().enumerate() {
+        let want = cpu.read_buffer(b).unwrap();
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (&x, &y)) in want.iter().zip(host).enumerate() {
+            assert!(y.is_finite(), "buffer {b}[{i}] is {y}");
+            worst = worst.max((x - y).abs() / scale);
+        }
+    }
+    let outs = cpu.outputs().unwrap();
+    for ((_, slot), t) in plan.outputs.iter().zip(&outs) {
+        let si = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Export { slot: x, .. } if x == slot))
+            .unwrap();
+        let StepPtrs::Out(o) = dev.addrs.steps[si] else {
+            panic!("export without an output")
+        };
+        let got = dev.slice(o, t.data.len());
+        let scale = t.data.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (&x, &y) in t.data.iter().zip(got) {
+            worst = worst.max((x - y).abs() / scale);
+        }
+    }
+    worst
+}
+
+/// Dense, sparse and one-tile frames on the host kernels and on the CPU backend.
+fn agree(f16: bool, graph_bucket: impl Fn(usize) -> Option<usize>, tol: f32) {
+    let Some(emu) = emu() else { return };
+    let plan = synthetic_plan();
+    let grid = plan.grid(32);
+    let norm = InputNorm {
+        mean: [10.0, 20.0, 30.0],
+        std: [50.0, 60.0, 70.0],
+        bgr: true,
+    };
+    let mut cpu = CpuBackend::new(std::sync::Arc::new(synthetic_plan()), 32, 1).unwrap();
+    let mut dev = HostDevice::new(&plan, f16);
+    let all: Vec<u32> = (0..grid.len() as u32).collect();
+    // 4x3 grid: an interior tile, a right-border and a corner tile.
+    for (frame, tiles) in [(0u64, &all[..]), (1, &[1, 3, 6, 11][..]), (2, &[6][..])] {
+        let img = image(plan.input_w, plan.input_h, 1 + frame);
+        cpu.write_input(&img, &norm, tiles).unwrap();
+        cpu.run(&step_tiles(&plan, tiles)).unwrap();
+        run_frame(
+            emu,
+            &mut dev,
+            &plan,
+            &img,
+            &norm,
+            tiles,
+            graph_bucket(tiles.len()),
+        );
+        let d = worst_difference(&mut cpu, &dev, &plan);
+        println!(
+            "f16 {f16}, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
+            graph_bucket(tiles.len()),
+            tiles.len()
+        );
+        assert!(
+            d <= tol,
+            "frame {frame}: host kernels differ from the CPU by {d}"
+        );
+    }
+}
+
+#[test]
+fn kernels_on_the_host_match_the_cpu_backend() {
+    agree(false, |_| None, 1e-5);
+}
+
+#[test]
+fn graph_lists_padded_with_no_tile_match_the_cpu_backend() {
+    // The smallest bucket above each frame's tile count, as `geometry::bucket_of` picks it.
+    let grid = synthetic_plan().grid(32);
+    let levels = geometry::bucket_levels(grid.len());
+    agree(
+        false,
+        |n| geometry::bucket_of(&levels, n).map(|b| levels[b]),
+        1e-5,
+    );
+}
+
+#[test]
+fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
+    agree(true, |_| None, 2e-2);
+}
