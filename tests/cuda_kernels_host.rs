@@ -165,8 +165,14 @@ struct HostDevice {
     addrs: Addrs,
 }
 
+/// Address of memory the kernels only read.
 fn addr<T>(v: &[T]) -> u64 {
     v.as_ptr() as u64
+}
+
+/// Address of memory the kernels write.
+fn addr_mut<T>(v: &mut [T]) -> u64 {
+    v.as_mut_ptr() as u64
 }
 
 impl HostDevice {
@@ -231,18 +237,18 @@ impl HostDevice {
             steps.push(p);
         }
         d.addrs = Addrs {
-            bufs: d.bufs.iter().map(|b| addr(b)).collect(),
+            bufs: d.bufs.iter_mut().map(|b| addr_mut(b)).collect(),
             steps,
-            scratch_a: addr(&d.scratch[0]),
-            scratch_a16: f16.then(|| addr(&d.scratch16)),
-            scratch_c: addr(&d.scratch[1]),
+            scratch_a: addr_mut(&mut d.scratch[0]),
+            scratch_a16: f16.then(|| addr_mut(&mut d.scratch16)),
+            scratch_c: addr_mut(&mut d.scratch[1]),
         };
         d
     }
 
     // The Vecs' heap blocks never move once pushed (the outer Vec may).
-    fn f32s(&mut self, v: Vec<f32>) -> u64 {
-        let a = addr(&v);
+    fn f32s(&mut self, mut v: Vec<f32>) -> u64 {
+        let a = addr_mut(&mut v);
         self.consts.push(v);
         a
     }
@@ -457,4 +463,124 @@ fn graph_lists_padded_with_no_tile_match_the_cpu_backend() {
 #[test]
 fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
     agree(true, |_| None, 2e-2);
+}
+
+/// The change-detection kernels (tile scores, dilation, compaction, reference update) against
+/// `ChangeDetector`, as tests/cuda_backend.rs runs them on a GPU.
+#[test]
+fn change_detection_kernels_on_the_host_match_the_detector() {
+    use gstregiondrop::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
+    let Some(emu) = emu() else { return };
+    let (w, h, tile) = (150usize, 100usize, 32usize);
+    let grid = TileGrid::new(w, h, tile);
+    let n = grid.len();
+    let mut det = ChangeDetector::new(grid);
+    let mut mask = RegionMask::empty(&grid);
+    det.detect(&image(w, h, 3), 10.0, DiffMetric::Max, 0, &mut mask);
+    let dims = |g: u32, b: u32| Dims {
+        grid: (g, 1, 1),
+        block: (b, 1, 1),
+    };
+    let (wi, hi, ti, ci) = (w as i32, h as i32, tile as i32, grid.cols as i32);
+    for (metric, dil, code, thr) in [
+        (DiffMetric::Max, 0usize, 0i32, 10.0f32),
+        (DiffMetric::Mean, 1, 1, 0.05),
+        (DiffMetric::Max, 2, 0, 10.0),
+    ] {
+        let mut img = det.reference().to_vec();
+        // A few pixels in tile 1 and the bottom-right partial tile, a block in tile 6.
+        img[(5 * w + 40) * 3] ^= 0x80;
+        img[((h - 1) * w + w - 1) * 3 + 2] ^= 0x40;
+        for y in 32..40 {
+            for x in 64..90 {
+                img[(y * w + x) * 3 + 1] = img[(y * w + x) * 3 + 1].wrapping_add(20);
+            }
+        }
+        let mut reference = det.reference().to_vec();
+        let (mut score, mut raw, mut dilated) = (vec![0f32; n], vec![0u8; n], vec![0u8; n]);
+        let (mut list, mut count) = (vec![0u32; n], vec![0u32; 1]);
+        let (rf, sc, rw, dl) = (
+            addr_mut(&mut reference),
+            addr_mut(&mut score),
+            addr_mut(&mut raw),
+            addr_mut(&mut dilated),
+        );
+        let (ls, ct) = (addr_mut(&mut list), addr_mut(&mut count));
+        let im = KArg::Ptr(addr(&img));
+        emu.launch(
+            Kernel::TileDiff,
+            dims(n as u32, 256),
+            &[
+                im,
+                KArg::Ptr(rf),
+                KArg::I32(wi),
+                KArg::I32(hi),
+                KArg::I32(ti),
+                KArg::I32(ci),
+                KArg::I32(code),
+                KArg::F32(thr),
+                KArg::I32(0),
+                KArg::Ptr(sc),
+                KArg::Ptr(rw),
+            ],
+        )
+        .unwrap();
+        emu.launch(
+            Kernel::MaskDilate,
+            dims((n as u32).div_ceil(128), 128),
+            &[
+                KArg::Ptr(rw),
+                KArg::Ptr(dl),
+                KArg::I32(ci),
+                KArg::I32(grid.rows as i32),
+                KArg::I32(dil as i32),
+            ],
+        )
+        .unwrap();
+        emu.launch(
+            Kernel::MaskCompact,
+            dims(1, 1024),
+            &[
+                KArg::Ptr(dl),
+                KArg::I32(n as i32),
+                KArg::Ptr(ls),
+                KArg::Ptr(ct),
+            ],
+        )
+        .unwrap();
+        emu.launch(
+            Kernel::RefUpdate,
+            Dims {
+                grid: (n as u32, 4, 1),
+                block: (256, 1, 1),
+            },
+            &[
+                im,
+                KArg::Ptr(rf),
+                KArg::I32(wi),
+                KArg::I32(hi),
+                KArg::I32(ti),
+                KArg::I32(ci),
+                KArg::Ptr(ls),
+                KArg::Ptr(ct),
+            ],
+        )
+        .unwrap();
+        let _ = (&score, &raw, &dilated);
+        det.detect(&img, thr, metric, dil, &mut mask);
+        let mut want = Vec::new();
+        mask.active_tiles(&mut want);
+        assert!(!want.is_empty());
+        assert_eq!(
+            &list[..count[0] as usize],
+            &want[..],
+            "{metric:?} dilation {dil}"
+        );
+        assert_eq!(
+            &reference[..],
+            det.reference(),
+            "{metric:?}: reference update"
+        );
+        println!("{metric:?} dilation {dil}: tiles {want:?}");
+    }
 }
