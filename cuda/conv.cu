@@ -9,6 +9,31 @@
 // K is ordered (ky, kx, ci) with ci in [0, cig); the input pointer is advanced to the group's first
 // channel by the host.
 
+// The input value at column k of im2col row p (pixel p of tile rectangle r, row-major), zero
+// where the tap falls outside the input map (padding, or between the samples of a transposed
+// convolution).
+__device__ __forceinline__ float rd_tap(
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w, RdRect r, int p, int k,
+    int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig, int transposed)
+{
+    int tap = k / cig;
+    int ci = k - tap * cig;
+    int ky = tap / kw, kx = tap - ky * kw;
+    int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
+    int iy, ix;
+    if (transposed) {
+        int ny = oy + pad_t - ky * dh;
+        int nx = ox + pad_l - kx * dw;
+        iy = (ny < 0 || ny % sh != 0) ? -1 : ny / sh;
+        ix = (nx < 0 || nx % sw != 0) ? -1 : nx / sw;
+    } else {
+        iy = oy * sh + ky * dh - pad_t;
+        ix = ox * sw + kx * dw - pad_l;
+    }
+    if (iy < 0 || ix < 0 || iy >= in_h || ix >= in_w) return 0.0f;
+    return in[((long long)iy * in_w + ix) * in_pitch + ci];
+}
+
 // One block column per active tile; threads over (pixel, k), k fastest. `A` is float (rd_im2col)
 // or f16 bits (rd_im2col_h, for the tensor-core GEMM of precision f16).
 #define RD_IM2COL_PARAMS(A)                                                                      \
@@ -31,23 +56,7 @@ __device__ __forceinline__ void rd_im2col_tiles(RD_IM2COL_PARAMS(A))
     RD_TILE_LOOP(e, total) {
         int p = e / k_len;
         int k = e - p * k_len;
-        int tap = k / cig;
-        int ci = k - tap * cig;
-        int ky = tap / kw, kx = tap - ky * kw;
-        int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
-        int iy, ix;
-        if (transposed) {
-            int ny = oy + pad_t - ky * dh;
-            int nx = ox + pad_l - kx * dw;
-            iy = (ny < 0 || ny % sh != 0) ? -1 : ny / sh;
-            ix = (nx < 0 || nx % sw != 0) ? -1 : nx / sw;
-        } else {
-            iy = oy * sh + ky * dh - pad_t;
-            ix = ox * sw + kx * dw - pad_l;
-        }
-        float v = 0.0f;
-        if (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w)
-            v = in[((long long)iy * in_w + ix) * in_pitch + ci];
+        float v = rd_tap(in, in_pitch, in_h, in_w, r, p, k, kw, sh, sw, dh, dw, pad_t, pad_l, cig, transposed);
         rd_store(a, (row0 + p) * k_len + k, v);
     }
 }
@@ -130,4 +139,78 @@ extern "C" __global__ void rd_sgemm_rm(
         __syncthreads();
     }
     if (row < m && col < n) c[(long long)row * n + col] = acc;
+}
+
+// Fused sparse convolution for small gathers: one launch computes act(conv + bias) for the
+// active tiles straight from the input cache (implicit im2col in shared memory) into the output
+// view, with no gathered matrix, no GEMM call and no scatter. f32, groups handled by the host
+// (one launch per group, pointers advanced as for rd_im2col).
+//
+// Block RD_FC_THREADS = 256 threads computing RD_FC_BM output pixels of one tile x RD_FC_BN output
+// channels (4 x 4 per thread); grid (tile entries, pixel blocks per tile, channel blocks).
+// K is consumed RD_FC_BK at a time: the block gathers the input taps [BK x BM] and the weights
+// [BK x BN] into shared memory, then accumulates.
+#define RD_FC_BM 64
+#define RD_FC_BN 64
+#define RD_FC_BK 16
+#define RD_FC_THREADS 256
+
+extern "C" __global__ void rd_conv_tiles(
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w,
+    const float* __restrict__ wt, int n,    // [K x n] row-major (this group)
+    const float* __restrict__ bias,         // [n] (this group)
+    float* __restrict__ out, int out_pitch, int out_h, int out_w,
+    const u32* __restrict__ tiles, int ts, int cols,
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
+    int cig, int transposed, int act, float p0, float p1)
+{
+    __shared__ float sa[RD_FC_BK][RD_FC_BM];
+    __shared__ float sw_[RD_FC_BK][RD_FC_BN];
+    RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
+    int npx = r.tw * r.th;
+    int p_base = (int)blockIdx.y * RD_FC_BM;
+    int n_base = (int)blockIdx.z * RD_FC_BN;
+    // The whole block leaves together when it has no pixel (padding entries of graph lists, pixel
+    // blocks past a small tile); otherwise every thread takes part in the loads and barriers.
+    if (p_base >= npx) return;
+    int k_len = kh * kw * cig;
+    int tx = (int)threadIdx.x % 16, ty = (int)threadIdx.x / 16;
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < k_len; k0 += RD_FC_BK) {
+        // Input taps: RD_FC_BK x RD_FC_BM = 1024 values, 4 per thread, pixel fastest.
+        for (int e = (int)threadIdx.x; e < RD_FC_BK * RD_FC_BM; e += RD_FC_THREADS) {
+            int kk = e / RD_FC_BM, pp = e - kk * RD_FC_BM;
+            int k = k0 + kk, p = p_base + pp;
+            sa[kk][pp] = (k < k_len && p < npx)
+                ? rd_tap(in, in_pitch, in_h, in_w, r, p, k, kw, sh, sw, dh, dw, pad_t, pad_l, cig, transposed)
+                : 0.0f;
+        }
+        // Weights: RD_FC_BK x RD_FC_BN, output channel fastest.
+        for (int e = (int)threadIdx.x; e < RD_FC_BK * RD_FC_BN; e += RD_FC_THREADS) {
+            int kk = e / RD_FC_BN, jj = e - kk * RD_FC_BN;
+            int k = k0 + kk, j = n_base + jj;
+            sw_[kk][jj] = (k < k_len && j < n) ? wt[(long long)k * n + j] : 0.0f;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < RD_FC_BK; ++kk) {
+            float a[4], b[4];
+            for (int i = 0; i < 4; ++i) a[i] = sa[kk][ty * 4 + i];
+            for (int j = 0; j < 4; ++j) b[j] = sw_[kk][tx * 4 + j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; ++i) {
+        int p = p_base + ty * 4 + i;
+        if (p >= npx) continue;
+        int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
+        float* o = out + ((long long)oy * out_w + ox) * out_pitch;
+        for (int j = 0; j < 4; ++j) {
+            int jj = n_base + tx * 4 + j;
+            if (jj < n) o[jj] = rd_act(acc[i][j] + bias[jj], act, p0, p1);
+        }
+    }
 }

@@ -47,6 +47,11 @@ grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 echo "== where a frame's time goes (REGIONDROP_PROFILE=1: per-step GPU times and host phases)"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >"$OUT/profile_cuda.json"
 grep -A6 "phase of a frame" "$OUT/profile_cuda.txt" | head -30
+echo "== bench cuda (defaults and fractions), fused convolutions (REGIONDROP_CUDA_FUSED_ROWS): always, and up to 4096 rows"
+REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fused.json"
+REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fused_fractions.json"
+REGIONDROP_CUDA_FUSED_ROWS=4096 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fused4096_fractions.json"
+REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
 echo "== bench cuda, forced active fractions, f32 and f16"
 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fractions.json"
 "${B[@]}" --backend cuda --fractions --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fractions.json"

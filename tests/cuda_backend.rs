@@ -171,6 +171,18 @@ fn synthetic_plan_matches_cpu() {
         1e-4,
         &norm,
     );
+    // Every f32 convolution as one fused kernel (rd_conv_tiles).
+    agree(
+        plan.clone(),
+        32,
+        CudaOptions {
+            fused_conv_rows: Some(usize::MAX),
+            ..opts.clone()
+        },
+        &[1, 3, 6, 11],
+        1e-4,
+        &norm,
+    );
     // f16 operands on the tensor cores (grouped and transposed convs take the f16 weight copies at
     // their group offsets): rounding error only, a wrong offset or layout is off by O(1).
     agree(
@@ -354,6 +366,17 @@ fn bundled_models_match_cpu() {
             plan.clone(),
             tile,
             opts.clone(),
+            &sparse,
+            2e-3,
+            &InputNorm::unit_rgb(),
+        );
+        agree(
+            plan.clone(),
+            tile,
+            CudaOptions {
+                fused_conv_rows: Some(usize::MAX),
+                ..opts.clone()
+            },
             &sparse,
             2e-3,
             &InputNorm::unit_rgb(),

@@ -177,7 +177,7 @@ fn addr_mut<T>(v: &mut [T]) -> u64 {
 
 impl HostDevice {
     /// Mirrors `CudaBackend::with_options`' uploads.
-    fn new(plan: &Plan, f16: bool) -> Self {
+    fn new(plan: &Plan, f16: bool, fused_conv_rows: usize) -> Self {
         let bufs: Vec<Vec<f32>> = plan.buffers.iter().map(|b| vec![0.0; b.len()]).collect();
         let (sa, sc) = geometry::scratch_sizes(plan);
         let mut d = HostDevice {
@@ -242,6 +242,7 @@ impl HostDevice {
             scratch_a: addr_mut(&mut d.scratch[0]),
             scratch_a16: f16.then(|| addr_mut(&mut d.scratch16)),
             scratch_c: addr_mut(&mut d.scratch[1]),
+            fused_conv_rows,
         };
         d
     }
@@ -403,8 +404,28 @@ fn worst_difference(cpu: &mut CpuBackend, dev: &HostDevice, plan: &Plan) -> f32 
     worst
 }
 
+/// How the host kernels run a frame.
+struct Setup {
+    f16: bool,
+    /// `Addrs::fused_conv_rows`.
+    fused_conv_rows: usize,
+    /// The CUDA-graph bucket for a tile count (None: eager lists).
+    graph_bucket: fn(usize) -> Option<usize>,
+}
+
+/// The smallest bucket holding `n` tiles, as `geometry::bucket_of` picks it on the GPU.
+fn graph_bucket(n: usize) -> Option<usize> {
+    let levels = geometry::bucket_levels(synthetic_plan().grid(32).len());
+    geometry::bucket_of(&levels, n).map(|b| levels[b])
+}
+
 /// Dense, sparse and one-tile frames on the host kernels and on the CPU backend.
-fn agree(f16: bool, graph_bucket: impl Fn(usize) -> Option<usize>, tol: f32) {
+fn agree(setup: Setup, tol: f32) {
+    let Setup {
+        f16,
+        fused_conv_rows,
+        graph_bucket,
+    } = setup;
     let Some(emu) = emu() else { return };
     let plan = synthetic_plan();
     let grid = plan.grid(32);
@@ -414,7 +435,7 @@ fn agree(f16: bool, graph_bucket: impl Fn(usize) -> Option<usize>, tol: f32) {
         bgr: true,
     };
     let mut cpu = CpuBackend::new(std::sync::Arc::new(synthetic_plan()), 32, 1).unwrap();
-    let mut dev = HostDevice::new(&plan, f16);
+    let mut dev = HostDevice::new(&plan, f16, fused_conv_rows);
     let all: Vec<u32> = (0..grid.len() as u32).collect();
     // 4x3 grid: an interior tile, a right-border and a corner tile.
     for (frame, tiles) in [(0u64, &all[..]), (1, &[1, 3, 6, 11][..]), (2, &[6][..])] {
@@ -432,7 +453,7 @@ fn agree(f16: bool, graph_bucket: impl Fn(usize) -> Option<usize>, tol: f32) {
         );
         let d = worst_difference(&mut cpu, &dev, &plan);
         println!(
-            "f16 {f16}, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
+            "f16 {f16}, fused up to {fused_conv_rows} rows, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
             graph_bucket(tiles.len()),
             tiles.len()
         );
@@ -445,24 +466,44 @@ fn agree(f16: bool, graph_bucket: impl Fn(usize) -> Option<usize>, tol: f32) {
 
 #[test]
 fn kernels_on_the_host_match_the_cpu_backend() {
-    agree(false, |_| None, 1e-5);
+    let setup = Setup {
+        f16: false,
+        fused_conv_rows: 0,
+        graph_bucket: |_| None,
+    };
+    agree(setup, 1e-5);
 }
 
 #[test]
 fn graph_lists_padded_with_no_tile_match_the_cpu_backend() {
-    // The smallest bucket above each frame's tile count, as `geometry::bucket_of` picks it.
-    let grid = synthetic_plan().grid(32);
-    let levels = geometry::bucket_levels(grid.len());
-    agree(
-        false,
-        |n| geometry::bucket_of(&levels, n).map(|b| levels[b]),
-        1e-5,
-    );
+    let setup = Setup {
+        f16: false,
+        fused_conv_rows: 0,
+        graph_bucket,
+    };
+    agree(setup, 1e-5);
+}
+
+#[test]
+fn fused_convolutions_match_the_cpu_backend() {
+    for graph_bucket in [|_| None, graph_bucket] {
+        let setup = Setup {
+            f16: false,
+            fused_conv_rows: usize::MAX,
+            graph_bucket,
+        };
+        agree(setup, 1e-5);
+    }
 }
 
 #[test]
 fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
-    agree(true, |_| None, 2e-2);
+    let setup = Setup {
+        f16: true,
+        fused_conv_rows: 0,
+        graph_bucket: |_| None,
+    };
+    agree(setup, 2e-2);
 }
 
 /// The change-detection kernels (tile scores, dilation, compaction, reference update) against

@@ -117,6 +117,7 @@ pub fn synthetic_plan() -> Plan {
         fb(8, h, w, 1),    // 11 transposed conv
         fb(8, h, w, 1),    // 12 dilated conv
         fb(8, h, w, 1),    // 13 mul slot
+        fb(80, h2, w2, 2), // 14 wide conv (more output channels than one block of the fused kernel)
     ];
     let steps = vec![
         conv(
@@ -266,6 +267,15 @@ pub fn synthetic_plan() -> Plan {
             input: v(10, 0, 24),
             slot: 2,
         },
+        conv(
+            conv_spec(&mut r, 3, 1, 1, 1, 24, 80, 1, false, Act::Relu),
+            v(10, 0, 24),
+            v(14, 0, 80),
+        ),
+        Step::Export {
+            input: v(14, 0, 80),
+            slot: 3,
+        },
     ];
     Plan {
         model_path: "synthetic.onnx".into(),
@@ -276,9 +286,14 @@ pub fn synthetic_plan() -> Plan {
         max_scale: 4,
         buffers,
         steps,
-        slots: vec![None, None, None],
-        slot_shapes: vec![vec![1, 8, h, w], vec![1, 8, 1, 1], vec![1, 24, h2, w2]],
-        outputs: vec![("y".into(), 0), ("mid".into(), 2)],
+        slots: vec![None, None, None, None],
+        slot_shapes: vec![
+            vec![1, 8, h, w],
+            vec![1, 8, 1, 1],
+            vec![1, 24, h2, w2],
+            vec![1, 80, h2, w2],
+        ],
+        outputs: vec![("y".into(), 0), ("mid".into(), 2), ("wide".into(), 3)],
     }
 }
 

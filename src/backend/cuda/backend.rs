@@ -44,6 +44,11 @@ pub struct CudaOptions {
     /// against f16 copies of the weights (cuBLAS GemmEx, f32 accumulation and output). Needs
     /// cuBLAS; depthwise convolutions stay f32.
     pub precision: Precision,
+    /// f32 convolutions whose gathered matrix has at most this many rows run as one fused
+    /// kernel (rd_conv_tiles) instead of gather + GEMM + scatter; 0 never. None: the
+    /// `REGIONDROP_CUDA_FUSED_ROWS` environment variable, else 0 (the fused kernel has not been
+    /// timed on a GPU yet).
+    pub fused_conv_rows: Option<usize>,
 }
 
 fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
@@ -259,6 +264,7 @@ pub struct CudaBackend {
     profile: Option<Profile>,
     /// Device addresses of the buffers, scratch and step constants (fixed once built).
     addrs: Addrs,
+    fused_conv_rows: usize,
 }
 
 impl CudaBackend {
@@ -440,6 +446,12 @@ impl CudaBackend {
             weight_bytes,
             profile: Profile::from_env(&ctx, plan.steps.len())?,
             addrs: Addrs::default(),
+            fused_conv_rows: opts.fused_conv_rows.unwrap_or_else(|| {
+                std::env::var("REGIONDROP_CUDA_FUSED_ROWS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            }),
             bufs,
             steps,
             slots,
@@ -790,7 +802,11 @@ impl CudaBackend {
             },
             self.precision,
             self.graph_note
-        )
+        ) + &if self.fused_conv_rows > 0 {
+            format!(", fused convolutions up to {} rows", self.fused_conv_rows)
+        } else {
+            String::new()
+        }
     }
 
     fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
@@ -833,6 +849,7 @@ impl CudaBackend {
             scratch_a: self.ptr(&self.scratch_a),
             scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
             scratch_c: self.ptr(&self.scratch_c),
+            fused_conv_rows: self.fused_conv_rows,
         }
     }
 

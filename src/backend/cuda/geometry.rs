@@ -122,6 +122,31 @@ pub fn gemm_launch(m: usize, n: usize) -> Result<Option<Dims>> {
     }))
 }
 
+/// Pixels × output channels one block of rd_conv_tiles computes (RD_FC_BM, RD_FC_BN in
+/// cuda/conv.cu), and its threads (RD_FC_THREADS).
+pub const FUSED_CONV_BLOCK: (u32, u32) = (64, 64);
+pub const FUSED_CONV_THREADS: u32 = 256;
+
+/// rd_conv_tiles over `n_tiles` tiles of at most `tile_px` output pixels and `n` output channels.
+pub fn fused_conv_launch(n_tiles: usize, tile_px: usize, n: usize) -> Result<Option<Dims>> {
+    if n_tiles == 0 || tile_px == 0 || n == 0 {
+        return Ok(None);
+    }
+    let (py, nz) = (
+        tile_px.div_ceil(FUSED_CONV_BLOCK.0 as usize),
+        n.div_ceil(FUSED_CONV_BLOCK.1 as usize),
+    );
+    if n_tiles > i32::MAX as usize || py > 65_535 || nz > 65_535 {
+        return Err(Error::Backend(format!(
+            "fused convolution of {n_tiles} tiles x {tile_px} pixels x {n} channels exceeds a grid"
+        )));
+    }
+    Ok(Some(Dims {
+        grid: (n_tiles as u32, py as u32, nz as u32),
+        block: (FUSED_CONV_THREADS, 1, 1),
+    }))
+}
+
 /// rd_global_avg_pool over `c` channels.
 pub fn gap_launch(c: usize) -> Option<Dims> {
     (c > 0).then(|| Dims {

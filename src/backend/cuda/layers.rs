@@ -21,6 +21,7 @@ pub enum Kernel {
     Scatter,
     Depthwise,
     Sgemm,
+    ConvTiles,
     Pool,
     Resize,
     Affine,
@@ -32,7 +33,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::InputNorm,
         Kernel::TileDiff,
         Kernel::MaskDilate,
@@ -43,6 +44,7 @@ impl Kernel {
         Kernel::Scatter,
         Kernel::Depthwise,
         Kernel::Sgemm,
+        Kernel::ConvTiles,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -66,6 +68,7 @@ impl Kernel {
             Kernel::Scatter => "rd_scatter_bias_act",
             Kernel::Depthwise => "rd_depthwise",
             Kernel::Sgemm => "rd_sgemm_rm",
+            Kernel::ConvTiles => "rd_conv_tiles",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -81,7 +84,11 @@ impl Kernel {
     pub fn syncs_threads(self) -> bool {
         matches!(
             self,
-            Kernel::TileDiff | Kernel::MaskCompact | Kernel::Sgemm | Kernel::GlobalAvgPool
+            Kernel::TileDiff
+                | Kernel::MaskCompact
+                | Kernel::Sgemm
+                | Kernel::ConvTiles
+                | Kernel::GlobalAvgPool
         )
     }
 }
@@ -161,6 +168,9 @@ pub struct Addrs {
     pub scratch_a: u64,
     pub scratch_a16: Option<u64>,
     pub scratch_c: u64,
+    /// f32 convolutions whose gather has at most this many rows run as one fused kernel
+    /// (rd_conv_tiles) instead of gather, GEMM and scatter (0: never).
+    pub fused_conv_rows: usize,
 }
 
 impl Addrs {
@@ -301,6 +311,47 @@ pub fn launch_layer(
                 (Some(w16), Some(a16)) => (Kernel::Im2colH, a16, w16, 2),
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
+            if op_bytes == 4 && ll.m <= addrs.fused_conv_rows {
+                for gi in 0..c.groups {
+                    let Some(d) = geometry::fused_conv_launch(ll.n, tw * th, n)? else {
+                        return Ok(());
+                    };
+                    dev.launch(
+                        Kernel::ConvTiles,
+                        d,
+                        &kargs!(
+                            inp + (gi * cig * 4) as u64,
+                            ip,
+                            ih,
+                            iw,
+                            w + (gi * k * n * 4) as u64,
+                            n as i32,
+                            b + (gi * n * 4) as u64,
+                            out + (gi * n * 4) as u64,
+                            op,
+                            oh,
+                            ow,
+                            tiles,
+                            ts,
+                            cols,
+                            g[0],
+                            g[1],
+                            g[2],
+                            g[3],
+                            g[4],
+                            g[5],
+                            g[6],
+                            g[7],
+                            cig as i32,
+                            c.transposed as i32,
+                            act,
+                            p0,
+                            p1
+                        ),
+                    )?;
+                }
+                return Ok(());
+            }
             let cm = addrs.scratch_c;
             for gi in 0..c.groups {
                 let gin = inp + (gi * cig * 4) as u64;
