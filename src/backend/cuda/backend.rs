@@ -55,12 +55,31 @@ fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
     move |e| Error::Backend(format!("CUDA {what}: {e:?}"))
 }
 
-/// Serialises graph capture with the device-synchronising pinned allocations and frees of other
-/// backends in the process (cuMemFreeHost during another thread's capture invalidates it).
-static CUDA_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Building and dropping a backend (context, allocations, module loads, cuBLAS handles, pinned
+/// memory, graph capture) happen one backend at a time in the process: a device-synchronising
+/// call of another thread (cuMemFreeHost, a module unload, cuBLAS's workspace free) during a
+/// graph capture invalidates the capture. Frames do not take this lock.
+static SETUP_BUSY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static SETUP_FREE: std::sync::Condvar = std::sync::Condvar::new();
 
-fn setup_lock() -> std::sync::MutexGuard<'static, ()> {
-    CUDA_SETUP.lock().unwrap_or_else(|e| e.into_inner())
+/// Holds the setup lock until dropped; may move between threads (a backend carries it while it
+/// is being dropped).
+struct SetupGuard;
+
+fn setup_guard() -> SetupGuard {
+    let mut busy = SETUP_BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while *busy {
+        busy = SETUP_FREE.wait(busy).unwrap_or_else(|e| e.into_inner());
+    }
+    *busy = true;
+    SetupGuard
+}
+
+impl Drop for SetupGuard {
+    fn drop(&mut self) {
+        *SETUP_BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        SETUP_FREE.notify_one();
+    }
 }
 
 /// Page-locked host memory (not write-combined: the host also reads it back), allocated once per
@@ -78,7 +97,7 @@ impl<T: Copy> Pinned<T> {
     fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
         let len = len.max(1);
         ctx.bind_to_thread().map_err(drv("bind"))?;
-        let _setup = setup_lock();
+        // The caller (backend construction) holds the setup guard.
         // SAFETY: a plain host allocation of len elements, zeroed below before any read.
         let ptr = unsafe { cudarc::driver::result::malloc_host(len * std::mem::size_of::<T>(), 0) }
             .map_err(drv("pinned alloc"))? as *mut T;
@@ -105,7 +124,7 @@ impl<T: Copy> Pinned<T> {
 impl<T: Copy> Drop for Pinned<T> {
     fn drop(&mut self) {
         let _ = self.ctx.bind_to_thread();
-        let _setup = setup_lock();
+        // The owning backend holds the setup guard while its fields drop.
         // SAFETY: allocated by malloc_host in `new`; no copy is in flight (the owner synchronises
         // its stream before dropping, and every async copy is followed by a synchronize).
         let _ = unsafe { cudarc::driver::result::free_host(self.ptr as *mut std::ffi::c_void) };
@@ -265,6 +284,19 @@ pub struct CudaBackend {
     /// Device addresses of the buffers, scratch and step constants (fixed once built).
     addrs: Addrs,
     fused_conv_rows: usize,
+    /// The setup guard while the backend is built or dropped. Declared last, so it is dropped
+    /// after every device resource above.
+    setup: Option<SetupGuard>,
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        if self.setup.is_none() {
+            self.setup = Some(setup_guard());
+        }
+        let _ = self.ctx.bind_to_thread();
+        let _ = self.stream.synchronize();
+    }
 }
 
 impl CudaBackend {
@@ -281,6 +313,9 @@ impl CudaBackend {
         kernels::driver_loadable().map_err(Error::Backend)?;
         let grid = plan.grid(tile);
         geometry::check_plan(&plan, &grid)?;
+        // Held until the backend is built; every resource below is created under it (and on an
+        // early return, dropped under it: it was declared first).
+        let setup = setup_guard();
         let ctx = std::panic::catch_unwind(|| CudaContext::new(device_id))
             .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
             .map_err(drv("context"))?;
@@ -411,7 +446,10 @@ impl CudaBackend {
                 .map_err(drv("alloc"))?,
             rgb_host: Pinned::new(&ctx, plan.input_w * plan.input_h * 3)?,
             tiles_host: Pinned::new(&ctx, grid.len())?,
-            lists_host: Pinned::new(&ctx, FixedPacker::capacity_for(&plan, &grid))?,
+            lists_host: Pinned::new(
+                &ctx,
+                FixedPacker::capacity_for(&plan, &grid).max(TilePacker::capacity_for(&plan, &grid)),
+            )?,
             out_host: steps
                 .iter()
                 .map(|d| match d {
@@ -452,6 +490,9 @@ impl CudaBackend {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0)
             }),
+            // From here an early return drops the backend, whose Drop must not wait for the
+            // guard this thread holds.
+            setup: Some(setup),
             bufs,
             steps,
             slots,
@@ -471,10 +512,7 @@ impl CudaBackend {
         } else if off {
             backend.graph_note = "eager".into();
         } else {
-            let captured = {
-                let _setup = setup_lock();
-                backend.capture_graphs()
-            };
+            let captured = backend.capture_graphs();
             match captured {
                 Ok(g) => {
                     backend.graph_note = format!("CUDA graphs x{}", g.levels.len());
@@ -489,6 +527,7 @@ impl CudaBackend {
             }
             backend.stream.synchronize().map_err(drv("synchronize"))?;
         }
+        backend.setup = None;
         Ok(backend)
     }
 
@@ -1041,16 +1080,29 @@ impl CudaBackend {
     fn run_eager(&mut self, tiles: &StepTiles) -> Result<()> {
         let plan = self.plan.clone();
         self.packer.pack(&plan, &self.grid, &tiles.per_step);
-        if !self.packer.data.is_empty() {
-            if self.packer.data.len() > self.tiles_dev.len() {
-                self.tiles_dev = self
-                    .stream
-                    .alloc_zeros(self.packer.data.len())
-                    .map_err(drv("alloc"))?;
+        let len = self.packer.data.len();
+        if len > self.tiles_dev.len() || len > self.lists_host.len {
+            return Err(Error::Backend(format!(
+                "tile lists of {len} words exceed their buffers ({} on the device, {} staged)",
+                self.tiles_dev.len(),
+                self.lists_host.len
+            )));
+        }
+        if len > 0 {
+            // Staged in pinned memory (free: the previous frame ended with a synchronisation),
+            // so the upload is one DMA with no driver-side copy.
+            self.lists_host.as_mut_slice()[..len].copy_from_slice(&self.packer.data);
+            let dst = self.ptr(&self.tiles_dev);
+            // SAFETY: tiles_dev holds at least len words (checked above); the pinned source is
+            // not written again before the stream is synchronised at the end of this frame.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    dst,
+                    &self.lists_host.as_slice()[..len],
+                    self.stream.cu_stream(),
+                )
             }
-            self.stream
-                .memcpy_htod(&self.packer.data, &mut self.tiles_dev)
-                .map_err(drv("tile upload"))?;
+            .map_err(drv("tile upload"))?;
         }
         let base = self.ptr(&self.tiles_dev);
         for (si, step) in plan.steps.iter().enumerate() {
