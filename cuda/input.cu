@@ -25,3 +25,83 @@ extern "C" __global__ void rd_input_norm(
         out[(long long)pix * out_pitch + ch] = ((float)rgb[pix * 3 + src] - mean) * inv;
     }
 }
+
+// Letterbox of a whole frame into the packed RGB network image, on the device. Mirrors
+// `letterbox` (src/preprocess.rs) byte for byte: the same taps (uploaded by the host, see
+// `LetterboxTaps`), the same float operations in the same order (the _rn intrinsics keep the
+// compiler from fusing multiply-adds), the same rounding; BT.601 limited range for 4:2:0 input.
+#define RD_FRAME_PACKED 0
+#define RD_FRAME_I420 1
+#define RD_FRAME_NV12 2
+
+// v clamped to [0, 255] and rounded half up (NaN gives 0), as `round_clamped`.
+__device__ __forceinline__ float rd_round255(float v) {
+    v = fminf(fmaxf(v, 0.0f), 255.0f);
+    float f = floorf(v);
+    return __fadd_rn(f, __fsub_rn(v, f) >= 0.5f ? 1.0f : 0.0f);
+}
+
+// RGB of source pixel (x, y) as floats.
+__device__ __forceinline__ void rd_src_rgb(
+    const u8* __restrict__ p0, const u8* __restrict__ p1, const u8* __restrict__ p2, int format,
+    int stride, int bpp, int off_r, int off_g, int off_b, int uv_stride, int x, int y, float* rgb)
+{
+    if (format == RD_FRAME_PACKED) {
+        const u8* px = p0 + (long long)y * stride + (long long)x * bpp;
+        rgb[0] = (float)px[off_r];
+        rgb[1] = (float)px[off_g];
+        rgb[2] = (float)px[off_b];
+        return;
+    }
+    long long crow = (long long)(y / 2) * uv_stride;
+    float yy = (float)p0[(long long)y * stride + x];
+    float u, v;
+    if (format == RD_FRAME_NV12) {
+        u = (float)p1[crow + (x / 2) * 2];
+        v = (float)p1[crow + (x / 2) * 2 + 1];
+    } else {
+        u = (float)p1[crow + x / 2];
+        v = (float)p2[crow + x / 2];
+    }
+    float c = __fmul_rn(1.164f, __fsub_rn(yy, 16.0f));
+    float d = __fsub_rn(u, 128.0f), e = __fsub_rn(v, 128.0f);
+    rgb[0] = rd_round255(__fadd_rn(c, __fmul_rn(1.596f, e)));
+    rgb[1] = rd_round255(__fsub_rn(__fsub_rn(c, __fmul_rn(0.392f, d)), __fmul_rn(0.813f, e)));
+    rgb[2] = rd_round255(__fadd_rn(c, __fmul_rn(2.017f, d)));
+}
+
+// One thread per output pixel (grid-stride over nw * nh). Packed frames: p0 = pixels with
+// `stride` bytes per row, `bpp` bytes per pixel, R/G/B at the offsets. I420: p0 = Y (stride),
+// p1 = U, p2 = V (uv_stride). NV12: p0 = Y, p1 = interleaved UV.
+extern "C" __global__ void rd_letterbox(
+    const u8* __restrict__ p0, const u8* __restrict__ p1, const u8* __restrict__ p2, int format,
+    int stride, int bpp, int off_r, int off_g, int off_b, int uv_stride,
+    const int* __restrict__ cols_i, const float* __restrict__ cols_a,
+    const int* __restrict__ rows_i, const float* __restrict__ rows_a,
+    u8* __restrict__ out, int nw, int nh, int pad)
+{
+    long long total = (long long)nw * nh;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        int oy = (int)(e / nw), ox = (int)(e - (long long)oy * nw);
+        u8* o = out + e * 3;
+        int x0 = cols_i[2 * ox], y0 = rows_i[2 * oy];
+        if (x0 < 0 || y0 < 0) {
+            o[0] = o[1] = o[2] = (u8)pad;
+            continue;
+        }
+        int x1 = cols_i[2 * ox + 1], y1 = rows_i[2 * oy + 1];
+        float ax = cols_a[ox], ay = rows_a[oy];
+        float p00[3], p01[3], p10[3], p11[3];
+        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x0, y0, p00);
+        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x1, y0, p01);
+        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x0, y1, p10);
+        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x1, y1, p11);
+        float bx = __fsub_rn(1.0f, ax), by = __fsub_rn(1.0f, ay);
+        for (int c = 0; c < 3; ++c) {
+            float top = __fadd_rn(__fmul_rn(p00[c], bx), __fmul_rn(p01[c], ax));
+            float bot = __fadd_rn(__fmul_rn(p10[c], bx), __fmul_rn(p11[c], ax));
+            o[c] = (u8)rd_round255(__fadd_rn(__fmul_rn(top, by), __fmul_rn(bot, ay)));
+        }
+    }
+}

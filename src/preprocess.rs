@@ -82,6 +82,15 @@ pub trait PixelSource: Sync {
     /// `letterbox` of this frame, compiled for its pixel format (implementations call
     /// `letterbox_with(self, ...)`).
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox;
+    /// The frame's memory, for letterboxing elsewhere (the CUDA backend's kernel).
+    fn planes(&self) -> FramePlanes<'_>;
+}
+
+/// A frame's memory as a letterbox kernel reads it.
+#[derive(Clone, Copy)]
+pub enum FramePlanes<'a> {
+    Packed(&'a PackedFrame<'a>),
+    Yuv420(&'a Yuv420Frame<'a>),
 }
 
 /// Packed 3- or 4-byte-per-pixel frames with a channel order.
@@ -109,6 +118,9 @@ impl PixelSource for PackedFrame<'_> {
     }
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
         letterbox_with(self, nw, nh, dst)
+    }
+    fn planes(&self) -> FramePlanes<'_> {
+        FramePlanes::Packed(self)
     }
 }
 
@@ -181,6 +193,9 @@ impl PixelSource for Yuv420Frame<'_> {
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
         letterbox_with(self, nw, nh, dst)
     }
+    fn planes(&self) -> FramePlanes<'_> {
+        FramePlanes::Yuv420(self)
+    }
 }
 
 /// BT.601 limited range, R = c + 1.596·e, G = c − 0.392·d − 0.813·e, B = c + 2.017·d with
@@ -249,6 +264,42 @@ fn round_clamped(v: f32) -> f32 {
 /// Letterboxes `src` into `dst` (packed RGB, `nw`×`nh`) with bilinear sampling.
 pub fn letterbox(src: &dyn PixelSource, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
     src.letterbox_into(nw, nh, dst)
+}
+
+/// The letterbox of a `fw`×`fh` frame into `nw`×`nh` and its bilinear taps as flat arrays, for a
+/// device kernel: per output column `cols_i[2x]`, `cols_i[2x + 1]` are the source columns (-1:
+/// border) and `cols_a[x]` the weight of the second; rows likewise. The same taps as `letterbox`.
+pub struct LetterboxTaps {
+    pub lb: Letterbox,
+    pub cols_i: Vec<i32>,
+    pub cols_a: Vec<f32>,
+    pub rows_i: Vec<i32>,
+    pub rows_a: Vec<f32>,
+}
+
+impl LetterboxTaps {
+    pub fn new(fw: usize, fh: usize, nw: usize, nh: usize) -> Self {
+        let lb = Letterbox::fit(fw, fh, nw, nh);
+        let flat = |taps: Vec<Option<(usize, usize, f32)>>| {
+            let mut idx = Vec::with_capacity(taps.len() * 2);
+            let mut a = Vec::with_capacity(taps.len());
+            for t in taps {
+                let (i0, i1, w) = t.map_or((-1, -1, 0.0), |(i0, i1, w)| (i0 as i32, i1 as i32, w));
+                idx.extend([i0, i1]);
+                a.push(w);
+            }
+            (idx, a)
+        };
+        let (cols_i, cols_a) = flat(sampling(nw, lb.off_x, lb.scale, fw));
+        let (rows_i, rows_a) = flat(sampling(nh, lb.off_y, lb.scale, fh));
+        LetterboxTaps {
+            lb,
+            cols_i,
+            cols_a,
+            rows_i,
+            rows_a,
+        }
+    }
 }
 
 /// Bilinear taps along one axis: output index i samples source indices i0, i1 with weight a on

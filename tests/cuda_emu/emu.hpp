@@ -45,6 +45,12 @@ inline float __int_as_float(int i) {
     return f;
 }
 
+// IEEE single operations, rounded to nearest (the host compiles without contraction: C++20 ISO
+// mode, and x86-64 without FMA).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+
 // f32 -> f16 bits, round to nearest even (the host's _Float16 conversion).
 inline unsigned short rd_emu_f16_bits(float x) {
     _Float16 h = (_Float16)x;

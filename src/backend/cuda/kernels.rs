@@ -30,7 +30,7 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "input.cu",
         source: include_str!("../../../cuda/input.cu"),
-        entries: &["rd_input_norm"],
+        entries: &["rd_input_norm", "rd_letterbox"],
     },
     KernelSource {
         file: "change.cu",

@@ -7,11 +7,13 @@ use super::geometry::{self, act_code, binop_code, max_tile_px, pool_code, Dims};
 use crate::error::{Error, Result};
 use crate::mask::TileGrid;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
+use crate::preprocess::{FramePlanes, PAD_VALUE};
 
 /// Every kernel of `cuda/*.cu`, by its entry name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     InputNorm,
+    Letterbox,
     TileDiff,
     MaskDilate,
     MaskCompact,
@@ -33,8 +35,9 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::InputNorm,
+        Kernel::Letterbox,
         Kernel::TileDiff,
         Kernel::MaskDilate,
         Kernel::MaskCompact,
@@ -59,6 +62,7 @@ impl Kernel {
     pub fn entry(self) -> &'static str {
         match self {
             Kernel::InputNorm => "rd_input_norm",
+            Kernel::Letterbox => "rd_letterbox",
             Kernel::TileDiff => "rd_tile_diff",
             Kernel::MaskDilate => "rd_mask_dilate",
             Kernel::MaskCompact => "rd_mask_compact",
@@ -526,4 +530,61 @@ pub fn launch_layer(
             )
         }
     }
+}
+
+/// Addresses of a frame's bytes where the letterbox kernel reads them, and of its taps
+/// (`LetterboxTaps`: column indices, column weights, row indices, row weights).
+#[derive(Clone, Copy, Debug)]
+pub struct LetterboxArgs {
+    /// Packed: the pixels; 4:2:0: Y, then U (NV12: UV), then V.
+    pub planes: [u64; 3],
+    pub taps: [u64; 4],
+    /// The packed RGB network image (`nw`×`nh`×3 bytes).
+    pub out: u64,
+    pub nw: usize,
+    pub nh: usize,
+}
+
+/// Letterboxes a frame into the network image (rd_letterbox), byte-identical to `letterbox`.
+pub fn launch_letterbox(dev: &impl Launcher, frame: &FramePlanes, a: &LetterboxArgs) -> Result<()> {
+    // (format, stride, bytes per pixel, R/G/B offsets, chroma stride)
+    let (format, stride, bpp, off, uv_stride) = match frame {
+        FramePlanes::Packed(p) => (0, p.stride, p.bytes_per_px, p.rgb_offsets, 0),
+        FramePlanes::Yuv420(y) => (
+            if y.interleaved { 2i32 } else { 1 },
+            y.y_stride,
+            1,
+            [0; 3],
+            y.uv_stride,
+        ),
+    };
+    let Some(d) = geometry::linear_launch(a.nw * a.nh) else {
+        return Ok(());
+    };
+    let [p0, p1, p2] = a.planes;
+    let [ci, ca, ri, ra] = a.taps;
+    dev.launch(
+        Kernel::Letterbox,
+        d,
+        &kargs!(
+            p0,
+            p1,
+            p2,
+            format,
+            stride as i32,
+            bpp as i32,
+            off[0] as i32,
+            off[1] as i32,
+            off[2] as i32,
+            uv_stride as i32,
+            ci,
+            ca,
+            ri,
+            ra,
+            a.out,
+            a.nw as i32,
+            a.nh as i32,
+            PAD_VALUE as i32
+        ),
+    )
 }
