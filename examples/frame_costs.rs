@@ -86,7 +86,9 @@ fn main() {
         analyzer.process(&f.source()).expect("frame");
         let t = Instant::now();
         detector.detect(
-            analyzer.network_image(),
+            analyzer
+                .network_image()
+                .expect("the CPU backend letterboxes on the host"),
             24.0,
             DiffMetric::Max,
             1,

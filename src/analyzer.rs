@@ -8,7 +8,7 @@ use crate::detect::{decode, DecodeParams, DecoderKind, Detection};
 use crate::engine::{Engine, EngineConfig, FrameStats};
 use crate::error::{Error, Result};
 use crate::model::{import, ImportOptions, Plan};
-use crate::preprocess::{letterbox, Letterbox, PixelSource};
+use crate::preprocess::{Letterbox, PixelSource};
 
 /// The default model, built by `scripts/setup-assets.sh`: $REGIONDROP_MODEL, else the project's copy.
 pub fn default_model_path() -> PathBuf {
@@ -41,6 +41,8 @@ pub struct Analyzer {
     kind: DecoderKind,
     pub params: DecodeParams,
     rgb: Vec<u8>,
+    /// Whether `rgb` holds the last frame (false when the backend letterboxed it on the device).
+    image_on_host: bool,
     last: Option<Letterbox>,
 }
 
@@ -70,6 +72,7 @@ impl Analyzer {
             kind,
             params: opts.decode,
             rgb,
+            image_on_host: false,
             last: None,
         })
     }
@@ -86,20 +89,22 @@ impl Analyzer {
         self.kind
     }
 
-    /// The letterboxed network input of the last frame (packed RGB).
-    pub fn network_image(&self) -> &[u8] {
-        &self.rgb
+    /// The letterboxed network input of the last frame (packed RGB), when it was made on the
+    /// host (not when the CUDA backend letterboxed the frame on the device).
+    pub fn network_image(&self) -> Option<&[u8]> {
+        self.image_on_host.then_some(&self.rgb[..])
     }
 
     /// Runs one frame; boxes come back in frame pixels.
     pub fn process(&mut self, frame: &dyn PixelSource) -> Result<(FrameStats, Vec<Detection>)> {
         let (w, h) = (self.engine.plan().input_w, self.engine.plan().input_h);
-        let lb = letterbox(frame, w, h, &mut self.rgb);
+        let lb = Letterbox::fit(frame.width(), frame.height(), w, h);
         if self.last.is_some_and(|l| l != lb) {
             self.engine.reset();
         }
         self.last = Some(lb);
-        let stats = self.engine.process(&self.rgb)?;
+        let (stats, on_host) = self.engine.process_frame(frame, &mut self.rgb)?;
+        self.image_on_host = on_host;
         let dets = self.detections_in_frame()?;
         Ok((stats, dets))
     }

@@ -82,6 +82,17 @@ pub trait Backend: Send {
         None
     }
 
+    /// Letterboxes `frame` into the network input where the network runs (the CUDA backend's
+    /// kernel), for `Engine::process_frame`; None when this backend takes its input letterboxed
+    /// on the host. After `Some(Ok(_))` the engine passes an empty image to `detect_changes` and
+    /// `write_input` for this frame.
+    fn letterbox_frame(
+        &mut self,
+        _frame: &dyn crate::preprocess::PixelSource,
+    ) -> Option<Result<crate::preprocess::Letterbox>> {
+        None
+    }
+
     /// Forgets cached activations (next run must be dense).
     fn reset(&mut self);
 

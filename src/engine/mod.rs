@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
 use crate::model::import::halo_for;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
-use crate::preprocess::InputNorm;
+use crate::preprocess::{letterbox, InputNorm, PixelSource};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -229,9 +229,34 @@ impl Engine {
         self.need_dense = true;
     }
 
+    /// Letterboxes and runs one frame: on the device when the backend letterboxes there (the
+    /// CUDA backend with `REGIONDROP_CUDA_LETTERBOX=1`; `rgb` is then left as it was), else into
+    /// `rgb` (packed RGB at network input size) on the host. Returns whether the host image was
+    /// written.
+    pub fn process_frame(
+        &mut self,
+        frame: &dyn PixelSource,
+        rgb: &mut [u8],
+    ) -> Result<(FrameStats, bool)> {
+        let start = Instant::now();
+        match self.backend.letterbox_frame(frame) {
+            Some(Ok(_)) => self.process_image(None, start).map(|s| (s, false)),
+            Some(Err(e)) => Err(e),
+            None => {
+                letterbox(frame, self.plan.input_w, self.plan.input_h, rgb);
+                self.process_image(Some(rgb), start).map(|s| (s, true))
+            }
+        }
+    }
+
     /// Runs one frame given as packed RGB at network input size (already letterboxed).
     pub fn process(&mut self, rgb: &[u8]) -> Result<FrameStats> {
-        let start = Instant::now();
+        self.process_image(Some(rgb), Instant::now())
+    }
+
+    /// Runs the frame in `rgb`, or (None) the one the backend letterboxed on the device.
+    fn process_image(&mut self, rgb: Option<&[u8]>, start: Instant) -> Result<FrameStats> {
+        let host = rgb.unwrap_or(&[]);
         let mut mask = std::mem::take(&mut self.mask);
         if self.cfg.mode == RunMode::Dense {
             // The baseline sees every pixel of every frame.
@@ -239,30 +264,44 @@ impl Engine {
         } else {
             // The backend's own detector (GPU: the frame is uploaded once, the reference stays on
             // the device), else the host one. The rolling refresh cursor stays here either way.
-            match self.backend.detect_changes(
-                rgb,
+            let detected = match self.backend.detect_changes(
+                host,
                 self.cfg.threshold,
                 self.cfg.metric,
                 self.cfg.dilation,
                 &mut mask,
             ) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    self.mask = mask;
-                    return Err(e);
-                }
-                None => self.detector.detect(
-                    rgb,
-                    self.cfg.threshold,
-                    self.cfg.metric,
-                    self.cfg.dilation,
-                    &mut mask,
-                ),
+                Some(r) => r,
+                None => match rgb {
+                    Some(rgb) => {
+                        self.detector.detect(
+                            rgb,
+                            self.cfg.threshold,
+                            self.cfg.metric,
+                            self.cfg.dilation,
+                            &mut mask,
+                        );
+                        Ok(())
+                    }
+                    None => Err(Error::Backend(
+                        "a frame letterboxed on the device needs change detection there".into(),
+                    )),
+                },
+            };
+            if let Err(e) = detected {
+                self.mask = mask;
+                return Err(e);
             }
-            self.detector
-                .refresh(rgb, self.cfg.refresh_tiles, &mut mask);
+            match rgb {
+                Some(rgb) => self
+                    .detector
+                    .refresh(rgb, self.cfg.refresh_tiles, &mut mask),
+                None => self
+                    .detector
+                    .refresh_mask(self.cfg.refresh_tiles, &mut mask),
+            };
         }
-        let r = self.run_masked(rgb, &mask, start);
+        let r = self.run_masked(host, &mask, start);
         self.mask = mask;
         r
     }

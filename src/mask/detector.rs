@@ -93,6 +93,16 @@ impl ChangeDetector {
     /// their pixels into the reference, so every tile is recomputed at least every
     /// `tiles / n` frames whatever the threshold. Returns how many tiles it added.
     pub fn refresh(&mut self, image: &[u8], n: usize, mask: &mut RegionMask) -> usize {
+        self.refresh_tiles(Some(image), n, mask)
+    }
+
+    /// `refresh` for a frame whose reference is kept elsewhere (the CUDA backend's, for frames
+    /// letterboxed on the device): only the mask and the cursor move.
+    pub fn refresh_mask(&mut self, n: usize, mask: &mut RegionMask) -> usize {
+        self.refresh_tiles(None, n, mask)
+    }
+
+    fn refresh_tiles(&mut self, image: Option<&[u8]>, n: usize, mask: &mut RegionMask) -> usize {
         let g = self.grid;
         let mut added = 0;
         for _ in 0..n.min(g.len()) {
@@ -103,6 +113,7 @@ impl ChangeDetector {
             }
             mask.set(i, true);
             added += 1;
+            let Some(image) = image else { continue };
             let (x0, y0, x1, y1) = g.rect(i, 1, g.width, g.height);
             for y in y0..y1 {
                 let r = (y * g.width + x0) * 3..(y * g.width + x1) * 3;

@@ -25,7 +25,7 @@ use crate::backend::{Backend, Precision, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
-use crate::preprocess::InputNorm;
+use crate::preprocess::{FramePlanes, InputNorm, Letterbox, LetterboxTaps, PixelSource};
 use crate::tensor::Tensor;
 
 /// How the backend is built.
@@ -49,6 +49,9 @@ pub struct CudaOptions {
     /// `REGIONDROP_CUDA_FUSED_ROWS` environment variable, else 0 (the fused kernel has not been
     /// timed on a GPU yet).
     pub fused_conv_rows: Option<usize>,
+    /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
+    /// detection). None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run on a GPU).
+    pub device_letterbox: Option<bool>,
 }
 
 fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
@@ -237,9 +240,38 @@ struct Detect {
     enabled: bool,
     /// The reference holds a frame (false at start and after `reset`).
     valid: bool,
-    /// Address and length of the frame `detect_changes` left in `rgb`: `write_input` for the same
-    /// slice reuses that upload and takes its input tiles (fired and refreshed) into the reference.
-    frame: Option<(usize, usize)>,
+    /// The frame already in `rgb`: `write_input` for it reuses that upload and takes its input
+    /// tiles (fired and refreshed) into the reference.
+    frame: Staged,
+}
+
+/// What the device's network image (`rgb`) holds for the next `write_input`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Staged {
+    Nothing,
+    /// The host image at this address and length (uploaded by `detect_changes`).
+    Host(usize, usize),
+    /// A frame letterboxed on the device (`letterbox_frame`): the engine passes an empty image.
+    Device,
+}
+
+/// A frame's bytes on the device and the letterbox taps of the last frame geometry.
+struct DeviceFrames {
+    /// `REGIONDROP_CUDA_LETTERBOX=1` (or the option): letterbox frames on the device.
+    enabled: bool,
+    bytes: CudaSlice<u8>,
+    /// (frame w, frame h), the taps (column indices, column weights, row indices, row weights)
+    /// and the letterbox.
+    taps: Option<TapsDev>,
+}
+
+struct TapsDev {
+    size: (usize, usize),
+    ci: CudaSlice<i32>,
+    ca: CudaSlice<f32>,
+    ri: CudaSlice<i32>,
+    ra: CudaSlice<f32>,
+    lb: Letterbox,
 }
 
 pub struct CudaBackend {
@@ -266,6 +298,8 @@ pub struct CudaBackend {
     out_host: Vec<Option<Pinned<f32>>>,
     /// Device-side change detection: reference image, per-tile scores and masks.
     det: Detect,
+    /// Frames letterboxed on the device.
+    frames: DeviceFrames,
     packer: TilePacker,
     graphs: Option<Graphs>,
     /// Why graphs are off, for `describe`.
@@ -471,7 +505,14 @@ impl CudaBackend {
                 mask_host: Pinned::new(&ctx, grid.len())?,
                 enabled: detect_enabled(),
                 valid: false,
-                frame: None,
+                frame: Staged::Nothing,
+            },
+            frames: DeviceFrames {
+                enabled: opts.device_letterbox.unwrap_or_else(|| {
+                    std::env::var("REGIONDROP_CUDA_LETTERBOX").is_ok_and(|v| v == "1")
+                }),
+                bytes: stream.alloc_zeros::<u8>(1).map_err(drv("alloc"))?,
+                taps: None,
             },
             packer: TilePacker::default(),
             graphs: None,
@@ -619,14 +660,20 @@ impl CudaBackend {
     /// input tiles into the network input buffer.
     fn write_input_tiles(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
         let (w, h) = (self.plan.input_w, self.plan.input_h);
-        if rgb.len() != w * h * 3 {
+        // The frame already on the device: letterboxed there, or uploaded by detect_changes for
+        // this same slice.
+        let staged = std::mem::replace(&mut self.det.frame, Staged::Nothing);
+        let uploaded = match staged {
+            Staged::Device => rgb.is_empty(),
+            Staged::Host(p, l) => (p, l) == (rgb.as_ptr() as usize, rgb.len()),
+            Staged::Nothing => false,
+        };
+        if !uploaded && rgb.len() != w * h * 3 {
             return Err(Error::Backend(format!(
                 "input image of {} bytes does not match the network input {w}x{h}x3",
                 rgb.len()
             )));
         }
-        // The frame detect_changes uploaded, when this is the same slice.
-        let uploaded = self.det.frame.take() == Some((rgb.as_ptr() as usize, rgb.len()));
         if tiles.is_empty() {
             return Ok(());
         }
@@ -705,6 +752,69 @@ impl CudaBackend {
         )
     }
 
+    /// Uploads the frame's bytes as they are and letterboxes them into `rgb` with rd_letterbox.
+    fn letterbox_on_device(&mut self, frame: &dyn PixelSource) -> Result<Letterbox> {
+        let (nw, nh) = (self.plan.input_w, self.plan.input_h);
+        let (fw, fh) = (frame.width(), frame.height());
+        self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        self.sync()?;
+        let planes = frame.planes();
+        let parts: [&[u8]; 3] = match &planes {
+            FramePlanes::Packed(p) => [p.data, &[], &[]],
+            FramePlanes::Yuv420(y) if y.interleaved => [y.y, y.u, &[]],
+            FramePlanes::Yuv420(y) => [y.y, y.u, y.v],
+        };
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if self.frames.bytes.len() < total {
+            self.frames.bytes = self.stream.alloc_zeros(total).map_err(drv("alloc"))?;
+        }
+        let base = self.ptr(&self.frames.bytes);
+        let mut addrs = [0u64; 3];
+        let mut off = 0;
+        for (a, part) in addrs.iter_mut().zip(parts) {
+            *a = base + off as u64;
+            if !part.is_empty() {
+                self.stream
+                    .memcpy_htod(
+                        part,
+                        &mut self.frames.bytes.slice_mut(off..off + part.len()),
+                    )
+                    .map_err(drv("frame upload"))?;
+            }
+            off += part.len();
+        }
+        if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
+            let t = LetterboxTaps::new(fw, fh, nw, nh);
+            let up_i = |v: &[i32]| self.stream.clone_htod(v).map_err(drv("upload"));
+            let up_f = |v: &[f32]| self.stream.clone_htod(v).map_err(drv("upload"));
+            self.frames.taps = Some(TapsDev {
+                size: (fw, fh),
+                ci: up_i(&t.cols_i)?,
+                ca: up_f(&t.cols_a)?,
+                ri: up_i(&t.rows_i)?,
+                ra: up_f(&t.rows_a)?,
+                lb: t.lb,
+            });
+        }
+        let t = self.frames.taps.as_ref().expect("taps set above");
+        let args = layers::LetterboxArgs {
+            planes: addrs,
+            taps: [
+                self.ptr(&t.ci),
+                self.ptr(&t.ca),
+                self.ptr(&t.ri),
+                self.ptr(&t.ra),
+            ],
+            out: self.ptr(&self.rgb),
+            nw,
+            nh,
+        };
+        let lb = t.lb;
+        layers::launch_letterbox(self, &planes, &args)?;
+        self.det.frame = Staged::Device;
+        Ok(lb)
+    }
+
     /// Waits for the stream; with profiling on, counts the wait.
     fn sync(&mut self) -> Result<()> {
         let t0 = Instant::now();
@@ -753,8 +863,9 @@ impl CudaBackend {
     ) -> Result<()> {
         let (w, h) = (self.plan.input_w, self.plan.input_h);
         let g = self.grid;
-        self.det.frame = None;
-        if rgb.len() != w * h * 3 || mask.len() != g.len() {
+        let on_device = rgb.is_empty() && self.det.frame == Staged::Device;
+        self.det.frame = Staged::Nothing;
+        if (!on_device && rgb.len() != w * h * 3) || mask.len() != g.len() {
             return Err(Error::Backend(format!(
                 "change detection: image of {} bytes / mask of {} tiles for {w}x{h}x3 / {} tiles",
                 rgb.len(),
@@ -764,7 +875,9 @@ impl CudaBackend {
         }
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
         self.sync()?;
-        self.upload_frame(rgb)?;
+        if !on_device {
+            self.upload_frame(rgb)?;
+        }
         let n = g.len();
         let force = !self.det.valid;
         let metric = match metric {
@@ -824,7 +937,11 @@ impl CudaBackend {
             mask.set(i, m != 0);
         }
         self.det.valid = true;
-        self.det.frame = Some((rgb.as_ptr() as usize, rgb.len()));
+        self.det.frame = if on_device {
+            Staged::Device
+        } else {
+            Staged::Host(rgb.as_ptr() as usize, rgb.len())
+        };
         Ok(())
     }
 
@@ -1269,7 +1386,7 @@ impl Backend for CudaBackend {
         let p = &self.plan;
         let host = super::super::nchw_to_nhwc(nchw, p.input_c, p.input_h, p.input_w)?;
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        self.det.frame = None;
+        self.det.frame = Staged::Nothing;
         self.stream
             .memcpy_htod(&host, &mut self.bufs[0])
             .map_err(drv("input upload"))?;
@@ -1326,6 +1443,18 @@ impl Backend for CudaBackend {
             .map_err(drv("buffer download"))
     }
 
+    fn letterbox_frame(&mut self, frame: &dyn PixelSource) -> Option<Result<Letterbox>> {
+        if !(self.frames.enabled && self.det.enabled) {
+            return None;
+        }
+        let t0 = Instant::now();
+        let r = self.letterbox_on_device(frame);
+        if let Some(p) = &mut self.profile {
+            p.add(Phase::Letterbox, ms_since(t0));
+        }
+        Some(r)
+    }
+
     fn detect_changes(
         &mut self,
         rgb: &[u8],
@@ -1347,7 +1476,7 @@ impl Backend for CudaBackend {
 
     fn reset(&mut self) {
         self.det.valid = false;
-        self.det.frame = None;
+        self.det.frame = Staged::Nothing;
         if self.ctx.bind_to_thread().is_err() {
             return;
         }

@@ -18,13 +18,15 @@ pub(super) enum Phase {
     Input = 1,
     Run = 2,
     Sync = 3,
+    Letterbox = 4,
 }
 
-const PHASE_NAMES: [&str; 4] = [
+const PHASE_NAMES: [&str; 5] = [
     "change detection (frame upload, tile scores, mask download)",
     "input write (tile list upload, normalisation)",
     "network run (launches, host steps, output downloads)",
-    "  of all the above: waiting in stream synchronisations",
+    "  of all phases: waiting in stream synchronisations",
+    "letterbox on the device (frame upload, rd_letterbox)",
 ];
 
 pub(super) struct Profile {
