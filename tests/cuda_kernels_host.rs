@@ -791,3 +791,30 @@ fn letterbox_kernel_equals_the_cpu_letterbox() {
         }
     }
 }
+
+/// The fused convolution (rd_conv_tiles) on NanoDet's real layer shapes (1×1 and 3×3 convs of up
+/// to 232 channels, stride 2, channel views), on a frame of three scattered tiles.
+#[test]
+fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
+    let Some(emu) = emu() else { return };
+    let m = &common::real_models()[0];
+    let plan = common::load(m);
+    let tile = 32.max(plan.max_scale);
+    let grid = plan.grid(tile);
+    let tiles = [2u32, grid.len() as u32 / 2, grid.len() as u32 - 1];
+    let img = &common::clip_frames(&plan, 40, 1)[0];
+    let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
+    let mut dev = HostDevice::new(&plan, false, usize::MAX);
+    cpu.write_input(img, &m.norm, &tiles).unwrap();
+    cpu.run(&step_tiles(&plan, &tiles)).unwrap();
+    run_frame(emu, &mut dev, &plan, tile, img, &m.norm, &tiles, None);
+    let (b, o) = differences(&mut cpu, &dev, &plan);
+    println!(
+        "{}: fused, tiles {tiles:?}: max relative difference {b:.2e} / {o:.2e}",
+        m.path
+    );
+    assert!(
+        b.max(o) <= 1e-4,
+        "fused convolutions differ from the CPU by {b} / {o}"
+    );
+}
