@@ -153,7 +153,10 @@ impl StatsReport {
             dense: s.get::<&str>("mode").ok()? == "dense",
             inference_ms: s.get("inference-ms").ok()?,
             backend: s.get("backend").ok()?,
-            precision: s.get("precision").ok()?,
+            // Absent from messages of versions before the property: those ran in f32.
+            precision: s
+                .get::<String>("precision")
+                .unwrap_or_else(|_| "f32".into()),
             detections: s.get("detections").ok()?,
             active_rect: (
                 s.get("active-x").ok()?,

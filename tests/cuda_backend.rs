@@ -630,7 +630,7 @@ fn f16_detections_agree_with_f32_on_real_frames() {
     }
 }
 
-/// Frames letterboxed on the device (`REGIONDROP_CUDA_LETTERBOX=1`) against the same CUDA engine
+/// Frames letterboxed on the device (`device_letterbox`) against the same CUDA engine
 /// fed frames letterboxed on the host: NV12 and BGRx frames of another size than the network's,
 /// the same masks and outputs frame by frame (the kernel is byte-identical to the CPU letterbox,
 /// tests/cuda_kernels_host.rs).
@@ -650,10 +650,12 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
         backend: BackendKind::Cuda,
         ..EngineConfig::default()
     };
-    std::env::set_var("REGIONDROP_CUDA_LETTERBOX", "1");
-    let mut device = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg.clone()).unwrap();
-    std::env::remove_var("REGIONDROP_CUDA_LETTERBOX");
-    let mut host = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg).unwrap();
+    let with = |device_letterbox| EngineConfig {
+        device_letterbox: Some(device_letterbox),
+        ..cfg.clone()
+    };
+    let mut device = Engine::new(plan.clone(), InputNorm::unit_rgb(), with(true)).unwrap();
+    let mut host = Engine::new(plan.clone(), InputNorm::unit_rgb(), with(false)).unwrap();
     let (fw, fh) = (213usize, 121usize);
     let mut rgb = vec![0u8; plan.input_w * plan.input_h * 3];
     for (f, img) in engine_frames(fw, fh, 6).iter().enumerate() {

@@ -103,6 +103,18 @@ impl Launcher for Emu {
         // SAFETY: the symbol is RD_EMU_EXPORT's launcher of this kernel.
         let f: libloading::Symbol<HostLaunch> =
             unsafe { self.lib.get(format!("host_{}", k.entry()).as_bytes()) }.unwrap();
+        // SAFETY: RD_EMU_EXPORT's parameter count of this kernel.
+        let nargs: libloading::Symbol<unsafe extern "C" fn() -> i32> =
+            unsafe { self.lib.get(format!("nargs_{}", k.entry()).as_bytes()) }.unwrap();
+        // SAFETY: a plain function returning a constant.
+        let want = unsafe { nargs() } as usize;
+        assert_eq!(
+            args.len(),
+            want,
+            "{} takes {want} arguments, {} passed",
+            k.entry(),
+            args.len()
+        );
         let mut vals: Vec<u64> = args
             .iter()
             .map(|a| match *a {

@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub device_id: usize,
     /// Number format of the convolutions' GEMM operands (CUDA backend; the CPU computes in f32).
     pub precision: Precision,
+    /// Letterbox frames on the device where the backend can (CUDA, with its change detection on
+    /// the device) in `process_frame`. None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run
+    /// on a GPU).
+    pub device_letterbox: Option<bool>,
     pub mode: RunMode,
     /// Work fraction above which dense runs instead; None = measured while running.
     pub break_even: Option<f64>,
@@ -71,6 +75,7 @@ impl Default for EngineConfig {
             backend: BackendKind::Auto,
             device_id: 0,
             precision: Precision::F32,
+            device_letterbox: None,
             mode: RunMode::Auto,
             break_even: None,
         }
@@ -230,21 +235,22 @@ impl Engine {
     }
 
     /// Letterboxes and runs one frame: on the device when the backend letterboxes there (the
-    /// CUDA backend with `REGIONDROP_CUDA_LETTERBOX=1`; `rgb` is then left as it was), else into
-    /// `rgb` (packed RGB at network input size) on the host. Returns whether the host image was
-    /// written.
+    /// CUDA backend with `device_letterbox`; `rgb` is then left as it was), else into `rgb`
+    /// (packed RGB at network input size) on the host. Returns whether the host image was
+    /// written. As for `process`, `FrameStats::ms` starts after the letterbox (change mask and
+    /// network).
     pub fn process_frame(
         &mut self,
         frame: &dyn PixelSource,
         rgb: &mut [u8],
     ) -> Result<(FrameStats, bool)> {
-        let start = Instant::now();
         match self.backend.letterbox_frame(frame) {
-            Some(Ok(_)) => self.process_image(None, start).map(|s| (s, false)),
+            Some(Ok(_)) => self.process_image(None, Instant::now()).map(|s| (s, false)),
             Some(Err(e)) => Err(e),
             None => {
                 letterbox(frame, self.plan.input_w, self.plan.input_h, rgb);
-                self.process_image(Some(rgb), start).map(|s| (s, true))
+                self.process_image(Some(rgb), Instant::now())
+                    .map(|s| (s, true))
             }
         }
     }
@@ -484,6 +490,7 @@ fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<(Box<dyn Backend>
     };
     let opts = CudaOptions {
         precision: cfg.precision,
+        device_letterbox: cfg.device_letterbox,
         ..CudaOptions::default()
     };
     match cfg.backend {

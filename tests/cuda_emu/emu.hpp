@@ -100,8 +100,15 @@ static void rd_emu_launch(void (*k)(A...), const unsigned* g, const unsigned* b,
             }
 }
 
-// host_NAME(grid[3], block[3], params, threads): one launch of kernel NAME.
+template <typename... A>
+static int rd_emu_arity(void (*)(A...)) {
+    return (int)sizeof...(A);
+}
+
+// host_NAME(grid[3], block[3], params, threads): one launch of kernel NAME;
+// nargs_NAME(): its number of parameters.
 #define RD_EMU_EXPORT(name)                                                                     \
     extern "C" void host_##name(const unsigned* g, const unsigned* b, void** p, int threads) { \
         rd_emu_launch(name, g, b, p, threads != 0);                                             \
-    }
+    }                                                                                           \
+    extern "C" int nargs_##name() { return rd_emu_arity(name); }

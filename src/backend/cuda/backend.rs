@@ -766,6 +766,8 @@ impl CudaBackend {
         };
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if self.frames.bytes.len() < total {
+            // A larger frame than before: (re)allocations take the setup guard (see SetupGuard).
+            let _setup = setup_guard();
             self.frames.bytes = self.stream.alloc_zeros(total).map_err(drv("alloc"))?;
         }
         let base = self.ptr(&self.frames.bytes);
@@ -784,6 +786,7 @@ impl CudaBackend {
             off += part.len();
         }
         if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
+            let _setup = setup_guard();
             let t = LetterboxTaps::new(fw, fh, nw, nh);
             let up_i = |v: &[i32]| self.stream.clone_htod(v).map_err(drv("upload"));
             let up_f = |v: &[f32]| self.stream.clone_htod(v).map_err(drv("upload"));

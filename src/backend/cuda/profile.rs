@@ -26,7 +26,7 @@ const PHASE_NAMES: [&str; 5] = [
     "input write (tile list upload, normalisation)",
     "network run (launches, host steps, output downloads)",
     "  of all phases: waiting in stream synchronisations",
-    "letterbox on the device (frame upload, rd_letterbox)",
+    "letterbox on the device, host side (frame upload, launch; the kernel runs in the next wait)",
 ];
 
 pub(super) struct Profile {
