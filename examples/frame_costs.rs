@@ -73,11 +73,16 @@ fn main() {
     let frames =
         gstregiondrop::video::decode_rgb(std::path::Path::new("data/video/vtest.avi"), 0, 60)
             .expect("the sample clip (./regiondrop.sh setup)");
-    let mut analyzer = Analyzer::new(
-        std::path::Path::new("data/models/nanodet-416.onnx"),
-        AnalyzerOptions::default(),
-    )
-    .expect("the default model (./regiondrop.sh setup)");
+    // The host's letterbox, whatever the backend: its network image feeds the host detector below.
+    let opts = AnalyzerOptions {
+        engine: gstregiondrop::engine::EngineConfig {
+            device_letterbox: Some(false),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut analyzer = Analyzer::new(std::path::Path::new("data/models/nanodet-416.onnx"), opts)
+        .expect("the default model (./regiondrop.sh setup)");
     let grid = gstregiondrop::mask::TileGrid::new(416, 416, 32);
     let mut detector = ChangeDetector::new(grid);
     let mut mask = RegionMask::empty(&grid);
