@@ -2,10 +2,10 @@
 // (tests/cuda_kernels_host.rs compiles this header, cuda/common.cuh and the kernel files with the
 // system C++ compiler into a shared library).
 //
-// A launch runs its blocks one after another. Within a block, kernels that synchronise
-// (__syncthreads) run one OS thread per CUDA thread with a barrier, and their __shared__ arrays are
-// function statics (one block at a time uses them); the other kernels run their threads one after
-// another on the calling thread. Kernel arguments arrive as in cuLaunchKernel: an array of
+// A launch runs its blocks one after another. Kernels that synchronise (__syncthreads) run one
+// OS thread per CUDA thread of a block, reused for every block, with a barrier per block; their
+// __shared__ arrays are function statics (one block at a time uses them). The other kernels run
+// their threads one after another on the calling thread. Kernel arguments arrive as in cuLaunchKernel: an array of
 // pointers to the values.
 
 #include <barrier>
@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -69,35 +70,46 @@ static void rd_emu_launch(void (*k)(A...), const unsigned* g, const unsigned* b,
     gridDim = dim3{g[0], g[1], g[2]};
     blockDim = dim3{b[0], b[1], b[2]};
     auto seq = std::index_sequence_for<A...>{};
+    std::vector<dim3> blocks;
     for (unsigned bz = 0; bz < g[2]; ++bz)
         for (unsigned by = 0; by < g[1]; ++by)
-            for (unsigned bx = 0; bx < g[0]; ++bx) {
-                dim3 block{bx, by, bz};
-                if (!threads) {
-                    blockIdx = block;
-                    for (unsigned tz = 0; tz < b[2]; ++tz)
-                        for (unsigned ty = 0; ty < b[1]; ++ty)
-                            for (unsigned tx = 0; tx < b[0]; ++tx) {
-                                threadIdx = dim3{tx, ty, tz};
-                                rd_emu_call(k, p, seq);
-                            }
-                    continue;
-                }
-                std::barrier<> bar((std::ptrdiff_t)(b[0] * b[1] * b[2]));
-                rd_emu_barrier = &bar;
-                std::vector<std::thread> ts;
-                for (unsigned tz = 0; tz < b[2]; ++tz)
-                    for (unsigned ty = 0; ty < b[1]; ++ty)
-                        for (unsigned tx = 0; tx < b[0]; ++tx)
-                            ts.emplace_back([=, &bar] {
-                                blockIdx = block;
-                                threadIdx = dim3{tx, ty, tz};
-                                rd_emu_call(k, p, seq);
-                                bar.arrive_and_drop();
-                            });
-                for (auto& t : ts) t.join();
-                rd_emu_barrier = nullptr;
+            for (unsigned bx = 0; bx < g[0]; ++bx) blocks.push_back(dim3{bx, by, bz});
+    unsigned nt = b[0] * b[1] * b[2];
+    if (!threads) {
+        for (const dim3& blk : blocks) {
+            blockIdx = blk;
+            for (unsigned t = 0; t < nt; ++t) {
+                threadIdx = dim3{t % b[0], (t / b[0]) % b[1], t / (b[0] * b[1])};
+                rd_emu_call(k, p, seq);
             }
+        }
+        return;
+    }
+    // One OS thread per CUDA thread for the whole launch, running the blocks in turn. Within a
+    // block `inside` serves __syncthreads (a thread that returns drops out of it); `done` lines
+    // all threads up between blocks, while thread 0 gives the next block a fresh `inside`.
+    std::barrier<> done((std::ptrdiff_t)nt);
+    auto inside = std::make_unique<std::barrier<>>((std::ptrdiff_t)nt);
+    rd_emu_barrier = inside.get();
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < nt; ++t)
+        ts.emplace_back([&, t] {
+            dim3 tid{t % b[0], (t / b[0]) % b[1], t / (b[0] * b[1])};
+            for (const dim3& blk : blocks) {
+                blockIdx = blk;
+                threadIdx = tid;
+                rd_emu_call(k, p, seq);
+                rd_emu_barrier->arrive_and_drop();
+                done.arrive_and_wait();
+                if (t == 0) {
+                    inside = std::make_unique<std::barrier<>>((std::ptrdiff_t)nt);
+                    rd_emu_barrier = inside.get();
+                }
+                done.arrive_and_wait();
+            }
+        });
+    for (auto& t : ts) t.join();
+    rd_emu_barrier = nullptr;
 }
 
 template <typename... A>
