@@ -103,6 +103,17 @@ impl FeatMut {
         }
     }
 
+    /// `n` consecutive pixels from (y, x), all channels, for writing: only for views that span
+    /// the whole buffer.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub fn pixels(&self, y: usize, x: usize, n: usize) -> &mut [f32] {
+        debug_assert!(self.c_off == 0 && self.c == self.pitch && x + n <= self.w && y < self.h);
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add((y * self.w + x) * self.pitch), n * self.c)
+        }
+    }
+
     /// Where the view's channels at pixel (y, x) start, as a raw pointer into the whole buffer (for
     /// kernels whose tasks write different channels of the same pixel).
     #[inline(always)]

@@ -26,6 +26,29 @@ fn for_each_px<F: Fn(usize, usize) + Sync>(grid: &TileGrid, out: &FeatMut, tiles
     });
 }
 
+/// Runs `f(y, x0, x1)` for every row of every active tile (pixels x0..x1 of row y), tiles in
+/// parallel, vectorised like `for_each_px`: for element-wise layers on whole-pixel views, whose
+/// rows are one contiguous run however few channels they have.
+#[inline]
+fn for_each_row<F: Fn(usize, usize, usize) + Sync>(
+    grid: &TileGrid,
+    out: &FeatMut,
+    tiles: &[u32],
+    f: F,
+) {
+    tiles.par_iter().for_each(|&t| {
+        let (x0, y0, x1, y1) = out.rect(grid, t);
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                for y in y0..y1 {
+                    f(y, x0, x1);
+                }
+            },
+        )
+    });
+}
+
 pub fn pool(spec: &PoolSpec, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
     for_each_px(
         grid,
@@ -156,6 +179,20 @@ pub fn affine(
 }
 
 pub fn unary(act: Act, grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
+    if out.c == out.pitch && input.c == input.pitch {
+        for_each_row(
+            grid,
+            &out,
+            tiles,
+            #[inline(always)]
+            |y, x0, x1| {
+                let dst = out.pixels(y, x0, x1 - x0);
+                dst.copy_from_slice(input.pixels(y, x0, x1 - x0));
+                act.apply_slice(dst);
+            },
+        );
+        return;
+    }
     for_each_px(
         grid,
         &out,
@@ -185,6 +222,32 @@ pub fn binary(
     out: FeatMut,
     tiles: &[u32],
 ) {
+    // Whole-pixel views with a same-shaped map or a scalar operand: one run per tile row.
+    let whole = |c: usize, pitch: usize| c == pitch && c == out.c;
+    let runs = whole(out.c, out.pitch)
+        && whole(input.c, input.pitch)
+        && match &rhs {
+            Rhs::Map(m) => whole(m.c, m.pitch),
+            Rhs::Channels(v) => v.len() == 1,
+        };
+    if runs {
+        for_each_row(
+            grid,
+            &out,
+            tiles,
+            #[inline(always)]
+            |y, x0, x1| {
+                let n = x1 - x0;
+                let (dst, a) = (out.pixels(y, x0, n), input.pixels(y, x0, n));
+                match &rhs {
+                    Rhs::Map(m) => binary_pairs(op, dst, a, m.pixels(y, x0, n)),
+                    Rhs::Channels(v) => binary_scalar(op, dst, a, v[0]),
+                }
+                act.apply_slice(dst);
+            },
+        );
+        return;
+    }
     for_each_px(
         grid,
         &out,
@@ -196,27 +259,38 @@ pub fn binary(
                 Rhs::Map(m) => m.px(y, x),
                 Rhs::Channels(c) => c,
             };
-            // The op is matched once per pixel so each loop below vectorises.
             if b.len() == 1 {
-                let v = b[0];
-                match op {
-                    BinOp::Add => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p + v),
-                    BinOp::Sub => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p - v),
-                    BinOp::Mul => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p * v),
-                    BinOp::Div => dst.iter_mut().zip(a).for_each(|(d, &p)| *d = p / v),
-                }
+                binary_scalar(op, dst, a, b[0]);
             } else {
-                let pairs = dst.iter_mut().zip(a.iter().zip(b));
-                match op {
-                    BinOp::Add => pairs.for_each(|(d, (&p, &q))| *d = p + q),
-                    BinOp::Sub => pairs.for_each(|(d, (&p, &q))| *d = p - q),
-                    BinOp::Mul => pairs.for_each(|(d, (&p, &q))| *d = p * q),
-                    BinOp::Div => pairs.for_each(|(d, (&p, &q))| *d = p / q),
-                }
+                binary_pairs(op, dst, a, b);
             }
             act.apply_slice(dst);
         },
     );
+}
+
+/// `dst = a op v`; the op is matched once so each loop vectorises.
+#[inline(always)]
+fn binary_scalar(op: BinOp, dst: &mut [f32], a: &[f32], v: f32) {
+    let it = dst.iter_mut().zip(a);
+    match op {
+        BinOp::Add => it.for_each(|(d, &p)| *d = p + v),
+        BinOp::Sub => it.for_each(|(d, &p)| *d = p - v),
+        BinOp::Mul => it.for_each(|(d, &p)| *d = p * v),
+        BinOp::Div => it.for_each(|(d, &p)| *d = p / v),
+    }
+}
+
+/// `dst = a op b` element by element.
+#[inline(always)]
+fn binary_pairs(op: BinOp, dst: &mut [f32], a: &[f32], b: &[f32]) {
+    let pairs = dst.iter_mut().zip(a.iter().zip(b));
+    match op {
+        BinOp::Add => pairs.for_each(|(d, (&p, &q))| *d = p + q),
+        BinOp::Sub => pairs.for_each(|(d, (&p, &q))| *d = p - q),
+        BinOp::Mul => pairs.for_each(|(d, (&p, &q))| *d = p * q),
+        BinOp::Div => pairs.for_each(|(d, (&p, &q))| *d = p / q),
+    }
 }
 
 pub fn gather(perm: &[usize], grid: &TileGrid, input: FeatRef, out: FeatMut, tiles: &[u32]) {
