@@ -230,6 +230,77 @@ fn dense_conv_matches_the_reference_semantics() {
     std::fs::remove_file(path).ok();
 }
 
+/// Transposed convolutions whose kernel equals their stride (one tap per output pixel: the CPU
+/// backend's own kernel for few output channels, and the generic one for more), dense, against
+/// the reference semantics node by node.
+#[test]
+fn kernel_equals_stride_transposed_convs_match_the_reference_semantics() {
+    for (cout, k) in [(1i64, 2i64), (5, 2), (24, 2)] {
+        let mut b = Builder::new(3, H, W);
+        let c1 = b.conv("x", 3, 24, 3, 2, 1, 1, 1);
+        let w = b.random(&[24, cout, k, k], 0.3);
+        let bias = b.random(&[cout], 0.2);
+        let ct = b.node(
+            "ConvTranspose",
+            &[&c1, &w, &bias],
+            &[
+                ("kernel_shape", A::Is(vec![k, k])),
+                ("strides", A::Is(vec![k, k])),
+            ],
+        );
+        let name = format!("convt_k{k}_c{cout}");
+        let bytes = b.bytes(&[&ct], &name);
+        let path = temp_model(&name, &bytes);
+        let graph = gstregiondrop::model::onnx::load(&path).unwrap();
+        let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
+        let norm = InputNorm::unit_rgb();
+        let mut rng = Lcg(11);
+        let image: Vec<u8> = (0..W * H * 3)
+            .map(|_| (rng.next_u32() % 256) as u8)
+            .collect();
+        let mut e = engine(&plan, &norm, dense_cfg());
+        e.process(&image).unwrap();
+        let ours = e.outputs().unwrap();
+        let mut v = gstregiondrop::tensor::Tensor::new(
+            vec![1, 3, H as usize, W as usize],
+            norm.to_nchw(&image, W as usize, H as usize),
+        );
+        // The convolution by the reference evaluator, the transposed one by its ONNX definition:
+        // y[co][iy·k + ky][ix·k + kx] = b[co] + Σ_ci x[ci][iy][ix] · W[ci][co][ky][kx].
+        let (conv, convt) = (&graph.nodes[0], &graph.nodes[1]);
+        let init =
+            |n: &gstregiondrop::model::onnx::Node, i: usize| &graph.initializers[&n.inputs[i]];
+        v = gstregiondrop::model::eval::eval(
+            conv,
+            &[Some(&v), Some(init(conv, 1)), Some(init(conv, 2))],
+        )
+        .unwrap()
+        .remove(0);
+        let (ci_n, ih, iw) = (v.shape[1], v.shape[2], v.shape[3]);
+        let (co_n, k) = (cout as usize, k as usize);
+        let (wt, bt) = (&init(convt, 1).data, &init(convt, 2).data);
+        let (oh, ow) = (ih * k, iw * k);
+        let mut y = vec![0f32; co_n * oh * ow];
+        for co in 0..co_n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (iy, ky, ix, kx) = (oy / k, oy % k, ox / k, ox % k);
+                    let mut acc = bt[co];
+                    for ci in 0..ci_n {
+                        acc += v.data[(ci * ih + iy) * iw + ix]
+                            * wt[((ci * co_n + co) * k + ky) * k + kx];
+                    }
+                    y[(co * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+        let want = gstregiondrop::tensor::Tensor::new(vec![1, co_n, oh, ow], y);
+        let d = rel_max_diff(&ours, &[want]);
+        assert!(d <= 1e-5, "{name}: dense vs reference: {d:e}");
+        std::fs::remove_file(path).ok();
+    }
+}
+
 #[test]
 fn bad_models_fail_at_load_with_named_errors() {
     let dir = std::env::temp_dir();

@@ -4,6 +4,7 @@
 mod conv;
 mod conv_direct;
 mod conv_small;
+mod conv_unpool;
 mod feature;
 mod ops;
 mod tail;
@@ -49,6 +50,8 @@ enum DirectConv {
     Taps(conv_direct::DirectWeights),
     /// Short im2col rows (a first layer on 3 channels) where AVX-512 is missing.
     SmallK(conv_small::SmallKWeights),
+    /// Transposed convolutions with kernel = stride and few output channels: one tap per pixel.
+    Unpool(conv_unpool::UnpoolWeights),
 }
 
 impl CpuBackend {
@@ -93,6 +96,9 @@ impl CpuBackend {
             .iter()
             .map(|s| match s {
                 Step::Layer(l) => match &l.op {
+                    LayerOp::Conv(c) if conv_unpool::applies(c) => {
+                        Some(DirectConv::Unpool(conv_unpool::UnpoolWeights::new(c)))
+                    }
                     LayerOp::Conv(c) if conv_direct::applies(c) => {
                         Some(DirectConv::Taps(conv_direct::DirectWeights::new(c)))
                     }
@@ -175,6 +181,9 @@ impl CpuBackend {
                             }
                             Some(DirectConv::SmallK(w)) => {
                                 conv_small::conv(c, w, &grid, input, out, t)
+                            }
+                            Some(DirectConv::Unpool(w)) => {
+                                conv_unpool::conv(c, w, &grid, input, out, t)
                             }
                             _ => conv::conv(
                                 c,
@@ -400,6 +409,7 @@ impl Backend for CpuBackend {
             .map(|d| match d {
                 DirectConv::Taps(w) => w.floats(),
                 DirectConv::SmallK(w) => w.floats(),
+                DirectConv::Unpool(w) => w.floats(),
             })
             .sum();
         (caches + weights + copies + self.scratch_a.len() + self.scratch_c.len()) * 4
