@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use gstregiondrop::engine::{EngineConfig, RunMode};
 use gstregiondrop::mask::RegionMask;
+use gstregiondrop::model::act::Act;
+use gstregiondrop::model::plan::LayerOp;
 use gstregiondrop::model::{import, ImportOptions};
 use gstregiondrop::preprocess::InputNorm;
+use gstregiondrop::tensor::Tensor;
 
 /// 96×80 input: with 32-pixel tiles the bottom row of tiles is half height.
 const W: i64 = 96;
@@ -129,6 +132,66 @@ fn written_out_hardswish_fuses_into_the_conv() {
     assert_eq!(spec.act, gstregiondrop::model::act::Act::HardSwish);
     std::fs::remove_file(path).ok();
     check("hardswish-written-out", bytes);
+}
+
+/// Multiplying, adding and subtracting constants after a convolution (MobileOne-style scale and
+/// shift) fold into it, and the chain after its activation becomes one affine layer; the result
+/// equals the reference semantics node by node.
+#[test]
+fn constant_scale_and_shift_fold_into_their_producer() {
+    let mut b = Builder::new(3, H, W);
+    let c = b.conv("x", 3, 8, 3, 1, 1, 1, 1);
+    let s8 = b.random(&[1, 8, 1, 1], 1.0);
+    let t8 = b.random(&[1, 8, 1, 1], 0.5);
+    let half = b.init(&[], vec![0.5]);
+    let u8c = b.random(&[1, 8, 1, 1], 0.5);
+    let m1 = b.node("Mul", &[&c, &s8], &[]);
+    let a1 = b.node("Add", &[&t8, &m1], &[]);
+    let r = b.node("Relu", &[&a1], &[]);
+    let m2 = b.node("Mul", &[&r, &half], &[]);
+    let s2 = b.node("Sub", &[&m2, &u8c], &[]);
+    let m3 = b.node("Mul", &[&s2, &s8], &[]);
+    let bytes = b.bytes(&[&m3], "fold");
+    let path = temp_model("fold", &bytes);
+    let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
+    let layers: Vec<_> = plan.layers().map(|l| &l.op).collect();
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert!(
+        matches!(layers[0], LayerOp::Conv(c) if c.act == Act::Relu),
+        "{layers:?}"
+    );
+    assert!(matches!(layers[1], LayerOp::Affine { .. }), "{layers:?}");
+    // Dense against the reference evaluator, node by node.
+    let graph = gstregiondrop::model::onnx::load(&path).unwrap();
+    let norm = InputNorm::unit_rgb();
+    let mut rng = Lcg(3);
+    let image: Vec<u8> = (0..W * H * 3)
+        .map(|_| (rng.next_u32() % 256) as u8)
+        .collect();
+    let mut e = engine(&plan, &norm, dense_cfg());
+    e.process(&image).unwrap();
+    let ours = e.outputs().unwrap();
+    let mut vals: std::collections::HashMap<String, Tensor> = graph
+        .initializers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vals.insert(
+        graph.inputs[0].name.clone(),
+        Tensor::new(
+            vec![1, 3, H as usize, W as usize],
+            norm.to_nchw(&image, W as usize, H as usize),
+        ),
+    );
+    for n in &graph.nodes {
+        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
+        let out = gstregiondrop::model::eval::eval(n, &ins).unwrap().remove(0);
+        vals.insert(n.outputs[0].clone(), out);
+    }
+    let d = rel_max_diff(&ours, &[vals[&m3].clone()]);
+    assert!(d <= 1e-5, "dense vs reference: {d:e}");
+    std::fs::remove_file(path).ok();
+    check("fold", bytes);
 }
 
 #[test]

@@ -874,36 +874,9 @@ impl<'g> Builder<'g> {
         let shift: Vec<f32> = (0..c)
             .map(|i| beta.data[i] - mean.data[i] * scale[i])
             .collect();
-        if let Some(si) = self.fusable_producer(&n.inputs[0], view) {
-            if let Step::Layer(Layer {
-                op: LayerOp::Conv(cs),
-                ..
-            }) = &mut self.steps[si]
-            {
-                if cs.act == Act::Identity {
-                    let n_out = cs.cout;
-                    let cols = if cs.depthwise() {
-                        n_out
-                    } else {
-                        cs.n_per_group()
-                    };
-                    let depthwise = cs.depthwise();
-                    let per_group = cs.k_per_group() * cols;
-                    for (i, wv) in cs.weights.iter_mut().enumerate() {
-                        let co = if depthwise {
-                            i % n_out
-                        } else {
-                            (i / per_group) * cols + i % cols
-                        };
-                        *wv *= scale[co];
-                    }
-                    for co in 0..n_out {
-                        cs.bias[co] = cs.bias[co] * scale[co] + shift[co];
-                    }
-                    self.set(&n.outputs[0], Val::Feature { view, pad: None });
-                    return Ok(());
-                }
-            }
+        if self.fold_affine(&n.inputs[0], view, &scale, &shift) {
+            self.set(&n.outputs[0], Val::Feature { view, pad: None });
+            return Ok(());
         }
         self.simple_layer(
             n,
@@ -915,6 +888,74 @@ impl<'g> Builder<'g> {
             },
             0,
         )
+    }
+
+    /// Folds `x·scale + shift` (per channel) into the layer producing `name` (`view`): a
+    /// convolution or an affine layer without activation, or an element-wise multiply, add or
+    /// subtract by constants without activation, when nothing else reads its output. Whether it
+    /// did.
+    fn fold_affine(&mut self, name: &str, view: View, scale: &[f32], shift: &[f32]) -> bool {
+        let Some(si) = self.fusable_producer(name, view) else {
+            return false;
+        };
+        let Step::Layer(l) = &mut self.steps[si] else {
+            return false;
+        };
+        let c = scale.len();
+        match &mut l.op {
+            LayerOp::Conv(cs) if cs.act == Act::Identity && cs.cout == c => {
+                let n_out = cs.cout;
+                let cols = if cs.depthwise() {
+                    n_out
+                } else {
+                    cs.n_per_group()
+                };
+                let depthwise = cs.depthwise();
+                let per_group = cs.k_per_group() * cols;
+                for (i, wv) in cs.weights.iter_mut().enumerate() {
+                    let co = if depthwise {
+                        i % n_out
+                    } else {
+                        (i / per_group) * cols + i % cols
+                    };
+                    *wv *= scale[co];
+                }
+                for co in 0..n_out {
+                    cs.bias[co] = cs.bias[co] * scale[co] + shift[co];
+                }
+                true
+            }
+            LayerOp::Affine {
+                scale: s0,
+                shift: t0,
+                act: Act::Identity,
+            } if s0.len() == c => {
+                for i in 0..c {
+                    s0[i] *= scale[i];
+                    t0[i] = t0[i] * scale[i] + shift[i];
+                }
+                true
+            }
+            LayerOp::Binary {
+                op: op0 @ (BinOp::Mul | BinOp::Add | BinOp::Sub),
+                rhs: Operand::Channels(v),
+                act: Act::Identity,
+            } if v.len() == c => {
+                // x op0 v, then the new step: one affine layer.
+                let (s0, t0): (Vec<f32>, Vec<f32>) = match op0 {
+                    BinOp::Mul => (v.clone(), vec![0.0; c]),
+                    BinOp::Add => (vec![1.0; c], v.clone()),
+                    _ => (vec![1.0; c], v.iter().map(|x| -x).collect()),
+                };
+                l.op = LayerOp::Affine {
+                    scale: (0..c).map(|i| s0[i] * scale[i]).collect(),
+                    shift: (0..c).map(|i| t0[i] * scale[i] + shift[i]).collect(),
+                    act: Act::Identity,
+                };
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A layer with one spatial input and a new output buffer of the same shape.
@@ -1330,9 +1371,11 @@ impl<'g> Builder<'g> {
             .flatten()
             .ok_or_else(|| self.err(n, "missing input"))?;
         let is_feat = |v: &Val| matches!(v, Val::Feature { .. } | Val::Layout { .. });
+        let mut feat_input = &n.inputs[0];
         if !is_feat(&a) {
             if matches!(op, BinOp::Add | BinOp::Mul) {
                 std::mem::swap(&mut a, &mut b);
+                feat_input = &n.inputs[1];
             } else {
                 return Err(self.unsupported(
                     n,
@@ -1383,6 +1426,23 @@ impl<'g> Builder<'g> {
                 }
             }
         };
+        // Multiplying, adding or subtracting constants right after a convolution or another
+        // such step folds into it.
+        if let Operand::Channels(v) = &rhs {
+            let c = v.len();
+            let folded = match op {
+                BinOp::Mul => Some((v.clone(), vec![0.0; c])),
+                BinOp::Add => Some((vec![1.0; c], v.clone())),
+                BinOp::Sub => Some((vec![1.0; c], v.iter().map(|x| -x).collect())),
+                BinOp::Div => None,
+            };
+            if let Some((scale, shift)) = folded {
+                if self.fold_affine(&feat_input.clone(), view, &scale, &shift) {
+                    self.set(&n.outputs[0], Val::Feature { view, pad: None });
+                    return Ok(());
+                }
+            }
+        }
         self.simple_layer(
             n,
             view,
