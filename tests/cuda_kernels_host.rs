@@ -103,17 +103,25 @@ impl Launcher for Emu {
         // SAFETY: the symbol is RD_EMU_EXPORT's launcher of this kernel.
         let f: libloading::Symbol<HostLaunch> =
             unsafe { self.lib.get(format!("host_{}", k.entry()).as_bytes()) }.unwrap();
-        // SAFETY: RD_EMU_EXPORT's parameter count of this kernel.
-        let nargs: libloading::Symbol<unsafe extern "C" fn() -> i32> =
-            unsafe { self.lib.get(format!("nargs_{}", k.entry()).as_bytes()) }.unwrap();
-        // SAFETY: a plain function returning a constant.
-        let want = unsafe { nargs() } as usize;
+        // SAFETY: RD_EMU_EXPORT's description of this kernel's parameters.
+        let kinds: libloading::Symbol<unsafe extern "C" fn(*mut u8, i32) -> i32> =
+            unsafe { self.lib.get(format!("kinds_{}", k.entry()).as_bytes()) }.unwrap();
+        let mut want = [0u8; 64];
+        // SAFETY: writes at most 64 bytes into `want`.
+        let n = unsafe { kinds(want.as_mut_ptr(), want.len() as i32) } as usize;
+        let passed: String = args
+            .iter()
+            .map(|a| match a {
+                KArg::Ptr(_) => 'p',
+                KArg::I32(_) => 'i',
+                KArg::F32(_) => 'f',
+            })
+            .collect();
         assert_eq!(
-            args.len(),
-            want,
-            "{} takes {want} arguments, {} passed",
-            k.entry(),
-            args.len()
+            passed,
+            String::from_utf8_lossy(&want[..n.min(64)]),
+            "{}: argument kinds passed (left) and declared (right)",
+            k.entry()
         );
         let mut vals: Vec<u64> = args
             .iter()

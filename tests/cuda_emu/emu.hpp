@@ -112,15 +112,21 @@ static void rd_emu_launch(void (*k)(A...), const unsigned* g, const unsigned* b,
     rd_emu_barrier = nullptr;
 }
 
+#include <type_traits>
+
+// The kinds of a kernel's parameters, as the test's KArg: 'p' pointer, 'i' int, 'f' float.
 template <typename... A>
-static int rd_emu_arity(void (*)(A...)) {
-    return (int)sizeof...(A);
+static int rd_emu_kinds(void (*)(A...), char* out, int cap) {
+    const char kinds[] = {(std::is_pointer_v<A> ? 'p' : std::is_floating_point_v<A> ? 'f' : 'i')..., 0};
+    int n = (int)sizeof...(A);
+    for (int i = 0; i < n && i < cap; ++i) out[i] = kinds[i];
+    return n;
 }
 
 // host_NAME(grid[3], block[3], params, threads): one launch of kernel NAME;
-// nargs_NAME(): its number of parameters.
+// kinds_NAME(out, cap): its parameter kinds ('p', 'i', 'f') and count.
 #define RD_EMU_EXPORT(name)                                                                     \
     extern "C" void host_##name(const unsigned* g, const unsigned* b, void** p, int threads) { \
         rd_emu_launch(name, g, b, p, threads != 0);                                             \
     }                                                                                           \
-    extern "C" int nargs_##name() { return rd_emu_arity(name); }
+    extern "C" int kinds_##name(char* out, int cap) { return rd_emu_kinds(name, out, cap); }
