@@ -465,6 +465,16 @@ fn depthwise(spec: &ConvSpec, grid: &TileGrid, input: FeatRef, output: FeatMut, 
                         (iy >= 0 && (iy as usize) < input.h).then_some((ky, iy as usize))
                     });
                     for ox in x0..x1 {
+                        // The kernel columns inside the map: ix = ox·sw + kx·dw − pad_l ∈ [0, w).
+                        let base = (ox * spec.sw) as isize - spec.pad_l as isize;
+                        let dw = spec.dw as isize;
+                        let kw = spec.kw as isize;
+                        let kx_lo = if base >= 0 {
+                            0
+                        } else {
+                            ((-base + dw - 1) / dw).min(kw)
+                        };
+                        let kx_hi = ((input.w as isize - base + dw - 1) / dw).clamp(kx_lo, kw);
                         let dst = output.px(oy, ox);
                         let mut c0 = 0;
                         while c0 < c {
@@ -472,13 +482,9 @@ fn depthwise(spec: &ConvSpec, grid: &TileGrid, input: FeatRef, output: FeatMut, 
                             let mut acc = [0f32; B];
                             acc[..n].copy_from_slice(&spec.bias[c0..c0 + n]);
                             for (ky, iy) in rows.clone() {
-                                for kx in 0..spec.kw {
-                                    let ix =
-                                        input_index(ox, kx, spec.sw, spec.dw, spec.pad_l, false);
-                                    if ix < 0 || ix as usize >= input.w {
-                                        continue;
-                                    }
-                                    let x = &input.px(iy, ix as usize)[c0..c0 + n];
+                                for kx in kx_lo as usize..kx_hi as usize {
+                                    let ix = (base + kx as isize * dw) as usize;
+                                    let x = &input.px(iy, ix)[c0..c0 + n];
                                     let w0 = (ky * spec.kw + kx) * c + c0;
                                     let w = &spec.weights[w0..w0 + n];
                                     if n == B {
