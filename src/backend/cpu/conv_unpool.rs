@@ -65,6 +65,9 @@ pub fn conv(
         crate::simd::vectorized(
             #[inline(always)]
             || {
+                // The activation over each row at once where the view's pixels are contiguous
+                // (one call per pixel costs more than a one-channel dot product).
+                let row_act = output.c == output.pitch;
                 for oy in y0..y1 {
                     let (iy, ky) = (oy / s_y, oy % s_y);
                     for ox in x0..x1 {
@@ -80,7 +83,12 @@ pub fn conv(
                                 *d += dot(src, w);
                             }
                         }
-                        spec.act.apply_slice(dst);
+                        if !row_act {
+                            spec.act.apply_slice(dst);
+                        }
+                    }
+                    if row_act {
+                        spec.act.apply_slice(output.pixels(oy, x0, x1 - x0));
                     }
                 }
             },
