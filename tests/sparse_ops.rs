@@ -194,6 +194,58 @@ fn constant_scale_and_shift_fold_into_their_producer() {
     check("fold", bytes);
 }
 
+/// A constant scale and shift before a 1×1 convolution fold into it (the affine layer goes);
+/// before a padded 3×3 one they stay (padding would see the shift). Both equal the reference.
+#[test]
+fn scale_and_shift_before_a_pointwise_conv_fold_into_it() {
+    for (k, pad, want_layers) in [(1i64, 0i64, 2usize), (3, 1, 3)] {
+        let mut b = Builder::new(3, H, W);
+        let c = b.conv("x", 3, 8, 3, 1, 1, 1, 1);
+        let r = b.node("Relu", &[&c], &[]);
+        let s8 = b.random(&[1, 8, 1, 1], 1.0);
+        let t8 = b.random(&[1, 8, 1, 1], 0.5);
+        let m = b.node("Mul", &[&r, &s8], &[]);
+        let a = b.node("Add", &[&m, &t8], &[]);
+        let out = b.conv(&a, 8, 6, k, 1, pad, 1, 1);
+        let name = format!("fold-pointwise-{k}");
+        let bytes = b.bytes(&[&out], &name);
+        let path = temp_model(&name, &bytes);
+        let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
+        let layers: Vec<_> = plan.layers().map(|l| &l.op).collect();
+        assert_eq!(layers.len(), want_layers, "{name}: {layers:?}");
+        let graph = gstregiondrop::model::onnx::load(&path).unwrap();
+        let norm = InputNorm::unit_rgb();
+        let mut rng = Lcg(4);
+        let image: Vec<u8> = (0..W * H * 3)
+            .map(|_| (rng.next_u32() % 256) as u8)
+            .collect();
+        let mut e = engine(&plan, &norm, dense_cfg());
+        e.process(&image).unwrap();
+        let ours = e.outputs().unwrap();
+        let mut vals: std::collections::HashMap<String, Tensor> = graph
+            .initializers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        vals.insert(
+            graph.inputs[0].name.clone(),
+            Tensor::new(
+                vec![1, 3, H as usize, W as usize],
+                norm.to_nchw(&image, W as usize, H as usize),
+            ),
+        );
+        for n in &graph.nodes {
+            let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
+            let o = gstregiondrop::model::eval::eval(n, &ins).unwrap().remove(0);
+            vals.insert(n.outputs[0].clone(), o);
+        }
+        let d = rel_max_diff(&ours, &[vals[&out].clone()]);
+        assert!(d <= 1e-5, "{name}: dense vs reference: {d:e}");
+        std::fs::remove_file(path).ok();
+        check(&name, bytes);
+    }
+}
+
 #[test]
 fn pooling_5x5_and_average() {
     let mut b = Builder::new(3, H, W);

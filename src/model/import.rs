@@ -105,6 +105,8 @@ pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
         outputs.push((o.name.clone(), slot));
     }
     let max_scale = b.buffers.iter().map(|f| f.scale).max().unwrap_or(1);
+    let mut steps = b.steps;
+    fold_affine_into_pointwise(&mut steps);
     Ok(Plan {
         model_path: graph.path.clone(),
         input_name,
@@ -113,11 +115,76 @@ pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
         input_c: c,
         max_scale,
         buffers: b.buffers,
-        steps: b.steps,
+        steps,
         slots: b.const_slots,
         slot_shapes: b.slot_shapes,
         outputs,
     })
+}
+
+/// Folds an affine layer without activation into the 1×1 convolution that alone reads its output
+/// (no padding, no groups): `W·(x·s + t) + b = (W·s)·x + (b + W·t)` exactly, as a 1×1 kernel
+/// reads no padding. The convolution then reads the affine layer's input and the layer goes.
+fn fold_affine_into_pointwise(steps: &mut Vec<Step>) {
+    let reads = |st: &Step, buf: usize| -> bool {
+        match st {
+            Step::Layer(l) => {
+                l.input.buf == buf
+                    || matches!(&l.op, LayerOp::Binary { rhs: Operand::View(v), .. } if v.buf == buf)
+            }
+            Step::GlobalPool { input, .. } | Step::Export { input, .. } => input.buf == buf,
+            Step::Rearrange { .. } | Step::Generic { .. } => false,
+        }
+    };
+    let mut removed = vec![false; steps.len()];
+    for i in 0..steps.len() {
+        let Step::Layer(a) = &steps[i] else { continue };
+        let LayerOp::Affine {
+            scale,
+            shift,
+            act: Act::Identity,
+        } = &a.op
+        else {
+            continue;
+        };
+        let (out, input) = (a.output, a.input);
+        let readers: Vec<usize> = (0..steps.len())
+            .filter(|&j| j != i && !removed[j] && reads(&steps[j], out.buf))
+            .collect();
+        let [j] = readers[..] else { continue };
+        let (scale, shift) = (scale.clone(), shift.clone());
+        let Step::Layer(l) = &mut steps[j] else {
+            continue;
+        };
+        let LayerOp::Conv(cs) = &mut l.op else {
+            continue;
+        };
+        let pointwise = (cs.kh, cs.kw, cs.pad_t, cs.pad_l, cs.groups) == (1, 1, 0, 0, 1)
+            && !cs.transposed
+            && cs.cin == scale.len();
+        if j < i || !pointwise || l.input != out {
+            continue;
+        }
+        let n = cs.cout;
+        for co in 0..n {
+            let dot: f32 = (0..cs.cin)
+                .map(|ci| cs.weights[ci * n + co] * shift[ci])
+                .sum();
+            cs.bias[co] += dot;
+        }
+        for ci in 0..cs.cin {
+            for w in &mut cs.weights[ci * n..(ci + 1) * n] {
+                *w *= scale[ci];
+            }
+        }
+        l.input = input;
+        removed[i] = true;
+    }
+    let mut k = 0;
+    steps.retain(|_| {
+        k += 1;
+        !removed[k - 1]
+    });
 }
 
 /// Rewrites `Mul(x, Sigmoid(x))` into SiLU(x) and `Mul(x, HardSigmoid(x))` (1/6, 0.5) into
