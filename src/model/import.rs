@@ -172,10 +172,8 @@ fn fold_affine_into_pointwise(steps: &mut Vec<Step>) {
                 .sum();
             cs.bias[co] += dot;
         }
-        for ci in 0..cs.cin {
-            for w in &mut cs.weights[ci * n..(ci + 1) * n] {
-                *w *= scale[ci];
-            }
+        for (row, &s) in cs.weights.chunks_exact_mut(n).zip(&scale) {
+            row.iter_mut().for_each(|w| *w *= s);
         }
         l.input = input;
         removed[i] = true;
