@@ -588,3 +588,23 @@ pub fn launch_letterbox(dev: &impl Launcher, frame: &FramePlanes, a: &LetterboxA
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::kernels::SOURCES;
+
+    /// Every kernel the launch code names is declared in a `cuda/*.cu` file, and every declared
+    /// kernel has a name here (the backend loads them all by these names at start-up).
+    #[test]
+    fn kernel_names_match_the_sources() {
+        let mut declared: Vec<&str> = SOURCES
+            .iter()
+            .flat_map(|s| s.entries.iter().copied())
+            .collect();
+        let mut named: Vec<&str> = Kernel::ALL.iter().map(|k| k.entry()).collect();
+        declared.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(declared, named);
+    }
+}
