@@ -606,5 +606,9 @@ mod tests {
         declared.sort_unstable();
         named.sort_unstable();
         assert_eq!(declared, named);
+        // The backend indexes its loaded kernels by the enum's value.
+        for (i, k) in Kernel::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
     }
 }
