@@ -80,6 +80,39 @@ fn check(name: &str, bytes: Vec<u8>) {
     std::fs::remove_file(path).ok();
 }
 
+/// For the model at `path`: the dense engine's outputs on a random image (from `seed`), and the
+/// reference evaluator's value of every tensor the graph's first `nodes` nodes produce, by name
+/// (`usize::MAX`: all of them).
+fn dense_and_reference(
+    path: &std::path::Path,
+    plan: &Arc<gstregiondrop::model::Plan>,
+    seed: u64,
+    nodes: usize,
+) -> (Vec<Tensor>, std::collections::HashMap<String, Tensor>) {
+    let graph = gstregiondrop::model::onnx::load(path).unwrap();
+    let norm = InputNorm::unit_rgb();
+    let mut rng = Lcg(seed);
+    let image: Vec<u8> = (0..W * H * 3)
+        .map(|_| (rng.next_u32() % 256) as u8)
+        .collect();
+    let mut e = engine(plan, &norm, dense_cfg());
+    e.process(&image).unwrap();
+    let ours = e.outputs().unwrap();
+    let mut vals: std::collections::HashMap<String, Tensor> = graph.initializers.clone();
+    vals.insert(
+        graph.inputs[0].name.clone(),
+        Tensor::new(
+            vec![1, 3, H as usize, W as usize],
+            norm.to_nchw(&image, W as usize, H as usize),
+        ),
+    );
+    for n in graph.nodes.iter().take(nodes) {
+        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
+        let out = gstregiondrop::model::eval::eval(n, &ins).unwrap().remove(0);
+        vals.insert(n.outputs[0].clone(), out);
+    }
+    (ours, vals)
+}
 #[test]
 fn conv_stride2_odd_tiles_depthwise_pointwise() {
     let mut b = Builder::new(3, H, W);
@@ -162,32 +195,7 @@ fn constant_scale_and_shift_fold_into_their_producer() {
     );
     assert!(matches!(layers[1], LayerOp::Affine { .. }), "{layers:?}");
     // Dense against the reference evaluator, node by node.
-    let graph = gstregiondrop::model::onnx::load(&path).unwrap();
-    let norm = InputNorm::unit_rgb();
-    let mut rng = Lcg(3);
-    let image: Vec<u8> = (0..W * H * 3)
-        .map(|_| (rng.next_u32() % 256) as u8)
-        .collect();
-    let mut e = engine(&plan, &norm, dense_cfg());
-    e.process(&image).unwrap();
-    let ours = e.outputs().unwrap();
-    let mut vals: std::collections::HashMap<String, Tensor> = graph
-        .initializers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    vals.insert(
-        graph.inputs[0].name.clone(),
-        Tensor::new(
-            vec![1, 3, H as usize, W as usize],
-            norm.to_nchw(&image, W as usize, H as usize),
-        ),
-    );
-    for n in &graph.nodes {
-        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
-        let out = gstregiondrop::model::eval::eval(n, &ins).unwrap().remove(0);
-        vals.insert(n.outputs[0].clone(), out);
-    }
+    let (ours, vals) = dense_and_reference(&path, &plan, 3, usize::MAX);
     let d = rel_max_diff(&ours, &[vals[&m3].clone()]);
     assert!(d <= 1e-5, "dense vs reference: {d:e}");
     std::fs::remove_file(path).ok();
@@ -213,32 +221,7 @@ fn scale_and_shift_before_a_pointwise_conv_fold_into_it() {
         let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
         let layers: Vec<_> = plan.layers().map(|l| &l.op).collect();
         assert_eq!(layers.len(), want_layers, "{name}: {layers:?}");
-        let graph = gstregiondrop::model::onnx::load(&path).unwrap();
-        let norm = InputNorm::unit_rgb();
-        let mut rng = Lcg(4);
-        let image: Vec<u8> = (0..W * H * 3)
-            .map(|_| (rng.next_u32() % 256) as u8)
-            .collect();
-        let mut e = engine(&plan, &norm, dense_cfg());
-        e.process(&image).unwrap();
-        let ours = e.outputs().unwrap();
-        let mut vals: std::collections::HashMap<String, Tensor> = graph
-            .initializers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        vals.insert(
-            graph.inputs[0].name.clone(),
-            Tensor::new(
-                vec![1, 3, H as usize, W as usize],
-                norm.to_nchw(&image, W as usize, H as usize),
-            ),
-        );
-        for n in &graph.nodes {
-            let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
-            let o = gstregiondrop::model::eval::eval(n, &ins).unwrap().remove(0);
-            vals.insert(n.outputs[0].clone(), o);
-        }
+        let (ours, vals) = dense_and_reference(&path, &plan, 4, usize::MAX);
         let d = rel_max_diff(&ours, &[vals[&out].clone()]);
         assert!(d <= 1e-5, "{name}: dense vs reference: {d:e}");
         std::fs::remove_file(path).ok();
@@ -318,29 +301,10 @@ fn dense_conv_matches_the_reference_semantics() {
     let c2 = b.conv(&c1, 6, 6, 3, 1, 1, 3, 1);
     let bytes = b.bytes(&[&c2], "ref");
     let path = temp_model("ref", &bytes);
-    let graph = gstregiondrop::model::onnx::load(&path).unwrap();
     let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
-    let norm = InputNorm::unit_rgb();
-    let mut rng = Lcg(5);
-    let image: Vec<u8> = (0..W * H * 3)
-        .map(|_| (rng.next_u32() % 256) as u8)
-        .collect();
-    let mut e = engine(&plan, &norm, dense_cfg());
-    e.process(&image).unwrap();
-    let ours = e.outputs().unwrap();
     // Node by node with the tensor path's naive NCHW convolution.
-    let mut v = gstregiondrop::tensor::Tensor::new(
-        vec![1, 3, H as usize, W as usize],
-        norm.to_nchw(&image, W as usize, H as usize),
-    );
-    for n in &graph.nodes {
-        let w = &graph.initializers[&n.inputs[1]];
-        let bias = &graph.initializers[&n.inputs[2]];
-        v = gstregiondrop::model::eval::eval(n, &[Some(&v), Some(w), Some(bias)])
-            .unwrap()
-            .remove(0);
-    }
-    let d = rel_max_diff(&ours, &[v]);
+    let (ours, vals) = dense_and_reference(&path, &plan, 5, usize::MAX);
+    let d = rel_max_diff(&ours, &[vals[&c2].clone()]);
     assert!(d <= 1e-5, "dense vs reference: {d:e}");
     std::fs::remove_file(path).ok();
 }
@@ -366,34 +330,14 @@ fn kernel_equals_stride_transposed_convs_match_the_reference_semantics() {
         let name = format!("convt_k{k}_c{cout}");
         let bytes = b.bytes(&[&ct], &name);
         let path = temp_model(&name, &bytes);
-        let graph = gstregiondrop::model::onnx::load(&path).unwrap();
         let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
-        let norm = InputNorm::unit_rgb();
-        let mut rng = Lcg(11);
-        let image: Vec<u8> = (0..W * H * 3)
-            .map(|_| (rng.next_u32() % 256) as u8)
-            .collect();
-        let mut e = engine(&plan, &norm, dense_cfg());
-        e.process(&image).unwrap();
-        let ours = e.outputs().unwrap();
-        let mut v = gstregiondrop::tensor::Tensor::new(
-            vec![1, 3, H as usize, W as usize],
-            norm.to_nchw(&image, W as usize, H as usize),
-        );
         // The convolution by the reference evaluator, the transposed one by its ONNX definition:
         // y[co][iy·k + ky][ix·k + kx] = b[co] + Σ_ci x[ci][iy][ix] · W[ci][co][ky][kx].
-        let (conv, convt) = (&graph.nodes[0], &graph.nodes[1]);
-        let init =
-            |n: &gstregiondrop::model::onnx::Node, i: usize| &graph.initializers[&n.inputs[i]];
-        v = gstregiondrop::model::eval::eval(
-            conv,
-            &[Some(&v), Some(init(conv, 1)), Some(init(conv, 2))],
-        )
-        .unwrap()
-        .remove(0);
+        let (ours, vals) = dense_and_reference(&path, &plan, 11, 1);
+        let v = &vals[&c1];
         let (ci_n, ih, iw) = (v.shape[1], v.shape[2], v.shape[3]);
         let (co_n, k) = (cout as usize, k as usize);
-        let (wt, bt) = (&init(convt, 1).data, &init(convt, 2).data);
+        let (wt, bt) = (&vals[&w].data, &vals[&bias].data);
         let (oh, ow) = (ih * k, iw * k);
         let mut y = vec![0f32; co_n * oh * ow];
         for co in 0..co_n {
