@@ -1145,25 +1145,12 @@ impl CudaBackend {
         let r = (|| -> Result<()> {
             let level = g.levels[bucket];
             let len = g.packer.pack(&plan, &self.grid, &tiles.per_step, level);
-            if len > self.lists_host.len {
-                return Err(Error::Backend(format!(
-                    "tile lists of {len} words exceed the staging buffer ({})",
-                    self.lists_host.len
-                )));
-            }
-            self.lists_host.as_mut_slice()[..len].copy_from_slice(&g.packer.data[..len]);
-            let dst = self.ptr(&g.dev);
-            // SAFETY: g.dev holds at least `len` words (FixedPacker::capacity_for), the pinned
-            // source lives as long as the backend, and it is not written again before the
-            // stream is synchronised at the end of this frame.
-            unsafe {
-                cudarc::driver::result::memcpy_htod_async(
-                    dst,
-                    &self.lists_host.as_slice()[..len],
-                    self.stream.cu_stream(),
-                )
-            }
-            .map_err(drv("tile upload"))?;
+            upload_lists(
+                &mut self.lists_host,
+                &self.stream,
+                &g.packer.data[..len],
+                &g.dev,
+            )?;
             let mut seg = 0;
             for item in &g.schedule {
                 match item {
@@ -1201,30 +1188,12 @@ impl CudaBackend {
     fn run_eager(&mut self, tiles: &StepTiles) -> Result<()> {
         let plan = self.plan.clone();
         self.packer.pack(&plan, &self.grid, &tiles.per_step);
-        let len = self.packer.data.len();
-        if len > self.tiles_dev.len() || len > self.lists_host.len {
-            return Err(Error::Backend(format!(
-                "tile lists of {len} words exceed their buffers ({} on the device, {} staged)",
-                self.tiles_dev.len(),
-                self.lists_host.len
-            )));
-        }
-        if len > 0 {
-            // Staged in pinned memory (free: the previous frame ended with a synchronisation),
-            // so the upload is one DMA with no driver-side copy.
-            self.lists_host.as_mut_slice()[..len].copy_from_slice(&self.packer.data);
-            let dst = self.ptr(&self.tiles_dev);
-            // SAFETY: tiles_dev holds at least len words (checked above); the pinned source is
-            // not written again before the stream is synchronised at the end of this frame.
-            unsafe {
-                cudarc::driver::result::memcpy_htod_async(
-                    dst,
-                    &self.lists_host.as_slice()[..len],
-                    self.stream.cu_stream(),
-                )
-            }
-            .map_err(drv("tile upload"))?;
-        }
+        upload_lists(
+            &mut self.lists_host,
+            &self.stream,
+            &self.packer.data,
+            &self.tiles_dev,
+        )?;
         let base = self.ptr(&self.tiles_dev);
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
@@ -1352,6 +1321,40 @@ impl Launcher for CudaBackend {
             },
         }
     }
+}
+
+/// Uploads a frame's tile lists to `dst`, staged in pinned memory so the copy is one DMA with no
+/// driver-side copy. The staging buffer is free: every frame ends with a synchronisation.
+fn upload_lists(
+    staging: &mut Pinned<u32>,
+    stream: &Arc<CudaStream>,
+    words: &[u32],
+    dst: &CudaSlice<u32>,
+) -> Result<()> {
+    let len = words.len();
+    if len > dst.len() || len > staging.len {
+        return Err(Error::Backend(format!(
+            "tile lists of {len} words exceed their buffers ({} on the device, {} staged)",
+            dst.len(),
+            staging.len
+        )));
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    staging.as_mut_slice()[..len].copy_from_slice(words);
+    let (dst, _guard) = dst.device_ptr(stream);
+    // SAFETY: dst holds at least len words (checked above); the pinned source lives as long as
+    // the backend and is not written again before the stream is synchronised at the end of the
+    // frame.
+    unsafe {
+        cudarc::driver::result::memcpy_htod_async(
+            dst,
+            &staging.as_slice()[..len],
+            stream.cu_stream(),
+        )
+    }
+    .map_err(drv("tile upload"))
 }
 
 /// Whether `detect_changes` runs on the device (`REGIONDROP_CUDA_DETECT=1` / `=0`, else

@@ -216,29 +216,16 @@ pub fn launch_step(
 ) -> Result<()> {
     match (&plan.steps[si], addrs.steps[si]) {
         (Step::Layer(_), _) => launch_layer(dev, plan, grid, addrs, si, ll),
-        (Step::GlobalPool { input, .. }, StepPtrs::Out(o)) => {
+        // Whole-map steps into an output tensor: the same arguments, each its own launch shape.
+        (Step::GlobalPool { input, .. } | Step::Export { input, .. }, StepPtrs::Out(o)) => {
             let b = &plan.buffers[input.buf];
-            match geometry::gap_launch(input.c) {
+            let (k, dims) = match &plan.steps[si] {
+                Step::GlobalPool { .. } => (Kernel::GlobalAvgPool, geometry::gap_launch(input.c)),
+                _ => (Kernel::Export, geometry::linear_launch(input.c * b.h * b.w)),
+            };
+            match dims {
                 Some(d) => dev.launch(
-                    Kernel::GlobalAvgPool,
-                    d,
-                    &kargs!(
-                        addrs.view(input.buf, input.c_off),
-                        b.c as i32,
-                        b.h as i32,
-                        b.w as i32,
-                        input.c as i32,
-                        o
-                    ),
-                ),
-                None => Ok(()),
-            }
-        }
-        (Step::Export { input, .. }, StepPtrs::Out(o)) => {
-            let b = &plan.buffers[input.buf];
-            match geometry::linear_launch(input.c * b.h * b.w) {
-                Some(d) => dev.launch(
-                    Kernel::Export,
+                    k,
                     d,
                     &kargs!(
                         addrs.view(input.buf, input.c_off),
