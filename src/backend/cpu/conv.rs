@@ -453,58 +453,56 @@ pub fn copy_short(dst: &mut [f32], src: &[f32]) {
 fn depthwise(spec: &ConvSpec, grid: &TileGrid, input: FeatRef, output: FeatMut, tiles: &[u32]) {
     const B: usize = 16;
     let c = spec.cin;
-    tiles.par_iter().for_each(|&t| {
-        let (x0, y0, x1, y1) = output.rect(grid, t);
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                for oy in y0..y1 {
-                    // The kernel rows inside the map.
-                    let rows = (0..spec.kh).filter_map(|ky| {
-                        let iy = input_index(oy, ky, spec.sh, spec.dh, spec.pad_t, false);
-                        (iy >= 0 && (iy as usize) < input.h).then_some((ky, iy as usize))
-                    });
-                    for ox in x0..x1 {
-                        // The kernel columns inside the map: ix = ox·sw + kx·dw − pad_l ∈ [0, w).
-                        let base = (ox * spec.sw) as isize - spec.pad_l as isize;
-                        let dw = spec.dw as isize;
-                        let kw = spec.kw as isize;
-                        let kx_lo = if base >= 0 {
-                            0
-                        } else {
-                            ((-base + dw - 1) / dw).min(kw)
-                        };
-                        let kx_hi = ((input.w as isize - base + dw - 1) / dw).clamp(kx_lo, kw);
-                        let dst = output.px(oy, ox);
-                        let mut c0 = 0;
-                        while c0 < c {
-                            let n = B.min(c - c0);
-                            let mut acc = [0f32; B];
-                            acc[..n].copy_from_slice(&spec.bias[c0..c0 + n]);
-                            for (ky, iy) in rows.clone() {
-                                for kx in kx_lo as usize..kx_hi as usize {
-                                    let ix = (base + kx as isize * dw) as usize;
-                                    let x = &input.px(iy, ix)[c0..c0 + n];
-                                    let w0 = (ky * spec.kw + kx) * c + c0;
-                                    let w = &spec.weights[w0..w0 + n];
-                                    if n == B {
-                                        for j in 0..B {
-                                            acc[j] += x[j] * w[j];
-                                        }
-                                    } else {
-                                        for j in 0..n {
-                                            acc[j] += x[j] * w[j];
-                                        }
-                                    }
+    super::ops::for_each_row(
+        grid,
+        &output,
+        tiles,
+        #[inline(always)]
+        |oy, x0, x1| {
+            // The kernel rows inside the map.
+            let rows = (0..spec.kh).filter_map(|ky| {
+                let iy = input_index(oy, ky, spec.sh, spec.dh, spec.pad_t, false);
+                (iy >= 0 && (iy as usize) < input.h).then_some((ky, iy as usize))
+            });
+            for ox in x0..x1 {
+                // The kernel columns inside the map: ix = ox·sw + kx·dw − pad_l ∈ [0, w).
+                let base = (ox * spec.sw) as isize - spec.pad_l as isize;
+                let dw = spec.dw as isize;
+                let kw = spec.kw as isize;
+                let kx_lo = if base >= 0 {
+                    0
+                } else {
+                    ((-base + dw - 1) / dw).min(kw)
+                };
+                let kx_hi = ((input.w as isize - base + dw - 1) / dw).clamp(kx_lo, kw);
+                let dst = output.px(oy, ox);
+                let mut c0 = 0;
+                while c0 < c {
+                    let n = B.min(c - c0);
+                    let mut acc = [0f32; B];
+                    acc[..n].copy_from_slice(&spec.bias[c0..c0 + n]);
+                    for (ky, iy) in rows.clone() {
+                        for kx in kx_lo as usize..kx_hi as usize {
+                            let ix = (base + kx as isize * dw) as usize;
+                            let x = &input.px(iy, ix)[c0..c0 + n];
+                            let w0 = (ky * spec.kw + kx) * c + c0;
+                            let w = &spec.weights[w0..w0 + n];
+                            if n == B {
+                                for j in 0..B {
+                                    acc[j] += x[j] * w[j];
+                                }
+                            } else {
+                                for j in 0..n {
+                                    acc[j] += x[j] * w[j];
                                 }
                             }
-                            dst[c0..c0 + n].copy_from_slice(&acc[..n]);
-                            c0 += n;
                         }
-                        spec.act.apply_slice(dst);
                     }
+                    dst[c0..c0 + n].copy_from_slice(&acc[..n]);
+                    c0 += n;
                 }
-            },
-        )
-    });
+                spec.act.apply_slice(dst);
+            }
+        },
+    );
 }

@@ -4,8 +4,6 @@
 //! kh·kw taps of which one is valid and, with few output channels, fill few vector lanes; here
 //! each output channel is one dot product over the input channels, vectorised over them.
 
-use rayon::prelude::*;
-
 use super::feature::{FeatMut, FeatRef};
 use crate::mask::TileGrid;
 use crate::model::plan::ConvSpec;
@@ -60,40 +58,38 @@ pub fn conv(
     tiles: &[u32],
 ) {
     let (s_y, s_x, cin, cout) = (spec.sh, spec.sw, spec.cin, spec.cout);
-    tiles.par_iter().for_each(|&t| {
-        let (x0, y0, x1, y1) = output.rect(grid, t);
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                // The activation over each row at once where the view's pixels are contiguous
-                // (one call per pixel costs more than a one-channel dot product).
-                let row_act = output.c == output.pitch;
-                for oy in y0..y1 {
-                    let (iy, ky) = (oy / s_y, oy % s_y);
-                    for ox in x0..x1 {
-                        let (ix, kx) = (ox / s_x, ox % s_x);
-                        let dst = output.px(oy, ox);
-                        dst.copy_from_slice(&spec.bias);
-                        // Output rows or columns past in·s (output padding) take no tap.
-                        if iy < input.h && ix < input.w {
-                            let src = input.px(iy, ix);
-                            let tap = ky * spec.kw + kx;
-                            for (c, d) in dst.iter_mut().enumerate() {
-                                let w = &wts.w[(tap * cout + c) * cin..][..cin];
-                                *d += dot(src, w);
-                            }
-                        }
-                        if !row_act {
-                            spec.act.apply_slice(dst);
-                        }
-                    }
-                    if row_act {
-                        spec.act.apply_slice(output.pixels(oy, x0, x1 - x0));
+    // The activation over each row at once where the view's pixels are contiguous (one call per
+    // pixel costs more than a one-channel dot product).
+    let row_act = output.c == output.pitch;
+    super::ops::for_each_row(
+        grid,
+        &output,
+        tiles,
+        #[inline(always)]
+        |oy, x0, x1| {
+            let (iy, ky) = (oy / s_y, oy % s_y);
+            for ox in x0..x1 {
+                let (ix, kx) = (ox / s_x, ox % s_x);
+                let dst = output.px(oy, ox);
+                dst.copy_from_slice(&spec.bias);
+                // Output rows or columns past in·s (output padding) take no tap.
+                if iy < input.h && ix < input.w {
+                    let src = input.px(iy, ix);
+                    let tap = ky * spec.kw + kx;
+                    for (c, d) in dst.iter_mut().enumerate() {
+                        let w = &wts.w[(tap * cout + c) * cin..][..cin];
+                        *d += dot(src, w);
                     }
                 }
-            },
-        )
-    });
+                if !row_act {
+                    spec.act.apply_slice(dst);
+                }
+            }
+            if row_act {
+                spec.act.apply_slice(output.pixels(oy, x0, x1 - x0));
+            }
+        },
+    );
 }
 
 /// Σ a[i]·b[i], in L partial sums (which vectorise) added at the end.

@@ -7,30 +7,27 @@ use crate::mask::TileGrid;
 use crate::model::act::Act;
 use crate::model::plan::{BinOp, PoolKind, PoolSpec, ResizeTaps};
 
-/// Runs `f(y, x)` for every output pixel of every active tile, tiles in parallel, compiled for
-/// the widest vector instructions the CPU has (the closures' channel loops vectorise to them).
+/// Runs `f(y, x)` for every output pixel of every active tile (see `for_each_row`).
 #[inline]
 fn for_each_px<F: Fn(usize, usize) + Sync>(grid: &TileGrid, out: &FeatMut, tiles: &[u32], f: F) {
-    tiles.par_iter().for_each(|&t| {
-        let (x0, y0, x1, y1) = out.rect(grid, t);
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        f(y, x);
-                    }
-                }
-            },
-        )
-    });
+    for_each_row(
+        grid,
+        out,
+        tiles,
+        #[inline(always)]
+        |y, x0, x1| {
+            for x in x0..x1 {
+                f(y, x);
+            }
+        },
+    );
 }
 
 /// Runs `f(y, x0, x1)` for every row of every active tile (pixels x0..x1 of row y), tiles in
-/// parallel, vectorised like `for_each_px`: for element-wise layers on whole-pixel views, whose
-/// rows are one contiguous run however few channels they have.
+/// parallel, compiled for the widest vector instructions the CPU has (the closures' loops
+/// vectorise to them).
 #[inline]
-fn for_each_row<F: Fn(usize, usize, usize) + Sync>(
+pub(super) fn for_each_row<F: Fn(usize, usize, usize) + Sync>(
     grid: &TileGrid,
     out: &FeatMut,
     tiles: &[u32],
