@@ -21,7 +21,7 @@ use gstregiondrop::tensor::Tensor;
 use gstregiondrop::rng::Lcg;
 
 mod common;
-use common::synthetic::{image, step_tiles, synthetic_plan};
+use common::synthetic::{changed_frame, image, step_tiles, synthetic_plan};
 
 fn require_gpu() -> bool {
     std::env::var("REGIONDROP_REQUIRE_GPU").is_ok_and(|v| v == "1" || v == "true")
@@ -234,15 +234,7 @@ fn change_detection_kernels_match_detector() {
         (DiffMetric::Mean, 1, 1),
         (DiffMetric::Max, 2, 0),
     ] {
-        let mut img = det.reference().to_vec();
-        // Change a few pixels in tiles 1 and 13 (bottom-right partial tile), and a slow drift in tile 6.
-        img[(5 * w + 40) * 3] ^= 0x80;
-        img[((h - 1) * w + w - 1) * 3 + 2] ^= 0x40;
-        for y in 32..40 {
-            for x in 64..90 {
-                img[(y * w + x) * 3 + 1] = img[(y * w + x) * 3 + 1].wrapping_add(20);
-            }
-        }
+        let img = changed_frame(det.reference(), w, h);
         let mut d_ref = stream.clone_htod(det.reference()).unwrap();
         let d_img = stream.clone_htod(&img).unwrap();
         let mut d_score = stream.alloc_zeros::<f32>(n).unwrap();

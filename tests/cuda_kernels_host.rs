@@ -26,7 +26,7 @@ use gstregiondrop::preprocess::InputNorm;
 use gstregiondrop::tensor::Tensor;
 
 mod common;
-use common::synthetic::{image, step_tiles, synthetic_plan};
+use common::synthetic::{changed_frame, image, step_tiles, synthetic_plan};
 
 fn flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
@@ -589,15 +589,7 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
         (DiffMetric::Mean, 1, 1, 0.05),
         (DiffMetric::Max, 2, 0, 10.0),
     ] {
-        let mut img = det.reference().to_vec();
-        // A few pixels in tile 1 and the bottom-right partial tile, a block in tile 6.
-        img[(5 * w + 40) * 3] ^= 0x80;
-        img[((h - 1) * w + w - 1) * 3 + 2] ^= 0x40;
-        for y in 32..40 {
-            for x in 64..90 {
-                img[(y * w + x) * 3 + 1] = img[(y * w + x) * 3 + 1].wrapping_add(20);
-            }
-        }
+        let img = changed_frame(det.reference(), w, h);
         let mut reference = det.reference().to_vec();
         let (mut score, mut raw, mut dilated) = (vec![0f32; n], vec![0u8; n], vec![0u8; n]);
         let (mut list, mut count) = (vec![0u32; n], vec![0u32; 1]);

@@ -314,6 +314,21 @@ pub fn step_tiles(plan: &Plan, tiles: &[u32]) -> StepTiles {
     }
 }
 
+/// `reference` (a packed RGB `w`×`h` image, at least 91×41) changed in a few places for the
+/// change-detection tests: single pixels in tile 1 and in the bottom-right (partial) tile, and a
+/// block of +20 in tile 6 of a 32-pixel grid.
+pub fn changed_frame(reference: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let mut img = reference.to_vec();
+    img[(5 * w + 40) * 3] ^= 0x80;
+    img[((h - 1) * w + w - 1) * 3 + 2] ^= 0x40;
+    for y in 32..40 {
+        for x in 64..90 {
+            img[(y * w + x) * 3 + 1] = img[(y * w + x) * 3 + 1].wrapping_add(20);
+        }
+    }
+    img
+}
+
 pub fn image(w: usize, h: usize, seed: u64) -> Vec<u8> {
     let mut r = Lcg(seed);
     (0..w * h * 3)
