@@ -122,6 +122,18 @@ pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
     })
 }
 
+/// `x op v` (per-channel constants) as `x·scale + shift`, for the ops that are exactly that
+/// (multiply, add, subtract; not divide).
+fn as_affine(op: BinOp, v: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+    let c = v.len();
+    match op {
+        BinOp::Mul => Some((v.to_vec(), vec![0.0; c])),
+        BinOp::Add => Some((vec![1.0; c], v.to_vec())),
+        BinOp::Sub => Some((vec![1.0; c], v.iter().map(|x| -x).collect())),
+        BinOp::Div => None,
+    }
+}
+
 /// Folds an affine layer without activation into the 1×1 convolution that alone reads its output
 /// (no padding, no groups): `W·(x·s + t) + b = (W·s)·x + (b + W·t)` exactly, as a 1×1 kernel
 /// reads no padding. The convolution then reads the affine layer's input and the layer goes.
@@ -1002,15 +1014,13 @@ impl<'g> Builder<'g> {
                 true
             }
             LayerOp::Binary {
-                op: op0 @ (BinOp::Mul | BinOp::Add | BinOp::Sub),
+                op: op0,
                 rhs: Operand::Channels(v),
                 act: Act::Identity,
             } if v.len() == c => {
                 // x op0 v, then the new step: one affine layer.
-                let (s0, t0): (Vec<f32>, Vec<f32>) = match op0 {
-                    BinOp::Mul => (v.clone(), vec![0.0; c]),
-                    BinOp::Add => (vec![1.0; c], v.clone()),
-                    _ => (vec![1.0; c], v.iter().map(|x| -x).collect()),
+                let Some((s0, t0)) = as_affine(*op0, v) else {
+                    return false;
                 };
                 l.op = LayerOp::Affine {
                     scale: (0..c).map(|i| s0[i] * scale[i]).collect(),
@@ -1494,14 +1504,7 @@ impl<'g> Builder<'g> {
         // Multiplying, adding or subtracting constants right after a convolution or another
         // such step folds into it.
         if let Operand::Channels(v) = &rhs {
-            let c = v.len();
-            let folded = match op {
-                BinOp::Mul => Some((v.clone(), vec![0.0; c])),
-                BinOp::Add => Some((vec![1.0; c], v.clone())),
-                BinOp::Sub => Some((vec![1.0; c], v.iter().map(|x| -x).collect())),
-                BinOp::Div => None,
-            };
-            if let Some((scale, shift)) = folded {
+            if let Some((scale, shift)) = as_affine(op, v) {
                 if self.fold_affine(&feat_input.clone(), view, &scale, &shift) {
                     self.set(&n.outputs[0], Val::Feature { view, pad: None });
                     return Ok(());
