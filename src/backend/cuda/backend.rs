@@ -318,7 +318,6 @@ pub struct CudaBackend {
     profile: Option<Profile>,
     /// Device addresses of the buffers, scratch and step constants (fixed once built).
     addrs: Addrs,
-    fused_conv_rows: usize,
     /// The setup guard while the backend is built or dropped. Declared last, so it is dropped
     /// after every device resource above.
     setup: Option<SetupGuard>,
@@ -526,12 +525,6 @@ impl CudaBackend {
             weight_bytes,
             profile: Profile::from_env(&ctx, plan.steps.len())?,
             addrs: Addrs::default(),
-            fused_conv_rows: opts.fused_conv_rows.unwrap_or_else(|| {
-                std::env::var("REGIONDROP_CUDA_FUSED_ROWS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            }),
             // From here an early return drops the backend, whose Drop must not wait for the
             // guard this thread holds.
             setup: Some(setup),
@@ -545,7 +538,15 @@ impl CudaBackend {
             grid,
             plan,
         };
-        backend.addrs = backend.addresses();
+        backend.addrs = Addrs {
+            fused_conv_rows: opts.fused_conv_rows.unwrap_or_else(|| {
+                std::env::var("REGIONDROP_CUDA_FUSED_ROWS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            }),
+            ..backend.addresses()
+        };
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
             || !std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "1" || v == "true");
@@ -962,8 +963,11 @@ impl CudaBackend {
             },
             self.precision,
             self.graph_note
-        ) + &if self.fused_conv_rows > 0 {
-            format!(", fused convolutions up to {} rows", self.fused_conv_rows)
+        ) + &if self.addrs.fused_conv_rows > 0 {
+            format!(
+                ", fused convolutions up to {} rows",
+                self.addrs.fused_conv_rows
+            )
         } else {
             String::new()
         }
@@ -974,7 +978,8 @@ impl CudaBackend {
         p
     }
 
-    /// The device addresses the launches use (allocations never move once built).
+    /// The device addresses the launches use (allocations never move once built); no fused
+    /// convolutions (the caller sets that choice).
     fn addresses(&self) -> Addrs {
         let steps = self
             .steps
@@ -1009,7 +1014,7 @@ impl CudaBackend {
             scratch_a: self.ptr(&self.scratch_a),
             scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
             scratch_c: self.ptr(&self.scratch_c),
-            fused_conv_rows: self.fused_conv_rows,
+            fused_conv_rows: 0,
         }
     }
 
