@@ -32,18 +32,23 @@ for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepac
     LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
 done
 export REGIONDROP_REQUIRE_GPU=1 REGIONDROP_MODELS_DIR="$PWD/$D/models"
-B0=("$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb")
+B0=(timeout 120 "$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb")
 B=("${B0[@]}" --frames "$FRAMES")
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 export REGIONDROP_FRAMES_RGB="$PWD/$D/frames.rgb"
 # Most important first: a lease may end before the script does.
 echo "== CUDA tests (against the CPU backend; f32 and f16), eager launches (the default)"
-"$D/cuda_backend" --nocapture 2>&1 | tee "$OUT/cuda_tests.log"
+timeout 240 "$D/cuda_backend" --nocapture 2>&1 | tee "$OUT/cuda_tests.log"
 echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
+echo "== bench cuda, the opt-ins together (graphs and fused convolutions), f32 and f16"
+ALL=(env REGIONDROP_CUDA_GRAPHS=1 REGIONDROP_CUDA_FUSED_ROWS=1000000000)
+"${ALL[@]}" "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_all.json"
+"${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_all_f16.json"
+"${ALL[@]}" "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_all_fractions.json"
 echo "== where a frame's time goes (REGIONDROP_PROFILE=1: per-step GPU times and host phases)"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >"$OUT/profile_cuda.json"
 grep -A6 "phase of a frame" "$OUT/profile_cuda.txt" | head -30
@@ -56,9 +61,9 @@ echo "== bench cuda, forced active fractions, f32 and f16"
 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fractions.json"
 "${B[@]}" --backend cuda --fractions --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fractions.json"
 echo "== PyTorch/cuDNN dense baseline"
-python3 scripts/torch_dense_baseline.py "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
+timeout 180 python3 scripts/torch_dense_baseline.py "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
 echo "== CUDA tests with CUDA graphs (opt-in), tests in parallel (captures beside other threads' backends)"
-REGIONDROP_CUDA_GRAPHS=1 "$D/cuda_backend" --nocapture 2>&1 | tee "$OUT/cuda_tests_graphs.log"
+REGIONDROP_CUDA_GRAPHS=1 timeout 240 "$D/cuda_backend" --nocapture 2>&1 | tee "$OUT/cuda_tests_graphs.log"
 grep -h "graph capture failed" "$OUT/cuda_tests_graphs.log" | sort | uniq -c | head -5
 echo "== bench cuda with CUDA graphs (REGIONDROP_CUDA_GRAPHS=1), defaults and fractions"
 REGIONDROP_CUDA_GRAPHS=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_graphs.json"
