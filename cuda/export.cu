@@ -1,4 +1,4 @@
-// Dense whole-map kernels for the plan's non-layer steps: Export (NHWC view -> NCHW tensor) and
+// Dense whole-map kernels for the plan's non-layer steps: Export (NHWC view -> NCHW tensor),
 // GlobalPool (mean over the map -> [C]). Mirrors the Export / GlobalPool steps of
 // src/backend/cpu/mod.rs.
 
@@ -37,4 +37,13 @@ extern "C" __global__ void rd_global_avg_pool(
         for (int i = 0; i < RD_GAP_ROWS; ++i) t += s[i][threadIdx.x];
         out[ch] = t * (1.0f / (float)hw);
     }
+}
+
+// out[e] = in[index[e]]: a Rearrange step (a folded chain of reshapes, transposes and slices) on
+// the result of an Export or another Rearrange; one thread per output element.
+extern "C" __global__ void rd_rearrange(
+    const float* __restrict__ in, const unsigned* __restrict__ index, int n, float* __restrict__ out)
+{
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x)
+        out[e] = in[index[e]];
 }

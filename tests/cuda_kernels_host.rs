@@ -18,6 +18,7 @@ use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
 use gstregiondrop::backend::cuda::layers::{
     self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
 };
+use gstregiondrop::backend::cuda::tail::{self, DeviceTail};
 use gstregiondrop::backend::generic::GenericStep;
 use gstregiondrop::backend::Backend;
 use gstregiondrop::error::Result;
@@ -203,6 +204,7 @@ struct HostDevice {
     /// The plan's tensor slots and its prepared host steps, as the backend keeps them.
     slots: Vec<Tensor>,
     generic: Vec<Option<GenericStep>>,
+    tail: DeviceTail,
 }
 
 /// Address of memory the kernels only read.
@@ -230,9 +232,11 @@ impl HostDevice {
             addrs: Addrs::default(),
             slots: plan.initial_slots(),
             generic: gstregiondrop::backend::generic::prepare(plan),
+            tail: DeviceTail::of(plan),
         };
-        let mut steps = Vec::new();
-        for step in &plan.steps {
+        let tail = DeviceTail::of(plan);
+        let mut steps: Vec<StepPtrs> = Vec::new();
+        for (si, step) in plan.steps.iter().enumerate() {
             let p = match step {
                 Step::Layer(l) => match &l.op {
                     LayerOp::Conv(c) => {
@@ -274,7 +278,19 @@ impl HostDevice {
                     let b = &plan.buffers[input.buf];
                     StepPtrs::Out(d.f32s(vec![0.0; input.c * b.h * b.w]))
                 }
-                Step::Rearrange { .. } | Step::Generic { .. } => StepPtrs::None,
+                Step::Rearrange { index, .. } => match tail.rearrange_from[si] {
+                    Some(from) => StepPtrs::Rearrange {
+                        src: match steps[from] {
+                            StepPtrs::Out(o) | StepPtrs::Rearrange { out: o, .. } => o,
+                            _ => unreachable!("a device Rearrange reads a device result"),
+                        },
+                        index: d.u32s(index.data.iter().map(|&i| i as u32).collect()),
+                        out: d.f32s(vec![0.0; index.data.len()]),
+                        n: index.data.len(),
+                    },
+                    None => StepPtrs::None,
+                },
+                Step::Generic { .. } => StepPtrs::None,
             };
             steps.push(p);
         }
@@ -407,7 +423,7 @@ fn run_frame(
                 input,
                 index,
                 output,
-            } => {
+            } if dev.tail.rearrange_from[si].is_none() => {
                 let out: Vec<f32> = index
                     .data
                     .iter()
@@ -423,12 +439,15 @@ fn run_frame(
             }
             _ => layers::launch_step(emu, plan, &grid, &dev.addrs, si, ll).unwrap(),
         }
-        if let (Step::GlobalPool { slot, .. } | Step::Export { slot, .. }, StepPtrs::Out(o)) =
-            (step, dev.addrs.steps[si])
+        // Only the results the backend downloads reach the slots.
+        if let (Some(slot), StepPtrs::Out(o) | StepPtrs::Rearrange { out: o, .. }) =
+            (tail::result_slot(step), dev.addrs.steps[si])
         {
-            let n = dev.slots[*slot].data.len();
-            let v = dev.slice(o, n).to_vec();
-            dev.slots[*slot].data.copy_from_slice(&v);
+            if dev.tail.download[si] {
+                let n = dev.slots[slot].data.len();
+                let v = dev.slice(o, n).to_vec();
+                dev.slots[slot].data.copy_from_slice(&v);
+            }
         }
     }
 }
@@ -720,6 +739,66 @@ fn real_models_on_the_host_kernels_match_the_cpu_backend() {
                     m.path
                 );
             }
+        }
+    }
+}
+
+/// The dense tail of the real models: a Rearrange runs on the device where its input is a device
+/// result, and a device result comes down only where the host reads its slot. NanoDet's six head
+/// outputs are Export → Rearrange chains: all six run on the device and only the outputs come
+/// down. (The host-kernel tests above check the values: a missing download fails them.)
+#[test]
+fn device_tail_downloads_what_the_host_reads() {
+    for m in common::real_models() {
+        let plan = common::load(&m);
+        let t = DeviceTail::of(&plan);
+        let rearranges: Vec<usize> = (0..plan.steps.len())
+            .filter(|&si| matches!(plan.steps[si], Step::Rearrange { .. }))
+            .collect();
+        let on_device = rearranges
+            .iter()
+            .filter(|&&si| t.rearrange_from[si].is_some())
+            .count();
+        let down: Vec<usize> = (0..plan.steps.len()).filter(|&si| t.download[si]).collect();
+        println!(
+            "{}: {on_device} of {} Rearrange steps on the device, {} results downloaded",
+            m.path,
+            rearranges.len(),
+            down.len()
+        );
+        // Every output slot last written by a device result is downloaded.
+        for (name, o) in &plan.outputs {
+            let writer = (0..plan.steps.len())
+                .rev()
+                .find(|&si| match &plan.steps[si] {
+                    Step::Generic { outputs, .. } => outputs.contains(o),
+                    step => tail::result_slot(step) == Some(*o),
+                });
+            if let Some(w) = writer {
+                let device = !matches!(plan.steps[w], Step::Generic { .. })
+                    && (t.rearrange_from[w].is_some()
+                        || !matches!(plan.steps[w], Step::Rearrange { .. }));
+                assert!(
+                    !device || t.download[w],
+                    "{}: output {name} not downloaded",
+                    m.path
+                );
+            }
+        }
+        if m.path.contains("nanodet") {
+            assert_eq!((on_device, rearranges.len()), (6, 6), "{}", m.path);
+            let mut slots: Vec<usize> = down
+                .iter()
+                .filter_map(|&si| tail::result_slot(&plan.steps[si]))
+                .collect();
+            let mut outputs: Vec<usize> = plan.outputs.iter().map(|(_, s)| *s).collect();
+            slots.sort_unstable();
+            outputs.sort_unstable();
+            assert_eq!(
+                slots, outputs,
+                "{}: downloads other than the outputs",
+                m.path
+            );
         }
     }
 }

@@ -21,6 +21,7 @@ use super::geometry::{self, max_tile_px, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
+use super::tail::{self, DeviceTail};
 use crate::backend::{Backend, Precision, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
@@ -35,10 +36,10 @@ pub struct CudaOptions {
     pub builtin_gemm: bool,
     /// Precompiled PTX (from [`kernels::compile_ptx`]) instead of compiling with NVRTC.
     pub ptx: Option<Arc<PtxSet>>,
-    /// Launch every kernel of every frame from the host instead of replaying CUDA graphs. Graphs
-    /// are opt-in (`REGIONDROP_CUDA_GRAPHS=1`): capturing while another thread of the process uses
-    /// the device (a second camera's element starting, parallel tests) failed on an H100 with
-    /// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED.
+    /// Launch every kernel of every frame from the host instead of replaying CUDA graphs (also
+    /// `REGIONDROP_CUDA_GRAPHS=0`). Captures run under the process-wide setup guard, so another
+    /// backend's set-up cannot break them (the parallel GPU tests capture beside each other); a
+    /// capture that fails anyway leaves the backend eager and says why in `describe`.
     pub eager: bool,
     /// f16: convolutions gather their operands in f16 and multiply them on the tensor cores
     /// against f16 copies of the weights (cuBLAS GemmEx, f32 accumulation and output). Needs
@@ -197,17 +198,32 @@ enum StepDev {
     /// Right operand of a Binary layer: fixed channels, or a slot uploaded before each use.
     Rhs(CudaSlice<f32>),
     Gather(CudaSlice<u32>),
-    /// Result of an Export / GlobalPool step, downloaded into its slot.
+    /// Result of an Export / GlobalPool step.
     Out(CudaSlice<f32>),
+    /// A Rearrange step run on the device: its index and its result.
+    Rearranged {
+        index: CudaSlice<u32>,
+        out: CudaSlice<f32>,
+    },
+}
+
+impl StepDev {
+    /// The step's result on the device (Export, GlobalPool, device Rearrange).
+    fn result(&self) -> Option<&CudaSlice<f32>> {
+        match self {
+            StepDev::Out(o) | StepDev::Rearranged { out: o, .. } => Some(o),
+            _ => None,
+        }
+    }
 }
 
 /// What a frame does, in order, when it replays graphs.
 enum Item {
-    /// Steps launched by one graph (Layer / GlobalPool / Export steps only).
+    /// Steps launched by one graph (Layer / GlobalPool / Export / device Rearrange steps).
     Segment(Range<usize>),
     /// Upload of a Binary layer's host operand (slot) before its segment.
     Upload(usize),
-    /// A Rearrange / Generic step, run on the host.
+    /// A host Rearrange / Generic step.
     Host(usize),
 }
 
@@ -295,8 +311,10 @@ pub struct CudaBackend {
     rgb_host: Pinned<u8>,
     tiles_host: Pinned<u32>,
     lists_host: Pinned<u32>,
-    /// Pinned download buffer of each Export / GlobalPool step (indexed like `steps`).
+    /// Pinned download buffer of each device result the host reads (indexed like `steps`).
     out_host: Vec<Option<Pinned<f32>>>,
+    /// Which Rearrange steps run on the device and which results are downloaded.
+    tail: DeviceTail,
     /// Device-side change detection: reference image, per-tile scores and masks.
     det: Detect,
     /// Frames letterboxed on the device.
@@ -409,8 +427,9 @@ impl CudaBackend {
             .map(|b| zeros_f32(b.len()))
             .collect::<Result<Vec<_>>>()?;
         let mut weight_bytes = 0;
+        let tail = DeviceTail::of(&plan);
         let mut steps = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
+        for (si, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
                 Step::Layer(l) => match &l.op {
                     LayerOp::Conv(c) => {
@@ -456,6 +475,13 @@ impl CudaBackend {
                     let b = &plan.buffers[input.buf];
                     StepDev::Out(zeros_f32(input.c * b.h * b.w)?)
                 }
+                Step::Rearrange { index, .. } if tail.rearrange_from[si].is_some() => {
+                    let idx: Vec<u32> = index.data.iter().map(|&i| i as u32).collect();
+                    StepDev::Rearranged {
+                        index: up_u32(&idx)?,
+                        out: zeros_f32(idx.len())?,
+                    }
+                }
                 Step::Rearrange { .. } | Step::Generic { .. } => StepDev::None,
             });
         }
@@ -486,8 +512,9 @@ impl CudaBackend {
             )?,
             out_host: steps
                 .iter()
-                .map(|d| match d {
-                    StepDev::Out(o) => Pinned::new(&ctx, o.len()).map(Some),
+                .zip(&tail.download)
+                .map(|(d, &down)| match d.result() {
+                    Some(o) if down => Pinned::new(&ctx, o.len()).map(Some),
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>>>()?,
@@ -518,6 +545,7 @@ impl CudaBackend {
             graphs: None,
             graph_note: String::new(),
             pending: Vec::new(),
+            tail,
             generic: crate::backend::generic::prepare(&plan),
             arch,
             device_name,
@@ -549,7 +577,7 @@ impl CudaBackend {
         };
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
-            || !std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "1" || v == "true");
+            || std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "0" || v == "false");
         if backend.profile.is_some() {
             backend.graph_note = "eager: profiling times every step".into();
         } else if off {
@@ -598,10 +626,10 @@ impl CudaBackend {
                     }
                     start.get_or_insert(si);
                 }
-                Step::GlobalPool { .. } | Step::Export { .. } => {
+                _ if self.steps[si].result().is_some() => {
                     start.get_or_insert(si);
                 }
-                Step::Rearrange { .. } | Step::Generic { .. } => {
+                _ => {
                     close(&mut schedule, &mut start, si);
                     schedule.push(Item::Host(si));
                 }
@@ -984,7 +1012,8 @@ impl CudaBackend {
         let steps = self
             .steps
             .iter()
-            .map(|d| match d {
+            .enumerate()
+            .map(|(si, d)| match d {
                 StepDev::None => StepPtrs::None,
                 StepDev::Conv { w, b, w16 } => StepPtrs::Conv {
                     w: self.ptr(w),
@@ -1006,6 +1035,14 @@ impl CudaBackend {
                 StepDev::Rhs(d) => StepPtrs::Rhs(self.ptr(d), d.len()),
                 StepDev::Gather(p) => StepPtrs::Gather(self.ptr(p)),
                 StepDev::Out(o) => StepPtrs::Out(self.ptr(o)),
+                StepDev::Rearranged { index, out } => StepPtrs::Rearrange {
+                    src: self.tail.rearrange_from[si]
+                        .and_then(|from| self.steps[from].result())
+                        .map_or(0, |r| self.ptr(r)),
+                    index: self.ptr(index),
+                    out: self.ptr(out),
+                    n: index.len(),
+                },
             })
             .collect();
         Addrs {
@@ -1023,7 +1060,8 @@ impl CudaBackend {
         layers::launch_step(self, &self.plan, &self.grid, &self.addrs, si, ll)
     }
 
-    /// Downloads the results of Export / GlobalPool steps still on the device into their slots.
+    /// Downloads the device results the host reads (Export, GlobalPool, device Rearrange) into
+    /// their slots.
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -1033,11 +1071,9 @@ impl CudaBackend {
         // All downloads go into pinned buffers asynchronously, then one synchronisation, then
         // host copies into the slots.
         for &si in &pending {
-            let slot = match &plan.steps[si] {
-                Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => *slot,
-                _ => continue,
-            };
-            let StepDev::Out(d) = &self.steps[si] else {
+            let (Some(slot), Some(d)) =
+                (tail::result_slot(&plan.steps[si]), self.steps[si].result())
+            else {
                 continue;
             };
             let (src, dlen) = (self.ptr(d), d.len());
@@ -1058,11 +1094,10 @@ impl CudaBackend {
         }
         self.sync()?;
         for &si in &pending {
-            let slot = match &plan.steps[si] {
-                Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => *slot,
-                _ => continue,
+            let Some(slot) = tail::result_slot(&plan.steps[si]) else {
+                continue;
             };
-            if let (StepDev::Out(d), Some(h)) = (&self.steps[si], &self.out_host[si]) {
+            if let (Some(d), Some(h)) = (self.steps[si].result(), &self.out_host[si]) {
                 let dst = &mut self.slots[slot].data;
                 let n = dst.len().min(d.len()).min(h.len);
                 dst[..n].copy_from_slice(&h.as_slice()[..n]);
@@ -1098,7 +1133,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Runs a Rearrange / Generic step on the host.
+    /// Runs a host Rearrange / Generic step.
     fn run_host(&mut self, si: usize) -> Result<()> {
         let plan = self.plan.clone();
         match &plan.steps[si] {
@@ -1165,15 +1200,8 @@ impl CudaBackend {
                             .launch()
                             .map_err(drv("graph launch"))?;
                         seg += 1;
-                        for si in r.clone() {
-                            if matches!(
-                                plan.steps[si],
-                                Step::GlobalPool { .. } | Step::Export { .. }
-                            ) && matches!(self.steps[si], StepDev::Out(_))
-                            {
-                                self.pending.push(si);
-                            }
-                        }
+                        self.pending
+                            .extend(r.clone().filter(|&si| self.tail.download[si]));
                     }
                     Item::Upload(si) => {
                         if tiles.per_step.get(*si).is_some_and(|t| !t.is_empty()) {
@@ -1217,13 +1245,13 @@ impl CudaBackend {
                         },
                     )?;
                 }
-                Step::GlobalPool { .. } | Step::Export { .. } => {
+                _ if self.steps[si].result().is_some() => {
                     self.launch_step(si, LayerLists::NONE)?;
-                    if matches!(self.steps[si], StepDev::Out(_)) {
+                    if self.tail.download[si] {
                         self.pending.push(si);
                     }
                 }
-                Step::Rearrange { .. } | Step::Generic { .. } => self.run_host(si)?,
+                _ => self.run_host(si)?,
             }
             if let Some(p) = &mut self.profile {
                 p.step_done(si, &self.stream)?;

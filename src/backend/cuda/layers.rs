@@ -32,10 +32,11 @@ pub enum Kernel {
     Gather,
     Export,
     GlobalAvgPool,
+    Rearrange,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -56,6 +57,7 @@ impl Kernel {
         Kernel::Gather,
         Kernel::Export,
         Kernel::GlobalAvgPool,
+        Kernel::Rearrange,
     ];
 
     /// The `extern "C" __global__` name in `cuda/*.cu`.
@@ -81,6 +83,7 @@ impl Kernel {
             Kernel::Gather => "rd_gather",
             Kernel::Export => "rd_export_nchw",
             Kernel::GlobalAvgPool => "rd_global_avg_pool",
+            Kernel::Rearrange => "rd_rearrange",
         }
     }
 
@@ -160,6 +163,14 @@ pub enum StepPtrs {
     Gather(u64),
     /// Result of an Export / GlobalPool step.
     Out(u64),
+    /// A Rearrange step run on the device ([`super::tail::DeviceTail`]): the result it reads,
+    /// its index, its own result and the number of values.
+    Rearrange {
+        src: u64,
+        index: u64,
+        out: u64,
+        n: usize,
+    },
 }
 
 /// Where everything a frame's launches touch lives.
@@ -204,8 +215,8 @@ impl LayerLists {
     };
 }
 
-/// Launches the kernels of a Layer, GlobalPool or Export step (Rearrange and Generic steps run on
-/// the host and launch nothing).
+/// Launches the kernels of a Layer, GlobalPool, Export or device Rearrange step (the other
+/// Rearrange steps and the Generic steps run on the host and launch nothing).
 pub fn launch_step(
     dev: &impl Launcher,
     plan: &Plan,
@@ -236,6 +247,12 @@ pub fn launch_step(
                         o
                     ),
                 ),
+                None => Ok(()),
+            }
+        }
+        (Step::Rearrange { .. }, StepPtrs::Rearrange { src, index, out, n }) => {
+            match geometry::linear_launch(n) {
+                Some(d) => dev.launch(Kernel::Rearrange, d, &kargs!(src, index, n as i32, out)),
                 None => Ok(()),
             }
         }

@@ -9,6 +9,7 @@ pub mod geometry;
 pub mod kernels;
 pub mod layers;
 mod profile;
+pub mod tail;
 
 use std::sync::Arc;
 
