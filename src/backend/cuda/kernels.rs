@@ -69,7 +69,7 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "export.cu",
         source: include_str!("../../../cuda/export.cu"),
-        entries: &["rd_export_nchw", "rd_global_avg_pool"],
+        entries: &["rd_export_nchw", "rd_global_avg_pool", "rd_rearrange"],
     },
 ];
 
