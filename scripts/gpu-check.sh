@@ -52,6 +52,10 @@ ALL=(env REGIONDROP_CUDA_FUSED_ROWS=1000000000)
 echo "== where a frame's time goes (REGIONDROP_PROFILE=1: per-step GPU times and host phases)"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >"$OUT/profile_cuda.json"
 grep -A6 "phase of a frame" "$OUT/profile_cuda.txt" | head -30
+echo "== phases with CUDA graphs (REGIONDROP_PROFILE=phases), clip defaults f32 and f16"
+REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda 2>"$OUT/phases_cuda.txt" >/dev/null
+REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16.txt" >/dev/null
+cat "$OUT/phases_cuda.txt" "$OUT/phases_cuda_f16.txt" | grep -v "^\s*$" | tail -30
 echo "== bench cuda (defaults and fractions), fused convolutions (REGIONDROP_CUDA_FUSED_ROWS): always, and up to 4096 rows"
 REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fused.json"
 REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fused_fractions.json"

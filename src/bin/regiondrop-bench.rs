@@ -309,11 +309,19 @@ impl Setup {
     }
 }
 
-/// The backend's own phase times (CUDA under REGIONDROP_PROFILE=1), median and min ms.
-fn print_phases(engine: &Engine) {
+/// The backend's own profile (CUDA under REGIONDROP_PROFILE): the steps taking at least
+/// `min_share` of the frame when it times steps, and its phase times (median and min ms).
+fn print_profile(label: &str, engine: &Engine, min_share: f64) {
+    if let Some(t) = engine.step_times() {
+        eprintln!("{label}, per step (REGIONDROP_PROFILE):");
+        eprint!(
+            "{}",
+            gstregiondrop::engine::profile::table(engine.plan(), t, min_share)
+        );
+    }
     let p = engine.phase_times();
     if !p.is_empty() {
-        eprintln!("  median      min  phase of a frame");
+        eprintln!("{label}:\n  median      min  phase of a frame");
         eprint!("{}", gstregiondrop::engine::profile::phases(p));
     }
 }
@@ -839,14 +847,8 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         pb.inc(1);
     }
     pb.finish_and_clear();
-    if let Some(t) = dense.step_times() {
-        eprintln!("dense engine, per step (REGIONDROP_PROFILE):");
-        eprint!(
-            "{}",
-            gstregiondrop::engine::profile::table(dense.plan(), t, 0.05)
-        );
-        print_phases(&dense);
-    }
+    print_profile("dense engine", &dense, 0.05);
+    print_profile("sparse engine", &sparse, 0.02);
 
     let (d, sp) = (median(&dense_ms), median(&sparse_ms));
     let speedup = d / sp;
@@ -1043,16 +1045,7 @@ fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), 
             }
             pb.inc(1);
         }
-        if let Some(t) = sparse.step_times() {
-            pb.suspend(|| {
-                eprintln!("sparse engine at {f} active, per step (REGIONDROP_PROFILE):");
-                eprint!(
-                    "{}",
-                    gstregiondrop::engine::profile::table(sparse.plan(), t, 0.02)
-                );
-                print_phases(&sparse);
-            });
-        }
+        pb.suspend(|| print_profile(&format!("sparse engine at {f} active"), &sparse, 0.02));
         let (d, sp, au) = (median(&dm), median(&sm), median(&am));
         let frac = k as f64 / grid.len() as f64;
         let (ideal, eff) = ideal_and_efficiency(d / sp, frac);

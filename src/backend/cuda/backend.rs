@@ -578,7 +578,7 @@ impl CudaBackend {
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
             || std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "0" || v == "false");
-        if backend.profile.is_some() {
+        if backend.profile.as_ref().is_some_and(|p| p.times_steps) {
             backend.graph_note = "eager: profiling times every step".into();
         } else if off {
             backend.graph_note = "eager".into();
@@ -1459,7 +1459,10 @@ impl Backend for CudaBackend {
     }
 
     fn step_times(&self) -> Option<&[Vec<f64>]> {
-        self.profile.as_ref().map(|p| &p.steps[..])
+        self.profile
+            .as_ref()
+            .filter(|p| p.times_steps)
+            .map(|p| &p.steps[..])
     }
 
     fn phase_times(&self) -> &[(&'static str, Vec<f64>)] {

@@ -1,8 +1,9 @@
-//! Where a frame's time goes on the CUDA backend (REGIONDROP_PROFILE=1): a timing event after
+//! Where a frame's time goes on the CUDA backend. REGIONDROP_PROFILE=1: a timing event after
 //! every plan step, read once the frame is done (the time between two events is what the GPU
 //! timeline spent on that step, including any wait for the host to launch it), and the host wall
-//! time of the phases around the network. Profiling launches eagerly (no CUDA graphs) and its
-//! event records add a little host time per step.
+//! time of the phases around the network; step timing launches eagerly (no CUDA graphs) and its
+//! event records add a little host time per step. REGIONDROP_PROFILE=phases: the phases alone,
+//! with CUDA graphs kept.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +40,8 @@ pub(super) struct Profile {
     pub phases: Vec<(&'static str, Vec<f64>)>,
     /// Time spent waiting in synchronisations since the last frame ended.
     sync_ms: f64,
+    /// Whether every step is timed (REGIONDROP_PROFILE=1), not only the phases.
+    pub times_steps: bool,
 }
 
 fn drv(e: impl std::fmt::Debug) -> Error {
@@ -50,11 +53,14 @@ pub(super) fn ms_since(t0: Instant) -> f64 {
 }
 
 impl Profile {
-    /// A profile when REGIONDROP_PROFILE=1.
+    /// A profile when REGIONDROP_PROFILE is 1 (steps and phases) or `phases`.
     pub fn from_env(ctx: &Arc<CudaContext>, steps: usize) -> Result<Option<Self>> {
-        if std::env::var("REGIONDROP_PROFILE").map_or(true, |v| v != "1") {
-            return Ok(None);
-        }
+        let times_steps = match std::env::var("REGIONDROP_PROFILE").as_deref() {
+            Ok("1") => true,
+            Ok("phases") => false,
+            _ => return Ok(None),
+        };
+        let steps = if times_steps { steps } else { 0 };
         let timing = || {
             ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(drv)
@@ -66,6 +72,7 @@ impl Profile {
             steps: vec![Vec::new(); steps],
             phases: PHASE_NAMES.iter().map(|&n| (n, Vec::new())).collect(),
             sync_ms: 0.0,
+            times_steps,
         }))
     }
 
@@ -75,6 +82,9 @@ impl Profile {
     }
 
     pub fn step_done(&mut self, si: usize, stream: &CudaStream) -> Result<()> {
+        if !self.times_steps {
+            return Ok(());
+        }
         self.recorded[si] = true;
         self.after[si].record(stream).map_err(drv)
     }
