@@ -141,76 +141,122 @@ extern "C" __global__ void rd_sgemm_rm(
     if (row < m && col < n) c[(long long)row * n + col] = acc;
 }
 
-// Fused sparse convolution for small gathers: one launch computes act(conv + bias) for the
-// active tiles straight from the input cache (implicit im2col in shared memory) into the output
-// view, with no gathered matrix, no GEMM call and no scatter. f32, groups handled by the host
-// (one launch per group, pointers advanced as for rd_im2col).
+// Fused sparse convolution: act(conv + bias) for the rows of the gathered matrix (the active
+// tiles' output pixels in list order, laid out by row_off as for rd_im2col) computed straight from
+// the input cache, with no gathered matrix, no GEMM call and no scatter. Not transposed; f32
+// arithmetic; groups by the host (one launch per group, pointers advanced as for rd_im2col).
+// K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory).
 //
-// Block RD_FC_THREADS = 256 threads computing RD_FC_BM output pixels of one tile x RD_FC_BN output
-// channels (4 x 4 per thread); grid (tile entries, pixel blocks per tile, channel blocks).
-// K is consumed RD_FC_BK at a time: the block gathers the input taps [BK x BM] and the weights
-// [BK x BN] into shared memory, then accumulates.
-#define RD_FC_BM 64
-#define RD_FC_BN 64
-#define RD_FC_BK 16
-#define RD_FC_THREADS 256
+// Block RD_FR_THREADS = 256 threads computing RD_FR_BM rows x RD_FR_BN output channels (2 x 4 per
+// thread); grid (ceil(m / RD_FR_BM), ceil(n / RD_FR_BN)). Rows past the frame's last pixel (graph
+// launches cover an upper bound `m`) and rows of NO_TILE entries are skipped. K is consumed
+// RD_FR_BK at a time through shared memory.
+#define RD_FR_BM 32
+#define RD_FR_BN 64
+#define RD_FR_BK 32
+#define RD_FR_THREADS 256
+#define RD_FR_KMAX 1024
 
-extern "C" __global__ void rd_conv_tiles(
+extern "C" __global__ void rd_conv_rows(
     const float* __restrict__ in, int in_pitch, int in_h, int in_w,
     const float* __restrict__ wt, int n,    // [K x n] row-major (this group)
     const float* __restrict__ bias,         // [n] (this group)
     float* __restrict__ out, int out_pitch, int out_h, int out_w,
-    const u32* __restrict__ tiles, int ts, int cols,
+    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int n_tiles, int m,
+    int ts, int cols,
     int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
-    int cig, int transposed, int act, float p0, float p1)
+    int cig, int act, float p0, float p1)
 {
-    __shared__ float sa[RD_FC_BK][RD_FC_BM];
-    __shared__ float sw_[RD_FC_BK][RD_FC_BN];
-    RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
-    int npx = r.tw * r.th;
-    int p_base = (int)blockIdx.y * RD_FC_BM;
-    int n_base = (int)blockIdx.z * RD_FC_BN;
-    // The whole block leaves together when it has no pixel (padding entries of graph lists, pixel
-    // blocks past a small tile); otherwise every thread takes part in the loads and barriers.
-    if (p_base >= npx) return;
+    __shared__ float sa[RD_FR_BK][RD_FR_BM + 1];
+    __shared__ float sw_[RD_FR_BK][RD_FR_BN];
+    __shared__ int s_iy[RD_FR_BM], s_ix[RD_FR_BM], s_out[RD_FR_BM];
+    __shared__ int s_dy[RD_FR_KMAX], s_dx[RD_FR_KMAX], s_ci[RD_FR_KMAX];
+    __shared__ int s_any;
+    int t = (int)threadIdx.x;
     int k_len = kh * kw * cig;
-    int tx = (int)threadIdx.x % 16, ty = (int)threadIdx.x / 16;
-    float acc[4][4];
-    for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < k_len; k0 += RD_FC_BK) {
-        // Input taps: RD_FC_BK x RD_FC_BM = 1024 values, 4 per thread, pixel fastest.
-        for (int e = (int)threadIdx.x; e < RD_FC_BK * RD_FC_BM; e += RD_FC_THREADS) {
-            int kk = e / RD_FC_BM, pp = e - kk * RD_FC_BM;
-            int k = k0 + kk, p = p_base + pp;
-            sa[kk][pp] = (k < k_len && p < npx)
-                ? rd_tap(in, in_pitch, in_h, in_w, r, p, k, kw, sh, sw, dh, dw, pad_t, pad_l, cig, transposed)
-                : 0.0f;
+    int n_base = (int)blockIdx.y * RD_FR_BN;
+    if (t == 0) s_any = 0;
+    __syncthreads();
+    // Each row's output pixel and the input origin of its taps.
+    if (t < RD_FR_BM) {
+        int row = (int)blockIdx.x * RD_FR_BM + t;
+        int o = -1, iy = 0, ix = 0;
+        if (row < m && n_tiles > 0) {
+            // The last list entry whose first row is <= row (row_off is non-decreasing).
+            int lo = 0, hi = n_tiles - 1;
+            while (lo < hi) {
+                int mid = (lo + hi + 1) >> 1;
+                if ((int)row_off[mid] <= row) lo = mid; else hi = mid - 1;
+            }
+            u32 tile = tiles[lo];
+            if (tile != RD_NO_TILE) {
+                RdRect r = rd_tile_rect(tile, cols, ts, out_w, out_h);
+                int p = row - (int)row_off[lo];
+                if (p < r.tw * r.th) {
+                    int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
+                    o = oy * out_w + ox;
+                    iy = oy * sh - pad_t;
+                    ix = ox * sw - pad_l;
+                    s_any = 1;
+                }
+            }
         }
-        // Weights: RD_FC_BK x RD_FC_BN, output channel fastest.
-        for (int e = (int)threadIdx.x; e < RD_FC_BK * RD_FC_BN; e += RD_FC_THREADS) {
-            int kk = e / RD_FC_BN, jj = e - kk * RD_FC_BN;
+        s_out[t] = o;
+        s_iy[t] = iy;
+        s_ix[t] = ix;
+    }
+    // The tap table: column k of the implicit matrix reads input offset (dy, dx), channel ci.
+    for (int k = t; k < k_len; k += RD_FR_THREADS) {
+        int tap = k / cig;
+        int ky = tap / kw;
+        s_dy[k] = ky * dh;
+        s_dx[k] = (tap - ky * kw) * dw;
+        s_ci[k] = k - tap * cig;
+    }
+    __syncthreads();
+    // The whole block leaves together when none of its rows is a pixel of this frame.
+    if (!s_any) return;
+    int tx = t % 16, ty = t / 16;
+    float acc[2][4];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < k_len; k0 += RD_FR_BK) {
+        // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
+        for (int e = t; e < RD_FR_BK * RD_FR_BM; e += RD_FR_THREADS) {
+            int kk = e % RD_FR_BK, r = e / RD_FR_BK;
+            int k = k0 + kk;
+            float v = 0.0f;
+            if (k < k_len && s_out[r] >= 0) {
+                int iy = s_iy[r] + s_dy[k], ix = s_ix[r] + s_dx[k];
+                if (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w)
+                    v = in[((long long)iy * in_w + ix) * in_pitch + s_ci[k]];
+            }
+            sa[kk][r] = v;
+        }
+        // Weights [BK x BN], output channel fastest.
+        for (int e = t; e < RD_FR_BK * RD_FR_BN; e += RD_FR_THREADS) {
+            int jj = e % RD_FR_BN, kk = e / RD_FR_BN;
             int k = k0 + kk, j = n_base + jj;
             sw_[kk][jj] = (k < k_len && j < n) ? wt[(long long)k * n + j] : 0.0f;
         }
         __syncthreads();
-        for (int kk = 0; kk < RD_FC_BK; ++kk) {
-            float a[4], b[4];
-            for (int i = 0; i < 4; ++i) a[i] = sa[kk][ty * 4 + i];
-            for (int j = 0; j < 4; ++j) b[j] = sw_[kk][tx * 4 + j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        for (int kk = 0; kk < RD_FR_BK; ++kk) {
+            float a0 = sa[kk][ty * 2], a1 = sa[kk][ty * 2 + 1];
+            for (int j = 0; j < 4; ++j) {
+                float b = sw_[kk][tx * 4 + j];
+                acc[0][j] += a0 * b;
+                acc[1][j] += a1 * b;
+            }
         }
         __syncthreads();
     }
-    for (int i = 0; i < 4; ++i) {
-        int p = p_base + ty * 4 + i;
-        if (p >= npx) continue;
-        int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
-        float* o = out + ((long long)oy * out_w + ox) * out_pitch;
+    for (int i = 0; i < 2; ++i) {
+        int o = s_out[ty * 2 + i];
+        if (o < 0) continue;
+        float* dst = out + (long long)o * out_pitch;
         for (int j = 0; j < 4; ++j) {
             int jj = n_base + tx * 4 + j;
-            if (jj < n) o[jj] = rd_act(acc[i][j] + bias[jj], act, p0, p1);
+            if (jj < n) dst[jj] = rd_act(acc[i][j] + bias[jj], act, p0, p1);
         }
     }
 }

@@ -2,10 +2,15 @@
 # The GPU checks, run on a machine with an NVIDIA GPU from binaries prepared on the build machine
 # (that machine needs neither Rust nor GStreamer). Prepare with:  scripts/gpu-check.sh --prepare
 # then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it.
+# Models and frames travel gzipped (a lent machine takes at most 64 MiB of files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=.devcarry
 FRAMES=${GPU_CHECK_FRAMES:-40}
+# The larger, compute-heavier case: YOLOv8n at 1280x736.
+YOLO=yolov8n-nudenet-320.onnx
+YOLO_SIZE=1280x736
+YOLO_FRAMES=${GPU_CHECK_YOLO_FRAMES:-6}
 
 if [ "${1:-}" = "--prepare" ]; then
     set -e
@@ -17,8 +22,15 @@ if [ "${1:-}" = "--prepare" ]; then
     # GStreamer and GLib libraries the bench links against (it decodes nothing there).
     ldd "$D/regiondrop-bench" | awk '/=> \// {print $3}' | grep -E 'gst|glib|gobject|gmodule|orc|ffi|pcre2|unwind|dw|elf|bz2|lzma' \
         | xargs -I{} cp -L {} "$D/lib/"
-    cp data/models/nanodet-416.onnx "$D/models/"
+    gzip -9 -c data/models/nanodet-416.onnx >"$D/models/nanodet-416.onnx.gz"
     target/release/regiondrop-bench --frames "$FRAMES" --save-frames "$D/frames.rgb" --backend cpu >/dev/null
+    gzip -1 "$D/frames.rgb"
+    if [ -f "data/models/$YOLO" ]; then
+        gzip -9 -c "data/models/$YOLO" >"$D/models/$YOLO.gz"
+        target/release/regiondrop-bench --model "data/models/$YOLO" --input-size "$YOLO_SIZE" \
+            --frames "$YOLO_FRAMES" --save-frames "$D/frames-yolo.rgb" --backend cpu >/dev/null
+        gzip -1 "$D/frames-yolo.rgb"
+    fi
     grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || echo '/.devcarry/' >> .git/info/exclude
     du -sh "$D"
     exit 0
@@ -26,6 +38,9 @@ fi
 
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
+for f in "$D"/*.gz "$D"/models/*.gz; do
+    [ -e "$f" ] && [ ! -e "${f%.gz}" ] && gunzip -k "$f"
+done
 export LD_LIBRARY_PATH="$PWD/$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # CUDA libraries (cuBLAS, NVRTC) from the Python wheels, where the system has none.
 for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepackages()[0]+'/nvidia/*/lib')))" 2>/dev/null); do
@@ -34,46 +49,50 @@ done
 export REGIONDROP_REQUIRE_GPU=1 REGIONDROP_MODELS_DIR="$PWD/$D/models"
 B0=(timeout 120 "$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb")
 B=("${B0[@]}" --frames "$FRAMES")
+Y=(timeout 120 "$D/regiondrop-bench" --model "$D/models/$YOLO" --input-size "$YOLO_SIZE" --video "$D/frames-yolo.rgb" --frames "$YOLO_FRAMES")
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 export REGIONDROP_FRAMES_RGB="$PWD/$D/frames.rgb"
 # Most important first: a lease may end before the script does.
 echo "== CUDA tests (against the CPU backend; f32 and f16, eager and CUDA graphs), in parallel"
 timeout 240 "$D/cuda_backend" --nocapture 2>&1 | tee "$OUT/cuda_tests.log"
+grep -h "graph capture failed" "$OUT/cuda_tests.log" | sort | uniq -c | head -5
 echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
-echo "== bench cuda, fused convolutions (opt-in) with the defaults, f32 and f16"
-ALL=(env REGIONDROP_CUDA_FUSED_ROWS=1000000000)
-"${ALL[@]}" "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_all.json"
-"${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_all_f16.json"
-"${ALL[@]}" "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_all_fractions.json"
-echo "== where a frame's time goes (REGIONDROP_PROFILE=1: per-step GPU times and host phases)"
-REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >"$OUT/profile_cuda.json"
-grep -A6 "phase of a frame" "$OUT/profile_cuda.txt" | head -30
-echo "== phases with CUDA graphs (REGIONDROP_PROFILE=phases), clip defaults f32 and f16"
-REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda 2>"$OUT/phases_cuda.txt" >/dev/null
-REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16.txt" >/dev/null
-cat "$OUT/phases_cuda.txt" "$OUT/phases_cuda_f16.txt" | grep -v "^\s*$" | tail -30
-echo "== bench cuda (defaults and fractions), fused convolutions (REGIONDROP_CUDA_FUSED_ROWS): always, and up to 4096 rows"
-REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fused.json"
-REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fused_fractions.json"
-REGIONDROP_CUDA_FUSED_ROWS=4096 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fused4096_fractions.json"
-REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_ROWS=1000000000 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
+echo "== fused convolutions (REGIONDROP_CUDA_FUSED_K=K: convolutions with K <= K in one kernel), f32 and f16"
+for k in 1024 576 288; do
+    REGIONDROP_CUDA_FUSED_K=$k "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk$k.json"
+    REGIONDROP_CUDA_FUSED_K=$k "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk$k.json"
+done
+REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk1024_fractions.json"
 echo "== bench cuda, forced active fractions, f32 and f16"
 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fractions.json"
 "${B[@]}" --backend cuda --fractions --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fractions.json"
+echo "== where a frame's time goes: phases with graphs (REGIONDROP_PROFILE=phases), steps eager (=1)"
+REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16.txt" >/dev/null
+REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16_fused.txt" >/dev/null
+cat "$OUT/phases_cuda_f16.txt" "$OUT/phases_cuda_f16_fused.txt" | grep -v "^\\s*$" | tail -24
+REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >"$OUT/profile_cuda.json"
+REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=1024 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
 echo "== PyTorch/cuDNN dense baseline"
 timeout 180 python3 scripts/torch_dense_baseline.py "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
-grep -h "graph capture failed" "$OUT/cuda_tests.log" | sort | uniq -c | head -5
-echo "== bench cuda without CUDA graphs (REGIONDROP_CUDA_GRAPHS=0), defaults and fractions"
+echo "== bench cuda without CUDA graphs (REGIONDROP_CUDA_GRAPHS=0)"
 REGIONDROP_CUDA_GRAPHS=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_eager.json"
-REGIONDROP_CUDA_GRAPHS=0 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_eager_fractions.json"
 echo "== bench cuda (defaults), change detection on the host (REGIONDROP_CUDA_DETECT=0)"
 REGIONDROP_CUDA_DETECT=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_hostdetect.json"
 echo "== bench cuda, exact mode"
 "${B[@]}" --backend cuda --exact 2>/dev/null | tee "$OUT/bench_cuda_exact.json"
+if [ -f "$D/models/$YOLO" ]; then
+    echo "== $YOLO at $YOLO_SIZE: steps (eager), then defaults f32 / f16 / f16 fused, CPU"
+    REGIONDROP_PROFILE=1 "${Y[@]}" --backend cuda 2>"$OUT/yolo_profile.txt" >"$OUT/yolo_profile.json"
+    grep -A8 "phase of a frame" "$OUT/yolo_profile.txt" | head -20
+    "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
+    "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
+    REGIONDROP_CUDA_FUSED_K=1024 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_fusedk1024.json"
+    "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
+fi
 echo "== bench cpu, all cores of this machine"
 "${B[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/bench_cpu.json"
 echo "== summary (markdown, for BENCHMARKS.md)"

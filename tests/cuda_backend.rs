@@ -171,12 +171,12 @@ fn synthetic_plan_matches_cpu() {
         1e-4,
         &norm,
     );
-    // Every f32 convolution as one fused kernel (rd_conv_tiles).
+    // Every convolution that can be as one fused kernel (rd_conv_rows).
     agree(
         plan.clone(),
         32,
         CudaOptions {
-            fused_conv_rows: Some(usize::MAX),
+            fused_conv_k: Some(usize::MAX),
             ..opts.clone()
         },
         &[1, 3, 6, 11],
@@ -366,7 +366,7 @@ fn bundled_models_match_cpu() {
             plan.clone(),
             tile,
             CudaOptions {
-                fused_conv_rows: Some(usize::MAX),
+                fused_conv_k: Some(usize::MAX),
                 ..opts.clone()
             },
             &sparse,

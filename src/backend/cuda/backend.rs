@@ -45,11 +45,12 @@ pub struct CudaOptions {
     /// against f16 copies of the weights (cuBLAS GemmEx, f32 accumulation and output). Needs
     /// cuBLAS; depthwise convolutions stay f32.
     pub precision: Precision,
-    /// f32 convolutions whose gathered matrix has at most this many rows run as one fused
-    /// kernel (rd_conv_tiles) instead of gather + GEMM + scatter; 0 never. None: the
-    /// `REGIONDROP_CUDA_FUSED_ROWS` environment variable, else 0 (the fused kernel has not been
-    /// timed on a GPU yet).
-    pub fused_conv_rows: Option<usize>,
+    /// Convolutions (not transposed) with at most this many taps per output (K = kh·kw·cin per
+    /// group, at most 1024) run as one fused kernel (rd_conv_rows: implicit gather in shared
+    /// memory, f32 arithmetic, bias and activation applied) instead of gather + GEMM + scatter;
+    /// 0 never. None: the `REGIONDROP_CUDA_FUSED_K` environment variable, else 0 (not yet timed on
+    /// a GPU).
+    pub fused_conv_k: Option<usize>,
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
     /// detection). None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run on a GPU).
     pub device_letterbox: Option<bool>,
@@ -567,8 +568,8 @@ impl CudaBackend {
             plan,
         };
         backend.addrs = Addrs {
-            fused_conv_rows: opts.fused_conv_rows.unwrap_or_else(|| {
-                std::env::var("REGIONDROP_CUDA_FUSED_ROWS")
+            fused_conv_k: opts.fused_conv_k.unwrap_or_else(|| {
+                std::env::var("REGIONDROP_CUDA_FUSED_K")
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0)
@@ -991,11 +992,8 @@ impl CudaBackend {
             },
             self.precision,
             self.graph_note
-        ) + &if self.addrs.fused_conv_rows > 0 {
-            format!(
-                ", fused convolutions up to {} rows",
-                self.addrs.fused_conv_rows
-            )
+        ) + &if self.addrs.fused_conv_k > 0 {
+            format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
         } else {
             String::new()
         }
@@ -1051,7 +1049,7 @@ impl CudaBackend {
             scratch_a: self.ptr(&self.scratch_a),
             scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
             scratch_c: self.ptr(&self.scratch_c),
-            fused_conv_rows: 0,
+            fused_conv_k: 0,
         }
     }
 

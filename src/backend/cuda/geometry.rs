@@ -122,27 +122,28 @@ pub fn gemm_launch(m: usize, n: usize) -> Result<Option<Dims>> {
     }))
 }
 
-/// Pixels × output channels one block of rd_conv_tiles computes (RD_FC_BM, RD_FC_BN in
-/// cuda/conv.cu), and its threads (RD_FC_THREADS).
-pub const FUSED_CONV_BLOCK: (u32, u32) = (64, 64);
+/// Rows × output channels one block of rd_conv_rows computes (RD_FR_BM, RD_FR_BN in
+/// cuda/conv.cu), its threads, and the largest K its shared tap table holds (RD_FR_KMAX).
+pub const FUSED_CONV_BLOCK: (u32, u32) = (32, 64);
 pub const FUSED_CONV_THREADS: u32 = 256;
+pub const FUSED_CONV_KMAX: usize = 1024;
 
-/// rd_conv_tiles over `n_tiles` tiles of at most `tile_px` output pixels and `n` output channels.
-pub fn fused_conv_launch(n_tiles: usize, tile_px: usize, n: usize) -> Result<Option<Dims>> {
-    if n_tiles == 0 || tile_px == 0 || n == 0 {
+/// rd_conv_rows over `m` gathered rows and `n` output channels.
+pub fn fused_conv_launch(m: usize, n: usize) -> Result<Option<Dims>> {
+    if m == 0 || n == 0 {
         return Ok(None);
     }
-    let (py, nz) = (
-        tile_px.div_ceil(FUSED_CONV_BLOCK.0 as usize),
+    let (gx, gy) = (
+        m.div_ceil(FUSED_CONV_BLOCK.0 as usize),
         n.div_ceil(FUSED_CONV_BLOCK.1 as usize),
     );
-    if n_tiles > i32::MAX as usize || py > 65_535 || nz > 65_535 {
+    if gx > i32::MAX as usize || gy > 65_535 {
         return Err(Error::Backend(format!(
-            "fused convolution of {n_tiles} tiles x {tile_px} pixels x {n} channels exceeds a grid"
+            "fused convolution of {m} rows x {n} channels exceeds a grid"
         )));
     }
     Ok(Some(Dims {
-        grid: (n_tiles as u32, py as u32, nz as u32),
+        grid: (gx as u32, gy as u32, 1),
         block: (FUSED_CONV_THREADS, 1, 1),
     }))
 }
@@ -339,7 +340,9 @@ impl FixedPacker {
                         let (x0, y0, x1, y1) = grid.rect(t as usize, ob.scale, ob.w, ob.h);
                         m += (x1 - x0) * (y1 - y0);
                     }
-                    self.data[r0 + n..r0 + bucket].fill(0);
+                    // Padding entries start past the last pixel: the offsets stay non-decreasing
+                    // (rd_conv_rows searches them).
+                    self.data[r0 + n..r0 + bucket].fill(m as u32);
                 }
             }
         }
@@ -648,6 +651,8 @@ mod tests {
         let mut rows = Vec::new();
         let m = row_offsets(&g, &p.buffers[1], &[0, 3, 11], &mut rows);
         assert_eq!(&fp.data[4..7], &rows[..]);
+        // The padding entry starts past the last pixel (offsets stay non-decreasing).
+        assert_eq!(fp.data[7] as usize, m);
         assert!(m <= bucket_rows(&g, &p.buffers[1], 4));
         assert_eq!(FixedPacker::offsets(1, 4), (8, 12));
         assert_eq!(&fp.data[8..12], &[0, NO_TILE, NO_TILE, NO_TILE]);

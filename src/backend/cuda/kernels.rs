@@ -51,7 +51,7 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_scatter_bias_act",
             "rd_depthwise",
             "rd_sgemm_rm",
-            "rd_conv_tiles",
+            "rd_conv_rows",
         ],
     },
     KernelSource {

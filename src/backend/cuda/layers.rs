@@ -23,7 +23,7 @@ pub enum Kernel {
     Scatter,
     Depthwise,
     Sgemm,
-    ConvTiles,
+    ConvRows,
     Pool,
     Resize,
     Affine,
@@ -48,7 +48,7 @@ impl Kernel {
         Kernel::Scatter,
         Kernel::Depthwise,
         Kernel::Sgemm,
-        Kernel::ConvTiles,
+        Kernel::ConvRows,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -74,7 +74,7 @@ impl Kernel {
             Kernel::Scatter => "rd_scatter_bias_act",
             Kernel::Depthwise => "rd_depthwise",
             Kernel::Sgemm => "rd_sgemm_rm",
-            Kernel::ConvTiles => "rd_conv_tiles",
+            Kernel::ConvRows => "rd_conv_rows",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -94,7 +94,7 @@ impl Kernel {
             Kernel::TileDiff
                 | Kernel::MaskCompact
                 | Kernel::Sgemm
-                | Kernel::ConvTiles
+                | Kernel::ConvRows
                 | Kernel::GlobalAvgPool
         )
     }
@@ -183,9 +183,10 @@ pub struct Addrs {
     pub scratch_a: u64,
     pub scratch_a16: Option<u64>,
     pub scratch_c: u64,
-    /// f32 convolutions whose gather has at most this many rows run as one fused kernel
-    /// (rd_conv_tiles) instead of gather, GEMM and scatter (0: never).
-    pub fused_conv_rows: usize,
+    /// Convolutions (not transposed) with at most this many taps per output (K = kh·kw·cin per
+    /// group, capped at [`geometry::FUSED_CONV_KMAX`]) run as one fused kernel (rd_conv_rows)
+    /// instead of gather, GEMM and scatter (0: never).
+    pub fused_conv_k: usize,
 }
 
 impl Addrs {
@@ -319,13 +320,13 @@ pub fn launch_layer(
                 (Some(w16), Some(a16)) => (Kernel::Im2colH, a16, w16, 2),
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
-            if op_bytes == 4 && ll.m <= addrs.fused_conv_rows {
+            if !c.transposed && k <= addrs.fused_conv_k.min(geometry::FUSED_CONV_KMAX) {
                 for gi in 0..c.groups {
-                    let Some(d) = geometry::fused_conv_launch(ll.n, tw * th, n)? else {
+                    let Some(d) = geometry::fused_conv_launch(ll.m, n)? else {
                         return Ok(());
                     };
                     dev.launch(
-                        Kernel::ConvTiles,
+                        Kernel::ConvRows,
                         d,
                         &kargs!(
                             inp + (gi * cig * 4) as u64,
@@ -340,6 +341,9 @@ pub fn launch_layer(
                             oh,
                             ow,
                             tiles,
+                            ll.rows,
+                            ll.n as i32,
+                            ll.m as i32,
                             ts,
                             cols,
                             g[0],
@@ -351,7 +355,6 @@ pub fn launch_layer(
                             g[6],
                             g[7],
                             cig as i32,
-                            c.transposed as i32,
                             act,
                             p0,
                             p1
