@@ -6,10 +6,16 @@
 //! - element-wise ops, Softmax and the tail's small convolutions keep their geometry and
 //!   broadcast maps, and use the same per-element functions as `model::eval`;
 //! - anything else runs through `model::eval`, which allocates its results.
+//!
+//! The kernels split their outputs into chunks run in parallel (rayon: the CPU backend's pool, or
+//! the global one on the CUDA backend's host), compiled for the widest vector instructions.
 
+use rayon::prelude::*;
+
+use crate::backend::cpu::feature::SharedMut;
 use crate::error::{Error, Result};
 use crate::model::act::Act;
-use crate::model::eval::{self, ConvGeom};
+use crate::model::eval::{self, ConvGeom, Dest};
 use crate::model::onnx::Node;
 use crate::model::plan::{Plan, Step};
 use crate::tensor::{broadcast_index_map, DType, Tensor};
@@ -27,6 +33,10 @@ fn moved_inputs(op: &str, n_inputs: usize) -> Option<std::ops::Range<usize>> {
 /// Values exactly representable in f32, so element numbers survive the trip through `eval`.
 const MAX_ENCODED: usize = 1 << 24;
 
+/// Elements of one parallel task: small enough to share a frame's work among the threads, large
+/// enough that a task costs more than handing it out.
+const CHUNK: usize = 16 * 1024;
+
 /// out.data[dst..dst + len] = slots[slot].data[src..src + len].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Run {
@@ -36,9 +46,86 @@ struct Run {
     len: u32,
 }
 
+/// The runs of one output, in output order (they cover it without gaps), and the groups of
+/// consecutive runs (about CHUNK elements each) that are copied in parallel.
+struct MoveOut {
+    runs: Vec<Run>,
+    groups: Vec<std::ops::Range<usize>>,
+}
+
+impl MoveOut {
+    fn new(runs: Vec<Run>) -> Self {
+        // Long runs are cut into CHUNK pieces, then pieces are grouped up to CHUNK elements.
+        let mut pieces = Vec::with_capacity(runs.len());
+        for r in runs {
+            let mut done = 0;
+            while done < r.len {
+                let len = (r.len - done).min(CHUNK as u32);
+                pieces.push(Run {
+                    src: r.src + done,
+                    dst: r.dst + done,
+                    len,
+                    ..r
+                });
+                done += len;
+            }
+        }
+        let mut groups = Vec::new();
+        let (mut start, mut acc) = (0, 0usize);
+        for (i, p) in pieces.iter().enumerate() {
+            acc += p.len as usize;
+            if acc >= CHUNK {
+                groups.push(start..i + 1);
+                (start, acc) = (i + 1, 0);
+            }
+        }
+        if start < pieces.len() {
+            groups.push(start..pieces.len());
+        }
+        MoveOut {
+            runs: pieces,
+            groups,
+        }
+    }
+}
+
+/// A binary op with its function inlined into the loop where it is one of the common four.
+#[derive(Clone, Copy)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Other(fn(f32, f32) -> f32),
+}
+
+impl BinOp {
+    fn of(op: &str) -> Option<Self> {
+        Some(match op {
+            "Add" => BinOp::Add,
+            "Sub" => BinOp::Sub,
+            "Mul" => BinOp::Mul,
+            "Div" => BinOp::Div,
+            _ => BinOp::Other(eval::binary_fn(op)?),
+        })
+    }
+}
+
+/// An output array that parallel tasks write in disjoint spans.
+struct Disjoint(SharedMut);
+
+impl Dest for Disjoint {
+    #[inline(always)]
+    fn span(&mut self, off: usize, len: usize) -> &mut [f32] {
+        // SAFETY: every caller below hands each task spans no other task writes, inside the
+        // output array the pointer was taken from.
+        unsafe { self.0.slice(off, len) }
+    }
+}
+
 enum Kernel {
     /// One list of runs per output.
-    Move(Vec<Vec<Run>>),
+    Move(Vec<MoveOut>),
     Act {
         input: usize,
         act: Act,
@@ -51,7 +138,7 @@ enum Kernel {
     Binary {
         a: usize,
         b: usize,
-        f: fn(f32, f32) -> f32,
+        f: BinOp,
         trunc: bool,
         a_map: Option<Vec<u32>>,
         b_map: Option<Vec<u32>>,
@@ -170,7 +257,8 @@ fn kernel_for(
     let op = node.op.as_str();
     let input = |i: usize| inputs.get(i).copied().flatten();
     if let Some(moved) = moved_inputs(op, inputs.len()) {
-        return move_runs(node, inputs, n_outputs, args, moved, constant).map(Kernel::Move);
+        return move_runs(node, inputs, n_outputs, args, moved, constant)
+            .map(|outs| Kernel::Move(outs.into_iter().map(MoveOut::new).collect()));
     }
     if let Some(act) = Act::from_onnx(op, node) {
         return Some(Kernel::Act {
@@ -221,7 +309,7 @@ fn kernel_for(
             Kernel::Binary {
                 a: input(0)?,
                 b: input(1)?,
-                f: eval::binary_fn(op)?,
+                f: BinOp::of(op)?,
                 trunc: eval::truncates(op, a.dtype, b.dtype),
                 a_map: map(a),
                 b_map: map(b),
@@ -317,6 +405,57 @@ fn take(slots: &mut [Tensor], i: usize) -> Tensor {
     )
 }
 
+/// Runs `f(first element, chunk)` over CHUNK-element chunks of `out`, in parallel when there
+/// are several (a small output stays on the calling thread).
+fn chunked(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() <= CHUNK {
+        f(0, out)
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, d)| f(i * CHUNK, d));
+    }
+}
+
+/// out[j] = f(a[a_map[j]], b[b_map[j]]) (truncated where `trunc`), chunks in parallel; inputs of
+/// the output's shape (no map) are read straight, so that loop vectorises.
+#[inline(always)]
+fn binary(
+    f: impl Fn(f32, f32) -> f32 + Copy + Sync,
+    a: &[f32],
+    b: &[f32],
+    (a_map, b_map): (Option<&[u32]>, Option<&[u32]>),
+    trunc: bool,
+    out: &mut [f32],
+) {
+    chunked(out, |j0, dst| {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || {
+                match (a_map, b_map) {
+                    (None, None) => {
+                        for ((d, &x), &y) in dst.iter_mut().zip(&a[j0..]).zip(&b[j0..]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    _ => {
+                        let at = |m: Option<&[u32]>, j: usize| m.map_or(j, |m| m[j] as usize);
+                        for (k, d) in dst.iter_mut().enumerate() {
+                            let j = j0 + k;
+                            *d = f(a[at(a_map, j)], b[at(b_map, j)]);
+                        }
+                    }
+                }
+                if trunc {
+                    for d in dst.iter_mut() {
+                        *d = d.trunc();
+                    }
+                }
+            },
+        )
+    });
+}
+
 impl GenericStep {
     /// Whether frames run this step through the allocating reference evaluator.
     pub fn uses_eval(&self) -> bool {
@@ -327,12 +466,22 @@ impl GenericStep {
         let Kernel::Move(per_output) = &self.kernel else {
             return self.run_one(slots);
         };
-        for ((&o, runs), &dtype) in self.outputs.iter().zip(per_output).zip(&self.dtypes) {
+        for ((&o, mv), &dtype) in self.outputs.iter().zip(per_output).zip(&self.dtypes) {
             let mut out = take(slots, o);
-            for r in runs {
-                let (src, dst, len) = (r.src as usize, r.dst as usize, r.len as usize);
-                out.data[dst..dst + len]
-                    .copy_from_slice(&slots[r.slot as usize].data[src..src + len]);
+            let dst = SharedMut(out.data.as_mut_ptr());
+            let src = &*slots;
+            let copy = |g: &std::ops::Range<usize>| {
+                for r in &mv.runs[g.clone()] {
+                    let len = r.len as usize;
+                    // SAFETY: the runs cover the output once (each element written by one run),
+                    // and a run belongs to one group.
+                    let to = unsafe { dst.slice(r.dst as usize, len) };
+                    to.copy_from_slice(&src[r.slot as usize].data[r.src as usize..][..len]);
+                }
+            };
+            match &mv.groups[..] {
+                [g] => copy(g),
+                gs => gs.par_iter().for_each(copy),
             }
             out.dtype = dtype;
             slots[o] = out;
@@ -346,13 +495,19 @@ impl GenericStep {
         let mut out = take(slots, o);
         match &self.kernel {
             Kernel::Act { input, act } => {
-                out.data.copy_from_slice(&slots[*input].data);
-                act.apply_slice(&mut out.data);
+                let src = &slots[*input].data;
+                chunked(&mut out.data, |j0, d| {
+                    d.copy_from_slice(&src[j0..j0 + d.len()]);
+                    act.apply_slice(d);
+                });
             }
             Kernel::Map { input, f } => {
-                for (d, &s) in out.data.iter_mut().zip(&slots[*input].data) {
-                    *d = f(s);
-                }
+                let src = &slots[*input].data;
+                chunked(&mut out.data, |j0, d| {
+                    for (d, &s) in d.iter_mut().zip(&src[j0..]) {
+                        *d = f(s);
+                    }
+                });
             }
             Kernel::Binary {
                 a,
@@ -362,22 +517,63 @@ impl GenericStep {
                 a_map,
                 b_map,
             } => {
-                let (a, b) = (&slots[*a].data, &slots[*b].data);
-                let at = |m: &Option<Vec<u32>>, j: usize| m.as_ref().map_or(j, |m| m[j] as usize);
-                for (j, d) in out.data.iter_mut().enumerate() {
-                    let v = f(a[at(a_map, j)], b[at(b_map, j)]);
-                    *d = if *trunc { v.trunc() } else { v };
+                let (a, b) = (&slots[*a].data[..], &slots[*b].data[..]);
+                let maps = (a_map.as_deref(), b_map.as_deref());
+                let out = &mut out.data;
+                match *f {
+                    BinOp::Add => binary(|x, y| x + y, a, b, maps, *trunc, out),
+                    BinOp::Sub => binary(|x, y| x - y, a, b, maps, *trunc, out),
+                    BinOp::Mul => binary(|x, y| x * y, a, b, maps, *trunc, out),
+                    BinOp::Div => binary(|x, y| x / y, a, b, maps, *trunc, out),
+                    BinOp::Other(f) => binary(f, a, b, maps, *trunc, out),
                 }
             }
             Kernel::Softmax { input, extents } => {
-                eval::softmax_into(&slots[*input].data, &mut out.data, *extents)
+                let (x, (outer, _, inner)) = (&slots[*input].data, *extents);
+                let cols = (CHUNK / extents.1.max(1)).max(64);
+                let per = inner.div_ceil(cols);
+                let dst = SharedMut(out.data.as_mut_ptr());
+                let task = |t: usize| {
+                    let (o, c0) = (t / per, t % per * cols);
+                    let mut to = Disjoint(dst);
+                    crate::simd::vectorized(
+                        #[inline(always)]
+                        || eval::softmax_columns(x, &mut to, *extents, o, c0..inner.min(c0 + cols)),
+                    )
+                };
+                match outer * per {
+                    1 => task(0),
+                    n => (0..n).into_par_iter().for_each(task),
+                }
             }
-            Kernel::Conv { x, w, b, geom } => geom.run(
-                &slots[*x].data,
-                &slots[*w].data,
-                b.map(|b| &slots[b].data[..]),
-                &mut out.data,
-            ),
+            Kernel::Conv { x, w, b, geom } => {
+                let (x, w, b) = (
+                    &slots[*x].data,
+                    &slots[*w].data,
+                    b.map(|b| &slots[b].data[..]),
+                );
+                if out.data.len() <= CHUNK / 4 {
+                    // Small (the squeeze-excitation convolutions of some heads): one task.
+                    crate::simd::vectorized(
+                        #[inline(always)]
+                        || geom.run(x, w, b, &mut out.data),
+                    )
+                } else if geom.ow > 0 {
+                    out.data
+                        .par_chunks_mut(geom.ow)
+                        .enumerate()
+                        .for_each(|(row, dst)| {
+                            dst.par_chunks_mut(CHUNK / 4)
+                                .enumerate()
+                                .for_each(|(i, span)| {
+                                    crate::simd::vectorized(
+                                        #[inline(always)]
+                                        || geom.run_span(x, w, b, row, i * (CHUNK / 4), span),
+                                    )
+                                })
+                        });
+                }
+            }
             Kernel::Move(_) => unreachable!("handled by run"),
             Kernel::Eval => {
                 slots[o] = out;
@@ -510,6 +706,44 @@ mod tests {
         // Indices that change each frame cannot be fixed runs: the evaluator takes over.
         let ga = node("Gather", vec![("axis", Attr::Int(0))], 1);
         assert!(check(ga, vec![frame(&[5]), frame(&[1])]));
+    }
+
+    /// Outputs of several parallel chunks (CHUNK elements, softmax column blocks, conv row spans
+    /// of CHUNK / 4) give the evaluator's values, chunk borders included.
+    #[test]
+    fn outputs_split_into_parallel_chunks_equal_the_evaluator() {
+        let concat = node("Concat", vec![("axis", Attr::Int(2))], 1);
+        assert!(!check(
+            concat,
+            vec![frame(&[1, 8, 5000]), frame(&[1, 8, 3001])]
+        ));
+        let tr = node("Transpose", vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))], 1);
+        assert!(!check(tr, vec![frame(&[1, 4, 16, 1201])]));
+        let sm = node("Softmax", vec![("axis", Attr::Int(1))], 1);
+        assert!(!check(sm, vec![frame(&[1, 16, 4, 1301])]));
+        let mul = node("Mul", vec![], 1);
+        assert!(!check(mul, vec![frame(&[1, 4, 20003]), frame(&[1, 20003])]));
+        let add = node("Add", vec![], 1);
+        assert!(!check(add, vec![frame(&[1, 40001]), frame(&[1, 40001])]));
+        assert!(!check(node("Sigmoid", vec![], 1), vec![frame(&[50001])]));
+        let mut w = Lcg(5);
+        let dfl = node("Conv", vec![], 1);
+        assert!(!check(
+            dfl,
+            vec![
+                frame(&[1, 16, 4, 9001]),
+                Input::Constant(Tensor::new(vec![1, 16, 1, 1], w.vec(16, 1.0))),
+            ]
+        ));
+        let conv3 = node("Conv", vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))], 1);
+        assert!(!check(
+            conv3,
+            vec![
+                frame(&[1, 2, 3, 9001]),
+                Input::Constant(Tensor::new(vec![3, 2, 3, 3], w.vec(54, 1.0))),
+                Input::Constant(Tensor::new(vec![3], w.vec(3, 1.0))),
+            ]
+        ));
     }
 
     #[test]

@@ -385,32 +385,58 @@ pub fn softmax_extents(node: &Node, shape: &[usize]) -> Result<(usize, usize, us
     ))
 }
 
-/// Softmax of `x` over the middle extent of (outer, n, inner), into `out`. The inner index runs
-/// innermost, 64 at a time, so the loops read contiguous values and vectorise.
-pub fn softmax_into(x: &[f32], out: &mut [f32], (outer, n, inner): (usize, usize, usize)) {
+/// Where a kernel writes: spans of an output array by flat offset. A plain slice, or (in the
+/// backends' parallel drivers) a view of which each task writes a disjoint part.
+pub trait Dest {
+    fn span(&mut self, off: usize, len: usize) -> &mut [f32];
+}
+
+impl Dest for [f32] {
+    #[inline(always)]
+    fn span(&mut self, off: usize, len: usize) -> &mut [f32] {
+        &mut self[off..off + len]
+    }
+}
+
+/// Softmax of `x` over the middle extent of (outer, n, inner), into `out`.
+pub fn softmax_into(x: &[f32], out: &mut [f32], ext: (usize, usize, usize)) {
+    for o in 0..ext.0 {
+        softmax_columns(x, out, ext, o, 0..ext.2);
+    }
+}
+
+/// Softmax over the middle extent of (outer, n, inner) for outer block `o` and inner columns
+/// `cols`, written through `out` (indexed like `x`). The inner index runs innermost, 64 at a time,
+/// so the loops read contiguous values and vectorise.
+#[inline(always)]
+pub fn softmax_columns(
+    x: &[f32],
+    out: &mut (impl Dest + ?Sized),
+    (_, n, inner): (usize, usize, usize),
+    o: usize,
+    cols: std::ops::Range<usize>,
+) {
     const W: usize = 64;
-    for o in 0..outer {
-        for i0 in (0..inner).step_by(W) {
-            let w = W.min(inner - i0);
-            let at = |k: usize| (o * n + k) * inner + i0;
-            let mut max = [f32::MIN; W];
-            for k in 0..n {
-                for (m, &v) in max.iter_mut().zip(&x[at(k)..at(k) + w]) {
-                    *m = m.max(v);
-                }
+    for i0 in cols.clone().step_by(W) {
+        let w = W.min(cols.end - i0);
+        let at = |k: usize| (o * n + k) * inner + i0;
+        let mut max = [f32::MIN; W];
+        for k in 0..n {
+            for (m, &v) in max.iter_mut().zip(&x[at(k)..at(k) + w]) {
+                *m = m.max(v);
             }
-            let mut sum = [0f32; W];
-            for k in 0..n {
-                let (src, dst) = (&x[at(k)..at(k) + w], &mut out[at(k)..at(k) + w]);
-                for (((d, &v), &m), s) in dst.iter_mut().zip(src).zip(&max).zip(&mut sum) {
-                    *d = super::act::exp(v - m);
-                    *s += *d;
-                }
+        }
+        let mut sum = [0f32; W];
+        for k in 0..n {
+            let (src, dst) = (&x[at(k)..at(k) + w], out.span(at(k), w));
+            for (((d, &v), &m), s) in dst.iter_mut().zip(src).zip(&max).zip(&mut sum) {
+                *d = super::act::exp(v - m);
+                *s += *d;
             }
-            for k in 0..n {
-                for (d, &s) in out[at(k)..at(k) + w].iter_mut().zip(&sum) {
-                    *d /= s;
-                }
+        }
+        for k in 0..n {
+            for (d, &s) in out.span(at(k), w).iter_mut().zip(&sum) {
+                *d /= s;
             }
         }
     }
@@ -831,41 +857,64 @@ impl ConvGeom {
 
     /// Convolves `x` ([1, C, H, W]) with `w` ([Co, C/g, kh, kw]) plus `b` into `out` ([1, Co, oh, ow]).
     pub fn run(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
+        debug_assert_eq!(x.len(), self.c * self.h * self.w);
+        if self.ow == 0 {
+            return;
+        }
+        for (r, dst) in out.chunks_mut(self.ow).enumerate() {
+            self.run_span(x, w, b, r, 0, dst);
+        }
+    }
+
+    /// Outputs `ox0 .. ox0 + dst.len()` of output row `row` (= oc · oh + oy) into `dst`. Tap by tap
+    /// over the span (contiguous, so the inner loop vectorises); each output sums its bias, then
+    /// its taps in (ic, ky, kx) order, as one pixel at a time would.
+    #[inline(always)]
+    pub fn run_span(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        row: usize,
+        ox0: usize,
+        dst: &mut [f32],
+    ) {
         let (h, wd, cig, kh, kw) = (self.h as i64, self.w as i64, self.cig, self.kh, self.kw);
         let ([s0, s1], [d0, d1], [p0, p1]) = (self.strides, self.dilations, self.pads);
-        let (oh, ow) = (self.oh, self.ow);
-        let cog = self.co / self.group;
-        debug_assert_eq!(x.len(), self.c * self.h * self.w);
-        // Tap by tap over whole output rows (contiguous, so the inner loop vectorises); each
-        // output still sums bias, then its taps in (ic, ky, kx) order, as one pixel at a time did.
-        for oc in 0..self.co {
-            let grp = oc / cog;
-            let plane = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
-            plane.fill(b.map(|b| b[oc]).unwrap_or(0.0));
-            for ic in 0..cig {
-                let ci = grp * cig + ic;
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let wv = w[((oc * cig + ic) * kh + ky) * kw + kx];
-                        // Output columns whose input column ox·s1 + off lies in the row.
-                        let off = kx as i64 * d1 - p1;
-                        let lo = if off >= 0 { 0 } else { (-off + s1 - 1) / s1 };
-                        let hi = if wd - 1 - off < 0 {
-                            0
-                        } else {
-                            (wd - 1 - off) / s1 + 1
-                        };
-                        let (lo, hi) = (lo as usize, (hi as usize).min(ow));
-                        for oy in 0..oh {
-                            let iy = oy as i64 * s0 - p0 + ky as i64 * d0;
-                            if iy < 0 || iy >= h || lo >= hi {
-                                continue;
-                            }
-                            let row = &x[(ci * self.h + iy as usize) * self.w..][..self.w];
-                            let dst = &mut plane[oy * ow..(oy + 1) * ow];
-                            for ox in lo..hi {
-                                dst[ox] += wv * row[(ox as i64 * s1 + off) as usize];
-                            }
+        let (oc, oy) = (row / self.oh, row % self.oh);
+        let grp = oc / (self.co / self.group);
+        let ox1 = ox0 + dst.len();
+        dst.fill(b.map(|b| b[oc]).unwrap_or(0.0));
+        for ic in 0..cig {
+            let ci = grp * cig + ic;
+            for ky in 0..kh {
+                let iy = oy as i64 * s0 - p0 + ky as i64 * d0;
+                if iy < 0 || iy >= h {
+                    continue;
+                }
+                let src = &x[(ci * self.h + iy as usize) * self.w..][..self.w];
+                for kx in 0..kw {
+                    let wv = w[((oc * cig + ic) * kh + ky) * kw + kx];
+                    // Output columns whose input column ox·s1 + off lies in the row.
+                    let off = kx as i64 * d1 - p1;
+                    let lo = if off >= 0 { 0 } else { (-off + s1 - 1) / s1 };
+                    let hi = if wd - 1 - off < 0 {
+                        0
+                    } else {
+                        (wd - 1 - off) / s1 + 1
+                    };
+                    let (lo, hi) = ((lo as usize).max(ox0), (hi as usize).min(ox1));
+                    if lo >= hi {
+                        continue;
+                    }
+                    if s1 == 1 {
+                        let (a, n) = ((lo as i64 + off) as usize, hi - lo);
+                        for (d, &v) in dst[lo - ox0..][..n].iter_mut().zip(&src[a..a + n]) {
+                            *d += wv * v;
+                        }
+                    } else {
+                        for ox in lo..hi {
+                            dst[ox - ox0] += wv * src[(ox as i64 * s1 + off) as usize];
                         }
                     }
                 }

@@ -5,7 +5,7 @@ mod conv;
 mod conv_direct;
 mod conv_small;
 mod conv_unpool;
-mod feature;
+pub(crate) mod feature;
 mod ops;
 mod tail;
 

@@ -1,0 +1,64 @@
+//! What a model's host tail costs per step: every Generic step (the detection head's ONNX ops on
+//! tensor slots, run on the host by both backends) timed on stand-in values, median of 20 runs,
+//! and whether it runs through the allocating reference evaluator.
+//!
+//! cargo run --release --example tail_costs -- MODEL.onnx [WxH]
+
+use std::time::Instant;
+
+use gstregiondrop::backend::generic;
+use gstregiondrop::model::import::{import, ImportOptions};
+use gstregiondrop::model::plan::Step;
+use gstregiondrop::rng::Lcg;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(path) = args.get(1) else {
+        eprintln!("usage: tail_costs MODEL.onnx [WxH]");
+        std::process::exit(2);
+    };
+    let input_size = args.get(2).map(|s| {
+        let (w, h) = s.split_once('x').expect("WxH");
+        (w.parse().expect("W"), h.parse().expect("H"))
+    });
+    let plan = import(path.as_ref(), &ImportOptions { input_size }).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let steps = generic::prepare(&plan);
+    let mut slots = plan.initial_slots();
+    let mut rng = Lcg(1);
+    for (s, c) in slots.iter_mut().zip(&plan.slots) {
+        if c.is_none() {
+            s.data = rng.vec(s.data.len(), 1.0);
+        }
+    }
+    let mut total = 0.0;
+    println!(
+        "{:>5}  {:<14} {:>10}  {:>9}  node",
+        "step", "op", "out elems", "median ms"
+    );
+    for (si, step) in plan.steps.iter().enumerate() {
+        let (Step::Generic { node, outputs, .. }, Some(g)) = (step, &steps[si]) else {
+            continue;
+        };
+        let mut ms: Vec<f64> = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                g.run(&mut slots).expect("generic step");
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        total += ms[10];
+        println!(
+            "{si:>5}  {:<14} {:>10}  {:>9.3}  {}{}",
+            node.op,
+            slots[outputs[0]].data.len(),
+            ms[10],
+            node.name,
+            if g.uses_eval() { "  (evaluator)" } else { "" }
+        );
+    }
+    println!("total {total:.3} ms per frame");
+}
