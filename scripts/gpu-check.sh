@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks, run on a machine with an NVIDIA GPU from binaries prepared on the build machine
 # (that machine needs neither Rust nor GStreamer). Prepare with:  scripts/gpu-check.sh --prepare
-# then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it.
-# Models and frames travel gzipped (a lent machine takes at most 64 MiB of files).
+# then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it
+# (`scripts/gpu-check.sh --quick`: the CUDA tests, default benches and baselines only).
+# Models and frames travel gzipped (a lent machine takes at most 64 MiB of files). Where the
+# onnx2torch wheel is carried in .devcarry/whl/, the PyTorch baselines also run through it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=.devcarry
@@ -31,6 +33,9 @@ if [ "${1:-}" = "--prepare" ]; then
             --frames "$YOLO_FRAMES" --save-frames "$D/frames-yolo.rgb" --backend cpu >/dev/null
         gzip -1 "$D/frames-yolo.rgb"
     fi
+    mkdir -p "$D/whl"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$D/whl" onnx2torch==1.5.15 \
+        || echo "onnx2torch wheel not downloaded: the baselines use the op interpreter only"
     grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || echo '/.devcarry/' >> .git/info/exclude
     du -sh "$D"
     exit 0
@@ -46,6 +51,11 @@ export LD_LIBRARY_PATH="$PWD/$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepackages()[0]+'/nvidia/*/lib')))" 2>/dev/null); do
     LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
 done
+if ls "$D"/whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site "$D"/whl/*.whl \
+        && export PYTHONPATH="/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+QUICK=$([ "${1:-}" = "--quick" ] && echo 1 || echo 0)
 export REGIONDROP_REQUIRE_GPU=1 REGIONDROP_MODELS_DIR="$PWD/$D/models"
 B0=(timeout 120 "$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb")
 B=("${B0[@]}" --frames "$FRAMES")
@@ -61,6 +71,25 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
+echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
+T=(timeout 180 python3 scripts/torch_dense_baseline.py)
+"${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
+if python3 -c "import onnx2torch" 2>/dev/null; then
+    "${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" --onnx2torch 2>&1 | grep "^{" | tee "$OUT/torch_onnx2torch.json"
+    [ -f "$D/models/$YOLO" ] && "${T[@]}" "$D/models/$YOLO" "$D/frames-yolo.rgb" --onnx2torch --size "$YOLO_SIZE" \
+        --norm unit --iters 30 2>&1 | grep "^{" | tee "$OUT/torch_yolo_onnx2torch.json"
+fi
+if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
+    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, phases, CPU"
+    "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
+    "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
+    REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
+    "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
+fi
+if [ "$QUICK" = 1 ]; then
+    python3 scripts/gpu-summary.py "$OUT" | tee "$OUT/summary.md"
+    exit 0
+fi
 echo "== fused convolutions (REGIONDROP_CUDA_FUSED_K=K: convolutions with K <= K in one kernel), f32 and f16"
 for k in 1024 576 288; do
     REGIONDROP_CUDA_FUSED_K=$k "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk$k.json"
@@ -76,8 +105,6 @@ REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda 
 cat "$OUT/phases_cuda_f16.txt" "$OUT/phases_cuda_f16_fused.txt" | grep -v "^\\s*$" | tail -24
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >"$OUT/profile_cuda.json"
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=1024 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
-echo "== PyTorch/cuDNN dense baseline"
-timeout 180 python3 scripts/torch_dense_baseline.py "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
 echo "== bench cuda without CUDA graphs (REGIONDROP_CUDA_GRAPHS=0)"
 REGIONDROP_CUDA_GRAPHS=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_eager.json"
 echo "== bench cuda (defaults), change detection on the host (REGIONDROP_CUDA_DETECT=0)"
