@@ -165,6 +165,9 @@ pub struct GenericStep {
     /// The outputs' element types, as the reference evaluator gives them.
     dtypes: Vec<DType>,
     kernel: Kernel,
+    /// Per output: whether a frame writes it (copies that only fed other copies are composed
+    /// into their readers and skipped, see `compose_moves`).
+    live: Vec<bool>,
 }
 
 /// Prepares every Generic step of `plan` (None for the other steps).
@@ -174,7 +177,8 @@ pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
     let mut template = plan.initial_slots();
     let constant: Vec<bool> = plan.slots.iter().map(Option::is_some).collect();
     let mut known = vec![true; plan.slots.len()];
-    plan.steps
+    let mut steps = plan
+        .steps
         .iter()
         .map(|step| match step {
             Step::Generic {
@@ -191,7 +195,133 @@ pub fn prepare(plan: &Plan) -> Vec<Option<GenericStep>> {
             )),
             _ => None,
         })
-        .collect()
+        .collect::<Vec<_>>();
+    compose_moves(plan, &mut steps);
+    steps
+}
+
+/// Copies read through copies: a copy step's runs that read the output of an earlier copy step
+/// are rewritten to read that step's sources, so a chain (Concat → Split → Reshape → Transpose)
+/// copies each value once. Then every copy output that nothing reads any more (no later step,
+/// host-read slot or graph output) is skipped.
+fn compose_moves(plan: &Plan, steps: &mut [Option<GenericStep>]) {
+    // The copy step and output that wrote each slot (None: anything else, or written twice).
+    let mut producer: Vec<Option<(usize, usize)>> = vec![None; plan.slots.len()];
+    let mut writes = vec![0u32; plan.slots.len()];
+    for step in &plan.steps {
+        let written: &[usize] = match step {
+            Step::Generic { outputs, .. } => outputs,
+            Step::Rearrange { output, .. } => std::slice::from_ref(output),
+            Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => std::slice::from_ref(slot),
+            Step::Layer(_) => &[],
+        };
+        for &o in written {
+            writes[o] += 1;
+        }
+    }
+    for si in 0..steps.len() {
+        let Some(Kernel::Move(outs)) = steps[si].as_ref().map(|g| &g.kernel) else {
+            continue;
+        };
+        let composed: Vec<Vec<Run>> = outs
+            .iter()
+            .map(|mv| {
+                let mut runs: Vec<Run> = Vec::with_capacity(mv.runs.len());
+                for r in &mv.runs {
+                    let through = producer[r.slot as usize].and_then(|(p, k)| match &steps[p] {
+                        Some(GenericStep {
+                            kernel: Kernel::Move(po),
+                            ..
+                        }) => Some(&po[k].runs),
+                        _ => None,
+                    });
+                    match through {
+                        Some(pruns) => compose_run(*r, pruns, &mut runs),
+                        None => push_run(&mut runs, *r),
+                    }
+                }
+                runs
+            })
+            .collect();
+        let g = steps[si].as_mut().expect("a copy step");
+        g.kernel = Kernel::Move(composed.into_iter().map(MoveOut::new).collect());
+        for (k, &o) in g.outputs.iter().enumerate() {
+            if writes[o] == 1 {
+                producer[o] = Some((si, k));
+            }
+        }
+    }
+    // Liveness, from the last step back: what the host, the layers and the outputs read is live.
+    let mut read = vec![false; plan.slots.len()];
+    for (_, s) in &plan.outputs {
+        read[*s] = true;
+    }
+    for step in &plan.steps {
+        match step {
+            Step::Rearrange { input, .. } => read[*input] = true,
+            Step::Layer(l) => {
+                if let crate::model::plan::LayerOp::Binary {
+                    rhs: crate::model::plan::Operand::Slot(s),
+                    ..
+                } = &l.op
+                {
+                    read[*s] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    for g in steps.iter_mut().rev().flatten() {
+        match &g.kernel {
+            Kernel::Move(outs) => {
+                for (k, mv) in outs.iter().enumerate() {
+                    g.live[k] = read[g.outputs[k]];
+                    if g.live[k] {
+                        for r in &mv.runs {
+                            read[r.slot as usize] = true;
+                        }
+                    }
+                }
+            }
+            _ => {
+                for &i in g.inputs.iter().flatten() {
+                    read[i] = true;
+                }
+            }
+        }
+    }
+}
+
+/// Appends `r`, merged into the last run where it continues it.
+fn push_run(runs: &mut Vec<Run>, r: Run) {
+    match runs.last_mut() {
+        Some(l) if l.slot == r.slot && l.src + l.len == r.src && l.dst + l.len == r.dst => {
+            l.len += r.len
+        }
+        _ => runs.push(r),
+    }
+}
+
+/// Appends run `r` (which reads the output that `pruns` write) as runs reading `pruns`' sources.
+fn compose_run(r: Run, pruns: &[Run], out: &mut Vec<Run>) {
+    let (lo, hi) = (r.src, r.src + r.len);
+    // pruns cover their output in order: the first run ending past `lo`.
+    let first = pruns.partition_point(|p| p.dst + p.len <= lo);
+    for p in &pruns[first..] {
+        if p.dst >= hi {
+            break;
+        }
+        let (a, b) = (lo.max(p.dst), hi.min(p.dst + p.len));
+        push_run(
+            out,
+            Run {
+                slot: p.slot,
+                src: p.src + (a - p.dst),
+                dst: r.dst + (a - lo),
+                len: b - a,
+            },
+        );
+    }
 }
 
 impl GenericStep {
@@ -240,6 +370,7 @@ impl GenericStep {
             node: node.clone(),
             inputs: inputs.to_vec(),
             outputs: outputs.to_vec(),
+            live: vec![true; outputs.len()],
             dtypes,
             kernel,
         }
@@ -457,6 +588,12 @@ fn binary(
 }
 
 impl GenericStep {
+    /// Whether a frame writes output `k` (false where the copies that read it were composed
+    /// through it, see `compose_moves`).
+    pub fn writes_output(&self, k: usize) -> bool {
+        self.live[k]
+    }
+
     /// Whether frames run this step through the allocating reference evaluator.
     pub fn uses_eval(&self) -> bool {
         matches!(self.kernel, Kernel::Eval)
@@ -466,8 +603,22 @@ impl GenericStep {
         let Kernel::Move(per_output) = &self.kernel else {
             return self.run_one(slots);
         };
-        for ((&o, mv), &dtype) in self.outputs.iter().zip(per_output).zip(&self.dtypes) {
+        for (k, ((&o, mv), &dtype)) in self
+            .outputs
+            .iter()
+            .zip(per_output)
+            .zip(&self.dtypes)
+            .enumerate()
+        {
+            if !self.live[k] {
+                continue;
+            }
             let mut out = take(slots, o);
+            // The runs were laid out for the prepared shapes; the raw writes below rely on it.
+            assert!(mv
+                .runs
+                .last()
+                .is_none_or(|r| (r.dst + r.len) as usize <= out.data.len()));
             let dst = SharedMut(out.data.as_mut_ptr());
             let src = &*slots;
             let copy = |g: &std::ops::Range<usize>| {
@@ -529,8 +680,10 @@ impl GenericStep {
                 }
             }
             Kernel::Softmax { input, extents } => {
-                let (x, (outer, _, inner)) = (&slots[*input].data, *extents);
-                let cols = (CHUNK / extents.1.max(1)).max(64);
+                let (x, (outer, n, inner)) = (&slots[*input].data, *extents);
+                // The column tasks below write through a raw pointer: the shapes must agree.
+                assert!(x.len() == outer * n * inner && out.data.len() == x.len());
+                let cols = (CHUNK / n.max(1)).max(64);
                 let per = inner.div_ceil(cols);
                 let dst = SharedMut(out.data.as_mut_ptr());
                 let task = |t: usize| {
@@ -559,18 +712,21 @@ impl GenericStep {
                         || geom.run(x, w, b, &mut out.data),
                     )
                 } else if geom.ow > 0 {
+                    // Tasks of whole rows where rows are short, of row spans where they are long.
+                    let (ow, span) = (geom.ow, CHUNK / 4);
+                    let rows = (span / ow).max(1);
                     out.data
-                        .par_chunks_mut(geom.ow)
+                        .par_chunks_mut(ow * rows)
                         .enumerate()
-                        .for_each(|(row, dst)| {
-                            dst.par_chunks_mut(CHUNK / 4)
-                                .enumerate()
-                                .for_each(|(i, span)| {
+                        .for_each(|(t, block)| {
+                            for (r, dst) in block.chunks_mut(ow).enumerate() {
+                                dst.par_chunks_mut(span).enumerate().for_each(|(i, part)| {
                                     crate::simd::vectorized(
                                         #[inline(always)]
-                                        || geom.run_span(x, w, b, row, i * (CHUNK / 4), span),
+                                        || geom.run_span(x, w, b, t * rows + r, i * span, part),
                                     )
                                 })
+                            }
                         });
                 }
             }

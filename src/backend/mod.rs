@@ -58,8 +58,10 @@ pub trait Backend: Send {
     /// The graph outputs of the last run, in plan order.
     fn outputs(&mut self) -> Result<Vec<Tensor>>;
 
-    /// Every tensor slot of the plan, the graph outputs of the last run among them, without
-    /// copying them (the detection decoder reads the outputs in place).
+    /// The plan's tensor slots, without copying them (the detection decoder reads the outputs in
+    /// place). The graph outputs hold the last run's values; intermediate slots need not (a
+    /// backend may keep results it does not need on the host on the device, and skip copies
+    /// that nothing reads).
     fn slots(&mut self) -> Result<&[Tensor]>;
 
     /// A copy of feature buffer `buf` (NHWC), for tests and debugging.

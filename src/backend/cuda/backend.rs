@@ -1039,7 +1039,7 @@ impl CudaBackend {
                         .map_or(0, |r| self.ptr(r)),
                     index: self.ptr(index),
                     out: self.ptr(out),
-                    n: index.len(),
+                    n: tail::result_len(&self.plan, si),
                 },
             })
             .collect();
