@@ -56,6 +56,19 @@ pub struct CudaOptions {
     pub device_letterbox: Option<bool>,
 }
 
+/// dst = src; a large download (a detection head's outputs) is copied by the rayon threads.
+fn copy_to_slot(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    if dst.len() <= 2 * CHUNK {
+        dst.copy_from_slice(src);
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+}
+
 fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
     move |e| Error::Backend(format!("CUDA {what}: {e:?}"))
 }
@@ -1098,7 +1111,7 @@ impl CudaBackend {
             if let (Some(d), Some(h)) = (self.steps[si].result(), &self.out_host[si]) {
                 let dst = &mut self.slots[slot].data;
                 let n = dst.len().min(d.len()).min(h.len);
-                dst[..n].copy_from_slice(&h.as_slice()[..n]);
+                copy_to_slot(&mut dst[..n], &h.as_slice()[..n]);
             }
         }
         // Keep the list's capacity: no allocation per frame.
