@@ -688,3 +688,23 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
         assert!(d <= 1e-6 * m.max(1.0), "frame {f}: outputs differ by {d}");
     }
 }
+
+/// `backend=auto` runs on CUDA where it is usable; where it is not (no driver, no device), on the
+/// CPU, and the engine's label for the log says why (this machine's case is printed).
+#[test]
+fn auto_backend_says_why_it_runs_on_the_cpu() {
+    use gstregiondrop::engine::{Engine, EngineConfig};
+    let plan = Arc::new(synthetic_plan());
+    let cfg = EngineConfig {
+        tile: 32,
+        backend: BackendKind::Auto,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(plan, InputNorm::unit_rgb(), cfg).unwrap();
+    let label = engine.backend_label();
+    println!("backend=auto: {label}");
+    match cuda::available(0) {
+        Ok(()) => assert_eq!(label, "cuda backend"),
+        Err(why) => assert_eq!(label, format!("cpu backend (CUDA not available: {why})")),
+    }
+}

@@ -112,6 +112,8 @@ pub struct Engine {
     since_refresh: u64,
     need_dense: bool,
     backend_warning: Option<String>,
+    /// Why `backend=auto` chose the CPU where it did (no usable CUDA driver or device).
+    backend_reason: Option<String>,
     /// Measured sparse efficiency (dense_ms · work / sparse_ms), smoothed.
     efficiency: f64,
     dense_ms: Option<f64>,
@@ -125,7 +127,7 @@ impl Engine {
                 cfg.tile, plan.max_scale
             )));
         }
-        let (backend, backend_warning) = make_backend(plan.clone(), &cfg)?;
+        let (backend, backend_warning, backend_reason) = make_backend(plan.clone(), &cfg)?;
         let grid = plan.grid(cfg.tile);
         let halos = plan
             .steps
@@ -160,6 +162,7 @@ impl Engine {
             since_refresh: 0,
             need_dense: true,
             backend_warning,
+            backend_reason,
             efficiency: 0.8,
             dense_ms: None,
         })
@@ -195,6 +198,16 @@ impl Engine {
     /// was asked of the CPU backend.
     pub fn backend_warning(&self) -> Option<&str> {
         self.backend_warning.as_deref()
+    }
+
+    /// "cuda backend", or "cpu backend (CUDA not available: why)" where `backend=auto` fell back
+    /// because there is no usable driver or device (for the log: not a warning, most machines
+    /// have no NVIDIA GPU).
+    pub fn backend_label(&self) -> String {
+        match &self.backend_reason {
+            Some(r) => format!("{} backend ({r})", self.backend_name()),
+            None => format!("{} backend", self.backend_name()),
+        }
     }
 
     /// Per-step milliseconds of every run so far, when the backend profiles.
@@ -476,7 +489,10 @@ impl Engine {
 
 /// The backend, and a note for the log when it is not what the settings asked for: `auto` fell
 /// back from an unusable GPU, or f16 was asked of the CPU (which computes in f32).
-fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<(Box<dyn Backend>, Option<String>)> {
+fn make_backend(
+    plan: Arc<Plan>,
+    cfg: &EngineConfig,
+) -> Result<(Box<dyn Backend>, Option<String>, Option<String>)> {
     let cpu = |plan, note: Option<String>| -> Result<(Box<dyn Backend>, Option<String>)> {
         let b: Box<dyn Backend> = Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?);
         let f16_note = (cfg.precision == Precision::F16).then_some(
@@ -493,21 +509,25 @@ fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<(Box<dyn Backend>
         device_letterbox: cfg.device_letterbox,
         ..CudaOptions::default()
     };
-    match cfg.backend {
-        BackendKind::Cpu => cpu(plan, None),
-        BackendKind::Cuda => Ok((cuda::create(plan, cfg.tile, cfg.device_id, opts)?, None)),
+    let (backend, warning) = match cfg.backend {
+        BackendKind::Cpu => cpu(plan, None)?,
+        BackendKind::Cuda => (cuda::create(plan, cfg.tile, cfg.device_id, opts)?, None),
         BackendKind::Auto => match cuda::available(cfg.device_id) {
             Ok(()) => match cuda::create(plan.clone(), cfg.tile, cfg.device_id, opts) {
-                Ok(b) => Ok((b, None)),
+                Ok(b) => (b, None),
                 Err(e) => cpu(
                     plan,
                     Some(format!(
                         "CUDA device {} found but unusable ({e}); running on the CPU",
                         cfg.device_id
                     )),
-                ),
+                )?,
             },
-            Err(_) => cpu(plan, None),
+            Err(why) => {
+                let (b, w) = cpu(plan, None)?;
+                return Ok((b, w, Some(format!("CUDA not available: {why}"))));
+            }
         },
-    }
+    };
+    Ok((backend, warning, None))
 }

@@ -682,12 +682,12 @@ impl BaseTransformImpl for RegionDrop {
                         gst::info!(
                             CAT,
                             imp = self,
-                            "Network input {}x{} for {}x{} frames on the {} backend",
+                            "Network input {}x{} for {}x{} frames on the {}",
                             size.0,
                             size.1,
                             info.width(),
                             info.height(),
-                            a.engine().backend_name()
+                            a.engine().backend_label()
                         );
                         self.warn_backend(&a);
                         state.analyzer = Some(a);
@@ -899,8 +899,8 @@ impl RegionDrop {
             gst::info!(
                 CAT,
                 imp = self,
-                "Running on the {} backend",
-                a.engine().backend_name()
+                "Running on the {}",
+                a.engine().backend_label()
             );
             self.warn_backend(&a);
             (Some(a), None)
