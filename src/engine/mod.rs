@@ -127,7 +127,11 @@ impl Engine {
                 cfg.tile, plan.max_scale
             )));
         }
-        let (backend, backend_warning, backend_reason) = make_backend(plan.clone(), &cfg)?;
+        let Chosen {
+            backend,
+            warning: backend_warning,
+            reason: backend_reason,
+        } = make_backend(plan.clone(), &cfg)?;
         let grid = plan.grid(cfg.tile);
         let halos = plan
             .steps
@@ -487,12 +491,18 @@ impl Engine {
     }
 }
 
-/// The backend, and a note for the log when it is not what the settings asked for: `auto` fell
-/// back from an unusable GPU, or f16 was asked of the CPU (which computes in f32).
-fn make_backend(
-    plan: Arc<Plan>,
-    cfg: &EngineConfig,
-) -> Result<(Box<dyn Backend>, Option<String>, Option<String>)> {
+/// The backend the settings give, with what to say about the choice.
+struct Chosen {
+    backend: Box<dyn Backend>,
+    /// For a GStreamer warning: auto fell back from an unusable GPU, or f16 was asked of the CPU.
+    warning: Option<String>,
+    /// For the log: why auto runs on the CPU where no usable CUDA driver or device was found.
+    reason: Option<String>,
+}
+
+/// The backend, a warning when it is not what the settings asked for (`auto` fell back from an
+/// unusable GPU, or f16 was asked of the CPU, which computes in f32), and why auto chose the CPU.
+fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Chosen> {
     let cpu = |plan, note: Option<String>| -> Result<(Box<dyn Backend>, Option<String>)> {
         let b: Box<dyn Backend> = Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?);
         let f16_note = (cfg.precision == Precision::F16).then_some(
@@ -524,10 +534,18 @@ fn make_backend(
                 )?,
             },
             Err(why) => {
-                let (b, w) = cpu(plan, None)?;
-                return Ok((b, w, Some(format!("CUDA not available: {why}"))));
+                let (backend, warning) = cpu(plan, None)?;
+                return Ok(Chosen {
+                    backend,
+                    warning,
+                    reason: Some(format!("CUDA not available: {why}")),
+                });
             }
         },
     };
-    Ok((backend, warning, None))
+    Ok(Chosen {
+        backend,
+        warning,
+        reason: None,
+    })
 }
