@@ -71,6 +71,20 @@ __device__ __forceinline__ float rd_act(float x, int act, float p0, float p1) {
     }
 }
 
+#define RD_BIN_ADD 0
+#define RD_BIN_SUB 1
+#define RD_BIN_MUL 2
+#define RD_BIN_DIV 3
+
+__device__ __forceinline__ float rd_binop(int op, float a, float b) {
+    switch (op) {
+    case RD_BIN_SUB: return a - b;
+    case RD_BIN_MUL: return a * b;
+    case RD_BIN_DIV: return a / b;
+    default: return a + b;
+    }
+}
+
 // The rectangle of tile `t` in a map of `map_w` x `map_h` pixels where a tile is `ts` pixels.
 struct RdRect {
     int x0, y0, tw, th;

@@ -102,20 +102,6 @@ extern "C" __global__ void rd_unary(
     }
 }
 
-#define RD_BIN_ADD 0
-#define RD_BIN_SUB 1
-#define RD_BIN_MUL 2
-#define RD_BIN_DIV 3
-
-__device__ __forceinline__ float rd_binop(int op, float a, float b) {
-    switch (op) {
-    case RD_BIN_SUB: return a - b;
-    case RD_BIN_MUL: return a * b;
-    case RD_BIN_DIV: return a / b;
-    default: return a + b;
-    }
-}
-
 // out = act(in op rhs). rhs is a map view (rhs_pitch > 0: pixel-wise, same map size) or a
 // per-channel vector (rhs_pitch == 0). When rhs_c == 1 its single channel is broadcast.
 extern "C" __global__ void rd_binary(

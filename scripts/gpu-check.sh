@@ -25,6 +25,8 @@ if [ "${1:-}" = "--prepare" ]; then
     ldd "$D/regiondrop-bench" | awk '/=> \// {print $3}' | grep -E 'gst|glib|gobject|gmodule|orc|ffi|pcre2|unwind|dw|elf|bz2|lzma' \
         | xargs -I{} cp -L {} "$D/lib/"
     gzip -9 -c data/models/nanodet-416.onnx >"$D/models/nanodet-416.onnx.gz"
+    # DBNet for the CUDA tests (its squeeze-excitation blocks run as Generic steps).
+    [ -f data/models/ppocr-det.onnx ] && gzip -9 -c data/models/ppocr-det.onnx >"$D/models/ppocr-det.onnx.gz"
     target/release/regiondrop-bench --frames "$FRAMES" --save-frames "$D/frames.rgb" --backend cpu >/dev/null
     gzip -1 "$D/frames.rgb"
     if [ -f "data/models/$YOLO" ]; then
@@ -83,6 +85,8 @@ if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
     echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, phases, CPU"
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
+    REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
+    REGIONDROP_PROFILE=phases REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
 fi
@@ -118,6 +122,7 @@ if [ -f "$D/models/$YOLO" ]; then
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
     REGIONDROP_CUDA_FUSED_K=1024 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_fusedk1024.json"
+    REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
 fi
 echo "== bench cpu, all cores of this machine"

@@ -373,6 +373,18 @@ fn bundled_models_match_cpu() {
             2e-3,
             &InputNorm::unit_rgb(),
         );
+        // The host tail's Generic steps on the device (YOLOv8n's decode, DBNet's squeeze-excitation).
+        agree(
+            plan.clone(),
+            tile,
+            CudaOptions {
+                device_tail: Some(true),
+                ..opts.clone()
+            },
+            &sparse,
+            2e-3,
+            &InputNorm::unit_rgb(),
+        );
         agree(
             plan,
             tile,

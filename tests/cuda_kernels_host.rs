@@ -18,7 +18,7 @@ use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
 use gstregiondrop::backend::cuda::layers::{
     self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
 };
-use gstregiondrop::backend::cuda::tail::{self, DeviceTail};
+use gstregiondrop::backend::cuda::tail::{tail_ptrs, DeviceTail, TailUpload};
 use gstregiondrop::backend::generic::GenericStep;
 use gstregiondrop::backend::Backend;
 use gstregiondrop::error::Result;
@@ -205,6 +205,7 @@ struct HostDevice {
     slots: Vec<Tensor>,
     generic: Vec<Option<GenericStep>>,
     tail: DeviceTail,
+    consts_u64: Vec<Vec<u64>>,
 }
 
 /// Address of memory the kernels only read.
@@ -220,6 +221,13 @@ fn addr_mut<T>(v: &mut [T]) -> u64 {
 impl HostDevice {
     /// Mirrors `CudaBackend::with_options`' uploads.
     fn new(plan: &Plan, f16: bool, fused_conv_k: usize) -> Self {
+        Self::with_tail(plan, f16, fused_conv_k, false)
+    }
+
+    /// As `new`, with the backend's device tail (Generic steps on the device) on or off.
+    fn with_tail(plan: &Plan, f16: bool, fused_conv_k: usize, device_tail: bool) -> Self {
+        let generic = gstregiondrop::backend::generic::prepare(plan);
+        let tail = DeviceTail::of(plan, &generic, device_tail);
         let bufs: Vec<Vec<f32>> = plan.buffers.iter().map(|b| vec![0.0; b.len()]).collect();
         let (sa, sc) = geometry::scratch_sizes(plan);
         let mut d = HostDevice {
@@ -231,10 +239,10 @@ impl HostDevice {
             scratch16: vec![0; if f16 { sa.max(1) } else { 1 }],
             addrs: Addrs::default(),
             slots: plan.initial_slots(),
-            generic: gstregiondrop::backend::generic::prepare(plan),
-            tail: DeviceTail::of(plan),
+            generic: Vec::new(),
+            tail: tail.clone(),
+            consts_u64: Vec::new(),
         };
-        let tail = DeviceTail::of(plan);
         let mut steps: Vec<StepPtrs> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             let p = match step {
@@ -294,6 +302,36 @@ impl HostDevice {
             };
             steps.push(p);
         }
+        // Device Generic steps, once every step's result has an address (as the backend fills
+        // their pointer tables).
+        let mut const_addr: Vec<Option<u64>> = vec![None; plan.slots.len()];
+        for si in 0..plan.steps.len() {
+            let Some(form) = tail.generic_out[si]
+                .and(generic[si].as_ref())
+                .and_then(|g| g.device_form())
+            else {
+                continue;
+            };
+            for s in form.reads() {
+                if let (Some(c), None) = (&plan.slots[s], const_addr[s]) {
+                    const_addr[s] = Some(d.f32s(c.data.clone()));
+                }
+            }
+            let slot = |s: usize| {
+                const_addr[s].unwrap_or_else(|| {
+                    let w = tail.writer[s].expect("a device input has a device writer");
+                    steps[w].result().expect("the writer has a result")
+                })
+            };
+            let up = TailUpload::of(&form);
+            let table: Vec<u64> = up.table_slots.iter().map(|&s| slot(s)).collect();
+            let u32s: Vec<u64> = up.u32s.into_iter().map(|v| d.u32s(v)).collect();
+            let table = d.u64s(table);
+            let n = tail.len_of(plan, si);
+            let out = d.f32s(vec![0.0; n]);
+            steps[si] = StepPtrs::Tail(tail_ptrs(&form, slot, &u32s, table, out, n));
+        }
+        d.generic = generic;
         d.addrs = Addrs {
             bufs: d.bufs.iter_mut().map(|b| addr_mut(b)).collect(),
             steps,
@@ -314,6 +352,11 @@ impl HostDevice {
     fn u32s(&mut self, v: Vec<u32>) -> u64 {
         let a = addr(&v);
         self.consts_u32.push(v);
+        a
+    }
+    fn u64s(&mut self, v: Vec<u64>) -> u64 {
+        let a = addr(&v);
+        self.consts_u64.push(v);
         a
     }
     fn u16s(&mut self, v: Vec<u16>) -> u64 {
@@ -431,7 +474,7 @@ fn run_frame(
                     .collect();
                 dev.slots[*output].data = out;
             }
-            Step::Generic { .. } => {
+            Step::Generic { .. } if dev.tail.generic_out[si].is_none() => {
                 let g = dev.generic[si]
                     .as_ref()
                     .expect("every Generic step is prepared");
@@ -440,9 +483,7 @@ fn run_frame(
             _ => layers::launch_step(emu, plan, &grid, &dev.addrs, si, ll).unwrap(),
         }
         // Only the results the backend downloads reach the slots.
-        if let (Some(slot), StepPtrs::Out(o) | StepPtrs::Rearrange { out: o, .. }) =
-            (tail::result_slot(step), dev.addrs.steps[si])
-        {
+        if let (Some(slot), Some(o)) = (dev.tail.slot_of(plan, si), dev.addrs.steps[si].result()) {
             if dev.tail.download[si] {
                 let n = dev.slots[slot].data.len();
                 let v = dev.slice(o, n).to_vec();
@@ -726,23 +767,27 @@ fn real_models_on_the_host_kernels_match_the_cpu_backend() {
         let frames = common::clip_frames(&plan, 40, 2);
         // f16: rounding only (DBNet, the most sensitive, measured 3.2e-2 of its probability
         // map); a wrong offset or layout is off by O(1).
-        for (f16, tol) in [(false, 1e-4), (true, 5e-2)] {
+        for (f16, device_tail, tol) in [
+            (false, false, 1e-4),
+            (false, true, 1e-4),
+            (true, false, 5e-2),
+        ] {
             let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
-            let mut dev = HostDevice::new(&plan, f16, 0);
+            let mut dev = HostDevice::with_tail(&plan, f16, 0, device_tail);
             for (img, tiles) in frames.iter().zip([&all, &sparse]) {
                 cpu.write_input(img, &m.norm, tiles).unwrap();
                 cpu.run(&step_tiles(&plan, tiles)).unwrap();
                 run_frame(emu, &mut dev, &plan, tile, img, &m.norm, tiles, None);
                 let (b, o) = differences(&mut cpu, &dev, &plan);
                 println!(
-                    "{} (f16 {f16}): {} of {} tiles: max relative difference {b:.2e} in the feature buffers, {o:.2e} in the outputs",
+                    "{} (f16 {f16}, device tail {device_tail}): {} of {} tiles: max relative difference {b:.2e} in the feature buffers, {o:.2e} in the outputs",
                     m.path,
                     tiles.len(),
                     grid.len()
                 );
                 assert!(
                     b.max(o) <= tol,
-                    "{} (f16 {f16}): host kernels differ from the CPU by {b} / {o}",
+                    "{} (f16 {f16}, device tail {device_tail}): host kernels differ from the CPU by {b} / {o}",
                     m.path
                 );
             }
@@ -758,54 +803,72 @@ fn real_models_on_the_host_kernels_match_the_cpu_backend() {
 fn device_tail_downloads_what_the_host_reads() {
     for m in common::real_models() {
         let plan = common::load(&m);
-        let t = DeviceTail::of(&plan);
-        let rearranges: Vec<usize> = (0..plan.steps.len())
-            .filter(|&si| matches!(plan.steps[si], Step::Rearrange { .. }))
-            .collect();
-        let on_device = rearranges
-            .iter()
-            .filter(|&&si| t.rearrange_from[si].is_some())
-            .count();
-        let down: Vec<usize> = (0..plan.steps.len()).filter(|&si| t.download[si]).collect();
-        println!(
-            "{}: {on_device} of {} Rearrange steps on the device, {} results downloaded",
-            m.path,
-            rearranges.len(),
-            down.len()
-        );
-        // Every output slot last written by a device result is downloaded.
-        for (name, o) in &plan.outputs {
-            let writer = (0..plan.steps.len())
-                .rev()
-                .find(|&si| match &plan.steps[si] {
-                    Step::Generic { outputs, .. } => outputs.contains(o),
-                    step => tail::result_slot(step) == Some(*o),
-                });
-            if let Some(w) = writer {
-                let device = !matches!(plan.steps[w], Step::Generic { .. })
-                    && (t.rearrange_from[w].is_some()
-                        || !matches!(plan.steps[w], Step::Rearrange { .. }));
-                assert!(
-                    !device || t.download[w],
-                    "{}: output {name} not downloaded",
+        let generic = gstregiondrop::backend::generic::prepare(&plan);
+        for device_tail in [false, true] {
+            let t = DeviceTail::of(&plan, &generic, device_tail);
+            let count = |kind: fn(&Step) -> bool| {
+                let all: Vec<usize> = (0..plan.steps.len())
+                    .filter(|&si| kind(&plan.steps[si]))
+                    .collect();
+                let dev = all.iter().filter(|&&si| t.on_device(&plan, si)).count();
+                (dev, all.len())
+            };
+            let rearranges = count(|s| matches!(s, Step::Rearrange { .. }));
+            let generics = count(|s| matches!(s, Step::Generic { .. }));
+            let writing = (0..plan.steps.len())
+                .filter(|&si| generic[si].as_ref().is_some_and(|g| g.writes_any()))
+                .count();
+            let down: Vec<usize> = (0..plan.steps.len()).filter(|&si| t.download[si]).collect();
+            println!(
+                "{} (device tail {device_tail}): {rearranges:?} Rearrange and {generics:?} Generic steps on the device, {} results downloaded",
+                m.path,
+                down.len()
+            );
+            // Every output slot whose last writer runs on the device is downloaded.
+            for (name, o) in &plan.outputs {
+                let writer = (0..plan.steps.len())
+                    .rev()
+                    .find(|&si| match &plan.steps[si] {
+                        Step::Generic { outputs, .. } => outputs.contains(o),
+                        Step::Rearrange { output, .. } => output == o,
+                        Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => slot == o,
+                        Step::Layer(_) => false,
+                    });
+                if let Some(w) = writer.filter(|&w| t.on_device(&plan, w)) {
+                    assert!(t.download[w], "{}: output {name} not downloaded", m.path);
+                }
+            }
+            let downloaded = || {
+                let mut v: Vec<usize> =
+                    down.iter().filter_map(|&si| t.slot_of(&plan, si)).collect();
+                v.sort_unstable();
+                v
+            };
+            let mut outputs: Vec<usize> = plan.outputs.iter().map(|(_, s)| *s).collect();
+            outputs.sort_unstable();
+            if m.path.contains("nanodet") {
+                assert_eq!(rearranges, (6, 6), "{}", m.path);
+                assert_eq!(
+                    downloaded(),
+                    outputs,
+                    "{}: downloads other than the outputs",
                     m.path
                 );
             }
-        }
-        if m.path.contains("nanodet") {
-            assert_eq!((on_device, rearranges.len()), (6, 6), "{}", m.path);
-            let mut slots: Vec<usize> = down
-                .iter()
-                .filter_map(|&si| tail::result_slot(&plan.steps[si]))
-                .collect();
-            let mut outputs: Vec<usize> = plan.outputs.iter().map(|(_, s)| *s).collect();
-            slots.sort_unstable();
-            outputs.sort_unstable();
-            assert_eq!(
-                slots, outputs,
-                "{}: downloads other than the outputs",
-                m.path
-            );
+            // YOLOv8n's whole tail runs on the device with it on: only its output comes down.
+            if m.path.contains("yolov8n") && device_tail {
+                assert_eq!(
+                    generics.0, writing,
+                    "{}: Generic steps left on the host",
+                    m.path
+                );
+                assert_eq!(
+                    downloaded(),
+                    outputs,
+                    "{}: downloads other than the outputs",
+                    m.path
+                );
+            }
         }
     }
 }
@@ -930,4 +993,113 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
             "fused convolutions differ from the CPU by {b} / {o}"
         );
     }
+}
+
+/// The device forms of the host tail's kernels (cuda/tail.cu) against the host kernels on random
+/// values: a grouped, padded, strided 3×3 convolution with bias, softmax over a middle axis,
+/// binary ops with broadcast maps, an activation, and copy runs from two sources.
+#[test]
+fn tail_kernels_match_the_host_kernels() {
+    use gstregiondrop::backend::generic::DeviceForm;
+    use gstregiondrop::model::act::Act;
+    use gstregiondrop::model::eval::{self, ConvGeom};
+    use gstregiondrop::model::onnx::{Attr, Node};
+    let Some(emu) = emu() else { return };
+    let mut rng = gstregiondrop::rng::Lcg(21);
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    };
+    // Slots by address: the form's slot numbers index this table.
+    let run =
+        |form: &DeviceForm, slots: &[Vec<f32>], u32s: &[Vec<u32>], table: &[u64], n: usize| {
+            let mut out = vec![f32::NAN; n];
+            let ptrs: Vec<u64> = u32s.iter().map(|v| addr(v)).collect();
+            let t = tail_ptrs(
+                form,
+                |s| addr(&slots[s]),
+                &ptrs,
+                addr(table),
+                addr_mut(&mut out),
+                n,
+            );
+            layers::launch_tail(emu, t).unwrap();
+            out
+        };
+
+    let node = Node {
+        op: "Conv".into(),
+        name: "tail_conv".into(),
+        inputs: Vec::new(),
+        outputs: vec!["y".into()],
+        attrs: [
+            ("group".to_string(), Attr::Int(2)),
+            ("pads".to_string(), Attr::Ints(vec![1, 0, 1, 2])),
+            ("strides".to_string(), Attr::Ints(vec![2, 1])),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let geom = ConvGeom::new(&node, &[1, 4, 7, 9], &[6, 2, 3, 3], Some(&[6])).unwrap();
+    let slots = vec![
+        rng.vec(4 * 7 * 9, 1.0),
+        rng.vec(6 * 2 * 9, 1.0),
+        rng.vec(6, 1.0),
+    ];
+    let n = geom.co * geom.oh * geom.ow;
+    let mut want = vec![0.0; n];
+    geom.run(&slots[0], &slots[1], Some(&slots[2]), &mut want);
+    let form = DeviceForm::Conv {
+        x: 0,
+        w: 1,
+        b: Some(2),
+        geom: &geom,
+    };
+    close("conv", &run(&form, &slots, &[], &[0], n), &want);
+
+    let ext = (2, 5, 7);
+    let slots = vec![rng.vec(70, 4.0)];
+    let mut want = vec![0.0; 70];
+    eval::softmax_into(&slots[0], &mut want, ext);
+    let form = DeviceForm::Softmax {
+        input: 0,
+        extents: ext,
+    };
+    close("softmax", &run(&form, &slots, &[], &[0], 70), &want);
+
+    // out[j] = a[j / 4] - b[j % 4] over 12 values.
+    let slots = vec![rng.vec(3, 2.0), rng.vec(4, 2.0)];
+    let (am, bm): (Vec<u32>, Vec<u32>) = (0..12u32).map(|j| (j / 4, j % 4)).unzip();
+    let want: Vec<f32> = (0..12).map(|j| slots[0][j / 4] - slots[1][j % 4]).collect();
+    let form = DeviceForm::Binary {
+        a: 0,
+        b: 1,
+        op: 1,
+        a_map: Some(&am),
+        b_map: Some(&bm),
+    };
+    let up = TailUpload::of(&form);
+    close("binary", &run(&form, &slots, &up.u32s, &[0], 12), &want);
+
+    let slots = vec![rng.vec(9, 3.0)];
+    let mut want = slots[0].clone();
+    Act::HardSigmoid(0.2, 0.5).apply_slice(&mut want);
+    let form = DeviceForm::Act {
+        input: 0,
+        act: Act::HardSigmoid(0.2, 0.5),
+    };
+    close("act", &run(&form, &slots, &[], &[0], 9), &want);
+
+    // out = b[2..5] ++ a[0..4] ++ b[0..1]
+    let slots = vec![rng.vec(4, 1.0), rng.vec(6, 1.0)];
+    let runs = vec![[0, 2, 1], [3, 0, 0], [7, 0, 1]];
+    let want: Vec<f32> = [&slots[1][2..5], &slots[0][0..4], &slots[1][0..1]].concat();
+    let form = DeviceForm::Copy { runs };
+    let up = TailUpload::of(&form);
+    let table: Vec<u64> = up.table_slots.iter().map(|&s| addr(&slots[s])).collect();
+    close("copy", &run(&form, &slots, &up.u32s, &table, 8), &want);
 }

@@ -787,17 +787,18 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// or a squeeze-excitation block's 1x1 convs).
 #[derive(Clone, Debug)]
 pub struct ConvGeom {
-    c: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    cig: usize,
-    kh: usize,
-    kw: usize,
-    group: usize,
-    strides: [i64; 2],
-    dilations: [i64; 2],
-    pads: [i64; 2],
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub cig: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub group: usize,
+    pub strides: [i64; 2],
+    pub dilations: [i64; 2],
+    /// Top and left padding.
+    pub pads: [i64; 2],
     pub oh: usize,
     pub ow: usize,
 }

@@ -21,7 +21,7 @@ use super::geometry::{self, max_tile_px, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
-use super::tail::{self, DeviceTail};
+use super::tail::{tail_ptrs, DeviceTail, TailUpload};
 use crate::backend::{Backend, Precision, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
@@ -54,6 +54,11 @@ pub struct CudaOptions {
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
     /// detection). None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run on a GPU).
     pub device_letterbox: Option<bool>,
+    /// Run the host tail's Generic steps on the device where their inputs are there (copies,
+    /// activations, element-wise ops, softmax, small convolutions; see `tail.rs`), so that only
+    /// the results the host reads come down. None: `REGIONDROP_CUDA_DEVICE_TAIL=1`, else off
+    /// (host-emulated only; not yet run on a GPU).
+    pub device_tail: Option<bool>,
 }
 
 /// dst = src; a large download (a detection head's outputs) is copied by the rayon threads.
@@ -219,13 +224,22 @@ enum StepDev {
         index: CudaSlice<u32>,
         out: CudaSlice<f32>,
     },
+    /// A Generic step run on the device: its result, its [`TailUpload`] arrays and the pointer
+    /// table of its copy runs' sources.
+    Tail {
+        out: CudaSlice<f32>,
+        u32s: Vec<CudaSlice<u32>>,
+        table: CudaSlice<u64>,
+    },
 }
 
 impl StepDev {
     /// The step's result on the device (Export, GlobalPool, device Rearrange).
     fn result(&self) -> Option<&CudaSlice<f32>> {
         match self {
-            StepDev::Out(o) | StepDev::Rearranged { out: o, .. } => Some(o),
+            StepDev::Out(o) | StepDev::Rearranged { out: o, .. } | StepDev::Tail { out: o, .. } => {
+                Some(o)
+            }
             _ => None,
         }
     }
@@ -340,6 +354,8 @@ pub struct CudaBackend {
     slots: Vec<Tensor>,
     /// The Generic steps, prepared to run into their slots on the host.
     generic: Vec<Option<crate::backend::generic::GenericStep>>,
+    /// Device copies of the constant slots the device Generic steps read.
+    const_dev: Vec<Option<CudaSlice<f32>>>,
     /// Export / GlobalPool steps whose result is still only on the device.
     pending: Vec<usize>,
     arch: String,
@@ -441,7 +457,11 @@ impl CudaBackend {
             .map(|b| zeros_f32(b.len()))
             .collect::<Result<Vec<_>>>()?;
         let mut weight_bytes = 0;
-        let tail = DeviceTail::of(&plan);
+        let generic = crate::backend::generic::prepare(&plan);
+        let device_tail = opts.device_tail.unwrap_or_else(|| {
+            std::env::var("REGIONDROP_CUDA_DEVICE_TAIL").is_ok_and(|v| v == "1")
+        });
+        let tail = DeviceTail::of(&plan, &generic, device_tail);
         let mut steps = Vec::with_capacity(plan.steps.len());
         for (si, step) in plan.steps.iter().enumerate() {
             steps.push(match step {
@@ -496,8 +516,35 @@ impl CudaBackend {
                         out: zeros_f32(idx.len())?,
                     }
                 }
+                Step::Generic { .. } if tail.generic_out[si].is_some() => {
+                    let form = generic[si]
+                        .as_ref()
+                        .and_then(|g| g.device_form())
+                        .expect("a device Generic step has a device form");
+                    let up = TailUpload::of(&form);
+                    StepDev::Tail {
+                        out: zeros_f32(tail.len_of(&plan, si))?,
+                        u32s: up.u32s.iter().map(|v| up_u32(v)).collect::<Result<_>>()?,
+                        table: stream
+                            .alloc_zeros::<u64>(up.table_slots.len().max(1))
+                            .map_err(drv("alloc"))?,
+                    }
+                }
                 Step::Rearrange { .. } | Step::Generic { .. } => StepDev::None,
             });
+        }
+        // Constant slots the device Generic steps read, once.
+        let mut const_dev: Vec<Option<CudaSlice<f32>>> = plan.slots.iter().map(|_| None).collect();
+        for g in generic
+            .iter()
+            .zip(&tail.generic_out)
+            .filter_map(|(g, o)| o.and(g.as_ref()))
+        {
+            for s in g.device_form().map_or(Vec::new(), |f| f.reads()) {
+                if let (Some(c), None) = (&plan.slots[s], &const_dev[s]) {
+                    const_dev[s] = Some(up_f32(&c.data)?);
+                }
+            }
         }
         let (sa, sc) = geometry::scratch_sizes(&plan);
         let slots = plan.initial_slots();
@@ -560,7 +607,8 @@ impl CudaBackend {
             graph_note: String::new(),
             pending: Vec::new(),
             tail,
-            generic: crate::backend::generic::prepare(&plan),
+            generic,
+            const_dev,
             arch,
             device_name,
             precision: opts.precision,
@@ -580,6 +628,7 @@ impl CudaBackend {
             grid,
             plan,
         };
+        backend.fill_tail_tables()?;
         backend.addrs = Addrs {
             fused_conv_k: opts.fused_conv_k.unwrap_or_else(|| {
                 std::env::var("REGIONDROP_CUDA_FUSED_K")
@@ -1005,11 +1054,51 @@ impl CudaBackend {
             },
             self.precision,
             self.graph_note
-        ) + &if self.addrs.fused_conv_k > 0 {
+        ) + &match self.tail.generic_out.iter().flatten().count() {
+            0 => String::new(),
+            n => format!(", {n} tail steps on the device"),
+        } + &if self.addrs.fused_conv_k > 0 {
             format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
         } else {
             String::new()
         }
+    }
+
+    /// Device address of slot `s` for the device Generic steps: its constant copy, or the result
+    /// of the device step that writes it.
+    fn slot_addr(&self, s: usize) -> u64 {
+        match &self.const_dev[s] {
+            Some(c) => self.ptr(c),
+            None => self.tail.writer[s]
+                .and_then(|w| self.steps[w].result())
+                .map_or(0, |r| self.ptr(r)),
+        }
+    }
+
+    /// Uploads the pointer tables of the device Generic steps' copy runs (the sources' addresses
+    /// are known once every step's buffers exist).
+    fn fill_tail_tables(&mut self) -> Result<()> {
+        for si in 0..self.steps.len() {
+            let Some(form) = self.generic[si].as_ref().and_then(|g| g.device_form()) else {
+                continue;
+            };
+            if !matches!(self.steps[si], StepDev::Tail { .. }) {
+                continue;
+            }
+            let addrs: Vec<u64> = TailUpload::of(&form)
+                .table_slots
+                .iter()
+                .map(|&s| self.slot_addr(s))
+                .collect();
+            if let StepDev::Tail { table, .. } = &mut self.steps[si] {
+                if !addrs.is_empty() {
+                    self.stream
+                        .memcpy_htod(&addrs, &mut table.slice_mut(..addrs.len()))
+                        .map_err(drv("upload"))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
@@ -1046,13 +1135,28 @@ impl CudaBackend {
                 StepDev::Rhs(d) => StepPtrs::Rhs(self.ptr(d), d.len()),
                 StepDev::Gather(p) => StepPtrs::Gather(self.ptr(p)),
                 StepDev::Out(o) => StepPtrs::Out(self.ptr(o)),
+                StepDev::Tail { out, u32s, table } => {
+                    let form = self.generic[si]
+                        .as_ref()
+                        .and_then(|g| g.device_form())
+                        .expect("a device Generic step has a device form");
+                    let u32s: Vec<u64> = u32s.iter().map(|u| self.ptr(u)).collect();
+                    StepPtrs::Tail(tail_ptrs(
+                        &form,
+                        |s| self.slot_addr(s),
+                        &u32s,
+                        self.ptr(table),
+                        self.ptr(out),
+                        self.tail.len_of(&self.plan, si),
+                    ))
+                }
                 StepDev::Rearranged { index, out } => StepPtrs::Rearrange {
                     src: self.tail.rearrange_from[si]
                         .and_then(|from| self.steps[from].result())
                         .map_or(0, |r| self.ptr(r)),
                     index: self.ptr(index),
                     out: self.ptr(out),
-                    n: tail::result_len(&self.plan, si),
+                    n: self.tail.len_of(&self.plan, si),
                 },
             })
             .collect();
@@ -1082,8 +1186,7 @@ impl CudaBackend {
         // All downloads go into pinned buffers asynchronously, then one synchronisation, then
         // host copies into the slots.
         for &si in &pending {
-            let (Some(slot), Some(d)) =
-                (tail::result_slot(&plan.steps[si]), self.steps[si].result())
+            let (Some(slot), Some(d)) = (self.tail.slot_of(&plan, si), self.steps[si].result())
             else {
                 continue;
             };
@@ -1105,7 +1208,7 @@ impl CudaBackend {
         }
         self.sync()?;
         for &si in &pending {
-            let Some(slot) = tail::result_slot(&plan.steps[si]) else {
+            let Some(slot) = self.tail.slot_of(&plan, si) else {
                 continue;
             };
             if let (Some(d), Some(h)) = (self.steps[si].result(), &self.out_host[si]) {

@@ -67,6 +67,17 @@ pub const SOURCES: &[KernelSource] = &[
         ],
     },
     KernelSource {
+        file: "tail.cu",
+        source: include_str!("../../../cuda/tail.cu"),
+        entries: &[
+            "rd_tail_copy",
+            "rd_tail_act",
+            "rd_tail_binary",
+            "rd_tail_softmax",
+            "rd_tail_conv",
+        ],
+    },
+    KernelSource {
         file: "export.cu",
         source: include_str!("../../../cuda/export.cu"),
         entries: &["rd_export_nchw", "rd_global_avg_pool", "rd_rearrange"],

@@ -33,10 +33,15 @@ pub enum Kernel {
     Export,
     GlobalAvgPool,
     Rearrange,
+    TailCopy,
+    TailAct,
+    TailBinary,
+    TailSoftmax,
+    TailConv,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -58,6 +63,11 @@ impl Kernel {
         Kernel::Export,
         Kernel::GlobalAvgPool,
         Kernel::Rearrange,
+        Kernel::TailCopy,
+        Kernel::TailAct,
+        Kernel::TailBinary,
+        Kernel::TailSoftmax,
+        Kernel::TailConv,
     ];
 
     /// The `extern "C" __global__` name in `cuda/*.cu`.
@@ -84,6 +94,11 @@ impl Kernel {
             Kernel::Export => "rd_export_nchw",
             Kernel::GlobalAvgPool => "rd_global_avg_pool",
             Kernel::Rearrange => "rd_rearrange",
+            Kernel::TailCopy => "rd_tail_copy",
+            Kernel::TailAct => "rd_tail_act",
+            Kernel::TailBinary => "rd_tail_binary",
+            Kernel::TailSoftmax => "rd_tail_softmax",
+            Kernel::TailConv => "rd_tail_conv",
         }
     }
 
@@ -171,6 +186,170 @@ pub enum StepPtrs {
         out: u64,
         n: usize,
     },
+    /// A Generic step run on the device.
+    Tail(TailPtrs),
+}
+
+impl StepPtrs {
+    /// The address of the step's result (Export, GlobalPool, device Rearrange or Generic step).
+    pub fn result(&self) -> Option<u64> {
+        match *self {
+            StepPtrs::Out(o) | StepPtrs::Rearrange { out: o, .. } => Some(o),
+            StepPtrs::Tail(
+                TailPtrs::Copy { out, .. }
+                | TailPtrs::Act { out, .. }
+                | TailPtrs::Binary { out, .. }
+                | TailPtrs::Softmax { out, .. }
+                | TailPtrs::Conv { out, .. },
+            ) => Some(out),
+            _ => None,
+        }
+    }
+}
+
+/// Device addresses of a Generic step run on the device ([`super::tail`]); `out` holds `n` values.
+#[derive(Clone, Copy, Debug)]
+pub enum TailPtrs {
+    /// Copy runs: pointer table of the source slots, run starts in the output, run starts in
+    /// the sources, table index of each run.
+    Copy {
+        table: u64,
+        dst: u64,
+        src: u64,
+        slot: u64,
+        runs: usize,
+        out: u64,
+        n: usize,
+    },
+    Act {
+        x: u64,
+        act: (i32, f32, f32),
+        out: u64,
+        n: usize,
+    },
+    /// Broadcast maps where an input's shape differs from the output's.
+    Binary {
+        a: u64,
+        a_map: Option<u64>,
+        b: u64,
+        b_map: Option<u64>,
+        op: i32,
+        out: u64,
+        n: usize,
+    },
+    Softmax {
+        x: u64,
+        extents: (usize, usize, usize),
+        out: u64,
+    },
+    /// `g`: c, h, w, co, cig, kh, kw, group, sh, sw, dh, dw, pad top, pad left, oh, ow.
+    Conv {
+        x: u64,
+        w: u64,
+        b: Option<u64>,
+        g: [i32; 16],
+        out: u64,
+        n: usize,
+    },
+}
+
+/// Launches a Generic step's device form.
+pub fn launch_tail(dev: &impl Launcher, t: TailPtrs) -> Result<()> {
+    let n = match t {
+        TailPtrs::Copy { n, .. }
+        | TailPtrs::Act { n, .. }
+        | TailPtrs::Binary { n, .. }
+        | TailPtrs::Conv { n, .. } => n,
+        TailPtrs::Softmax {
+            extents: (outer, _, inner),
+            ..
+        } => outer * inner,
+    };
+    let Some(d) = geometry::linear_launch(n) else {
+        return Ok(());
+    };
+    match t {
+        TailPtrs::Copy {
+            table,
+            dst,
+            src,
+            slot,
+            runs,
+            out,
+            n,
+        } => dev.launch(
+            Kernel::TailCopy,
+            d,
+            &kargs!(table, dst, src, slot, runs as i32, out, n as i32),
+        ),
+        TailPtrs::Act {
+            x,
+            act: (code, p0, p1),
+            out,
+            n,
+        } => dev.launch(Kernel::TailAct, d, &kargs!(x, out, n as i32, code, p0, p1)),
+        TailPtrs::Binary {
+            a,
+            a_map,
+            b,
+            b_map,
+            op,
+            out,
+            n,
+        } => dev.launch(
+            Kernel::TailBinary,
+            d,
+            &kargs!(
+                a,
+                a_map.unwrap_or(0),
+                a_map.is_some() as i32,
+                b,
+                b_map.unwrap_or(0),
+                b_map.is_some() as i32,
+                out,
+                n as i32,
+                op
+            ),
+        ),
+        TailPtrs::Softmax {
+            x,
+            extents: (outer, n, inner),
+            out,
+        } => dev.launch(
+            Kernel::TailSoftmax,
+            d,
+            &kargs!(x, out, outer as i32, n as i32, inner as i32),
+        ),
+        TailPtrs::Conv {
+            x, w, b, g, out, ..
+        } => dev.launch(
+            Kernel::TailConv,
+            d,
+            &kargs!(
+                x,
+                w,
+                b.unwrap_or(0),
+                b.is_some() as i32,
+                out,
+                g[0],
+                g[1],
+                g[2],
+                g[3],
+                g[4],
+                g[5],
+                g[6],
+                g[7],
+                g[8],
+                g[9],
+                g[10],
+                g[11],
+                g[12],
+                g[13],
+                g[14],
+                g[15]
+            ),
+        ),
+    }
 }
 
 /// Where everything a frame's launches touch lives.
@@ -251,6 +430,7 @@ pub fn launch_step(
                 None => Ok(()),
             }
         }
+        (Step::Generic { .. }, StepPtrs::Tail(t)) => launch_tail(dev, t),
         (Step::Rearrange { .. }, StepPtrs::Rearrange { src, index, out, n }) => {
             match geometry::linear_launch(n) {
                 Some(d) => dev.launch(Kernel::Rearrange, d, &kargs!(src, index, n as i32, out)),

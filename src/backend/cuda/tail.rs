@@ -1,66 +1,73 @@
 //! Which results of the plan's dense tail stay on the device. A Rearrange step whose input slot
-//! was last written by a device result (Export, GlobalPool or another such Rearrange) runs as a
-//! gather kernel on that result; a device result is downloaded into its slot only where the host
-//! reads that slot (a graph output, a host step's input, a Binary layer's slot operand).
+//! was last written by a device result (Export, GlobalPool or another device step) runs as a
+//! gather kernel on that result; with the device tail on, so does every Generic step whose device
+//! form ([`DeviceForm`]) reads only device results and constants. A device result is downloaded
+//! into its slot only where the host reads that slot (a graph output, a host step's input, a
+//! Binary layer's slot operand).
 
+use super::geometry::act_code;
+use super::layers::TailPtrs;
+use crate::backend::generic::{DeviceForm, GenericStep};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceTail {
     /// Per step: for a Rearrange run on the device, the step whose device result it reads.
     pub rearrange_from: Vec<Option<usize>>,
+    /// Per step: for a Generic step run on the device, the slot it writes.
+    pub generic_out: Vec<Option<usize>>,
+    /// Per slot: the device step that writes it, where one does.
+    pub writer: Vec<Option<usize>>,
     /// Per step: its device result is downloaded into its slot after the step.
     pub download: Vec<bool>,
 }
 
-/// Number of values of step `si`'s device result (0: the step has none).
-pub fn result_len(plan: &Plan, si: usize) -> usize {
-    match &plan.steps[si] {
-        Step::GlobalPool { input, .. } => input.c,
-        Step::Export { input, .. } => {
-            let b = &plan.buffers[input.buf];
-            input.c * b.h * b.w
-        }
-        Step::Rearrange { index, .. } => index.data.len(),
-        _ => 0,
-    }
-}
-
-/// The slot a device result belongs in.
-pub fn result_slot(step: &Step) -> Option<usize> {
-    match step {
-        Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => Some(*slot),
-        Step::Rearrange { output, .. } => Some(*output),
-        _ => None,
-    }
-}
-
 impl DeviceTail {
-    pub fn of(plan: &Plan) -> Self {
+    /// The decisions for `plan` and its prepared Generic steps (`generic`, indexed like the
+    /// steps); `device_tail` puts the Generic steps that can run there on the device, else they
+    /// all run on the host. A host Generic step makes the slots it reads host-read (a composed
+    /// copy reads its sources, not its plan inputs).
+    pub fn of(plan: &Plan, generic: &[Option<GenericStep>], device_tail: bool) -> Self {
         let n = plan.steps.len();
-        let mut rearrange_from = vec![None; n];
-        // The step whose device result last wrote each slot (None: the host wrote it).
-        let mut writer: Vec<Option<usize>> = vec![None; plan.slot_shapes.len()];
+        let mut t = DeviceTail {
+            rearrange_from: vec![None; n],
+            generic_out: vec![None; n],
+            writer: vec![None; plan.slot_shapes.len()],
+            download: vec![false; n],
+        };
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => {
-                    writer[*slot] = Some(si)
+                    t.writer[*slot] = Some(si)
                 }
                 Step::Rearrange {
                     input,
                     index,
                     output,
                 } => {
-                    let from = writer[*input].filter(|&w| {
-                        let len = result_len(plan, w);
+                    let from = t.writer[*input].filter(|&w| {
+                        let len = t.len_of(plan, w);
                         index.data.iter().all(|&i| i >= 0.0 && (i as usize) < len)
                     });
-                    rearrange_from[si] = from;
-                    writer[*output] = from.map(|_| si);
+                    t.rearrange_from[si] = from;
+                    t.writer[*output] = from.map(|_| si);
                 }
                 Step::Generic { outputs, .. } => {
+                    let g = generic[si].as_ref().filter(|_| device_tail);
+                    let on_device = g.and_then(|g| {
+                        let form = g.device_form()?;
+                        let readable = |s: usize| plan.slots[s].is_some() || t.writer[s].is_some();
+                        form.reads()
+                            .into_iter()
+                            .all(readable)
+                            .then(|| g.written_output())?
+                    });
                     for &o in outputs {
-                        writer[o] = None;
+                        t.writer[o] = None;
+                    }
+                    if let Some(o) = on_device {
+                        t.generic_out[si] = Some(o);
+                        t.writer[o] = Some(si);
                     }
                 }
                 Step::Layer(_) => {}
@@ -72,11 +79,17 @@ impl DeviceTail {
         }
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
-                Step::Rearrange { input, .. } if rearrange_from[si].is_none() => {
+                Step::Rearrange { input, .. } if t.rearrange_from[si].is_none() => {
                     host_reads[*input] = true
                 }
-                Step::Generic { inputs, .. } => {
-                    for &i in inputs.iter().flatten() {
+                Step::Generic { inputs, .. } if t.generic_out[si].is_none() => {
+                    // What the host step reads after its copies were composed (not always its
+                    // inputs in the plan); unprepared, all its inputs.
+                    let reads = generic[si].as_ref().map_or_else(
+                        || inputs.iter().flatten().copied().collect(),
+                        GenericStep::reads,
+                    );
+                    for i in reads {
                         host_reads[i] = true;
                     }
                 }
@@ -92,19 +105,159 @@ impl DeviceTail {
                 _ => {}
             }
         }
-        let download = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(si, step)| {
-                let on_device =
-                    !matches!(step, Step::Rearrange { .. }) || rearrange_from[si].is_some();
-                on_device && result_slot(step).is_some_and(|s| host_reads[s])
-            })
+        t.download = (0..n)
+            .map(|si| t.on_device(plan, si) && t.slot_of(plan, si).is_some_and(|s| host_reads[s]))
             .collect();
-        DeviceTail {
-            rearrange_from,
-            download,
+        t
+    }
+
+    /// Whether step `si` has a result on the device.
+    pub fn on_device(&self, plan: &Plan, si: usize) -> bool {
+        match &plan.steps[si] {
+            Step::GlobalPool { .. } | Step::Export { .. } => true,
+            Step::Rearrange { .. } => self.rearrange_from[si].is_some(),
+            Step::Generic { .. } => self.generic_out[si].is_some(),
+            Step::Layer(_) => false,
         }
+    }
+
+    /// The slot step `si`'s device result belongs in.
+    pub fn slot_of(&self, plan: &Plan, si: usize) -> Option<usize> {
+        match &plan.steps[si] {
+            Step::GlobalPool { slot, .. } | Step::Export { slot, .. } => Some(*slot),
+            Step::Rearrange { output, .. } => Some(*output),
+            Step::Generic { .. } => self.generic_out[si],
+            Step::Layer(_) => None,
+        }
+    }
+
+    /// Number of values of step `si`'s device result (0: the step has none).
+    pub fn len_of(&self, plan: &Plan, si: usize) -> usize {
+        match &plan.steps[si] {
+            Step::GlobalPool { input, .. } => input.c,
+            Step::Export { input, .. } => {
+                let b = &plan.buffers[input.buf];
+                input.c * b.h * b.w
+            }
+            Step::Rearrange { index, .. } => index.data.len(),
+            Step::Generic { .. } => {
+                self.generic_out[si].map_or(0, |o| plan.slot_shapes[o].iter().product())
+            }
+            Step::Layer(_) => 0,
+        }
+    }
+}
+
+/// What a device Generic step uploads once besides its result: u32 arrays (copy runs' output
+/// starts, source starts and table indices; or the broadcast maps) and the slots its copy runs'
+/// pointer table lists.
+pub struct TailUpload {
+    pub u32s: Vec<Vec<u32>>,
+    pub table_slots: Vec<usize>,
+}
+
+impl TailUpload {
+    pub fn of(form: &DeviceForm) -> Self {
+        match form {
+            DeviceForm::Copy { runs } => {
+                let table_slots = form.reads();
+                let index =
+                    |s: u32| table_slots.iter().position(|&t| t == s as usize).unwrap() as u32;
+                TailUpload {
+                    u32s: vec![
+                        runs.iter().map(|r| r[0]).collect(),
+                        runs.iter().map(|r| r[1]).collect(),
+                        runs.iter().map(|r| index(r[2])).collect(),
+                    ],
+                    table_slots,
+                }
+            }
+            DeviceForm::Binary { a_map, b_map, .. } => TailUpload {
+                u32s: [a_map, b_map]
+                    .iter()
+                    .map(|m| m.map_or(Vec::new(), <[u32]>::to_vec))
+                    .collect(),
+                table_slots: Vec::new(),
+            },
+            _ => TailUpload {
+                u32s: Vec::new(),
+                table_slots: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The launch addresses of a device Generic step: `slot(s)` is slot `s`'s device address,
+/// `u32s` the addresses of its [`TailUpload`] arrays (in order), `table` that of its uploaded
+/// pointer table, `out` that of its result of `n` values.
+pub fn tail_ptrs(
+    form: &DeviceForm,
+    slot: impl Fn(usize) -> u64,
+    u32s: &[u64],
+    table: u64,
+    out: u64,
+    n: usize,
+) -> TailPtrs {
+    match form {
+        DeviceForm::Copy { runs } => TailPtrs::Copy {
+            table,
+            dst: u32s[0],
+            src: u32s[1],
+            slot: u32s[2],
+            runs: runs.len(),
+            out,
+            n,
+        },
+        DeviceForm::Act { input, act } => TailPtrs::Act {
+            x: slot(*input),
+            act: act_code(*act),
+            out,
+            n,
+        },
+        DeviceForm::Binary {
+            a,
+            b,
+            op,
+            a_map,
+            b_map,
+        } => TailPtrs::Binary {
+            a: slot(*a),
+            a_map: a_map.map(|_| u32s[0]),
+            b: slot(*b),
+            b_map: b_map.map(|_| u32s[1]),
+            op: *op,
+            out,
+            n,
+        },
+        DeviceForm::Softmax { input, extents } => TailPtrs::Softmax {
+            x: slot(*input),
+            extents: *extents,
+            out,
+        },
+        DeviceForm::Conv { x, w, b, geom: g } => TailPtrs::Conv {
+            x: slot(*x),
+            w: slot(*w),
+            b: b.map(&slot),
+            g: [
+                g.c as i32,
+                g.h as i32,
+                g.w as i32,
+                g.co as i32,
+                g.cig as i32,
+                g.kh as i32,
+                g.kw as i32,
+                g.group as i32,
+                g.strides[0] as i32,
+                g.strides[1] as i32,
+                g.dilations[0] as i32,
+                g.dilations[1] as i32,
+                g.pads[0] as i32,
+                g.pads[1] as i32,
+                g.oh as i32,
+                g.ow as i32,
+            ],
+            out,
+            n,
+        },
     }
 }

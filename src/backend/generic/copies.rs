@@ -78,6 +78,11 @@ impl MoveOut {
 }
 
 impl MoveOut {
+    /// The runs as `[dst, src, source slot]`.
+    pub(super) fn flat_runs(&self) -> Vec<[u32; 3]> {
+        self.runs.iter().map(|r| [r.dst, r.src, r.slot]).collect()
+    }
+
     /// out = the runs' values read from `slots`, the groups in parallel where there are several.
     pub(super) fn copy_into(&self, out: &mut [f32], slots: &[Tensor]) {
         // The runs were laid out for the prepared shapes; the raw writes below rely on it.

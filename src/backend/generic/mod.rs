@@ -332,7 +332,142 @@ fn binary(
     });
 }
 
+/// A Generic step in the form the CUDA backend runs it on the device (`backend::cuda::tail`):
+/// the same computation as the host kernel, on flat NCHW arrays.
+pub enum DeviceForm<'a> {
+    /// The step's one written output as copy runs `[dst, src, source slot]`, in output order.
+    Copy {
+        runs: Vec<[u32; 3]>,
+    },
+    Act {
+        input: usize,
+        act: Act,
+    },
+    /// `op`: 0 add, 1 sub, 2 mul, 3 div (RD_BIN_* in cuda/common.cuh).
+    Binary {
+        a: usize,
+        b: usize,
+        op: i32,
+        a_map: Option<&'a [u32]>,
+        b_map: Option<&'a [u32]>,
+    },
+    Softmax {
+        input: usize,
+        extents: (usize, usize, usize),
+    },
+    Conv {
+        x: usize,
+        w: usize,
+        b: Option<usize>,
+        geom: &'a ConvGeom,
+    },
+}
+
+impl DeviceForm<'_> {
+    /// The slots the step reads.
+    pub fn reads(&self) -> Vec<usize> {
+        match self {
+            DeviceForm::Copy { runs } => {
+                let mut v: Vec<usize> = runs.iter().map(|r| r[2] as usize).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            DeviceForm::Act { input, .. } | DeviceForm::Softmax { input, .. } => vec![*input],
+            DeviceForm::Binary { a, b, .. } => vec![*a, *b],
+            DeviceForm::Conv { x, w, b, .. } => {
+                [Some(*x), Some(*w), *b].into_iter().flatten().collect()
+            }
+        }
+    }
+}
+
 impl GenericStep {
+    /// The slot of the one output a frame writes (None where it writes several).
+    pub fn written_output(&self) -> Option<usize> {
+        let mut live = self.outputs.iter().zip(&self.live).filter(|(_, &l)| l);
+        match (live.next(), live.next()) {
+            (Some((&o, _)), None) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The step as the device runs it: None for steps with several written outputs, those the
+    /// evaluator or a host-only function runs, Clip-like maps and integer divisions.
+    pub fn device_form(&self) -> Option<DeviceForm<'_>> {
+        let o = self.written_output()?;
+        if self.dtypes[self.outputs.iter().position(|&x| x == o)?] != DType::Float {
+            return None;
+        }
+        Some(match &self.kernel {
+            Kernel::Move(outs) => {
+                let k = self.outputs.iter().position(|&x| x == o)?;
+                DeviceForm::Copy {
+                    runs: outs[k].flat_runs(),
+                }
+            }
+            Kernel::Act { input, act } => DeviceForm::Act {
+                input: *input,
+                act: *act,
+            },
+            Kernel::Binary {
+                a,
+                b,
+                f,
+                trunc: false,
+                a_map,
+                b_map,
+            } => DeviceForm::Binary {
+                a: *a,
+                b: *b,
+                op: match f {
+                    BinOp::Add => 0,
+                    BinOp::Sub => 1,
+                    BinOp::Mul => 2,
+                    BinOp::Div => 3,
+                    BinOp::Other(_) => return None,
+                },
+                a_map: a_map.as_deref(),
+                b_map: b_map.as_deref(),
+            },
+            Kernel::Softmax { input, extents } => DeviceForm::Softmax {
+                input: *input,
+                extents: *extents,
+            },
+            Kernel::Conv { x, w, b, geom } => DeviceForm::Conv {
+                x: *x,
+                w: *w,
+                b: *b,
+                geom,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Whether a frame writes any output (false where every output was composed away).
+    pub fn writes_any(&self) -> bool {
+        self.live.iter().any(|&l| l)
+    }
+
+    /// The slots a frame reads: a copy step's composed sources (which need not be its inputs in
+    /// the plan), every other step's inputs.
+    pub fn reads(&self) -> Vec<usize> {
+        match &self.kernel {
+            Kernel::Move(outs) => {
+                let mut v: Vec<usize> = outs
+                    .iter()
+                    .zip(&self.live)
+                    .filter(|(_, &l)| l)
+                    .flat_map(|(mv, _)| mv.flat_runs().into_iter().map(|r| r[2] as usize))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            _ => self.inputs.iter().flatten().copied().collect(),
+        }
+    }
+
     /// Whether a frame writes output `k` (false where the copies that read it were composed
     /// through it, see `compose_moves`).
     pub fn writes_output(&self, k: usize) -> bool {
