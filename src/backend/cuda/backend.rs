@@ -1224,7 +1224,8 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Uploads the host operand (slot) of Binary layer `si`, once the slots are up to date.
+    /// Uploads the host operand (slot) of Binary layer `si`, once the slots are up to date, or
+    /// copies it on the device where a device step wrote it.
     fn upload_rhs(&mut self, si: usize) -> Result<()> {
         let plan = self.plan.clone();
         let Step::Layer(l) = &plan.steps[si] else {
@@ -1235,6 +1236,25 @@ impl CudaBackend {
             ..
         } = &l.op
         {
+            if let Some(w) = self.tail.writer[*slot] {
+                // A device result: copied on the device, in stream order (no synchronisation).
+                let (StepDev::Rhs(d), Some(src)) = (&self.steps[si], self.steps[w].result()) else {
+                    return Ok(());
+                };
+                let n = d.len().min(src.len());
+                let (dst, src) = (self.ptr(d), self.ptr(src));
+                // SAFETY: both are live allocations of this backend holding at least n floats.
+                unsafe {
+                    cudarc::driver::result::memcpy_dtod_async(
+                        dst,
+                        src,
+                        n * 4,
+                        self.stream.cu_stream(),
+                    )
+                }
+                .map_err(drv("operand copy"))?;
+                return Ok(());
+            }
             self.flush()?;
             if let StepDev::Rhs(d) = &mut self.steps[si] {
                 let src = &self.slots[*slot].data;

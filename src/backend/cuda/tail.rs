@@ -3,7 +3,7 @@
 //! gather kernel on that result; with the device tail on, so does every Generic step whose device
 //! form ([`DeviceForm`]) reads only device results and constants. A device result is downloaded
 //! into its slot only where the host reads that slot (a graph output, a host step's input, a
-//! Binary layer's slot operand).
+//! Binary layer's slot operand that no device step wrote).
 
 use super::geometry::act_code;
 use super::layers::TailPtrs;
@@ -94,12 +94,13 @@ impl DeviceTail {
                     }
                 }
                 Step::Layer(l) => {
+                    // A slot operand a device step wrote is copied on the device.
                     if let LayerOp::Binary {
                         rhs: Operand::Slot(s),
                         ..
                     } = &l.op
                     {
-                        host_reads[*s] = true;
+                        host_reads[*s] |= t.writer[*s].is_none();
                     }
                 }
                 _ => {}
