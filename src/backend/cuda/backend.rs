@@ -692,6 +692,8 @@ impl CudaBackend {
                 _ if self.steps[si].result().is_some() => {
                     start.get_or_insert(si);
                 }
+                // Copies composed into their readers: nothing to do, no reason to split.
+                _ if self.writes_nothing(si) => {}
                 _ => {
                     close(&mut schedule, &mut start, si);
                     schedule.push(Item::Host(si));
@@ -1267,6 +1269,12 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// A Generic step whose outputs were all composed into their readers (it does nothing).
+    fn writes_nothing(&self, si: usize) -> bool {
+        matches!(self.plan.steps[si], Step::Generic { .. })
+            && self.generic[si].as_ref().is_some_and(|g| !g.writes_any())
+    }
+
     /// Runs a host Rearrange / Generic step.
     fn run_host(&mut self, si: usize) -> Result<()> {
         let plan = self.plan.clone();
@@ -1385,6 +1393,7 @@ impl CudaBackend {
                         self.pending.push(si);
                     }
                 }
+                _ if self.writes_nothing(si) => {}
                 _ => self.run_host(si)?,
             }
             if let Some(p) = &mut self.profile {
@@ -1666,6 +1675,28 @@ impl Backend for CudaBackend {
     fn memory_bytes(&self) -> usize {
         let caches: usize = self.bufs.iter().map(|b| b.len()).sum();
         let scratch16 = self.scratch_a16.as_ref().map_or(0, |a| a.len() * 2);
-        (caches + self.scratch_a.len() + self.scratch_c.len()) * 4 + self.weight_bytes + scratch16
+        // Device tail: results, their arrays and pointer tables, constant slot copies.
+        let tail: usize = self
+            .steps
+            .iter()
+            .map(|d| match d {
+                StepDev::Tail { out, u32s, table } => {
+                    out.len() * 4
+                        + u32s.iter().map(|u| u.len() * 4).sum::<usize>()
+                        + table.len() * 8
+                }
+                _ => 0,
+            })
+            .sum::<usize>()
+            + self
+                .const_dev
+                .iter()
+                .flatten()
+                .map(|c| c.len() * 4)
+                .sum::<usize>();
+        (caches + self.scratch_a.len() + self.scratch_c.len()) * 4
+            + self.weight_bytes
+            + scratch16
+            + tail
     }
 }

@@ -65,7 +65,11 @@ impl DeviceTail {
                     for &o in outputs {
                         t.writer[o] = None;
                     }
-                    if let Some(o) = on_device {
+                    // The tail kernels index with 32-bit ints.
+                    let fits = |o: usize| {
+                        plan.slot_shapes[o].iter().product::<usize>() <= i32::MAX as usize
+                    };
+                    if let Some(o) = on_device.filter(|&o| fits(o)) {
                         t.generic_out[si] = Some(o);
                         t.writer[o] = Some(si);
                     }
