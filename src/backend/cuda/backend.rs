@@ -679,13 +679,17 @@ impl CudaBackend {
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::Layer(l) => {
+                    // A host operand is uploaded between graphs; one a device step wrote is
+                    // copied inside the graph.
                     if let LayerOp::Binary {
-                        rhs: Operand::Slot(_),
+                        rhs: Operand::Slot(s),
                         ..
                     } = &l.op
                     {
-                        close(&mut schedule, &mut start, si);
-                        schedule.push(Item::Upload(si));
+                        if self.tail.writer[*s].is_none() {
+                            close(&mut schedule, &mut start, si);
+                            schedule.push(Item::Upload(si));
+                        }
                     }
                     start.get_or_insert(si);
                 }
@@ -730,6 +734,7 @@ impl CudaBackend {
                         n: b,
                         m,
                     };
+                    self.copy_operand(si)?;
                     self.launch_step(si, ll)?;
                 }
                 let g = self
@@ -1238,23 +1243,7 @@ impl CudaBackend {
             ..
         } = &l.op
         {
-            if let Some(w) = self.tail.writer[*slot] {
-                // A device result: copied on the device, in stream order (no synchronisation).
-                let (StepDev::Rhs(d), Some(src)) = (&self.steps[si], self.steps[w].result()) else {
-                    return Ok(());
-                };
-                let n = d.len().min(src.len());
-                let (dst, src) = (self.ptr(d), self.ptr(src));
-                // SAFETY: both are live allocations of this backend holding at least n floats.
-                unsafe {
-                    cudarc::driver::result::memcpy_dtod_async(
-                        dst,
-                        src,
-                        n * 4,
-                        self.stream.cu_stream(),
-                    )
-                }
-                .map_err(drv("operand copy"))?;
+            if self.copy_operand(si)? {
                 return Ok(());
             }
             self.flush()?;
@@ -1267,6 +1256,36 @@ impl CudaBackend {
             }
         }
         Ok(())
+    }
+
+    /// Copies the slot operand of Binary layer `si` on the device where a device step wrote it,
+    /// in stream order (no synchronisation; captured into a graph during capture). Returns
+    /// whether it did.
+    fn copy_operand(&self, si: usize) -> Result<bool> {
+        let Step::Layer(l) = &self.plan.steps[si] else {
+            return Ok(false);
+        };
+        let LayerOp::Binary {
+            rhs: Operand::Slot(slot),
+            ..
+        } = &l.op
+        else {
+            return Ok(false);
+        };
+        let Some(w) = self.tail.writer[*slot] else {
+            return Ok(false);
+        };
+        let (StepDev::Rhs(d), Some(src)) = (&self.steps[si], self.steps[w].result()) else {
+            return Ok(false);
+        };
+        let n = d.len().min(src.len());
+        let (dst, src) = (self.ptr(d), self.ptr(src));
+        // SAFETY: both are live allocations of this backend holding at least n floats.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(dst, src, n * 4, self.stream.cu_stream())
+        }
+        .map_err(drv("operand copy"))?;
+        Ok(true)
     }
 
     /// A Generic step whose outputs were all composed into their readers (it does nothing).
