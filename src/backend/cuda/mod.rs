@@ -5,6 +5,7 @@
 //! `Err` (and `backend=auto` falls back to the CPU) instead of a panic.
 
 mod backend;
+mod driver;
 pub mod geometry;
 pub mod kernels;
 pub mod layers;
