@@ -1084,7 +1084,7 @@ fn tail_kernels_match_the_host_kernels() {
     let form = DeviceForm::Binary {
         a: 0,
         b: 1,
-        op: 1,
+        op: gstregiondrop::model::plan::BinOp::Sub,
         a_map: Some(&am),
         b_map: Some(&bm),
     };

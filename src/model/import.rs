@@ -1433,12 +1433,7 @@ impl<'g> Builder<'g> {
     }
 
     fn binary(&mut self, n: &Node, ins: &[Option<Val>]) -> Result<()> {
-        let op = match &n.op[..] {
-            "Add" => BinOp::Add,
-            "Sub" => BinOp::Sub,
-            "Mul" => BinOp::Mul,
-            _ => BinOp::Div,
-        };
+        let op = BinOp::from_onnx(&n.op).unwrap_or(BinOp::Div);
         let mut a = ins[0].clone().ok_or_else(|| self.err(n, "missing input"))?;
         let mut b = ins
             .get(1)

@@ -101,6 +101,17 @@ pub enum BinOp {
 }
 
 impl BinOp {
+    /// The op of an ONNX Add / Sub / Mul / Div node.
+    pub fn from_onnx(op: &str) -> Option<Self> {
+        Some(match op {
+            "Add" => BinOp::Add,
+            "Sub" => BinOp::Sub,
+            "Mul" => BinOp::Mul,
+            "Div" => BinOp::Div,
+            _ => return None,
+        })
+    }
+
     #[inline(always)]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         match self {

@@ -102,7 +102,7 @@ enum StepDev {
 }
 
 impl StepDev {
-    /// The step's result on the device (Export, GlobalPool, device Rearrange).
+    /// The step's result on the device (Export, GlobalPool, device Rearrange or Generic step).
     fn result(&self) -> Option<&CudaSlice<f32>> {
         match self {
             StepDev::Out(o) | StepDev::Rearranged { out: o, .. } | StepDev::Tail { out: o, .. } => {

@@ -5,7 +5,7 @@
 //! into its slot only where the host reads that slot (a graph output, a host step's input, a
 //! Binary layer's slot operand that no device step wrote).
 
-use super::geometry::act_code;
+use super::geometry::{act_code, binop_code};
 use super::layers::TailPtrs;
 use crate::backend::generic::{DeviceForm, GenericStep};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
@@ -230,7 +230,7 @@ pub fn tail_ptrs(
             a_map: a_map.map(|_| u32s[0]),
             b: slot(*b),
             b_map: b_map.map(|_| u32s[1]),
-            op: *op,
+            op: binop_code(*op),
             out,
             n,
         },

@@ -22,31 +22,26 @@ use crate::error::{Error, Result};
 use crate::model::act::Act;
 use crate::model::eval::{self, ConvGeom, Dest};
 use crate::model::onnx::Node;
-use crate::model::plan::{Plan, Step};
+use crate::model::plan::{BinOp, Plan, Step};
 use crate::tensor::{broadcast_index_map, DType, Tensor};
 
 /// Elements of one parallel task: small enough to share a frame's work among the threads, large
 /// enough that a task costs more than handing it out.
 const CHUNK: usize = 16 * 1024;
 
-/// A binary op with its function inlined into the loop where it is one of the common four.
+/// A binary op: one of the layers' four (its function inlined into the loop), or another
+/// element-wise function of the evaluator.
 #[derive(Clone, Copy)]
-enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
+enum BinFn {
+    Common(BinOp),
     Other(fn(f32, f32) -> f32),
 }
 
-impl BinOp {
+impl BinFn {
     fn of(op: &str) -> Option<Self> {
-        Some(match op {
-            "Add" => BinOp::Add,
-            "Sub" => BinOp::Sub,
-            "Mul" => BinOp::Mul,
-            "Div" => BinOp::Div,
-            _ => BinOp::Other(eval::binary_fn(op)?),
+        Some(match BinOp::from_onnx(op) {
+            Some(b) => BinFn::Common(b),
+            None => BinFn::Other(eval::binary_fn(op)?),
         })
     }
 }
@@ -78,7 +73,7 @@ enum Kernel {
     Binary {
         a: usize,
         b: usize,
-        f: BinOp,
+        f: BinFn,
         trunc: bool,
         a_map: Option<Vec<u32>>,
         b_map: Option<Vec<u32>>,
@@ -256,7 +251,7 @@ fn kernel_for(
             Kernel::Binary {
                 a: input(0)?,
                 b: input(1)?,
-                f: BinOp::of(op)?,
+                f: BinFn::of(op)?,
                 trunc: eval::truncates(op, a.dtype, b.dtype),
                 a_map: map(a),
                 b_map: map(b),
@@ -343,11 +338,10 @@ pub enum DeviceForm<'a> {
         input: usize,
         act: Act,
     },
-    /// `op`: 0 add, 1 sub, 2 mul, 3 div (RD_BIN_* in cuda/common.cuh).
     Binary {
         a: usize,
         b: usize,
-        op: i32,
+        op: BinOp,
         a_map: Option<&'a [u32]>,
         b_map: Option<&'a [u32]>,
     },
@@ -363,16 +357,19 @@ pub enum DeviceForm<'a> {
     },
 }
 
+/// The source slots of copy runs `[dst, src, slot]`, each once, in slot order.
+fn distinct_sources(runs: &[[u32; 3]]) -> Vec<usize> {
+    let mut v: Vec<usize> = runs.iter().map(|r| r[2] as usize).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 impl DeviceForm<'_> {
     /// The slots the step reads.
     pub fn reads(&self) -> Vec<usize> {
         match self {
-            DeviceForm::Copy { runs } => {
-                let mut v: Vec<usize> = runs.iter().map(|r| r[2] as usize).collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            }
+            DeviceForm::Copy { runs } => distinct_sources(runs),
             DeviceForm::Act { input, .. } | DeviceForm::Softmax { input, .. } => vec![*input],
             DeviceForm::Binary { a, b, .. } => vec![*a, *b],
             DeviceForm::Conv { x, w, b, .. } => {
@@ -421,11 +418,8 @@ impl GenericStep {
                 a: *a,
                 b: *b,
                 op: match f {
-                    BinOp::Add => 0,
-                    BinOp::Sub => 1,
-                    BinOp::Mul => 2,
-                    BinOp::Div => 3,
-                    BinOp::Other(_) => return None,
+                    BinFn::Common(op) => *op,
+                    BinFn::Other(_) => return None,
                 },
                 a_map: a_map.as_deref(),
                 b_map: b_map.as_deref(),
@@ -454,15 +448,13 @@ impl GenericStep {
     pub fn reads(&self) -> Vec<usize> {
         match &self.kernel {
             Kernel::Move(outs) => {
-                let mut v: Vec<usize> = outs
+                let runs: Vec<[u32; 3]> = outs
                     .iter()
                     .zip(&self.live)
                     .filter(|(_, &l)| l)
-                    .flat_map(|(mv, _)| mv.flat_runs().into_iter().map(|r| r[2] as usize))
+                    .flat_map(|(mv, _)| mv.flat_runs())
                     .collect();
-                v.sort_unstable();
-                v.dedup();
-                v
+                distinct_sources(&runs)
             }
             _ => self.inputs.iter().flatten().copied().collect(),
         }
@@ -533,11 +525,11 @@ impl GenericStep {
                 let maps = (a_map.as_deref(), b_map.as_deref());
                 let out = &mut out.data;
                 match *f {
-                    BinOp::Add => binary(|x, y| x + y, a, b, maps, *trunc, out),
-                    BinOp::Sub => binary(|x, y| x - y, a, b, maps, *trunc, out),
-                    BinOp::Mul => binary(|x, y| x * y, a, b, maps, *trunc, out),
-                    BinOp::Div => binary(|x, y| x / y, a, b, maps, *trunc, out),
-                    BinOp::Other(f) => binary(f, a, b, maps, *trunc, out),
+                    BinFn::Common(BinOp::Add) => binary(|x, y| x + y, a, b, maps, *trunc, out),
+                    BinFn::Common(BinOp::Sub) => binary(|x, y| x - y, a, b, maps, *trunc, out),
+                    BinFn::Common(BinOp::Mul) => binary(|x, y| x * y, a, b, maps, *trunc, out),
+                    BinFn::Common(BinOp::Div) => binary(|x, y| x / y, a, b, maps, *trunc, out),
+                    BinFn::Other(f) => binary(f, a, b, maps, *trunc, out),
                 }
             }
             Kernel::Softmax { input, extents } => {
