@@ -1,5 +1,6 @@
 //! Head decoders, chosen once from the model's output shapes.
 
+use super::gate::{best_class, Candidates, Gate, GateLevel};
 use super::{nms, DecodeParams, Detection};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
@@ -74,103 +75,76 @@ pub fn decode<T: std::borrow::Borrow<Tensor>>(
     in_h: usize,
     p: &DecodeParams,
 ) -> Result<Vec<Detection>, String> {
+    let shapes: Vec<Vec<usize>> = outs.iter().map(|t| t.borrow().shape.clone()).collect();
+    let gate = Gate::new(kind, &shapes, in_w, in_h, p.conf_threshold)?;
+    let mut cands = Candidates::default();
+    gate.select(outs, &mut cands)?;
+    decode_candidates(&gate, &cands, p)
+}
+
+/// Decodes the anchors a gate selected (on the host or on the device) into boxes in
+/// network-input pixels: the score test again at `p.conf_threshold`, the class filter, the box,
+/// then NMS. The threshold may not be below the one the candidates were selected at.
+pub fn decode_candidates(
+    gate: &Gate,
+    cands: &Candidates,
+    p: &DecodeParams,
+) -> Result<Vec<Detection>, String> {
+    if p.conf_threshold < cands.threshold {
+        return Err(format!(
+            "confidence threshold {} is below the {} the candidates were selected at",
+            p.conf_threshold, cands.threshold
+        ));
+    }
     let keep = |c: usize| p.classes.is_empty() || p.classes.contains(&(c as u32));
     let mut dets = Vec::new();
-    match kind {
-        DecoderKind::YoloV8 | DecoderKind::YoloV5 => {
-            let t = outs.first().ok_or("no output")?.borrow();
-            let v8 = kind == DecoderKind::YoloV8;
-            let (rows, n) = if v8 {
-                (t.shape[1], t.shape[2])
-            } else {
-                (t.shape[2], t.shape[1])
-            };
-            let at = |r: usize, i: usize| {
-                if v8 {
-                    t.data[r * n + i]
-                } else {
-                    t.data[i * rows + r]
-                }
-            };
-            let first_class = if v8 { 4 } else { 5 };
-            for i in 0..n {
-                let obj = if v8 { 1.0 } else { at(4, i) };
-                if obj < p.conf_threshold {
-                    continue;
-                }
-                let (c, s) = (first_class..rows)
-                    .map(|r| (r - first_class, at(r, i) * obj))
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .unwrap_or((0, 0.0));
-                if s < p.conf_threshold || !keep(c) {
-                    continue;
-                }
-                let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
-                dets.push(Detection {
-                    class_id: c as u32,
-                    confidence: s,
-                    bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-                });
-            }
+    for &k in &cands.order {
+        let id = cands.ids[k as usize];
+        let (level, anchor) = gate
+            .locate(id)
+            .ok_or_else(|| format!("candidate anchor {id} is outside the outputs"))?;
+        let row = &cands.row(k)[..level.row_len()];
+        let Some((c, s)) = best_class(row, level, p.conf_threshold) else {
+            continue;
+        };
+        if !keep(c) {
+            continue;
         }
-        DecoderKind::NanoDet => {
-            let half = outs.len() / 2;
-            for lvl in 0..half {
-                let (a, b) = (outs[lvl].borrow(), outs[lvl + half].borrow());
-                // The class tensor is the one whose width is not 4 × bins; check by cell count.
-                let (cls, reg) =
-                    if b.shape[2] % 4 == 0 && (a.shape[2] % 4 != 0 || a.shape[2] > b.shape[2]) {
-                        (a, b)
-                    } else {
-                        (b, a)
-                    };
-                let cells = cls.shape[1];
-                if reg.shape[1] != cells {
-                    return Err(format!(
-                        "NanoDet level {lvl}: {cells} class cells but {} box cells",
-                        reg.shape[1]
-                    ));
-                }
-                let stride = ((in_w * in_h) as f64 / cells as f64).sqrt().round() as usize;
-                let cols = in_w / stride.max(1);
-                let nc = cls.shape[2];
-                let bins = reg.shape[2] / 4;
-                let mut dist = [0f32; 4];
-                for cell in 0..cells {
-                    let scores = &cls.data[cell * nc..(cell + 1) * nc];
-                    // Most cells score below the threshold: the best score first (a loop that
-                    // vectorises, never NaN), its class only where it passes (the last of equal
-                    // scores).
-                    let s = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    if s < p.conf_threshold {
-                        continue;
-                    }
-                    let c = scores.iter().rposition(|&v| v == s).expect("the maximum");
-                    if !keep(c) {
-                        continue;
-                    }
-                    for (side, d) in dist.iter_mut().enumerate() {
-                        let r = &reg.data
-                            [cell * 4 * bins + side * bins..cell * 4 * bins + (side + 1) * bins];
-                        let m = r.iter().copied().fold(f32::MIN, f32::max);
-                        let (mut num, mut den) = (0.0, 0.0);
-                        for (k, &v) in r.iter().enumerate() {
-                            let e = (v - m).exp();
-                            num += e * k as f32;
-                            den += e;
-                        }
-                        *d = num / den * stride as f32;
-                    }
-                    let cx = ((cell % cols) as f32 + 0.5) * stride as f32;
-                    let cy = ((cell / cols) as f32 + 0.5) * stride as f32;
-                    dets.push(Detection {
-                        class_id: c as u32,
-                        confidence: s,
-                        bbox: [cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]],
-                    });
-                }
+        let bbox = match gate.kind {
+            DecoderKind::YoloV8 | DecoderKind::YoloV5 => {
+                let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);
+                [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
             }
-        }
+            DecoderKind::NanoDet => nanodet_box(row, level, anchor),
+        };
+        dets.push(Detection {
+            class_id: c as u32,
+            confidence: s,
+            bbox,
+        });
     }
     Ok(nms(dets, p.iou_threshold, p.max_detections))
+}
+
+/// A NanoDet box: each side's distance is the expectation of a softmax over its bins, in
+/// strides, from the centre of the anchor's cell.
+fn nanodet_box(row: &[f32], level: &GateLevel, cell: usize) -> [f32; 4] {
+    let reg = &row[level.parts[0].feats..];
+    let bins = reg.len() / 4;
+    let stride = level.stride as f32;
+    let mut dist = [0f32; 4];
+    for (side, d) in dist.iter_mut().enumerate() {
+        let r = &reg[side * bins..(side + 1) * bins];
+        let m = r.iter().copied().fold(f32::MIN, f32::max);
+        let (mut num, mut den) = (0.0, 0.0);
+        for (k, &v) in r.iter().enumerate() {
+            let e = (v - m).exp();
+            num += e * k as f32;
+            den += e;
+        }
+        *d = num / den * stride;
+    }
+    let cx = ((cell % level.cols) as f32 + 0.5) * stride;
+    let cy = ((cell / level.cols) as f32 + 0.5) * stride;
+    [cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]]
 }

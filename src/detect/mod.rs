@@ -2,10 +2,12 @@
 //! and the agreement score (mAP@0.5 of one detector's output against another's).
 
 mod decode;
+mod gate;
 mod labels;
 mod score;
 
-pub use decode::{decode, DecoderKind};
+pub use decode::{decode, decode_candidates, DecoderKind};
+pub use gate::{best_class, Candidates, Gate, GateLevel, RowPart};
 pub use labels::{load_labels, COCO_LABELS};
 pub use score::{ap50_per_class, iou, map50, ClassAp};
 
