@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::detect::{decode, DecodeParams, DecoderKind, Detection};
+use crate::detect::{decode_candidates, Candidates, DecodeParams, DecoderKind, Detection, Gate};
 use crate::engine::{Engine, EngineConfig, FrameStats};
 use crate::error::{Error, Result};
 use crate::model::{import, ImportOptions, Plan};
@@ -40,6 +40,12 @@ pub struct Analyzer {
     engine: Engine,
     kind: DecoderKind,
     pub params: DecodeParams,
+    /// The decoder's score test; its threshold follows `params` before each frame.
+    gate: Gate,
+    /// The threshold last given to the backend's `set_gate` (NaN: none yet).
+    gate_sent: f32,
+    /// Candidates selected on the host, reused from frame to frame.
+    host_candidates: Candidates,
     rgb: Vec<u8>,
     /// Whether `rgb` holds the last frame (false when the backend letterboxed it on the device).
     image_on_host: bool,
@@ -65,12 +71,26 @@ impl Analyzer {
                 reason,
             })?,
         };
+        let gate = Gate::new(
+            kind,
+            &shapes,
+            plan.input_w,
+            plan.input_h,
+            opts.decode.conf_threshold,
+        )
+        .map_err(|reason| Error::BadModel {
+            path: plan.model_path.clone(),
+            reason,
+        })?;
         let rgb = vec![0u8; plan.input_w * plan.input_h * 3];
         let engine = Engine::new(plan, kind.input_norm(), opts.engine)?;
         Ok(Analyzer {
             engine,
             kind,
             params: opts.decode,
+            gate,
+            gate_sent: f32::NAN,
+            host_candidates: Candidates::default(),
             rgb,
             image_on_host: false,
             last: None,
@@ -103,17 +123,41 @@ impl Analyzer {
             self.engine.reset();
         }
         self.last = Some(lb);
+        self.send_gate()?;
         let (stats, on_host) = self.engine.process_frame(frame, &mut self.rgb)?;
         self.image_on_host = on_host;
         let dets = self.detections_in_frame()?;
         Ok((stats, dets))
     }
 
-    /// Decodes the current outputs into network-input coordinates.
+    /// Lets the backend select candidates where the outputs are, at the current threshold.
+    fn send_gate(&mut self) -> Result<()> {
+        let t = self.params.conf_threshold;
+        if self.gate_sent != t {
+            self.gate.threshold = t;
+            self.engine.set_gate(Some(&self.gate))?;
+            self.gate_sent = t;
+        }
+        Ok(())
+    }
+
+    /// Decodes the current outputs into network-input coordinates: from the candidates the
+    /// backend selected where it did so at this threshold, else from the outputs on the host.
     pub fn detections(&mut self) -> Result<Vec<Detection>> {
-        let (w, h) = (self.engine.plan().input_w, self.engine.plan().input_h);
-        let outs = self.engine.output_refs()?;
-        let dets = decode(self.kind, &outs, w, h, &self.params);
+        let dets = match self.engine.candidates() {
+            Some(c) if c.threshold <= self.params.conf_threshold => {
+                decode_candidates(&self.gate, c, &self.params)
+            }
+            _ => {
+                self.gate.threshold = self.params.conf_threshold;
+                let outs = self.engine.output_refs()?;
+                self.gate
+                    .select(&outs, &mut self.host_candidates)
+                    .and_then(|()| {
+                        decode_candidates(&self.gate, &self.host_candidates, &self.params)
+                    })
+            }
+        };
         dets.map_err(|reason| Error::BadModel {
             path: self.engine.plan().model_path.clone(),
             reason,

@@ -401,6 +401,102 @@ fn bundled_models_match_cpu() {
     println!("{ran} model(s) compared");
 }
 
+/// Candidates selected on the device (`device_select`) are exactly the anchors, with exactly
+/// the rows, that the host gate selects from the downloaded outputs: NanoDet and the YOLOv8n-shaped
+/// model (its decode on the device), a dense then a sparse frame, at a threshold every anchor
+/// passes (the second download past the prefetched rows), the scoring floor and the operating
+/// threshold. Without the device tail YOLOv8n's output is computed on the host, and the backend
+/// declines to select.
+#[test]
+fn device_selection_matches_the_downloaded_outputs() {
+    use gstregiondrop::detect::{self, Candidates, DecoderKind, Gate};
+    let Some(opts) = gpu() else { return };
+    let dir = std::path::PathBuf::from(
+        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
+    );
+    for (m, size) in [
+        ("nanodet-416.onnx", None),
+        ("yolov8n-nudenet-320.onnx", Some((320, 320))),
+    ] {
+        let path = dir.join(m);
+        if !path.exists() {
+            assert!(!require_gpu(), "{m} is missing");
+            println!("SKIPPED: {m} not present");
+            continue;
+        }
+        let plan = Arc::new(
+            gstregiondrop::model::import(
+                &path,
+                &gstregiondrop::model::ImportOptions { input_size: size },
+            )
+            .unwrap(),
+        );
+        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+        let kind = DecoderKind::detect(&shapes).unwrap();
+        let (w, h) = (plan.input_w, plan.input_h);
+        let tile = 32.max(plan.max_scale);
+        let grid = plan.grid(tile);
+        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let sparse: Vec<u32> = all.iter().copied().filter(|t| t % 5 == 1).collect();
+        let with = |device_tail| CudaOptions {
+            device_select: Some(true),
+            device_tail: Some(device_tail),
+            ..opts.clone()
+        };
+        if kind == DecoderKind::YoloV8 {
+            let mut host_tail =
+                CudaBackend::with_options(plan.clone(), tile, 0, with(false)).unwrap();
+            let gate = Gate::new(kind, &shapes, w, h, 0.35).unwrap();
+            assert!(
+                !host_tail.set_gate(Some(&gate)).unwrap(),
+                "{m}: output computed on the host"
+            );
+        }
+        let mut gpu = CudaBackend::with_options(plan.clone(), tile, 0, with(true)).unwrap();
+        for threshold in [f32::MIN, detect::SCORING_CONF_FLOOR, 0.35] {
+            let gate = Gate::new(kind, &shapes, w, h, threshold).unwrap();
+            assert!(
+                gpu.set_gate(Some(&gate)).unwrap(),
+                "{m}: the device selects"
+            );
+            assert!(gpu.candidates().is_none(), "no candidates before a run");
+            for (frame, tiles) in [(1u64, &all), (2, &sparse)] {
+                let img = image(w, h, frame);
+                gpu.write_input(&img, &InputNorm::unit_rgb(), tiles)
+                    .unwrap();
+                gpu.run(&step_tiles(&plan, tiles)).unwrap();
+                let dev = gpu.candidates().expect("candidates after a run").clone();
+                let outs = gpu.outputs().unwrap();
+                let mut host = Candidates::default();
+                gate.select(&outs, &mut host).unwrap();
+                println!(
+                    "{m}, threshold {threshold}, frame {frame}: {} candidates",
+                    dev.len()
+                );
+                if threshold == f32::MIN {
+                    assert_eq!(
+                        dev.len(),
+                        gate.levels.iter().map(|l| l.anchors).sum::<usize>()
+                    );
+                }
+                let rows = |c: &Candidates| -> Vec<(u32, Vec<f32>)> {
+                    c.order
+                        .iter()
+                        .map(|&k| {
+                            let id = c.ids[k as usize];
+                            let (l, _) = gate.locate(id).unwrap();
+                            (id, c.row(k)[..l.row_len()].to_vec())
+                        })
+                        .collect()
+                };
+                assert_eq!(rows(&dev), rows(&host), "{m} at {threshold}, frame {frame}");
+            }
+        }
+        assert!(!gpu.set_gate(None).unwrap());
+        assert!(gpu.candidates().is_none());
+    }
+}
+
 /// The synthetic plan is well formed (runs on the CPU, finite outputs), so a GPU failure above is
 /// the GPU's. Runs everywhere.
 #[test]

@@ -1109,3 +1109,112 @@ fn tail_kernels_match_the_host_kernels() {
     let table: Vec<u64> = up.table_slots.iter().map(|&s| addr(&slots[s])).collect();
     close("copy", &run(&form, &slots, &up.u32s, &table, 8), &want);
 }
+
+/// Selects candidates with rd_select on the host-compiled kernel from outputs at these
+/// addresses; None where the device cannot select for this gate.
+fn select_on_emu(
+    emu: &Emu,
+    gate: &gstregiondrop::detect::Gate,
+    outs: &[&Tensor],
+) -> Option<gstregiondrop::detect::Candidates> {
+    use gstregiondrop::backend::cuda::select::{launch_select, SelectArgs, SelectTable, INTS};
+    let t = SelectTable::new(gate, |i| outs.get(i).map(|o| (addr(&o.data), o.data.len())))?;
+    let mut count = vec![0u32; 1];
+    let mut ids = vec![u32::MAX; t.total];
+    let mut rows = vec![f32::NAN; t.total * t.row_len];
+    let args = SelectArgs {
+        levels: addr(&t.levels),
+        n_levels: t.levels.len() / INTS,
+        parts: addr(&t.parts),
+        total: t.total,
+        threshold: gate.threshold,
+        count: addr_mut(&mut count),
+        ids: addr_mut(&mut ids),
+        rows: addr_mut(&mut rows),
+        row_len: t.row_len,
+    };
+    launch_select(emu, &args).unwrap();
+    let n = count[0] as usize;
+    let mut c = gstregiondrop::detect::Candidates {
+        threshold: gate.threshold,
+        row_len: t.row_len,
+        ids: ids[..n].to_vec(),
+        rows: rows[..n * t.row_len].to_vec(),
+        order: Vec::new(),
+    };
+    c.sort();
+    Some(c)
+}
+
+/// The device selection (cuda/select.cu) picks the same anchors with the same rows as the
+/// decoder's gate on the host, and the detections decoded from either are equal: NanoDet and
+/// the YOLOv8-shaped model on the CPU backend's outputs for a clip frame (at the operating
+/// threshold and at the scoring floor), and a YOLOv5-shaped output (objectness) of random values.
+#[test]
+fn device_selection_matches_the_host_gate() {
+    use gstregiondrop::detect::{self, Candidates, DecodeParams, DecoderKind, Gate};
+    let Some(emu) = emu() else { return };
+    let compare = |what: &str, kind: DecoderKind, outs: &[&Tensor], w: usize, h: usize| {
+        let shapes: Vec<Vec<usize>> = outs.iter().map(|t| t.shape.clone()).collect();
+        for threshold in [detect::SCORING_CONF_FLOOR, 0.35] {
+            let gate = Gate::new(kind, &shapes, w, h, threshold).unwrap();
+            let mut host = Candidates::default();
+            gate.select(outs, &mut host).unwrap();
+            let dev = select_on_emu(emu, &gate, outs).expect("the device can select");
+            println!(
+                "{what}: {} of {} anchors pass {threshold}",
+                dev.len(),
+                gate.levels.iter().map(|l| l.anchors).sum::<usize>()
+            );
+            // (The YOLOv8-shaped model's classes are rare in the clip: candidates at the floor.)
+            if threshold == detect::SCORING_CONF_FLOOR {
+                assert!(!host.is_empty(), "{what}: no candidate at {threshold}");
+            }
+            let sorted = |c: &Candidates| -> Vec<(u32, Vec<f32>)> {
+                c.order
+                    .iter()
+                    .map(|&k| {
+                        (
+                            c.ids[k as usize],
+                            c.row(k)[..gate.levels[0].row_len()].to_vec(),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(sorted(&dev), sorted(&host), "{what} at {threshold}");
+            let p = DecodeParams {
+                conf_threshold: threshold,
+                ..DecodeParams::default()
+            };
+            assert_eq!(
+                detect::decode_candidates(&gate, &dev, &p).unwrap(),
+                detect::decode(kind, outs, w, h, &p).unwrap(),
+                "{what} at {threshold}: detections"
+            );
+        }
+    };
+    for m in common::real_models() {
+        let plan = common::load(&m);
+        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+        let Ok(kind) = DecoderKind::detect(&shapes) else {
+            continue;
+        };
+        let tile = 32.max(plan.max_scale);
+        let grid = plan.grid(tile);
+        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
+        let img = &common::clip_frames(&plan, 60, 1)[0];
+        cpu.write_input(img, &m.norm, &all).unwrap();
+        cpu.run(&step_tiles(&plan, &all)).unwrap();
+        let outs = cpu.outputs().unwrap();
+        let refs: Vec<&Tensor> = outs.iter().collect();
+        compare(m.path, kind, &refs, plan.input_w, plan.input_h);
+    }
+    let mut rng = gstregiondrop::rng::Lcg(5);
+    let (n, c) = (300, 6);
+    let v5 = Tensor::new(
+        vec![1, n, 5 + c],
+        (0..n * (5 + c)).map(|_| rng.unit()).collect(),
+    );
+    compare("YOLOv5-shaped", DecoderKind::YoloV5, &[&v5], 64, 64);
+}

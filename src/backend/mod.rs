@@ -29,6 +29,7 @@ pub fn nchw_to_nhwc(t: &Tensor, c: usize, h: usize, w: usize) -> Result<Vec<f32>
 }
 pub mod cuda;
 
+use crate::detect::{Candidates, Gate};
 use crate::error::Result;
 use crate::mask::{DiffMetric, RegionMask};
 use crate::preprocess::InputNorm;
@@ -63,6 +64,22 @@ pub trait Backend: Send {
     /// backend may keep results it does not need on the host on the device, and skip copies
     /// that nothing reads).
     fn slots(&mut self) -> Result<&[Tensor]>;
+
+    /// From the next run on, select the anchors of the graph outputs that pass `gate` (the
+    /// detection decoder's score test) where the outputs are, and keep only their rows for
+    /// [`Backend::candidates`]; the outputs themselves then come to the host only when
+    /// `outputs`/`slots` ask for them. None stops selecting. Returns whether this backend selects
+    /// (the CPU backend does not: its outputs are in host memory already, and the decoder reads
+    /// them there).
+    fn set_gate(&mut self, _gate: Option<&Gate>) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The candidates of the last run under the gate given to `set_gate`, sorted by anchor id;
+    /// None when the backend does not select (or no run happened since `set_gate`).
+    fn candidates(&self) -> Option<&Candidates> {
+        None
+    }
 
     /// A copy of feature buffer `buf` (NHWC), for tests and debugging.
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>>;

@@ -294,18 +294,52 @@ impl Setup {
         Engine::new(self.plan.clone(), self.norm.clone(), cfg).map_err(input)
     }
 
-    fn decode(&self, outs: &[Tensor]) -> Result<Vec<Detection>, Fail> {
-        detect::decode(self.kind, outs, self.w, self.h, &self.params).map_err(Fail::Run)
-    }
-
-    /// Ranked predictions for mAP: every box down to the scoring floor, as mAP is defined over the
-    /// whole precision/recall curve (the reference side stays at the operating threshold).
-    fn decode_ranked(&self, outs: &[Tensor]) -> Result<Vec<Detection>, Fail> {
-        let params = DecodeParams {
+    /// The decode parameters of ranked predictions for mAP: every box down to the scoring floor,
+    /// as mAP is defined over the whole precision/recall curve (the reference side stays at the
+    /// operating threshold).
+    fn ranked_params(&self) -> DecodeParams {
+        DecodeParams {
             conf_threshold: self.params.conf_threshold.min(detect::SCORING_CONF_FLOOR),
             ..self.params.clone()
+        }
+    }
+
+    /// Lets the engine select the candidates of ranked predictions where its outputs are (the
+    /// CUDA backend with REGIONDROP_CUDA_SELECT=1); the gate for [`Setup::detections`].
+    fn set_gate(&self, engine: &mut Engine) -> Result<detect::Gate, Fail> {
+        let shapes: Vec<Vec<usize>> = self
+            .plan
+            .output_shapes()
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let threshold = self.ranked_params().conf_threshold;
+        let gate =
+            detect::Gate::new(self.kind, &shapes, self.w, self.h, threshold).map_err(Fail::Run)?;
+        engine.set_gate(Some(&gate)).map_err(running)?;
+        Ok(gate)
+    }
+
+    /// The last frame's detections (`ranked`: down to the scoring floor), from the candidates
+    /// the engine selected, else from its outputs.
+    fn detections(
+        &self,
+        engine: &mut Engine,
+        gate: &detect::Gate,
+        ranked: bool,
+    ) -> Result<Vec<Detection>, Fail> {
+        let params = if ranked {
+            self.ranked_params()
+        } else {
+            self.params.clone()
         };
-        detect::decode(self.kind, outs, self.w, self.h, &params).map_err(Fail::Run)
+        match engine.candidates() {
+            Some(c) => detect::decode_candidates(gate, c, &params).map_err(Fail::Run),
+            None => {
+                let outs = engine.output_refs().map_err(running)?;
+                detect::decode(self.kind, &outs, self.w, self.h, &params).map_err(Fail::Run)
+            }
+        }
     }
 }
 
@@ -775,6 +809,8 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
     let full = RegionMask::full(&grid);
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
     let mut sparse = s.engine(sparse_cfg(cli, s.threads))?;
+    let dense_gate = s.set_gate(&mut dense)?;
+    let sparse_gate = s.set_gate(&mut sparse)?;
     let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
     let mut ort_ms = vec![];
     let (mut ddets, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -804,9 +840,9 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
             }
         }
         let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
-        let dout = dense.outputs().map_err(running)?;
+        ddets.push(s.detections(&mut dense, &dense_gate, false)?);
         let ss = sparse.process(rgb).map_err(running)?;
-        let sout = sparse.outputs().map_err(running)?;
+        sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
         if i > 0 {
             dense_ms.push(ds.ms);
             sparse_ms.push(ss.ms);
@@ -820,6 +856,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
                 .process_with_mask(ref_img, &full)
                 .map_err(running)?;
             let rout = ref_engine.outputs().map_err(running)?;
+            let sout = sparse.outputs().map_err(running)?;
             for (a, b) in sout.iter().zip(&rout) {
                 if a.shape != b.shape {
                     return Err(Fail::Run(format!(
@@ -835,12 +872,11 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         }
         if let Some(o) = ort.as_deref() {
             if let Some(j) = o.idx.iter().position(|&k| k == i) {
+                let dout = dense.outputs().map_err(running)?;
                 let r = gstregiondrop::onnxruntime::rel_l2(&dout, &o.outs[j]);
                 rel_l2 = Some(rel_l2.map_or(r, |m: f64| m.max(r)));
             }
         }
-        ddets.push(s.decode(&dout)?);
-        sdets.push(s.decode_ranked(&sout)?);
         if cli.annotate.is_some() {
             masks.push(sparse.mask().clone());
         }
@@ -1124,11 +1160,12 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     // frame), so each row's speedup compares times taken under the same machine load.
     let pb = bar(n * (thresholds.len() + 1), "threshold sweep");
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
+    let dense_gate = s.set_gate(&mut dense)?;
     let mut ddets = Vec::with_capacity(n);
     let mut all_dms = vec![];
     for rgb in &s.net {
         dense.process_with_mask(rgb, &full).map_err(running)?;
-        ddets.push(s.decode(&dense.outputs().map_err(running)?)?);
+        ddets.push(s.detections(&mut dense, &dense_gate, false)?);
         pb.inc(1);
     }
 
@@ -1138,6 +1175,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             threshold: t,
             ..sparse_cfg(cli, s.threads)
         })?;
+        let sparse_gate = s.set_gate(&mut sparse)?;
         let (mut dms, mut sms, mut act, mut sdets) =
             (vec![], vec![], vec![], Vec::with_capacity(n));
         for (i, rgb) in s.net.iter().enumerate() {
@@ -1149,7 +1187,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
                 sms.push(st.ms);
                 act.push(st.active_fraction);
             }
-            sdets.push(s.decode_ranked(&sparse.outputs().map_err(running)?)?);
+            sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
             pb.inc(1);
         }
         let (d, sp) = (median(&dms), median(&sms));

@@ -159,7 +159,11 @@ impl Gate {
 
     /// The longest anchor row over the levels.
     pub fn row_len(&self) -> usize {
-        self.levels.iter().map(GateLevel::row_len).max().unwrap_or(0)
+        self.levels
+            .iter()
+            .map(GateLevel::row_len)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The level of global anchor id `id` and the anchor within it.
@@ -334,12 +338,7 @@ mod tests {
 
     #[test]
     fn nanodet_levels_pair_classes_with_boxes_in_either_order() {
-        let shapes = vec![
-            vec![1, 4, 3],
-            vec![1, 16, 8],
-            vec![1, 4, 8],
-            vec![1, 16, 3],
-        ];
+        let shapes = vec![vec![1, 4, 3], vec![1, 16, 8], vec![1, 4, 8], vec![1, 16, 3]];
         let g = Gate::new(DecoderKind::NanoDet, &shapes, 8, 8, 0.3).unwrap();
         assert_eq!(g.levels.len(), 2);
         assert_eq!(g.levels[0].parts[0].output, 0);

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::backend::cuda::{self, CudaOptions};
 use crate::backend::{cpu::CpuBackend, Backend, BackendKind, Precision, StepTiles};
+use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
 use crate::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
 use crate::model::import::halo_for;
@@ -478,6 +479,17 @@ impl Engine {
     /// The graph outputs of the last frame.
     pub fn outputs(&mut self) -> Result<Vec<Tensor>> {
         self.backend.outputs()
+    }
+
+    /// Asks the backend to select the anchors that pass `gate` where the outputs are (see
+    /// [`Backend::set_gate`]); returns whether it does.
+    pub fn set_gate(&mut self, gate: Option<&Gate>) -> Result<bool> {
+        self.backend.set_gate(gate)
+    }
+
+    /// The last frame's candidates under the gate of `set_gate`, where the backend selects them.
+    pub fn candidates(&self) -> Option<&Candidates> {
+        self.backend.candidates()
     }
 
     /// The graph outputs of the last frame, in place (no copy of their data).

@@ -52,6 +52,13 @@ inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 
+// Threads of kernels that do not synchronise run one after another, so a plain update is atomic.
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+
 // f32 -> f16 bits, round to nearest even (the host's _Float16 conversion).
 inline unsigned short rd_emu_f16_bits(float x) {
     _Float16 h = (_Float16)x;

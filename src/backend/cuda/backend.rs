@@ -21,8 +21,10 @@ use super::geometry::{self, max_tile_px, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
+use super::select::{SelectDev, SelectTable};
 use super::tail::{tail_ptrs, DeviceTail, TailUpload};
 use crate::backend::{Backend, Precision, StepTiles};
+use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
@@ -59,6 +61,10 @@ pub struct CudaOptions {
     /// the results the host reads come down. None: `REGIONDROP_CUDA_DEVICE_TAIL=1`, else off
     /// (host-emulated only; not yet run on a GPU).
     pub device_tail: Option<bool>,
+    /// Select the detection decoder's candidate anchors on the device (`Backend::set_gate`,
+    /// cuda/select.cu) and download only their rows; the graph outputs come down only when asked
+    /// for. None: `REGIONDROP_CUDA_SELECT=1`, else off (host-emulated only; not yet run on a GPU).
+    pub device_select: Option<bool>,
 }
 
 struct ResizeDev {
@@ -226,6 +232,13 @@ pub struct CudaBackend {
     const_dev: Vec<Option<CudaSlice<f32>>>,
     /// Export / GlobalPool steps whose result is still only on the device.
     pending: Vec<usize>,
+    /// Whether `set_gate` selects on the device (the option).
+    select_on: bool,
+    /// The gate's selection, when one is set.
+    select: Option<SelectDev>,
+    /// The graph outputs of the last run are still only on the device (a selection replaced
+    /// their download).
+    outputs_stale: bool,
     arch: String,
     device_name: String,
     precision: Precision,
@@ -474,6 +487,11 @@ impl CudaBackend {
             graphs: None,
             graph_note: String::new(),
             pending: Vec::new(),
+            select_on: opts
+                .device_select
+                .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_SELECT").is_ok_and(|v| v == "1")),
+            select: None,
+            outputs_stale: false,
             tail,
             generic,
             const_dev,
@@ -1050,6 +1068,50 @@ impl CudaBackend {
         layers::launch_step(self, &self.plan, &self.grid, &self.addrs, si, ll)
     }
 
+    /// The device address and length of graph output `i`, where a device step writes it last.
+    fn output_on_device(&self, i: usize) -> Option<(u64, usize)> {
+        let slot = self.plan.outputs.get(i)?.1;
+        let si = self.tail.writer[slot]?;
+        let d = self.steps[si].result()?;
+        Some((self.ptr(d), d.len()))
+    }
+
+    /// Whether step `si`'s device result is downloaded during the run: where the host reads it,
+    /// except graph outputs while a selection stands in for them.
+    fn downloads_now(&self, si: usize) -> bool {
+        self.tail.download[si] && !(self.select.is_some() && self.tail.output_only[si])
+    }
+
+    /// Runs the gate's selection after a run and downloads the candidates; the graph outputs
+    /// stay on the device until asked for.
+    fn select_candidates(&mut self) -> Result<()> {
+        let Some(mut sel) = self.select.take() else {
+            return Ok(());
+        };
+        let r = (|| -> Result<()> {
+            sel.enqueue(self, &self.stream)?;
+            self.sync()?;
+            if sel.enqueue_rest(&self.stream)? {
+                self.sync()?;
+            }
+            sel.collect();
+            Ok(())
+        })();
+        self.select = Some(sel);
+        self.outputs_stale = true;
+        r
+    }
+
+    /// Downloads the graph outputs a selection left on the device.
+    fn fetch_outputs(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.outputs_stale) {
+            let n = self.plan.steps.len();
+            self.pending
+                .extend((0..n).filter(|&si| self.tail.output_only[si]));
+        }
+        self.flush()
+    }
+
     /// Downloads the device results the host reads (Export, GlobalPool, device Rearrange) into
     /// their slots.
     fn flush(&mut self) -> Result<()> {
@@ -1229,8 +1291,11 @@ impl CudaBackend {
                             .launch()
                             .map_err(drv("graph launch"))?;
                         seg += 1;
-                        self.pending
-                            .extend(r.clone().filter(|&si| self.tail.download[si]));
+                        for si in r.clone() {
+                            if self.downloads_now(si) {
+                                self.pending.push(si);
+                            }
+                        }
                     }
                     Item::Upload(si) => {
                         if tiles.per_step.get(*si).is_some_and(|t| !t.is_empty()) {
@@ -1276,7 +1341,7 @@ impl CudaBackend {
                 }
                 _ if self.steps[si].result().is_some() => {
                     self.launch_step(si, LayerLists::NONE)?;
-                    if self.tail.download[si] {
+                    if self.downloads_now(si) {
                         self.pending.push(si);
                     }
                 }
@@ -1479,9 +1544,11 @@ impl Backend for CudaBackend {
             p.begin_frame(&self.stream)?;
         }
         self.run_steps(tiles)?;
-        // A frame is done when its outputs are on the host (the detections are decoded there):
-        // this also makes the engine's per-frame time include all GPU work.
+        // A frame is done when its outputs (or the candidates selected from them) are on the
+        // host, where the detections are decoded: this also makes the engine's per-frame time
+        // include all GPU work.
         self.flush()?;
+        self.select_candidates()?;
         match &mut self.profile {
             Some(p) => p.end_frame(ms_since(t0)),
             None => Ok(()),
@@ -1500,13 +1567,42 @@ impl Backend for CudaBackend {
     }
 
     fn outputs(&mut self) -> Result<Vec<Tensor>> {
-        self.flush()?;
+        self.fetch_outputs()?;
         Ok(crate::backend::collect_outputs(&self.plan, &self.slots))
     }
 
     fn slots(&mut self) -> Result<&[Tensor]> {
-        self.flush()?;
+        self.fetch_outputs()?;
         Ok(&self.slots)
+    }
+
+    fn set_gate(&mut self, gate: Option<&Gate>) -> Result<bool> {
+        // Pinned allocations and frees: one backend set-up at a time in the process.
+        let _guard = setup_guard();
+        self.ctx.bind_to_thread().map_err(drv("bind"))?;
+        self.fetch_outputs()?;
+        self.stream.synchronize().map_err(drv("synchronize"))?;
+        self.select = None;
+        let Some(gate) = gate.filter(|_| self.select_on) else {
+            return Ok(false);
+        };
+        let Some(table) = SelectTable::new(gate, |i| self.output_on_device(i)) else {
+            return Ok(false);
+        };
+        self.select = Some(SelectDev::new(
+            &self.ctx,
+            &self.stream,
+            table,
+            gate.threshold,
+        )?);
+        Ok(true)
+    }
+
+    fn candidates(&self) -> Option<&Candidates> {
+        self.select
+            .as_ref()
+            .filter(|s| s.fresh)
+            .map(|s| &s.candidates)
     }
 
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
@@ -1585,5 +1681,6 @@ impl Backend for CudaBackend {
             + self.weight_bytes
             + scratch16
             + tail
+            + self.select.as_ref().map_or(0, SelectDev::bytes)
     }
 }

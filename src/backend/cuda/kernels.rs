@@ -82,6 +82,11 @@ pub const SOURCES: &[KernelSource] = &[
         source: include_str!("../../../cuda/export.cu"),
         entries: &["rd_export_nchw", "rd_global_avg_pool", "rd_rearrange"],
     },
+    KernelSource {
+        file: "select.cu",
+        source: include_str!("../../../cuda/select.cu"),
+        entries: &["rd_select"],
+    },
 ];
 
 /// The virtual architectures we ship for: sm_87 (Jetson Orin), sm_89 (Ada), sm_90 (Hopper).

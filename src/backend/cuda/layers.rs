@@ -38,10 +38,11 @@ pub enum Kernel {
     TailBinary,
     TailSoftmax,
     TailConv,
+    Select,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 26] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -68,6 +69,7 @@ impl Kernel {
         Kernel::TailBinary,
         Kernel::TailSoftmax,
         Kernel::TailConv,
+        Kernel::Select,
     ];
 
     /// The `extern "C" __global__` name in `cuda/*.cu`.
@@ -99,6 +101,7 @@ impl Kernel {
             Kernel::TailBinary => "rd_tail_binary",
             Kernel::TailSoftmax => "rd_tail_softmax",
             Kernel::TailConv => "rd_tail_conv",
+            Kernel::Select => "rd_select",
         }
     }
 

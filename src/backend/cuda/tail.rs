@@ -20,6 +20,9 @@ pub struct DeviceTail {
     pub writer: Vec<Option<usize>>,
     /// Per step: its device result is downloaded into its slot after the step.
     pub download: Vec<bool>,
+    /// Per step: downloaded only because its slot is a graph output (no host step reads it), so
+    /// the download can wait until the outputs are asked for.
+    pub output_only: Vec<bool>,
 }
 
 impl DeviceTail {
@@ -34,6 +37,7 @@ impl DeviceTail {
             generic_out: vec![None; n],
             writer: vec![None; plan.slot_shapes.len()],
             download: vec![false; n],
+            output_only: vec![false; n],
         };
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
@@ -77,10 +81,8 @@ impl DeviceTail {
                 Step::Layer(_) => {}
             }
         }
+        // Slots the host steps read (graph outputs aside).
         let mut host_reads = vec![false; plan.slot_shapes.len()];
-        for (_, s) in &plan.outputs {
-            host_reads[*s] = true;
-        }
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::Rearrange { input, .. } if t.rearrange_from[si].is_none() => {
@@ -110,9 +112,17 @@ impl DeviceTail {
                 _ => {}
             }
         }
-        t.download = (0..n)
-            .map(|si| t.on_device(plan, si) && t.slot_of(plan, si).is_some_and(|s| host_reads[s]))
-            .collect();
+        let mut is_output = vec![false; plan.slot_shapes.len()];
+        for (_, s) in &plan.outputs {
+            is_output[*s] = true;
+        }
+        for si in 0..n {
+            let Some(s) = t.slot_of(plan, si).filter(|_| t.on_device(plan, si)) else {
+                continue;
+            };
+            t.download[si] = host_reads[s] || is_output[s];
+            t.output_only[si] = is_output[s] && !host_reads[s];
+        }
         t
     }
 
