@@ -76,6 +76,10 @@ grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 echo "== the first convolution fused (REGIONDROP_CUDA_FUSED_K=32), f32 and f16"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk32.json"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk32.json"
+echo "== candidates selected on the device (REGIONDROP_CUDA_SELECT=1), f32 and f16; phases"
+REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_select.json"
+REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_select.json"
+REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
 T=(timeout 180 python3 scripts/torch_dense_baseline.py)
 "${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
@@ -90,6 +94,7 @@ if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
     REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
     REGIONDROP_PROFILE=phases REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
+    REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_select.json"
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
 fi

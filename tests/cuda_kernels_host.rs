@@ -18,7 +18,7 @@ use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
 use gstregiondrop::backend::cuda::layers::{
     self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
 };
-use gstregiondrop::backend::cuda::tail::{tail_ptrs, DeviceTail, TailUpload};
+use gstregiondrop::backend::cuda::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
 use gstregiondrop::backend::generic::GenericStep;
 use gstregiondrop::backend::Backend;
 use gstregiondrop::error::Result;
@@ -282,17 +282,21 @@ impl HostDevice {
                     LayerOp::Pool(_) | LayerOp::Unary(_) => StepPtrs::None,
                 },
                 Step::GlobalPool { input, .. } => StepPtrs::Out(d.f32s(vec![0.0; input.c])),
+                Step::Export { .. } if tail.folded[si] => StepPtrs::None,
                 Step::Export { input, .. } => {
                     let b = &plan.buffers[input.buf];
                     StepPtrs::Out(d.f32s(vec![0.0; input.c * b.h * b.w]))
                 }
-                Step::Rearrange { index, .. } => match tail.rearrange_from[si] {
+                Step::Rearrange { index, .. } => match tail.rearrange_source(plan, si) {
                     Some(from) => StepPtrs::Rearrange {
-                        src: match steps[from] {
-                            StepPtrs::Out(o) | StepPtrs::Rearrange { out: o, .. } => o,
-                            _ => unreachable!("a device Rearrange reads a device result"),
+                        src: match from {
+                            RearrangeSource::Buffer(b) => addr(&d.bufs[b]),
+                            RearrangeSource::Result(r) => match steps[r] {
+                                StepPtrs::Out(o) | StepPtrs::Rearrange { out: o, .. } => o,
+                                _ => unreachable!("a device Rearrange reads a device result"),
+                            },
                         },
-                        index: d.u32s(index.data.iter().map(|&i| i as u32).collect()),
+                        index: d.u32s(tail.rearrange_index(plan, si)),
                         out: d.f32s(vec![0.0; index.data.len()]),
                         n: index.data.len(),
                     },
@@ -853,6 +857,13 @@ fn device_tail_downloads_what_the_host_reads() {
             outputs.sort_unstable();
             if m.path.contains("nanodet") {
                 assert_eq!(rearranges, (6, 6), "{}", m.path);
+                // Each Export feeds only its Rearrange, which gathers from the feature buffer.
+                let folded = (0..plan.steps.len()).filter(|&si| t.folded[si]).count();
+                assert_eq!(
+                    folded, 6,
+                    "{}: Exports folded into their Rearranges",
+                    m.path
+                );
                 assert_eq!(
                     downloaded(),
                     outputs,

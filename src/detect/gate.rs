@@ -238,7 +238,7 @@ fn nanodet_levels(
     in_w: usize,
     in_h: usize,
 ) -> Result<Vec<GateLevel>, String> {
-    if shapes.len() < 2 || shapes.len() % 2 != 0 || shapes.iter().any(|s| s.len() != 3) {
+    if shapes.len() < 2 || !shapes.len().is_multiple_of(2) || shapes.iter().any(|s| s.len() != 3) {
         return Err(format!(
             "NanoDet outputs are pairs of [1, cells, n] tensors, not {shapes:?}"
         ));
@@ -327,7 +327,14 @@ mod tests {
                 0.1, 0.2, 0.7, // class 1
             ],
         );
-        let g = Gate::new(DecoderKind::YoloV8, &[v8.shape.clone()], 64, 64, 0.5).unwrap();
+        let g = Gate::new(
+            DecoderKind::YoloV8,
+            std::slice::from_ref(&v8.shape),
+            64,
+            64,
+            0.5,
+        )
+        .unwrap();
         let mut c = Candidates::default();
         g.select(&[&v8], &mut c).unwrap();
         assert_eq!(c.ids, vec![0, 2]);

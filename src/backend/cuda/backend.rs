@@ -22,7 +22,7 @@ use super::kernels::{self, PtxSet};
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
 use super::select::{SelectDev, SelectTable};
-use super::tail::{tail_ptrs, DeviceTail, TailUpload};
+use super::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
 use crate::backend::{Backend, Precision, StepTiles};
 use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
@@ -386,12 +386,13 @@ impl CudaBackend {
                     LayerOp::Pool(_) | LayerOp::Unary(_) => StepDev::None,
                 },
                 Step::GlobalPool { input, .. } => StepDev::Out(zeros_f32(input.c)?),
+                Step::Export { .. } if tail.folded[si] => StepDev::None,
                 Step::Export { input, .. } => {
                     let b = &plan.buffers[input.buf];
                     StepDev::Out(zeros_f32(input.c * b.h * b.w)?)
                 }
-                Step::Rearrange { index, .. } if tail.rearrange_from[si].is_some() => {
-                    let idx: Vec<u32> = index.data.iter().map(|&i| i as u32).collect();
+                Step::Rearrange { .. } if tail.rearrange_from[si].is_some() => {
+                    let idx = tail.rearrange_index(&plan, si);
                     StepDev::Rearranged {
                         index: up_u32(&idx)?,
                         out: zeros_f32(idx.len())?,
@@ -1044,9 +1045,13 @@ impl CudaBackend {
                     ))
                 }
                 StepDev::Rearranged { index, out } => StepPtrs::Rearrange {
-                    src: self.tail.rearrange_from[si]
-                        .and_then(|from| self.steps[from].result())
-                        .map_or(0, |r| self.ptr(r)),
+                    src: match self.tail.rearrange_source(&self.plan, si) {
+                        Some(RearrangeSource::Buffer(b)) => self.ptr(&self.bufs[b]),
+                        Some(RearrangeSource::Result(from)) => {
+                            self.steps[from].result().map_or(0, |r| self.ptr(r))
+                        }
+                        None => 0,
+                    },
                     index: self.ptr(index),
                     out: self.ptr(out),
                     n: self.tail.len_of(&self.plan, si),
@@ -1218,10 +1223,14 @@ impl CudaBackend {
         Ok(true)
     }
 
-    /// A Generic step whose outputs were all composed into their readers (it does nothing).
+    /// A Generic step whose outputs were all composed into their readers, or an Export folded
+    /// into its Rearrange: it does nothing.
     fn writes_nothing(&self, si: usize) -> bool {
-        matches!(self.plan.steps[si], Step::Generic { .. })
-            && self.generic[si].as_ref().is_some_and(|g| !g.writes_any())
+        match self.plan.steps[si] {
+            Step::Generic { .. } => self.generic[si].as_ref().is_some_and(|g| !g.writes_any()),
+            Step::Export { .. } => self.tail.folded[si],
+            _ => false,
+        }
     }
 
     /// Runs a host Rearrange / Generic step.

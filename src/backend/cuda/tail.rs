@@ -23,6 +23,19 @@ pub struct DeviceTail {
     /// Per step: downloaded only because its slot is a graph output (no host step reads it), so
     /// the download can wait until the outputs are asked for.
     pub output_only: Vec<bool>,
+    /// Per step: an Export whose result only one device Rearrange reads. That Rearrange reads
+    /// the exported feature buffer directly, through its index composed with the export's
+    /// layout ([`DeviceTail::rearrange_index`]); the Export launches nothing and has no result.
+    pub folded: Vec<bool>,
+}
+
+/// Where a device Rearrange step reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RearrangeSource {
+    /// The device result of this step.
+    Result(usize),
+    /// This feature buffer (a folded Export's input), indexed from its start.
+    Buffer(usize),
 }
 
 impl DeviceTail {
@@ -38,6 +51,7 @@ impl DeviceTail {
             writer: vec![None; plan.slot_shapes.len()],
             download: vec![false; n],
             output_only: vec![false; n],
+            folded: vec![false; n],
         };
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
@@ -116,7 +130,18 @@ impl DeviceTail {
         for (_, s) in &plan.outputs {
             is_output[*s] = true;
         }
+        // An Export read by exactly one step, a device Rearrange, and by nothing on the host.
+        let readers = slot_readers(plan, generic);
         for si in 0..n {
+            let Some(from) = t.rearrange_from[si] else {
+                continue;
+            };
+            let Step::Export { slot, .. } = &plan.steps[from] else {
+                continue;
+            };
+            t.folded[from] = readers[*slot] == 1 && !host_reads[*slot] && !is_output[*slot];
+        }
+        for si in (0..n).filter(|&si| !t.folded[si]) {
             let Some(s) = t.slot_of(plan, si).filter(|_| t.on_device(plan, si)) else {
                 continue;
             };
@@ -126,10 +151,50 @@ impl DeviceTail {
         t
     }
 
+    /// Where device Rearrange step `si` reads (None: it runs on the host).
+    pub fn rearrange_source(&self, plan: &Plan, si: usize) -> Option<RearrangeSource> {
+        let from = self.rearrange_from[si]?;
+        Some(match &plan.steps[from] {
+            Step::Export { input, .. } if self.folded[from] => RearrangeSource::Buffer(input.buf),
+            _ => RearrangeSource::Result(from),
+        })
+    }
+
+    /// The index device Rearrange step `si` gathers with: its own, or composed with the layout
+    /// of the Export it folded (NCHW value j of the view is NHWC offset p·pitch + c_off + ch of
+    /// its buffer, p = j mod h·w, ch = j div h·w).
+    pub fn rearrange_index(&self, plan: &Plan, si: usize) -> Vec<u32> {
+        let Step::Rearrange { index, .. } = &plan.steps[si] else {
+            return Vec::new();
+        };
+        let exported = self.rearrange_from[si]
+            .filter(|&f| self.folded[f])
+            .and_then(|f| match &plan.steps[f] {
+                Step::Export { input, .. } => Some(input),
+                _ => None,
+            });
+        match exported {
+            Some(v) => {
+                let b = &plan.buffers[v.buf];
+                let hw = b.h * b.w;
+                index
+                    .data
+                    .iter()
+                    .map(|&j| {
+                        let j = j as usize;
+                        ((j % hw) * b.c + v.c_off + j / hw) as u32
+                    })
+                    .collect()
+            }
+            None => index.data.iter().map(|&i| i as u32).collect(),
+        }
+    }
+
     /// Whether step `si` has a result on the device.
     pub fn on_device(&self, plan: &Plan, si: usize) -> bool {
         match &plan.steps[si] {
-            Step::GlobalPool { .. } | Step::Export { .. } => true,
+            Step::Export { .. } => !self.folded[si],
+            Step::GlobalPool { .. } => true,
             Step::Rearrange { .. } => self.rearrange_from[si].is_some(),
             Step::Generic { .. } => self.generic_out[si].is_some(),
             Step::Layer(_) => false,
@@ -161,6 +226,33 @@ impl DeviceTail {
             Step::Layer(_) => 0,
         }
     }
+}
+
+/// How many steps read each slot (a prepared Generic step: what it reads after its copies were
+/// composed; unprepared, all its inputs).
+fn slot_readers(plan: &Plan, generic: &[Option<GenericStep>]) -> Vec<usize> {
+    let mut n = vec![0; plan.slot_shapes.len()];
+    for (si, step) in plan.steps.iter().enumerate() {
+        let reads: Vec<usize> = match step {
+            Step::Rearrange { input, .. } => vec![*input],
+            Step::Generic { inputs, .. } => generic[si].as_ref().map_or_else(
+                || inputs.iter().flatten().copied().collect(),
+                GenericStep::reads,
+            ),
+            Step::Layer(l) => match &l.op {
+                LayerOp::Binary {
+                    rhs: Operand::Slot(s),
+                    ..
+                } => vec![*s],
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        for s in reads {
+            n[s] += 1;
+        }
+    }
+    n
 }
 
 /// What a device Generic step uploads once besides its result: u32 arrays (copy runs' output
