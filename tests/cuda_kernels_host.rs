@@ -1151,7 +1151,7 @@ fn select_on_emu(
         row_len: t.row_len,
         ids: ids[..n].to_vec(),
         rows: rows[..n * t.row_len].to_vec(),
-        order: Vec::new(),
+        ..Default::default()
     };
     c.sort();
     Some(c)

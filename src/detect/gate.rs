@@ -76,6 +76,8 @@ pub struct Candidates {
     pub ids: Vec<u32>,
     pub rows: Vec<f32>,
     pub order: Vec<u32>,
+    /// One row, for the host selection.
+    pub scratch: Vec<f32>,
 }
 
 impl Candidates {
@@ -178,7 +180,8 @@ impl Gate {
         None
     }
 
-    /// Selects, on the host, the anchors of `outs` that pass the gate into `out`.
+    /// Selects, on the host, the anchors of `outs` that pass the gate into `out` (no allocation
+    /// once `out` has grown to its size).
     pub fn select<T: std::borrow::Borrow<Tensor>>(
         &self,
         outs: &[T],
@@ -186,35 +189,32 @@ impl Gate {
     ) -> Result<(), String> {
         let row_len = self.row_len();
         out.clear(self.threshold, row_len);
-        let mut row = vec![0f32; row_len];
+        let mut row = std::mem::take(&mut out.scratch);
+        row.resize(row_len, 0.0);
         let mut base = 0u32;
         for l in &self.levels {
-            let parts: Vec<&Tensor> = l
-                .parts
-                .iter()
-                .map(|p| {
-                    let t = outs.get(p.output).ok_or("missing output")?.borrow();
-                    let end = (l.anchors - 1) * p.anchor_stride + (p.feats - 1) * p.feat_stride;
-                    if l.anchors > 0 && end >= t.data.len() {
-                        return Err(format!(
-                            "output {} has {} values, too few for {} anchors",
-                            p.output,
-                            t.data.len(),
-                            l.anchors
-                        ));
-                    }
-                    Ok(t)
-                })
-                .collect::<Result<_, String>>()?;
+            for p in &l.parts {
+                let t = outs.get(p.output).ok_or("missing output")?.borrow();
+                let end = (l.anchors - 1) * p.anchor_stride + (p.feats - 1) * p.feat_stride;
+                if l.anchors > 0 && end >= t.data.len() {
+                    return Err(format!(
+                        "output {} has {} values, too few for {} anchors",
+                        p.output,
+                        t.data.len(),
+                        l.anchors
+                    ));
+                }
+            }
             for a in 0..l.anchors {
                 let mut col = 0;
-                for (p, t) in l.parts.iter().zip(&parts) {
+                for p in &l.parts {
+                    let data = &outs[p.output].borrow().data;
                     let at = a * p.anchor_stride;
                     if p.feat_stride == 1 {
-                        row[col..col + p.feats].copy_from_slice(&t.data[at..at + p.feats]);
+                        row[col..col + p.feats].copy_from_slice(&data[at..at + p.feats]);
                     } else {
                         for f in 0..p.feats {
-                            row[col + f] = t.data[at + f * p.feat_stride];
+                            row[col + f] = data[at + f * p.feat_stride];
                         }
                     }
                     col += p.feats;
@@ -226,6 +226,7 @@ impl Gate {
             }
             base += l.anchors as u32;
         }
+        out.scratch = row;
         out.order.extend(0..out.ids.len() as u32);
         Ok(())
     }
