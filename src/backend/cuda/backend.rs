@@ -16,7 +16,7 @@ use cudarc::driver::{
     sys, CudaContext, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
-use super::driver::{copy_to_slot, drv, setup_guard, Kernels, Pinned, SetupGuard};
+use super::driver::{drv, par_copy, setup_guard, Kernels, Pinned, SetupGuard};
 use super::geometry::{self, max_tile_px, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
@@ -179,6 +179,8 @@ struct DeviceFrames {
     /// `REGIONDROP_CUDA_LETTERBOX=1` (or the option): letterbox frames on the device.
     enabled: bool,
     bytes: CudaSlice<u8>,
+    /// Pinned staging of the frame's bytes (grown with the frame), for an asynchronous upload.
+    staging: Option<Pinned<u8>>,
     /// (frame w, frame h), the taps (column indices, column weights, row indices, row weights)
     /// and the letterbox.
     taps: Option<TapsDev>,
@@ -482,6 +484,7 @@ impl CudaBackend {
                     std::env::var("REGIONDROP_CUDA_LETTERBOX").is_ok_and(|v| v == "1")
                 }),
                 bytes: stream.alloc_zeros::<u8>(1).map_err(drv("alloc"))?,
+                staging: None,
                 taps: None,
             },
             packer: TilePacker::default(),
@@ -752,26 +755,34 @@ impl CudaBackend {
             FramePlanes::Yuv420(y) => [y.y, y.u, y.v],
         };
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        if self.frames.bytes.len() < total {
+        if self.frames.bytes.len() < total
+            || self.frames.staging.as_ref().is_none_or(|s| s.len < total)
+        {
             // A larger frame than before: (re)allocations take the setup guard (see SetupGuard).
             let _setup = setup_guard();
             self.frames.bytes = self.stream.alloc_zeros(total).map_err(drv("alloc"))?;
+            self.frames.staging = None;
+            self.frames.staging = Some(Pinned::new(&self.ctx, total)?);
         }
         let base = self.ptr(&self.frames.bytes);
+        let staging = self.frames.staging.as_mut().expect("allocated above");
         let mut addrs = [0u64; 3];
         let mut off = 0;
         for (a, part) in addrs.iter_mut().zip(parts) {
             *a = base + off as u64;
-            if !part.is_empty() {
-                self.stream
-                    .memcpy_htod(
-                        part,
-                        &mut self.frames.bytes.slice_mut(off..off + part.len()),
-                    )
-                    .map_err(drv("frame upload"))?;
-            }
+            par_copy(&mut staging.as_mut_slice()[off..off + part.len()], part);
             off += part.len();
         }
+        // SAFETY: both hold at least `total` bytes; the staging buffer is written again only
+        // after the next frame's synchronisation (above).
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                base,
+                &staging.as_slice()[..total],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(drv("frame upload"))?;
         if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
             let _setup = setup_guard();
             let t = LetterboxTaps::new(fw, fh, nw, nh);
@@ -825,7 +836,7 @@ impl CudaBackend {
                 self.rgb_host.len
             )));
         }
-        self.rgb_host.as_mut_slice().copy_from_slice(rgb);
+        par_copy(self.rgb_host.as_mut_slice(), rgb);
         let dst = self.ptr(&self.rgb);
         // SAFETY: self.rgb holds rgb.len() bytes; the pinned source outlives the copy and is not
         // written again before the next synchronisation.
@@ -1156,7 +1167,7 @@ impl CudaBackend {
             if let (Some(d), Some(h)) = (self.steps[si].result(), &self.out_host[si]) {
                 let dst = &mut self.slots[slot].data;
                 let n = dst.len().min(d.len()).min(h.len);
-                copy_to_slot(&mut dst[..n], &h.as_slice()[..n]);
+                par_copy(&mut dst[..n], &h.as_slice()[..n]);
             }
         }
         // Keep the list's capacity: no allocation per frame.

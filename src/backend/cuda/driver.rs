@@ -9,15 +9,17 @@ use super::kernels::{self, PtxSet};
 use super::layers::Kernel;
 use crate::error::{Error, Result};
 
-/// dst = src; a large download (a detection head's outputs) is copied by the rayon threads.
-pub(super) fn copy_to_slot(dst: &mut [f32], src: &[f32]) {
+/// dst = src, a large copy (a download into a slot, a frame into pinned staging) by the rayon
+/// threads: one thread's memcpy does not reach the memory bandwidth.
+pub(super) fn par_copy<T: Copy + Send + Sync>(dst: &mut [T], src: &[T]) {
     use rayon::prelude::*;
-    const CHUNK: usize = 1 << 16;
-    if dst.len() <= 2 * CHUNK {
+    const CHUNK_BYTES: usize = 1 << 18;
+    let chunk = (CHUNK_BYTES / std::mem::size_of::<T>().max(1)).max(1);
+    if dst.len() <= 2 * chunk {
         dst.copy_from_slice(src);
     } else {
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
             .for_each(|(d, s)| d.copy_from_slice(s));
     }
 }
