@@ -137,6 +137,79 @@ pub struct Yuv420Frame<'a> {
     pub height: usize,
 }
 
+/// Random frames of `w`×`h` in every layout `letterbox` reads (BGRx with padded rows, RGB, I420,
+/// NV12), for the tests of the host and the device letterbox.
+#[doc(hidden)]
+pub struct RandomFrames {
+    pub w: usize,
+    pub h: usize,
+    pub bgrx: Vec<u8>,
+    pub rgb: Vec<u8>,
+    pub y: Vec<u8>,
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
+}
+
+impl RandomFrames {
+    pub fn new(w: usize, h: usize, rng: &mut crate::rng::Lcg) -> Self {
+        let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.next_u32() as u8).collect() };
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        RandomFrames {
+            w,
+            h,
+            bgrx: bytes((w * 4 + 3) * h),
+            rgb: bytes(w * 3 * h),
+            y: bytes(w * h),
+            u: bytes(cw * 2 * ch),
+            v: bytes(cw * ch),
+        }
+    }
+
+    pub fn bgrx(&self) -> PackedFrame<'_> {
+        PackedFrame {
+            data: &self.bgrx,
+            width: self.w,
+            height: self.h,
+            stride: self.w * 4 + 3,
+            bytes_per_px: 4,
+            rgb_offsets: [2, 1, 0],
+        }
+    }
+
+    pub fn rgb(&self) -> PackedFrame<'_> {
+        PackedFrame {
+            data: &self.rgb,
+            width: self.w,
+            height: self.h,
+            stride: self.w * 3,
+            bytes_per_px: 3,
+            rgb_offsets: [0, 1, 2],
+        }
+    }
+
+    pub fn i420(&self) -> Yuv420Frame<'_> {
+        Yuv420Frame {
+            y: &self.y,
+            y_stride: self.w,
+            u: &self.u,
+            v: &self.v,
+            uv_stride: self.w.div_ceil(2),
+            interleaved: false,
+            width: self.w,
+            height: self.h,
+        }
+    }
+
+    /// NV12: `u` read as interleaved UV.
+    pub fn nv12(&self) -> Yuv420Frame<'_> {
+        Yuv420Frame {
+            uv_stride: self.w.div_ceil(2) * 2,
+            interleaved: true,
+            ..self.i420()
+        }
+    }
+}
+
 impl PixelSource for Yuv420Frame<'_> {
     fn width(&self) -> usize {
         self.width
@@ -545,34 +618,9 @@ mod tests {
     #[test]
     fn letterbox_equals_the_per_pixel_reference() {
         let mut rng = Lcg(5);
-        let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.next_u32() as u8).collect() };
         for (w, h, nw, nh) in [(641, 359, 416, 416), (97, 203, 160, 128), (13, 7, 64, 48)] {
-            let data = bytes((w * 4 + 3) * h);
-            let packed = PackedFrame {
-                data: &data,
-                width: w,
-                height: h,
-                stride: w * 4 + 3,
-                bytes_per_px: 4,
-                rgb_offsets: [2, 1, 0],
-            };
-            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-            let (y, u, v) = (bytes(w * h), bytes(cw * 2 * ch), bytes(cw * ch));
-            let i420 = Yuv420Frame {
-                y: &y,
-                y_stride: w,
-                u: &u,
-                v: &v,
-                uv_stride: cw,
-                interleaved: false,
-                width: w,
-                height: h,
-            };
-            let nv12 = Yuv420Frame {
-                uv_stride: cw * 2,
-                interleaved: true,
-                ..i420
-            };
+            let f = RandomFrames::new(w, h, &mut rng);
+            let (packed, i420, nv12) = (f.bgrx(), f.i420(), f.nv12());
             let sources: [&dyn PixelSource; 3] = [&packed, &i420, &nv12];
             for src in sources {
                 let mut got = vec![0u8; nw * nh * 3];

@@ -895,54 +895,18 @@ fn device_tail_downloads_what_the_host_reads() {
 #[test]
 fn letterbox_kernel_equals_the_cpu_letterbox() {
     use gstregiondrop::backend::cuda::layers::{launch_letterbox, LetterboxArgs};
-    use gstregiondrop::preprocess::{
-        letterbox, LetterboxTaps, PackedFrame, PixelSource, Yuv420Frame,
-    };
+    use gstregiondrop::preprocess::{letterbox, LetterboxTaps, PixelSource, RandomFrames};
     let Some(emu) = emu() else { return };
     let mut rng = gstregiondrop::rng::Lcg(9);
-    let mut bytes = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.next_u32() as u8).collect() };
     for (w, h, nw, nh) in [(641, 359, 416, 416), (97, 203, 160, 128), (13, 7, 64, 48)] {
-        let data4 = bytes((w * 4 + 3) * h);
-        let data3 = bytes(w * 3 * h);
-        let bgrx = PackedFrame {
-            data: &data4,
-            width: w,
-            height: h,
-            stride: w * 4 + 3,
-            bytes_per_px: 4,
-            rgb_offsets: [2, 1, 0],
-        };
-        let rgb = PackedFrame {
-            data: &data3,
-            width: w,
-            height: h,
-            stride: w * 3,
-            bytes_per_px: 3,
-            rgb_offsets: [0, 1, 2],
-        };
-        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-        let (y, u, v) = (bytes(w * h), bytes(cw * 2 * ch), bytes(cw * ch));
-        let i420 = Yuv420Frame {
-            y: &y,
-            y_stride: w,
-            u: &u,
-            v: &v,
-            uv_stride: cw,
-            interleaved: false,
-            width: w,
-            height: h,
-        };
-        let nv12 = Yuv420Frame {
-            uv_stride: cw * 2,
-            interleaved: true,
-            ..i420
-        };
+        let f = RandomFrames::new(w, h, &mut rng);
+        let (bgrx, rgb, i420, nv12) = (f.bgrx(), f.rgb(), f.i420(), f.nv12());
         let taps = LetterboxTaps::new(w, h, nw, nh);
         let sources: [(&str, &dyn PixelSource, [u64; 3]); 4] = [
-            ("BGRx", &bgrx, [addr(&data4), 0, 0]),
-            ("RGB", &rgb, [addr(&data3), 0, 0]),
-            ("I420", &i420, [addr(&y), addr(&u), addr(&v)]),
-            ("NV12", &nv12, [addr(&y), addr(&u), 0]),
+            ("BGRx", &bgrx, [addr(&f.bgrx), 0, 0]),
+            ("RGB", &rgb, [addr(&f.rgb), 0, 0]),
+            ("I420", &i420, [addr(&f.y), addr(&f.u), addr(&f.v)]),
+            ("NV12", &nv12, [addr(&f.y), addr(&f.u), 0]),
         ];
         for (name, src, planes) in sources {
             let mut want = vec![0u8; nw * nh * 3];
