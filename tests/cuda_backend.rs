@@ -71,6 +71,14 @@ fn gpu() -> Option<CudaOptions> {
     })
 }
 
+/// The bundled models: $REGIONDROP_MODELS_DIR, else data/models relative to the working
+/// directory (cargo runs tests in the package root).
+fn models_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
+    )
+}
+
 /// Max |a - b| over all outputs, and the largest |a|.
 fn compare(a: &[Tensor], b: &[Tensor]) -> (f32, f32) {
     assert_eq!(a.len(), b.len());
@@ -323,10 +331,7 @@ fn change_detection_kernels_match_detector() {
 #[test]
 fn bundled_models_match_cpu() {
     let Some(opts) = gpu() else { return };
-    // Relative to the working directory (cargo runs tests in the package root).
-    let dir = std::path::PathBuf::from(
-        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
-    );
+    let dir = models_dir();
     let models = [
         ("yolov8n-nudenet-320.onnx", Some((320, 320))),
         ("nanodet-416.onnx", None),
@@ -411,9 +416,7 @@ fn bundled_models_match_cpu() {
 fn device_selection_matches_the_downloaded_outputs() {
     use gstregiondrop::detect::{self, Candidates, DecoderKind, Gate};
     let Some(opts) = gpu() else { return };
-    let dir = std::path::PathBuf::from(
-        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
-    );
+    let dir = models_dir();
     for (m, size) in [
         ("nanodet-416.onnx", None),
         ("yolov8n-nudenet-320.onnx", Some((320, 320))),
@@ -575,9 +578,7 @@ fn engine_process_matches_cpu_with_device_detection() {
         assert!(matches!(r, Some(Ok(()))), "device detection did not run");
         assert!(m.is_full(), "first frame is entirely changed");
     }
-    let dir = std::path::PathBuf::from(
-        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
-    );
+    let dir = models_dir();
     let mut plans = vec![(Arc::new(synthetic_plan()), InputNorm::unit_rgb(), 12)];
     let nd = dir.join("nanodet-416.onnx");
     if nd.exists() {
@@ -651,9 +652,7 @@ fn f16_detections_agree_with_f32_on_real_frames() {
         println!("SKIPPED: the engine compiles its kernels with NVRTC (REGIONDROP_PTX_DIR is set)");
         return;
     }
-    let dir = std::path::PathBuf::from(
-        std::env::var("REGIONDROP_MODELS_DIR").unwrap_or_else(|_| "data/models".into()),
-    );
+    let dir = models_dir();
     let model = dir.join("nanodet-416.onnx");
     let frames_path = std::env::var("REGIONDROP_FRAMES_RGB").ok();
     let (Some(fp), true) = (frames_path, model.exists()) else {
