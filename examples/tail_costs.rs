@@ -11,7 +11,6 @@ use std::time::Instant;
 use gstregiondrop::backend::generic;
 use gstregiondrop::model::import::{import, ImportOptions};
 use gstregiondrop::model::plan::Step;
-use gstregiondrop::rng::Lcg;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -28,13 +27,7 @@ fn main() {
         std::process::exit(2)
     });
     let steps = generic::prepare(&plan);
-    let mut slots = plan.initial_slots();
-    let mut rng = Lcg(1);
-    for (s, c) in slots.iter_mut().zip(&plan.slots) {
-        if c.is_none() {
-            s.data = rng.vec(s.data.len(), 1.0);
-        }
-    }
+    let mut slots = plan.stand_in_slots(1, 1.0);
     let mut total = 0.0;
     // Output stops quietly when the reader goes away (`| head`).
     let mut out = std::io::stdout().lock();

@@ -5,7 +5,6 @@
 use gstregiondrop::backend::generic;
 use gstregiondrop::model::eval::eval;
 use gstregiondrop::model::plan::Step;
-use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
 
 mod common;
@@ -16,13 +15,7 @@ fn prepared_tail_equals_the_evaluator_node_by_node() {
     for m in common::real_models() {
         let plan = common::load(&m);
         let steps = generic::prepare(&plan);
-        let mut slots = plan.initial_slots();
-        let mut rng = Lcg(11);
-        for (s, c) in slots.iter_mut().zip(&plan.slots) {
-            if c.is_none() {
-                s.data = rng.vec(s.data.len(), 2.0);
-            }
-        }
+        let mut slots = plan.stand_in_slots(11, 2.0);
         let mut reference = slots.clone();
         let mut skipped = 0;
         for (si, step) in plan.steps.iter().enumerate() {

@@ -258,6 +258,19 @@ impl Plan {
             .collect()
     }
 
+    /// The initial slots with stand-in values, uniform in ±`scale`, in every slot the network
+    /// fills (constants kept): the input of tests and timings of the tail on its own.
+    pub fn stand_in_slots(&self, seed: u64, scale: f32) -> Vec<Tensor> {
+        let mut rng = crate::rng::Lcg(seed);
+        let mut slots = self.initial_slots();
+        for (s, c) in slots.iter_mut().zip(&self.slots) {
+            if c.is_none() {
+                s.data = rng.vec(s.data.len(), scale);
+            }
+        }
+        slots
+    }
+
     /// The output shapes, in graph order.
     pub fn output_shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.outputs
