@@ -1149,10 +1149,9 @@ fn device_selection_matches_the_host_gate() {
                 c.order
                     .iter()
                     .map(|&k| {
-                        (
-                            c.ids[k as usize],
-                            c.row(k)[..gate.levels[0].row_len()].to_vec(),
-                        )
+                        let id = c.ids[k as usize];
+                        let (l, _) = gate.locate(id).expect("a candidate of the outputs");
+                        (id, c.row(k)[..l.row_len()].to_vec())
                     })
                     .collect()
             };

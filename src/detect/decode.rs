@@ -148,3 +148,76 @@ fn nanodet_box(row: &[f32], level: &GateLevel, cell: usize) -> [f32; 4] {
     let cy = ((cell / level.cols) as f32 + 0.5) * stride;
     [cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> DecodeParams {
+        DecodeParams::default()
+    }
+
+    fn dets(kind: DecoderKind, outs: &[Tensor], w: usize, h: usize) -> Vec<(u32, f32, [f32; 4])> {
+        decode(kind, outs, w, h, &params())
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.class_id, d.confidence, d.bbox))
+            .collect()
+    }
+
+    /// Boxes worked out by hand for each head. A NaN score never wins a class (the old YOLO
+    /// decoder let a NaN score or objectness through as a NaN confidence).
+    #[test]
+    fn heads_decode_to_the_boxes_worked_out_by_hand() {
+        let nan = f32::NAN;
+        // YOLOv8 [1, 4 + 2, 4], feature-major.
+        let v8 = Tensor::new(
+            vec![1, 6, 4],
+            vec![
+                10., 0., 50., 90., // cx
+                20., 0., 50., 90., // cy
+                4., 1., 10., 2., // w
+                6., 1., 10., 2., // h
+                0.9, 0.2, 0.4, nan, // class 0
+                0.1, 0.3, 0.8, 0.6, // class 1
+            ],
+        );
+        assert_eq!(
+            dets(DecoderKind::YoloV8, &[v8], 100, 100),
+            vec![
+                (0, 0.9, [8., 17., 12., 23.]),
+                (1, 0.8, [45., 45., 55., 55.]),
+                (1, 0.6, [89., 89., 91., 91.]),
+            ]
+        );
+        // YOLOv5 [1, 4, 5 + 2], anchor-major: the objectness multiplies the class scores and
+        // must itself reach the threshold.
+        let v5 = Tensor::new(
+            vec![1, 4, 7],
+            vec![
+                10., 10., 2., 2., 0.5, 0.9, 0.2, // 0.45, class 0
+                30., 30., 2., 2., 0.3, 1.0, 1.0, // objectness below 0.35
+                50., 50., 2., 2., 0.9, 0.3, 0.3, // 0.27 < 0.35
+                70., 70., 2., 2., nan, 0.9, 0.9, // NaN objectness: nothing
+            ],
+        );
+        assert_eq!(
+            dets(DecoderKind::YoloV5, &[v5], 100, 100),
+            vec![(0, 0.45, [9., 9., 11., 11.])]
+        );
+        // NanoDet, one level on a 4x4 input: 4 cells of stride 2, 2 classes, 2 bins per side.
+        // Equal logits put each side at half a bin (1 px) from the cell centre (3, 3).
+        let cls = Tensor::new(vec![1, 4, 2], vec![0.1, 0.2, 0., 0., 0., 0., 0.3, 0.7]);
+        let mut reg = vec![0f32; 4 * 8];
+        reg[3 * 8] = 5.0; // cell 3, left side: almost all weight on bin 0
+        let reg = Tensor::new(vec![1, 4, 8], reg);
+        let got = dets(DecoderKind::NanoDet, &[cls, reg], 4, 4);
+        assert_eq!(got.len(), 1);
+        let (c, s, b) = got[0];
+        assert_eq!((c, s), (1, 0.7));
+        let left = 2.0 / (1.0 + 5f32.exp()); // expectation of bins (0, 1) × stride 2
+        for (g, w) in b.iter().zip([3.0 - left, 2.0, 4.0, 4.0]) {
+            assert!((g - w).abs() < 1e-5, "{b:?}");
+        }
+    }
+}

@@ -35,6 +35,13 @@ pub struct GateLevel {
     pub cols: usize,
 }
 
+impl RowPart {
+    /// The offset of the last value of `anchors` anchors (parts and levels are never empty).
+    pub fn last(&self, anchors: usize) -> usize {
+        (anchors - 1) * self.anchor_stride + (self.feats - 1) * self.feat_stride
+    }
+}
+
 impl GateLevel {
     pub fn row_len(&self) -> usize {
         self.parts.iter().map(|p| p.feats).sum()
@@ -152,6 +159,13 @@ impl Gate {
             }
             DecoderKind::NanoDet => nanodet_levels(shapes, in_w, in_h)?,
         };
+        for (i, l) in levels.iter().enumerate() {
+            if l.anchors == 0 || l.parts.iter().any(|p| p.feats == 0) {
+                return Err(format!(
+                    "{kind:?} level {i}: no anchors or no values per anchor in {shapes:?}"
+                ));
+            }
+        }
         Ok(Gate {
             kind,
             levels,
@@ -195,8 +209,7 @@ impl Gate {
         for l in &self.levels {
             for p in &l.parts {
                 let t = outs.get(p.output).ok_or("missing output")?.borrow();
-                let end = (l.anchors - 1) * p.anchor_stride + (p.feats - 1) * p.feat_stride;
-                if l.anchors > 0 && end >= t.data.len() {
+                if p.last(l.anchors) >= t.data.len() {
                     return Err(format!(
                         "output {} has {} values, too few for {} anchors",
                         p.output,
@@ -205,21 +218,17 @@ impl Gate {
                     ));
                 }
             }
+            // The scores (and objectness) first; the rest of the row only where they pass.
+            let tested = l
+                .objectness
+                .map_or(l.scores.start, |o| o.min(l.scores.start))
+                ..l.objectness
+                    .map_or(l.scores.end, |o| l.scores.end.max(o + 1));
             for a in 0..l.anchors {
-                let mut col = 0;
-                for p in &l.parts {
-                    let data = &outs[p.output].borrow().data;
-                    let at = a * p.anchor_stride;
-                    if p.feat_stride == 1 {
-                        row[col..col + p.feats].copy_from_slice(&data[at..at + p.feats]);
-                    } else {
-                        for f in 0..p.feats {
-                            row[col + f] = data[at + f * p.feat_stride];
-                        }
-                    }
-                    col += p.feats;
-                }
+                fill_row(&mut row, l, outs, a, tested.clone());
                 if best_class(&row[..l.row_len()], l, self.threshold).is_some() {
+                    fill_row(&mut row, l, outs, a, 0..tested.start);
+                    fill_row(&mut row, l, outs, a, tested.end..l.row_len());
                     out.ids.push(base + a as u32);
                     out.rows.extend_from_slice(&row);
                 }
@@ -229,6 +238,32 @@ impl Gate {
         out.scratch = row;
         out.order.extend(0..out.ids.len() as u32);
         Ok(())
+    }
+}
+
+/// Columns `cols` of anchor `a`'s row of level `l`, read from its parts.
+fn fill_row<T: std::borrow::Borrow<Tensor>>(
+    row: &mut [f32],
+    l: &GateLevel,
+    outs: &[T],
+    a: usize,
+    cols: Range<usize>,
+) {
+    let mut first = 0;
+    for p in &l.parts {
+        let (lo, hi) = (cols.start.max(first), cols.end.min(first + p.feats));
+        if lo < hi {
+            let data = &outs[p.output].borrow().data;
+            let at = a * p.anchor_stride + (lo - first) * p.feat_stride;
+            if p.feat_stride == 1 {
+                row[lo..hi].copy_from_slice(&data[at..at + hi - lo]);
+            } else {
+                for (k, v) in row[lo..hi].iter_mut().enumerate() {
+                    *v = data[at + k * p.feat_stride];
+                }
+            }
+        }
+        first += p.feats;
     }
 }
 
@@ -342,6 +377,31 @@ mod tests {
         assert_eq!(c.row(1), &[3., 6., 9., 1., 0.2, 0.7]);
         assert_eq!(g.locate(2).map(|(_, a)| a), Some(2));
         assert!(g.locate(3).is_none());
+    }
+
+    #[test]
+    fn candidates_sort_by_anchor_id_without_moving_rows() {
+        let mut c = Candidates {
+            row_len: 2,
+            ids: vec![5, 1, 3],
+            rows: vec![5., 5., 1., 1., 3., 3.],
+            ..Candidates::default()
+        };
+        c.sort();
+        assert_eq!(c.order, vec![1, 2, 0]);
+        let rows: Vec<&[f32]> = c.order.iter().map(|&k| c.row(k)).collect();
+        assert_eq!(rows, vec![&[1., 1.][..], &[3., 3.], &[5., 5.]]);
+    }
+
+    #[test]
+    fn empty_levels_are_refused() {
+        for (kind, shapes) in [
+            (DecoderKind::YoloV8, vec![vec![1, 84, 0]]),
+            (DecoderKind::NanoDet, vec![vec![1, 4, 3], vec![1, 4, 0]]),
+        ] {
+            let e = Gate::new(kind, &shapes, 8, 8, 0.3).unwrap_err();
+            assert!(e.contains("no anchors or no values"), "{e}");
+        }
     }
 
     #[test]

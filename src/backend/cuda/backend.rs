@@ -1563,6 +1563,9 @@ impl Backend for CudaBackend {
         if let Some(p) = &mut self.profile {
             p.begin_frame(&self.stream)?;
         }
+        if let Some(sel) = &mut self.select {
+            sel.fresh = false;
+        }
         self.run_steps(tiles)?;
         // A frame is done when its outputs (or the candidates selected from them) are on the
         // host, where the detections are decoded: this also makes the engine's per-frame time
@@ -1597,16 +1600,23 @@ impl Backend for CudaBackend {
     }
 
     fn set_gate(&mut self, gate: Option<&Gate>) -> Result<bool> {
-        // Pinned allocations and frees: one backend set-up at a time in the process.
-        let _guard = setup_guard();
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
         self.fetch_outputs()?;
+        let table = gate
+            .filter(|_| self.select_on)
+            .and_then(|g| Some((g, SelectTable::new(g, |i| self.output_on_device(i))?)));
+        // Another threshold on the same outputs: no new buffers.
+        if let (Some(sel), Some((gate, table))) = (&mut self.select, &table) {
+            if sel.reads(table) {
+                sel.set_threshold(gate.threshold);
+                return Ok(true);
+            }
+        }
+        // Pinned allocations and frees: one backend set-up at a time in the process.
+        let _guard = setup_guard();
         self.stream.synchronize().map_err(drv("synchronize"))?;
         self.select = None;
-        let Some(gate) = gate.filter(|_| self.select_on) else {
-            return Ok(false);
-        };
-        let Some(table) = SelectTable::new(gate, |i| self.output_on_device(i)) else {
+        let Some((gate, table)) = table else {
             return Ok(false);
         };
         self.select = Some(SelectDev::new(

@@ -63,9 +63,7 @@ impl SelectTable {
                 match l.parts.get(pi) {
                     Some(p) => {
                         let (addr, len) = output(p.output)?;
-                        let last =
-                            (l.anchors - 1) * p.anchor_stride + (p.feats - 1) * p.feat_stride;
-                        if p.feats == 0 || last >= len {
+                        if p.feats == 0 || p.last(l.anchors) >= len {
                             return None;
                         }
                         t.levels.extend([
@@ -170,6 +168,17 @@ impl SelectDev {
             table,
             threshold,
         })
+    }
+
+    /// Whether this selection reads `table` (then only its threshold needs setting).
+    pub(super) fn reads(&self, table: &SelectTable) -> bool {
+        self.table == *table
+    }
+
+    /// A new threshold from the next run on.
+    pub(super) fn set_threshold(&mut self, threshold: f32) {
+        self.threshold = threshold;
+        self.fresh = false;
     }
 
     /// Device bytes held.
