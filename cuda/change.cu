@@ -17,6 +17,7 @@ extern "C" __global__ void rd_tile_diff(
     int metric, float threshold, int force,
     float* __restrict__ score, u8* __restrict__ mask)
 {
+    RD_PDL_WAIT();
     __shared__ unsigned int s_max[RD_DIFF_THREADS];
     __shared__ unsigned int s_sum[RD_DIFF_THREADS];
     u32 t = blockIdx.x;
@@ -55,6 +56,7 @@ extern "C" __global__ void rd_tile_diff(
 extern "C" __global__ void rd_mask_dilate(
     const u8* __restrict__ in, u8* __restrict__ out, int cols, int rows, int radius)
 {
+    RD_PDL_WAIT();
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= cols * rows) return;
     int tx = t % cols, ty = t / cols;
@@ -72,6 +74,7 @@ extern "C" __global__ void rd_mask_dilate(
 extern "C" __global__ void rd_mask_compact(
     const u8* __restrict__ mask, int n, u32* __restrict__ list, u32* __restrict__ count)
 {
+    RD_PDL_WAIT();
     __shared__ u32 s[RD_COMPACT_THREADS];
     u32 base = 0;
     for (int start = 0; start < n; start += RD_COMPACT_THREADS) {
@@ -101,6 +104,7 @@ extern "C" __global__ void rd_ref_update(
     const u8* __restrict__ img, u8* __restrict__ ref, int w, int h, int tile, int cols,
     const u32* __restrict__ tiles, const u32* __restrict__ count)
 {
+    RD_PDL_WAIT();
     if (count != 0 && blockIdx.x >= *count) return;
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, tile, w, h);
     int row_bytes = r.tw * 3;

@@ -16,6 +16,16 @@
 //   tile; threads stride over the tile's (pixel, channel) elements, channel fastest, so consecutive
 //   threads touch consecutive addresses.
 
+// Every kernel begins with RD_PDL_WAIT(): with programmatic dependent launch
+// (REGIONDROP_CUDA_PDL=1, sm_90 and newer) a kernel may start while the kernel before it in the
+// stream finishes, and must wait here for that kernel's results before touching memory. Without
+// PDL (or on older GPUs, or on the host) it does nothing.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define RD_PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define RD_PDL_WAIT() ((void)0)
+#endif
+
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;

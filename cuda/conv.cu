@@ -61,9 +61,17 @@ __device__ __forceinline__ void rd_im2col_tiles(RD_IM2COL_PARAMS(A))
     }
 }
 
-extern "C" __global__ void rd_im2col(RD_IM2COL_PARAMS(float)) { rd_im2col_tiles(RD_IM2COL_ARGS); }
+extern "C" __global__ void rd_im2col(RD_IM2COL_PARAMS(float))
+{
+    RD_PDL_WAIT();
+    rd_im2col_tiles(RD_IM2COL_ARGS);
+}
 
-extern "C" __global__ void rd_im2col_h(RD_IM2COL_PARAMS(u16)) { rd_im2col_tiles(RD_IM2COL_ARGS); }
+extern "C" __global__ void rd_im2col_h(RD_IM2COL_PARAMS(u16))
+{
+    RD_PDL_WAIT();
+    rd_im2col_tiles(RD_IM2COL_ARGS);
+}
 
 // out(pixel, j) = act(c[row, j] + bias[j]) for the tiles' pixels; the output pointer is advanced
 // to the group's first output channel by the host. One block column per active tile.
@@ -74,6 +82,7 @@ extern "C" __global__ void rd_scatter_bias_act(
     const u32* __restrict__ tiles, const u32* __restrict__ row_off, int ts, int cols,
     int act, float p0, float p1)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
     int total = r.tw * r.th * n;
     long long row0 = row_off[blockIdx.x];
@@ -96,6 +105,7 @@ extern "C" __global__ void rd_depthwise(
     const u32* __restrict__ tiles, int ts, int cols,
     int act, float p0, float p1)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
     int total = r.tw * r.th * c;
     RD_TILE_LOOP(e, total) {
@@ -124,6 +134,7 @@ extern "C" __global__ void rd_sgemm_rm(
     const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c,
     int m, int n, int k)
 {
+    RD_PDL_WAIT();
     __shared__ float sa[RD_GEMM_TILE][RD_GEMM_TILE];
     __shared__ float sb[RD_GEMM_TILE][RD_GEMM_TILE + 1];
     int row = blockIdx.y * RD_GEMM_TILE + threadIdx.y;
@@ -167,6 +178,7 @@ extern "C" __global__ void rd_conv_rows(
     int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
     int cig, int act, float p0, float p1)
 {
+    RD_PDL_WAIT();
     __shared__ float sa[RD_FR_BK][RD_FR_BM + 1];
     __shared__ float sw_[RD_FR_BK][RD_FR_BN];
     __shared__ int s_iy[RD_FR_BM], s_ix[RD_FR_BM], s_out[RD_FR_BM];

@@ -6,6 +6,7 @@
 extern "C" __global__ void rd_export_nchw(
     const float* __restrict__ in, int in_pitch, int h, int w, int c, float* __restrict__ out)
 {
+    RD_PDL_WAIT();
     long long hw = (long long)h * w;
     long long total = hw * c;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
@@ -24,6 +25,7 @@ extern "C" __global__ void rd_export_nchw(
 extern "C" __global__ void rd_global_avg_pool(
     const float* __restrict__ in, int in_pitch, int h, int w, int c, float* __restrict__ out)
 {
+    RD_PDL_WAIT();
     __shared__ float s[RD_GAP_ROWS][RD_GAP_CH];
     int ch = blockIdx.x * RD_GAP_CH + threadIdx.x;
     int hw = h * w;
@@ -44,6 +46,7 @@ extern "C" __global__ void rd_global_avg_pool(
 extern "C" __global__ void rd_rearrange(
     const float* __restrict__ in, const unsigned* __restrict__ index, int n, float* __restrict__ out)
 {
+    RD_PDL_WAIT();
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x)
         out[e] = in[index[e]];
 }

@@ -12,6 +12,7 @@ extern "C" __global__ void rd_input_norm(
     float inv_std0, float inv_std1, float inv_std2,
     int bgr)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, w, h);
     int total = r.tw * r.th * 3;
     RD_TILE_LOOP(e, total) {
@@ -80,6 +81,7 @@ extern "C" __global__ void rd_letterbox(
     const int* __restrict__ rows_i, const float* __restrict__ rows_a,
     u8* __restrict__ out, int nw, int nh, int pad)
 {
+    RD_PDL_WAIT();
     long long total = (long long)nw * nh;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {

@@ -12,6 +12,7 @@ extern "C" __global__ void rd_pool(
     int kind, int kh, int kw, int sh, int sw, int pad_t, int pad_l,
     const u32* __restrict__ tiles, int ts, int cols)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
     int total = r.tw * r.th * c;
     RD_TILE_LOOP(e, total) {
@@ -46,6 +47,7 @@ extern "C" __global__ void rd_resize(
     const u32* __restrict__ x_i0, const u32* __restrict__ x_i1, const float* __restrict__ x_frac,
     const u32* __restrict__ tiles, int ts, int cols)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, out_w, out_h);
     int total = r.tw * r.th * c;
     RD_TILE_LOOP(e, total) {
@@ -76,6 +78,7 @@ extern "C" __global__ void rd_affine(
     int act, float p0, float p1,
     const u32* __restrict__ tiles, int ts, int cols)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, w, h);
     int total = r.tw * r.th * c;
     RD_TILE_LOOP(e, total) {
@@ -92,6 +95,7 @@ extern "C" __global__ void rd_unary(
     int act, float p0, float p1,
     const u32* __restrict__ tiles, int ts, int cols)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, w, h);
     int total = r.tw * r.th * c;
     RD_TILE_LOOP(e, total) {
@@ -111,6 +115,7 @@ extern "C" __global__ void rd_binary(
     int op, int act, float p0, float p1,
     const u32* __restrict__ tiles, int ts, int cols)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, w, h);
     int total = r.tw * r.th * c;
     RD_TILE_LOOP(e, total) {
@@ -130,6 +135,7 @@ extern "C" __global__ void rd_gather(
     const u32* __restrict__ perm,
     const u32* __restrict__ tiles, int ts, int cols)
 {
+    RD_PDL_WAIT();
     RdRect r = rd_tile_rect(tiles[blockIdx.x], cols, ts, w, h);
     int total = r.tw * r.th * c_out;
     RD_TILE_LOOP(e, total) {

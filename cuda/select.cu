@@ -34,6 +34,7 @@ extern "C" __global__ void rd_select(
     int total, float threshold, u32* __restrict__ count, u32* __restrict__ ids,
     float* __restrict__ rows, int row_stride)
 {
+    RD_PDL_WAIT();
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
         int l = 0;
         while (l + 1 < n_levels && e >= levels[(l + 1) * RD_SELECT_INTS + 1]) ++l;

@@ -9,6 +9,7 @@ extern "C" __global__ void rd_tail_copy(
     const u32* __restrict__ run_src, const u32* __restrict__ run_slot, int n_runs,
     float* __restrict__ out, int n)
 {
+    RD_PDL_WAIT();
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
         int lo = 0, hi = n_runs - 1;
         while (lo < hi) {
@@ -24,6 +25,7 @@ extern "C" __global__ void rd_tail_copy(
 extern "C" __global__ void rd_tail_act(
     const float* __restrict__ x, float* __restrict__ out, int n, int act, float p0, float p1)
 {
+    RD_PDL_WAIT();
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x)
         out[e] = rd_act(x[e], act, p0, p1);
 }
@@ -34,6 +36,7 @@ extern "C" __global__ void rd_tail_binary(
     const float* __restrict__ b, const u32* __restrict__ b_map, int b_mapped,
     float* __restrict__ out, int n, int op)
 {
+    RD_PDL_WAIT();
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
         float x = a[a_mapped ? a_map[e] : (u32)e];
         float y = b[b_mapped ? b_map[e] : (u32)e];
@@ -45,6 +48,7 @@ extern "C" __global__ void rd_tail_binary(
 extern "C" __global__ void rd_tail_softmax(
     const float* __restrict__ x, float* __restrict__ out, int outer, int n, int inner)
 {
+    RD_PDL_WAIT();
     int cols = outer * inner;
     for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < cols; t += gridDim.x * blockDim.x) {
         int o = t / inner, i = t - o * inner;
@@ -71,6 +75,7 @@ extern "C" __global__ void rd_tail_conv(
     int c, int h, int w, int co, int cig, int kh, int kw, int group,
     int sh, int sw, int dh, int dw, int ph, int pw, int oh, int ow)
 {
+    RD_PDL_WAIT();
     int n = co * oh * ow;
     int cog = co / group;
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {

@@ -65,6 +65,11 @@ pub struct CudaOptions {
     /// cuda/select.cu) and download only their rows; the graph outputs come down only when asked
     /// for. None: `REGIONDROP_CUDA_SELECT=1`, else off (host-emulated only; not yet run on a GPU).
     pub device_select: Option<bool>,
+    /// Launch our kernels with programmatic dependent launch (sm_90 and newer; ignored on older
+    /// GPUs): each may start while the kernel before it finishes and waits in its first statement
+    /// (`RD_PDL_WAIT`), overlapping the launch latency that bounds small frames. None:
+    /// `REGIONDROP_CUDA_PDL=1`, else off (not yet run on a GPU).
+    pub pdl: Option<bool>,
 }
 
 struct ResizeDev {
@@ -236,6 +241,8 @@ pub struct CudaBackend {
     pending: Vec<usize>,
     /// Whether `set_gate` selects on the device (the option).
     select_on: bool,
+    /// Kernels launch with programmatic dependent launch (the option, on sm_90+).
+    pdl: bool,
     /// The gate's selection, when one is set.
     select: Option<SelectDev>,
     /// The graph outputs of the last run are still only on the device (a selection replaced
@@ -496,6 +503,10 @@ impl CudaBackend {
                 .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_SELECT").is_ok_and(|v| v == "1")),
             select: None,
             outputs_stale: false,
+            pdl: major >= 9
+                && opts.pdl.unwrap_or_else(|| {
+                    std::env::var("REGIONDROP_CUDA_PDL").is_ok_and(|v| v == "1")
+                }),
             tail,
             generic,
             const_dev,
@@ -962,6 +973,10 @@ impl CudaBackend {
         ) + &match self.tail.generic_out.iter().flatten().count() {
             0 => String::new(),
             n => format!(", {n} tail steps on the device"),
+        } + if self.pdl {
+            ", programmatic dependent launch"
+        } else {
+            ""
         } + &if self.addrs.fused_conv_k > 0 {
             format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
         } else {
@@ -1376,8 +1391,66 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// Launches kernel `k` with the programmatic-stream-serialization attribute (cuLaunchKernelEx).
+    fn launch_pdl(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
+        const MAX_ARGS: usize = 40;
+        if args.len() > MAX_ARGS {
+            return Err(Error::Backend(format!(
+                "{}: {} kernel arguments, at most {MAX_ARGS}",
+                k.entry(),
+                args.len()
+            )));
+        }
+        // Each argument in an 8-byte slot (little-endian: an int or float is its first 4 bytes).
+        let mut slots = [0u64; MAX_ARGS];
+        for (s, a) in slots.iter_mut().zip(args) {
+            *s = match *a {
+                KArg::Ptr(v) => v,
+                KArg::I32(v) => v as u32 as u64,
+                KArg::F32(v) => v.to_bits() as u64,
+            };
+        }
+        let mut params = [std::ptr::null_mut::<std::ffi::c_void>(); MAX_ARGS];
+        for (p, s) in params.iter_mut().zip(slots.iter_mut()) {
+            *p = (s as *mut u64).cast();
+        }
+        // SAFETY: a zeroed attribute is valid plain data; id and value are set below.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: dims.grid.0,
+            gridDimY: dims.grid.1,
+            gridDimZ: dims.grid.2,
+            blockDimX: dims.block.0,
+            blockDimY: dims.block.1,
+            blockDimZ: dims.block.2,
+            sharedMemBytes: 0,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: as in `launch`; `params` points at one slot per argument, alive for the call
+        // (the driver copies the values at launch).
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &cfg,
+                self.k.get(k).cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(drv(k.entry()))
+    }
+}
+
 impl Launcher for CudaBackend {
     fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
+        if self.pdl {
+            return self.launch_pdl(k, dims, args);
+        }
         let mut b = self.stream.launch_builder(self.k.get(k));
         for a in args {
             match a {

@@ -320,6 +320,25 @@ mod tests {
         assert_eq!(all.len(), n, "kernel names must be unique");
     }
 
+    /// Programmatic dependent launch is safe only if no kernel touches memory before
+    /// RD_PDL_WAIT: every kernel's body starts with it.
+    #[test]
+    fn every_kernel_waits_for_its_predecessor_first() {
+        const KEY: &str = "extern \"C\" __global__ void ";
+        for s in SOURCES {
+            for (at, _) in s.source.match_indices(KEY) {
+                let rest = &s.source[at + KEY.len()..];
+                let name = &rest[..rest.find('(').unwrap()];
+                let body = &rest[rest.find('{').expect("a body") + 1..];
+                assert!(
+                    body.trim_start().starts_with("RD_PDL_WAIT();"),
+                    "cuda/{}: {name} does not start with RD_PDL_WAIT()",
+                    s.file
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_cu_file_is_embedded() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
