@@ -84,6 +84,9 @@ echo "== candidates selected on the device (REGIONDROP_CUDA_SELECT=1), f32 and f
 REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_select.json"
 REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_select.json"
 REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
+echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
+"${B[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_cuda_f16.txt"
+"${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
 echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
 T=(timeout 180 python3 scripts/torch_dense_baseline.py)
 "${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"

@@ -222,6 +222,36 @@ fn fractions_table_then_main_line() {
 }
 
 #[test]
+fn streams_run_engines_at_once_dense_then_sparse() {
+    let o = bench(&["--frames", "4", "--streams", "2"]);
+    ok(&o);
+    let lines = stdout_lines(&o);
+    assert_eq!(lines.len(), 2, "a dense and a sparse line");
+    for (line, mode) in lines.iter().zip(["dense", "sparse"]) {
+        assert_eq!(line["mode"], mode, "{line}");
+        assert_eq!(line["streams"], 2, "{line}");
+        assert_eq!(line["frames"], 4, "{line}");
+        let (total, per) = (f(line, "fps_total"), f(line, "fps_per_stream"));
+        assert!(
+            per > 0.0 && (total - 2.0 * per).abs() < 1e-6 * total,
+            "{line}"
+        );
+        assert!(
+            (f(line, "ms_per_frame") * per - 1e3).abs() < 1e-6 * 1e3,
+            "{line}"
+        );
+    }
+    assert_eq!(f(&lines[0], "active_fraction"), 1.0);
+    let a = f(&lines[1], "active_fraction");
+    assert!(a > 0.0 && a < 1.0, "the clip changes in part: {a}");
+    let err = fails_with_one_line(&bench(&["--streams", "2", "--calibrate"]));
+    assert!(
+        err.contains("--streams") || err.contains("--calibrate"),
+        "{err}"
+    );
+}
+
+#[test]
 fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
     let dir = scratch("calibrate");
     let png = dir.join("sweep.png");

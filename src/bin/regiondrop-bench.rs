@@ -19,6 +19,8 @@ mod annotate;
 mod draw;
 #[path = "regiondrop_bench/plot.rs"]
 mod plot;
+#[path = "regiondrop_bench/streams.rs"]
+mod streams;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -142,6 +144,11 @@ struct Cli {
     /// Write annotated PNGs, DIR/mask.png and DIR/annotated.mkv
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
+    /// A multi-camera process instead of the main line: N engines on N threads run the frames at
+    /// once, dense then sparse; frames per second of all streams together (one JSON line each)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          conflicts_with_all = ["fractions", "annotate", "calibrate", "plot", "onnxruntime"])]
+    streams: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -642,6 +649,9 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     let s = setup(cli)?;
     if cli.calibrate || cli.plot.is_some() {
         return sweep(cli, &s);
+    }
+    if let Some(n) = cli.streams {
+        return streams::streams_run(cli, &s, n as usize);
     }
     let mut ort = if cli.onnxruntime {
         Some(run_ort(&s)?)

@@ -1,0 +1,81 @@
+//! --streams N: a multi-camera process. N engines, each on its own thread, run the same frames at
+//! once (on one GPU, their kernels interleave on N streams); frames per second of all streams
+//! together, dense then sparse, one JSON line each.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{dense_cfg, print_json, running, sparse_cfg, Cli, Fail, Setup};
+use gstregiondrop::engine::EngineConfig;
+
+#[derive(Serialize)]
+struct StreamsReport<'a> {
+    model: String,
+    backend: &'a str,
+    precision: &'a str,
+    streams: usize,
+    /// Frames each stream ran (the first, a dense warm-up, included).
+    frames: usize,
+    mode: &'static str,
+    /// Frames of all streams per second of wall time.
+    fps_total: f64,
+    fps_per_stream: f64,
+    /// Wall milliseconds per frame, as one stream sees it.
+    ms_per_frame: f64,
+    /// Mean active fraction over the streams' frames.
+    active_fraction: f64,
+}
+
+pub fn streams_run(cli: &Cli, s: &Setup, n: usize) -> Result<(), Fail> {
+    // The CPU threads are shared out among the streams.
+    let threads = (s.threads / n).max(1);
+    let modes: [(&'static str, EngineConfig); 2] = [
+        ("dense", dense_cfg(cli, threads)),
+        ("sparse", sparse_cfg(cli, threads)),
+    ];
+    for (mode, cfg) in modes {
+        // Engines are built before the clock starts (CUDA set-up is serialised in the process).
+        let mut engines = (0..n)
+            .map(|_| s.engine(cfg.clone()))
+            .collect::<Result<Vec<_>, Fail>>()?;
+        let start = Instant::now();
+        let active: Vec<f64> = std::thread::scope(|scope| {
+            let workers: Vec<_> = engines
+                .iter_mut()
+                .map(|e| {
+                    scope.spawn(move || -> Result<f64, Fail> {
+                        let mut active = 0.0;
+                        for rgb in &s.net {
+                            active += e.process(rgb).map_err(running)?.active_fraction;
+                        }
+                        Ok(active / s.net.len() as f64)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(Fail::Run("a stream thread panicked".into())))
+                })
+                .collect::<Result<_, Fail>>()
+        })?;
+        let secs = start.elapsed().as_secs_f64();
+        let frames = s.net.len();
+        let report = StreamsReport {
+            model: s.model.display().to_string(),
+            backend: &s.backend,
+            precision: &s.precision,
+            streams: n,
+            frames,
+            mode,
+            fps_total: (n * frames) as f64 / secs,
+            fps_per_stream: frames as f64 / secs,
+            ms_per_frame: secs * 1e3 / frames as f64,
+            active_fraction: active.iter().sum::<f64>() / n as f64,
+        };
+        print_json(&report)?;
+    }
+    Ok(())
+}
