@@ -255,10 +255,11 @@ cmd_test() {
   failing="$(grep -E '^test .* \.\.\. FAILED$' "$log" | sed -e 's/^test //' -e 's/ \.\.\. FAILED$//' || true)"
   if [ "$inspect_ok" = 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
   # A test that skipped (e.g. CUDA tests without a GPU) passed in cargo's count: count it as skipped.
+  # Tests run in parallel, so a skip line can land in the middle of another test's line.
   local skips
-  skips=$(grep -c '^SKIPPED: ' "$log" || true)
+  skips=$(grep -o 'SKIPPED: .*' "$log" | wc -l)
   passed=$((passed - skips)); ignored=$((ignored + skips))
-  grep '^SKIPPED: ' "$log" | sort | uniq -c | sed 's/^/  /' || true
+  grep -o 'SKIPPED: .*' "$log" | sort | uniq -c | sed 's/^/  /' || true
 
   echo
   if [ -n "$failing" ]; then
