@@ -378,6 +378,18 @@ fn bundled_models_match_cpu() {
             2e-3,
             &InputNorm::unit_rgb(),
         );
+        // Programmatic dependent launch (sm_90+; elsewhere the plain launches again).
+        agree(
+            plan.clone(),
+            tile,
+            CudaOptions {
+                pdl: Some(true),
+                ..opts.clone()
+            },
+            &sparse,
+            2e-3,
+            &InputNorm::unit_rgb(),
+        );
         // The host tail's Generic steps on the device (YOLOv8n's decode, DBNet's squeeze-excitation).
         agree(
             plan.clone(),
