@@ -1,12 +1,16 @@
 //! The CUDA backend proper: one NHWC f32 device buffer per feature buffer of the plan (the
 //! activation caches), weights uploaded once, kernels from `cuda/*.cu` launched per layer over the
 //! active tiles (all tile lists of a frame uploaded in one copy), GEMM by cuBLAS (or the built-in
-//! rd_sgemm_rm kernel when cuBLAS is not loadable). The dense tail (Generic / Rearrange steps) runs
-//! on the host on the downloaded Export / GlobalPool results.
+//! rd_sgemm_rm kernel when cuBLAS is not loadable), replayed as CUDA graphs. The dense tail
+//! (Rearrange / Generic steps) runs on the device where its inputs are there (`tail.rs`), else on
+//! the host on downloaded results; the decoder's candidates can be selected on the device
+//! (`select.rs`). The frame stage (upload, letterbox, change detection, input) is in `frames.rs`.
 //!
 //! Everything runs on one stream, in order; kernels get raw device pointers (a layer may read and
 //! write the same buffer in disjoint channel ranges, as on the CPU), so cudarc's per-slice event
 //! tracking is switched off.
+
+mod frames;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use cudarc::driver::{
 };
 
 use super::driver::{drv, par_copy, setup_guard, Kernels, Pinned, SetupGuard};
-use super::geometry::{self, max_tile_px, Dims, FixedPacker, TilePacker};
+use super::geometry::{self, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
@@ -28,8 +32,9 @@ use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
 use crate::mask::{DiffMetric, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
-use crate::preprocess::{FramePlanes, InputNorm, Letterbox, LetterboxTaps, PixelSource};
+use crate::preprocess::{InputNorm, Letterbox, PixelSource};
 use crate::tensor::Tensor;
+use frames::{Detect, DeviceFrames, Staged};
 
 /// How the backend is built.
 #[derive(Clone, Default)]
@@ -151,53 +156,6 @@ struct Graphs {
     packer: FixedPacker,
     /// The fixed-layout lists (never reallocated: the graphs hold its address).
     dev: CudaSlice<u32>,
-}
-
-/// State of the on-device change detector (see `Backend::detect_changes`).
-struct Detect {
-    reference: CudaSlice<u8>,
-    score: CudaSlice<f32>,
-    raw: CudaSlice<u8>,
-    dilated: CudaSlice<u8>,
-    mask_host: Pinned<u8>,
-    /// Whether `detect_changes` answers (else the engine's host detector runs).
-    enabled: bool,
-    /// The reference holds a frame (false at start and after `reset`).
-    valid: bool,
-    /// The frame already in `rgb`: `write_input` for it reuses that upload and takes its input
-    /// tiles (fired and refreshed) into the reference.
-    frame: Staged,
-}
-
-/// What the device's network image (`rgb`) holds for the next `write_input`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Staged {
-    Nothing,
-    /// The host image at this address and length (uploaded by `detect_changes`).
-    Host(usize, usize),
-    /// A frame letterboxed on the device (`letterbox_frame`): the engine passes an empty image.
-    Device,
-}
-
-/// A frame's bytes on the device and the letterbox taps of the last frame geometry.
-struct DeviceFrames {
-    /// `REGIONDROP_CUDA_LETTERBOX=1` (or the option): letterbox frames on the device.
-    enabled: bool,
-    bytes: CudaSlice<u8>,
-    /// Pinned staging of the frame's bytes (grown with the frame), for an asynchronous upload.
-    staging: Option<Pinned<u8>>,
-    /// (frame w, frame h), the taps (column indices, column weights, row indices, row weights)
-    /// and the letterbox.
-    taps: Option<TapsDev>,
-}
-
-struct TapsDev {
-    size: (usize, usize),
-    ci: CudaSlice<i32>,
-    ca: CudaSlice<f32>,
-    ri: CudaSlice<i32>,
-    ra: CudaSlice<f32>,
-    lb: Letterbox,
 }
 
 pub struct CudaBackend {
@@ -657,176 +615,6 @@ impl CudaBackend {
         })
     }
 
-    /// Uploads the frame (unless detection did), updates the reference and normalises the
-    /// input tiles into the network input buffer.
-    fn write_input_tiles(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
-        let (w, h) = (self.plan.input_w, self.plan.input_h);
-        // The frame already on the device: letterboxed there, or uploaded by detect_changes for
-        // this same slice.
-        let staged = std::mem::replace(&mut self.det.frame, Staged::Nothing);
-        let uploaded = match staged {
-            Staged::Device => rgb.is_empty(),
-            Staged::Host(p, l) => (p, l) == (rgb.as_ptr() as usize, rgb.len()),
-            Staged::Nothing => false,
-        };
-        if !uploaded && rgb.len() != w * h * 3 {
-            return Err(Error::Backend(format!(
-                "input image of {} bytes does not match the network input {w}x{h}x3",
-                rgb.len()
-            )));
-        }
-        if tiles.is_empty() {
-            return Ok(());
-        }
-        if tiles.len() > self.input_tiles.len() {
-            return Err(Error::Backend(format!(
-                "{} input tiles for a grid of {}",
-                tiles.len(),
-                self.grid.len()
-            )));
-        }
-        self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        // The pinned staging buffers are free: every frame ends with a synchronisation.
-        self.sync()?;
-        if !uploaded {
-            self.upload_frame(rgb)?;
-        }
-        self.tiles_host.as_mut_slice()[..tiles.len()].copy_from_slice(tiles);
-        let tl = self.ptr(&self.input_tiles);
-        // SAFETY: input_tiles holds grid.len() >= tiles.len() words (checked above); the pinned
-        // source is not rewritten before the stream is synchronised.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                tl,
-                &self.tiles_host.as_slice()[..tiles.len()],
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("tile upload"))?;
-        if uploaded {
-            // The tiles of this frame (fired and refreshed) become the detection reference.
-            let g = self.grid;
-            self.launch(
-                Kernel::RefUpdate,
-                Dims {
-                    grid: (tiles.len() as u32, 4, 1),
-                    block: (256, 1, 1),
-                },
-                &kargs!(
-                    self.ptr(&self.rgb),
-                    self.ptr(&self.det.reference),
-                    w as i32,
-                    h as i32,
-                    g.tile as i32,
-                    g.cols as i32,
-                    tl,
-                    0u64
-                ),
-            )?;
-        }
-        let b0 = &self.plan.buffers[0];
-        let (tw, th) = max_tile_px(&self.grid, b0);
-        let Some(d) = geometry::tile_launch(tiles.len(), tw * th * 3)? else {
-            return Ok(());
-        };
-        let taps = norm.channel_taps();
-        self.launch(
-            Kernel::InputNorm,
-            d,
-            &kargs!(
-                self.ptr(&self.rgb),
-                self.ptr(&self.bufs[0]),
-                b0.c as i32,
-                w as i32,
-                h as i32,
-                self.ptr(&self.input_tiles),
-                (self.grid.tile / b0.scale.max(1)) as i32,
-                self.grid.cols as i32,
-                taps[0].1,
-                taps[1].1,
-                taps[2].1,
-                taps[0].2,
-                taps[1].2,
-                taps[2].2,
-                norm.bgr as i32
-            ),
-        )
-    }
-
-    /// Uploads the frame's bytes as they are and letterboxes them into `rgb` with rd_letterbox.
-    fn letterbox_on_device(&mut self, frame: &dyn PixelSource) -> Result<Letterbox> {
-        let (nw, nh) = (self.plan.input_w, self.plan.input_h);
-        let (fw, fh) = (frame.width(), frame.height());
-        self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        self.sync()?;
-        let planes = frame.planes();
-        let parts: [&[u8]; 3] = match &planes {
-            FramePlanes::Packed(p) => [p.data, &[], &[]],
-            FramePlanes::Yuv420(y) if y.interleaved => [y.y, y.u, &[]],
-            FramePlanes::Yuv420(y) => [y.y, y.u, y.v],
-        };
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if self.frames.bytes.len() < total
-            || self.frames.staging.as_ref().is_none_or(|s| s.len < total)
-        {
-            // A larger frame than before: (re)allocations take the setup guard (see SetupGuard).
-            let _setup = setup_guard();
-            self.frames.bytes = self.stream.alloc_zeros(total).map_err(drv("alloc"))?;
-            self.frames.staging = None;
-            self.frames.staging = Some(Pinned::new(&self.ctx, total)?);
-        }
-        let base = self.ptr(&self.frames.bytes);
-        let staging = self.frames.staging.as_mut().expect("allocated above");
-        let mut addrs = [0u64; 3];
-        let mut off = 0;
-        for (a, part) in addrs.iter_mut().zip(parts) {
-            *a = base + off as u64;
-            par_copy(&mut staging.as_mut_slice()[off..off + part.len()], part);
-            off += part.len();
-        }
-        // SAFETY: both hold at least `total` bytes; the staging buffer is written again only
-        // after the next frame's synchronisation (above).
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                base,
-                &staging.as_slice()[..total],
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("frame upload"))?;
-        if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
-            let _setup = setup_guard();
-            let t = LetterboxTaps::new(fw, fh, nw, nh);
-            let up_i = |v: &[i32]| self.stream.clone_htod(v).map_err(drv("upload"));
-            let up_f = |v: &[f32]| self.stream.clone_htod(v).map_err(drv("upload"));
-            self.frames.taps = Some(TapsDev {
-                size: (fw, fh),
-                ci: up_i(&t.cols_i)?,
-                ca: up_f(&t.cols_a)?,
-                ri: up_i(&t.rows_i)?,
-                ra: up_f(&t.rows_a)?,
-                lb: t.lb,
-            });
-        }
-        let t = self.frames.taps.as_ref().expect("taps set above");
-        let args = layers::LetterboxArgs {
-            planes: addrs,
-            taps: [
-                self.ptr(&t.ci),
-                self.ptr(&t.ca),
-                self.ptr(&t.ri),
-                self.ptr(&t.ra),
-            ],
-            out: self.ptr(&self.rgb),
-            nw,
-            nh,
-        };
-        let lb = t.lb;
-        layers::launch_letterbox(self, &planes, &args)?;
-        self.det.frame = Staged::Device;
-        Ok(lb)
-    }
-
     /// Waits for the stream; with profiling on, counts the wait.
     fn sync(&mut self) -> Result<()> {
         let t0 = Instant::now();
@@ -834,126 +622,6 @@ impl CudaBackend {
         if let Some(p) = &mut self.profile {
             p.add_sync(ms_since(t0));
         }
-        Ok(())
-    }
-
-    /// Copies `rgb` into the pinned staging buffer and uploads it into `self.rgb` (async; the
-    /// caller has synchronised the stream since the staging buffer was last used).
-    fn upload_frame(&mut self, rgb: &[u8]) -> Result<()> {
-        if rgb.len() != self.rgb_host.len || rgb.len() != self.rgb.len() {
-            return Err(Error::Backend(format!(
-                "frame of {} bytes for a staging buffer of {}",
-                rgb.len(),
-                self.rgb_host.len
-            )));
-        }
-        par_copy(self.rgb_host.as_mut_slice(), rgb);
-        let dst = self.ptr(&self.rgb);
-        // SAFETY: self.rgb holds rgb.len() bytes; the pinned source outlives the copy and is not
-        // written again before the next synchronisation.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                dst,
-                self.rgb_host.as_slice(),
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("frame upload"))
-    }
-
-    /// Change detection on the device, mirroring `ChangeDetector::detect`: uploads the frame
-    /// (kept for `write_input`), scores tiles against the device reference, dilates, and downloads
-    /// only the mask. The reference takes the frame's tiles in the following `write_input` (the
-    /// fired tiles plus the engine's rolling refresh), or the whole frame when it was invalid.
-    fn detect_on_device(
-        &mut self,
-        rgb: &[u8],
-        threshold: f32,
-        metric: DiffMetric,
-        dilation: usize,
-        mask: &mut RegionMask,
-    ) -> Result<()> {
-        let (w, h) = (self.plan.input_w, self.plan.input_h);
-        let g = self.grid;
-        let on_device = rgb.is_empty() && self.det.frame == Staged::Device;
-        self.det.frame = Staged::Nothing;
-        if (!on_device && rgb.len() != w * h * 3) || mask.len() != g.len() {
-            return Err(Error::Backend(format!(
-                "change detection: image of {} bytes / mask of {} tiles for {w}x{h}x3 / {} tiles",
-                rgb.len(),
-                mask.len(),
-                g.len()
-            )));
-        }
-        self.ctx.bind_to_thread().map_err(drv("bind"))?;
-        self.sync()?;
-        if !on_device {
-            self.upload_frame(rgb)?;
-        }
-        let n = g.len();
-        let force = !self.det.valid;
-        let metric = match metric {
-            DiffMetric::Max => 0i32,
-            DiffMetric::Mean => 1,
-        };
-        self.launch(
-            Kernel::TileDiff,
-            Dims {
-                grid: (n as u32, 1, 1),
-                block: (256, 1, 1),
-            },
-            &kargs!(
-                self.ptr(&self.rgb),
-                self.ptr(&self.det.reference),
-                w as i32,
-                h as i32,
-                g.tile as i32,
-                g.cols as i32,
-                metric,
-                threshold,
-                force as i32,
-                self.ptr(&self.det.score),
-                self.ptr(&self.det.raw)
-            ),
-        )?;
-        let src = if dilation > 0 && !force {
-            self.launch(
-                Kernel::MaskDilate,
-                Dims {
-                    grid: ((n as u32).div_ceil(128), 1, 1),
-                    block: (128, 1, 1),
-                },
-                &kargs!(
-                    self.ptr(&self.det.raw),
-                    self.ptr(&self.det.dilated),
-                    g.cols as i32,
-                    g.rows as i32,
-                    dilation as i32
-                ),
-            )?;
-            self.ptr(&self.det.dilated)
-        } else {
-            self.ptr(&self.det.raw)
-        };
-        // SAFETY: both hold n bytes; the host reads mask_host only after the synchronize.
-        unsafe {
-            cudarc::driver::result::memcpy_dtoh_async(
-                &mut self.det.mask_host.as_mut_slice()[..n],
-                src,
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("mask download"))?;
-        self.sync()?;
-        for (i, &m) in self.det.mask_host.as_slice()[..n].iter().enumerate() {
-            mask.set(i, m != 0);
-        }
-        self.det.valid = true;
-        self.det.frame = if on_device {
-            Staged::Device
-        } else {
-            Staged::Host(rgb.as_ptr() as usize, rgb.len())
-        };
         Ok(())
     }
 
