@@ -1085,15 +1085,15 @@ fn tail_kernels_match_the_host_kernels() {
     close("copy", &run(&form, &slots, &up.u32s, &table, 8), &want);
 }
 
-/// Selects candidates with rd_select on the host-compiled kernel from outputs at these
-/// addresses; None where the device cannot select for this gate.
+/// Selects candidates with rd_select on the host-compiled kernel from the outputs at the
+/// addresses (and lengths) `output` gives; None where the device cannot select for this gate.
 fn select_on_emu(
     emu: &Emu,
     gate: &gstregiondrop::detect::Gate,
-    outs: &[&Tensor],
+    output: impl Fn(usize) -> Option<(u64, usize)>,
 ) -> Option<gstregiondrop::detect::Candidates> {
     use gstregiondrop::backend::cuda::select::{launch_select, SelectArgs, SelectTable, INTS};
-    let t = SelectTable::new(gate, |i| outs.get(i).map(|o| (addr(&o.data), o.data.len())))?;
+    let t = SelectTable::new(gate, output)?;
     let mut count = vec![0u32; 1];
     let mut ids = vec![u32::MAX; t.total];
     let mut rows = vec![f32::NAN; t.total * t.row_len];
@@ -1135,7 +1135,10 @@ fn device_selection_matches_the_host_gate() {
             let gate = Gate::new(kind, &shapes, w, h, threshold).unwrap();
             let mut host = Candidates::default();
             gate.select(outs, &mut host).unwrap();
-            let dev = select_on_emu(emu, &gate, outs).expect("the device can select");
+            let dev = select_on_emu(emu, &gate, |i| {
+                outs.get(i).map(|o| (addr(&o.data), o.data.len()))
+            })
+            .expect("the device can select");
             println!(
                 "{what}: {} of {} anchors pass {threshold}",
                 dev.len(),
@@ -1191,4 +1194,50 @@ fn device_selection_matches_the_host_gate() {
         (0..n * (5 + c)).map(|_| rng.unit()).collect(),
     );
     compare("YOLOv5-shaped", DecoderKind::YoloV5, &[&v5], 64, 64);
+}
+
+/// The selection reads the graph outputs where the backend keeps them: each output's last device
+/// writer's result (`DeviceTail::output_writer`, as `CudaBackend::set_gate` finds them; NanoDet's
+/// are Rearranges of folded Exports, YOLOv8n's the device tail's last step). After a frame on the
+/// host-compiled kernels, rd_select over those results picks exactly what the host gate picks from
+/// the downloaded outputs.
+#[test]
+fn selection_reads_the_outputs_device_results() {
+    use gstregiondrop::detect::{self, Candidates, DecoderKind, Gate};
+    let Some(emu) = emu() else { return };
+    let mut checked = 0;
+    for m in common::real_models() {
+        let plan = common::load(&m);
+        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+        let Ok(kind) = DecoderKind::detect(&shapes) else {
+            continue;
+        };
+        let tile = 32.max(plan.max_scale);
+        let all: Vec<u32> = (0..plan.grid(tile).len() as u32).collect();
+        let mut dev = HostDevice::with_tail(&plan, false, 0, true);
+        let img = &common::clip_frames(&plan, 60, 1)[0];
+        run_frame(emu, &mut dev, &plan, tile, img, &m.norm, &all, None);
+        let gate = Gate::new(
+            kind,
+            &shapes,
+            plan.input_w,
+            plan.input_h,
+            detect::SCORING_CONF_FLOOR,
+        )
+        .unwrap();
+        let output = |i: usize| {
+            let w = dev.tail.output_writer(&plan, i)?;
+            Some((dev.addrs.steps[w].result()?, dev.tail.len_of(&plan, w)))
+        };
+        let on_device = select_on_emu(emu, &gate, output)
+            .unwrap_or_else(|| panic!("{}: every output is a device result", m.path));
+        let outs: Vec<&Tensor> = plan.outputs.iter().map(|(_, s)| &dev.slots[*s]).collect();
+        let mut on_host = Candidates::default();
+        gate.select(&outs, &mut on_host).unwrap();
+        assert!(!on_host.is_empty(), "{}: no candidate", m.path);
+        assert_eq!(on_device.ids, on_host.ids, "{}", m.path);
+        assert_eq!(on_device.rows, on_host.rows, "{}", m.path);
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "NanoDet and the YOLOv8n-shaped model");
 }

@@ -769,8 +769,7 @@ impl CudaBackend {
 
     /// The device address and length of graph output `i`, where a device step writes it last.
     fn output_on_device(&self, i: usize) -> Option<(u64, usize)> {
-        let slot = self.plan.outputs.get(i)?.1;
-        let si = self.tail.writer[slot]?;
+        let si = self.tail.output_writer(&self.plan, i)?;
         let d = self.steps[si].result()?;
         Some((self.ptr(d), d.len()))
     }

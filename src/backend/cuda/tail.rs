@@ -190,6 +190,11 @@ impl DeviceTail {
         }
     }
 
+    /// The device step whose result holds graph output `i` (None: the host computes it).
+    pub fn output_writer(&self, plan: &Plan, i: usize) -> Option<usize> {
+        self.writer[plan.outputs.get(i)?.1]
+    }
+
     /// Whether step `si` has a result on the device.
     pub fn on_device(&self, plan: &Plan, si: usize) -> bool {
         match &plan.steps[si] {
