@@ -381,7 +381,7 @@ impl HostDevice {
 /// steps run as the backend runs them.
 #[allow(clippy::too_many_arguments)]
 fn run_frame(
-    emu: &Emu,
+    emu: &impl Launcher,
     dev: &mut HostDevice,
     plan: &Plan,
     tile: usize,
@@ -1240,4 +1240,53 @@ fn selection_reads_the_outputs_device_results() {
         checked += 1;
     }
     assert_eq!(checked, 2, "NanoDet and the YOLOv8n-shaped model");
+}
+
+/// Counts the launches it forwards to the host kernels: kernels by entry name, and GEMM calls.
+struct Counting<'a> {
+    emu: &'a Emu,
+    counts: std::cell::RefCell<std::collections::BTreeMap<&'static str, usize>>,
+}
+
+impl Launcher for Counting<'_> {
+    fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
+        *self.counts.borrow_mut().entry(k.entry()).or_default() += 1;
+        self.emu.launch(k, dims, args)
+    }
+
+    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
+        *self.counts.borrow_mut().entry("GEMM (cuBLAS)").or_default() += 1;
+        self.emu.gemm(m, n, k, a, w, c, half)
+    }
+}
+
+/// Launches per frame of the real models, counted through the backend's launch code: on a GPU
+/// each costs a few microseconds even replayed from a graph, so this count sets a small frame's
+/// floor. NanoDet's head is six gathers (its Exports folded into them), with no export kernel.
+#[test]
+fn launches_per_frame() {
+    let Some(emu) = emu() else { return };
+    for m in common::real_models() {
+        let plan = common::load(&m);
+        let tile = 32.max(plan.max_scale);
+        let grid = plan.grid(tile);
+        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let sparse: Vec<u32> = all.iter().copied().filter(|t| t % 3 == 0).collect();
+        let img = &common::clip_frames(&plan, 60, 1)[0];
+        let mut dev = HostDevice::with_tail(&plan, false, 0, true);
+        for (what, tiles) in [("dense", &all), ("sparse", &sparse)] {
+            let counting = Counting {
+                emu,
+                counts: Default::default(),
+            };
+            run_frame(&counting, &mut dev, &plan, tile, img, &m.norm, tiles, None);
+            let counts = counting.counts.into_inner();
+            let total: usize = counts.values().sum();
+            println!("{} {what}: {total} launches {counts:?}", m.path);
+            if m.path.contains("nanodet") {
+                assert_eq!(counts.get("rd_export_nchw"), None, "{what}: exports folded");
+                assert_eq!(counts.get("rd_rearrange"), Some(&6), "{what}: head gathers");
+            }
+        }
+    }
 }
