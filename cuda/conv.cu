@@ -159,9 +159,15 @@ extern "C" __global__ void rd_sgemm_rm(
 // K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory).
 //
 // Block RD_FR_THREADS = 256 threads computing RD_FR_BM rows x RD_FR_BN output channels (2 x 4 per
-// thread); grid (ceil(m / RD_FR_BM), ceil(n / RD_FR_BN)). Rows past the frame's last pixel (graph
-// launches cover an upper bound `m`) and rows of NO_TILE entries are skipped. K is consumed
+// thread); grid (ceil(m / RD_FR_BM), ceil(n / RD_FR_BN), splits). Rows past the frame's last pixel
+// (graph launches cover an upper bound `m`) and rows of NO_TILE entries are skipped. K is consumed
 // RD_FR_BK at a time through shared memory.
+//
+// Split K (splits > 1, for maps too small to fill the GPU with row x channel blocks alone): block z
+// sums its share of K and leaves the partial sums in `ws` (splits x RD_FR_BM x RD_FR_BN floats per
+// output block); the last of an output block's blocks to finish (counted in `counters`, zero before
+// the launch and left zero after it) adds the partials in z order, so the result does not depend on
+// which block finished last, and applies bias, activation and the scatter.
 #define RD_FR_BM 32
 #define RD_FR_BN 64
 #define RD_FR_BK 32
@@ -176,14 +182,15 @@ extern "C" __global__ void rd_conv_rows(
     const u32* __restrict__ tiles, const u32* __restrict__ row_off, int n_tiles, int m,
     int ts, int cols,
     int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
-    int cig, int act, float p0, float p1)
+    int cig, int act, float p0, float p1,
+    int splits, float* __restrict__ ws, u32* __restrict__ counters)
 {
     RD_PDL_WAIT();
     __shared__ float sa[RD_FR_BK][RD_FR_BM + 1];
     __shared__ float sw_[RD_FR_BK][RD_FR_BN];
     __shared__ int s_iy[RD_FR_BM], s_ix[RD_FR_BM], s_out[RD_FR_BM];
     __shared__ int s_dy[RD_FR_KMAX], s_dx[RD_FR_KMAX], s_ci[RD_FR_KMAX];
-    __shared__ int s_any;
+    __shared__ int s_any, s_last;
     int t = (int)threadIdx.x;
     int k_len = kh * kw * cig;
     int n_base = (int)blockIdx.y * RD_FR_BN;
@@ -232,13 +239,17 @@ extern "C" __global__ void rd_conv_rows(
     float acc[2][4];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < k_len; k0 += RD_FR_BK) {
+    // This block's share of K: whole RD_FR_BK steps.
+    int k_share = (k_len + splits * RD_FR_BK - 1) / (splits * RD_FR_BK) * RD_FR_BK;
+    int k_lo = (int)blockIdx.z * k_share;
+    int k_hi = rd_imin(k_len, k_lo + k_share);
+    for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
         // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
         for (int e = t; e < RD_FR_BK * RD_FR_BM; e += RD_FR_THREADS) {
             int kk = e % RD_FR_BK, r = e / RD_FR_BK;
             int k = k0 + kk;
             float v = 0.0f;
-            if (k < k_len && s_out[r] >= 0) {
+            if (k < k_hi && s_out[r] >= 0) {
                 int iy = s_iy[r] + s_dy[k], ix = s_ix[r] + s_dx[k];
                 if (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w)
                     v = in[((long long)iy * in_w + ix) * in_pitch + s_ci[k]];
@@ -249,7 +260,7 @@ extern "C" __global__ void rd_conv_rows(
         for (int e = t; e < RD_FR_BK * RD_FR_BN; e += RD_FR_THREADS) {
             int jj = e % RD_FR_BN, kk = e / RD_FR_BN;
             int k = k0 + kk, j = n_base + jj;
-            sw_[kk][jj] = (k < k_len && j < n) ? wt[(long long)k * n + j] : 0.0f;
+            sw_[kk][jj] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : 0.0f;
         }
         __syncthreads();
         for (int kk = 0; kk < RD_FR_BK; ++kk) {
@@ -261,6 +272,29 @@ extern "C" __global__ void rd_conv_rows(
             }
         }
         __syncthreads();
+    }
+    if (splits > 1) {
+        int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
+        long long part = (long long)RD_FR_BM * RD_FR_BN;
+        float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 4; ++j) mine[(ty * 2 + i) * RD_FR_BN + tx * 4 + j] = acc[i][j];
+        __threadfence();
+        __syncthreads();
+        if (t == 0) s_last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+        // Every split's partial, read past the (non-coherent) L1 cache.
+        const volatile float* all = ws + (long long)block * splits * part;
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 4; ++j) {
+                int e = (ty * 2 + i) * RD_FR_BN + tx * 4 + j;
+                float sum = 0.0f;
+                for (int z = 0; z < splits; ++z) sum += all[z * part + e];
+                acc[i][j] = sum;
+            }
+        if (t == 0) counters[block] = 0;
     }
     for (int i = 0; i < 2; ++i) {
         int o = s_out[ty * 2 + i];

@@ -336,6 +336,8 @@ impl HostDevice {
             steps[si] = StepPtrs::Tail(tail_ptrs(&form, slot, &u32s, table, out, n));
         }
         d.generic = generic;
+        let counters_len = geometry::fused_counters_len(plan).max(1);
+        let counters = d.u32s(vec![0; counters_len]);
         d.addrs = Addrs {
             bufs: d.bufs.iter_mut().map(|b| addr_mut(b)).collect(),
             steps,
@@ -343,6 +345,12 @@ impl HostDevice {
             scratch_a16: f16.then(|| addr_mut(&mut d.scratch16)),
             scratch_c: addr_mut(&mut d.scratch[1]),
             fused_conv_k,
+            split: geometry::SplitSpace {
+                ws: addr_mut(&mut d.scratch[1]),
+                ws_len: d.scratch[1].len(),
+                counters,
+                counters_len,
+            },
         };
         d
     }

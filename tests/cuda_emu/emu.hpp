@@ -52,7 +52,11 @@ inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 
+// Blocks run one after another: their writes are visible to later blocks without a fence.
+inline void __threadfence() {}
+
 // Threads of kernels that do not synchronise run one after another, so a plain update is atomic.
+// (In kernels that do, only one thread of a block updates a counter.)
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
     unsigned old = *p;
     *p = old + v;

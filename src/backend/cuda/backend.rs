@@ -54,7 +54,8 @@ pub struct CudaOptions {
     pub precision: Precision,
     /// Convolutions (not transposed) with at most this many taps per output (K = kh·kw·cin per
     /// group, at most 1024) run as one fused kernel (rd_conv_rows: implicit gather in shared
-    /// memory, f32 arithmetic, bias and activation applied) instead of gather + GEMM + scatter;
+    /// memory, f32 arithmetic, K split across blocks on maps too small to fill the GPU, bias and
+    /// activation applied) instead of gather + GEMM + scatter;
     /// 0 never. None: the `REGIONDROP_CUDA_FUSED_K` environment variable, else 0 (not yet timed on
     /// a GPU).
     pub fused_conv_k: Option<usize>,
@@ -171,6 +172,8 @@ pub struct CudaBackend {
     /// The gathered operand in f16 (precision f16 only).
     scratch_a16: Option<CudaSlice<u16>>,
     scratch_c: CudaSlice<f32>,
+    /// Zeroed counters of the fused convolution's split K (see `geometry::SplitSpace`).
+    fused_counters: CudaSlice<u32>,
     tiles_dev: CudaSlice<u32>,
     input_tiles: CudaSlice<u32>,
     rgb: CudaSlice<u8>,
@@ -405,6 +408,9 @@ impl CudaBackend {
                 None
             },
             scratch_c: zeros_f32(sc)?,
+            fused_counters: stream
+                .alloc_zeros::<u32>(geometry::fused_counters_len(&plan).max(1))
+                .map_err(drv("alloc"))?,
             tiles_dev: stream
                 .alloc_zeros::<u32>(TilePacker::capacity_for(&plan, &grid))
                 .map_err(drv("alloc"))?,
@@ -759,6 +765,12 @@ impl CudaBackend {
             scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
             scratch_c: self.ptr(&self.scratch_c),
             fused_conv_k: 0,
+            split: geometry::SplitSpace {
+                ws: self.ptr(&self.scratch_c),
+                ws_len: self.scratch_c.len(),
+                counters: self.ptr(&self.fused_counters),
+                counters_len: self.fused_counters.len(),
+            },
         }
     }
 
@@ -1447,7 +1459,7 @@ impl Backend for CudaBackend {
                 .flatten()
                 .map(|c| c.len() * 4)
                 .sum::<usize>();
-        (caches + self.scratch_a.len() + self.scratch_c.len()) * 4
+        (caches + self.scratch_a.len() + self.scratch_c.len() + self.fused_counters.len()) * 4
             + self.weight_bytes
             + scratch16
             + tail

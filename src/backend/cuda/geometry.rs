@@ -128,8 +128,32 @@ pub const FUSED_CONV_BLOCK: (u32, u32) = (32, 64);
 pub const FUSED_CONV_THREADS: u32 = 256;
 pub const FUSED_CONV_KMAX: usize = 1024;
 
-/// rd_conv_rows over `m` gathered rows and `n` output channels.
-pub fn fused_conv_launch(m: usize, n: usize) -> Result<Option<Dims>> {
+/// K values one step of rd_conv_rows consumes (RD_FR_BK).
+pub const FUSED_CONV_BK: usize = 32;
+
+/// Blocks a fused convolution aims for before it splits K: about two per SM of the largest GPUs
+/// we ship for (132 SMs on an H100 or H200); a GPU with fewer SMs (Jetson Orin: 16) runs more waves.
+pub const FUSED_CONV_TARGET_BLOCKS: usize = 264;
+
+/// Where rd_conv_rows may split K: the partial sums' workspace and the per-block counters
+/// (lengths in floats and in u32s; zero lengths: never split).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SplitSpace {
+    pub ws: u64,
+    pub ws_len: usize,
+    pub counters: u64,
+    pub counters_len: usize,
+}
+
+/// rd_conv_rows over `m` gathered rows, `n` output channels and `k` taps: the launch and the
+/// number of K splits (grid z). K is split when the row × channel blocks alone would leave most
+/// of the GPU idle, as far as `space` holds the partial sums.
+pub fn fused_conv_launch(
+    m: usize,
+    n: usize,
+    k: usize,
+    space: &SplitSpace,
+) -> Result<Option<(Dims, usize)>> {
     if m == 0 || n == 0 {
         return Ok(None);
     }
@@ -142,10 +166,42 @@ pub fn fused_conv_launch(m: usize, n: usize) -> Result<Option<Dims>> {
             "fused convolution of {m} rows x {n} channels exceeds a grid"
         )));
     }
-    Ok(Some(Dims {
-        grid: (gx as u32, gy as u32, 1),
-        block: (FUSED_CONV_THREADS, 1, 1),
-    }))
+    let blocks = gx * gy;
+    let per_split = blocks * (FUSED_CONV_BLOCK.0 * FUSED_CONV_BLOCK.1) as usize;
+    let splits = if blocks >= FUSED_CONV_TARGET_BLOCKS || space.counters_len < blocks {
+        1
+    } else {
+        FUSED_CONV_TARGET_BLOCKS
+            .div_ceil(blocks)
+            .min(k.div_ceil(FUSED_CONV_BK))
+            .min(space.ws_len / per_split)
+            .clamp(1, 64)
+    };
+    Ok(Some((
+        Dims {
+            grid: (gx as u32, gy as u32, splits as u32),
+            block: (FUSED_CONV_THREADS, 1, 1),
+        },
+        splits,
+    )))
+}
+
+/// Counters rd_conv_rows needs to split K in any fused convolution of `plan`: one per output
+/// block of its largest map.
+pub fn fused_counters_len(plan: &Plan) -> usize {
+    plan.layers()
+        .filter_map(|l| match &l.op {
+            LayerOp::Conv(c) if !c.depthwise() => {
+                let ob = &plan.buffers[l.output.buf];
+                Some(
+                    (ob.h * ob.w).div_ceil(FUSED_CONV_BLOCK.0 as usize)
+                        * c.n_per_group().div_ceil(FUSED_CONV_BLOCK.1 as usize),
+                )
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// rd_global_avg_pool over `c` channels.
@@ -532,6 +588,42 @@ mod tests {
         assert_eq!(gemm_launch(33, 17).unwrap().unwrap().grid, (2, 3, 1));
         assert_eq!(gap_launch(65).unwrap().grid, (3, 1, 1));
         assert_eq!(linear_launch(257).unwrap().grid, (2, 1, 1));
+    }
+
+    #[test]
+    fn fused_convolutions_split_k_only_where_the_blocks_leave_the_gpu_idle() {
+        let room = SplitSpace {
+            ws: 0,
+            ws_len: 1 << 24,
+            counters: 0,
+            counters_len: 1 << 12,
+        };
+        // 13x13 map, 256 channels, K = 2304: 6 x 4 blocks, split 11 ways (264 blocks).
+        let (d, s) = fused_conv_launch(169, 256, 2304, &room).unwrap().unwrap();
+        assert_eq!((d.grid, s), ((6, 4, 11), 11));
+        // No more splits than K steps.
+        let (_, s) = fused_conv_launch(169, 256, 64, &room).unwrap().unwrap();
+        assert_eq!(s, 2);
+        // Enough blocks already: no split.
+        let (d, s) = fused_conv_launch(10816, 32, 288, &room).unwrap().unwrap();
+        assert_eq!((d.grid, s), ((338, 1, 1), 1));
+        // No counters, or too little workspace: no split.
+        let none = SplitSpace::default();
+        assert_eq!(
+            fused_conv_launch(169, 256, 2304, &none).unwrap().unwrap().1,
+            1
+        );
+        let small = SplitSpace {
+            ws_len: 3 * 24 * 32 * 64,
+            ..room
+        };
+        assert_eq!(
+            fused_conv_launch(169, 256, 2304, &small)
+                .unwrap()
+                .unwrap()
+                .1,
+            3
+        );
     }
 
     #[test]

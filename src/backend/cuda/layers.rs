@@ -369,6 +369,9 @@ pub struct Addrs {
     /// group, capped at [`geometry::FUSED_CONV_KMAX`]) run as one fused kernel (rd_conv_rows)
     /// instead of gather, GEMM and scatter (0: never).
     pub fused_conv_k: usize,
+    /// Where the fused kernel may split K (the GEMM result scratch, which it does not otherwise
+    /// use, and zeroed counters).
+    pub split: geometry::SplitSpace,
 }
 
 impl Addrs {
@@ -505,7 +508,8 @@ pub fn launch_layer(
             };
             if !c.transposed && k <= addrs.fused_conv_k.min(geometry::FUSED_CONV_KMAX) {
                 for gi in 0..c.groups {
-                    let Some(d) = geometry::fused_conv_launch(ll.m, n)? else {
+                    let Some((d, splits)) = geometry::fused_conv_launch(ll.m, n, k, &addrs.split)?
+                    else {
                         return Ok(());
                     };
                     dev.launch(
@@ -540,7 +544,10 @@ pub fn launch_layer(
                             cig as i32,
                             act,
                             p0,
-                            p1
+                            p1,
+                            splits as i32,
+                            addrs.split.ws,
+                            addrs.split.counters
                         ),
                     )?;
                 }
