@@ -158,47 +158,52 @@ extern "C" __global__ void rd_sgemm_rm(
 // arithmetic; groups by the host (one launch per group, pointers advanced as for rd_im2col).
 // K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory).
 //
-// Block RD_FR_THREADS = 256 threads computing RD_FR_BM rows x RD_FR_BN output channels (2 x 4 per
-// thread); grid (ceil(m / RD_FR_BM), ceil(n / RD_FR_BN), splits). Rows past the frame's last pixel
-// (graph launches cover an upper bound `m`) and rows of NO_TILE entries are skipped. K is consumed
-// RD_FR_BK at a time through shared memory.
+// Block RD_FR_THREADS = 256 threads computing BM rows x BN output channels (2 x 4 per thread;
+// 32 x 64 in rd_conv_rows, 64 x 32 in rd_conv_rows_n32); grid (ceil(m / BM), ceil(n / BN),
+// splits). Rows past the frame's last pixel (graph launches cover an upper bound `m`) and rows of
+// NO_TILE entries are skipped. K is consumed RD_FR_BK at a time through shared memory.
 //
 // Split K (splits > 1, for maps too small to fill the GPU with row x channel blocks alone): block z
-// sums its share of K and leaves the partial sums in `ws` (splits x RD_FR_BM x RD_FR_BN floats per
+// sums its share of K and leaves the partial sums in `ws` (splits x BM x BN floats per
 // output block); the last of an output block's blocks to finish (counted in `counters`, zero before
 // the launch and left zero after it) adds the partials in z order, so the result does not depend on
 // which block finished last, and applies bias, activation and the scatter.
-#define RD_FR_BM 32
-#define RD_FR_BN 64
 #define RD_FR_BK 32
 #define RD_FR_THREADS 256
 #define RD_FR_KMAX 1024
 
-extern "C" __global__ void rd_conv_rows(
-    const float* __restrict__ in, int in_pitch, int in_h, int in_w,
-    const float* __restrict__ wt, int n,    // [K x n] row-major (this group)
-    const float* __restrict__ bias,         // [n] (this group)
-    float* __restrict__ out, int out_pitch, int out_h, int out_w,
-    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int n_tiles, int m,
-    int ts, int cols,
-    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,
-    int cig, int act, float p0, float p1,
-    int splits, float* __restrict__ ws, u32* __restrict__ counters)
+#define RD_CONV_ROWS_PARAMS                                                                      \
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w,                              \
+    const float* __restrict__ wt, int n, /* [K x n] row-major (this group) */                    \
+    const float* __restrict__ bias,      /* [n] (this group) */                                  \
+    float* __restrict__ out, int out_pitch, int out_h, int out_w,                                \
+    const u32* __restrict__ tiles, const u32* __restrict__ row_off, int n_tiles, int m,          \
+    int ts, int cols,                                                                            \
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,                        \
+    int cig, int act, float p0, float p1,                                                        \
+    int splits, float* __restrict__ ws, u32* __restrict__ counters
+#define RD_CONV_ROWS_ARGS                                                                        \
+    in, in_pitch, in_h, in_w, wt, n, bias, out, out_pitch, out_h, out_w, tiles, row_off,         \
+    n_tiles, m, ts, cols, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig, act, p0, p1, splits, ws,    \
+    counters
+
+// One block of BM rows x BN channels (BN / 4 threads across, 2 x 4 outputs each).
+template <int BM, int BN>
+__device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
 {
-    RD_PDL_WAIT();
-    __shared__ float sa[RD_FR_BK][RD_FR_BM + 1];
-    __shared__ float sw_[RD_FR_BK][RD_FR_BN];
-    __shared__ int s_iy[RD_FR_BM], s_ix[RD_FR_BM], s_out[RD_FR_BM];
+    __shared__ float sa[RD_FR_BK][BM + 1];
+    __shared__ float sw_[RD_FR_BK][BN];
+    __shared__ int s_iy[BM], s_ix[BM], s_out[BM];
     __shared__ int s_dy[RD_FR_KMAX], s_dx[RD_FR_KMAX], s_ci[RD_FR_KMAX];
     __shared__ int s_any, s_last;
     int t = (int)threadIdx.x;
     int k_len = kh * kw * cig;
-    int n_base = (int)blockIdx.y * RD_FR_BN;
+    int n_base = (int)blockIdx.y * BN;
     if (t == 0) s_any = 0;
     __syncthreads();
     // Each row's output pixel and the input origin of its taps.
-    if (t < RD_FR_BM) {
-        int row = (int)blockIdx.x * RD_FR_BM + t;
+    if (t < BM) {
+        int row = (int)blockIdx.x * BM + t;
         int o = -1, iy = 0, ix = 0;
         if (row < m && n_tiles > 0) {
             // The last list entry whose first row is <= row (row_off is non-decreasing).
@@ -235,7 +240,7 @@ extern "C" __global__ void rd_conv_rows(
     __syncthreads();
     // The whole block leaves together when none of its rows is a pixel of this frame.
     if (!s_any) return;
-    int tx = t % 16, ty = t / 16;
+    int tx = t % (BN / 4), ty = t / (BN / 4);
     float acc[2][4];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
@@ -245,7 +250,7 @@ extern "C" __global__ void rd_conv_rows(
     int k_hi = rd_imin(k_len, k_lo + k_share);
     for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
         // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
-        for (int e = t; e < RD_FR_BK * RD_FR_BM; e += RD_FR_THREADS) {
+        for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
             int kk = e % RD_FR_BK, r = e / RD_FR_BK;
             int k = k0 + kk;
             float v = 0.0f;
@@ -257,8 +262,8 @@ extern "C" __global__ void rd_conv_rows(
             sa[kk][r] = v;
         }
         // Weights [BK x BN], output channel fastest.
-        for (int e = t; e < RD_FR_BK * RD_FR_BN; e += RD_FR_THREADS) {
-            int jj = e % RD_FR_BN, kk = e / RD_FR_BN;
+        for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
+            int jj = e % BN, kk = e / BN;
             int k = k0 + kk, j = n_base + jj;
             sw_[kk][jj] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : 0.0f;
         }
@@ -275,10 +280,10 @@ extern "C" __global__ void rd_conv_rows(
     }
     if (splits > 1) {
         int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
-        long long part = (long long)RD_FR_BM * RD_FR_BN;
+        long long part = (long long)BM * BN;
         float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
         for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 4; ++j) mine[(ty * 2 + i) * RD_FR_BN + tx * 4 + j] = acc[i][j];
+            for (int j = 0; j < 4; ++j) mine[(ty * 2 + i) * BN + tx * 4 + j] = acc[i][j];
         __threadfence();
         __syncthreads();
         if (t == 0) s_last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
@@ -289,7 +294,7 @@ extern "C" __global__ void rd_conv_rows(
         const volatile float* all = ws + (long long)block * splits * part;
         for (int i = 0; i < 2; ++i)
             for (int j = 0; j < 4; ++j) {
-                int e = (ty * 2 + i) * RD_FR_BN + tx * 4 + j;
+                int e = (ty * 2 + i) * BN + tx * 4 + j;
                 float sum = 0.0f;
                 for (int z = 0; z < splits; ++z) sum += all[z * part + e];
                 acc[i][j] = sum;
@@ -305,4 +310,18 @@ extern "C" __global__ void rd_conv_rows(
             if (jj < n) dst[jj] = rd_act(acc[i][j] + bias[jj], act, p0, p1);
         }
     }
+}
+
+extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_block<32, 64>(RD_CONV_ROWS_ARGS);
+}
+
+// For layers of at most 32 output channels (per group): 64 rows x 32 channels per block, so no
+// thread computes channels that do not exist.
+extern "C" __global__ void rd_conv_rows_n32(RD_CONV_ROWS_PARAMS)
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_block<64, 32>(RD_CONV_ROWS_ARGS);
 }

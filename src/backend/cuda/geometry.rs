@@ -122,9 +122,10 @@ pub fn gemm_launch(m: usize, n: usize) -> Result<Option<Dims>> {
     }))
 }
 
-/// Rows × output channels one block of rd_conv_rows computes (RD_FR_BM, RD_FR_BN in
-/// cuda/conv.cu), its threads, and the largest K its shared tap table holds (RD_FR_KMAX).
+/// Rows × output channels one block of rd_conv_rows computes, and of rd_conv_rows_n32 (for at
+/// most 32 channels), their threads, and the largest K their shared tap table holds (RD_FR_KMAX).
 pub const FUSED_CONV_BLOCK: (u32, u32) = (32, 64);
+pub const FUSED_CONV_BLOCK_N32: (u32, u32) = (64, 32);
 pub const FUSED_CONV_THREADS: u32 = 256;
 pub const FUSED_CONV_KMAX: usize = 1024;
 
@@ -145,29 +146,41 @@ pub struct SplitSpace {
     pub counters_len: usize,
 }
 
-/// rd_conv_rows over `m` gathered rows, `n` output channels and `k` taps: the launch and the
-/// number of K splits (grid z). K is split when the row × channel blocks alone would leave most
-/// of the GPU idle, as far as `space` holds the partial sums.
+/// A fused convolution's launch: its grid, the K splits (grid z) and whether it is the narrow
+/// kernel (rd_conv_rows_n32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusedLaunch {
+    pub dims: Dims,
+    pub splits: usize,
+    pub narrow: bool,
+}
+
+/// rd_conv_rows (or rd_conv_rows_n32 for at most 32 channels) over `m` gathered rows, `n` output
+/// channels and `k` taps. K is split when the row × channel blocks alone would leave most of the
+/// GPU idle, as far as `space` holds the partial sums.
 pub fn fused_conv_launch(
     m: usize,
     n: usize,
     k: usize,
     space: &SplitSpace,
-) -> Result<Option<(Dims, usize)>> {
+) -> Result<Option<FusedLaunch>> {
     if m == 0 || n == 0 {
         return Ok(None);
     }
-    let (gx, gy) = (
-        m.div_ceil(FUSED_CONV_BLOCK.0 as usize),
-        n.div_ceil(FUSED_CONV_BLOCK.1 as usize),
-    );
+    let narrow = n <= FUSED_CONV_BLOCK_N32.1 as usize;
+    let (bm, bn) = if narrow {
+        FUSED_CONV_BLOCK_N32
+    } else {
+        FUSED_CONV_BLOCK
+    };
+    let (gx, gy) = (m.div_ceil(bm as usize), n.div_ceil(bn as usize));
     if gx > i32::MAX as usize || gy > 65_535 {
         return Err(Error::Backend(format!(
             "fused convolution of {m} rows x {n} channels exceeds a grid"
         )));
     }
     let blocks = gx * gy;
-    let per_split = blocks * (FUSED_CONV_BLOCK.0 * FUSED_CONV_BLOCK.1) as usize;
+    let per_split = blocks * (bm * bn) as usize;
     let splits = if blocks >= FUSED_CONV_TARGET_BLOCKS || space.counters_len < blocks {
         1
     } else {
@@ -177,17 +190,18 @@ pub fn fused_conv_launch(
             .min(space.ws_len / per_split)
             .clamp(1, 64)
     };
-    Ok(Some((
-        Dims {
+    Ok(Some(FusedLaunch {
+        dims: Dims {
             grid: (gx as u32, gy as u32, splits as u32),
             block: (FUSED_CONV_THREADS, 1, 1),
         },
         splits,
-    )))
+        narrow,
+    }))
 }
 
 /// Counters rd_conv_rows needs to split K in any fused convolution of `plan`: one per output
-/// block of its largest map.
+/// block of its largest map (the narrow kernel's blocks are fewer).
 pub fn fused_counters_len(plan: &Plan) -> usize {
     plan.layers()
         .filter_map(|l| match &l.op {
@@ -599,31 +613,22 @@ mod tests {
             counters_len: 1 << 12,
         };
         // 13x13 map, 256 channels, K = 2304: 6 x 4 blocks, split 11 ways (264 blocks).
-        let (d, s) = fused_conv_launch(169, 256, 2304, &room).unwrap().unwrap();
-        assert_eq!((d.grid, s), ((6, 4, 11), 11));
+        let launch =
+            |m, n, k, space: &SplitSpace| fused_conv_launch(m, n, k, space).unwrap().unwrap();
+        let f = launch(169, 256, 2304, &room);
+        assert_eq!((f.dims.grid, f.splits, f.narrow), ((6, 4, 11), 11, false));
         // No more splits than K steps.
-        let (_, s) = fused_conv_launch(169, 256, 64, &room).unwrap().unwrap();
-        assert_eq!(s, 2);
-        // Enough blocks already: no split.
-        let (d, s) = fused_conv_launch(10816, 32, 288, &room).unwrap().unwrap();
-        assert_eq!((d.grid, s), ((338, 1, 1), 1));
+        assert_eq!(launch(169, 256, 64, &room).splits, 2);
+        // 32 channels: the narrow kernel's 64-row blocks; enough of them already, no split.
+        let f = launch(21632, 32, 288, &room);
+        assert_eq!((f.dims.grid, f.splits, f.narrow), ((338, 1, 1), 1, true));
         // No counters, or too little workspace: no split.
-        let none = SplitSpace::default();
-        assert_eq!(
-            fused_conv_launch(169, 256, 2304, &none).unwrap().unwrap().1,
-            1
-        );
+        assert_eq!(launch(169, 256, 2304, &SplitSpace::default()).splits, 1);
         let small = SplitSpace {
             ws_len: 3 * 24 * 32 * 64,
             ..room
         };
-        assert_eq!(
-            fused_conv_launch(169, 256, 2304, &small)
-                .unwrap()
-                .unwrap()
-                .1,
-            3
-        );
+        assert_eq!(launch(169, 256, 2304, &small).splits, 3);
     }
 
     #[test]

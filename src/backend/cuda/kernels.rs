@@ -52,6 +52,7 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_depthwise",
             "rd_sgemm_rm",
             "rd_conv_rows",
+            "rd_conv_rows_n32",
         ],
     },
     KernelSource {

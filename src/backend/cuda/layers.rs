@@ -24,6 +24,7 @@ pub enum Kernel {
     Depthwise,
     Sgemm,
     ConvRows,
+    ConvRowsN32,
     Pool,
     Resize,
     Affine,
@@ -42,7 +43,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 27] = [
+    pub const ALL: [Kernel; 28] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -55,6 +56,7 @@ impl Kernel {
         Kernel::Depthwise,
         Kernel::Sgemm,
         Kernel::ConvRows,
+        Kernel::ConvRowsN32,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -87,6 +89,7 @@ impl Kernel {
             Kernel::Depthwise => "rd_depthwise",
             Kernel::Sgemm => "rd_sgemm_rm",
             Kernel::ConvRows => "rd_conv_rows",
+            Kernel::ConvRowsN32 => "rd_conv_rows_n32",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -113,6 +116,7 @@ impl Kernel {
                 | Kernel::MaskCompact
                 | Kernel::Sgemm
                 | Kernel::ConvRows
+                | Kernel::ConvRowsN32
                 | Kernel::GlobalAvgPool
         )
     }
@@ -508,12 +512,17 @@ pub fn launch_layer(
             };
             if !c.transposed && k <= addrs.fused_conv_k.min(geometry::FUSED_CONV_KMAX) {
                 for gi in 0..c.groups {
-                    let Some((d, splits)) = geometry::fused_conv_launch(ll.m, n, k, &addrs.split)?
-                    else {
+                    let Some(f) = geometry::fused_conv_launch(ll.m, n, k, &addrs.split)? else {
                         return Ok(());
                     };
+                    let kernel = if f.narrow {
+                        Kernel::ConvRowsN32
+                    } else {
+                        Kernel::ConvRows
+                    };
+                    let (d, splits) = (f.dims, f.splits);
                     dev.launch(
-                        Kernel::ConvRows,
+                        kernel,
                         d,
                         &kargs!(
                             inp + (gi * cig * 4) as u64,
