@@ -89,8 +89,8 @@ echo "== candidates selected on the device (REGIONDROP_CUDA_SELECT=1), f32 and f
 REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_select.json"
 REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_select.json"
 REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
-echo "== every opt-in at once (SELECT, PDL, FUSED_K=32), f16; phases"
-ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=32 REGIONDROP_CUDA_DEVICE_TAIL=1)
+echo "== every opt-in at once (SELECT, PDL, FUSED_K=1024, DEVICE_TAIL), f16; phases"
+ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=1024 REGIONDROP_CUDA_DEVICE_TAIL=1)
 "${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
 "${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
