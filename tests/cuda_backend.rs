@@ -449,9 +449,7 @@ fn device_selection_matches_the_downloaded_outputs() {
         let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
         let kind = DecoderKind::detect(&shapes).unwrap();
         let (w, h) = (plan.input_w, plan.input_h);
-        let tile = 32.max(plan.max_scale);
-        let grid = plan.grid(tile);
-        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let (tile, all) = common::tiles_of(&plan);
         let sparse: Vec<u32> = all.iter().copied().filter(|t| t % 5 == 1).collect();
         let with = |device_tail| CudaOptions {
             device_select: Some(true),

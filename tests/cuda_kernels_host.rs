@@ -773,9 +773,8 @@ fn real_models_on_the_host_kernels_match_the_cpu_backend() {
     let Some(emu) = emu() else { return };
     for m in common::real_models() {
         let plan = common::load(&m);
-        let tile = 32.max(plan.max_scale);
+        let (tile, all) = common::tiles_of(&plan);
         let grid = plan.grid(tile);
-        let all: Vec<u32> = (0..grid.len() as u32).collect();
         let sparse: Vec<u32> = all
             .iter()
             .copied()
@@ -1184,9 +1183,7 @@ fn device_selection_matches_the_host_gate() {
         let Ok(kind) = DecoderKind::detect(&shapes) else {
             continue;
         };
-        let tile = 32.max(plan.max_scale);
-        let grid = plan.grid(tile);
-        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let (tile, all) = common::tiles_of(&plan);
         let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
         let img = &common::clip_frames(&plan, 60, 1)[0];
         cpu.write_input(img, &m.norm, &all).unwrap();
@@ -1220,8 +1217,7 @@ fn selection_reads_the_outputs_device_results() {
         let Ok(kind) = DecoderKind::detect(&shapes) else {
             continue;
         };
-        let tile = 32.max(plan.max_scale);
-        let all: Vec<u32> = (0..plan.grid(tile).len() as u32).collect();
+        let (tile, all) = common::tiles_of(&plan);
         let mut dev = HostDevice::with_tail(&plan, false, 0, true);
         let img = &common::clip_frames(&plan, 60, 1)[0];
         run_frame(emu, &mut dev, &plan, tile, img, &m.norm, &all, None);
@@ -1276,9 +1272,7 @@ fn launches_per_frame() {
     let Some(emu) = emu() else { return };
     for m in common::real_models() {
         let plan = common::load(&m);
-        let tile = 32.max(plan.max_scale);
-        let grid = plan.grid(tile);
-        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let (tile, all) = common::tiles_of(&plan);
         let sparse: Vec<u32> = all.iter().copied().filter(|t| t % 3 == 0).collect();
         let img = &common::clip_frames(&plan, 60, 1)[0];
         let mut dev = HostDevice::with_tail(&plan, false, 0, true);

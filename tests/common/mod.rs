@@ -59,6 +59,13 @@ pub fn real_models() -> Vec<RealModel> {
     ]
 }
 
+/// The tile size the tests run a plan with (32 px, or the network's largest stride if larger)
+/// and the indices of every tile of that grid.
+pub fn tiles_of(plan: &Plan) -> (usize, Vec<u32>) {
+    let tile = 32.max(plan.max_scale);
+    (tile, (0..plan.grid(tile).len() as u32).collect())
+}
+
 pub fn load(m: &RealModel) -> Arc<Plan> {
     Arc::new(
         import(&asset(m.path), &ImportOptions { input_size: m.size })
