@@ -1177,12 +1177,13 @@ fn device_selection_matches_the_host_gate() {
             );
         }
     };
-    for m in common::real_models() {
-        let plan = common::load(&m);
-        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
-        let Ok(kind) = DecoderKind::detect(&shapes) else {
-            continue;
-        };
+    for common::Detector {
+        model: m,
+        plan,
+        kind,
+        ..
+    } in common::detectors()
+    {
         let (tile, all) = common::tiles_of(&plan);
         let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
         let img = &common::clip_frames(&plan, 60, 1)[0];
@@ -1208,15 +1209,16 @@ fn device_selection_matches_the_host_gate() {
 /// the downloaded outputs.
 #[test]
 fn selection_reads_the_outputs_device_results() {
-    use gstregiondrop::detect::{self, Candidates, DecoderKind, Gate};
+    use gstregiondrop::detect::{self, Candidates, Gate};
     let Some(emu) = emu() else { return };
     let mut checked = 0;
-    for m in common::real_models() {
-        let plan = common::load(&m);
-        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
-        let Ok(kind) = DecoderKind::detect(&shapes) else {
-            continue;
-        };
+    for common::Detector {
+        model: m,
+        plan,
+        shapes,
+        kind,
+    } in common::detectors()
+    {
         let (tile, all) = common::tiles_of(&plan);
         let mut dev = HostDevice::with_tail(&plan, false, 0, true);
         let img = &common::clip_frames(&plan, 60, 1)[0];

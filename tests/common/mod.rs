@@ -66,6 +66,33 @@ pub fn tiles_of(plan: &Plan) -> (usize, Vec<u32>) {
     (tile, (0..plan.grid(tile).len() as u32).collect())
 }
 
+/// A real model with a detection head.
+pub struct Detector {
+    pub model: RealModel,
+    pub plan: Arc<Plan>,
+    pub shapes: Vec<Vec<usize>>,
+    pub kind: DecoderKind,
+}
+
+/// The real models with a detection head, each with its plan, output shapes and decoder.
+pub fn detectors() -> Vec<Detector> {
+    real_models()
+        .into_iter()
+        .filter_map(|model| {
+            let plan = load(&model);
+            let shapes: Vec<Vec<usize>> =
+                plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+            let kind = DecoderKind::detect(&shapes).ok()?;
+            Some(Detector {
+                model,
+                plan,
+                shapes,
+                kind,
+            })
+        })
+        .collect()
+}
+
 pub fn load(m: &RealModel) -> Arc<Plan> {
     Arc::new(
         import(&asset(m.path), &ImportOptions { input_size: m.size })
