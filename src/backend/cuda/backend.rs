@@ -4,7 +4,9 @@
 //! rd_sgemm_rm kernel when cuBLAS is not loadable), replayed as CUDA graphs. The dense tail
 //! (Rearrange / Generic steps) runs on the device where its inputs are there (`tail.rs`), else on
 //! the host on downloaded results; the decoder's candidates can be selected on the device
-//! (`select.rs`). The frame stage (upload, letterbox, change detection, input) is in `frames.rs`.
+//! (`select.rs`). In `backend/`: the frame stage (upload, letterbox, change detection, input) in
+//! `frames.rs`, graph capture and replay in `graphs.rs`, downloads and the selection in
+//! `outputs.rs`.
 //!
 //! Everything runs on one stream, in order; kernels get raw device pointers (a layer may read and
 //! write the same buffer in disjoint channel ranges, as on the CPU), so cudarc's per-slice event
