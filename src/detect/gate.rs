@@ -59,19 +59,27 @@ pub struct Gate {
 /// The best class of an anchor row and its score (the last of equal maxima; NaN never wins), or
 /// None where the objectness or the best score is below `threshold`.
 pub fn best_class(row: &[f32], level: &GateLevel, threshold: f32) -> Option<(usize, f32)> {
-    let obj = level.objectness.map_or(1.0, |c| row[c]);
-    if obj < threshold {
+    let obj = level.objectness.map(|c| row[c]);
+    if obj.is_some_and(|o| o < threshold) {
         return None;
     }
     let scores = &row[level.scores.clone()];
-    let best = scores
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v * obj));
+    let best = max_score(scores, obj);
     if best < threshold {
         return None;
     }
-    let c = scores.iter().rposition(|&v| v * obj == best)?;
+    let o = obj.unwrap_or(1.0);
+    let c = scores.iter().rposition(|&v| v * o == best)?;
     Some((c, best))
+}
+
+/// The largest class score, each times the objectness where there is one (NaN never wins).
+/// Without objectness it is one plain loop that vectorises.
+fn max_score(scores: &[f32], obj: Option<f32>) -> f32 {
+    match obj {
+        None => scores.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        Some(o) => scores.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * o)),
+    }
 }
 
 /// The anchors that passed a gate: global anchor ids (the levels' anchors numbered one after the
@@ -218,15 +226,28 @@ impl Gate {
                     ));
                 }
             }
-            // The scores (and objectness) first; the rest of the row only where they pass.
+            // The scores (and objectness) first; the rest of the row only where they pass. Scores
+            // that lie contiguous in one part without objectness (NanoDet's) are tested in place.
             let tested = l
                 .objectness
                 .map_or(l.scores.start, |o| o.min(l.scores.start))
                 ..l.objectness
                     .map_or(l.scores.end, |o| l.scores.end.max(o + 1));
+            let in_place = contiguous_scores(l);
             for a in 0..l.anchors {
-                fill_row(&mut row, l, outs, a, tested.clone());
-                if best_class(&row[..l.row_len()], l, self.threshold).is_some() {
+                let passes = match in_place {
+                    Some((p, first)) => {
+                        let at = a * l.parts[p].anchor_stride + first;
+                        let data = &outs[l.parts[p].output].borrow().data;
+                        max_score(&data[at..at + l.scores.len()], None) >= self.threshold
+                    }
+                    None => {
+                        fill_row(&mut row, l, outs, a, tested.clone());
+                        best_class(&row[..l.row_len()], l, self.threshold).is_some()
+                    }
+                };
+                if passes {
+                    fill_row(&mut row, l, outs, a, tested.clone());
                     fill_row(&mut row, l, outs, a, 0..tested.start);
                     fill_row(&mut row, l, outs, a, tested.end..l.row_len());
                     out.ids.push(base + a as u32);
@@ -239,6 +260,22 @@ impl Gate {
         out.order.extend(0..out.ids.len() as u32);
         Ok(())
     }
+}
+
+/// Where level `l`'s scores can be read in place: the part holding them all with unit stride
+/// and their first value's offset in an anchor's values (None: objectness, or spread out).
+fn contiguous_scores(l: &GateLevel) -> Option<(usize, usize)> {
+    if l.objectness.is_some() {
+        return None;
+    }
+    let mut first = 0;
+    for (i, p) in l.parts.iter().enumerate() {
+        if l.scores.start >= first && l.scores.end <= first + p.feats {
+            return (p.feat_stride == 1).then_some((i, l.scores.start - first));
+        }
+        first += p.feats;
+    }
+    None
 }
 
 /// Columns `cols` of anchor `a`'s row of level `l`, read from its parts.
