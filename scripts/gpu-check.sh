@@ -73,6 +73,10 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
+echo "== every opt-in at once (SELECT, PDL, FUSED_K=1024, DEVICE_TAIL), f16; phases"
+ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=1024 REGIONDROP_CUDA_DEVICE_TAIL=1)
+"${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
+"${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== the first convolution fused (REGIONDROP_CUDA_FUSED_K=32), f32 and f16"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk32.json"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk32.json"
@@ -89,10 +93,6 @@ echo "== candidates selected on the device (REGIONDROP_CUDA_SELECT=1), f32 and f
 REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_select.json"
 REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_select.json"
 REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
-echo "== every opt-in at once (SELECT, PDL, FUSED_K=1024, DEVICE_TAIL), f16; phases"
-ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=1024 REGIONDROP_CUDA_DEVICE_TAIL=1)
-"${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
-"${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
 "${B[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_cuda_f16.txt"
 "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
