@@ -158,9 +158,9 @@ extern "C" __global__ void rd_sgemm_rm(
 // arithmetic; groups by the host (one launch per group, pointers advanced as for rd_im2col).
 // K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory).
 //
-// Block RD_FR_THREADS = 256 threads computing BM rows x BN output channels (2 x 4 per thread;
-// 32 x 64 in rd_conv_rows, 64 x 32 in rd_conv_rows_n32); grid (ceil(m / BM), ceil(n / BN),
-// splits). Rows past the frame's last pixel (graph launches cover an upper bound `m`) and rows of
+// Block RD_FR_THREADS = 256 threads computing BM rows x BN output channels (2 x 4 per thread:
+// 32 x 64 in rd_conv_rows, 64 x 32 in rd_conv_rows_n32; 4 x 4 in the _t44 variants); grid
+// (ceil(m / BM), ceil(n / BN), splits). Rows past the frame's last pixel (graph launches cover an upper bound `m`) and rows of
 // NO_TILE entries are skipped. K is consumed RD_FR_BK at a time through shared memory.
 //
 // Split K (splits > 1, for maps too small to fill the GPU with row x channel blocks alone): block z
@@ -187,8 +187,8 @@ extern "C" __global__ void rd_sgemm_rm(
     n_tiles, m, ts, cols, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig, act, p0, p1, splits, ws,    \
     counters
 
-// One block of BM rows x BN channels (BN / 4 threads across, 2 x 4 outputs each).
-template <int BM, int BN>
+// One block of BM rows x BN channels: BN / TN threads across, BM / TM down, TM x TN outputs each.
+template <int BM, int BN, int TM, int TN>
 __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
 {
     __shared__ float sa[RD_FR_BK][BM + 1];
@@ -240,10 +240,10 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     __syncthreads();
     // The whole block leaves together when none of its rows is a pixel of this frame.
     if (!s_any) return;
-    int tx = t % (BN / 4), ty = t / (BN / 4);
-    float acc[2][4];
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    int tx = t % (BN / TN), ty = t / (BN / TN);
+    float acc[TM][TN];
+    for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
     // This block's share of K: whole RD_FR_BK steps.
     int k_share = (k_len + splits * RD_FR_BK - 1) / (splits * RD_FR_BK) * RD_FR_BK;
     int k_lo = (int)blockIdx.z * k_share;
@@ -269,12 +269,11 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
         }
         __syncthreads();
         for (int kk = 0; kk < RD_FR_BK; ++kk) {
-            float a0 = sa[kk][ty * 2], a1 = sa[kk][ty * 2 + 1];
-            for (int j = 0; j < 4; ++j) {
-                float b = sw_[kk][tx * 4 + j];
-                acc[0][j] += a0 * b;
-                acc[1][j] += a1 * b;
-            }
+            float a[TM], b[TN];
+            for (int i = 0; i < TM; ++i) a[i] = sa[kk][ty * TM + i];
+            for (int j = 0; j < TN; ++j) b[j] = sw_[kk][tx * TN + j];
+            for (int i = 0; i < TM; ++i)
+                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
         }
         __syncthreads();
     }
@@ -282,8 +281,8 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
         int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
         long long part = (long long)BM * BN;
         float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
-        for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 4; ++j) mine[(ty * 2 + i) * BN + tx * 4 + j] = acc[i][j];
+        for (int i = 0; i < TM; ++i)
+            for (int j = 0; j < TN; ++j) mine[(ty * TM + i) * BN + tx * TN + j] = acc[i][j];
         __threadfence();
         __syncthreads();
         if (t == 0) s_last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
@@ -292,21 +291,21 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
         __threadfence();
         // Every split's partial, read past the (non-coherent) L1 cache.
         const volatile float* all = ws + (long long)block * splits * part;
-        for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 4; ++j) {
-                int e = (ty * 2 + i) * BN + tx * 4 + j;
+        for (int i = 0; i < TM; ++i)
+            for (int j = 0; j < TN; ++j) {
+                int e = (ty * TM + i) * BN + tx * TN + j;
                 float sum = 0.0f;
                 for (int z = 0; z < splits; ++z) sum += all[z * part + e];
                 acc[i][j] = sum;
             }
         if (t == 0) counters[block] = 0;
     }
-    for (int i = 0; i < 2; ++i) {
-        int o = s_out[ty * 2 + i];
+    for (int i = 0; i < TM; ++i) {
+        int o = s_out[ty * TM + i];
         if (o < 0) continue;
         float* dst = out + (long long)o * out_pitch;
-        for (int j = 0; j < 4; ++j) {
-            int jj = n_base + tx * 4 + j;
+        for (int j = 0; j < TN; ++j) {
+            int jj = n_base + tx * TN + j;
             if (jj < n) dst[jj] = rd_act(acc[i][j] + bias[jj], act, p0, p1);
         }
     }
@@ -315,7 +314,7 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
 extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
 {
     RD_PDL_WAIT();
-    rd_conv_rows_block<32, 64>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_block<32, 64, 2, 4>(RD_CONV_ROWS_ARGS);
 }
 
 // For layers of at most 32 output channels (per group): 64 rows x 32 channels per block, so no
@@ -323,5 +322,19 @@ extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
 extern "C" __global__ void rd_conv_rows_n32(RD_CONV_ROWS_PARAMS)
 {
     RD_PDL_WAIT();
-    rd_conv_rows_block<64, 32>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_block<64, 32, 2, 4>(RD_CONV_ROWS_ARGS);
+}
+
+// 4 x 4 outputs per thread (64 x 64, and 128 x 32 for at most 32 channels): half the shared-memory
+// loads per multiply-add of the 2 x 4 blocks, in larger blocks (REGIONDROP_CUDA_FUSED_TILE=4x4).
+extern "C" __global__ void rd_conv_rows_t44(RD_CONV_ROWS_PARAMS)
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_block<64, 64, 4, 4>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_block<128, 32, 4, 4>(RD_CONV_ROWS_ARGS);
 }

@@ -85,6 +85,10 @@ REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/be
 REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk1024.json"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >/dev/null
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=1024 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
+echo "== the same with 4x4 outputs per thread (REGIONDROP_CUDA_FUSED_TILE=4x4)"
+REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk1024_t44.json"
+REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk1024_t44.json"
+REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=1024 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused_t44.txt" >/dev/null
 echo "== programmatic dependent launch (REGIONDROP_CUDA_PDL=1): CUDA tests, then f32 and f16"
 REGIONDROP_CUDA_PDL=1 timeout 240 "$D/cuda_backend" 2>&1 | tail -3 | tee "$OUT/cuda_tests_pdl.log"
 REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_pdl.json"

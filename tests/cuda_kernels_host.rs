@@ -345,6 +345,7 @@ impl HostDevice {
             scratch_a16: f16.then(|| addr_mut(&mut d.scratch16)),
             scratch_c: addr_mut(&mut d.scratch[1]),
             fused_conv_k,
+            fused_tile44: false,
             split: geometry::SplitSpace {
                 ws: addr_mut(&mut d.scratch[1]),
                 ws_len: d.scratch[1].len(),
@@ -544,8 +545,9 @@ fn worst_difference(cpu: &mut CpuBackend, dev: &HostDevice, plan: &Plan) -> f32 
 /// How the host kernels run a frame.
 struct Setup {
     f16: bool,
-    /// `Addrs::fused_conv_k`.
+    /// `Addrs::fused_conv_k` and `Addrs::fused_tile44`.
     fused_conv_k: usize,
+    tile44: bool,
     /// The CUDA-graph bucket for a tile count (None: eager lists).
     graph_bucket: fn(usize) -> Option<usize>,
 }
@@ -561,6 +563,7 @@ fn agree(setup: Setup, tol: f32) {
     let Setup {
         f16,
         fused_conv_k,
+        tile44,
         graph_bucket,
     } = setup;
     let Some(emu) = emu() else { return };
@@ -573,6 +576,7 @@ fn agree(setup: Setup, tol: f32) {
     };
     let mut cpu = CpuBackend::new(std::sync::Arc::new(synthetic_plan()), 32, 1).unwrap();
     let mut dev = HostDevice::new(&plan, f16, fused_conv_k);
+    dev.addrs.fused_tile44 = tile44;
     let all: Vec<u32> = (0..grid.len() as u32).collect();
     // 4x3 grid: an interior tile, a right-border and a corner tile.
     for (frame, tiles) in [(0u64, &all[..]), (1, &[1, 3, 6, 11][..]), (2, &[6][..])] {
@@ -591,7 +595,7 @@ fn agree(setup: Setup, tol: f32) {
         );
         let d = worst_difference(&mut cpu, &dev, &plan);
         println!(
-            "f16 {f16}, fused up to K = {fused_conv_k}, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
+            "f16 {f16}, fused up to K = {fused_conv_k} (4x4 {tile44}), bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
             graph_bucket(tiles.len()),
             tiles.len()
         );
@@ -607,6 +611,7 @@ fn kernels_on_the_host_match_the_cpu_backend() {
     let setup = Setup {
         f16: false,
         fused_conv_k: 0,
+        tile44: false,
         graph_bucket: |_| None,
     };
     agree(setup, 1e-5);
@@ -617,6 +622,7 @@ fn graph_lists_padded_with_no_tile_match_the_cpu_backend() {
     let setup = Setup {
         f16: false,
         fused_conv_k: 0,
+        tile44: false,
         graph_bucket,
     };
     agree(setup, 1e-5);
@@ -624,18 +630,22 @@ fn graph_lists_padded_with_no_tile_match_the_cpu_backend() {
 
 #[test]
 fn fused_convolutions_match_the_cpu_backend() {
-    for graph_bucket in [|_| None, graph_bucket] {
-        let setup = Setup {
-            f16: false,
-            fused_conv_k: usize::MAX,
-            graph_bucket,
-        };
-        agree(setup, 1e-5);
+    for tile44 in [false, true] {
+        for graph_bucket in [|_| None, graph_bucket] {
+            let setup = Setup {
+                f16: false,
+                fused_conv_k: usize::MAX,
+                tile44,
+                graph_bucket,
+            };
+            agree(setup, 1e-5);
+        }
     }
     // With precision f16 the fused convolutions still compute in f32; the rest round.
     let setup = Setup {
         f16: true,
         fused_conv_k: usize::MAX,
+        tile44: false,
         graph_bucket,
     };
     agree(setup, 2e-2);
@@ -646,6 +656,7 @@ fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
     let setup = Setup {
         f16: true,
         fused_conv_k: 0,
+        tile44: false,
         graph_bucket: |_| None,
     };
     agree(setup, 2e-2);
@@ -956,9 +967,10 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
     let img = &common::clip_frames(&plan, 40, 1)[0];
     let levels = geometry::bucket_levels(grid.len());
     let bucket = geometry::bucket_of(&levels, tiles.len()).map(|b| levels[b]);
-    for graph_bucket in [None, bucket] {
+    for (graph_bucket, tile44) in [(None, false), (bucket, false), (bucket, true)] {
         let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
         let mut dev = HostDevice::new(&plan, false, usize::MAX);
+        dev.addrs.fused_tile44 = tile44;
         cpu.write_input(img, &m.norm, &tiles).unwrap();
         cpu.run(&step_tiles(&plan, &tiles)).unwrap();
         run_frame(
@@ -973,7 +985,7 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
         );
         let (b, o) = differences(&mut cpu, &dev, &plan);
         println!(
-            "{}: fused, tiles {tiles:?}, bucket {graph_bucket:?}: max relative difference {b:.2e} / {o:.2e}",
+            "{}: fused (4x4 {tile44}), tiles {tiles:?}, bucket {graph_bucket:?}: max relative difference {b:.2e} / {o:.2e}",
             m.path
         );
         assert!(

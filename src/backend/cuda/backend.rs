@@ -63,6 +63,10 @@ pub struct CudaOptions {
     /// 0 never. None: the `REGIONDROP_CUDA_FUSED_K` environment variable, else 0 (not yet timed on
     /// a GPU).
     pub fused_conv_k: Option<usize>,
+    /// The fused convolution computes 4 × 4 outputs per thread in 64 × 64 blocks (128 × 32 for at
+    /// most 32 channels) instead of 2 × 4 in 32 × 64 (64 × 32). None:
+    /// `REGIONDROP_CUDA_FUSED_TILE=4x4`, else off (not yet timed on a GPU).
+    pub fused_tile44: Option<bool>,
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
     /// detection). None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run on a GPU).
     pub device_letterbox: Option<bool>,
@@ -476,6 +480,9 @@ impl CudaBackend {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0)
             }),
+            fused_tile44: opts.fused_tile44.unwrap_or_else(|| {
+                std::env::var("REGIONDROP_CUDA_FUSED_TILE").is_ok_and(|v| v == "4x4")
+            }),
             ..backend.addresses()
         };
         backend.stream.synchronize().map_err(drv("synchronize"))?;
@@ -536,7 +543,15 @@ impl CudaBackend {
         } else {
             ""
         } + &if self.addrs.fused_conv_k > 0 {
-            format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
+            format!(
+                ", fused convolutions up to K = {}{}",
+                self.addrs.fused_conv_k,
+                if self.addrs.fused_tile44 {
+                    " (4x4)"
+                } else {
+                    ""
+                }
+            )
         } else {
             String::new()
         }
@@ -649,6 +664,7 @@ impl CudaBackend {
             scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
             scratch_c: self.ptr(&self.scratch_c),
             fused_conv_k: 0,
+            fused_tile44: false,
             split: geometry::SplitSpace {
                 ws: self.ptr(&self.scratch_c),
                 ws_len: self.scratch_c.len(),

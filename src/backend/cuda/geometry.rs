@@ -126,6 +126,9 @@ pub fn gemm_launch(m: usize, n: usize) -> Result<Option<Dims>> {
 /// most 32 channels), their threads, and the largest K their shared tap table holds (RD_FR_KMAX).
 pub const FUSED_CONV_BLOCK: (u32, u32) = (32, 64);
 pub const FUSED_CONV_BLOCK_N32: (u32, u32) = (64, 32);
+/// The same with 4 × 4 outputs per thread (rd_conv_rows_t44, rd_conv_rows_n32_t44).
+pub const FUSED_CONV_BLOCK_T44: (u32, u32) = (64, 64);
+pub const FUSED_CONV_BLOCK_N32_T44: (u32, u32) = (128, 32);
 pub const FUSED_CONV_THREADS: u32 = 256;
 pub const FUSED_CONV_KMAX: usize = 1024;
 
@@ -155,23 +158,25 @@ pub struct FusedLaunch {
     pub narrow: bool,
 }
 
-/// rd_conv_rows (or rd_conv_rows_n32 for at most 32 channels) over `m` gathered rows, `n` output
-/// channels and `k` taps. K is split when the row × channel blocks alone would leave most of the
-/// GPU idle, as far as `space` holds the partial sums.
+/// rd_conv_rows (or rd_conv_rows_n32 for at most 32 channels; their _t44 variants with `tile44`)
+/// over `m` gathered rows, `n` output channels and `k` taps. K is split when the row × channel
+/// blocks alone would leave most of the GPU idle, as far as `space` holds the partial sums.
 pub fn fused_conv_launch(
     m: usize,
     n: usize,
     k: usize,
+    tile44: bool,
     space: &SplitSpace,
 ) -> Result<Option<FusedLaunch>> {
     if m == 0 || n == 0 {
         return Ok(None);
     }
     let narrow = n <= FUSED_CONV_BLOCK_N32.1 as usize;
-    let (bm, bn) = if narrow {
-        FUSED_CONV_BLOCK_N32
-    } else {
-        FUSED_CONV_BLOCK
+    let (bm, bn) = match (narrow, tile44) {
+        (false, false) => FUSED_CONV_BLOCK,
+        (true, false) => FUSED_CONV_BLOCK_N32,
+        (false, true) => FUSED_CONV_BLOCK_T44,
+        (true, true) => FUSED_CONV_BLOCK_N32_T44,
     };
     let (gx, gy) = (m.div_ceil(bm as usize), n.div_ceil(bn as usize));
     if gx > i32::MAX as usize || gy > 65_535 {
@@ -613,8 +618,9 @@ mod tests {
             counters_len: 1 << 12,
         };
         // 13x13 map, 256 channels, K = 2304: 6 x 4 blocks, split 11 ways (264 blocks).
-        let launch =
-            |m, n, k, space: &SplitSpace| fused_conv_launch(m, n, k, space).unwrap().unwrap();
+        let launch = |m, n, k, space: &SplitSpace| {
+            fused_conv_launch(m, n, k, false, space).unwrap().unwrap()
+        };
         let f = launch(169, 256, 2304, &room);
         assert_eq!((f.dims.grid, f.splits, f.narrow), ((6, 4, 11), 11, false));
         // No more splits than K steps.
@@ -629,6 +635,15 @@ mod tests {
             ..room
         };
         assert_eq!(launch(169, 256, 2304, &small).splits, 3);
+        // 4 x 4 per thread: 64 x 64 blocks, and 128 x 32 for at most 32 channels.
+        let f = fused_conv_launch(169, 256, 2304, true, &room)
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.dims.grid, f.splits), ((3, 4, 22), 22));
+        let f = fused_conv_launch(21632, 32, 288, true, &room)
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.dims.grid, f.splits, f.narrow), ((169, 1, 2), 2, true));
     }
 
     #[test]

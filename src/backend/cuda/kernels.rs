@@ -53,6 +53,8 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_sgemm_rm",
             "rd_conv_rows",
             "rd_conv_rows_n32",
+            "rd_conv_rows_t44",
+            "rd_conv_rows_n32_t44",
         ],
     },
     KernelSource {

@@ -25,6 +25,8 @@ pub enum Kernel {
     Sgemm,
     ConvRows,
     ConvRowsN32,
+    ConvRowsT44,
+    ConvRowsN32T44,
     Pool,
     Resize,
     Affine,
@@ -43,7 +45,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 28] = [
+    pub const ALL: [Kernel; 30] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -57,6 +59,8 @@ impl Kernel {
         Kernel::Sgemm,
         Kernel::ConvRows,
         Kernel::ConvRowsN32,
+        Kernel::ConvRowsT44,
+        Kernel::ConvRowsN32T44,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -90,6 +94,8 @@ impl Kernel {
             Kernel::Sgemm => "rd_sgemm_rm",
             Kernel::ConvRows => "rd_conv_rows",
             Kernel::ConvRowsN32 => "rd_conv_rows_n32",
+            Kernel::ConvRowsT44 => "rd_conv_rows_t44",
+            Kernel::ConvRowsN32T44 => "rd_conv_rows_n32_t44",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -117,6 +123,8 @@ impl Kernel {
                 | Kernel::Sgemm
                 | Kernel::ConvRows
                 | Kernel::ConvRowsN32
+                | Kernel::ConvRowsT44
+                | Kernel::ConvRowsN32T44
                 | Kernel::GlobalAvgPool
         )
     }
@@ -373,6 +381,9 @@ pub struct Addrs {
     /// group, capped at [`geometry::FUSED_CONV_KMAX`]) run as one fused kernel (rd_conv_rows)
     /// instead of gather, GEMM and scatter (0: never).
     pub fused_conv_k: usize,
+    /// The fused kernel computes 4 × 4 outputs per thread in larger blocks (the _t44 variants)
+    /// instead of 2 × 4.
+    pub fused_tile44: bool,
     /// Where the fused kernel may split K (the GEMM result scratch, which it does not otherwise
     /// use, and zeroed counters).
     pub split: geometry::SplitSpace,
@@ -512,13 +523,16 @@ pub fn launch_layer(
             };
             if !c.transposed && k <= addrs.fused_conv_k.min(geometry::FUSED_CONV_KMAX) {
                 for gi in 0..c.groups {
-                    let Some(f) = geometry::fused_conv_launch(ll.m, n, k, &addrs.split)? else {
+                    let Some(f) =
+                        geometry::fused_conv_launch(ll.m, n, k, addrs.fused_tile44, &addrs.split)?
+                    else {
                         return Ok(());
                     };
-                    let kernel = if f.narrow {
-                        Kernel::ConvRowsN32
-                    } else {
-                        Kernel::ConvRows
+                    let kernel = match (f.narrow, addrs.fused_tile44) {
+                        (false, false) => Kernel::ConvRows,
+                        (true, false) => Kernel::ConvRowsN32,
+                        (false, true) => Kernel::ConvRowsT44,
+                        (true, true) => Kernel::ConvRowsN32T44,
                     };
                     let (d, splits) = (f.dims, f.splits);
                     dev.launch(
