@@ -285,7 +285,11 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
             for (int j = 0; j < TN; ++j) mine[(ty * TM + i) * BN + tx * TN + j] = acc[i][j];
         __threadfence();
         __syncthreads();
-        if (t == 0) s_last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
+        // The block's partial is complete: thread 0 publishes it (fence, then the count).
+        if (t == 0) {
+            __threadfence();
+            s_last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
+        }
         __syncthreads();
         if (!s_last) return;
         __threadfence();

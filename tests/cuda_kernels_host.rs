@@ -362,8 +362,9 @@ impl HostDevice {
         self.consts.push(v);
         a
     }
-    fn u32s(&mut self, v: Vec<u32>) -> u64 {
-        let a = addr(&v);
+    fn u32s(&mut self, mut v: Vec<u32>) -> u64 {
+        // (Writable: the fused convolution's counters are kept here too.)
+        let a = addr_mut(&mut v);
         self.consts_u32.push(v);
         a
     }

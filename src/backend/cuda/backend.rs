@@ -446,7 +446,9 @@ impl CudaBackend {
                 .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_SELECT").is_ok_and(|v| v == "1")),
             select: None,
             outputs_stale: false,
-            pdl: major >= 9
+            // Only where the kernels wait for their predecessor: PTX for sm_90 or newer (NVRTC
+            // may have fallen back to an older target, or the PTX came precompiled).
+            pdl: kernels::waits_for_predecessors(&ptx)
                 && opts.pdl.unwrap_or_else(|| {
                     std::env::var("REGIONDROP_CUDA_PDL").is_ok_and(|v| v == "1")
                 }),

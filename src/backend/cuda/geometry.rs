@@ -186,14 +186,17 @@ pub fn fused_conv_launch(
     }
     let blocks = gx * gy;
     let per_split = blocks * (bm * bn) as usize;
+    let steps = k.div_ceil(FUSED_CONV_BK).max(1);
     let splits = if blocks >= FUSED_CONV_TARGET_BLOCKS || space.counters_len < blocks {
         1
     } else {
-        FUSED_CONV_TARGET_BLOCKS
+        let wanted = FUSED_CONV_TARGET_BLOCKS
             .div_ceil(blocks)
-            .min(k.div_ceil(FUSED_CONV_BK))
+            .min(steps)
             .min(space.ws_len / per_split)
-            .clamp(1, 64)
+            .clamp(1, 64);
+        // The kernel gives each split ceil(steps / splits) steps: no more splits than that fills.
+        steps.div_ceil(steps.div_ceil(wanted))
     };
     Ok(Some(FusedLaunch {
         dims: Dims {
@@ -617,14 +620,16 @@ mod tests {
             counters: 0,
             counters_len: 1 << 12,
         };
-        // 13x13 map, 256 channels, K = 2304: 6 x 4 blocks, split 11 ways (264 blocks).
+        // 13x13 map, 256 channels, K = 2304 (72 steps): 6 x 4 blocks, split 11 ways (264 blocks).
         let launch = |m, n, k, space: &SplitSpace| {
             fused_conv_launch(m, n, k, false, space).unwrap().unwrap()
         };
         let f = launch(169, 256, 2304, &room);
         assert_eq!((f.dims.grid, f.splits, f.narrow), ((6, 4, 11), 11, false));
-        // No more splits than K steps.
+        // No more splits than K steps, and none left without a step: 9 steps wanted in 6
+        // splits of 2 steps fill only 5.
         assert_eq!(launch(169, 256, 64, &room).splits, 2);
+        assert_eq!(launch(1408, 64, 288, &room).splits, 5);
         // 32 channels: the narrow kernel's 64-row blocks; enough of them already, no split.
         let f = launch(21632, 32, 288, &room);
         assert_eq!((f.dims.grid, f.splits, f.narrow), ((338, 1, 1), 1, true));
@@ -639,7 +644,7 @@ mod tests {
         let f = fused_conv_launch(169, 256, 2304, true, &room)
             .unwrap()
             .unwrap();
-        assert_eq!((f.dims.grid, f.splits), ((3, 4, 22), 22));
+        assert_eq!((f.dims.grid, f.splits), ((3, 4, 18), 18));
         let f = fused_conv_launch(21632, 32, 288, true, &room)
             .unwrap()
             .unwrap();

@@ -235,6 +235,23 @@ pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 /// Compiled PTX of every kernel file for one architecture, as (file name, PTX text).
 pub type PtxSet = Vec<(&'static str, String)>;
 
+/// The SM version a PTX text targets (`.target sm_90` gives 90), if it says.
+pub fn ptx_target(ptx: &str) -> Option<u32> {
+    let rest = &ptx[ptx.find(".target sm_")? + ".target sm_".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Whether every kernel of `ptx` was compiled for sm_90 or newer, where RD_PDL_WAIT is
+/// `griddepcontrol.wait` (elsewhere it compiles to nothing and programmatic dependent launch
+/// would be unsafe).
+pub fn waits_for_predecessors(ptx: &PtxSet) -> bool {
+    !ptx.is_empty()
+        && ptx
+            .iter()
+            .all(|(_, text)| ptx_target(text).is_some_and(|t| t >= 90))
+}
+
 /// Compiles every kernel file for `arch` (a virtual architecture such as "compute_87").
 pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
     nvrtc_loadable().map_err(Error::Backend)?;
@@ -340,6 +357,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn ptx_targets_are_read_from_the_text() {
+        assert_eq!(
+            ptx_target(".version 8.0\n.target sm_90\n.address_size 64"),
+            Some(90)
+        );
+        assert_eq!(ptx_target(".target sm_87, debug"), Some(87));
+        assert_eq!(ptx_target("no target"), None);
+        let set = |t: &str| {
+            vec![
+                ("a.cu", format!(".target {t}\n")),
+                ("b.cu", ".target sm_90\n".into()),
+            ]
+        };
+        assert!(waits_for_predecessors(&set("sm_90")));
+        assert!(!waits_for_predecessors(&set("sm_89")));
+        assert!(!waits_for_predecessors(&Vec::new()));
     }
 
     #[test]
