@@ -367,17 +367,22 @@ fn bundled_models_match_cpu() {
             2e-3,
             &InputNorm::unit_rgb(),
         );
-        agree(
-            plan.clone(),
-            tile,
-            CudaOptions {
-                fused_conv_k: Some(usize::MAX),
-                ..opts.clone()
-            },
-            &sparse,
-            2e-3,
-            &InputNorm::unit_rgb(),
-        );
+        // Every convolution fused (split K on the small maps), with 2 x 4 and 4 x 4 outputs
+        // per thread.
+        for tile44 in [false, true] {
+            agree(
+                plan.clone(),
+                tile,
+                CudaOptions {
+                    fused_conv_k: Some(usize::MAX),
+                    fused_tile44: Some(tile44),
+                    ..opts.clone()
+                },
+                &sparse,
+                2e-3,
+                &InputNorm::unit_rgb(),
+            );
+        }
         // Programmatic dependent launch (sm_90+; elsewhere the plain launches again).
         agree(
             plan.clone(),
