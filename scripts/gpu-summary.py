@@ -42,6 +42,14 @@ def main():
         for name, r in fracs:
             print(f"| {name} | {fmt(r.get('fraction'), 2)} | {fmt(r.get('dense_ms'))} | {fmt(r.get('sparse_ms'))} | "
                   f"{fmt(r.get('speedup'), 2)} | {fmt(r.get('efficiency'), 2)} | {fmt(r.get('auto_ms'))} |")
+    streams = [(p.stem, r) for p in sorted(out.glob("streams*.txt")) for r in rows(p)]
+    if streams:
+        print()
+        print("| run | streams | mode | frames/s in all | per stream | ms per frame | active |")
+        print("|---|---|---|---|---|---|---|")
+        for name, r in streams:
+            print(f"| {name} | {r.get('streams')} | {r.get('mode')} | {fmt(r.get('fps_total'), 1)} | "
+                  f"{fmt(r.get('fps_per_stream'), 1)} | {fmt(r.get('ms_per_frame'))} | {fmt(r.get('active_fraction'), 3)} |")
     for name, r in other:
         print(f"\n{name}: {json.dumps(r)}")
 
