@@ -73,8 +73,8 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
-echo "== every opt-in at once (SELECT, PDL, FUSED_K=1024, DEVICE_TAIL), f16; phases"
-ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=1024 REGIONDROP_CUDA_DEVICE_TAIL=1)
+echo "== every opt-in at once (SELECT, PDL, FUSED_K=auto, DEVICE_TAIL), f16; phases"
+ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto REGIONDROP_CUDA_DEVICE_TAIL=1)
 "${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
 "${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== the first convolution fused (REGIONDROP_CUDA_FUSED_K=32), f32 and f16"
@@ -85,6 +85,10 @@ REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/be
 REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk1024.json"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >/dev/null
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=1024 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
+echo "== each convolution fused where it timed faster at start-up (REGIONDROP_CUDA_FUSED_K=auto), f32 and f16"
+REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda 2>"$OUT/bench_cuda_fusedauto.err" | tee "$OUT/bench_cuda_fusedauto.json"
+grep -i "fused" "$OUT/bench_cuda_fusedauto.err" | head -2
+REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedauto.json"
 echo "== the same with 4x4 outputs per thread (REGIONDROP_CUDA_FUSED_TILE=4x4)"
 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk1024_t44.json"
 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=1024 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk1024_t44.json"

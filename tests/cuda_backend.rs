@@ -367,6 +367,18 @@ fn bundled_models_match_cpu() {
             2e-3,
             &InputNorm::unit_rgb(),
         );
+        // Each convolution fused where it timed faster at start-up.
+        agree(
+            plan.clone(),
+            tile,
+            CudaOptions {
+                fused_conv_auto: Some(true),
+                ..opts.clone()
+            },
+            &sparse,
+            2e-3,
+            &InputNorm::unit_rgb(),
+        );
         // Every convolution fused (split K on the small maps), with 2 x 4 and 4 x 4 outputs
         // per thread.
         for tile44 in [false, true] {

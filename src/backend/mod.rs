@@ -44,6 +44,12 @@ pub struct StepTiles {
 pub trait Backend: Send {
     fn name(&self) -> &'static str;
 
+    /// The backend and how it runs, for logs (the CUDA backend: device, architecture, GEMM,
+    /// precision, graphs, the opt-ins in effect).
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+
     /// Normalises the tiles `tiles` of `rgb` (packed RGB u8 at network input size) into the
     /// network input. Other tiles keep what they held.
     fn write_input(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()>;

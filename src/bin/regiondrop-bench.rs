@@ -536,6 +536,9 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     if let Some(w) = probe.backend_warning() {
         eprintln!("warning: {w}");
     }
+    if backend == "cuda" {
+        eprintln!("backend: {}", probe.backend_details());
+    }
     drop(probe);
 
     let frames = if video.extension().is_some_and(|e| e == "rgb") {

@@ -215,6 +215,11 @@ impl Engine {
         }
     }
 
+    /// How the backend runs, for logs (see `Backend::describe`).
+    pub fn backend_details(&self) -> String {
+        self.backend.describe()
+    }
+
     /// Per-step milliseconds of every run so far, when the backend profiles.
     pub fn step_times(&self) -> Option<&[Vec<f64>]> {
         self.backend.step_times()

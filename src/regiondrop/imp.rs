@@ -605,12 +605,13 @@ impl BaseTransformImpl for RegionDrop {
             gst::info!(
                 CAT,
                 imp = self,
-                "Loaded {} ({}x{} input, {:?} decoder, {} backend)",
+                "Loaded {} ({}x{} input, {:?} decoder, {} backend: {})",
                 state.model.display(),
                 a.engine().plan().input_w,
                 a.engine().plan().input_h,
                 a.decoder(),
-                a.engine().backend_name()
+                a.engine().backend_name(),
+                a.engine().backend_details()
             );
         }
         *self.state.lock().unwrap() = Some(state);

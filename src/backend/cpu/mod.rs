@@ -331,6 +331,14 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    fn describe(&self) -> String {
+        format!(
+            "cpu ({} threads, {:?} kernels)",
+            self.threads,
+            crate::simd::level()
+        )
+    }
+
     fn write_input(&mut self, rgb: &[u8], norm: &InputNorm, tiles: &[u32]) -> Result<()> {
         let (w, h, c) = (self.plan.input_w, self.plan.input_h, self.plan.input_c);
         if rgb.len() != w * h * 3 || c != 3 {

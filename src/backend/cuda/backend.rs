@@ -15,6 +15,7 @@
 mod frames;
 mod graphs;
 mod outputs;
+mod tune;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,6 +64,10 @@ pub struct CudaOptions {
     /// 0 never. None: the `REGIONDROP_CUDA_FUSED_K` environment variable, else 0 (not yet timed on
     /// a GPU).
     pub fused_conv_k: Option<usize>,
+    /// Time every convolution the fused kernel can run, fused and not, at start-up, and run each
+    /// the faster way (`fused_conv_k` then only adds layers). None: `REGIONDROP_CUDA_FUSED_K=auto`,
+    /// else off (not yet run on a GPU).
+    pub fused_conv_auto: Option<bool>,
     /// The fused convolution computes 4 × 4 outputs per thread in 64 × 64 blocks (128 × 32 for at
     /// most 32 channels) instead of 2 × 4 in 32 × 64 (64 × 32). None:
     /// `REGIONDROP_CUDA_FUSED_TILE=4x4`, else off (not yet timed on a GPU).
@@ -487,6 +492,12 @@ impl CudaBackend {
             }),
             ..backend.addresses()
         };
+        let auto = opts
+            .fused_conv_auto
+            .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_FUSED_K").is_ok_and(|v| v == "auto"));
+        if auto {
+            backend.addrs.fuse = backend.tune_fusion()?;
+        }
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
             || std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "0" || v == "false");
@@ -544,6 +555,10 @@ impl CudaBackend {
             ", programmatic dependent launch"
         } else {
             ""
+        } + &match self.addrs.fuse.iter().filter(|&&f| f).count() {
+            0 if !self.addrs.fuse.is_empty() => ", no convolution faster fused (timed)".to_string(),
+            0 => String::new(),
+            n => format!(", {n} convolutions fused (timed faster)"),
         } + &if self.addrs.fused_conv_k > 0 {
             format!(
                 ", fused convolutions up to K = {}{}",
@@ -666,6 +681,7 @@ impl CudaBackend {
             scratch_a16: self.scratch_a16.as_ref().map(|a| self.ptr(a)),
             scratch_c: self.ptr(&self.scratch_c),
             fused_conv_k: 0,
+            fuse: Vec::new(),
             fused_tile44: false,
             split: geometry::SplitSpace {
                 ws: self.ptr(&self.scratch_c),
@@ -1047,6 +1063,10 @@ fn compile_for(major: i32, minor: i32) -> Result<(String, Arc<PtxSet>)> {
 impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    fn describe(&self) -> String {
+        CudaBackend::describe(self)
     }
 
     fn precision(&self) -> Precision {

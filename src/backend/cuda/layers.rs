@@ -381,6 +381,9 @@ pub struct Addrs {
     /// group, capped at [`geometry::FUSED_CONV_KMAX`]) run as one fused kernel (rd_conv_rows)
     /// instead of gather, GEMM and scatter (0: never).
     pub fused_conv_k: usize,
+    /// Per step: this convolution runs fused whatever its K (chosen by timing both ways at
+    /// start-up, `REGIONDROP_CUDA_FUSED_K=auto`); empty: `fused_conv_k` alone decides.
+    pub fuse: Vec<bool>,
     /// The fused kernel computes 4 × 4 outputs per thread in larger blocks (the _t44 variants)
     /// instead of 2 × 4.
     pub fused_tile44: bool,
@@ -521,7 +524,8 @@ pub fn launch_layer(
                 (Some(w16), Some(a16)) => (Kernel::Im2colH, a16, w16, 2),
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
-            if !c.transposed && k <= addrs.fused_conv_k.min(geometry::FUSED_CONV_KMAX) {
+            let fuse = k <= addrs.fused_conv_k || addrs.fuse.get(si).copied().unwrap_or(false);
+            if !c.transposed && k <= geometry::FUSED_CONV_KMAX && fuse {
                 for gi in 0..c.groups {
                     let Some(f) =
                         geometry::fused_conv_launch(ll.m, n, k, addrs.fused_tile44, &addrs.split)?
