@@ -443,12 +443,7 @@ fn run_frame(
         let ll = match (step, graph_bucket) {
             (Step::Layer(_), None) => {
                 let s = eager.steps[si];
-                LayerLists {
-                    tiles: addr(&eager.data) + (s.tiles * 4) as u64,
-                    rows: addr(&eager.data) + (s.rows * 4) as u64,
-                    n: s.n,
-                    m: s.m,
-                }
+                LayerLists::at(addr(&eager.data), s)
             }
             (Step::Layer(l), Some(b)) => {
                 let (t0, r0) = FixedPacker::offsets(si, b);

@@ -806,16 +806,22 @@ impl CudaBackend {
         }
     }
 
-    fn run_eager(&mut self, tiles: &StepTiles) -> Result<()> {
+    /// Packs the eager tile lists of `per_step` and uploads them; their device address.
+    fn upload_eager_lists(&mut self, per_step: &[Vec<u32>]) -> Result<u64> {
         let plan = self.plan.clone();
-        self.packer.pack(&plan, &self.grid, &tiles.per_step);
+        self.packer.pack(&plan, &self.grid, per_step);
         upload_lists(
             &mut self.lists_host,
             &self.stream,
             &self.packer.data,
             &self.tiles_dev,
         )?;
-        let base = self.ptr(&self.tiles_dev);
+        Ok(self.ptr(&self.tiles_dev))
+    }
+
+    fn run_eager(&mut self, tiles: &StepTiles) -> Result<()> {
+        let plan = self.plan.clone();
+        let base = self.upload_eager_lists(&tiles.per_step)?;
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::Layer(_) => {
@@ -823,15 +829,7 @@ impl CudaBackend {
                     if sl.n > 0 {
                         self.upload_rhs(si)?;
                     }
-                    self.launch_step(
-                        si,
-                        LayerLists {
-                            tiles: base + (sl.tiles * 4) as u64,
-                            rows: base + (sl.rows * 4) as u64,
-                            n: sl.n,
-                            m: sl.m,
-                        },
-                    )?;
+                    self.launch_step(si, LayerLists::at(base, sl))?;
                 }
                 _ if self.steps[si].result().is_some() => {
                     self.launch_step(si, LayerLists::NONE)?;

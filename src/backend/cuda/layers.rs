@@ -411,6 +411,16 @@ pub struct LayerLists {
 }
 
 impl LayerLists {
+    /// A step's lists at their offsets (in u32s) into the lists uploaded at device address `base`.
+    pub fn at(base: u64, sl: geometry::StepLists) -> Self {
+        LayerLists {
+            tiles: base + (sl.tiles * 4) as u64,
+            rows: base + (sl.rows * 4) as u64,
+            n: sl.n,
+            m: sl.m,
+        }
+    }
+
     pub const NONE: LayerLists = LayerLists {
         tiles: 0,
         rows: 0,

@@ -6,7 +6,7 @@
 
 use cudarc::driver::sys;
 
-use super::{upload_lists, CudaBackend};
+use super::CudaBackend;
 use crate::backend::cuda::driver::drv;
 use crate::backend::cuda::geometry;
 use crate::backend::cuda::layers::{self, Addrs, LayerLists};
@@ -33,14 +33,7 @@ impl CudaBackend {
                 _ => Vec::new(),
             })
             .collect();
-        self.packer.pack(&plan, &grid, &per_step);
-        upload_lists(
-            &mut self.lists_host,
-            &self.stream,
-            &self.packer.data,
-            &self.tiles_dev,
-        )?;
-        let base = self.ptr(&self.tiles_dev);
+        let base = self.upload_eager_lists(&per_step)?;
         let event = || {
             self.ctx
                 .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
@@ -63,13 +56,7 @@ impl CudaBackend {
             if c.transposed || c.depthwise() || c.k_per_group() > geometry::FUSED_CONV_KMAX {
                 continue;
             }
-            let sl = self.packer.steps[si];
-            let ll = LayerLists {
-                tiles: base + (sl.tiles * 4) as u64,
-                rows: base + (sl.rows * 4) as u64,
-                n: sl.n,
-                m: sl.m,
-            };
+            let ll = LayerLists::at(base, self.packer.steps[si]);
             let time = |addrs: &Addrs| -> Result<f32> {
                 layers::launch_step(self, &plan, &grid, addrs, si, ll)?;
                 start.record(&self.stream).map_err(drv("timing event"))?;
