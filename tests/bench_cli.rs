@@ -110,6 +110,12 @@ fn check_main_line(v: &Value, frames: u64) {
         "{}",
         v["backend"]
     );
+    // The details start with the backend's name (and say how it runs).
+    let details = v["backend_details"].as_str().expect("backend_details");
+    assert!(
+        details.starts_with(v["backend"].as_str().unwrap()) || v["backend"] == "cuda",
+        "{details}"
+    );
     assert!(v["threads"].as_u64().unwrap() >= 1);
     let (dense, sparse, speedup) = (f(v, "dense_ms"), f(v, "sparse_ms"), f(v, "speedup"));
     assert!(dense > 0.0 && sparse > 0.0 && speedup > 0.0, "{v}");

@@ -285,6 +285,8 @@ struct Setup {
     params: DecodeParams,
     labels: Vec<String>,
     backend: String,
+    /// How the backend runs (`Backend::describe`): device, opt-ins in effect.
+    backend_details: String,
     precision: String,
 }
 
@@ -532,12 +534,13 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
     // Settings are checked by building the sparse engine once (tile size, backend).
     let probe = Engine::new(plan.clone(), norm.clone(), sparse_cfg(cli, threads)).map_err(input)?;
     let backend = probe.backend_name().to_string();
+    let backend_details = probe.backend_details();
     let precision = probe.precision().to_string();
     if let Some(w) = probe.backend_warning() {
         eprintln!("warning: {w}");
     }
     if backend == "cuda" {
-        eprintln!("backend: {}", probe.backend_details());
+        eprintln!("backend: {backend_details}");
     }
     drop(probe);
 
@@ -592,6 +595,7 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
         },
         labels,
         backend,
+        backend_details,
         precision,
     })
 }
@@ -783,6 +787,7 @@ struct MainReport {
     frames: usize,
     input: [usize; 2],
     backend: String,
+    backend_details: String,
     precision: String,
     threads: usize,
     mode: &'static str,
@@ -920,6 +925,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         frames: n,
         input: [s.w, s.h],
         backend: s.backend.clone(),
+        backend_details: s.backend_details.clone(),
         precision: s.precision.clone(),
         threads: s.threads,
         mode: match cli.mode {
