@@ -88,13 +88,7 @@ fn main() {
     let mut detector = ChangeDetector::new(grid);
     let mut mask = RegionMask::empty(&grid);
     let (mut detect_ms, mut decode_ms, mut cand_ms) = (Vec::new(), Vec::new(), Vec::new());
-    let shapes: Vec<Vec<usize>> = analyzer
-        .engine()
-        .plan()
-        .output_shapes()
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let shapes = analyzer.engine().plan().output_dims();
     let gate = Gate::new(DecoderKind::NanoDet, &shapes, 416, 416, 0.35).expect("NanoDet outputs");
     let mut cands = Candidates::default();
     let mut n_cands = Vec::new();

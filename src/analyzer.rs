@@ -63,7 +63,7 @@ impl Analyzer {
     }
 
     pub fn with_plan(plan: Arc<Plan>, opts: AnalyzerOptions) -> Result<Self> {
-        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+        let shapes = plan.output_dims();
         let kind = match opts.decoder {
             Some(k) => k,
             None => DecoderKind::detect(&shapes).map_err(|reason| Error::BadModel {

@@ -359,77 +359,77 @@ fn bundled_models_match_cpu() {
         let sparse: Vec<u32> = (0..grid.len() as u32)
             .filter(|t| t % 7 == 2 || *t == grid.len() as u32 - 1)
             .collect();
-        agree(
-            plan.clone(),
-            tile,
-            opts.clone(),
-            &sparse,
-            2e-3,
-            &InputNorm::unit_rgb(),
-        );
-        // Each convolution fused where it timed faster at start-up.
-        agree(
-            plan.clone(),
-            tile,
-            CudaOptions {
-                fused_conv_auto: Some(true),
-                ..opts.clone()
-            },
-            &sparse,
-            2e-3,
-            &InputNorm::unit_rgb(),
-        );
-        // Every convolution fused (split K on the small maps), with 2 x 4 and 4 x 4 outputs
-        // per thread.
-        for tile44 in [false, true] {
+        let o = || opts.clone();
+        // Each variant of the backend with the relative tolerance of its outputs.
+        let variants = [
+            ("defaults", o(), 2e-3),
+            // Each convolution fused where it timed faster at start-up.
+            (
+                "fused where faster",
+                CudaOptions {
+                    fused_conv_auto: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
+            // Every convolution fused (split K on the small maps), 2 x 4 and 4 x 4 per thread.
+            (
+                "all fused, 2x4",
+                CudaOptions {
+                    fused_conv_k: Some(usize::MAX),
+                    fused_tile44: Some(false),
+                    ..o()
+                },
+                2e-3,
+            ),
+            (
+                "all fused, 4x4",
+                CudaOptions {
+                    fused_conv_k: Some(usize::MAX),
+                    fused_tile44: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
+            // Programmatic dependent launch (sm_90+; elsewhere the plain launches again).
+            (
+                "PDL",
+                CudaOptions {
+                    pdl: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
+            // The host tail's Generic steps on the device (YOLOv8n's decode, DBNet's
+            // squeeze-excitation).
+            (
+                "device tail",
+                CudaOptions {
+                    device_tail: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
+            (
+                "f16",
+                CudaOptions {
+                    precision: Precision::F16,
+                    ..o()
+                },
+                3e-2,
+            ),
+        ];
+        for (what, variant, rel) in variants {
+            println!("{m}, {what}:");
             agree(
                 plan.clone(),
                 tile,
-                CudaOptions {
-                    fused_conv_k: Some(usize::MAX),
-                    fused_tile44: Some(tile44),
-                    ..opts.clone()
-                },
+                variant,
                 &sparse,
-                2e-3,
+                rel,
                 &InputNorm::unit_rgb(),
             );
         }
-        // Programmatic dependent launch (sm_90+; elsewhere the plain launches again).
-        agree(
-            plan.clone(),
-            tile,
-            CudaOptions {
-                pdl: Some(true),
-                ..opts.clone()
-            },
-            &sparse,
-            2e-3,
-            &InputNorm::unit_rgb(),
-        );
-        // The host tail's Generic steps on the device (YOLOv8n's decode, DBNet's squeeze-excitation).
-        agree(
-            plan.clone(),
-            tile,
-            CudaOptions {
-                device_tail: Some(true),
-                ..opts.clone()
-            },
-            &sparse,
-            2e-3,
-            &InputNorm::unit_rgb(),
-        );
-        agree(
-            plan,
-            tile,
-            CudaOptions {
-                precision: Precision::F16,
-                ..opts.clone()
-            },
-            &sparse,
-            3e-2,
-            &InputNorm::unit_rgb(),
-        );
         ran += 1;
     }
     println!("{ran} model(s) compared");
@@ -463,7 +463,7 @@ fn device_selection_matches_the_downloaded_outputs() {
             )
             .unwrap(),
         );
-        let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+        let shapes = plan.output_dims();
         let kind = DecoderKind::detect(&shapes).unwrap();
         let (w, h) = (plan.input_w, plan.input_h);
         let (tile, all) = common::tiles_of(&plan);
@@ -696,14 +696,7 @@ fn f16_detections_agree_with_f32_on_real_frames() {
         "{fp}: not whole {w}x{h} RGB frames"
     );
     let frames: Vec<&[u8]> = bytes.chunks(w * h * 3).take(40).collect();
-    let kind = DecoderKind::detect(
-        &plan
-            .output_shapes()
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let kind = DecoderKind::detect(&plan.output_dims()).unwrap();
     let params = DecodeParams::default();
     let ranked = DecodeParams {
         conf_threshold: detect::SCORING_CONF_FLOOR,

@@ -316,12 +316,7 @@ impl Setup {
     /// Lets the engine select the candidates of ranked predictions where its outputs are (the
     /// CUDA backend with REGIONDROP_CUDA_SELECT=1); the gate for [`Setup::detections`].
     fn set_gate(&self, engine: &mut Engine) -> Result<detect::Gate, Fail> {
-        let shapes: Vec<Vec<usize>> = self
-            .plan
-            .output_shapes()
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
+        let shapes = self.plan.output_dims();
         let threshold = self.ranked_params().conf_threshold;
         let gate =
             detect::Gate::new(self.kind, &shapes, self.w, self.h, threshold).map_err(Fail::Run)?;
@@ -514,7 +509,7 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
 
     let pb = spinner("loading model");
     let plan = Analyzer::load_plan(&model, cli.input_size).map_err(input)?;
-    let shapes: Vec<Vec<usize>> = plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+    let shapes = plan.output_dims();
     let kind = match cli.decoder.0 {
         Some(k) => k,
         None => DecoderKind::detect(&shapes)

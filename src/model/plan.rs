@@ -278,4 +278,12 @@ impl Plan {
             .map(|(n, s)| (n.clone(), self.slot_shapes[*s].clone()))
             .collect()
     }
+
+    /// The output shapes alone, in graph order (what the detection decoders take).
+    pub fn output_dims(&self) -> Vec<Vec<usize>> {
+        self.outputs
+            .iter()
+            .map(|(_, s)| self.slot_shapes[*s].clone())
+            .collect()
+    }
 }

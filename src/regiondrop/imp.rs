@@ -911,8 +911,7 @@ impl RegionDrop {
             let plan = translate(graph, &ImportOptions { input_size: probe })
                 .map_err(|e| error_message(&e))?;
             if opts.decoder.is_none() {
-                let shapes: Vec<Vec<usize>> =
-                    plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+                let shapes = plan.output_dims();
                 DecoderKind::detect(&shapes).map_err(|reason| {
                     error_message(&Error::BadModel {
                         path: s.model.clone(),

@@ -80,8 +80,7 @@ pub fn detectors() -> Vec<Detector> {
         .into_iter()
         .filter_map(|model| {
             let plan = load(&model);
-            let shapes: Vec<Vec<usize>> =
-                plan.output_shapes().into_iter().map(|(_, s)| s).collect();
+            let shapes = plan.output_dims();
             let kind = DecoderKind::detect(&shapes).ok()?;
             Some(Detector {
                 model,
