@@ -1134,11 +1134,14 @@ impl Backend for CudaBackend {
     }
 
     fn set_gate(&mut self, gate: Option<&Gate>) -> Result<bool> {
+        if !self.select_on {
+            // Nothing was ever selected: no buffers to replace, no outputs held back.
+            return Ok(false);
+        }
         self.ctx.bind_to_thread().map_err(drv("bind"))?;
         self.fetch_outputs()?;
-        let table = gate
-            .filter(|_| self.select_on)
-            .and_then(|g| Some((g, SelectTable::new(g, |i| self.output_on_device(i))?)));
+        let table =
+            gate.and_then(|g| Some((g, SelectTable::new(g, |i| self.output_on_device(i))?)));
         // Another threshold on the same outputs: no new buffers.
         if let (Some(sel), Some((gate, table))) = (&mut self.select, &table) {
             if sel.reads(table) {
