@@ -13,7 +13,7 @@ use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
 use gstregiondrop::backend::cpu::CpuBackend;
 use gstregiondrop::backend::cuda::{self, kernels, CudaBackend, CudaOptions};
 use gstregiondrop::backend::{Backend, BackendKind, Precision};
-use gstregiondrop::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
+use gstregiondrop::mask::{ChangeDetector, DiffMetric, Growth, RegionMask, TileGrid};
 use gstregiondrop::model::plan::Plan;
 use gstregiondrop::preprocess::InputNorm;
 use gstregiondrop::tensor::Tensor;
@@ -236,7 +236,7 @@ fn change_detection_kernels_match_detector() {
     let base = image(w, h, 3);
     let mut det = ChangeDetector::new(grid);
     let mut mask = RegionMask::empty(&grid);
-    det.detect(&base, 10.0, DiffMetric::Max, 0, &mut mask);
+    det.detect(&base, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
     for (metric, dil, m_code) in [
         (DiffMetric::Max, 0usize, 0i32),
         (DiffMetric::Mean, 1, 1),
@@ -318,7 +318,7 @@ fn change_detection_kernels_match_detector() {
         let count = stream.clone_dtoh(&d_count).unwrap()[0] as usize;
         let list = stream.clone_dtoh(&d_list).unwrap();
         let new_ref = stream.clone_dtoh(&d_ref).unwrap();
-        det.detect(&img, thr, metric, dil, &mut mask);
+        det.detect(&img, thr, metric, Growth::tiles(dil), &mut mask);
         let mut want = Vec::new();
         mask.active_tiles(&mut want);
         assert_eq!(&list[..count], &want[..], "{metric:?} dilation {dil}");
@@ -583,7 +583,8 @@ fn engine_frames(w: usize, h: usize, n: usize) -> Vec<Vec<u8>> {
 }
 
 /// Engine::process on the CUDA backend (device-side change detection on) against the CPU
-/// backend: the same mask on every frame (threshold, metric, dilation, rolling refresh, reset)
+/// backend: the same mask on every frame (threshold, metric, dilation, margin, rolling refresh,
+/// reset)
 /// and the same outputs.
 #[test]
 fn engine_process_matches_cpu_with_device_detection() {
@@ -601,7 +602,7 @@ fn engine_process_matches_cpu_with_device_detection() {
         let mut b = CudaBackend::with_options(plan.clone(), 32, 0, opts.clone()).unwrap();
         let mut m = RegionMask::empty(&grid);
         let img = image(plan.input_w, plan.input_h, 1);
-        let r = b.detect_changes(&img, 10.0, DiffMetric::Max, 1, &mut m);
+        let r = b.detect_changes(&img, 10.0, DiffMetric::Max, Growth::tiles(1), &mut m);
         assert!(matches!(r, Some(Ok(()))), "device detection did not run");
         assert!(m.is_full(), "first frame is entirely changed");
     }
@@ -615,16 +616,19 @@ fn engine_process_matches_cpu_with_device_detection() {
     for (plan, norm, frames) in plans {
         let tile = 32.max(plan.max_scale);
         let frames = engine_frames(plan.input_w, plan.input_h, frames);
-        for (metric, threshold, dilation, refresh) in [
-            (DiffMetric::Max, 10.0f32, 1usize, 2usize),
-            (DiffMetric::Mean, 0.5, 0, 3),
-            (DiffMetric::Max, 24.0, 2, 0),
+        for (metric, threshold, dilation, margin, refresh) in [
+            (DiffMetric::Max, 10.0f32, 1usize, 0usize, 2usize),
+            (DiffMetric::Mean, 0.5, 0, 0, 3),
+            (DiffMetric::Max, 24.0, 2, 0, 0),
+            (DiffMetric::Max, 16.0, 0, 16, 2),
+            (DiffMetric::Mean, 0.5, 1, 8, 0),
         ] {
             let cfg = |backend| EngineConfig {
                 tile,
                 threshold,
                 metric,
                 dilation,
+                margin,
                 refresh_tiles: refresh,
                 mode: RunMode::Sparse,
                 backend,
@@ -647,7 +651,7 @@ fn engine_process_matches_cpu_with_device_detection() {
                 gpu.mask().active_tiles(&mut b);
                 assert_eq!(
                     a, b,
-                    "{metric:?} thr {threshold} dil {dilation} refresh {refresh}: frame {f} mask"
+                    "{metric:?} thr {threshold} dil {dilation} margin {margin} refresh {refresh}: frame {f} mask"
                 );
                 assert_eq!(sc.dense, sg.dense, "frame {f}");
                 let (d, m) = compare(&cpu.outputs().unwrap(), &gpu.outputs().unwrap());
@@ -658,7 +662,7 @@ fn engine_process_matches_cpu_with_device_detection() {
                 worst = worst.max(d / m.max(1.0));
             }
             println!(
-                "{}: {metric:?} thr {threshold} dil {dilation} refresh {refresh}: {} frames, masks equal, max rel diff {worst:.2e}",
+                "{}: {metric:?} thr {threshold} dil {dilation} margin {margin} refresh {refresh}: {} frames, masks equal, max rel diff {worst:.2e}",
                 plan.model_path.display(),
                 frames.len()
             );

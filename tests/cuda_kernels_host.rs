@@ -663,27 +663,40 @@ fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
 /// `ChangeDetector`, as tests/cuda_backend.rs runs them on a GPU.
 #[test]
 fn change_detection_kernels_on_the_host_match_the_detector() {
-    use gstregiondrop::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
+    use gstregiondrop::mask::{ChangeDetector, DiffMetric, Growth, RegionMask, TileGrid};
     let Some(emu) = emu() else { return };
     let (w, h, tile) = (150usize, 100usize, 32usize);
     let grid = TileGrid::new(w, h, tile);
     let n = grid.len();
     let mut det = ChangeDetector::new(grid);
     let mut mask = RegionMask::empty(&grid);
-    det.detect(&image(w, h, 3), 10.0, DiffMetric::Max, 0, &mut mask);
+    det.detect(
+        &image(w, h, 3),
+        10.0,
+        DiffMetric::Max,
+        Growth::tiles(0),
+        &mut mask,
+    );
     let dims = |g: u32, b: u32| Dims {
         grid: (g, 1, 1),
         block: (b, 1, 1),
     };
-    let (wi, hi, ti, ci) = (w as i32, h as i32, tile as i32, grid.cols as i32);
-    for (metric, dil, code, thr) in [
-        (DiffMetric::Max, 0usize, 0i32, 10.0f32),
-        (DiffMetric::Mean, 1, 1, 0.05),
-        (DiffMetric::Max, 2, 0, 10.0),
+    let (wi, hi) = (w as i32, h as i32);
+    let margin = |tiles, pixels| Growth { tiles, pixels };
+    for (metric, growth, code, thr) in [
+        (DiffMetric::Max, Growth::tiles(0), 0i32, 10.0f32),
+        (DiffMetric::Mean, Growth::tiles(1), 1, 0.05),
+        (DiffMetric::Max, Growth::tiles(2), 0, 10.0),
+        // Growth by pixels: scores per 8-pixel cell (partial cells at the right and bottom),
+        // grown into tiles on the host as the backend does.
+        (DiffMetric::Max, margin(0, 16), 0, 10.0),
+        (DiffMetric::Mean, margin(1, 8), 1, 0.05),
     ] {
+        let cells = growth.cell_grid(&grid);
+        let nc = cells.len();
         let img = changed_frame(det.reference(), w, h);
         let mut reference = det.reference().to_vec();
-        let (mut score, mut raw, mut dilated) = (vec![0f32; n], vec![0u8; n], vec![0u8; n]);
+        let (mut score, mut raw, mut dilated) = (vec![0f32; nc], vec![0u8; nc], vec![0u8; n]);
         let (mut list, mut count) = (vec![0u32; n], vec![0u32; 1]);
         let (rf, sc, rw, dl) = (
             addr_mut(&mut reference),
@@ -695,14 +708,14 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
         let im = KArg::Ptr(addr(&img));
         emu.launch(
             Kernel::TileDiff,
-            dims(n as u32, 256),
+            dims(nc as u32, 256),
             &[
                 im,
                 KArg::Ptr(rf),
                 KArg::I32(wi),
                 KArg::I32(hi),
-                KArg::I32(ti),
-                KArg::I32(ci),
+                KArg::I32(cells.tile as i32),
+                KArg::I32(cells.cols as i32),
                 KArg::I32(code),
                 KArg::F32(thr),
                 KArg::I32(0),
@@ -711,29 +724,47 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
             ],
         )
         .unwrap();
-        emu.launch(
-            Kernel::MaskDilate,
-            dims((n as u32).div_ceil(128), 128),
-            &[
-                KArg::Ptr(rw),
-                KArg::Ptr(dl),
-                KArg::I32(ci),
-                KArg::I32(grid.rows as i32),
-                KArg::I32(dil as i32),
-            ],
-        )
-        .unwrap();
-        emu.launch(
-            Kernel::MaskCompact,
-            dims(1, 1024),
-            &[
-                KArg::Ptr(dl),
-                KArg::I32(n as i32),
-                KArg::Ptr(ls),
-                KArg::Ptr(ct),
-            ],
-        )
-        .unwrap();
+        if cells == grid {
+            emu.launch(
+                Kernel::MaskDilate,
+                dims((n as u32).div_ceil(128), 128),
+                &[
+                    KArg::Ptr(rw),
+                    KArg::Ptr(dl),
+                    KArg::I32(grid.cols as i32),
+                    KArg::I32(grid.rows as i32),
+                    KArg::I32(growth.tiles as i32),
+                ],
+            )
+            .unwrap();
+            emu.launch(
+                Kernel::MaskCompact,
+                dims(1, 1024),
+                &[
+                    KArg::Ptr(dl),
+                    KArg::I32(n as i32),
+                    KArg::Ptr(ls),
+                    KArg::Ptr(ct),
+                ],
+            )
+            .unwrap();
+        } else {
+            let mut changed = RegionMask::empty(&cells);
+            raw.iter()
+                .enumerate()
+                .for_each(|(i, &v)| changed.set(i, v != 0));
+            let mut grown = RegionMask::empty(&grid);
+            growth.spread(
+                &grid,
+                &mut changed,
+                &mut RegionMask::empty(&cells),
+                &mut grown,
+            );
+            let mut tiles = Vec::new();
+            grown.active_tiles(&mut tiles);
+            list[..tiles.len()].copy_from_slice(&tiles);
+            count[0] = tiles.len() as u32;
+        }
         emu.launch(
             Kernel::RefUpdate,
             Dims {
@@ -745,29 +776,29 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
                 KArg::Ptr(rf),
                 KArg::I32(wi),
                 KArg::I32(hi),
-                KArg::I32(ti),
-                KArg::I32(ci),
+                KArg::I32(tile as i32),
+                KArg::I32(grid.cols as i32),
                 KArg::Ptr(ls),
                 KArg::Ptr(ct),
             ],
         )
         .unwrap();
-        let _ = (&score, &raw, &dilated);
-        det.detect(&img, thr, metric, dil, &mut mask);
+        let _ = (&score, &dilated);
+        det.detect(&img, thr, metric, growth, &mut mask);
         let mut want = Vec::new();
         mask.active_tiles(&mut want);
         assert!(!want.is_empty());
         assert_eq!(
             &list[..count[0] as usize],
             &want[..],
-            "{metric:?} dilation {dil}"
+            "{metric:?} {growth:?}"
         );
         assert_eq!(
             &reference[..],
             det.reference(),
-            "{metric:?}: reference update"
+            "{metric:?} {growth:?}: reference update"
         );
-        println!("{metric:?} dilation {dil}: tiles {want:?}");
+        println!("{metric:?} {growth:?}: tiles {want:?}");
     }
 }
 

@@ -31,7 +31,7 @@ pub mod cuda;
 
 use crate::detect::{Candidates, Gate};
 use crate::error::Result;
-use crate::mask::{DiffMetric, RegionMask};
+use crate::mask::{DiffMetric, Growth, RegionMask};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
 
@@ -91,7 +91,7 @@ pub trait Backend: Send {
     fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>>;
 
     /// Change detection on the backend's own device, as `mask::ChangeDetector::detect` does it
-    /// (same threshold, metric and dilation semantics; everything changed after `new` or
+    /// (same threshold, metric and growth semantics; everything changed after `new` or
     /// `reset`), against a reference the backend keeps. The reference takes the tiles that the
     /// following `write_input` of the same `rgb` writes (the fired tiles plus the engine's rolling
     /// refresh), and that `write_input` may reuse the frame uploaded here. `None`: not supported,
@@ -101,7 +101,7 @@ pub trait Backend: Send {
         _rgb: &[u8],
         _threshold: f32,
         _metric: DiffMetric,
-        _dilation: usize,
+        _growth: Growth,
         _mask: &mut RegionMask,
     ) -> Option<Result<()>> {
         None

@@ -84,6 +84,10 @@ struct Cli {
     /// Grow the change mask by this many tiles
     #[arg(long, value_name = "D", default_value_t = EngineConfig::default().dilation)]
     dilation: usize,
+    /// Input pixels to grow the change mask by beyond --dilation, from the changed pixels in
+    /// steps of 8 (0 = whole tiles only)
+    #[arg(long, value_name = "PX", default_value_t = EngineConfig::default().margin)]
+    margin: usize,
     /// Tiles around the change mask that deeper layers may still grow into by their reach
     /// (0 = one common mask for all layers)
     #[arg(long, value_name = "G", default_value_t = EngineConfig::default().growth_limit)]
@@ -373,6 +377,7 @@ fn sparse_cfg(cli: &Cli, threads: usize) -> EngineConfig {
             MetricArg::Mean => DiffMetric::Mean,
         },
         dilation: cli.dilation,
+        margin: cli.margin,
         exact: cli.exact,
         growth_limit: cli.growth_limit,
         refresh_interval: cli.refresh_interval,
@@ -789,6 +794,7 @@ struct MainReport {
     threshold: f32,
     tile_size: usize,
     dilation: usize,
+    margin: usize,
     exact: bool,
     dense_ms: Option<f64>,
     sparse_ms: Option<f64>,
@@ -930,6 +936,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         threshold: cli.threshold,
         tile_size: cli.tile_size,
         dilation: cli.dilation,
+        margin: cli.margin,
         exact: cli.exact,
         dense_ms: round(d, 3),
         sparse_ms: round(sp, 3),
@@ -1148,6 +1155,7 @@ struct SweepReport {
     mode: &'static str,
     tile_size: usize,
     dilation: usize,
+    margin: usize,
     exact: bool,
     dense_ms: Option<f64>,
     target_agreement: f64,
@@ -1278,6 +1286,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         },
         tile_size: cli.tile_size,
         dilation: cli.dilation,
+        margin: cli.margin,
         exact: cli.exact,
         dense_ms: round(d, 3),
         target_agreement: target,

@@ -10,7 +10,7 @@ use crate::backend::cuda::{self, CudaOptions};
 use crate::backend::{cpu::CpuBackend, Backend, BackendKind, Precision, StepTiles};
 use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
-use crate::mask::{ChangeDetector, DiffMetric, RegionMask, TileGrid};
+use crate::mask::{ChangeDetector, DiffMetric, Growth, RegionMask, TileGrid};
 use crate::model::import::halo_for;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::{letterbox, InputNorm, PixelSource};
@@ -35,6 +35,10 @@ pub struct EngineConfig {
     pub metric: DiffMetric,
     /// Tiles to grow the change mask by.
     pub dilation: usize,
+    /// Input pixels to grow the change mask by beyond `dilation`, measured from the changed
+    /// pixels in cells of 8 (0 = whole tiles only): a finer step between 0 and 1 tile of
+    /// dilation (see [`Growth`]).
+    pub margin: usize,
     /// Grow the mask per layer by each layer's reach, so sparse equals dense.
     pub exact: bool,
     /// Without `exact`: how many tiles around the change mask a layer's reach may still grow the
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
             threshold: 24.0,
             metric: DiffMetric::Max,
             dilation: 1,
+            margin: 0,
             exact: false,
             growth_limit: 0,
             refresh_interval: 0,
@@ -79,6 +84,16 @@ impl Default for EngineConfig {
             device_letterbox: None,
             mode: RunMode::Auto,
             break_even: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// How far the change mask grows around the changed pixels.
+    pub fn growth(&self) -> Growth {
+        Growth {
+            tiles: self.dilation,
+            pixels: self.margin,
         }
     }
 }
@@ -297,7 +312,7 @@ impl Engine {
                 host,
                 self.cfg.threshold,
                 self.cfg.metric,
-                self.cfg.dilation,
+                self.cfg.growth(),
                 &mut mask,
             ) {
                 Some(r) => r,
@@ -307,7 +322,7 @@ impl Engine {
                             rgb,
                             self.cfg.threshold,
                             self.cfg.metric,
-                            self.cfg.dilation,
+                            self.cfg.growth(),
                             &mut mask,
                         );
                         Ok(())

@@ -1,6 +1,6 @@
 //! Per-tile change detection against the reference: the pixels the caches currently reflect.
 
-use super::{RegionMask, TileGrid};
+use super::{Growth, RegionMask, TileGrid};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DiffMetric {
@@ -28,6 +28,9 @@ pub struct ChangeDetector {
     reference: Vec<u8>,
     valid: bool,
     scratch: RegionMask,
+    /// The changed cells where the mask grows by pixels (sized for the last cell grid used).
+    cells: RegionMask,
+    cells_scratch: RegionMask,
     /// Next tile of the rolling refresh.
     cursor: usize,
 }
@@ -39,6 +42,8 @@ impl ChangeDetector {
             reference: vec![0; grid.width * grid.height * 3],
             valid: false,
             scratch: RegionMask::empty(&grid),
+            cells: RegionMask::default(),
+            cells_scratch: RegionMask::default(),
             cursor: 0,
         }
     }
@@ -49,15 +54,15 @@ impl ChangeDetector {
     }
 
     /// Compares `image` (packed RGB, grid.width × grid.height) with the reference. Fills `mask` with
-    /// the tiles whose difference exceeds `threshold`, grown by `dilation` tiles, and copies those
-    /// tiles into the reference. Tiles below threshold keep their old reference so that slow change
+    /// the tiles whose difference exceeds `threshold`, grown by `growth`, and copies those tiles
+    /// into the reference. Tiles below threshold keep their old reference so that slow change
     /// accumulates until it fires.
     pub fn detect(
         &mut self,
         image: &[u8],
         threshold: f32,
         metric: DiffMetric,
-        dilation: usize,
+        growth: Growth,
         mask: &mut RegionMask,
     ) {
         let g = self.grid;
@@ -72,11 +77,24 @@ impl ChangeDetector {
             self.valid = true;
             return;
         }
-        for i in 0..g.len() {
-            let score = tile_score(image, &self.reference, &g, i, metric);
-            mask.set(i, score > threshold);
+        let cells = growth.cell_grid(&g);
+        if cells == g {
+            for i in 0..g.len() {
+                let score = tile_score(image, &self.reference, &g, i, metric);
+                mask.set(i, score > threshold);
+            }
+            mask.dilate(growth.tiles, &mut self.scratch);
+        } else {
+            if self.cells.len() != cells.len() {
+                self.cells = RegionMask::empty(&cells);
+                self.cells_scratch = RegionMask::empty(&cells);
+            }
+            for i in 0..cells.len() {
+                let score = tile_score(image, &self.reference, &cells, i, metric);
+                self.cells.set(i, score > threshold);
+            }
+            growth.spread(&g, &mut self.cells, &mut self.cells_scratch, mask);
         }
-        mask.dilate(dilation, &mut self.scratch);
         for i in 0..g.len() {
             if !mask.get(i) {
                 continue;
@@ -128,7 +146,7 @@ impl ChangeDetector {
     }
 }
 
-/// Tile `i`'s difference between two packed RGB images of the grid's size: its largest absolute
+/// Tile `i`'s difference (a cell's, on a grid of cells) between two packed RGB images of the grid's size: its largest absolute
 /// difference of any byte, or the mean absolute difference. Each metric has its own loop, which
 /// vectorises (compiled for the CPU's widest vectors).
 fn tile_score(a: &[u8], b: &[u8], g: &TileGrid, i: usize, metric: DiffMetric) -> f32 {
@@ -166,7 +184,7 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![100u8; 64 * 32 * 3];
-        det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+        det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
         assert!(mask.is_full(), "first frame is entirely changed");
         // Drift the right tile by 4 per frame: fires on the third step (12 > 10), not before.
         let mut fired = Vec::new();
@@ -176,12 +194,12 @@ mod tests {
                     img[(y * 64 + x) * 3] += 4;
                 }
             }
-            det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+            det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
             fired.push((mask.get(0), mask.get(1)));
         }
         assert_eq!(fired, vec![(false, false), (false, false), (false, true)]);
         // After firing, the reference holds the new pixels: no change now.
-        det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+        det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
         assert_eq!(mask.count(), 0);
     }
 
@@ -191,11 +209,11 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![0u8; 96 * 64 * 3];
-        det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+        det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
         img.iter_mut().for_each(|v| *v = 5); // below threshold everywhere
         let mut seen = RegionMask::empty(&grid);
         for _ in 0..3 {
-            det.detect(&img, 10.0, DiffMetric::Max, 0, &mut mask);
+            det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
             assert_eq!(mask.count(), 0);
             assert_eq!(det.refresh(&img, 2, &mut mask), 2);
             seen.union_with(&mask);
@@ -230,17 +248,77 @@ mod tests {
         }
     }
 
+    /// A margin of one tile grows the mask exactly as one tile of dilation; a half-tile margin
+    /// reaches a neighbour only where the change is within half a tile of it.
+    #[test]
+    fn pixel_margins_grow_from_the_changed_cells() {
+        let grid = TileGrid::new(100, 70, 32);
+        let run = |img: &[u8], base: &[u8], growth: Growth| {
+            let mut det = ChangeDetector::new(grid);
+            let mut mask = RegionMask::empty(&grid);
+            det.detect(base, 10.0, DiffMetric::Max, growth, &mut mask);
+            det.detect(img, 10.0, DiffMetric::Max, growth, &mut mask);
+            let mut tiles = Vec::new();
+            mask.active_tiles(&mut tiles);
+            (tiles, det.reference().to_vec())
+        };
+        let base = vec![0u8; 100 * 70 * 3];
+        let mut rng = crate::rng::Lcg(11);
+        for _ in 0..20 {
+            let mut img = base.clone();
+            for _ in 0..1 + rng.next_u32() % 4 {
+                let p = rng.next_u32() as usize % (100 * 70);
+                img[p * 3 + 1] = 200;
+            }
+            for d in 0..3 {
+                let pixels = Growth {
+                    tiles: 0,
+                    pixels: 32 * d,
+                };
+                assert_eq!(run(&img, &base, pixels), run(&img, &base, Growth::tiles(d)));
+            }
+        }
+        // Margin 16 (two cells): (40, 40) grows to pixels 24..64 both ways, tiles 0, 1, 4 and 5;
+        // (90, 10) to x 72..100, y 0..32, tiles 2 and 3 but not 1 (which ends at x 64).
+        let mut img = base.clone();
+        img[(40 * 100 + 40) * 3] = 99;
+        img[(10 * 100 + 90) * 3] = 99;
+        let (tiles, reference) = run(
+            &img,
+            &base,
+            Growth {
+                tiles: 0,
+                pixels: 16,
+            },
+        );
+        assert_eq!(tiles, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(reference, img, "both changes are taken into the reference");
+        // Margin 8 (one cell): (44, 52) grows to x 32..56, y 40..64, inside tile 5 alone.
+        let mut img = base.clone();
+        img[(52 * 100 + 44) * 3] = 99;
+        img[(10 * 100 + 90) * 3] = 99;
+        let (tiles, _) = run(
+            &img,
+            &base,
+            Growth {
+                tiles: 0,
+                pixels: 8,
+            },
+        );
+        assert_eq!(tiles, vec![2, 3, 5]);
+    }
+
     #[test]
     fn mean_metric_ignores_a_single_hot_pixel() {
         let grid = TileGrid::new(32, 32, 32);
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![0u8; 32 * 32 * 3];
-        det.detect(&img, 1.0, DiffMetric::Mean, 0, &mut mask);
+        det.detect(&img, 1.0, DiffMetric::Mean, Growth::tiles(0), &mut mask);
         img[0] = 255;
-        det.detect(&img, 1.0, DiffMetric::Mean, 0, &mut mask);
+        det.detect(&img, 1.0, DiffMetric::Mean, Growth::tiles(0), &mut mask);
         assert_eq!(mask.count(), 0);
-        det.detect(&img, 1.0, DiffMetric::Max, 0, &mut mask);
+        det.detect(&img, 1.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
         assert_eq!(mask.count(), 1);
     }
 }

@@ -3,6 +3,79 @@
 mod detector;
 pub use detector::{ChangeDetector, DiffMetric};
 
+/// Side of the cells change is measured on when the mask grows by pixels rather than whole tiles
+/// (or the largest divisor of the tile below it).
+pub const CELL: usize = 8;
+
+/// How far the change mask grows around the changed pixels before it is rounded to tiles: whole
+/// tiles, plus a margin in pixels. With no margin, change is measured per tile and the mask grows by
+/// whole tiles; with one, change is measured per cell ([`CELL`] pixels), the changed cells grow by
+/// the whole distance (rounded up to cells), and a tile is recomputed where any grown cell lies.
+/// A margin of one tile's width grows the mask exactly as one tile of dilation does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Growth {
+    pub tiles: usize,
+    pub pixels: usize,
+}
+
+impl Growth {
+    /// Whole tiles only.
+    pub fn tiles(tiles: usize) -> Self {
+        Growth { tiles, pixels: 0 }
+    }
+
+    /// The side of the squares change is measured on, for tiles of `tile` pixels.
+    pub fn cell(&self, tile: usize) -> usize {
+        if self.pixels == 0 {
+            tile
+        } else {
+            gcd(tile, CELL)
+        }
+    }
+
+    /// How many cells of [`Growth::cell`] the changed cells grow by.
+    pub fn cell_radius(&self, tile: usize) -> usize {
+        (self.tiles * tile + self.pixels).div_ceil(self.cell(tile))
+    }
+
+    /// The grid of cells change is measured on, for the tile grid `g`.
+    pub fn cell_grid(&self, g: &TileGrid) -> TileGrid {
+        TileGrid::new(g.width, g.height, self.cell(g.tile))
+    }
+
+    /// The most cells any growth measures change on, for the tile grid `g` (buffer sizes).
+    pub fn max_cells(g: &TileGrid) -> usize {
+        Growth {
+            tiles: 0,
+            pixels: 1,
+        }
+        .cell_grid(g)
+        .len()
+        .max(g.len())
+    }
+
+    /// Grows the changed cells `cells` (a mask of [`Growth::cell_grid`]) in place and sets
+    /// `tiles` (a mask of `g`) to the tiles they reach. `scratch` has the size of `cells`.
+    pub fn spread(
+        &self,
+        g: &TileGrid,
+        cells: &mut RegionMask,
+        scratch: &mut RegionMask,
+        tiles: &mut RegionMask,
+    ) {
+        cells.dilate(self.cell_radius(g.tile), scratch);
+        cells.project_cells(&self.cell_grid(g), g, tiles);
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The grid of T×T input-pixel tiles that every layer shares (a layer of stride s sees T/s × T/s
 /// feature pixels per tile).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +228,23 @@ impl RegionMask {
         }
     }
 
+    /// Sets in `tiles` (a mask of the grid `tile_grid`) every tile holding a set cell of this mask,
+    /// a mask of `cell_grid` whose cells divide the tiles, and clears the others.
+    pub fn project_cells(
+        &self,
+        cell_grid: &TileGrid,
+        tile_grid: &TileGrid,
+        tiles: &mut RegionMask,
+    ) {
+        debug_assert!(tile_grid.tile.is_multiple_of(cell_grid.tile));
+        let per = tile_grid.tile / cell_grid.tile;
+        tiles.fill(false);
+        for (i, _) in self.bits.iter().enumerate().filter(|(_, &b)| b) {
+            let (x, y) = (i % cell_grid.cols / per, i / cell_grid.cols / per);
+            tiles.bits[y * tile_grid.cols + x] = true;
+        }
+    }
+
     /// Writes the indices of set tiles into `out` (cleared first; no allocation once warmed up).
     pub fn active_tiles(&self, out: &mut Vec<u32>) {
         out.clear();
@@ -194,5 +284,43 @@ mod tests {
         m.active_tiles(&mut tiles);
         assert_eq!(tiles, vec![0, 1, 5, 6, 7, 8, 9, 12, 13, 14, 17, 18, 19]);
         assert_eq!(m.count(), 13);
+    }
+
+    #[test]
+    fn growth_cells_and_radius() {
+        assert_eq!(
+            (Growth::tiles(2).cell(32), Growth::tiles(2).cell_radius(32)),
+            (32, 2)
+        );
+        let g = Growth {
+            tiles: 1,
+            pixels: 12,
+        };
+        // 32 + 12 pixels in cells of 8: 6 cells (48 px; the margin rounds up).
+        assert_eq!((g.cell(32), g.cell_radius(32)), (8, 6));
+        // A tile smaller than a cell, or not a multiple of it: the largest common divisor.
+        let g = Growth {
+            tiles: 0,
+            pixels: 5,
+        };
+        assert_eq!((g.cell(4), g.cell_radius(4)), (4, 2));
+        assert_eq!((g.cell(12), g.cell_radius(12)), (4, 2));
+    }
+
+    #[test]
+    fn cells_project_onto_the_tiles_holding_them() {
+        // 100 x 70 pixels: tiles of 32 (4 x 3, partial at the right and bottom), cells of 8.
+        let tiles = TileGrid::new(100, 70, 32);
+        let cells = TileGrid::new(100, 70, 8);
+        assert_eq!((cells.cols, cells.rows), (13, 9));
+        let mut c = RegionMask::empty(&cells);
+        c.set(0, true); // tile 0
+        c.set(3 * 13 + 4, true); // pixel (32, 24): tile 1
+        c.set(8 * 13 + 12, true); // the partial corner cell: tile 11
+        let mut t = RegionMask::full(&tiles);
+        c.project_cells(&cells, &tiles, &mut t);
+        let mut on = Vec::new();
+        t.active_tiles(&mut on);
+        assert_eq!(on, vec![0, 1, 11]);
     }
 }

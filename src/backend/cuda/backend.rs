@@ -34,7 +34,7 @@ use super::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
 use crate::backend::{Backend, Precision, StepTiles};
 use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
-use crate::mask::{DiffMetric, RegionMask, TileGrid};
+use crate::mask::{DiffMetric, Growth, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::{InputNorm, Letterbox, PixelSource};
 use crate::tensor::Tensor;
@@ -275,6 +275,8 @@ impl CudaBackend {
         };
 
         let zeros_f32 = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("alloc"));
+        // Change scores and masks: per tile, or per cell where the mask grows by pixels.
+        let cells = Growth::max_cells(&grid);
         let up_f32 = |v: &[f32]| {
             stream
                 .clone_htod(if v.is_empty() { &[0.0][..] } else { v })
@@ -422,14 +424,16 @@ impl CudaBackend {
                 reference: stream
                     .alloc_zeros::<u8>(plan.input_w * plan.input_h * 3)
                     .map_err(drv("alloc"))?,
-                score: zeros_f32(grid.len())?,
+                score: zeros_f32(cells)?,
                 raw: stream
-                    .alloc_zeros::<u8>(grid.len().max(1))
+                    .alloc_zeros::<u8>(cells.max(1))
                     .map_err(drv("alloc"))?,
                 dilated: stream
                     .alloc_zeros::<u8>(grid.len().max(1))
                     .map_err(drv("alloc"))?,
-                mask_host: Pinned::new(&ctx, grid.len())?,
+                mask_host: Pinned::new(&ctx, cells)?,
+                cells: RegionMask::default(),
+                cells_scratch: RegionMask::default(),
                 enabled: detect_enabled(),
                 valid: false,
                 frame: Staged::Nothing,
@@ -1196,14 +1200,14 @@ impl Backend for CudaBackend {
         rgb: &[u8],
         threshold: f32,
         metric: DiffMetric,
-        dilation: usize,
+        growth: Growth,
         mask: &mut RegionMask,
     ) -> Option<Result<()>> {
         if !self.det.enabled {
             return None;
         }
         let t0 = Instant::now();
-        let r = self.detect_on_device(rgb, threshold, metric, dilation, mask);
+        let r = self.detect_on_device(rgb, threshold, metric, growth, mask);
         if let Some(p) = &mut self.profile {
             p.add(Phase::Detect, ms_since(t0));
         }

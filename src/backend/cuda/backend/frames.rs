@@ -9,7 +9,7 @@ use crate::backend::cuda::driver::{drv, par_copy, setup_guard, Pinned};
 use crate::backend::cuda::geometry::{self, max_tile_px, Dims};
 use crate::backend::cuda::layers::{self, kargs, Kernel, Launcher};
 use crate::error::{Error, Result};
-use crate::mask::{DiffMetric, RegionMask};
+use crate::mask::{DiffMetric, Growth, RegionMask};
 use crate::preprocess::{FramePlanes, InputNorm, Letterbox, LetterboxTaps, PixelSource};
 
 /// State of the on-device change detector (see `Backend::detect_changes`).
@@ -19,6 +19,9 @@ pub(super) struct Detect {
     pub(super) raw: CudaSlice<u8>,
     pub(super) dilated: CudaSlice<u8>,
     pub(super) mask_host: Pinned<u8>,
+    /// The changed cells, where the mask grows by pixels: they grow and become tiles on the host.
+    pub(super) cells: RegionMask,
+    pub(super) cells_scratch: RegionMask,
     /// Whether `detect_changes` answers (else the engine's host detector runs).
     pub(super) enabled: bool,
     /// The reference holds a frame (false at start and after `reset`).
@@ -260,15 +263,16 @@ impl CudaBackend {
     }
 
     /// Change detection on the device, mirroring `ChangeDetector::detect`: uploads the frame
-    /// (kept for `write_input`), scores tiles against the device reference, dilates, and downloads
-    /// only the mask. The reference takes the frame's tiles in the following `write_input` (the
+    /// (kept for `write_input`), scores tiles (or the cells of a growth by pixels) against the
+    /// device reference, dilates whole tiles, and downloads only the mask (the cells grow into
+    /// tiles on the host, as in the host detector). The reference takes the frame's tiles in the following `write_input` (the
     /// fired tiles plus the engine's rolling refresh), or the whole frame when it was invalid.
     pub(super) fn detect_on_device(
         &mut self,
         rgb: &[u8],
         threshold: f32,
         metric: DiffMetric,
-        dilation: usize,
+        growth: Growth,
         mask: &mut RegionMask,
     ) -> Result<()> {
         let (w, h) = (self.plan.input_w, self.plan.input_h);
@@ -288,7 +292,11 @@ impl CudaBackend {
         if !on_device {
             self.upload_frame(rgb)?;
         }
-        let n = g.len();
+        // Whole-tile growth scores the tiles and dilates them here; a growth by pixels scores
+        // cells, which grow into tiles on the host after the download.
+        let cg = growth.cell_grid(&g);
+        let by_tiles = cg == g;
+        let n = cg.len();
         let force = !self.det.valid;
         let metric = match metric {
             DiffMetric::Max => 0i32,
@@ -305,8 +313,8 @@ impl CudaBackend {
                 self.ptr(&self.det.reference),
                 w as i32,
                 h as i32,
-                g.tile as i32,
-                g.cols as i32,
+                cg.tile as i32,
+                cg.cols as i32,
                 metric,
                 threshold,
                 force as i32,
@@ -314,7 +322,7 @@ impl CudaBackend {
                 self.ptr(&self.det.raw)
             ),
         )?;
-        let src = if dilation > 0 && !force {
+        let src = if by_tiles && growth.tiles > 0 && !force {
             self.launch(
                 Kernel::MaskDilate,
                 Dims {
@@ -326,14 +334,15 @@ impl CudaBackend {
                     self.ptr(&self.det.dilated),
                     g.cols as i32,
                     g.rows as i32,
-                    dilation as i32
+                    growth.tiles as i32
                 ),
             )?;
             self.ptr(&self.det.dilated)
         } else {
             self.ptr(&self.det.raw)
         };
-        // SAFETY: both hold n bytes; the host reads mask_host only after the synchronize.
+        // SAFETY: both hold at least n bytes (sized by `Growth::max_cells`); the host reads
+        // mask_host only after the synchronize.
         unsafe {
             cudarc::driver::result::memcpy_dtoh_async(
                 &mut self.det.mask_host.as_mut_slice()[..n],
@@ -343,8 +352,17 @@ impl CudaBackend {
         }
         .map_err(drv("mask download"))?;
         self.sync()?;
-        for (i, &m) in self.det.mask_host.as_slice()[..n].iter().enumerate() {
-            mask.set(i, m != 0);
+        let d = &mut self.det;
+        let changed = d.mask_host.as_slice()[..n].iter().map(|&m| m != 0);
+        if by_tiles {
+            changed.enumerate().for_each(|(i, m)| mask.set(i, m));
+        } else {
+            if d.cells.len() != n {
+                d.cells = RegionMask::empty(&cg);
+                d.cells_scratch = RegionMask::empty(&cg);
+            }
+            changed.enumerate().for_each(|(i, m)| d.cells.set(i, m));
+            growth.spread(&g, &mut d.cells, &mut d.cells_scratch, mask);
         }
         self.det.valid = true;
         self.det.frame = if on_device {
