@@ -131,6 +131,20 @@ fn check_main_line(v: &Value, frames: u64) {
     }
     let agreement = f(v, "agreement_map50");
     assert!((0.0..=1.0).contains(&agreement), "{v}");
+    // The box-weighted mean of the per-class APs printed beside it.
+    let per_class = v["agreement_ap50_per_class"].as_object().unwrap();
+    let boxes: f64 = per_class.values().map(|c| c[0].as_f64().unwrap()).sum();
+    if boxes > 0.0 {
+        let weighted: f64 = per_class
+            .values()
+            .map(|c| c[0].as_f64().unwrap() * c[1].as_f64().unwrap())
+            .sum::<f64>()
+            / boxes;
+        assert!(
+            (f(v, "agreement_ap50_weighted") - weighted).abs() < 1e-3,
+            "{v}"
+        );
+    }
     assert!(v["memory_bytes"].as_u64().unwrap() > 0);
 }
 
@@ -269,6 +283,8 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
         "0.5",
         "--thresholds",
         "4,16,48",
+        "--margins",
+        "16,0",
         "--plot",
         png.to_str().unwrap(),
     ]);
@@ -278,8 +294,12 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
     let v = &lines[0];
     assert_eq!(f(v, "target_agreement"), 0.5);
     let sweep = v["sweep"].as_array().unwrap();
-    let ts: Vec<f64> = sweep.iter().map(|r| f(r, "threshold")).collect();
-    assert_eq!(ts, vec![4.0, 16.0, 48.0]);
+    let ts: Vec<(f64, f64)> = sweep
+        .iter()
+        .map(|r| (f(r, "margin"), f(r, "threshold")))
+        .collect();
+    let want = [0.0, 16.0].map(|m| [4.0, 16.0, 48.0].map(|t| (m, t)));
+    assert_eq!(ts, want.concat());
     for r in sweep {
         assert!(f(r, "speedup") > 0.0 && f(r, "sparse_ms") > 0.0, "{r}");
         assert!((0.0..=1.0).contains(&f(r, "agreement_map50")), "{r}");
@@ -330,6 +350,7 @@ fn bad_arguments_exit_2_with_one_line() {
         &["--threshold", "-3"],
         &["--input-size", "640"],
         &["--target-agreement", "0.9"], // needs --calibrate
+        &["--margins", "8"],            // needs --calibrate
         &["--calibrate", "--fractions"],
     ] {
         let line = fails_with_one_line(&bench(args));

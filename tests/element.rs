@@ -444,6 +444,50 @@ fn a_moving_square_activates_only_the_tiles_around_it() {
     assert!(run.last_active > 0.0);
 }
 
+/// The margin property grows the mask by pixels: `dilation=0 margin=32` recomputes what
+/// `dilation=1` does, frame for frame, and `margin=8` no more than that and no less than no growth.
+#[test]
+fn margin_grows_the_mask_between_whole_tiles() {
+    let (w, h, side) = (320, 240, 24);
+    let frames = || {
+        (0..5)
+            .map(|i| {
+                (
+                    video_caps("RGB", w, h),
+                    buffer(square_frame(w, h, 40 + 12 * i, 100, side), i as u64),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let active = |props: &str| {
+        let desc = format!(
+            "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 refresh-tiles=0 {props} ! appsink name=sink sync=false"
+        );
+        let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames()), |_, _| {});
+        run.assert_clean();
+        assert_eq!(run.stats.len(), 5, "{props}");
+        run.stats
+            .iter()
+            .skip(1)
+            .map(|s| s.active_fraction)
+            .collect::<Vec<_>>()
+    };
+    let (none, tile, px32, px8) = (
+        active("dilation=0"),
+        active("dilation=1"),
+        active("dilation=0 margin=32"),
+        active("dilation=0 margin=8"),
+    );
+    assert_eq!(px32, tile);
+    for i in 0..none.len() {
+        assert!(
+            none[i] <= px8[i] && px8[i] <= tile[i] && none[i] < tile[i],
+            "frame {}: no growth {none:?}, margin 8 {px8:?}, one tile {tile:?}",
+            i + 1
+        );
+    }
+}
+
 #[test]
 fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
     let (w1, h1, w2, h2) = (320, 240, 256, 200);

@@ -130,7 +130,8 @@ struct Cli {
     /// onnxruntime_rel_l2
     #[arg(long)]
     onnxruntime: bool,
-    /// Sweep the threshold and print the fastest one that keeps agreement_map50 at the target
+    /// Sweep the threshold (and --margins) and print the fastest setting that keeps
+    /// agreement_map50 at the target
     #[arg(long, conflicts_with_all = ["fractions", "annotate"])]
     calibrate: bool,
     /// Agreement (mAP@0.5 against dense) the calibration must keep [default: 0.97]
@@ -139,6 +140,14 @@ struct Cli {
     /// Thresholds to sweep (comma-separated) [default: 2,4,6,8,12,16,24,32,48]
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_threshold)]
     thresholds: Vec<f32>,
+    /// Margins (pixels, comma-separated) to sweep with every threshold [default: --margin]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        requires = "calibrate"
+    )]
+    margins: Vec<usize>,
     /// Sweep the threshold and draw speedup and agreement against it into this PNG
     #[arg(long, value_name = "FILE.png", conflicts_with_all = ["fractions", "annotate"])]
     plot: Option<PathBuf>,
@@ -809,6 +818,8 @@ struct MainReport {
     /// AP@0.5 per reference class: label → [reference boxes, AP] (rare classes weigh as much as
     /// frequent ones in the mean).
     agreement_ap50_per_class: std::collections::BTreeMap<String, (usize, f64)>,
+    /// The per-class APs weighted by their reference boxes (`detect::ap50_weighted`).
+    agreement_ap50_weighted: Option<f64>,
     detections_dense: usize,
     detections_sparse: usize,
     exact_max_abs_diff: Option<f64>,
@@ -910,6 +921,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
     let af = mean(&active);
     let (ideal, eff) = ideal_and_efficiency(speedup, af);
     let agreement = detect::map50(&ddets[1..], &sdets[1..]);
+    let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
     // What a user sees: sparse detections at the operating threshold.
     let shown: Vec<Vec<Detection>> = sdets
         .iter()
@@ -947,7 +959,8 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         efficiency: eff,
         sparse_dense_frames,
         agreement_map50: round(agreement, 4),
-        agreement_ap50_per_class: detect::ap50_per_class(&ddets[1..], &sdets[1..])
+        agreement_ap50_weighted: round(detect::ap50_weighted(&per_class).unwrap_or(f64::NAN), 4),
+        agreement_ap50_per_class: per_class
             .into_iter()
             .map(|c| {
                 let label = s
@@ -1134,6 +1147,7 @@ fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), 
 
 #[derive(Serialize, Clone)]
 struct SweepRow {
+    margin: usize,
     threshold: f32,
     dense_ms: Option<f64>,
     sparse_ms: Option<f64>,
@@ -1160,7 +1174,8 @@ struct SweepReport {
     dense_ms: Option<f64>,
     target_agreement: f64,
     sweep: Vec<SweepRow>,
-    /// The fastest threshold whose agreement_map50 is at or above the target; null if none is.
+    /// The fastest setting (threshold, margin) whose agreement_map50 is at or above the target;
+    /// null if none is.
     pick: Option<SweepRow>,
     plot: Option<String>,
 }
@@ -1175,12 +1190,23 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     };
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
+    let mut margins = if cli.margins.is_empty() {
+        vec![cli.margin]
+    } else {
+        cli.margins.clone()
+    };
+    margins.sort();
+    margins.dedup();
+    let settings: Vec<(usize, f32)> = margins
+        .iter()
+        .flat_map(|&m| thresholds.iter().map(move |&t| (m, t)))
+        .collect();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
 
     // Dense detections once; dense timings interleaved with every threshold's run (every other
     // frame), so each row's speedup compares times taken under the same machine load.
-    let pb = bar(n * (thresholds.len() + 1), "threshold sweep");
+    let pb = bar(n * (settings.len() + 1), "threshold sweep");
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
     let dense_gate = s.set_gate(&mut dense)?;
     let mut ddets = Vec::with_capacity(n);
@@ -1192,9 +1218,10 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     }
 
     let mut rows = Vec::new();
-    for &t in &thresholds {
+    for &(margin, t) in &settings {
         let mut sparse = s.engine(EngineConfig {
             threshold: t,
+            margin,
             ..sparse_cfg(cli, s.threads)
         })?;
         let sparse_gate = s.set_gate(&mut sparse)?;
@@ -1217,6 +1244,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         let af = mean(&act);
         let (ideal, eff) = ideal_and_efficiency(d / sp, af);
         rows.push(SweepRow {
+            margin,
             threshold: t,
             dense_ms: round(d, 3),
             sparse_ms: round(sp, 3),
@@ -1240,11 +1268,14 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         })
         .cloned();
     if pick.is_none() {
-        eprintln!("regiondrop-bench: no threshold in the sweep keeps agreement_map50 >= {target}");
+        eprintln!("regiondrop-bench: no setting in the sweep keeps agreement_map50 >= {target}");
     }
     if let Some(p) = &cli.plot {
+        // One curve: the picked margin's thresholds (the first margin's without a pick).
+        let shown = pick.as_ref().map_or(margins[0], |r| r.margin);
         let pts: Vec<plot::Point> = rows
             .iter()
+            .filter(|r| r.margin == shown)
             .map(|r| plot::Point {
                 threshold: r.threshold as f64,
                 speedup: r.speedup.unwrap_or(f64::NAN),
@@ -1252,7 +1283,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             })
             .collect();
         let title = format!(
-            "{}: {} frames, {}x{}, tile {}, {}",
+            "{}: {} frames, {}x{}, tile {}, margin {shown}, {}",
             s.model
                 .file_name()
                 .map(|f| f.to_string_lossy().to_string())

@@ -29,6 +29,21 @@ pub fn map50(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]) -> f64 
     per_class.iter().map(|c| c.ap).sum::<f64>() / per_class.len() as f64
 }
 
+/// The per-class APs averaged with each class weighted by its reference boxes, so that a class
+/// seen once weighs once rather than as much as one seen thousands of times (None without
+/// reference boxes). It complements [`map50`], which classes with one or two boxes can move by
+/// a tenth each.
+pub fn ap50_weighted(per_class: &[ClassAp]) -> Option<f64> {
+    let boxes: usize = per_class.iter().map(|c| c.references).sum();
+    (boxes > 0).then(|| {
+        per_class
+            .iter()
+            .map(|c| c.ap * c.references as f64)
+            .sum::<f64>()
+            / boxes as f64
+    })
+}
+
 /// AP@0.5 of one class against the reference.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassAp {
@@ -138,5 +153,24 @@ mod tests {
         let m = map50(&r, &p);
         // Ranked: false (0.95) then true (0.9): recall 0.5 at precision 0.5.
         assert!((m - 0.25).abs() < 1e-9, "{m}");
+    }
+
+    #[test]
+    fn weighted_ap_counts_each_reference_box_once() {
+        // Class 0: three boxes, all found (AP 1); class 1: one box, missed (AP 0).
+        let r = vec![
+            vec![d(0, 0.9, 0.0), d(1, 0.8, 40.0)],
+            vec![d(0, 0.9, 0.0)],
+            vec![d(0, 0.9, 0.0)],
+        ];
+        let p = vec![
+            vec![d(0, 0.9, 0.0)],
+            vec![d(0, 0.9, 0.0)],
+            vec![d(0, 0.9, 0.0)],
+        ];
+        let per_class = ap50_per_class(&r, &p);
+        assert!((map50(&r, &p) - 0.5).abs() < 1e-9);
+        assert!((ap50_weighted(&per_class).unwrap() - 0.75).abs() < 1e-9);
+        assert_eq!(ap50_weighted(&[]), None);
     }
 }
