@@ -319,7 +319,42 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
         None => assert!(v["pick"].is_null(), "{v}"),
     }
     assert!(is_png(&png), "plot written as PNG");
+    for r in sweep {
+        assert!((0.0..=1.0).contains(&f(r, "agreement_ap50_weighted")), "{r}");
+    }
+    assert_eq!(v["pick_by"], "agreement_map50");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--pick-by weighted` applies the target to the box-weighted agreement instead.
+#[test]
+fn calibrate_can_pick_by_the_weighted_agreement() {
+    let o = bench(&[
+        "--frames",
+        "3",
+        "--calibrate",
+        "--thresholds",
+        "8,64",
+        "--pick-by",
+        "weighted",
+        "--target-agreement",
+        "0.2",
+    ]);
+    ok(&o);
+    let v = &stdout_lines(&o)[0];
+    assert_eq!(v["pick_by"], "agreement_ap50_weighted");
+    let best = v["sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| f(r, "agreement_ap50_weighted") >= 0.2)
+        .map(|r| f(r, "speedup"))
+        .fold(f64::NAN, f64::max);
+    if best.is_nan() {
+        assert!(v["pick"].is_null(), "{v}");
+    } else {
+        assert_eq!(f(&v["pick"], "speedup"), best, "{v}");
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub fn plot_sweep(
     pts: &[Point],
     target: Option<f64>,
     pick: Option<f64>,
+    agreement_label: &str,
 ) -> Result<(), String> {
     let (w, h) = (900i64, 560i64);
     let (left, right, top, bottom) = (90i64, 110i64, 70i64, 80i64);
@@ -123,7 +124,7 @@ pub fn plot_sweep(
     let xl = "change threshold (pixel units)";
     c.text((w - text_width(xl, 2)) / 2, h - 40, xl, BLACK, 2);
     c.text(10, 44, "speedup (x)", SPEEDUP, 2);
-    let al = "agreement map50";
+    let al = agreement_label;
     c.text(w - 10 - text_width(al, 2), 44, al, AGREEMENT, 2);
     c.save_png(path)
 }
