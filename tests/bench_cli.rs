@@ -320,7 +320,10 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
     }
     assert!(is_png(&png), "plot written as PNG");
     for r in sweep {
-        assert!((0.0..=1.0).contains(&f(r, "agreement_ap50_weighted")), "{r}");
+        assert!(
+            (0.0..=1.0).contains(&f(r, "agreement_ap50_weighted")),
+            "{r}"
+        );
     }
     assert_eq!(v["pick_by"], "agreement_map50");
     let _ = std::fs::remove_dir_all(&dir);

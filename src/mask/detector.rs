@@ -31,6 +31,10 @@ pub struct ChangeDetector {
     /// The changed cells where the mask grows by pixels (sized for the last cell grid used).
     cells: RegionMask,
     cells_scratch: RegionMask,
+    /// One row of per-byte differences folded over a band of rows (see `band_scores`).
+    fold: Fold,
+    /// One band's scores.
+    scores: Vec<f32>,
     /// Next tile of the rolling refresh.
     cursor: usize,
 }
@@ -44,6 +48,11 @@ impl ChangeDetector {
             scratch: RegionMask::empty(&grid),
             cells: RegionMask::default(),
             cells_scratch: RegionMask::default(),
+            fold: Fold {
+                max: vec![0; grid.width * 3],
+                sum: vec![0; grid.width * 3],
+            },
+            scores: Vec::new(),
             cursor: 0,
         }
     }
@@ -78,21 +87,25 @@ impl ChangeDetector {
             return;
         }
         let cells = growth.cell_grid(&g);
-        if cells == g {
-            for i in 0..g.len() {
-                let score = tile_score(image, &self.reference, &g, i, metric);
-                mask.set(i, score > threshold);
+        let (fold, scores) = (&mut self.fold, &mut self.scores);
+        let mut changed = |grid: &TileGrid, mask: &mut RegionMask| {
+            scores.resize(grid.cols, 0.0);
+            for row in 0..grid.rows {
+                band_scores(image, &self.reference, grid, row, metric, fold, scores);
+                for (x, &score) in scores.iter().enumerate() {
+                    mask.set(row * grid.cols + x, score > threshold);
+                }
             }
+        };
+        if cells == g {
+            changed(&g, mask);
             mask.dilate(growth.tiles, &mut self.scratch);
         } else {
             if self.cells.len() != cells.len() {
                 self.cells = RegionMask::empty(&cells);
                 self.cells_scratch = RegionMask::empty(&cells);
             }
-            for i in 0..cells.len() {
-                let score = tile_score(image, &self.reference, &cells, i, metric);
-                self.cells.set(i, score > threshold);
-            }
+            changed(&cells, &mut self.cells);
             growth.spread(&g, &mut self.cells, &mut self.cells_scratch, mask);
         }
         for i in 0..g.len() {
@@ -146,32 +159,59 @@ impl ChangeDetector {
     }
 }
 
-/// Tile `i`'s difference (a cell's, on a grid of cells) between two packed RGB images of the grid's size: its largest absolute
-/// difference of any byte, or the mean absolute difference. Each metric has its own loop, which
-/// vectorises (compiled for the CPU's widest vectors).
-fn tile_score(a: &[u8], b: &[u8], g: &TileGrid, i: usize, metric: DiffMetric) -> f32 {
-    let (x0, y0, x1, y1) = g.rect(i, 1, g.width, g.height);
-    let rows = (y0..y1).map(|y| (y * g.width + x0) * 3..(y * g.width + x1) * 3);
+/// Per-byte differences of a band of rows, folded column-wise: the largest, and the sum.
+struct Fold {
+    max: Vec<u8>,
+    sum: Vec<u32>,
+}
+
+/// The scores of the cells of row `row` of the grid `g` between two packed RGB images of its size:
+/// each cell's largest absolute difference of any byte, or its mean absolute difference. The
+/// band's rows are first folded into one row (whole-row loops, compiled for the CPU's widest
+/// vectors), then each cell reduces its span of that row.
+fn band_scores(
+    a: &[u8],
+    b: &[u8],
+    g: &TileGrid,
+    row: usize,
+    metric: DiffMetric,
+    fold: &mut Fold,
+    out: &mut [f32],
+) {
+    let stride = g.width * 3;
+    let (y0, y1) = (row * g.tile, ((row + 1) * g.tile).min(g.height));
+    let rows = (y0..y1).map(|y| y * stride..(y + 1) * stride);
     crate::simd::vectorized(
         #[inline(always)]
         || match metric {
-            DiffMetric::Max => rows
-                .map(|r| {
-                    let diffs = a[r.clone()].iter().zip(&b[r]).map(|(&p, &q)| p.abs_diff(q));
-                    diffs.fold(0u8, u8::max)
-                })
-                .fold(0u8, u8::max) as f32,
+            DiffMetric::Max => {
+                fold.max.fill(0);
+                for r in rows {
+                    for ((m, &p), &q) in fold.max.iter_mut().zip(&a[r.clone()]).zip(&b[r]) {
+                        *m = (*m).max(p.abs_diff(q));
+                    }
+                }
+            }
             DiffMetric::Mean => {
-                let sum: u64 = rows
-                    .map(|r| {
-                        let diffs = a[r.clone()].iter().zip(&b[r]);
-                        diffs.map(|(&p, &q)| p.abs_diff(q) as u32).sum::<u32>() as u64
-                    })
-                    .sum();
-                sum as f32 / ((x1 - x0) * (y1 - y0) * 3).max(1) as f32
+                fold.sum.fill(0);
+                for r in rows {
+                    for ((s, &p), &q) in fold.sum.iter_mut().zip(&a[r.clone()]).zip(&b[r]) {
+                        *s += p.abs_diff(q) as u32;
+                    }
+                }
             }
         },
-    )
+    );
+    for (x, score) in out.iter_mut().enumerate().take(g.cols) {
+        let span = x * g.tile * 3..((x + 1) * g.tile).min(g.width) * 3;
+        *score = match metric {
+            DiffMetric::Max => fold.max[span].iter().copied().max().unwrap_or(0) as f32,
+            DiffMetric::Mean => {
+                let bytes = (span.len() * (y1 - y0)).max(1);
+                fold.sum[span].iter().map(|&v| v as u64).sum::<u64>() as f32 / bytes as f32
+            }
+        };
+    }
 }
 
 #[cfg(test)]
@@ -222,10 +262,10 @@ mod tests {
         assert!(det.reference().iter().all(|&v| v == 5));
     }
 
-    /// The vectorised scores equal a plain per-pixel computation, on partial edge tiles too.
+    /// The band scores equal a plain per-pixel computation, for tiles and for cells, on partial
+    /// edge tiles too.
     #[test]
     fn tile_scores_equal_a_plain_computation() {
-        let grid = TileGrid::new(100, 70, 32);
         let mut rng = crate::rng::Lcg(3);
         let n = 100 * 70 * 3;
         let a: Vec<u8> = (0..n).map(|_| rng.next_u32() as u8).collect();
@@ -233,18 +273,31 @@ mod tests {
             .iter()
             .map(|&v| v.wrapping_add((rng.next_u32() % 7) as u8))
             .collect();
-        for i in 0..grid.len() {
-            let (x0, y0, x1, y1) = grid.rect(i, 1, 100, 70);
-            let (mut max, mut sum) = (0u8, 0u64);
-            for y in y0..y1 {
-                for j in (y * 100 + x0) * 3..(y * 100 + x1) * 3 {
-                    max = max.max(a[j].abs_diff(b[j]));
-                    sum += a[j].abs_diff(b[j]) as u64;
+        let mut fold = Fold {
+            max: vec![0; 300],
+            sum: vec![0; 300],
+        };
+        for side in [32, 8] {
+            let grid = TileGrid::new(100, 70, side);
+            let mut scores = vec![0f32; grid.cols];
+            for (metric, plain) in [(DiffMetric::Max, 0), (DiffMetric::Mean, 1)] {
+                for row in 0..grid.rows {
+                    band_scores(&a, &b, &grid, row, metric, &mut fold, &mut scores);
+                    for (x, &score) in scores.iter().enumerate() {
+                        let (x0, y0, x1, y1) = grid.rect(row * grid.cols + x, 1, 100, 70);
+                        let (mut max, mut sum) = (0u8, 0u64);
+                        for y in y0..y1 {
+                            for j in (y * 100 + x0) * 3..(y * 100 + x1) * 3 {
+                                max = max.max(a[j].abs_diff(b[j]));
+                                sum += a[j].abs_diff(b[j]) as u64;
+                            }
+                        }
+                        let mean = sum as f32 / ((x1 - x0) * (y1 - y0) * 3) as f32;
+                        let want = [max as f32, mean][plain];
+                        assert_eq!(score, want, "{side}-px {metric:?} at ({x}, {row})");
+                    }
                 }
             }
-            let mean = sum as f32 / ((x1 - x0) * (y1 - y0) * 3) as f32;
-            assert_eq!(tile_score(&a, &b, &grid, i, DiffMetric::Max), max as f32);
-            assert_eq!(tile_score(&a, &b, &grid, i, DiffMetric::Mean), mean);
         }
     }
 
