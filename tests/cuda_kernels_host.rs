@@ -733,7 +733,7 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
                     KArg::Ptr(dl),
                     KArg::I32(grid.cols as i32),
                     KArg::I32(grid.rows as i32),
-                    KArg::I32(growth.tiles as i32),
+                    KArg::I32(growth.cell_radius(tile) as i32),
                 ],
             )
             .unwrap();

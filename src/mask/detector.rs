@@ -98,8 +98,9 @@ impl ChangeDetector {
             }
         };
         if cells == g {
+            // Cells as large as the tiles (no margin, or tiles of at most a cell).
             changed(&g, mask);
-            mask.dilate(growth.tiles, &mut self.scratch);
+            mask.dilate(growth.cell_radius(g.tile), &mut self.scratch);
         } else {
             if self.cells.len() != cells.len() {
                 self.cells = RegionMask::empty(&cells);

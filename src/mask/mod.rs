@@ -11,7 +11,8 @@ pub const CELL: usize = 8;
 /// tiles, plus a margin in pixels. With no margin, change is measured per tile and the mask grows by
 /// whole tiles; with one, change is measured per cell ([`CELL`] pixels), the changed cells grow by
 /// the whole distance (rounded up to cells), and a tile is recomputed where any grown cell lies.
-/// A margin of one tile's width grows the mask exactly as one tile of dilation does.
+/// A margin of one tile's width grows the mask exactly as one tile of dilation does. Tiles of at
+/// most a cell are their own cells, and a margin grows them by whole tiles (rounded up).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Growth {
     pub tiles: usize,

@@ -322,7 +322,8 @@ impl CudaBackend {
                 self.ptr(&self.det.raw)
             ),
         )?;
-        let src = if by_tiles && growth.tiles > 0 && !force {
+        let radius = growth.cell_radius(g.tile);
+        let src = if by_tiles && radius > 0 && !force {
             self.launch(
                 Kernel::MaskDilate,
                 Dims {
@@ -334,7 +335,7 @@ impl CudaBackend {
                     self.ptr(&self.det.dilated),
                     g.cols as i32,
                     g.rows as i32,
-                    growth.tiles as i32
+                    radius as i32
                 ),
             )?;
             self.ptr(&self.det.dilated)
