@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use gstregiondrop::analyzer::{Analyzer, AnalyzerOptions};
 use gstregiondrop::detect::{decode_candidates, Candidates, DecodeParams, DecoderKind, Gate};
-use gstregiondrop::mask::{ChangeDetector, DiffMetric, Growth, RegionMask};
+use gstregiondrop::mask::{ChangeDetector, DiffMetric, MaskGrowth, RegionMask};
 use gstregiondrop::preprocess::{letterbox, PackedFrame, PixelSource, Yuv420Frame};
 
 fn median(mut ms: Vec<f64>) -> f64 {
@@ -87,10 +87,10 @@ fn main() {
     let grid = gstregiondrop::mask::TileGrid::new(416, 416, 32);
     // The default growth (one tile) and a 16-pixel margin (change measured on 8-pixel cells).
     let growths = [
-        Growth::tiles(1),
-        Growth {
+        MaskGrowth::whole_tiles(1),
+        MaskGrowth {
             tiles: 0,
-            pixels: 16,
+            margin: 16,
         },
     ];
     let mut detectors = growths.map(|_| ChangeDetector::new(grid));

@@ -300,6 +300,7 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
         .collect();
     let want = [0.0, 16.0].map(|m| [4.0, 16.0, 48.0].map(|t| (m, t)));
     assert_eq!(ts, want.concat());
+    assert_eq!(v["margins"], serde_json::json!([0, 16]));
     for r in sweep {
         assert!(f(r, "speedup") > 0.0 && f(r, "sparse_ms") > 0.0, "{r}");
         assert!((0.0..=1.0).contains(&f(r, "agreement_map50")), "{r}");

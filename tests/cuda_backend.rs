@@ -13,7 +13,7 @@ use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
 use gstregiondrop::backend::cpu::CpuBackend;
 use gstregiondrop::backend::cuda::{self, kernels, CudaBackend, CudaOptions};
 use gstregiondrop::backend::{Backend, BackendKind, Precision};
-use gstregiondrop::mask::{ChangeDetector, DiffMetric, Growth, RegionMask, TileGrid};
+use gstregiondrop::mask::{ChangeDetector, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use gstregiondrop::model::plan::Plan;
 use gstregiondrop::preprocess::InputNorm;
 use gstregiondrop::tensor::Tensor;
@@ -236,7 +236,13 @@ fn change_detection_kernels_match_detector() {
     let base = image(w, h, 3);
     let mut det = ChangeDetector::new(grid);
     let mut mask = RegionMask::empty(&grid);
-    det.detect(&base, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+    det.detect(
+        &base,
+        10.0,
+        DiffMetric::Max,
+        MaskGrowth::whole_tiles(0),
+        &mut mask,
+    );
     for (metric, dil, m_code) in [
         (DiffMetric::Max, 0usize, 0i32),
         (DiffMetric::Mean, 1, 1),
@@ -318,7 +324,7 @@ fn change_detection_kernels_match_detector() {
         let count = stream.clone_dtoh(&d_count).unwrap()[0] as usize;
         let list = stream.clone_dtoh(&d_list).unwrap();
         let new_ref = stream.clone_dtoh(&d_ref).unwrap();
-        det.detect(&img, thr, metric, Growth::tiles(dil), &mut mask);
+        det.detect(&img, thr, metric, MaskGrowth::whole_tiles(dil), &mut mask);
         let mut want = Vec::new();
         mask.active_tiles(&mut want);
         assert_eq!(&list[..count], &want[..], "{metric:?} dilation {dil}");
@@ -602,7 +608,13 @@ fn engine_process_matches_cpu_with_device_detection() {
         let mut b = CudaBackend::with_options(plan.clone(), 32, 0, opts.clone()).unwrap();
         let mut m = RegionMask::empty(&grid);
         let img = image(plan.input_w, plan.input_h, 1);
-        let r = b.detect_changes(&img, 10.0, DiffMetric::Max, Growth::tiles(1), &mut m);
+        let r = b.detect_changes(
+            &img,
+            10.0,
+            DiffMetric::Max,
+            MaskGrowth::whole_tiles(1),
+            &mut m,
+        );
         assert!(matches!(r, Some(Ok(()))), "device detection did not run");
         assert!(m.is_full(), "first frame is entirely changed");
     }

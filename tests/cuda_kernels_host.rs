@@ -663,7 +663,9 @@ fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
 /// `ChangeDetector`, as tests/cuda_backend.rs runs them on a GPU.
 #[test]
 fn change_detection_kernels_on_the_host_match_the_detector() {
-    use gstregiondrop::mask::{ChangeDetector, DiffMetric, Growth, RegionMask, TileGrid};
+    use gstregiondrop::mask::{
+        CellGrower, ChangeDetector, DiffMetric, MaskGrowth, RegionMask, TileGrid,
+    };
     let Some(emu) = emu() else { return };
     let (w, h, tile) = (150usize, 100usize, 32usize);
     let grid = TileGrid::new(w, h, tile);
@@ -674,7 +676,7 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
         &image(w, h, 3),
         10.0,
         DiffMetric::Max,
-        Growth::tiles(0),
+        MaskGrowth::whole_tiles(0),
         &mut mask,
     );
     let dims = |g: u32, b: u32| Dims {
@@ -682,15 +684,16 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
         block: (b, 1, 1),
     };
     let (wi, hi) = (w as i32, h as i32);
-    let margin = |tiles, pixels| Growth { tiles, pixels };
+    let margin = |tiles, margin| MaskGrowth { tiles, margin };
     for (metric, growth, code, thr) in [
-        (DiffMetric::Max, Growth::tiles(0), 0i32, 10.0f32),
-        (DiffMetric::Mean, Growth::tiles(1), 1, 0.05),
-        (DiffMetric::Max, Growth::tiles(2), 0, 10.0),
-        // Growth by pixels: scores per 8-pixel cell (partial cells at the right and bottom),
+        (DiffMetric::Max, MaskGrowth::whole_tiles(0), 0i32, 10.0f32),
+        (DiffMetric::Mean, MaskGrowth::whole_tiles(1), 1, 0.05),
+        (DiffMetric::Max, MaskGrowth::whole_tiles(2), 0, 10.0),
+        // Growth by a margin: scores per 8-pixel cell (partial cells at the right and bottom),
         // grown into tiles on the host as the backend does.
         (DiffMetric::Max, margin(0, 16), 0, 10.0),
         (DiffMetric::Mean, margin(1, 8), 1, 0.05),
+        (DiffMetric::Mean, margin(0, 24), 1, 0.5),
     ] {
         let cells = growth.cell_grid(&grid);
         let nc = cells.len();
@@ -706,24 +709,27 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
         );
         let (ls, ct) = (addr_mut(&mut list), addr_mut(&mut count));
         let im = KArg::Ptr(addr(&img));
-        emu.launch(
-            Kernel::TileDiff,
-            dims(nc as u32, 256),
-            &[
-                im,
-                KArg::Ptr(rf),
-                KArg::I32(wi),
-                KArg::I32(hi),
-                KArg::I32(cells.tile as i32),
-                KArg::I32(cells.cols as i32),
-                KArg::I32(code),
-                KArg::F32(thr),
-                KArg::I32(0),
-                KArg::Ptr(sc),
-                KArg::Ptr(rw),
-            ],
-        )
-        .unwrap();
+        let diff = |g: &TileGrid, out: u64| {
+            emu.launch(
+                Kernel::TileDiff,
+                dims(g.len() as u32, 256),
+                &[
+                    im,
+                    KArg::Ptr(rf),
+                    KArg::I32(wi),
+                    KArg::I32(hi),
+                    KArg::I32(g.tile as i32),
+                    KArg::I32(g.cols as i32),
+                    KArg::I32(code),
+                    KArg::F32(thr),
+                    KArg::I32(0),
+                    KArg::Ptr(sc),
+                    KArg::Ptr(out),
+                ],
+            )
+            .unwrap()
+        };
+        diff(&cells, rw);
         if cells == grid {
             emu.launch(
                 Kernel::MaskDilate,
@@ -733,7 +739,7 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
                     KArg::Ptr(dl),
                     KArg::I32(grid.cols as i32),
                     KArg::I32(grid.rows as i32),
-                    KArg::I32(growth.cell_radius(tile) as i32),
+                    KArg::I32(growth.tile_radius(tile) as i32),
                 ],
             )
             .unwrap();
@@ -749,17 +755,23 @@ fn change_detection_kernels_on_the_host_match_the_detector() {
             )
             .unwrap();
         } else {
-            let mut changed = RegionMask::empty(&cells);
+            // As the backend's `device_mask`: under the mean metric the tiles are scored too.
+            let mean = metric == DiffMetric::Mean;
+            if mean {
+                diff(&grid, dl);
+            }
+            let mut grower = CellGrower::default();
+            let changed = grower.cells(&cells);
             raw.iter()
                 .enumerate()
                 .for_each(|(i, &v)| changed.set(i, v != 0));
+            let mut fired = RegionMask::empty(&grid);
+            dilated
+                .iter()
+                .enumerate()
+                .for_each(|(i, &v)| fired.set(i, v != 0));
             let mut grown = RegionMask::empty(&grid);
-            growth.spread(
-                &grid,
-                &mut changed,
-                &mut RegionMask::empty(&cells),
-                &mut grown,
-            );
+            grower.grow(growth, &grid, mean.then_some(&fired), &mut grown);
             let mut tiles = Vec::new();
             grown.active_tiles(&mut tiles);
             list[..tiles.len()].copy_from_slice(&tiles);

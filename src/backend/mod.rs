@@ -31,7 +31,7 @@ pub mod cuda;
 
 use crate::detect::{Candidates, Gate};
 use crate::error::Result;
-use crate::mask::{DiffMetric, Growth, RegionMask};
+use crate::mask::{DiffMetric, MaskGrowth, RegionMask};
 use crate::preprocess::InputNorm;
 use crate::tensor::Tensor;
 
@@ -101,7 +101,7 @@ pub trait Backend: Send {
         _rgb: &[u8],
         _threshold: f32,
         _metric: DiffMetric,
-        _growth: Growth,
+        _growth: MaskGrowth,
         _mask: &mut RegionMask,
     ) -> Option<Result<()>> {
         None

@@ -84,8 +84,8 @@ struct Cli {
     /// Grow the change mask by this many tiles
     #[arg(long, value_name = "D", default_value_t = EngineConfig::default().dilation)]
     dilation: usize,
-    /// Input pixels to grow the change mask by beyond --dilation, from the changed pixels in
-    /// steps of 8 (0 = whole tiles only)
+    /// Input pixels to grow the change mask by beyond --dilation, from the changed 8-pixel cells
+    /// of the tiles that fire (0 = whole tiles only)
     #[arg(long, value_name = "PX", default_value_t = EngineConfig::default().margin)]
     margin: usize,
     /// Tiles around the change mask that deeper layers may still grow into by their reach
@@ -1190,15 +1190,16 @@ struct SweepReport {
     mode: &'static str,
     tile_size: usize,
     dilation: usize,
-    margin: usize,
+    /// The margins swept (each row has its own).
+    margins: Vec<usize>,
     exact: bool,
     dense_ms: Option<f64>,
     target_agreement: f64,
     /// The figure the target applies to.
     pick_by: &'static str,
     sweep: Vec<SweepRow>,
-    /// The fastest setting (threshold, margin) whose agreement_map50 is at or above the target;
-    /// null if none is.
+    /// The fastest setting (threshold, margin) whose agreement (`pick_by`) is at or above the
+    /// target; null if none is.
     pick: Option<SweepRow>,
     plot: Option<String>,
 }
@@ -1356,7 +1357,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         },
         tile_size: cli.tile_size,
         dilation: cli.dilation,
-        margin: cli.margin,
+        margins,
         exact: cli.exact,
         dense_ms: round(d, 3),
         target_agreement: target,

@@ -10,7 +10,7 @@ use crate::backend::cuda::{self, CudaOptions};
 use crate::backend::{cpu::CpuBackend, Backend, BackendKind, Precision, StepTiles};
 use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
-use crate::mask::{ChangeDetector, DiffMetric, Growth, RegionMask, TileGrid};
+use crate::mask::{ChangeDetector, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use crate::model::import::halo_for;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::{letterbox, InputNorm, PixelSource};
@@ -35,9 +35,9 @@ pub struct EngineConfig {
     pub metric: DiffMetric,
     /// Tiles to grow the change mask by.
     pub dilation: usize,
-    /// Input pixels to grow the change mask by beyond `dilation`, measured from the changed
-    /// pixels in cells of 8 (0 = whole tiles only): a finer step between 0 and 1 tile of
-    /// dilation (see [`Growth`]).
+    /// Input pixels to grow the change mask by beyond `dilation`, from the changed 8-pixel cells
+    /// of the tiles that fire (0 = whole tiles only): a step finer than a tile of dilation (see
+    /// [`MaskGrowth`]).
     pub margin: usize,
     /// Grow the mask per layer by each layer's reach, so sparse equals dense.
     pub exact: bool,
@@ -90,10 +90,10 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// How far the change mask grows around the changed pixels.
-    pub fn growth(&self) -> Growth {
-        Growth {
+    pub fn growth(&self) -> MaskGrowth {
+        MaskGrowth {
             tiles: self.dilation,
-            pixels: self.margin,
+            margin: self.margin,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Per-tile change detection against the reference: the pixels the caches currently reflect.
 
-use super::{Growth, RegionMask, TileGrid};
+use super::{CellGrower, MaskGrowth, RegionMask, TileGrid};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DiffMetric {
@@ -28,9 +28,8 @@ pub struct ChangeDetector {
     reference: Vec<u8>,
     valid: bool,
     scratch: RegionMask,
-    /// The changed cells where the mask grows by pixels (sized for the last cell grid used).
-    cells: RegionMask,
-    cells_scratch: RegionMask,
+    /// Where the mask grows by a margin: the changed cells, grown into tiles.
+    cells: CellGrower,
     /// One row of per-byte differences folded over a band of rows (see `band_scores`).
     fold: Fold,
     /// One band's scores.
@@ -46,8 +45,7 @@ impl ChangeDetector {
             reference: vec![0; grid.width * grid.height * 3],
             valid: false,
             scratch: RegionMask::empty(&grid),
-            cells: RegionMask::default(),
-            cells_scratch: RegionMask::default(),
+            cells: CellGrower::default(),
             fold: Fold {
                 max: vec![0; grid.width * 3],
                 sum: vec![0; grid.width * 3],
@@ -71,7 +69,7 @@ impl ChangeDetector {
         image: &[u8],
         threshold: f32,
         metric: DiffMetric,
-        growth: Growth,
+        growth: MaskGrowth,
         mask: &mut RegionMask,
     ) {
         let g = self.grid;
@@ -98,16 +96,17 @@ impl ChangeDetector {
             }
         };
         if cells == g {
-            // Cells as large as the tiles (no margin, or tiles of at most a cell).
             changed(&g, mask);
-            mask.dilate(growth.cell_radius(g.tile), &mut self.scratch);
+            mask.dilate(growth.tile_radius(g.tile), &mut self.scratch);
         } else {
-            if self.cells.len() != cells.len() {
-                self.cells = RegionMask::empty(&cells);
-                self.cells_scratch = RegionMask::empty(&cells);
-            }
-            changed(&cells, &mut self.cells);
-            growth.spread(&g, &mut self.cells, &mut self.cells_scratch, mask);
+            // Under the max metric a tile fires exactly where one of its cells does; under the
+            // mean a cell can pass where its tile does not, so the tiles are scored too.
+            let fired = (metric == DiffMetric::Mean).then(|| {
+                changed(&g, &mut self.scratch);
+                &self.scratch
+            });
+            changed(&cells, self.cells.cells(&cells));
+            self.cells.grow(growth, &g, fired, mask);
         }
         for i in 0..g.len() {
             if !mask.get(i) {
@@ -225,7 +224,13 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![100u8; 64 * 32 * 3];
-        det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+        det.detect(
+            &img,
+            10.0,
+            DiffMetric::Max,
+            MaskGrowth::whole_tiles(0),
+            &mut mask,
+        );
         assert!(mask.is_full(), "first frame is entirely changed");
         // Drift the right tile by 4 per frame: fires on the third step (12 > 10), not before.
         let mut fired = Vec::new();
@@ -235,12 +240,24 @@ mod tests {
                     img[(y * 64 + x) * 3] += 4;
                 }
             }
-            det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+            det.detect(
+                &img,
+                10.0,
+                DiffMetric::Max,
+                MaskGrowth::whole_tiles(0),
+                &mut mask,
+            );
             fired.push((mask.get(0), mask.get(1)));
         }
         assert_eq!(fired, vec![(false, false), (false, false), (false, true)]);
         // After firing, the reference holds the new pixels: no change now.
-        det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+        det.detect(
+            &img,
+            10.0,
+            DiffMetric::Max,
+            MaskGrowth::whole_tiles(0),
+            &mut mask,
+        );
         assert_eq!(mask.count(), 0);
     }
 
@@ -250,11 +267,23 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![0u8; 96 * 64 * 3];
-        det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+        det.detect(
+            &img,
+            10.0,
+            DiffMetric::Max,
+            MaskGrowth::whole_tiles(0),
+            &mut mask,
+        );
         img.iter_mut().for_each(|v| *v = 5); // below threshold everywhere
         let mut seen = RegionMask::empty(&grid);
         for _ in 0..3 {
-            det.detect(&img, 10.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+            det.detect(
+                &img,
+                10.0,
+                DiffMetric::Max,
+                MaskGrowth::whole_tiles(0),
+                &mut mask,
+            );
             assert_eq!(mask.count(), 0);
             assert_eq!(det.refresh(&img, 2, &mut mask), 2);
             seen.union_with(&mask);
@@ -302,64 +331,152 @@ mod tests {
         }
     }
 
-    /// A margin of one tile grows the mask exactly as one tile of dilation; a half-tile margin
-    /// reaches a neighbour only where the change is within half a tile of it.
+    /// Runs a detector on `base` then `img` and returns the second frame's tiles and reference.
+    fn second_frame(
+        grid: TileGrid,
+        base: &[u8],
+        img: &[u8],
+        metric: DiffMetric,
+        threshold: f32,
+        growth: MaskGrowth,
+    ) -> (Vec<u32>, Vec<u8>) {
+        let mut det = ChangeDetector::new(grid);
+        let mut mask = RegionMask::empty(&grid);
+        det.detect(base, threshold, metric, growth, &mut mask);
+        det.detect(img, threshold, metric, growth, &mut mask);
+        let mut tiles = Vec::new();
+        mask.active_tiles(&mut tiles);
+        (tiles, det.reference().to_vec())
+    }
+
+    /// A frame of `w` x `h` with a few random pixels changed from zero.
+    fn sparse_change(w: usize, h: usize, rng: &mut crate::rng::Lcg) -> Vec<u8> {
+        let mut img = vec![0u8; w * h * 3];
+        for _ in 0..1 + rng.next_u32() % 4 {
+            let p = rng.next_u32() as usize % (w * h * 3);
+            img[p] = 20 + (rng.next_u32() % 200) as u8;
+        }
+        img
+    }
+
+    /// A margin of one tile-size grows the mask exactly as one more tile of dilation, under both
+    /// metrics.
     #[test]
-    fn pixel_margins_grow_from_the_changed_cells() {
+    fn a_margin_of_a_tile_is_a_tile_of_dilation() {
         let grid = TileGrid::new(100, 70, 32);
-        let run = |img: &[u8], base: &[u8], growth: Growth| {
-            let mut det = ChangeDetector::new(grid);
-            let mut mask = RegionMask::empty(&grid);
-            det.detect(base, 10.0, DiffMetric::Max, growth, &mut mask);
-            det.detect(img, 10.0, DiffMetric::Max, growth, &mut mask);
-            let mut tiles = Vec::new();
-            mask.active_tiles(&mut tiles);
-            (tiles, det.reference().to_vec())
-        };
         let base = vec![0u8; 100 * 70 * 3];
         let mut rng = crate::rng::Lcg(11);
         for _ in 0..20 {
-            let mut img = base.clone();
-            for _ in 0..1 + rng.next_u32() % 4 {
-                let p = rng.next_u32() as usize % (100 * 70);
-                img[p * 3 + 1] = 200;
-            }
-            for d in 0..3 {
-                let pixels = Growth {
-                    tiles: 0,
-                    pixels: 32 * d,
-                };
-                assert_eq!(run(&img, &base, pixels), run(&img, &base, Growth::tiles(d)));
+            let img = sparse_change(100, 70, &mut rng);
+            for (metric, t) in [(DiffMetric::Max, 10.0), (DiffMetric::Mean, 0.01)] {
+                for d in 1..3 {
+                    let margin = MaskGrowth {
+                        tiles: d - 1,
+                        margin: 32,
+                    };
+                    let tiles = MaskGrowth::whole_tiles(d);
+                    let run = |g| second_frame(grid, &base, &img, metric, t, g);
+                    assert_eq!(run(margin), run(tiles), "{metric:?} {d}");
+                }
             }
         }
+    }
+
+    /// Hand-worked margins: a neighbour is reached only from the cells near it.
+    #[test]
+    fn pixel_margins_grow_from_the_changed_cells() {
+        let grid = TileGrid::new(100, 70, 32);
+        let base = vec![0u8; 100 * 70 * 3];
+        let run = |img: &[u8], margin| {
+            let growth = MaskGrowth { tiles: 0, margin };
+            second_frame(grid, &base, img, DiffMetric::Max, 10.0, growth)
+        };
         // Margin 16 (two cells): (40, 40) grows to pixels 24..64 both ways, tiles 0, 1, 4 and 5;
         // (90, 10) to x 72..100, y 0..32, tiles 2 and 3 but not 1 (which ends at x 64).
         let mut img = base.clone();
         img[(40 * 100 + 40) * 3] = 99;
         img[(10 * 100 + 90) * 3] = 99;
-        let (tiles, reference) = run(
-            &img,
-            &base,
-            Growth {
-                tiles: 0,
-                pixels: 16,
-            },
-        );
+        let (tiles, reference) = run(&img, 16);
         assert_eq!(tiles, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(reference, img, "both changes are taken into the reference");
         // Margin 8 (one cell): (44, 52) grows to x 32..56, y 40..64, inside tile 5 alone.
         let mut img = base.clone();
         img[(52 * 100 + 44) * 3] = 99;
         img[(10 * 100 + 90) * 3] = 99;
-        let (tiles, _) = run(
-            &img,
-            &base,
-            Growth {
-                tiles: 0,
-                pixels: 8,
-            },
-        );
-        assert_eq!(tiles, vec![2, 3, 5]);
+        assert_eq!(run(&img, 8).0, vec![2, 3, 5]);
+    }
+
+    /// Tiles of 12 pixels (cells of 4, partial tiles and cells at the right and bottom) against a
+    /// brute force: a tile is recomputed where a cell that passes, inside a tile that passes, lies
+    /// within the margin (in cells) of one of its cells.
+    #[test]
+    fn margins_on_tiles_of_12_match_a_brute_force() {
+        let (w, h, tile, cell) = (100usize, 70usize, 12usize, 4usize);
+        let grid = TileGrid::new(w, h, tile);
+        let cells = TileGrid::new(w, h, cell);
+        let base = vec![0u8; w * h * 3];
+        let mut rng = crate::rng::Lcg(17);
+        let score = |img: &[u8], g: &TileGrid, i: usize, metric: DiffMetric| {
+            let (x0, y0, x1, y1) = g.rect(i, 1, w, h);
+            let px = (y0..y1).flat_map(|y| (y * w + x0) * 3..(y * w + x1) * 3);
+            let n = ((x1 - x0) * (y1 - y0) * 3) as f32;
+            match metric {
+                DiffMetric::Max => px.map(|j| img[j]).max().unwrap_or(0) as f32,
+                DiffMetric::Mean => px.map(|j| img[j] as u32).sum::<u32>() as f32 / n,
+            }
+        };
+        for _ in 0..30 {
+            let img = sparse_change(w, h, &mut rng);
+            for (metric, t) in [(DiffMetric::Max, 10.0), (DiffMetric::Mean, 0.4)] {
+                for margin in [4usize, 8, 12, 20] {
+                    let growth = MaskGrowth { tiles: 0, margin };
+                    let r = margin.div_ceil(cell) as isize;
+                    let got = second_frame(grid, &base, &img, metric, t, growth).0;
+                    let tile_of = |c: usize| {
+                        let (x, y) = (c % cells.cols * cell / tile, c / cells.cols * cell / tile);
+                        y * grid.cols + x
+                    };
+                    let passing: Vec<usize> = (0..cells.len())
+                        .filter(|&c| score(&img, &cells, c, metric) > t)
+                        .filter(|&c| score(&img, &grid, tile_of(c), metric) > t)
+                        .collect();
+                    let want: Vec<u32> = (0..grid.len())
+                        .filter(|&tt| {
+                            (0..cells.len()).filter(|&c| tile_of(c) == tt).any(|c| {
+                                passing.iter().any(|&p| {
+                                    let dx = (p % cells.cols) as isize - (c % cells.cols) as isize;
+                                    let dy = (p / cells.cols) as isize - (c / cells.cols) as isize;
+                                    dx.abs() <= r && dy.abs() <= r
+                                })
+                            })
+                        })
+                        .map(|tt| tt as u32)
+                        .collect();
+                    assert_eq!(got, want, "{metric:?} margin {margin}");
+                }
+            }
+        }
+    }
+
+    /// Under the mean metric a margin does not make detection more sensitive: a change too small
+    /// for its tile's mean fires nothing, though it passes its cell's mean.
+    #[test]
+    fn a_margin_keeps_the_mean_metrics_threshold_per_tile() {
+        let grid = TileGrid::new(64, 32, 32);
+        let base = vec![0u8; 64 * 32 * 3];
+        let mut img = base.clone();
+        for y in 0..8 {
+            for x in 0..8 {
+                img[(y * 64 + x) * 3] = 30; // cell mean 10, tile mean 0.625
+            }
+        }
+        let growth = MaskGrowth {
+            tiles: 0,
+            margin: 16,
+        };
+        let run = |t| second_frame(grid, &base, &img, DiffMetric::Mean, t, growth).0;
+        assert_eq!(run(1.0), Vec::<u32>::new());
+        assert_eq!(run(0.5), vec![0]);
     }
 
     #[test]
@@ -368,11 +485,29 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![0u8; 32 * 32 * 3];
-        det.detect(&img, 1.0, DiffMetric::Mean, Growth::tiles(0), &mut mask);
+        det.detect(
+            &img,
+            1.0,
+            DiffMetric::Mean,
+            MaskGrowth::whole_tiles(0),
+            &mut mask,
+        );
         img[0] = 255;
-        det.detect(&img, 1.0, DiffMetric::Mean, Growth::tiles(0), &mut mask);
+        det.detect(
+            &img,
+            1.0,
+            DiffMetric::Mean,
+            MaskGrowth::whole_tiles(0),
+            &mut mask,
+        );
         assert_eq!(mask.count(), 0);
-        det.detect(&img, 1.0, DiffMetric::Max, Growth::tiles(0), &mut mask);
+        det.detect(
+            &img,
+            1.0,
+            DiffMetric::Max,
+            MaskGrowth::whole_tiles(0),
+            &mut mask,
+        );
         assert_eq!(mask.count(), 1);
     }
 }

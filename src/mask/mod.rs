@@ -1,81 +1,9 @@
 //! Change detection, once per frame: the tile grid, the region mask and the reference it compares with.
 
 mod detector;
+mod growth;
 pub use detector::{ChangeDetector, DiffMetric};
-
-/// Side of the cells change is measured on when the mask grows by pixels rather than whole tiles
-/// (or the largest divisor of the tile below it).
-pub const CELL: usize = 8;
-
-/// How far the change mask grows around the changed pixels before it is rounded to tiles: whole
-/// tiles, plus a margin in pixels. With no margin, change is measured per tile and the mask grows by
-/// whole tiles; with one, change is measured per cell ([`CELL`] pixels), the changed cells grow by
-/// the whole distance (rounded up to cells), and a tile is recomputed where any grown cell lies.
-/// A margin of one tile's width grows the mask exactly as one tile of dilation does. Tiles of at
-/// most a cell are their own cells, and a margin grows them by whole tiles (rounded up).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Growth {
-    pub tiles: usize,
-    pub pixels: usize,
-}
-
-impl Growth {
-    /// Whole tiles only.
-    pub fn tiles(tiles: usize) -> Self {
-        Growth { tiles, pixels: 0 }
-    }
-
-    /// The side of the squares change is measured on, for tiles of `tile` pixels.
-    pub fn cell(&self, tile: usize) -> usize {
-        if self.pixels == 0 {
-            tile
-        } else {
-            gcd(tile, CELL)
-        }
-    }
-
-    /// How many cells of [`Growth::cell`] the changed cells grow by.
-    pub fn cell_radius(&self, tile: usize) -> usize {
-        (self.tiles * tile + self.pixels).div_ceil(self.cell(tile))
-    }
-
-    /// The grid of cells change is measured on, for the tile grid `g`.
-    pub fn cell_grid(&self, g: &TileGrid) -> TileGrid {
-        TileGrid::new(g.width, g.height, self.cell(g.tile))
-    }
-
-    /// The most cells any growth measures change on, for the tile grid `g` (buffer sizes).
-    pub fn max_cells(g: &TileGrid) -> usize {
-        Growth {
-            tiles: 0,
-            pixels: 1,
-        }
-        .cell_grid(g)
-        .len()
-        .max(g.len())
-    }
-
-    /// Grows the changed cells `cells` (a mask of [`Growth::cell_grid`]) in place and sets
-    /// `tiles` (a mask of `g`) to the tiles they reach. `scratch` has the size of `cells`.
-    pub fn spread(
-        &self,
-        g: &TileGrid,
-        cells: &mut RegionMask,
-        scratch: &mut RegionMask,
-        tiles: &mut RegionMask,
-    ) {
-        cells.dilate(self.cell_radius(g.tile), scratch);
-        cells.project_cells(&self.cell_grid(g), g, tiles);
-    }
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
+pub use growth::{CellGrower, MaskGrowth, CELL};
 
 /// The grid of T×T input-pixel tiles that every layer shares (a layer of stride s sees T/s × T/s
 /// feature pixels per tile).
@@ -126,6 +54,27 @@ impl TileGrid {
             ((tx + 1) * ts).min(map_w),
             ((ty + 1) * ts).min(map_h),
         )
+    }
+}
+
+/// Writes, for each of `n` positions of a line, whether `get` is set within `r` positions of it:
+/// one sweep each way, remembering the nearest set position behind.
+fn spread_line(n: usize, r: usize, get: impl Fn(usize) -> bool, mut put: impl FnMut(usize, bool)) {
+    let mut last = None;
+    for i in 0..n {
+        if get(i) {
+            last = Some(i);
+        }
+        put(i, last.is_some_and(|l| i - l <= r));
+    }
+    let mut next = None;
+    for i in (0..n).rev() {
+        if get(i) {
+            next = Some(i);
+        }
+        if next.is_some_and(|j| j - i <= r) {
+            put(i, true);
+        }
     }
 }
 
@@ -206,26 +155,26 @@ impl RegionMask {
         self.bits.copy_from_slice(&other.bits);
     }
 
-    /// Grows the mask by `r` tiles in every direction (Chebyshev distance), in place.
-    /// `scratch` must have the same size; it avoids an allocation per call.
+    /// Grows the mask by `r` tiles in every direction (Chebyshev distance), in place: a pass
+    /// along the rows into `scratch` (same size; no allocation per call), then one down the
+    /// columns back, each linear in the mask's size whatever `r`.
     pub fn dilate(&mut self, r: usize, scratch: &mut RegionMask) {
         if r == 0 {
             return;
         }
-        scratch.bits.copy_from_slice(&self.bits);
-        let (c, rr) = (self.cols as isize, self.rows as isize);
-        let r = r as isize;
-        for y in 0..rr {
-            for x in 0..c {
-                if !scratch.bits[(y * c + x) as usize] {
-                    continue;
-                }
-                for yy in (y - r).max(0)..=(y + r).min(rr - 1) {
-                    for xx in (x - r).max(0)..=(x + r).min(c - 1) {
-                        self.bits[(yy * c + xx) as usize] = true;
-                    }
-                }
-            }
+        let (c, rows) = (self.cols, self.rows);
+        for y in 0..rows {
+            let at = |x: usize| y * c + x;
+            spread_line(c, r, |x| self.bits[at(x)], |x, v| scratch.bits[at(x)] = v);
+        }
+        for x in 0..c {
+            let at = |y: usize| y * c + x;
+            spread_line(
+                rows,
+                r,
+                |y| scratch.bits[at(y)],
+                |y, v| self.bits[at(y)] = v,
+            );
         }
     }
 
@@ -285,27 +234,6 @@ mod tests {
         m.active_tiles(&mut tiles);
         assert_eq!(tiles, vec![0, 1, 5, 6, 7, 8, 9, 12, 13, 14, 17, 18, 19]);
         assert_eq!(m.count(), 13);
-    }
-
-    #[test]
-    fn growth_cells_and_radius() {
-        assert_eq!(
-            (Growth::tiles(2).cell(32), Growth::tiles(2).cell_radius(32)),
-            (32, 2)
-        );
-        let g = Growth {
-            tiles: 1,
-            pixels: 12,
-        };
-        // 32 + 12 pixels in cells of 8: 6 cells (48 px; the margin rounds up).
-        assert_eq!((g.cell(32), g.cell_radius(32)), (8, 6));
-        // A tile smaller than a cell, or not a multiple of it: the largest common divisor.
-        let g = Growth {
-            tiles: 0,
-            pixels: 5,
-        };
-        assert_eq!((g.cell(4), g.cell_radius(4)), (4, 2));
-        assert_eq!((g.cell(12), g.cell_radius(12)), (4, 2));
     }
 
     #[test]

@@ -357,7 +357,7 @@ impl ObjectImpl for RegionDrop {
                     .build(),
                 glib::ParamSpecUInt::builder("margin")
                     .nick("Margin")
-                    .blurb("Input pixels to grow the change mask by beyond dilation, measured from the changed pixels in steps of 8: a trade-off finer than whole tiles (dilation=0 margin=32 equals dilation=1; margin=16 recomputes fewer tiles at some accuracy). 0 = whole tiles only. May change while playing")
+                    .blurb("Input pixels to grow the change mask by, beyond dilation, from the changed 8-pixel cells of the tiles that fire: a step finer than whole tiles (with dilation=0, margin=tile-size recomputes what dilation=1 does and margin=16 fewer tiles, at some accuracy). 0 = whole tiles only. May change while playing")
                     .maximum(1024)
                     .default_value(d.margin)
                     .flags(live)

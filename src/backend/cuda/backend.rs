@@ -34,7 +34,7 @@ use super::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
 use crate::backend::{Backend, Precision, StepTiles};
 use crate::detect::{Candidates, Gate};
 use crate::error::{Error, Result};
-use crate::mask::{DiffMetric, Growth, RegionMask, TileGrid};
+use crate::mask::{CellGrower, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::{InputNorm, Letterbox, PixelSource};
 use crate::tensor::Tensor;
@@ -276,7 +276,7 @@ impl CudaBackend {
 
         let zeros_f32 = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("alloc"));
         // Change scores and masks: per tile, or per cell where the mask grows by pixels.
-        let cells = Growth::max_cells(&grid);
+        let cells = MaskGrowth::max_cells(&grid);
         let up_f32 = |v: &[f32]| {
             stream
                 .clone_htod(if v.is_empty() { &[0.0][..] } else { v })
@@ -431,9 +431,9 @@ impl CudaBackend {
                 dilated: stream
                     .alloc_zeros::<u8>(grid.len().max(1))
                     .map_err(drv("alloc"))?,
-                mask_host: Pinned::new(&ctx, cells)?,
-                cells: RegionMask::default(),
-                cells_scratch: RegionMask::default(),
+                mask_host: Pinned::new(&ctx, cells + grid.len())?,
+                grower: CellGrower::default(),
+                fired: RegionMask::empty(&grid),
                 enabled: detect_enabled(),
                 valid: false,
                 frame: Staged::Nothing,
@@ -1200,7 +1200,7 @@ impl Backend for CudaBackend {
         rgb: &[u8],
         threshold: f32,
         metric: DiffMetric,
-        growth: Growth,
+        growth: MaskGrowth,
         mask: &mut RegionMask,
     ) -> Option<Result<()>> {
         if !self.det.enabled {

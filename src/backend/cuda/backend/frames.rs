@@ -9,7 +9,7 @@ use crate::backend::cuda::driver::{drv, par_copy, setup_guard, Pinned};
 use crate::backend::cuda::geometry::{self, max_tile_px, Dims};
 use crate::backend::cuda::layers::{self, kargs, Kernel, Launcher};
 use crate::error::{Error, Result};
-use crate::mask::{DiffMetric, Growth, RegionMask};
+use crate::mask::{CellGrower, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use crate::preprocess::{FramePlanes, InputNorm, Letterbox, LetterboxTaps, PixelSource};
 
 /// State of the on-device change detector (see `Backend::detect_changes`).
@@ -19,9 +19,10 @@ pub(super) struct Detect {
     pub(super) raw: CudaSlice<u8>,
     pub(super) dilated: CudaSlice<u8>,
     pub(super) mask_host: Pinned<u8>,
-    /// The changed cells, where the mask grows by pixels: they grow and become tiles on the host.
-    pub(super) cells: RegionMask,
-    pub(super) cells_scratch: RegionMask,
+    /// Where the mask grows by a margin: the downloaded cells, grown into tiles on the host.
+    pub(super) grower: CellGrower,
+    /// The tiles that fired on their own scores (mean metric with a margin).
+    pub(super) fired: RegionMask,
     /// Whether `detect_changes` answers (else the engine's host detector runs).
     pub(super) enabled: bool,
     /// The reference holds a frame (false at start and after `reset`).
@@ -263,16 +264,15 @@ impl CudaBackend {
     }
 
     /// Change detection on the device, mirroring `ChangeDetector::detect`: uploads the frame
-    /// (kept for `write_input`), scores tiles (or the cells of a growth by pixels) against the
-    /// device reference, dilates whole tiles, and downloads only the mask (the cells grow into
-    /// tiles on the host, as in the host detector). The reference takes the frame's tiles in the following `write_input` (the
-    /// fired tiles plus the engine's rolling refresh), or the whole frame when it was invalid.
+    /// (kept for `write_input`) and makes the mask (`device_mask`). The reference takes the
+    /// frame's tiles in the following `write_input` (the fired tiles plus the engine's rolling
+    /// refresh), or the whole frame when it was invalid.
     pub(super) fn detect_on_device(
         &mut self,
         rgb: &[u8],
         threshold: f32,
         metric: DiffMetric,
-        growth: Growth,
+        growth: MaskGrowth,
         mask: &mut RegionMask,
     ) -> Result<()> {
         let (w, h) = (self.plan.input_w, self.plan.input_h);
@@ -292,78 +292,12 @@ impl CudaBackend {
         if !on_device {
             self.upload_frame(rgb)?;
         }
-        // Whole-tile growth scores the tiles and dilates them here; a growth by pixels scores
-        // cells, which grow into tiles on the host after the download.
-        let cg = growth.cell_grid(&g);
-        let by_tiles = cg == g;
-        let n = cg.len();
         let force = !self.det.valid;
-        let metric = match metric {
-            DiffMetric::Max => 0i32,
-            DiffMetric::Mean => 1,
-        };
-        self.launch(
-            Kernel::TileDiff,
-            Dims {
-                grid: (n as u32, 1, 1),
-                block: (256, 1, 1),
-            },
-            &kargs!(
-                self.ptr(&self.rgb),
-                self.ptr(&self.det.reference),
-                w as i32,
-                h as i32,
-                cg.tile as i32,
-                cg.cols as i32,
-                metric,
-                threshold,
-                force as i32,
-                self.ptr(&self.det.score),
-                self.ptr(&self.det.raw)
-            ),
-        )?;
-        let radius = growth.cell_radius(g.tile);
-        let src = if by_tiles && radius > 0 && !force {
-            self.launch(
-                Kernel::MaskDilate,
-                Dims {
-                    grid: ((n as u32).div_ceil(128), 1, 1),
-                    block: (128, 1, 1),
-                },
-                &kargs!(
-                    self.ptr(&self.det.raw),
-                    self.ptr(&self.det.dilated),
-                    g.cols as i32,
-                    g.rows as i32,
-                    radius as i32
-                ),
-            )?;
-            self.ptr(&self.det.dilated)
+        if force {
+            // Everything changed: the following `write_input` takes the whole frame.
+            mask.fill(true);
         } else {
-            self.ptr(&self.det.raw)
-        };
-        // SAFETY: both hold at least n bytes (sized by `Growth::max_cells`); the host reads
-        // mask_host only after the synchronize.
-        unsafe {
-            cudarc::driver::result::memcpy_dtoh_async(
-                &mut self.det.mask_host.as_mut_slice()[..n],
-                src,
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("mask download"))?;
-        self.sync()?;
-        let d = &mut self.det;
-        let changed = d.mask_host.as_slice()[..n].iter().map(|&m| m != 0);
-        if by_tiles {
-            changed.enumerate().for_each(|(i, m)| mask.set(i, m));
-        } else {
-            if d.cells.len() != n {
-                d.cells = RegionMask::empty(&cg);
-                d.cells_scratch = RegionMask::empty(&cg);
-            }
-            changed.enumerate().for_each(|(i, m)| d.cells.set(i, m));
-            growth.spread(&g, &mut d.cells, &mut d.cells_scratch, mask);
+            self.device_mask(threshold, metric, growth, mask)?;
         }
         self.det.valid = true;
         self.det.frame = if on_device {
@@ -372,5 +306,115 @@ impl CudaBackend {
             Staged::Host(rgb.as_ptr() as usize, rgb.len())
         };
         Ok(())
+    }
+
+    /// The mask of a frame against a valid device reference. Whole-tile growth scores the tiles
+    /// and dilates them on the device. A margin scores cells (and, under the mean metric, the
+    /// tiles too, which decide what fires), which grow into tiles on the host after the download,
+    /// with the host detector's code.
+    fn device_mask(
+        &mut self,
+        threshold: f32,
+        metric: DiffMetric,
+        growth: MaskGrowth,
+        mask: &mut RegionMask,
+    ) -> Result<()> {
+        let g = self.grid;
+        let cg = growth.cell_grid(&g);
+        let (nc, nt) = (cg.len(), g.len());
+        let raw = self.ptr(&self.det.raw);
+        self.tile_diff(&cg, metric, threshold, raw)?;
+        let by_tiles = cg == g;
+        let radius = growth.tile_radius(g.tile);
+        let tiles_fire = !by_tiles && metric == DiffMetric::Mean;
+        // Cells (or tiles) first in the download, then the tiles where they are scored too.
+        let mut downloads = vec![];
+        if by_tiles && radius > 0 {
+            self.launch(
+                Kernel::MaskDilate,
+                Dims {
+                    grid: ((nt as u32).div_ceil(128), 1, 1),
+                    block: (128, 1, 1),
+                },
+                &kargs!(
+                    raw,
+                    self.ptr(&self.det.dilated),
+                    g.cols as i32,
+                    g.rows as i32,
+                    radius as i32
+                ),
+            )?;
+            downloads.push((0, nt, self.ptr(&self.det.dilated)));
+        } else {
+            downloads.push((0, nc, raw));
+        }
+        if tiles_fire {
+            let tiles = self.ptr(&self.det.dilated);
+            self.tile_diff(&g, metric, threshold, tiles)?;
+            downloads.push((nc, nt, tiles));
+        }
+        for (at, len, src) in downloads {
+            // SAFETY: `raw` holds `MaskGrowth::max_cells` bytes, `dilated` one per tile, and
+            // mask_host both; the host reads mask_host only after the synchronize.
+            unsafe {
+                cudarc::driver::result::memcpy_dtoh_async(
+                    &mut self.det.mask_host.as_mut_slice()[at..at + len],
+                    src,
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(drv("mask download"))?;
+        }
+        self.sync()?;
+        let d = &mut self.det;
+        let host = d.mask_host.as_slice();
+        if by_tiles {
+            (0..nt).for_each(|i| mask.set(i, host[i] != 0));
+            return Ok(());
+        }
+        let cells = d.grower.cells(&cg);
+        (0..nc).for_each(|i| cells.set(i, host[i] != 0));
+        let fired = tiles_fire.then(|| {
+            (0..nt).for_each(|i| d.fired.set(i, host[nc + i] != 0));
+            &d.fired
+        });
+        d.grower.grow(growth, &g, fired, mask);
+        Ok(())
+    }
+
+    /// Scores each square of `grid` (tiles or cells) against the device reference; `out` gets
+    /// one byte per square, set where the score passes `threshold`.
+    fn tile_diff(
+        &self,
+        grid: &TileGrid,
+        metric: DiffMetric,
+        threshold: f32,
+        out: u64,
+    ) -> Result<()> {
+        let (w, h) = (self.plan.input_w, self.plan.input_h);
+        let metric = match metric {
+            DiffMetric::Max => 0i32,
+            DiffMetric::Mean => 1,
+        };
+        self.launch(
+            Kernel::TileDiff,
+            Dims {
+                grid: (grid.len() as u32, 1, 1),
+                block: (256, 1, 1),
+            },
+            &kargs!(
+                self.ptr(&self.rgb),
+                self.ptr(&self.det.reference),
+                w as i32,
+                h as i32,
+                grid.tile as i32,
+                grid.cols as i32,
+                metric,
+                threshold,
+                0i32,
+                self.ptr(&self.det.score),
+                out
+            ),
+        )
     }
 }
