@@ -328,8 +328,7 @@ impl CudaBackend {
         let radius = growth.tile_radius(g.tile);
         let tiles_fire = !by_tiles && metric == DiffMetric::Mean;
         // Cells (or tiles) first in the download, then the tiles where they are scored too.
-        let mut downloads = vec![];
-        if by_tiles && radius > 0 {
+        let first = if by_tiles && radius > 0 {
             self.launch(
                 Kernel::MaskDilate,
                 Dims {
@@ -344,16 +343,17 @@ impl CudaBackend {
                     radius as i32
                 ),
             )?;
-            downloads.push((0, nt, self.ptr(&self.det.dilated)));
+            (0, nt, self.ptr(&self.det.dilated))
         } else {
-            downloads.push((0, nc, raw));
-        }
+            (0, nc, raw)
+        };
+        let mut second = None;
         if tiles_fire {
             let tiles = self.ptr(&self.det.dilated);
             self.tile_diff(&g, metric, threshold, tiles)?;
-            downloads.push((nc, nt, tiles));
+            second = Some((nc, nt, tiles));
         }
-        for (at, len, src) in downloads {
+        for (at, len, src) in std::iter::once(first).chain(second) {
             // SAFETY: `raw` holds `MaskGrowth::max_cells` bytes, `dilated` one per tile, and
             // mask_host both; the host reads mask_host only after the synchronize.
             unsafe {
