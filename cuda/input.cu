@@ -42,33 +42,43 @@ __device__ __forceinline__ float rd_round255(float v) {
     return __fadd_rn(f, __fsub_rn(v, f) >= 0.5f ? 1.0f : 0.0f);
 }
 
-// RGB of source pixel (x, y) as floats.
-__device__ __forceinline__ void rd_src_rgb(
+// The frame's own channels at source pixel (x, y) as floats: R, G, B of packed frames; Y, U, V
+// of 4:2:0 ones (the chroma of the pixel's 2x2 block).
+__device__ __forceinline__ void rd_src_sample(
     const u8* __restrict__ p0, const u8* __restrict__ p1, const u8* __restrict__ p2, int format,
-    int stride, int bpp, int off_r, int off_g, int off_b, int uv_stride, int x, int y, float* rgb)
+    int stride, int bpp, int off_r, int off_g, int off_b, int uv_stride, int x, int y, float* s)
 {
     if (format == RD_FRAME_PACKED) {
         const u8* px = p0 + (long long)y * stride + (long long)x * bpp;
-        rgb[0] = (float)px[off_r];
-        rgb[1] = (float)px[off_g];
-        rgb[2] = (float)px[off_b];
+        s[0] = (float)px[off_r];
+        s[1] = (float)px[off_g];
+        s[2] = (float)px[off_b];
         return;
     }
     long long crow = (long long)(y / 2) * uv_stride;
-    float yy = (float)p0[(long long)y * stride + x];
-    float u, v;
+    s[0] = (float)p0[(long long)y * stride + x];
     if (format == RD_FRAME_NV12) {
-        u = (float)p1[crow + (x / 2) * 2];
-        v = (float)p1[crow + (x / 2) * 2 + 1];
+        s[1] = (float)p1[crow + (x / 2) * 2];
+        s[2] = (float)p1[crow + (x / 2) * 2 + 1];
     } else {
-        u = (float)p1[crow + x / 2];
-        v = (float)p2[crow + x / 2];
+        s[1] = (float)p1[crow + x / 2];
+        s[2] = (float)p2[crow + x / 2];
     }
-    float c = __fmul_rn(1.164f, __fsub_rn(yy, 16.0f));
-    float d = __fsub_rn(u, 128.0f), e = __fsub_rn(v, 128.0f);
-    rgb[0] = rd_round255(__fadd_rn(c, __fmul_rn(1.596f, e)));
-    rgb[1] = rd_round255(__fsub_rn(__fsub_rn(c, __fmul_rn(0.392f, d)), __fmul_rn(0.813f, e)));
-    rgb[2] = rd_round255(__fadd_rn(c, __fmul_rn(2.017f, d)));
+}
+
+// RGB bytes of blended samples: rounded for packed frames; BT.601 limited range for 4:2:0 ones,
+// with the float operations of `PixelSource::to_rgb` on the host, in the same order.
+__device__ __forceinline__ void rd_samples_to_rgb(int format, const float* s, u8* o)
+{
+    if (format == RD_FRAME_PACKED) {
+        for (int c = 0; c < 3; ++c) o[c] = (u8)rd_round255(s[c]);
+        return;
+    }
+    float c = __fmul_rn(1.164f, __fsub_rn(s[0], 16.0f));
+    float d = __fsub_rn(s[1], 128.0f), e = __fsub_rn(s[2], 128.0f);
+    o[0] = (u8)rd_round255(__fadd_rn(c, __fmul_rn(1.596f, e)));
+    o[1] = (u8)rd_round255(__fsub_rn(__fsub_rn(c, __fmul_rn(0.392f, d)), __fmul_rn(0.813f, e)));
+    o[2] = (u8)rd_round255(__fadd_rn(c, __fmul_rn(2.017f, d)));
 }
 
 // One thread per output pixel (grid-stride over nw * nh). Packed frames: p0 = pixels with
@@ -94,16 +104,17 @@ extern "C" __global__ void rd_letterbox(
         }
         int x1 = cols_i[2 * ox + 1], y1 = rows_i[2 * oy + 1];
         float ax = cols_a[ox], ay = rows_a[oy];
-        float p00[3], p01[3], p10[3], p11[3];
-        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x0, y0, p00);
-        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x1, y0, p01);
-        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x0, y1, p10);
-        rd_src_rgb(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x1, y1, p11);
+        float p00[3], p01[3], p10[3], p11[3], blend[3];
+        rd_src_sample(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x0, y0, p00);
+        rd_src_sample(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x1, y0, p01);
+        rd_src_sample(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x0, y1, p10);
+        rd_src_sample(p0, p1, p2, format, stride, bpp, off_r, off_g, off_b, uv_stride, x1, y1, p11);
         float bx = __fsub_rn(1.0f, ax), by = __fsub_rn(1.0f, ay);
         for (int c = 0; c < 3; ++c) {
             float top = __fadd_rn(__fmul_rn(p00[c], bx), __fmul_rn(p01[c], ax));
             float bot = __fadd_rn(__fmul_rn(p10[c], bx), __fmul_rn(p11[c], ax));
-            o[c] = (u8)rd_round255(__fadd_rn(__fmul_rn(top, by), __fmul_rn(bot, ay)));
+            blend[c] = __fadd_rn(__fmul_rn(top, by), __fmul_rn(bot, ay));
         }
+        rd_samples_to_rgb(format, blend, o);
     }
 }

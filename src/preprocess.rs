@@ -64,21 +64,27 @@ impl Letterbox {
 /// Grey used for the letterbox border (the value YOLO-family training pads with).
 pub const PAD_VALUE: u8 = 114;
 
-/// Reads RGB at integer pixel (x, y) of a frame, whatever its memory format.
+/// A frame's pixels, whatever its memory format. The letterbox blends a frame's own channels
+/// (R, G, B of packed frames; Y, U, V of 4:2:0 ones, chroma at each pixel's 2×2 block) and turns
+/// the blend into RGB once per output pixel.
 pub trait PixelSource: Sync {
     fn width(&self) -> usize;
     fn height(&self) -> usize;
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3];
-    /// RGB of the pixels (xs[i], y) as f32 planes: `out[c][i]` (xs has at most [`CHUNK`] entries).
+    /// The frame's own three channels at integer pixel (x, y).
+    fn sample(&self, x: usize, y: usize) -> [u8; 3];
+    /// `sample` of the pixels (xs[i], y) as f32 planes: `out[c][i]` (xs has at most [`CHUNK`]
+    /// entries).
     #[inline(always)]
-    fn row_rgb(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {
+    fn row_samples(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {
         for (i, &x) in xs.iter().enumerate() {
-            let p = self.rgb(x, y);
+            let p = self.sample(x, y);
             for c in 0..3 {
                 out[c][i] = p[c] as f32;
             }
         }
     }
+    /// RGB bytes of the first `n` blended samples of `planes`.
+    fn to_rgb(&self, planes: &[[f32; CHUNK]; 3], n: usize, out: &mut [[u8; CHUNK]; 3]);
     /// `letterbox` of this frame, compiled for its pixel format (implementations call
     /// `letterbox_with(self, ...)`).
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox;
@@ -112,9 +118,18 @@ impl PixelSource for PackedFrame<'_> {
         self.height
     }
     #[inline]
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
+    fn sample(&self, x: usize, y: usize) -> [u8; 3] {
         let p = y * self.stride + x * self.bytes_per_px;
         self.rgb_offsets.map(|o| self.data[p + o])
+    }
+    /// The blend, rounded.
+    #[inline(always)]
+    fn to_rgb(&self, planes: &[[f32; CHUNK]; 3], n: usize, out: &mut [[u8; CHUNK]; 3]) {
+        for (plane, rgb) in planes.iter().zip(out.iter_mut()) {
+            for i in 0..n {
+                rgb[i] = round_u8(plane[i]);
+            }
+        }
     }
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
         letterbox_with(self, nw, nh, dst)
@@ -218,7 +233,7 @@ impl PixelSource for Yuv420Frame<'_> {
         self.height
     }
     #[inline]
-    fn rgb(&self, x: usize, y: usize) -> [u8; 3] {
+    fn sample(&self, x: usize, y: usize) -> [u8; 3] {
         let (cx, cy) = (x / 2, y / 2);
         let (u, v) = if self.interleaved {
             let p = cy * self.uv_stride + cx * 2;
@@ -229,39 +244,37 @@ impl PixelSource for Yuv420Frame<'_> {
                 self.v[cy * self.uv_stride + cx],
             )
         };
-        yuv_to_rgb(self.y[y * self.y_stride + x], u, v)
+        [self.y[y * self.y_stride + x], u, v]
     }
-    /// Y, U and V of the pixels gathered first, then converted with the tables' float operations
-    /// in vector registers (the same bytes as `rgb`, without the table lookups).
     #[inline(always)]
-    fn row_rgb(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {
-        let n = xs.len();
+    fn row_samples(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {
         let (yrow, crow) = (y * self.y_stride, (y / 2) * self.uv_stride);
-        let mut yuv = [[0f32; CHUNK]; 3];
         for (i, &x) in xs.iter().enumerate() {
-            yuv[0][i] = self.y[yrow + x] as f32;
+            out[0][i] = self.y[yrow + x] as f32;
             let (u, v) = if self.interleaved {
                 let p = crow + (x / 2) * 2;
                 (self.u[p], self.u[p + 1])
             } else {
                 (self.u[crow + x / 2], self.v[crow + x / 2])
             };
-            yuv[1][i] = u as f32;
-            yuv[2][i] = v as f32;
+            out[1][i] = u as f32;
+            out[2][i] = v as f32;
         }
-        crate::simd::vectorized(
-            #[inline(always)]
-            || {
-                let [out_r, out_g, out_b] = out;
-                for i in 0..n {
-                    let c = 1.164 * (yuv[0][i] - 16.0);
-                    let (d, e) = (yuv[1][i] - 128.0, yuv[2][i] - 128.0);
-                    out_r[i] = round_clamped(c + 1.596 * e);
-                    out_g[i] = round_clamped((c - 0.392 * d) - 0.813 * e);
-                    out_b[i] = round_clamped(c + 2.017 * d);
-                }
-            },
-        )
+    }
+    /// BT.601 limited range, R = c + 1.596·e, G = c − 0.392·d − 0.813·e, B = c + 2.017·d with
+    /// c = 1.164·(Y − 16), d = U − 128, e = V − 128, rounded (the CUDA kernel does the same
+    /// float operations in the same order).
+    #[inline(always)]
+    fn to_rgb(&self, planes: &[[f32; CHUNK]; 3], n: usize, out: &mut [[u8; CHUNK]; 3]) {
+        let [yp, up, vp] = planes;
+        let [r, g, b] = out;
+        for i in 0..n {
+            let c = 1.164 * (yp[i] - 16.0);
+            let (d, e) = (up[i] - 128.0, vp[i] - 128.0);
+            r[i] = round_u8(c + 1.596 * e);
+            g[i] = round_u8((c - 0.392 * d) - 0.813 * e);
+            b[i] = round_u8(c + 2.017 * d);
+        }
     }
     fn letterbox_into(&self, nw: usize, nh: usize, dst: &mut [u8]) -> Letterbox {
         letterbox_with(self, nw, nh, dst)
@@ -269,51 +282,6 @@ impl PixelSource for Yuv420Frame<'_> {
     fn planes(&self) -> FramePlanes<'_> {
         FramePlanes::Yuv420(self)
     }
-}
-
-/// BT.601 limited range, R = c + 1.596·e, G = c − 0.392·d − 0.813·e, B = c + 2.017·d with
-/// c = 1.164·(Y − 16), d = U − 128, e = V − 128, tabulated once per process: R for every (Y, V),
-/// B for every (Y, U), and G's first difference c − 0.392·d for every (Y, U), so a pixel costs four
-/// lookups, one subtraction and one rounding, with the same float operations as the formula.
-struct YuvTables {
-    r: Vec<u8>,
-    b: Vec<u8>,
-    g_yu: Vec<f32>,
-    g_v: [f32; 256],
-}
-
-/// One BT.601 limited-range pixel to RGB.
-#[inline(always)]
-fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let t = yuv_tables();
-    let (yu, yv) = (
-        (y as usize) << 8 | u as usize,
-        (y as usize) << 8 | v as usize,
-    );
-    [t.r[yv], round_u8(t.g_yu[yu] - t.g_v[v as usize]), t.b[yu]]
-}
-
-fn yuv_tables() -> &'static YuvTables {
-    static TABLES: std::sync::OnceLock<YuvTables> = std::sync::OnceLock::new();
-    TABLES.get_or_init(|| {
-        let c = |y: usize| 1.164 * (y as f32 - 16.0);
-        let d = |u: usize| u as f32 - 128.0;
-        let pairs = |f: &dyn Fn(usize, usize) -> f32| -> Vec<f32> {
-            (0..1 << 16).map(|i| f(i >> 8, i & 255)).collect()
-        };
-        YuvTables {
-            r: pairs(&|y, v| c(y) + 1.596 * d(v))
-                .into_iter()
-                .map(round_u8)
-                .collect(),
-            b: pairs(&|y, u| c(y) + 2.017 * d(u))
-                .into_iter()
-                .map(round_u8)
-                .collect(),
-            g_yu: pairs(&|y, u| c(y) - 0.392 * d(u)),
-            g_v: std::array::from_fn(|v| 0.813 * d(v)),
-        }
-    })
 }
 
 /// `v.round().clamp(0.0, 255.0) as u8` (halves rounded up, NaN to 0) without a call to the C
@@ -402,7 +370,7 @@ pub const CHUNK: usize = 64;
 
 /// `letterbox` for one pixel format: the taps of every column and row are computed once, rows in
 /// parallel; per block of [`CHUNK`] output pixels the four taps' RGB are gathered into planes
-/// (`PixelSource::row_rgb`) and blended in vector registers.
+/// (`PixelSource::row_samples`), blended in vector registers and turned into RGB.
 pub fn letterbox_with<S: PixelSource + ?Sized>(
     src: &S,
     nw: usize,
@@ -462,21 +430,23 @@ fn blend_block<S: PixelSource + ?Sized>(
         (xs0[i], xs1[i], ax[i]) = (x0, x1, a);
     }
     let mut p = [[[0f32; CHUNK]; 3]; 4];
-    src.row_rgb(y0, &xs0[..n], &mut p[0]);
-    src.row_rgb(y0, &xs1[..n], &mut p[1]);
-    src.row_rgb(y1, &xs0[..n], &mut p[2]);
-    src.row_rgb(y1, &xs1[..n], &mut p[3]);
+    src.row_samples(y0, &xs0[..n], &mut p[0]);
+    src.row_samples(y0, &xs1[..n], &mut p[1]);
+    src.row_samples(y1, &xs0[..n], &mut p[2]);
+    src.row_samples(y1, &xs1[..n], &mut p[3]);
+    let mut blend = [[0f32; CHUNK]; 3];
     let mut rgb = [[0u8; CHUNK]; 3];
     crate::simd::vectorized(
         #[inline(always)]
         || {
-            for (c, plane) in rgb.iter_mut().enumerate() {
+            for (c, plane) in blend.iter_mut().enumerate() {
                 for i in 0..n {
                     let top = p[0][c][i] * (1.0 - ax[i]) + p[1][c][i] * ax[i];
                     let bot = p[2][c][i] * (1.0 - ax[i]) + p[3][c][i] * ax[i];
-                    plane[i] = round_u8(top * (1.0 - ay) + bot * ay);
+                    plane[i] = top * (1.0 - ay) + bot * ay;
                 }
             }
+            src.to_rgb(&blend, n, &mut rgb);
         },
     );
     for (i, px) in out.chunks_exact_mut(3).enumerate() {
@@ -556,27 +526,37 @@ mod tests {
         }
     }
 
-    /// The tables give what the formula gives, for every Y, U, V.
+    /// A 4:2:0 frame's conversion gives what the BT.601 formula gives, rounded and clamped, on
+    /// a grid of Y, U and V values (the extremes included).
     #[test]
-    fn yuv_tables_equal_the_formula() {
-        for y in 0..=255u8 {
-            for u in 0..=255u8 {
-                for v in 0..=255u8 {
-                    let c = 1.164 * (y as f32 - 16.0);
-                    let (d, e) = (u as f32 - 128.0, v as f32 - 128.0);
+    fn yuv_conversion_equals_the_formula() {
+        let f = RandomFrames::new(2, 2, &mut Lcg(1));
+        let src = f.i420();
+        let values: Vec<f32> = (0..=255).step_by(5).map(|v| v as f32).collect();
+        let mut planes = [[0f32; CHUNK]; 3];
+        let mut out = [[0u8; CHUNK]; 3];
+        for &y in &values {
+            for &u in &values {
+                for (i, &v) in values.iter().enumerate() {
+                    (planes[0][i], planes[1][i], planes[2][i]) = (y, u, v);
+                }
+                src.to_rgb(&planes, values.len(), &mut out);
+                for (i, &v) in values.iter().enumerate() {
+                    let c = 1.164 * (y - 16.0);
+                    let (d, e) = (u - 128.0, v - 128.0);
                     let cl = |v: f32| v.round().clamp(0.0, 255.0) as u8;
                     let want = [
                         cl(c + 1.596 * e),
                         cl(c - 0.392 * d - 0.813 * e),
                         cl(c + 2.017 * d),
                     ];
-                    assert_eq!(yuv_to_rgb(y, u, v), want, "{y} {u} {v}");
+                    assert_eq!([out[0][i], out[1][i], out[2][i]], want, "{y} {u} {v}");
                 }
             }
         }
     }
 
-    /// The per-pixel letterbox this module used before the taps were precomputed.
+    /// A per-pixel letterbox: each output pixel's four samples blended, then made RGB.
     fn reference(src: &dyn PixelSource, nw: usize, nh: usize) -> Vec<u8> {
         let lb = Letterbox::fit(src.width(), src.height(), nw, nh);
         let (fw, fh) = (src.width() as f32, src.height() as f32);
@@ -598,16 +578,20 @@ mod tests {
                 );
                 let (ax, ay) = (fx - x0 as f32, fy - y0 as f32);
                 let p = [
-                    src.rgb(x0, y0),
-                    src.rgb(x1, y0),
-                    src.rgb(x0, y1),
-                    src.rgb(x1, y1),
+                    src.sample(x0, y0),
+                    src.sample(x1, y0),
+                    src.sample(x0, y1),
+                    src.sample(x1, y1),
                 ];
+                let mut blend = [[0f32; CHUNK]; 3];
                 for c in 0..3 {
                     let top = p[0][c] as f32 * (1.0 - ax) + p[1][c] as f32 * ax;
                     let bot = p[2][c] as f32 * (1.0 - ax) + p[3][c] as f32 * ax;
-                    out[c] = (top * (1.0 - ay) + bot * ay).round() as u8;
+                    blend[c][0] = top * (1.0 - ay) + bot * ay;
                 }
+                let mut rgb = [[0u8; CHUNK]; 3];
+                src.to_rgb(&blend, 1, &mut rgb);
+                out.copy_from_slice(&[rgb[0][0], rgb[1][0], rgb[2][0]]);
             }
         }
         dst
