@@ -101,11 +101,9 @@ impl CellGrower {
     ) {
         let cg = growth.cell_grid(g);
         debug_assert_eq!(self.cells.len(), cg.len());
-        let per = g.tile / cg.tile;
         if let Some(fired) = fired {
             for i in 0..cg.len() {
-                let (x, y) = (i % cg.cols / per, i / cg.cols / per);
-                if !fired.get(y * g.cols + x) {
+                if !fired.get(g.holding(&cg, i)) {
                     self.cells.set(i, false);
                 }
             }

@@ -37,6 +37,15 @@ impl TileGrid {
         self.len() == 0
     }
 
+    /// The tile of this grid holding square `i` of `cells`, a grid of the same image whose squares
+    /// divide the tiles.
+    #[inline]
+    pub fn holding(&self, cells: &TileGrid, i: usize) -> usize {
+        debug_assert!(self.tile.is_multiple_of(cells.tile));
+        let per = self.tile / cells.tile;
+        i / cells.cols / per * self.cols + i % cells.cols / per
+    }
+
     /// Pixel rectangle (x0, y0, x1, y1) of tile `i` in a map downscaled by `scale`.
     #[inline]
     pub fn rect(
@@ -186,12 +195,9 @@ impl RegionMask {
         tile_grid: &TileGrid,
         tiles: &mut RegionMask,
     ) {
-        debug_assert!(tile_grid.tile.is_multiple_of(cell_grid.tile));
-        let per = tile_grid.tile / cell_grid.tile;
         tiles.fill(false);
         for (i, _) in self.bits.iter().enumerate().filter(|(_, &b)| b) {
-            let (x, y) = (i % cell_grid.cols / per, i / cell_grid.cols / per);
-            tiles.bits[y * tile_grid.cols + x] = true;
+            tiles.bits[tile_grid.holding(cell_grid, i)] = true;
         }
     }
 
