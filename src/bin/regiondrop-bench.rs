@@ -940,8 +940,8 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
     let speedup = d / sp;
     let af = mean(&active);
     let (ideal, eff) = ideal_and_efficiency(speedup, af);
-    let agreement = detect::map50(&ddets[1..], &sdets[1..]);
     let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
+    let agreement = detect::mean_ap50(&per_class, &sdets[1..]);
     // What a user sees: sparse detections at the operating threshold.
     let shown: Vec<Vec<Detection>> = sdets
         .iter()
@@ -1267,6 +1267,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         all_dms.extend(dms);
         let af = mean(&act);
         let (ideal, eff) = ideal_and_efficiency(d / sp, af);
+        let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
         rows.push(SweepRow {
             margin,
             threshold: t,
@@ -1276,10 +1277,9 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             active_fraction: round(af, 4),
             ideal_speedup: ideal,
             efficiency: eff,
-            agreement_map50: round(detect::map50(&ddets[1..], &sdets[1..]), 4),
+            agreement_map50: round(detect::mean_ap50(&per_class, &sdets[1..]), 4),
             agreement_ap50_weighted: round(
-                detect::ap50_weighted(&detect::ap50_per_class(&ddets[1..], &sdets[1..]))
-                    .unwrap_or(f64::NAN),
+                detect::ap50_weighted(&per_class).unwrap_or(f64::NAN),
                 4,
             ),
         });

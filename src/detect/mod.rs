@@ -9,7 +9,7 @@ mod score;
 pub use decode::{decode, decode_candidates, DecoderKind};
 pub use gate::{best_class, Candidates, Gate, GateLevel, RowPart};
 pub use labels::{load_labels, COCO_LABELS};
-pub use score::{ap50_per_class, ap50_weighted, iou, map50, ClassAp};
+pub use score::{ap50_per_class, ap50_weighted, iou, map50, mean_ap50, ClassAp};
 
 /// Lowest confidence kept when predictions are ranked for mAP (agreement_map50): the reference
 /// detections are taken at the operating threshold, the scored ones down to this floor.

@@ -18,7 +18,11 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 /// Mean over reference classes of the average precision (all-point interpolation) at IoU 0.5,
 /// matching per frame. With no reference boxes at all: 1 if nothing was predicted, else 0.
 pub fn map50(reference: &[Vec<Detection>], predicted: &[Vec<Detection>]) -> f64 {
-    let per_class = ap50_per_class(reference, predicted);
+    mean_ap50(&ap50_per_class(reference, predicted), predicted)
+}
+
+/// [`map50`] from the per-class APs of `predicted`, already computed.
+pub fn mean_ap50(per_class: &[ClassAp], predicted: &[Vec<Detection>]) -> f64 {
     if per_class.is_empty() {
         return if predicted.iter().all(|p| p.is_empty()) {
             1.0
