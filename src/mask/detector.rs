@@ -218,19 +218,19 @@ fn band_scores(
 mod tests {
     use super::*;
 
+    /// No growth around the changed tiles.
+    const NONE: MaskGrowth = MaskGrowth {
+        tiles: 0,
+        margin: 0,
+    };
+
     #[test]
     fn slow_drift_accumulates_until_it_fires() {
         let grid = TileGrid::new(64, 32, 32);
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![100u8; 64 * 32 * 3];
-        det.detect(
-            &img,
-            10.0,
-            DiffMetric::Max,
-            MaskGrowth::whole_tiles(0),
-            &mut mask,
-        );
+        det.detect(&img, 10.0, DiffMetric::Max, NONE, &mut mask);
         assert!(mask.is_full(), "first frame is entirely changed");
         // Drift the right tile by 4 per frame: fires on the third step (12 > 10), not before.
         let mut fired = Vec::new();
@@ -240,24 +240,12 @@ mod tests {
                     img[(y * 64 + x) * 3] += 4;
                 }
             }
-            det.detect(
-                &img,
-                10.0,
-                DiffMetric::Max,
-                MaskGrowth::whole_tiles(0),
-                &mut mask,
-            );
+            det.detect(&img, 10.0, DiffMetric::Max, NONE, &mut mask);
             fired.push((mask.get(0), mask.get(1)));
         }
         assert_eq!(fired, vec![(false, false), (false, false), (false, true)]);
         // After firing, the reference holds the new pixels: no change now.
-        det.detect(
-            &img,
-            10.0,
-            DiffMetric::Max,
-            MaskGrowth::whole_tiles(0),
-            &mut mask,
-        );
+        det.detect(&img, 10.0, DiffMetric::Max, NONE, &mut mask);
         assert_eq!(mask.count(), 0);
     }
 
@@ -267,23 +255,11 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![0u8; 96 * 64 * 3];
-        det.detect(
-            &img,
-            10.0,
-            DiffMetric::Max,
-            MaskGrowth::whole_tiles(0),
-            &mut mask,
-        );
+        det.detect(&img, 10.0, DiffMetric::Max, NONE, &mut mask);
         img.iter_mut().for_each(|v| *v = 5); // below threshold everywhere
         let mut seen = RegionMask::empty(&grid);
         for _ in 0..3 {
-            det.detect(
-                &img,
-                10.0,
-                DiffMetric::Max,
-                MaskGrowth::whole_tiles(0),
-                &mut mask,
-            );
+            det.detect(&img, 10.0, DiffMetric::Max, NONE, &mut mask);
             assert_eq!(mask.count(), 0);
             assert_eq!(det.refresh(&img, 2, &mut mask), 2);
             seen.union_with(&mask);
@@ -485,29 +461,11 @@ mod tests {
         let mut det = ChangeDetector::new(grid);
         let mut mask = RegionMask::empty(&grid);
         let mut img = vec![0u8; 32 * 32 * 3];
-        det.detect(
-            &img,
-            1.0,
-            DiffMetric::Mean,
-            MaskGrowth::whole_tiles(0),
-            &mut mask,
-        );
+        det.detect(&img, 1.0, DiffMetric::Mean, NONE, &mut mask);
         img[0] = 255;
-        det.detect(
-            &img,
-            1.0,
-            DiffMetric::Mean,
-            MaskGrowth::whole_tiles(0),
-            &mut mask,
-        );
+        det.detect(&img, 1.0, DiffMetric::Mean, NONE, &mut mask);
         assert_eq!(mask.count(), 0);
-        det.detect(
-            &img,
-            1.0,
-            DiffMetric::Max,
-            MaskGrowth::whole_tiles(0),
-            &mut mask,
-        );
+        det.detect(&img, 1.0, DiffMetric::Max, NONE, &mut mask);
         assert_eq!(mask.count(), 1);
     }
 }
