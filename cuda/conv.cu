@@ -156,7 +156,8 @@ extern "C" __global__ void rd_sgemm_rm(
 // tiles' output pixels in list order, laid out by row_off as for rd_im2col) computed straight from
 // the input cache, with no gathered matrix, no GEMM call and no scatter. Not transposed; f32
 // arithmetic; groups by the host (one launch per group, pointers advanced as for rd_im2col).
-// K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory).
+// K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory), the taps'
+// reach (kh - 1) * dh and (kw - 1) * dw at most 255 and cig at most 65535 (a tap packs into 32 bits).
 //
 // Block RD_FR_THREADS = 256 threads computing BM rows x BN output channels (2 x 4 per thread:
 // 32 x 64 in rd_conv_rows, 64 x 32 in rd_conv_rows_n32; 4 x 4 in the _t44 variants); grid
@@ -170,11 +171,12 @@ extern "C" __global__ void rd_sgemm_rm(
 // which block finished last, and applies bias, activation and the scatter.
 #define RD_FR_BK 32
 #define RD_FR_THREADS 256
-#define RD_FR_KMAX 1024
+#define RD_FR_KMAX 4096
 
-#define RD_CONV_ROWS_PARAMS                                                                      \
+// W: the weights' type, float (rd_conv_rows*) or f16 bits (rd_conv_rows_tc*).
+#define RD_CONV_ROWS_PARAMS_W(W)                                                                 \
     const float* __restrict__ in, int in_pitch, int in_h, int in_w,                              \
-    const float* __restrict__ wt, int n, /* [K x n] row-major (this group) */                    \
+    const W* __restrict__ wt, int n, /* [K x n] row-major (this group) */                        \
     const float* __restrict__ bias,      /* [n] (this group) */                                  \
     float* __restrict__ out, int out_pitch, int out_h, int out_w,                                \
     const u32* __restrict__ tiles, const u32* __restrict__ row_off, int n_tiles, int m,          \
@@ -182,26 +184,37 @@ extern "C" __global__ void rd_sgemm_rm(
     int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l,                        \
     int cig, int act, float p0, float p1,                                                        \
     int splits, float* __restrict__ ws, u32* __restrict__ counters
+#define RD_CONV_ROWS_PARAMS RD_CONV_ROWS_PARAMS_W(float)
 #define RD_CONV_ROWS_ARGS                                                                        \
     in, in_pitch, in_h, in_w, wt, n, bias, out, out_pitch, out_h, out_w, tiles, row_off,         \
     n_tiles, m, ts, cols, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig, act, p0, p1, splits, ws,    \
     counters
+// What rd_rows_prepare reads of them.
+#define RD_ROWS_PREPARE_ARGS \
+    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig
 
-// One block of BM rows x BN channels: BN / TN threads across, BM / TM down, TM x TN outputs each.
-template <int BM, int BN, int TM, int TN>
-__device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
+// Shared state of one fused-convolution block: per row, its output pixel (-1: no pixel of this
+// frame) and the input origin of its taps; per column k of the implicit matrix, the input offset
+// and channel it reads, packed as ci | dy << 16 | dx << 24.
+template <int BM>
+struct RdRowsShared {
+    int iy[BM], ix[BM], out[BM];
+    u32 tap[RD_FR_KMAX];
+    int any, last;
+};
+
+// Fills the block's rows and tap table; false (for the whole block) when none of its rows is a
+// pixel of this frame.
+template <int BM>
+__device__ __forceinline__ bool rd_rows_prepare(
+    RdRowsShared<BM>& s, const u32* __restrict__ tiles, const u32* __restrict__ row_off,
+    int n_tiles, int m, int ts, int cols, int out_h, int out_w,
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig)
 {
-    __shared__ float sa[RD_FR_BK][BM + 1];
-    __shared__ float sw_[RD_FR_BK][BN];
-    __shared__ int s_iy[BM], s_ix[BM], s_out[BM];
-    __shared__ int s_dy[RD_FR_KMAX], s_dx[RD_FR_KMAX], s_ci[RD_FR_KMAX];
-    __shared__ int s_any, s_last;
     int t = (int)threadIdx.x;
     int k_len = kh * kw * cig;
-    int n_base = (int)blockIdx.y * BN;
-    if (t == 0) s_any = 0;
+    if (t == 0) s.any = 0;
     __syncthreads();
-    // Each row's output pixel and the input origin of its taps.
     if (t < BM) {
         int row = (int)blockIdx.x * BM + t;
         int o = -1, iy = 0, ix = 0;
@@ -221,45 +234,118 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
                     o = oy * out_w + ox;
                     iy = oy * sh - pad_t;
                     ix = ox * sw - pad_l;
-                    s_any = 1;
+                    s.any = 1;
                 }
             }
         }
-        s_out[t] = o;
-        s_iy[t] = iy;
-        s_ix[t] = ix;
+        s.out[t] = o;
+        s.iy[t] = iy;
+        s.ix[t] = ix;
     }
-    // The tap table: column k of the implicit matrix reads input offset (dy, dx), channel ci.
     for (int k = t; k < k_len; k += RD_FR_THREADS) {
         int tap = k / cig;
         int ky = tap / kw;
-        s_dy[k] = ky * dh;
-        s_dx[k] = (tap - ky * kw) * dw;
-        s_ci[k] = k - tap * cig;
+        s.tap[k] = (u32)(k - tap * cig) | (u32)(ky * dh) << 16 | (u32)((tap - ky * kw) * dw) << 24;
     }
     __syncthreads();
-    // The whole block leaves together when none of its rows is a pixel of this frame.
-    if (!s_any) return;
-    int tx = t % (BN / TN), ty = t / (BN / TN);
-    float acc[TM][TN];
-    for (int i = 0; i < TM; ++i)
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-    // This block's share of K: whole RD_FR_BK steps.
+    return s.any != 0;
+}
+
+// The input value at row r, column k of the block's implicit matrix (0 outside the map, past K,
+// or for a row that is no pixel).
+template <int BM>
+__device__ __forceinline__ float rd_rows_tap(
+    const RdRowsShared<BM>& s, const float* __restrict__ in, int in_pitch, int in_h, int in_w,
+    int r, int k, int k_hi)
+{
+    if (k >= k_hi || s.out[r] < 0) return 0.0f;
+    u32 tap = s.tap[k];
+    int iy = s.iy[r] + (int)((tap >> 16) & 0xffu), ix = s.ix[r] + (int)(tap >> 24);
+    if (iy < 0 || ix < 0 || iy >= in_h || ix >= in_w) return 0.0f;
+    return in[((long long)iy * in_w + ix) * in_pitch + (int)(tap & 0xffffu)];
+}
+
+// This block's share of K under `splits`: whole RD_FR_BK steps, [*lo, *hi).
+__device__ __forceinline__ void rd_rows_k_share(int k_len, int splits, int* lo, int* hi)
+{
     int k_share = (k_len + splits * RD_FR_BK - 1) / (splits * RD_FR_BK) * RD_FR_BK;
-    int k_lo = (int)blockIdx.z * k_share;
-    int k_hi = rd_imin(k_len, k_lo + k_share);
+    *lo = (int)blockIdx.z * k_share;
+    *hi = rd_imin(k_len, *lo + k_share);
+}
+
+// Ends a fused convolution: with split K, leaves this block's partial sums in `ws` and, in the
+// last block of the output block to finish, replaces `acc` by the sum of every split's partial in
+// z order (other blocks return false); then adds bias, applies the activation and writes each
+// value to its pixel. The thread's value i is the block's output (row, col) of `pos(i)`.
+template <int BM, int BN, int NV, typename Pos>
+__device__ __forceinline__ void rd_rows_finish(
+    RdRowsShared<BM>& s, float (&acc)[NV], Pos pos, int n, const float* __restrict__ bias,
+    float* __restrict__ out, int out_pitch, int act, float p0, float p1,
+    int splits, float* __restrict__ ws, u32* __restrict__ counters)
+{
+    int n_base = (int)blockIdx.y * BN;
+    if (splits > 1) {
+        int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
+        long long part = (long long)BM * BN;
+        float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+            int r, c;
+            pos(i, &r, &c);
+            mine[r * BN + c] = acc[i];
+        }
+        __threadfence();
+        __syncthreads();
+        // The block's partial is complete: thread 0 publishes it (fence, then the count).
+        if (threadIdx.x == 0) {
+            __threadfence();
+            s.last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
+        }
+        __syncthreads();
+        if (!s.last) return;
+        __threadfence();
+        // Every split's partial, read past the (non-coherent) L1 cache.
+        const volatile float* all = ws + (long long)block * splits * part;
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+            int r, c;
+            pos(i, &r, &c);
+            float sum = 0.0f;
+            for (int z = 0; z < splits; ++z) sum += all[z * part + r * BN + c];
+            acc[i] = sum;
+        }
+        if (threadIdx.x == 0) counters[block] = 0;
+    }
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+        int r, c;
+        pos(i, &r, &c);
+        int o = s.out[r], j = n_base + c;
+        if (o >= 0 && j < n) out[(long long)o * out_pitch + j] = rd_act(acc[i] + bias[j], act, p0, p1);
+    }
+}
+
+// One block of BM rows x BN channels: BN / TN threads across, BM / TM down, TM x TN outputs each.
+template <int BM, int BN, int TM, int TN>
+__device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
+{
+    __shared__ float sa[RD_FR_BK][BM + 1];
+    __shared__ float sw_[RD_FR_BK][BN];
+    __shared__ RdRowsShared<BM> s;
+    if (!rd_rows_prepare(s, RD_ROWS_PREPARE_ARGS)) return;
+    int t = (int)threadIdx.x;
+    int n_base = (int)blockIdx.y * BN;
+    int tx = t % (BN / TN), ty = t / (BN / TN);
+    float acc[TM * TN];
+#pragma unroll
+    for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
+    int k_lo, k_hi;
+    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
     for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
         // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
         for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
             int kk = e % RD_FR_BK, r = e / RD_FR_BK;
-            int k = k0 + kk;
-            float v = 0.0f;
-            if (k < k_hi && s_out[r] >= 0) {
-                int iy = s_iy[r] + s_dy[k], ix = s_ix[r] + s_dx[k];
-                if (iy >= 0 && ix >= 0 && iy < in_h && ix < in_w)
-                    v = in[((long long)iy * in_w + ix) * in_pitch + s_ci[k]];
-            }
-            sa[kk][r] = v;
+            sa[kk][r] = rd_rows_tap(s, in, in_pitch, in_h, in_w, r, k0 + kk, k_hi);
         }
         // Weights [BK x BN], output channel fastest.
         for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
@@ -270,49 +356,22 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
         __syncthreads();
         for (int kk = 0; kk < RD_FR_BK; ++kk) {
             float a[TM], b[TN];
+#pragma unroll
             for (int i = 0; i < TM; ++i) a[i] = sa[kk][ty * TM + i];
+#pragma unroll
             for (int j = 0; j < TN; ++j) b[j] = sw_[kk][tx * TN + j];
+#pragma unroll
             for (int i = 0; i < TM; ++i)
-                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i * TN + j] += a[i] * b[j];
         }
         __syncthreads();
     }
-    if (splits > 1) {
-        int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
-        long long part = (long long)BM * BN;
-        float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
-        for (int i = 0; i < TM; ++i)
-            for (int j = 0; j < TN; ++j) mine[(ty * TM + i) * BN + tx * TN + j] = acc[i][j];
-        __threadfence();
-        __syncthreads();
-        // The block's partial is complete: thread 0 publishes it (fence, then the count).
-        if (t == 0) {
-            __threadfence();
-            s_last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
-        }
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();
-        // Every split's partial, read past the (non-coherent) L1 cache.
-        const volatile float* all = ws + (long long)block * splits * part;
-        for (int i = 0; i < TM; ++i)
-            for (int j = 0; j < TN; ++j) {
-                int e = (ty * TM + i) * BN + tx * TN + j;
-                float sum = 0.0f;
-                for (int z = 0; z < splits; ++z) sum += all[z * part + e];
-                acc[i][j] = sum;
-            }
-        if (t == 0) counters[block] = 0;
-    }
-    for (int i = 0; i < TM; ++i) {
-        int o = s_out[ty * TM + i];
-        if (o < 0) continue;
-        float* dst = out + (long long)o * out_pitch;
-        for (int j = 0; j < TN; ++j) {
-            int jj = n_base + tx * TN + j;
-            if (jj < n) dst[jj] = rd_act(acc[i][j] + bias[jj], act, p0, p1);
-        }
-    }
+    auto pos = [=](int i, int* r, int* c) {
+        *r = ty * TM + i / TN;
+        *c = tx * TN + i % TN;
+    };
+    rd_rows_finish<BM, BN>(s, acc, pos, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }
 
 extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
@@ -341,4 +400,110 @@ extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
 {
     RD_PDL_WAIT();
     rd_conv_rows_block<128, 32, 4, 4>(RD_CONV_ROWS_ARGS);
+}
+
+// The tensor-core form for precision f16 (compute capability 8.0 and newer): the input taps are
+// rounded to f16 as rd_im2col_h rounds them, the weights are the layer's f16 copy, products are
+// summed in f32 by mma.sync (m16n8k16). Same grid, rows, split K and outputs as rd_conv_rows_t44
+// (64 x 64 blocks) and rd_conv_rows_n32_t44 (128 x 32); each of the 8 warps computes 32 rows x 16
+// channels as 2 x 2 tiles of 16 x 8.
+#define RD_TC_LD (RD_FR_BK + 8) // f16 row pitch in shared memory (16 bytes of padding: no bank conflicts)
+
+// acc (this lane's four values of a 16 x 8 f32 tile) += A · B, where A is 16 x 16 f16 row-major at
+// `a` (pitch `lda`) and B is 16 x 8 f16 given column by column at `b` (column j, k fastest, at
+// b + j * ldb). The lane's values are rows g, g, g + 8, g + 8 and columns 2q, 2q + 1, 2q, 2q + 1
+// (g = lane / 4, q = lane % 4), the accumulator layout of mma.m16n8k16.
+__device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda, const u16* b, int ldb)
+{
+    int lane = (int)(threadIdx.x & 31u);
+    int g = lane >> 2, q = lane & 3;
+#ifdef RD_HOST_EMU
+    // The host has no warps: each lane computes its own four values from shared memory.
+    for (int i = 0; i < 4; ++i) {
+        int r = g + (i >= 2 ? 8 : 0), c = 2 * q + (i & 1);
+        float sum = 0.0f;
+        for (int k = 0; k < 16; ++k)
+            sum += rd_emu_f16_value(a[r * lda + k]) * rd_emu_f16_value(b[c * ldb + k]);
+        acc[i] += sum;
+    }
+#elif __CUDA_ARCH__ >= 800
+    const u16* a0 = a + g * lda + 2 * q;
+    const u16* a8 = a0 + 8 * lda;
+    const u16* b0 = b + g * ldb + 2 * q;
+    u32 ra0 = *(const u32*)a0, ra1 = *(const u32*)a8;
+    u32 ra2 = *(const u32*)(a0 + 8), ra3 = *(const u32*)(a8 + 8);
+    u32 rb0 = *(const u32*)b0, rb1 = *(const u32*)(b0 + 8);
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(ra0), "r"(ra1), "r"(ra2), "r"(ra3), "r"(rb0), "r"(rb1));
+#else
+    // The host launches the tensor-core kernels on compute capability 8.0 and newer only.
+    __trap();
+#endif
+}
+
+template <int BM, int BN>
+__device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    // Taps, row-major, and weights, one output channel per row; declared as u32 words so that
+    // the fragments' 4-byte reads are aligned.
+    __shared__ u32 sa_words[BM * RD_TC_LD / 2];
+    __shared__ u32 sb_words[BN * RD_TC_LD / 2];
+    u16(*sa)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sa_words);
+    u16(*sb)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sb_words);
+    __shared__ RdRowsShared<BM> s;
+    if (!rd_rows_prepare(s, RD_ROWS_PREPARE_ARGS)) return;
+    int t = (int)threadIdx.x;
+    int n_base = (int)blockIdx.y * BN;
+    // Warps: BN / 16 across, BM / 32 down.
+    int warp = t >> 5, lane = t & 31;
+    int wm = (warp / (BN / 16)) * 32, wn = (warp % (BN / 16)) * 16;
+    float acc[16]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
+#pragma unroll
+    for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+    int k_lo, k_hi;
+    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
+    for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
+        for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
+            int kk = e % RD_FR_BK, r = e / RD_FR_BK;
+            sa[r][kk] = rd_f16_bits(rd_rows_tap(s, in, in_pitch, in_h, in_w, r, k0 + kk, k_hi));
+        }
+        for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
+            int jj = e % BN, kk = e / BN;
+            int k = k0 + kk, j = n_base + jj;
+            sb[jj][kk] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : (u16)0;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < RD_FR_BK; ks += 16)
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 2; ++ni)
+                    rd_mma_16x8x16(
+                        acc + (mi * 2 + ni) * 4, &sa[wm + 16 * mi][ks], RD_TC_LD,
+                        &sb[wn + 8 * ni][ks], RD_TC_LD);
+        __syncthreads();
+    }
+    int g = lane >> 2, q = lane & 3;
+    auto pos = [=](int i, int* r, int* c) {
+        int mi = i >> 3, ni = (i >> 2) & 1, v = i & 3;
+        *r = wm + 16 * mi + g + (v >= 2 ? 8 : 0);
+        *c = wn + 8 * ni + 2 * q + (v & 1);
+    };
+    rd_rows_finish<BM, BN>(s, acc, pos, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
+}
+
+extern "C" __global__ void rd_conv_rows_tc(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_tc_block<64, 64>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void rd_conv_rows_tc_n32(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_tc_block<128, 32>(RD_CONV_ROWS_ARGS);
 }

@@ -424,6 +424,16 @@ fn bundled_models_match_cpu() {
                 },
                 3e-2,
             ),
+            // Every convolution fused on the tensor cores (rd_conv_rows_tc, mma.sync).
+            (
+                "f16, all fused",
+                CudaOptions {
+                    precision: Precision::F16,
+                    fused_conv_k: Some(usize::MAX),
+                    ..o()
+                },
+                3e-2,
+            ),
         ];
         for (what, variant, rel) in variants {
             println!("{m}, {what}:");

@@ -68,6 +68,18 @@ fn every_kernel_compiles_for_every_supported_arch() {
                     "{arch} cuda/{file}: PTX has no `.entry {name}`"
                 );
             }
+            // Every architecture we ship for has the tensor cores rd_conv_rows_tc multiplies
+            // on (its other branch traps).
+            if *file == "conv.cu" {
+                assert!(
+                    ptx.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+                    "{arch} cuda/conv.cu: rd_conv_rows_tc has no mma.sync"
+                );
+                assert!(
+                    !ptx.contains("trap;"),
+                    "{arch} cuda/conv.cu: a kernel traps"
+                );
+            }
             println!(
                 "{arch} cuda/{file}: {} bytes of PTX, entries {:?}",
                 ptx.len(),

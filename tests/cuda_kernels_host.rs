@@ -347,6 +347,8 @@ impl HostDevice {
             fused_conv_k,
             fuse: Vec::new(),
             fused_tile44: false,
+            // The host kernels emulate mma.sync.
+            fused_tc: f16,
             split: geometry::SplitSpace {
                 ws: addr_mut(&mut d.scratch[1]),
                 ws_len: d.scratch[1].len(),
@@ -638,7 +640,7 @@ fn fused_convolutions_match_the_cpu_backend() {
             agree(setup, 1e-5);
         }
     }
-    // With precision f16 the fused convolutions still compute in f32; the rest round.
+    // With precision f16 the fused convolutions multiply f16 operands (rd_conv_rows_tc).
     let setup = Setup {
         f16: true,
         fused_conv_k: usize::MAX,
@@ -1042,6 +1044,82 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
         assert!(
             b.max(o) <= 1e-4,
             "fused convolutions differ from the CPU by {b} / {o}"
+        );
+    }
+}
+
+/// The tensor-core fused convolution (rd_conv_rows_tc, precision f16) on NanoDet's real layer
+/// shapes against the unfused f16 path (rd_im2col_h, f16 GEMM, scatter), which rounds the same
+/// operands to f16 and differs only in the order of the f32 sums; and both against the CPU.
+#[test]
+fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
+    let Some(emu) = emu() else { return };
+    let m = &common::real_models()[0];
+    let plan = common::load(m);
+    let tile = 32.max(plan.max_scale);
+    let grid = plan.grid(tile);
+    let tiles = [2u32, grid.len() as u32 / 2, grid.len() as u32 - 1];
+    let img = &common::clip_frames(&plan, 40, 1)[0];
+    let levels = geometry::bucket_levels(grid.len());
+    let bucket = geometry::bucket_of(&levels, tiles.len()).map(|b| levels[b]);
+    let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
+    cpu.write_input(img, &m.norm, &tiles).unwrap();
+    cpu.run(&step_tiles(&plan, &tiles)).unwrap();
+    for graph_bucket in [None, bucket] {
+        let mut unfused = HostDevice::new(&plan, true, 0);
+        run_frame(
+            emu,
+            &mut unfused,
+            &plan,
+            tile,
+            img,
+            &m.norm,
+            &tiles,
+            graph_bucket,
+        );
+        let mut fused = HostDevice::new(&plan, true, usize::MAX);
+        let counting = Counting {
+            emu,
+            counts: Default::default(),
+        };
+        run_frame(
+            &counting,
+            &mut fused,
+            &plan,
+            tile,
+            img,
+            &m.norm,
+            &tiles,
+            graph_bucket,
+        );
+        let counts = counting.counts.into_inner();
+        let tc = counts.get("rd_conv_rows_tc").unwrap_or(&0)
+            + counts.get("rd_conv_rows_tc_n32").unwrap_or(&0);
+        println!("{counts:?}");
+        assert!(tc > 0, "no tensor-core launch: {counts:?}");
+        assert_eq!(
+            counts.get("rd_conv_rows"),
+            None,
+            "f32 fused kernel under f16"
+        );
+        let mut between = 0f32;
+        for (b, (x, y)) in unfused.bufs.iter().zip(&fused.bufs).enumerate() {
+            let scale = x.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (i, (&x, &y)) in x.iter().zip(y).enumerate() {
+                assert!(y.is_finite(), "buffer {b}[{i}] is {y}");
+                between = between.max((x - y).abs() / scale);
+            }
+        }
+        let (b, o) = differences(&mut cpu, &fused, &plan);
+        let (ub, uo) = differences(&mut cpu, &unfused, &plan);
+        println!(
+            "{}: {tc} tensor-core launches, bucket {graph_bucket:?}: max relative difference from unfused f16 {between:.2e}; from the CPU {b:.2e} / {o:.2e} (unfused f16: {ub:.2e} / {uo:.2e})",
+            m.path
+        );
+        assert!(between <= 5e-3, "fused and unfused f16 differ by {between}");
+        assert!(
+            b.max(o) <= 2.0 * ub.max(uo).max(1e-3),
+            "fused f16 is further from the CPU ({b}, {o}) than unfused f16 ({ub}, {uo})"
         );
     }
 }

@@ -71,6 +71,13 @@ inline unsigned short rd_emu_f16_bits(float x) {
     return b;
 }
 
+// f16 bits -> f32 (exact).
+inline float rd_emu_f16_value(unsigned short b) {
+    _Float16 h;
+    std::memcpy(&h, &b, 2);
+    return (float)h;
+}
+
 template <typename... A, std::size_t... I>
 static void rd_emu_call(void (*k)(A...), void** p, std::index_sequence<I...>) {
     k(*static_cast<A*>(p[I])...);

@@ -58,9 +58,10 @@ pub struct CudaOptions {
     /// cuBLAS; depthwise convolutions stay f32.
     pub precision: Precision,
     /// Convolutions (not transposed) with at most this many taps per output (K = kh·kw·cin per
-    /// group, at most 1024) run as one fused kernel (rd_conv_rows: implicit gather in shared
+    /// group, at most 4096) run as one fused kernel (rd_conv_rows: implicit gather in shared
     /// memory, f32 arithmetic, K split across blocks on maps too small to fill the GPU, bias and
-    /// activation applied) instead of gather + GEMM + scatter;
+    /// activation applied) instead of gather + GEMM + scatter; with precision f16 on compute
+    /// capability 8.0 and newer, rd_conv_rows_tc multiplies f16 operands on the tensor cores;
     /// 0 never. None: the `REGIONDROP_CUDA_FUSED_K` environment variable, else 0 (not yet timed on
     /// a GPU).
     pub fused_conv_k: Option<usize>,
@@ -494,6 +495,8 @@ impl CudaBackend {
             fused_tile44: opts.fused_tile44.unwrap_or_else(|| {
                 std::env::var("REGIONDROP_CUDA_FUSED_TILE").is_ok_and(|v| v == "4x4")
             }),
+            // mma.sync m16n8k16 (f16) needs compute capability 8.0.
+            fused_tc: f16 && major >= 8,
             ..backend.addresses()
         };
         let auto = opts
@@ -567,7 +570,9 @@ impl CudaBackend {
             format!(
                 ", fused convolutions up to K = {}{}",
                 self.addrs.fused_conv_k,
-                if self.addrs.fused_tile44 {
+                if self.addrs.fused_tc {
+                    " (tensor cores)"
+                } else if self.addrs.fused_tile44 {
                     " (4x4)"
                 } else {
                     ""
@@ -687,6 +692,7 @@ impl CudaBackend {
             fused_conv_k: 0,
             fuse: Vec::new(),
             fused_tile44: false,
+            fused_tc: false,
             split: geometry::SplitSpace {
                 ws: self.ptr(&self.scratch_c),
                 ws_len: self.scratch_c.len(),

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::mask::TileGrid;
 use crate::model::act::Act;
-use crate::model::plan::{BinOp, FeatureBuf, LayerOp, Plan, PoolKind, Step};
+use crate::model::plan::{BinOp, ConvSpec, FeatureBuf, LayerOp, Plan, PoolKind, Step};
 
 /// Threads per block of the tile-wise kernels.
 pub const TILE_BLOCK: u32 = 256;
@@ -130,7 +130,19 @@ pub const FUSED_CONV_BLOCK_N32: (u32, u32) = (64, 32);
 pub const FUSED_CONV_BLOCK_T44: (u32, u32) = (64, 64);
 pub const FUSED_CONV_BLOCK_N32_T44: (u32, u32) = (128, 32);
 pub const FUSED_CONV_THREADS: u32 = 256;
-pub const FUSED_CONV_KMAX: usize = 1024;
+pub const FUSED_CONV_KMAX: usize = 4096;
+
+/// Whether the fused kernels can run convolution `c`: not transposed or depthwise, K at most
+/// [`FUSED_CONV_KMAX`], and each tap within what the kernels' packed tap table holds (a reach of
+/// 255 pixels, 65535 channels per group).
+pub fn fusable(c: &ConvSpec) -> bool {
+    !c.transposed
+        && !c.depthwise()
+        && c.k_per_group() <= FUSED_CONV_KMAX
+        && (c.kh - 1) * c.dh <= 255
+        && (c.kw - 1) * c.dw <= 255
+        && c.cin / c.groups <= 65_535
+}
 
 /// K values one step of rd_conv_rows consumes (RD_FR_BK).
 pub const FUSED_CONV_BK: usize = 32;
@@ -785,5 +797,36 @@ mod tests {
         let mut p4 = p.clone();
         p4.input_c = 4;
         assert!(check_plan(&p4, &p4.grid(32)).is_err());
+    }
+
+    #[test]
+    fn fusable_convolutions_fit_the_packed_tap_table() {
+        let conv = |k: usize, cin: usize, cout: usize, groups: usize| {
+            let v = View {
+                buf: 0,
+                c_off: 0,
+                c: cin,
+            };
+            let Step::Layer(l) = conv_layer(v, v, k, 1, cin, cout, groups) else {
+                unreachable!()
+            };
+            let LayerOp::Conv(c) = l.op else {
+                unreachable!()
+            };
+            c
+        };
+        assert!(fusable(&conv(3, 256, 256, 1)), "K = 2304");
+        assert!(fusable(&conv(1, 4096, 8, 1)), "K = 4096");
+        assert!(!fusable(&conv(1, 4097, 8, 1)), "K past the table");
+        assert!(!fusable(&conv(3, 32, 32, 32)), "depthwise");
+        assert!(fusable(&conv(3, 64, 64, 2)), "grouped, not depthwise");
+        let mut dilated = conv(3, 8, 8, 1);
+        dilated.dh = 127;
+        assert!(fusable(&dilated), "reach 254");
+        dilated.dw = 128;
+        assert!(!fusable(&dilated), "reach 256 does not pack into 8 bits");
+        let mut t = conv(3, 8, 8, 1);
+        t.transposed = true;
+        assert!(!fusable(&t), "transposed");
     }
 }

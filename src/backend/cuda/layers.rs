@@ -27,6 +27,8 @@ pub enum Kernel {
     ConvRowsN32,
     ConvRowsT44,
     ConvRowsN32T44,
+    ConvRowsTc,
+    ConvRowsTcN32,
     Pool,
     Resize,
     Affine,
@@ -45,7 +47,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 30] = [
+    pub const ALL: [Kernel; 32] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -61,6 +63,8 @@ impl Kernel {
         Kernel::ConvRowsN32,
         Kernel::ConvRowsT44,
         Kernel::ConvRowsN32T44,
+        Kernel::ConvRowsTc,
+        Kernel::ConvRowsTcN32,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -96,6 +100,8 @@ impl Kernel {
             Kernel::ConvRowsN32 => "rd_conv_rows_n32",
             Kernel::ConvRowsT44 => "rd_conv_rows_t44",
             Kernel::ConvRowsN32T44 => "rd_conv_rows_n32_t44",
+            Kernel::ConvRowsTc => "rd_conv_rows_tc",
+            Kernel::ConvRowsTcN32 => "rd_conv_rows_tc_n32",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -125,6 +131,8 @@ impl Kernel {
                 | Kernel::ConvRowsN32
                 | Kernel::ConvRowsT44
                 | Kernel::ConvRowsN32T44
+                | Kernel::ConvRowsTc
+                | Kernel::ConvRowsTcN32
                 | Kernel::GlobalAvgPool
         )
     }
@@ -387,6 +395,10 @@ pub struct Addrs {
     /// The fused kernel computes 4 × 4 outputs per thread in larger blocks (the _t44 variants)
     /// instead of 2 × 4.
     pub fused_tile44: bool,
+    /// Fused convolutions of layers with an f16 weight copy (precision f16) multiply on the
+    /// tensor cores (rd_conv_rows_tc: f16 operands, f32 sums; compute capability 8.0 and newer)
+    /// instead of in f32 with the f32 weights.
+    pub fused_tc: bool,
     /// Where the fused kernel may split K (the GEMM result scratch, which it does not otherwise
     /// use, and zeroed counters).
     pub split: geometry::SplitSpace,
@@ -535,19 +547,24 @@ pub fn launch_layer(
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
             let fuse = k <= addrs.fused_conv_k || addrs.fuse.get(si).copied().unwrap_or(false);
-            if !c.transposed && k <= geometry::FUSED_CONV_KMAX && fuse {
+            if fuse && geometry::fusable(c) {
+                // The tensor-core kernel has the 4 × 4 kernels' block shapes.
+                let tc = w16.filter(|_| addrs.fused_tc);
                 for gi in 0..c.groups {
-                    let Some(f) =
-                        geometry::fused_conv_launch(ll.m, n, k, addrs.fused_tile44, &addrs.split)?
+                    let tile44 = addrs.fused_tile44 || tc.is_some();
+                    let Some(f) = geometry::fused_conv_launch(ll.m, n, k, tile44, &addrs.split)?
                     else {
                         return Ok(());
                     };
-                    let kernel = match (f.narrow, addrs.fused_tile44) {
-                        (false, false) => Kernel::ConvRows,
-                        (true, false) => Kernel::ConvRowsN32,
-                        (false, true) => Kernel::ConvRowsT44,
-                        (true, true) => Kernel::ConvRowsN32T44,
+                    let kernel = match (tc.is_some(), f.narrow, tile44) {
+                        (true, false, _) => Kernel::ConvRowsTc,
+                        (true, true, _) => Kernel::ConvRowsTcN32,
+                        (false, false, false) => Kernel::ConvRows,
+                        (false, true, false) => Kernel::ConvRowsN32,
+                        (false, false, true) => Kernel::ConvRowsT44,
+                        (false, true, true) => Kernel::ConvRowsN32T44,
                     };
+                    let (wt, wt_bytes) = tc.map_or((w, 4), |w16| (w16, 2));
                     let (d, splits) = (f.dims, f.splits);
                     dev.launch(
                         kernel,
@@ -557,7 +574,7 @@ pub fn launch_layer(
                             ip,
                             ih,
                             iw,
-                            w + (gi * k * n * 4) as u64,
+                            wt + (gi * k * n * wt_bytes) as u64,
                             n as i32,
                             b + (gi * n * 4) as u64,
                             out + (gi * n * 4) as u64,

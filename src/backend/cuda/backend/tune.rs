@@ -53,7 +53,7 @@ impl CudaBackend {
         for (si, step) in plan.steps.iter().enumerate() {
             let Step::Layer(l) = step else { continue };
             let LayerOp::Conv(c) = &l.op else { continue };
-            if c.transposed || c.depthwise() || c.k_per_group() > geometry::FUSED_CONV_KMAX {
+            if !geometry::fusable(c) {
                 continue;
             }
             let ll = LayerLists::at(base, self.packer.steps[si]);
