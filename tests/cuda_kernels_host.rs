@@ -1418,19 +1418,34 @@ fn launches_per_frame() {
         let (tile, all) = common::tiles_of(&plan);
         let sparse: Vec<u32> = all.iter().copied().filter(|t| t % 3 == 0).collect();
         let img = &common::clip_frames(&plan, 60, 1)[0];
-        let mut dev = HostDevice::with_tail(&plan, false, 0, true);
-        for (what, tiles) in [("dense", &all), ("sparse", &sparse)] {
+        let mut devs = [
+            HostDevice::with_tail(&plan, false, 0, true),
+            HostDevice::with_tail(&plan, true, usize::MAX, true),
+        ];
+        for (what, tiles, d) in [
+            ("dense", &all, 0),
+            ("sparse", &sparse, 0),
+            ("sparse, f16, every convolution fused", &sparse, 1),
+        ] {
+            let dev = &mut devs[d];
             let counting = Counting {
                 emu,
                 counts: Default::default(),
             };
-            run_frame(&counting, &mut dev, &plan, tile, img, &m.norm, tiles, None);
+            run_frame(&counting, dev, &plan, tile, img, &m.norm, tiles, None);
             let counts = counting.counts.into_inner();
             let total: usize = counts.values().sum();
             println!("{} {what}: {total} launches {counts:?}", m.path);
             if m.path.contains("nanodet") {
                 assert_eq!(counts.get("rd_export_nchw"), None, "{what}: exports folded");
                 assert_eq!(counts.get("rd_rearrange"), Some(&6), "{what}: head gathers");
+                if what.contains("fused") {
+                    assert_eq!(
+                        counts.get("GEMM (cuBLAS)"),
+                        None,
+                        "{what}: every conv fused"
+                    );
+                }
             }
         }
     }
