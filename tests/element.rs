@@ -493,6 +493,47 @@ fn margin_grows_the_mask_between_whole_tiles() {
     assert!((0..none.len()).any(|i| px8[i] < tile[i]), "{why}");
 }
 
+/// The growth-limit property lets deeper layers grow past the change mask by their reach: the
+/// same tiles change, more work is done, and more with a larger limit.
+#[test]
+fn growth_limit_grows_deeper_layers_beyond_the_mask() {
+    let (w, h, side) = (320, 240, 24);
+    let frames = || {
+        (0..4)
+            .map(|i| {
+                (
+                    video_caps("RGB", w, h),
+                    buffer(square_frame(w, h, 40 + 12 * i, 100, side), i as u64),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let stats = |props: &str| {
+        let desc = format!(
+            "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 refresh-tiles=0 {props} ! appsink name=sink sync=false"
+        );
+        let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames()), |_, _| {});
+        run.assert_clean();
+        assert_eq!(run.stats.len(), 4, "{props}");
+        run.stats
+            .iter()
+            .skip(1)
+            .map(|s| (s.active_fraction, s.work_fraction))
+            .collect::<Vec<_>>()
+    };
+    let (g0, g1, g2) = (
+        stats("growth-limit=0"),
+        stats("growth-limit=1"),
+        stats("growth-limit=2"),
+    );
+    let why = format!("(active, work) at limits 0, 1, 2: {g0:?} {g1:?} {g2:?}");
+    for i in 0..g0.len() {
+        assert!(g0[i].0 == g1[i].0 && g1[i].0 == g2[i].0, "{why}");
+        assert!((g0[i].1 - g0[i].0).abs() < 1e-9, "one common mask: {why}");
+        assert!(g0[i].1 < g1[i].1 && g1[i].1 < g2[i].1, "{why}");
+    }
+}
+
 #[test]
 fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
     let (w1, h1, w2, h2) = (320, 240, 256, 200);
