@@ -361,6 +361,35 @@ fn calibrate_can_pick_by_the_weighted_agreement() {
     }
 }
 
+/// `--growth-limits` sweeps how far deeper layers grow: the same tiles change, more work is done.
+#[test]
+fn calibrate_sweeps_growth_limits() {
+    let o = bench(&[
+        "--frames",
+        "3",
+        "--mode",
+        "sparse",
+        "--calibrate",
+        "--thresholds",
+        "8",
+        "--growth-limits",
+        "2,0",
+    ]);
+    ok(&o);
+    let v = &stdout_lines(&o)[0];
+    assert_eq!(v["growth_limits"], serde_json::json!([0, 2]));
+    let sweep = v["sweep"].as_array().unwrap();
+    let g: Vec<f64> = sweep.iter().map(|r| f(r, "growth_limit")).collect();
+    assert_eq!(g, [0.0, 2.0]);
+    let (r0, r2) = (&sweep[0], &sweep[1]);
+    assert_eq!(f(r0, "active_fraction"), f(r2, "active_fraction"), "{v}");
+    assert!(
+        (f(r0, "work_fraction") - f(r0, "active_fraction")).abs() < 1e-3,
+        "one common mask: {v}"
+    );
+    assert!(f(r2, "work_fraction") > f(r0, "work_fraction"), "{v}");
+}
+
 #[test]
 fn annotate_writes_frames_mask_and_video() {
     let dir = scratch("annotate");
@@ -390,6 +419,7 @@ fn bad_arguments_exit_2_with_one_line() {
         &["--input-size", "640"],
         &["--target-agreement", "0.9"], // needs --calibrate
         &["--margins", "8"],            // needs --calibrate
+        &["--growth-limits", "1"],      // needs --calibrate
         &["--calibrate", "--fractions"],
     ] {
         let line = fails_with_one_line(&bench(args));

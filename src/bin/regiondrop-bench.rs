@@ -130,8 +130,8 @@ struct Cli {
     /// onnxruntime_rel_l2
     #[arg(long)]
     onnxruntime: bool,
-    /// Sweep the threshold (and --margins) and print the fastest setting that keeps
-    /// agreement_map50 at the target
+    /// Sweep the threshold (and --margins, --growth-limits) and print the fastest setting that
+    /// keeps agreement_map50 at the target
     #[arg(long, conflicts_with_all = ["fractions", "annotate"])]
     calibrate: bool,
     /// Agreement (mAP@0.5 against dense) the calibration must keep [default: 0.97]
@@ -148,6 +148,15 @@ struct Cli {
         requires = "calibrate"
     )]
     margins: Vec<usize>,
+    /// Growth limits (tiles, comma-separated) to sweep with every threshold and margin
+    /// [default: --growth-limit]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        requires = "calibrate"
+    )]
+    growth_limits: Vec<usize>,
     /// The agreement figure --target-agreement applies to: map50 (mean over classes), or
     /// weighted (classes weighted by their reference boxes, steadier where rare classes appear
     /// a few times)
@@ -1168,11 +1177,14 @@ fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), 
 #[derive(Serialize, Clone)]
 struct SweepRow {
     margin: usize,
+    growth_limit: usize,
     threshold: f32,
     dense_ms: Option<f64>,
     sparse_ms: Option<f64>,
     speedup: Option<f64>,
     active_fraction: Option<f64>,
+    /// MAC-weighted: above the active fraction where deeper layers grow (`growth_limit`).
+    work_fraction: Option<f64>,
     ideal_speedup: Option<f64>,
     efficiency: Option<f64>,
     agreement_map50: Option<f64>,
@@ -1190,15 +1202,16 @@ struct SweepReport {
     mode: &'static str,
     tile_size: usize,
     dilation: usize,
-    /// The margins swept (each row has its own).
+    /// The margins and growth limits swept (each row has its own).
     margins: Vec<usize>,
+    growth_limits: Vec<usize>,
     exact: bool,
     dense_ms: Option<f64>,
     target_agreement: f64,
     /// The figure the target applies to.
     pick_by: &'static str,
     sweep: Vec<SweepRow>,
-    /// The fastest setting (threshold, margin) whose agreement (`pick_by`) is at or above the
+    /// The fastest setting (threshold, margin, growth limit) whose agreement (`pick_by`) is at or above the
     /// target; null if none is.
     pick: Option<SweepRow>,
     plot: Option<String>,
@@ -1221,9 +1234,17 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     };
     margins.sort();
     margins.dedup();
-    let settings: Vec<(usize, f32)> = margins
+    let mut growth_limits = if cli.growth_limits.is_empty() {
+        vec![cli.growth_limit]
+    } else {
+        cli.growth_limits.clone()
+    };
+    growth_limits.sort();
+    growth_limits.dedup();
+    let settings: Vec<(usize, usize, f32)> = growth_limits
         .iter()
-        .flat_map(|&m| thresholds.iter().map(move |&t| (m, t)))
+        .flat_map(|&g| margins.iter().map(move |&m| (g, m)))
+        .flat_map(|(g, m)| thresholds.iter().map(move |&t| (g, m, t)))
         .collect();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
@@ -1242,15 +1263,16 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     }
 
     let mut rows = Vec::new();
-    for &(margin, t) in &settings {
+    for &(growth_limit, margin, t) in &settings {
         let mut sparse = s.engine(EngineConfig {
             threshold: t,
             margin,
+            growth_limit,
             ..sparse_cfg(cli, s.threads)
         })?;
         let sparse_gate = s.set_gate(&mut sparse)?;
-        let (mut dms, mut sms, mut act, mut sdets) =
-            (vec![], vec![], vec![], Vec::with_capacity(n));
+        let (mut dms, mut sms, mut act, mut work, mut sdets) =
+            (vec![], vec![], vec![], vec![], Vec::with_capacity(n));
         for (i, rgb) in s.net.iter().enumerate() {
             if i % 2 == 1 {
                 dms.push(dense.process_with_mask(rgb, &full).map_err(running)?.ms);
@@ -1259,6 +1281,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             if i > 0 {
                 sms.push(st.ms);
                 act.push(st.active_fraction);
+                work.push(st.work_fraction);
             }
             sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
             pb.inc(1);
@@ -1270,11 +1293,13 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
         rows.push(SweepRow {
             margin,
+            growth_limit,
             threshold: t,
             dense_ms: round(d, 3),
             sparse_ms: round(sp, 3),
             speedup: round(d / sp, 3),
             active_fraction: round(af, 4),
+            work_fraction: round(mean(&work), 4),
             ideal_speedup: ideal,
             efficiency: eff,
             agreement_map50: round(detect::mean_ap50(&per_class, &sdets[1..]), 4),
@@ -1307,11 +1332,14 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         );
     }
     if let Some(p) = &cli.plot {
-        // One curve: the picked margin's thresholds (the first margin's without a pick).
-        let shown = pick.as_ref().map_or(margins[0], |r| r.margin);
+        // One curve: the picked margin's and growth limit's thresholds (the first ones' without
+        // a pick).
+        let shown = pick.as_ref().map_or((margins[0], growth_limits[0]), |r| {
+            (r.margin, r.growth_limit)
+        });
         let pts: Vec<plot::Point> = rows
             .iter()
-            .filter(|r| r.margin == shown)
+            .filter(|r| (r.margin, r.growth_limit) == shown)
             .map(|r| plot::Point {
                 threshold: r.threshold as f64,
                 speedup: r.speedup.unwrap_or(f64::NAN),
@@ -1319,7 +1347,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             })
             .collect();
         let title = format!(
-            "{}: {} frames, {}x{}, tile {}, margin {shown}, {}",
+            "{}: {} frames, {}x{}, tile {}, margin {}, growth limit {}, {}",
             s.model
                 .file_name()
                 .map(|f| f.to_string_lossy().to_string())
@@ -1328,6 +1356,8 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             s.w,
             s.h,
             cli.tile_size,
+            shown.0,
+            shown.1,
             s.backend
         );
         plot::plot_sweep(
@@ -1358,6 +1388,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         tile_size: cli.tile_size,
         dilation: cli.dilation,
         margins,
+        growth_limits,
         exact: cli.exact,
         dense_ms: round(d, 3),
         target_agreement: target,
