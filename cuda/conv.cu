@@ -191,7 +191,7 @@ extern "C" __global__ void rd_sgemm_rm(
     counters
 // What rd_rows_prepare reads of them.
 #define RD_ROWS_PREPARE_ARGS \
-    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig
+    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kw, sh, sw, dh, dw, pad_t, pad_l, cig
 
 // Shared state of one fused-convolution block: per row, its output pixel (-1: no pixel of this
 // frame) and the input origin of its taps; per column k of the implicit matrix, the input offset
@@ -203,16 +203,16 @@ struct RdRowsShared {
     int any, last;
 };
 
-// Fills the block's rows and tap table; false (for the whole block) when none of its rows is a
-// pixel of this frame.
+// Fills the block's rows and, for its share of K [k_lo, k_hi), the tap table; false (for the
+// whole block, before the table) when none of its rows is a pixel of this frame: CUDA graphs
+// launch blocks for a bucket's rows, and the frame may have fewer.
 template <int BM>
 __device__ __forceinline__ bool rd_rows_prepare(
-    RdRowsShared<BM>& s, const u32* __restrict__ tiles, const u32* __restrict__ row_off,
-    int n_tiles, int m, int ts, int cols, int out_h, int out_w,
-    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig)
+    RdRowsShared<BM>& s, int k_lo, int k_hi, const u32* __restrict__ tiles,
+    const u32* __restrict__ row_off, int n_tiles, int m, int ts, int cols, int out_h, int out_w,
+    int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig)
 {
     int t = (int)threadIdx.x;
-    int k_len = kh * kw * cig;
     if (t == 0) s.any = 0;
     __syncthreads();
     if (t < BM) {
@@ -242,13 +242,15 @@ __device__ __forceinline__ bool rd_rows_prepare(
         s.iy[t] = iy;
         s.ix[t] = ix;
     }
-    for (int k = t; k < k_len; k += RD_FR_THREADS) {
+    __syncthreads();
+    if (!s.any) return false;
+    for (int k = k_lo + t; k < k_hi; k += RD_FR_THREADS) {
         int tap = k / cig;
         int ky = tap / kw;
         s.tap[k] = (u32)(k - tap * cig) | (u32)(ky * dh) << 16 | (u32)((tap - ky * kw) * dw) << 24;
     }
     __syncthreads();
-    return s.any != 0;
+    return true;
 }
 
 // The input value at row r, column k of the block's implicit matrix (0 outside the map, past K,
@@ -332,15 +334,15 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     __shared__ float sa[RD_FR_BK][BM + 1];
     __shared__ float sw_[RD_FR_BK][BN];
     __shared__ RdRowsShared<BM> s;
-    if (!rd_rows_prepare(s, RD_ROWS_PREPARE_ARGS)) return;
+    int k_lo, k_hi;
+    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
+    if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) return;
     int t = (int)threadIdx.x;
     int n_base = (int)blockIdx.y * BN;
     int tx = t % (BN / TN), ty = t / (BN / TN);
     float acc[TM * TN];
 #pragma unroll
     for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
-    int k_lo, k_hi;
-    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
     for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
         // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
         for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
@@ -454,7 +456,9 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     u16(*sa)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sa_words);
     u16(*sb)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sb_words);
     __shared__ RdRowsShared<BM> s;
-    if (!rd_rows_prepare(s, RD_ROWS_PREPARE_ARGS)) return;
+    int k_lo, k_hi;
+    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
+    if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) return;
     int t = (int)threadIdx.x;
     int n_base = (int)blockIdx.y * BN;
     // Warps: BN / 16 across, BM / 32 down.
@@ -463,8 +467,6 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     float acc[16]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
 #pragma unroll
     for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
-    int k_lo, k_hi;
-    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
     for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
         for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
             int kk = e % RD_FR_BK, r = e / RD_FR_BK;
