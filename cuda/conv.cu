@@ -156,8 +156,8 @@ extern "C" __global__ void rd_sgemm_rm(
 // tiles' output pixels in list order, laid out by row_off as for rd_im2col) computed straight from
 // the input cache, with no gathered matrix, no GEMM call and no scatter. Not transposed; f32
 // arithmetic; groups by the host (one launch per group, pointers advanced as for rd_im2col).
-// K = kh * kw * cig must be at most RD_FR_KMAX (the tap table lives in shared memory), the taps'
-// reach (kh - 1) * dh and (kw - 1) * dw at most 255 and cig at most 65535 (a tap packs into 32 bits).
+// The taps' reach (kh - 1) * dh and (kw - 1) * dw must be at most 255 and cig at most 65535 (a tap
+// packs into 32 bits).
 //
 // Block RD_FR_THREADS = 256 threads computing BM rows x BN output channels (2 x 4 per thread:
 // 32 x 64 in rd_conv_rows, 64 x 32 in rd_conv_rows_n32; 4 x 4 in the _t44 variants); grid
@@ -171,7 +171,6 @@ extern "C" __global__ void rd_sgemm_rm(
 // which block finished last, and applies bias, activation and the scatter.
 #define RD_FR_BK 32
 #define RD_FR_THREADS 256
-#define RD_FR_KMAX 4096
 
 // W: the weights' type, float (rd_conv_rows*) or f16 bits (rd_conv_rows_tc*).
 #define RD_CONV_ROWS_PARAMS_W(W)                                                                 \
@@ -192,20 +191,41 @@ extern "C" __global__ void rd_sgemm_rm(
 // What rd_rows_prepare reads of them.
 #define RD_ROWS_PREPARE_ARGS \
     tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kw, sh, sw, dh, dw, pad_t, pad_l, cig
+// What rd_rows_taps reads of them.
+#define RD_ROWS_TAPS_ARGS kw, dh, dw, cig
 
 // Shared state of one fused-convolution block: per row, its output pixel (-1: no pixel of this
-// frame) and the input origin of its taps; per column k of the implicit matrix, the input offset
-// and channel it reads, packed as ci | dy << 16 | dx << 24.
+// frame) and the input origin of its taps; for the K step being multiplied and the next one, the
+// input offset and channel each column k of the implicit matrix reads, packed as
+// ci | dy << 16 | dx << 24 (0xffffffff past the block's share of K).
 template <int BM>
 struct RdRowsShared {
     int iy[BM], ix[BM], out[BM];
-    u32 tap[RD_FR_KMAX];
+    u32 tap[2][RD_FR_BK];
     int any, last;
 };
 
-// Fills the block's rows and, for its share of K [k_lo, k_hi), the tap table; false (for the
-// whole block, before the table) when none of its rows is a pixel of this frame: CUDA graphs
-// launch blocks for a bucket's rows, and the frame may have fewer.
+#define RD_NO_TAP 0xffffffffu
+
+// Threads 0..RD_FR_BK-1 write the taps of the K step starting at k0 into tap[buf].
+template <int BM>
+__device__ __forceinline__ void rd_rows_taps(
+    RdRowsShared<BM>& s, int buf, int k0, int k_hi, int kw, int dh, int dw, int cig)
+{
+    int t = (int)threadIdx.x, k = k0 + t;
+    if (t >= RD_FR_BK) return;
+    u32 v = RD_NO_TAP;
+    if (k < k_hi) {
+        int tap = k / cig;
+        int ky = tap / kw;
+        v = (u32)(k - tap * cig) | (u32)(ky * dh) << 16 | (u32)((tap - ky * kw) * dw) << 24;
+    }
+    s.tap[buf][t] = v;
+}
+
+// Fills the block's rows and the taps of its first K step (k_lo); false (for the whole block,
+// before the taps) when none of its rows is a pixel of this frame: CUDA graphs launch blocks for
+// a bucket's rows, and the frame may have fewer.
 template <int BM>
 __device__ __forceinline__ bool rd_rows_prepare(
     RdRowsShared<BM>& s, int k_lo, int k_hi, const u32* __restrict__ tiles,
@@ -244,24 +264,20 @@ __device__ __forceinline__ bool rd_rows_prepare(
     }
     __syncthreads();
     if (!s.any) return false;
-    for (int k = k_lo + t; k < k_hi; k += RD_FR_THREADS) {
-        int tap = k / cig;
-        int ky = tap / kw;
-        s.tap[k] = (u32)(k - tap * cig) | (u32)(ky * dh) << 16 | (u32)((tap - ky * kw) * dw) << 24;
-    }
+    rd_rows_taps(s, 0, k_lo, k_hi, RD_ROWS_TAPS_ARGS);
     __syncthreads();
     return true;
 }
 
-// The input value at row r, column k of the block's implicit matrix (0 outside the map, past K,
-// or for a row that is no pixel).
+// The input value at row r, column kk of the block's K step whose taps are `taps` (0 outside the
+// map, past the share of K, or for a row that is no pixel).
 template <int BM>
 __device__ __forceinline__ float rd_rows_tap(
-    const RdRowsShared<BM>& s, const float* __restrict__ in, int in_pitch, int in_h, int in_w,
-    int r, int k, int k_hi)
+    const RdRowsShared<BM>& s, const u32* taps, const float* __restrict__ in, int in_pitch,
+    int in_h, int in_w, int r, int kk)
 {
-    if (k >= k_hi || s.out[r] < 0) return 0.0f;
-    u32 tap = s.tap[k];
+    u32 tap = taps[kk];
+    if (tap == RD_NO_TAP || s.out[r] < 0) return 0.0f;
     int iy = s.iy[r] + (int)((tap >> 16) & 0xffu), ix = s.ix[r] + (int)(tap >> 24);
     if (iy < 0 || ix < 0 || iy >= in_h || ix >= in_w) return 0.0f;
     return in[((long long)iy * in_w + ix) * in_pitch + (int)(tap & 0xffffu)];
@@ -343,11 +359,13 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     float acc[TM * TN];
 #pragma unroll
     for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
-    for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
+    for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
+        // The next step's taps, read after the barrier that ends this step.
+        rd_rows_taps(s, cur ^ 1, k0 + RD_FR_BK, k_hi, RD_ROWS_TAPS_ARGS);
         // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
         for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
             int kk = e % RD_FR_BK, r = e / RD_FR_BK;
-            sa[kk][r] = rd_rows_tap(s, in, in_pitch, in_h, in_w, r, k0 + kk, k_hi);
+            sa[kk][r] = rd_rows_tap(s, s.tap[cur], in, in_pitch, in_h, in_w, r, kk);
         }
         // Weights [BK x BN], output channel fastest.
         for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
@@ -449,6 +467,8 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda
 template <int BM, int BN>
 __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16))
 {
+    static_assert((BM / 32) * (BN / 16) * 32 == RD_FR_THREADS, "one 32 x 16 tile per warp");
+    static_assert(BM <= RD_FR_THREADS, "one thread per row in rd_rows_prepare");
     // Taps, row-major, and weights, one output channel per row; declared as u32 words so that
     // the fragments' 4-byte reads are aligned.
     __shared__ u32 sa_words[BM * RD_TC_LD / 2];
@@ -467,10 +487,11 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     float acc[16]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
 #pragma unroll
     for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
-    for (int k0 = k_lo; k0 < k_hi; k0 += RD_FR_BK) {
+    for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
+        rd_rows_taps(s, cur ^ 1, k0 + RD_FR_BK, k_hi, RD_ROWS_TAPS_ARGS);
         for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
             int kk = e % RD_FR_BK, r = e / RD_FR_BK;
-            sa[r][kk] = rd_f16_bits(rd_rows_tap(s, in, in_pitch, in_h, in_w, r, k0 + kk, k_hi));
+            sa[r][kk] = rd_f16_bits(rd_rows_tap(s, s.tap[cur], in, in_pitch, in_h, in_w, r, kk));
         }
         for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
             int jj = e % BN, kk = e / BN;

@@ -2,7 +2,8 @@
 # The GPU checks, run on a machine with an NVIDIA GPU from binaries prepared on the build machine
 # (that machine needs neither Rust nor GStreamer). Prepare with:  scripts/gpu-check.sh --prepare
 # then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it
-# (`scripts/gpu-check.sh --quick`: the CUDA tests, default benches and baselines only).
+# (`scripts/gpu-check.sh --quick`: the CUDA tests, the default, fused and opt-in benches, streams,
+# the baselines and YOLOv8n; without it, also the eager, host-detection, exact and fraction runs).
 # Models and frames travel gzipped (a lent machine takes at most 64 MiB of files). Where the
 # onnx2torch wheel is carried in .devcarry/whl/, the PyTorch baselines also run through it.
 set -uo pipefail
@@ -75,13 +76,15 @@ grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
 echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 16: cells scored on the device), f16"
 "${B[@]}" --backend cuda --precision f16 --dilation 0 --margin 16 2>/dev/null | tee "$OUT/bench_cuda_f16_margin16.json"
-echo "== every convolution fused on the tensor cores (REGIONDROP_CUDA_FUSED_K=4096 with f16: rd_conv_rows_tc), then fused where faster (auto); forced fractions; phases"
+echo "== every convolution fused on the tensor cores (REGIONDROP_CUDA_FUSED_K=4096 with f16: rd_conv_rows_tc), then fused where faster (auto); forced fractions unfused and fused; phases"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_tc.err" | tee "$OUT/bench_cuda_f16_tc.json"
 grep -i "fused\|error" "$OUT/bench_cuda_f16_tc.err" | head -2
 REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_tcauto.err" | tee "$OUT/bench_cuda_f16_tcauto.json"
 grep -i "fused" "$OUT/bench_cuda_f16_tcauto.err" | head -2
+"${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_fractions.json"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_fractions.json"
-REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
+REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16_tc.txt" >/dev/null
+grep -v "^\s*$" "$OUT/phases_cuda_f16_tc.txt" | tail -8
 echo "== every opt-in at once (SELECT, PDL, FUSED_K=auto, DEVICE_TAIL), f16; phases"
 ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto REGIONDROP_CUDA_DEVICE_TAIL=1)
 "${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
@@ -89,18 +92,16 @@ ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=
 echo "== the first convolution fused (REGIONDROP_CUDA_FUSED_K=32), f32 and f16"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk32.json"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk32.json"
-echo "== every convolution fused, K split across blocks on small maps (REGIONDROP_CUDA_FUSED_K=4096), f32 and f16; per-step eager profiles"
+echo "== every convolution fused in f32 arithmetic (REGIONDROP_CUDA_FUSED_K=4096), f32, and f16 without the tensor cores (REGIONDROP_CUDA_FUSED_TC=0); per-step eager profiles"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk4096.json"
-REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk4096.json"
+REGIONDROP_CUDA_FUSED_TC=0 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk4096_notc.json"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >/dev/null
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=4096 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
-echo "== each convolution fused where it timed faster at start-up (REGIONDROP_CUDA_FUSED_K=auto), f32 and f16"
+echo "== each convolution fused where it timed faster at start-up (REGIONDROP_CUDA_FUSED_K=auto), f32"
 REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda 2>"$OUT/bench_cuda_fusedauto.err" | tee "$OUT/bench_cuda_fusedauto.json"
 grep -i "fused" "$OUT/bench_cuda_fusedauto.err" | head -2
-REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedauto.json"
-echo "== the same with 4x4 outputs per thread (REGIONDROP_CUDA_FUSED_TILE=4x4)"
+echo "== the same with 4x4 outputs per thread (REGIONDROP_CUDA_FUSED_TILE=4x4), f32"
 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk4096_t44.json"
-REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk4096_t44.json"
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused_t44.txt" >/dev/null
 echo "== programmatic dependent launch (REGIONDROP_CUDA_PDL=1): CUDA tests, then f32 and f16"
 REGIONDROP_CUDA_PDL=1 timeout 240 "$D/cuda_backend" 2>&1 | tail -3 | tee "$OUT/cuda_tests_pdl.log"
@@ -122,12 +123,13 @@ if python3 -c "import onnx2torch" 2>/dev/null || { echo "onnx2torch not importab
         --norm unit --iters 30 2>&1 | tail -1 | tee "$OUT/torch_yolo_onnx2torch.json"
 fi
 if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
-    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, phases, CPU"
+    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, device tail, tensor-core fused, every opt-in, phases, CPU"
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
     REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
     REGIONDROP_PROFILE=phases REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_select.json"
+    REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_tc.json"
     "${ALL[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_all.json"
     "${ALL[@]}" REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
@@ -142,14 +144,11 @@ for k in 288; do
     REGIONDROP_CUDA_FUSED_K=$k "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk$k.json"
     REGIONDROP_CUDA_FUSED_K=$k "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk$k.json"
 done
-REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk4096_fractions.json"
-echo "== bench cuda, forced active fractions, f32 and f16"
+echo "== bench cuda, forced active fractions, f32 (f16: in the tensor-core section)"
 "${B[@]}" --backend cuda --fractions 2>/dev/null | tee "$OUT/bench_cuda_fractions.json"
-"${B[@]}" --backend cuda --fractions --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fractions.json"
 echo "== where a frame's time goes: phases with graphs (REGIONDROP_PROFILE=phases), steps eager (=1)"
 REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16.txt" >/dev/null
-REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16_fused.txt" >/dev/null
-cat "$OUT/phases_cuda_f16.txt" "$OUT/phases_cuda_f16_fused.txt" | grep -v "^\\s*$" | tail -24
+cat "$OUT/phases_cuda_f16.txt" "$OUT/phases_cuda_f16_tc.txt" | grep -v "^\\s*$" | tail -24
 echo "== bench cuda without CUDA graphs (REGIONDROP_CUDA_GRAPHS=0)"
 REGIONDROP_CUDA_GRAPHS=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_eager.json"
 echo "== bench cuda (defaults), change detection on the host (REGIONDROP_CUDA_DETECT=0)"

@@ -103,11 +103,12 @@ fn agree(
     sparse_tiles: &[u32],
     rel: f32,
     norm: &InputNorm,
-) {
+) -> String {
     let grid = plan.grid(tile);
     let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
     let mut gpu = CudaBackend::with_options(plan.clone(), tile, 0, opts).unwrap();
-    println!("{}: {}", plan.model_path.display(), gpu.describe());
+    let described = gpu.describe();
+    println!("{}: {described}", plan.model_path.display());
     let (w, h) = (plan.input_w, plan.input_h);
     let all: Vec<u32> = (0..grid.len() as u32).collect();
     let mut img = image(w, h, 1);
@@ -143,6 +144,7 @@ fn agree(
     cpu.reset();
     gpu.reset();
     assert!(gpu.memory_bytes() > 0);
+    described
 }
 
 #[test]
@@ -435,9 +437,10 @@ fn bundled_models_match_cpu() {
                 3e-2,
             ),
         ];
+        let (major, _) = CudaContext::new(0).unwrap().compute_capability().unwrap();
         for (what, variant, rel) in variants {
             println!("{m}, {what}:");
-            agree(
+            let described = agree(
                 plan.clone(),
                 tile,
                 variant,
@@ -445,6 +448,14 @@ fn bundled_models_match_cpu() {
                 rel,
                 &InputNorm::unit_rgb(),
             );
+            // The tensor-core kernel is what this variant checks (its mma fragments are tested
+            // nowhere else), on every GPU that has it.
+            if what == "f16, all fused" && major >= 8 {
+                assert!(
+                    described.contains("tensor cores"),
+                    "{m}: not on the tensor cores: {described}"
+                );
+            }
         }
         ran += 1;
     }

@@ -58,7 +58,7 @@ pub struct CudaOptions {
     /// cuBLAS; depthwise convolutions stay f32.
     pub precision: Precision,
     /// Convolutions (not transposed) with at most this many taps per output (K = kh·kw·cin per
-    /// group, at most 4096) run as one fused kernel (rd_conv_rows: implicit gather in shared
+    /// group; see `geometry::fusable`) run as one fused kernel (rd_conv_rows: implicit gather in shared
     /// memory, f32 arithmetic, K split across blocks on maps too small to fill the GPU, bias and
     /// activation applied) instead of gather + GEMM + scatter; with precision f16 on compute
     /// capability 8.0 and newer, rd_conv_rows_tc multiplies f16 operands on the tensor cores;
@@ -73,6 +73,10 @@ pub struct CudaOptions {
     /// most 32 channels) instead of 2 × 4 in 32 × 64 (64 × 32). None:
     /// `REGIONDROP_CUDA_FUSED_TILE=4x4`, else off (not yet timed on a GPU).
     pub fused_tile44: Option<bool>,
+    /// With precision f16 on compute capability 8.0 and newer, fused convolutions multiply on
+    /// the tensor cores (rd_conv_rows_tc) rather than in f32 (rd_conv_rows). None: on, unless
+    /// `REGIONDROP_CUDA_FUSED_TC=0`.
+    pub fused_tc: Option<bool>,
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
     /// detection). None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run on a GPU).
     pub device_letterbox: Option<bool>,
@@ -496,7 +500,11 @@ impl CudaBackend {
                 std::env::var("REGIONDROP_CUDA_FUSED_TILE").is_ok_and(|v| v == "4x4")
             }),
             // mma.sync m16n8k16 (f16) needs compute capability 8.0.
-            fused_tc: f16 && major >= 8,
+            fused_tc: f16
+                && major >= 8
+                && opts.fused_tc.unwrap_or_else(|| {
+                    !std::env::var("REGIONDROP_CUDA_FUSED_TC").is_ok_and(|v| v == "0")
+                }),
             ..backend.addresses()
         };
         let auto = opts
@@ -567,19 +575,17 @@ impl CudaBackend {
             0 => String::new(),
             n => format!(", {n} convolutions fused (timed faster)"),
         } + &if self.addrs.fused_conv_k > 0 {
-            format!(
-                ", fused convolutions up to K = {}{}",
-                self.addrs.fused_conv_k,
-                if self.addrs.fused_tc {
-                    " (tensor cores)"
-                } else if self.addrs.fused_tile44 {
-                    " (4x4)"
-                } else {
-                    ""
-                }
-            )
+            format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
         } else {
             String::new()
+        } + if self.addrs.fused_conv_k == 0 && !self.addrs.fuse.contains(&true) {
+            ""
+        } else if self.addrs.fused_tc {
+            " (tensor cores)"
+        } else if self.addrs.fused_tile44 {
+            " (4x4)"
+        } else {
+            ""
         }
     }
 

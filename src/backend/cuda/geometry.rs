@@ -123,22 +123,19 @@ pub fn gemm_launch(m: usize, n: usize) -> Result<Option<Dims>> {
 }
 
 /// Rows × output channels one block of rd_conv_rows computes, and of rd_conv_rows_n32 (for at
-/// most 32 channels), their threads, and the largest K their shared tap table holds (RD_FR_KMAX).
+/// most 32 channels), and their threads.
 pub const FUSED_CONV_BLOCK: (u32, u32) = (32, 64);
 pub const FUSED_CONV_BLOCK_N32: (u32, u32) = (64, 32);
 /// The same with 4 × 4 outputs per thread (rd_conv_rows_t44, rd_conv_rows_n32_t44).
 pub const FUSED_CONV_BLOCK_T44: (u32, u32) = (64, 64);
 pub const FUSED_CONV_BLOCK_N32_T44: (u32, u32) = (128, 32);
 pub const FUSED_CONV_THREADS: u32 = 256;
-pub const FUSED_CONV_KMAX: usize = 4096;
 
-/// Whether the fused kernels can run convolution `c`: not transposed or depthwise, K at most
-/// [`FUSED_CONV_KMAX`], and each tap within what the kernels' packed tap table holds (a reach of
-/// 255 pixels, 65535 channels per group).
+/// Whether the fused kernels can run convolution `c`: not transposed or depthwise, and each tap
+/// within what the kernels' packed taps hold (a reach of 255 pixels, 65535 channels per group).
 pub fn fusable(c: &ConvSpec) -> bool {
     !c.transposed
         && !c.depthwise()
-        && c.k_per_group() <= FUSED_CONV_KMAX
         && (c.kh - 1) * c.dh <= 255
         && (c.kw - 1) * c.dw <= 255
         && c.cin / c.groups <= 65_535
@@ -800,7 +797,7 @@ mod tests {
     }
 
     #[test]
-    fn fusable_convolutions_fit_the_packed_tap_table() {
+    fn fusable_convolutions_fit_the_packed_taps() {
         let conv = |k: usize, cin: usize, cout: usize, groups: usize| {
             let v = View {
                 buf: 0,
@@ -816,8 +813,12 @@ mod tests {
             c
         };
         assert!(fusable(&conv(3, 256, 256, 1)), "K = 2304");
-        assert!(fusable(&conv(1, 4096, 8, 1)), "K = 4096");
-        assert!(!fusable(&conv(1, 4097, 8, 1)), "K past the table");
+        assert!(fusable(&conv(3, 1024, 8, 1)), "K = 9216");
+        assert!(fusable(&conv(1, 65_535, 8, 1)), "65535 channels");
+        assert!(
+            !fusable(&conv(1, 65_536, 8, 1)),
+            "a channel index past 16 bits"
+        );
         assert!(!fusable(&conv(3, 32, 32, 32)), "depthwise");
         assert!(fusable(&conv(3, 64, 64, 2)), "grouped, not depthwise");
         let mut dilated = conv(3, 8, 8, 1);
@@ -828,5 +829,33 @@ mod tests {
         let mut t = conv(3, 8, 8, 1);
         t.transposed = true;
         assert!(!fusable(&t), "transposed");
+    }
+
+    /// The value of `#define NAME VALUE` in the kernel sources.
+    fn kernel_define(name: &str) -> u64 {
+        let sources = std::iter::once(super::super::kernels::COMMON)
+            .chain(super::super::kernels::SOURCES.iter().map(|k| k.source));
+        let value = sources
+            .flat_map(str::lines)
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some("#define") && words.next() == Some(name))
+                    .then(|| words.next())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no #define {name} in cuda/"));
+        let v = value.trim_end_matches('u');
+        match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
+            None => v.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn launch_constants_match_the_kernels_defines() {
+        assert_eq!(kernel_define("RD_GEMM_TILE"), GEMM_TILE as u64);
+        assert_eq!(kernel_define("RD_FR_BK"), FUSED_CONV_BK as u64);
+        assert_eq!(kernel_define("RD_FR_THREADS"), FUSED_CONV_THREADS as u64);
+        assert_eq!(kernel_define("RD_NO_TILE"), NO_TILE as u64);
     }
 }

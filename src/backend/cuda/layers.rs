@@ -386,7 +386,7 @@ pub struct Addrs {
     pub scratch_a16: Option<u64>,
     pub scratch_c: u64,
     /// Convolutions (not transposed) with at most this many taps per output (K = kh·kw·cin per
-    /// group, capped at [`geometry::FUSED_CONV_KMAX`]) run as one fused kernel (rd_conv_rows)
+    /// group; where [`geometry::fusable`]) run as one fused kernel (rd_conv_rows)
     /// instead of gather, GEMM and scatter (0: never).
     pub fused_conv_k: usize,
     /// Per step: this convolution runs fused whatever its K (chosen by timing both ways at
