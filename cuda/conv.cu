@@ -429,30 +429,52 @@ extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
 // channels as 2 x 2 tiles of 16 x 8.
 #define RD_TC_LD (RD_FR_BK + 8) // f16 row pitch in shared memory (16 bytes of padding: no bank conflicts)
 
-// acc (this lane's four values of a 16 x 8 f32 tile) += A · B, where A is 16 x 16 f16 row-major at
-// `a` (pitch `lda`) and B is 16 x 8 f16 given column by column at `b` (column j, k fastest, at
-// b + j * ldb). The lane's values are rows g, g, g + 8, g + 8 and columns 2q, 2q + 1, 2q, 2q + 1
-// (g = lane / 4, q = lane % 4), the accumulator layout of mma.m16n8k16.
+
+// Where a lane's mma.m16n8k16 registers come from (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16 with floating point type"; g = lane / 4, q = lane % 4). Each f16 register holds two
+// neighbouring elements, the lower one first. A, row-major with pitch lda: rows g and g + 8 at
+// column 2q, then the same rows at column 2q + 8. B, column by column with pitch ldb: column g at k
+// = 2q and 2q + 8. The four f32 accumulators: (g, 2q), (g, 2q + 1), (g + 8, 2q), (g + 8, 2q + 1).
+__device__ __forceinline__ void rd_mma_fragments(int lane, int lda, int ldb, int* a_off, int* b_off)
+{
+    int g = lane >> 2, q = lane & 3;
+    a_off[0] = g * lda + 2 * q;
+    a_off[1] = (g + 8) * lda + 2 * q;
+    a_off[2] = g * lda + 2 * q + 8;
+    a_off[3] = (g + 8) * lda + 2 * q + 8;
+    b_off[0] = g * ldb + 2 * q;
+    b_off[1] = g * ldb + 2 * q + 8;
+}
+
+__device__ __forceinline__ void rd_mma_acc_pos(int lane, int i, int* r, int* c)
+{
+    *r = (lane >> 2) + (i >= 2 ? 8 : 0);
+    *c = 2 * (lane & 3) + (i & 1);
+}
+
+// acc (this lane's four accumulators of a 16 x 8 f32 tile, as rd_mma_acc_pos places them) +=
+// A · B, where A is 16 x 16 f16 row-major at `a` (pitch `lda`) and B is 16 x 8 f16 given column by
+// column at `b` (column j, k fastest, at b + j * ldb).
 __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda, const u16* b, int ldb)
 {
     int lane = (int)(threadIdx.x & 31u);
-    int g = lane >> 2, q = lane & 3;
 #ifdef RD_HOST_EMU
-    // The host has no warps: each lane computes its own four values from shared memory.
+    // The host has no warps: each lane computes its own four values from shared memory
+    // (tests/cuda_kernels_host.rs checks rd_mma_fragments against the ISA's layout).
     for (int i = 0; i < 4; ++i) {
-        int r = g + (i >= 2 ? 8 : 0), c = 2 * q + (i & 1);
+        int r, c;
+        rd_mma_acc_pos(lane, i, &r, &c);
         float sum = 0.0f;
         for (int k = 0; k < 16; ++k)
             sum += rd_emu_f16_value(a[r * lda + k]) * rd_emu_f16_value(b[c * ldb + k]);
         acc[i] += sum;
     }
 #elif __CUDA_ARCH__ >= 800
-    const u16* a0 = a + g * lda + 2 * q;
-    const u16* a8 = a0 + 8 * lda;
-    const u16* b0 = b + g * ldb + 2 * q;
-    u32 ra0 = *(const u32*)a0, ra1 = *(const u32*)a8;
-    u32 ra2 = *(const u32*)(a0 + 8), ra3 = *(const u32*)(a8 + 8);
-    u32 rb0 = *(const u32*)b0, rb1 = *(const u32*)(b0 + 8);
+    int ao[4], bo[2];
+    rd_mma_fragments(lane, lda, ldb, ao, bo);
+    u32 ra0 = *(const u32*)(a + ao[0]), ra1 = *(const u32*)(a + ao[1]);
+    u32 ra2 = *(const u32*)(a + ao[2]), ra3 = *(const u32*)(a + ao[3]);
+    u32 rb0 = *(const u32*)(b + bo[0]), rb1 = *(const u32*)(b + bo[1]);
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
@@ -510,11 +532,11 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
                         &sb[wn + 8 * ni][ks], RD_TC_LD);
         __syncthreads();
     }
-    int g = lane >> 2, q = lane & 3;
     auto pos = [=](int i, int* r, int* c) {
-        int mi = i >> 3, ni = (i >> 2) & 1, v = i & 3;
-        *r = wm + 16 * mi + g + (v >= 2 ? 8 : 0);
-        *c = wn + 8 * ni + 2 * q + (v & 1);
+        int mi = i >> 3, ni = (i >> 2) & 1;
+        rd_mma_acc_pos(lane, i & 3, r, c);
+        *r += wm + 16 * mi;
+        *c += wn + 8 * ni;
     };
     rd_rows_finish<BM, BN>(s, acc, pos, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }

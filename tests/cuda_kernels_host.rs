@@ -75,6 +75,11 @@ fn build() -> Option<Emu> {
     for k in Kernel::ALL {
         src += &format!("RD_EMU_EXPORT({})\n", k.entry());
     }
+    // The device-side helpers a test checks directly.
+    src += "extern \"C\" void rd_test_mma_fragments(int lane, int lda, int ldb, int* a, int* b) \
+            { rd_mma_fragments(lane, lda, ldb, a, b); }\n\
+            extern \"C\" void rd_test_mma_acc_pos(int lane, int i, int* r, int* c) \
+            { rd_mma_acc_pos(lane, i, r, c); }\n";
     let dir = std::env::temp_dir().join(format!("regiondrop-emu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cpp, so) = (dir.join("kernels.cpp"), dir.join("libkernels.so"));
@@ -1046,6 +1051,77 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
             "fused convolutions differ from the CPU by {b} / {o}"
         );
     }
+}
+
+/// The registers rd_conv_rows_tc hands to mma.sync.m16n8k16 (rd_mma_fragments) and the outputs it
+/// takes back (rd_mma_acc_pos), against the fragment layout the PTX ISA gives for f16 operands and
+/// f32 accumulators, written out here independently: every element of A and B reaches the lane
+/// and register the instruction expects it in, and every accumulator goes to its place in D. (The
+/// host emulation of the instruction itself computes from shared memory, so only this test covers
+/// the device branch's addressing.)
+#[test]
+fn mma_fragments_follow_the_ptx_layout() {
+    let Some(emu) = emu() else { return };
+    type Frag = unsafe extern "C" fn(i32, i32, i32, *mut i32, *mut i32);
+    type AccPos = unsafe extern "C" fn(i32, i32, *mut i32, *mut i32);
+    // SAFETY: the test helpers appended to the library in `build`.
+    let (frag, acc_pos): (libloading::Symbol<Frag>, libloading::Symbol<AccPos>) = unsafe {
+        (
+            emu.lib.get(b"rd_test_mma_fragments").unwrap(),
+            emu.lib.get(b"rd_test_mma_acc_pos").unwrap(),
+        )
+    };
+    let (lda, ldb) = (40usize, 40usize); // RD_TC_LD
+    let (mut seen_a, mut seen_b) = (vec![0u32; 16 * lda], vec![0u32; 8 * ldb]);
+    let mut seen_d = [[0u32; 8]; 16];
+    for lane in 0..32i32 {
+        let (g, q) = ((lane / 4) as usize, (lane % 4) as usize);
+        let (mut a, mut b) = ([0i32; 4], [0i32; 2]);
+        // SAFETY: writes four and two ints.
+        unsafe { frag(lane, lda as i32, ldb as i32, a.as_mut_ptr(), b.as_mut_ptr()) };
+        // A: element i (0..8) of the lane is in register i / 2 (low half first); row g for
+        // i in {0, 1, 4, 5}, else g + 8; column 2q + (i & 1), plus 8 for i >= 4.
+        for i in 0..8 {
+            let row = g + if matches!(i, 0 | 1 | 4 | 5) { 0 } else { 8 };
+            let col = 2 * q + (i & 1) + if i >= 4 { 8 } else { 0 };
+            let at = a[i / 2] as usize + (i & 1);
+            assert_eq!(at, row * lda + col, "lane {lane} A element {i}");
+            seen_a[at] += 1;
+        }
+        // B (16 x 8, stored column by column): element i (0..4) in register i / 2; k = 2q + (i & 1),
+        // plus 8 for i >= 2; column g.
+        for i in 0..4 {
+            let k = 2 * q + (i & 1) + if i >= 2 { 8 } else { 0 };
+            let at = b[i / 2] as usize + (i & 1);
+            assert_eq!(at, g * ldb + k, "lane {lane} B element {i}");
+            seen_b[at] += 1;
+        }
+        // D: accumulator i at row g (i < 2) or g + 8, column 2q + (i & 1).
+        for i in 0..4 {
+            let (mut r, mut c) = (0i32, 0i32);
+            // SAFETY: writes two ints.
+            unsafe { acc_pos(lane, i as i32, &mut r, &mut c) };
+            let want = (g + if i >= 2 { 8 } else { 0 }, 2 * q + (i & 1));
+            assert_eq!(
+                (r as usize, c as usize),
+                want,
+                "lane {lane} accumulator {i}"
+            );
+            seen_d[want.0][want.1] += 1;
+        }
+    }
+    // The warp covers each element exactly once.
+    for r in 0..16 {
+        for c in 0..16 {
+            assert_eq!(seen_a[r * lda + c], 1, "A ({r}, {c})");
+        }
+    }
+    for j in 0..8 {
+        for k in 0..16 {
+            assert_eq!(seen_b[j * ldb + k], 1, "B (k {k}, column {j})");
+        }
+    }
+    assert!(seen_d.iter().flatten().all(|&n| n == 1), "D");
 }
 
 /// The tensor-core fused convolution (rd_conv_rows_tc, precision f16) on NanoDet's real layer
