@@ -388,6 +388,19 @@ fn calibrate_sweeps_growth_limits() {
         "one common mask: {v}"
     );
     assert!(f(r2, "work_fraction") > f(r0, "work_fraction"), "{v}");
+    // The same rows as a table on stderr, the pick marked.
+    let err = String::from_utf8_lossy(&o.stderr);
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.starts_with("growth-limit margin threshold"))
+        .collect();
+    assert_eq!(table.len(), 3, "{err}");
+    assert!(table[1].trim_start().starts_with("0 ") && table[2].trim_start().starts_with("2 "));
+    assert_eq!(
+        table.iter().filter(|l| l.ends_with("<- pick")).count(),
+        usize::from(!v["pick"].is_null()),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1217,6 +1217,33 @@ struct SweepReport {
     plot: Option<String>,
 }
 
+/// The sweep as a table for the terminal (the JSON line on stdout holds the same figures), the
+/// picked row marked.
+fn sweep_table(rows: &[SweepRow], pick: Option<&SweepRow>) -> String {
+    let f = |v: Option<f64>, nd: usize| v.map_or("-".to_string(), |v| format!("{v:.nd$}"));
+    let mut t = String::from(
+        "growth-limit margin threshold   active    work  speedup  agreement_map50  weighted\n",
+    );
+    for r in rows {
+        let picked = pick.is_some_and(|p| {
+            (p.growth_limit, p.margin, p.threshold) == (r.growth_limit, r.margin, r.threshold)
+        });
+        t += &format!(
+            "{:>12} {:>6} {:>9} {:>8} {:>7} {:>8} {:>16} {:>9}{}\n",
+            r.growth_limit,
+            r.margin,
+            r.threshold,
+            f(r.active_fraction, 3),
+            f(r.work_fraction, 3),
+            f(r.speedup, 2),
+            f(r.agreement_map50, 4),
+            f(r.agreement_ap50_weighted, 4),
+            if picked { "  <- pick" } else { "" }
+        );
+    }
+    t
+}
+
 fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     let n = s.n();
     let target = cli.target_agreement.unwrap_or(0.97);
@@ -1325,6 +1352,7 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
                 .total_cmp(&b.speedup.unwrap_or(0.0))
         })
         .cloned();
+    eprint!("{}", sweep_table(&rows, pick.as_ref()));
     if pick.is_none() {
         eprintln!(
             "regiondrop-bench: no setting in the sweep keeps {} >= {target}",
