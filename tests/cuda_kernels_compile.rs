@@ -15,6 +15,7 @@ use gstregiondrop::backend::cuda::kernels::{
     compile_ptx, declared_entries, nvrtc_loadable, nvrtc_version, ptx_has_entry, SOURCES,
     SUPPORTED_ARCHS,
 };
+use gstregiondrop::backend::cuda::ptx_cache;
 
 fn flag(name: &str) -> bool {
     std::env::var(name)
@@ -103,4 +104,52 @@ fn compile_errors_are_reported_not_panicked() {
     // Invalid architectures come back as an Err carrying NVRTC's message.
     let e = compile_ptx("compute_1").expect_err("compute_1 is not an architecture");
     assert!(e.to_string().contains("compute_1"), "{e}");
+}
+
+/// The disk cache of compiled kernels: the first call compiles and stores one file per source,
+/// the second reads the same PTX back without NVRTC's time, and a damaged file is compiled again
+/// and rewritten.
+#[test]
+fn compiled_kernels_are_kept_on_disk() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("regiondrop-ptx-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let arch = SUPPORTED_ARCHS[0];
+    let timed = || {
+        let t = std::time::Instant::now();
+        let set = ptx_cache::load_or_compile(&dir, arch).unwrap();
+        (set, t.elapsed().as_secs_f64() * 1e3)
+    };
+    let (compiled, t_compile) = timed();
+    let files = || {
+        let mut f: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        f
+    };
+    let stored = files();
+    assert_eq!(stored.len(), SOURCES.len(), "{stored:?}");
+    assert!(stored
+        .iter()
+        .all(|p| p.extension().is_some_and(|e| e == "ptx")));
+    let (loaded, t_load) = timed();
+    assert_eq!(loaded, compiled);
+    println!("{arch}: compiled in {t_compile:.0} ms, read back in {t_load:.1} ms");
+    // A file cut short (another process killed while writing it under its final name, a full
+    // disk) is not used: compiled again, and the file is whole again.
+    let conv = stored
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-conv.cu.ptx"))
+        .expect("conv.cu's file");
+    let whole = std::fs::read_to_string(conv).unwrap();
+    std::fs::write(conv, &whole[..whole.len() / 2]).unwrap();
+    let (again, _) = timed();
+    assert_eq!(again, compiled);
+    assert_eq!(std::fs::read_to_string(conv).unwrap(), whole);
+    assert_eq!(files(), stored, "no temporary files left");
+    let _ = std::fs::remove_dir_all(&dir);
 }

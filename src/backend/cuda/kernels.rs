@@ -254,13 +254,18 @@ pub fn waits_for_predecessors(ptx: &PtxSet) -> bool {
             .all(|(_, text)| ptx_target(text).is_some_and(|t| t >= 90))
 }
 
+/// NVRTC's options for `arch`.
+pub fn compile_options(arch: &str) -> Vec<String> {
+    vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()]
+}
+
 /// Compiles every kernel file for `arch` (a virtual architecture such as "compute_87").
 pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
     nvrtc_loadable().map_err(Error::Backend)?;
     let mut out = Vec::with_capacity(SOURCES.len());
     for src in SOURCES {
         let opts = cudarc::nvrtc::CompileOptions {
-            options: vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()],
+            options: compile_options(arch),
             name: Some(src.file.to_string()),
             ..Default::default()
         };
@@ -293,14 +298,18 @@ pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
     Ok(out)
 }
 
-/// [`compile_ptx`], once per process and architecture.
+/// [`compile_ptx`], once per process and architecture, and kept on disk between processes where
+/// [`super::ptx_cache::default_dir`] gives a directory.
 pub fn compile_ptx_cached(arch: &str) -> Result<Arc<PtxSet>> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<PtxSet>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(arch) {
         return Ok(p.clone());
     }
-    let set = Arc::new(compile_ptx(arch)?);
+    let set = Arc::new(match super::ptx_cache::default_dir() {
+        Some(dir) => super::ptx_cache::load_or_compile(&dir, arch)?,
+        None => compile_ptx(arch)?,
+    });
     cache
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -10,6 +10,7 @@ pub mod geometry;
 pub mod kernels;
 pub mod layers;
 mod profile;
+pub mod ptx_cache;
 pub mod select;
 pub mod tail;
 
