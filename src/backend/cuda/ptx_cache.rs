@@ -9,6 +9,7 @@
 //! cache that cannot be written only costs the compile.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::kernels::{self, PtxSet, SOURCES};
 use crate::error::Result;
@@ -44,12 +45,14 @@ pub fn load_or_compile(dir: &Path, arch: &str) -> Result<PtxSet> {
         return Ok(set);
     }
     let set = kernels::compile_ptx(arch)?;
+    // A temporary name of its own for every write, so that two threads or processes storing the
+    // same compilation never write into one file.
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
     if std::fs::create_dir_all(dir).is_ok() {
         for (file, text) in &set {
-            let (to, tmp) = (
-                path(file),
-                path(&format!("{file}.{}.tmp", std::process::id())),
-            );
+            let n = WRITES.fetch_add(1, Ordering::Relaxed);
+            let tmp = path(&format!("{file}.{}.{n}.tmp", std::process::id()));
+            let to = path(file);
             if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &to).is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
@@ -58,12 +61,14 @@ pub fn load_or_compile(dir: &Path, arch: &str) -> Result<PtxSet> {
     Ok(set)
 }
 
-/// Whether `ptx` was compiled for `arch` and defines every kernel of `entries`.
+/// Whether `ptx` was compiled for `arch`, defines every kernel of `entries` and ends where a
+/// function body ends.
 fn valid(ptx: &str, arch: &str, entries: &[&str]) -> bool {
     let target = arch.strip_prefix("compute_").and_then(|v| v.parse().ok());
     target.is_some()
         && kernels::ptx_target(ptx) == target
         && entries.iter().all(|e| kernels::ptx_has_entry(ptx, e))
+        && ptx.trim_end().ends_with('}')
 }
 
 /// 64-bit FNV-1a over the architecture, the NVRTC version, the compile options and every source
@@ -100,8 +105,8 @@ mod tests {
 
     #[test]
     fn a_file_is_valid_only_for_its_target_with_every_kernel() {
-        let ptx =
-            ".version 8.4\n.target sm_90\n.visible .entry rd_a(\n)\n.visible .entry rd_b(\n)\n";
+        let ptx = ".version 8.4\n.target sm_90\n.visible .entry rd_a(\n)\n{\n}\n\
+                   .visible .entry rd_b(\n)\n{\n\tret;\n}\n";
         assert!(valid(ptx, "compute_90", &["rd_a", "rd_b"]));
         assert!(
             !valid(ptx, "compute_87", &["rd_a", "rd_b"]),
@@ -112,5 +117,10 @@ mod tests {
             "a kernel missing"
         );
         assert!(!valid(&ptx[..30], "compute_90", &["rd_a"]), "cut short");
+        let in_the_last_body = ptx.len() - 5;
+        assert!(
+            !valid(&ptx[..in_the_last_body], "compute_90", &["rd_a", "rd_b"]),
+            "cut inside the last function"
+        );
     }
 }
