@@ -393,6 +393,7 @@ fn calibrate_sweeps_growth_limits() {
     let table: Vec<&str> = err
         .lines()
         .skip_while(|l| !l.starts_with("growth-limit margin threshold"))
+        .take(1 + sweep.len())
         .collect();
     assert_eq!(table.len(), 3, "{err}");
     assert!(table[1].trim_start().starts_with("0 ") && table[2].trim_start().starts_with("2 "));

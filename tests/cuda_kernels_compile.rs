@@ -107,8 +107,8 @@ fn compile_errors_are_reported_not_panicked() {
 }
 
 /// The disk cache of compiled kernels: the first call compiles and stores one file per source,
-/// the second reads the same PTX back without NVRTC's time, and a damaged file is compiled again
-/// and rewritten.
+/// `load` reads the same PTX back, a damaged file is compiled again and rewritten, and storing
+/// removes the architecture's files of other keys and old temporary files.
 #[test]
 fn compiled_kernels_are_kept_on_disk() {
     if !nvrtc_or_skip() {
@@ -117,12 +117,9 @@ fn compiled_kernels_are_kept_on_disk() {
     let dir = std::env::temp_dir().join(format!("regiondrop-ptx-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let arch = SUPPORTED_ARCHS[0];
-    let timed = || {
-        let t = std::time::Instant::now();
-        let set = ptx_cache::load_or_compile(&dir, arch).unwrap();
-        (set, t.elapsed().as_secs_f64() * 1e3)
-    };
-    let (compiled, t_compile) = timed();
+    let t = std::time::Instant::now();
+    let compiled = ptx_cache::load_or_compile(&dir, arch).unwrap();
+    let t_compile = t.elapsed().as_secs_f64() * 1e3;
     let files = || {
         let mut f: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
@@ -136,20 +133,35 @@ fn compiled_kernels_are_kept_on_disk() {
     assert!(stored
         .iter()
         .all(|p| p.extension().is_some_and(|e| e == "ptx")));
-    let (loaded, t_load) = timed();
+    let t = std::time::Instant::now();
+    let loaded = ptx_cache::load(&dir, arch)
+        .unwrap()
+        .expect("the stored compilation");
+    let t_load = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(loaded, compiled);
-    println!("{arch}: compiled in {t_compile:.0} ms, read back in {t_load:.1} ms");
-    // A file cut short (another process killed while writing it under its final name, a full
-    // disk) is not used: compiled again, and the file is whole again.
+    println!("{arch}: compiled in {t_compile:.0} ms, read back in {t_load:.1} ms (NVRTC loaded)");
+    // A damaged file (cut short, one byte changed) is not used: compiled again and rewritten.
     let conv = stored
         .iter()
         .find(|p| p.to_string_lossy().ends_with("-conv.cu.ptx"))
         .expect("conv.cu's file");
     let whole = std::fs::read_to_string(conv).unwrap();
-    std::fs::write(conv, &whole[..whole.len() / 2]).unwrap();
-    let (again, _) = timed();
-    assert_eq!(again, compiled);
-    assert_eq!(std::fs::read_to_string(conv).unwrap(), whole);
-    assert_eq!(files(), stored, "no temporary files left");
+    for damaged in [
+        whole[..whole.len() / 2].to_string(),
+        whole.replacen("ret;", "ret ", 1),
+    ] {
+        std::fs::write(conv, damaged).unwrap();
+        assert_eq!(ptx_cache::load(&dir, arch).unwrap(), None);
+        // Leftovers storing removes: a file of an older key, a temporary file of two hours ago.
+        let old_key = dir.join(format!("{arch}-0000000000000000-conv.cu.ptx"));
+        let old_tmp = dir.join("conv.cu.12345.0.tmp");
+        std::fs::write(&old_key, "old").unwrap();
+        let f = std::fs::File::create(&old_tmp).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+            .unwrap();
+        assert_eq!(ptx_cache::load_or_compile(&dir, arch).unwrap(), compiled);
+        assert_eq!(std::fs::read_to_string(conv).unwrap(), whole);
+        assert_eq!(files(), stored, "only the current files are left");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

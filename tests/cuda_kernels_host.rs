@@ -1053,12 +1053,13 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
     }
 }
 
-/// The registers rd_conv_rows_tc hands to mma.sync.m16n8k16 (rd_mma_fragments) and the outputs it
-/// takes back (rd_mma_acc_pos), against the fragment layout the PTX ISA gives for f16 operands and
-/// f32 accumulators, written out here independently: every element of A and B reaches the lane
-/// and register the instruction expects it in, and every accumulator goes to its place in D. (The
-/// host emulation of the instruction itself computes from shared memory, so only this test covers
-/// the device branch's addressing.)
+/// Where rd_conv_rows_tc loads each mma.sync.m16n8k16 register from (rd_mma_fragments) and where
+/// it puts each accumulator (rd_mma_acc_pos), against the fragment layout the PTX ISA gives for
+/// f16 operands and f32 accumulators, written out here independently: every element of A and B
+/// reaches the lane and register the instruction expects it in, and every accumulator goes to its
+/// place in D. (The host emulation of the instruction computes from shared memory, so only this
+/// test covers those offsets; the loads and the asm operand order themselves compile only for a
+/// GPU.)
 #[test]
 fn mma_fragments_follow_the_ptx_layout() {
     let Some(emu) = emu() else { return };
@@ -1071,7 +1072,8 @@ fn mma_fragments_follow_the_ptx_layout() {
             emu.lib.get(b"rd_test_mma_acc_pos").unwrap(),
         )
     };
-    let (lda, ldb) = (40usize, 40usize); // RD_TC_LD
+    // Different (even) pitches, so that one used for the other shows.
+    let (lda, ldb) = (40usize, 24usize);
     let (mut seen_a, mut seen_b) = (vec![0u32; 16 * lda], vec![0u32; 8 * ldb]);
     let mut seen_d = [[0u32; 8]; 16];
     for lane in 0..32i32 {
@@ -1079,6 +1081,11 @@ fn mma_fragments_follow_the_ptx_layout() {
         let (mut a, mut b) = ([0i32; 4], [0i32; 2]);
         // SAFETY: writes four and two ints.
         unsafe { frag(lane, lda as i32, ldb as i32, a.as_mut_ptr(), b.as_mut_ptr()) };
+        // Each register is one 4-byte load of two f16.
+        assert!(
+            a.iter().chain(&b).all(|o| o % 2 == 0),
+            "lane {lane}: {a:?} {b:?}"
+        );
         // A: element i (0..8) of the lane is in register i / 2 (low half first); row g for
         // i in {0, 1, 4, 5}, else g + 8; column 2q + (i & 1), plus 8 for i >= 4.
         for i in 0..8 {
