@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 
+use gstregiondrop::engine::EngineConfig;
 use gstregiondrop::mask::RegionMask;
 
 #[test]
@@ -146,7 +147,7 @@ fn identical_frames_recompute_nothing_and_full_change_equals_dense() {
 /// own definition, straight from the feature buffers, equals what the engine returns.
 #[test]
 fn outputs_reflect_the_caches_on_sparse_frames() {
-    use gstregiondrop::engine::{EngineConfig, RunMode};
+    use gstregiondrop::engine::RunMode;
     use gstregiondrop::model::plan::Step;
     let models = real_models();
     let m = &models[0];
@@ -196,4 +197,56 @@ fn outputs_reflect_the_caches_on_sparse_frames() {
         }
     }
     assert!(checked >= 6, "only {checked} outputs checked");
+}
+
+/// `growth_limit` spans the range between one common mask (0) and exact mode: with a limit past
+/// the grid the per-layer masks, and so the outputs, are exact mode's; in between, the work grows
+/// with the limit while the same tiles change.
+#[test]
+fn growth_limit_runs_from_the_common_mask_to_exact_mode() {
+    let m = &real_models()[0];
+    let plan = load(m);
+    let frames = clip_frames(&plan, 100, 4);
+    let limited = |g: usize| EngineConfig {
+        exact: false,
+        growth_limit: g,
+        ..exact_cfg(12.0)
+    };
+    let mut exact = engine(&plan, &m.norm, exact_cfg(12.0));
+    let mut engines: Vec<_> = [0, 1, 64]
+        .map(|g| engine(&plan, &m.norm, limited(g)))
+        .into_iter()
+        .collect();
+    for (i, f) in frames.iter().enumerate() {
+        let want = exact.process(f).unwrap();
+        let got: Vec<_> = engines.iter_mut().map(|e| e.process(f).unwrap()).collect();
+        let works: Vec<f64> = got.iter().map(|s| s.work_fraction).collect();
+        println!(
+            "frame {i}: work at limits 0, 1, 64: {works:?}, exact {}",
+            want.work_fraction
+        );
+        assert!(got
+            .iter()
+            .all(|s| s.active_fraction == want.active_fraction));
+        assert!(
+            (works[0] - want.active_fraction).abs() < 1e-9,
+            "one common mask"
+        );
+        assert!(works[0] <= works[1] && works[1] <= works[2], "{works:?}");
+        assert_eq!(
+            works[2], want.work_fraction,
+            "a limit past the grid is exact mode"
+        );
+        let diff = rel_max_diff(&engines[2].outputs().unwrap(), &exact.outputs().unwrap());
+        assert_eq!(
+            diff, 0.0,
+            "frame {i}: outputs differ from exact mode's by {diff}"
+        );
+        if i > 0 {
+            assert!(
+                works[0] < works[1],
+                "frame {i}: the limit grows the work: {works:?}"
+            );
+        }
+    }
 }
