@@ -649,12 +649,14 @@ fn engine_process_matches_cpu_with_device_detection() {
     for (plan, norm, frames) in plans {
         let tile = 32.max(plan.max_scale);
         let frames = engine_frames(plan.input_w, plan.input_h, frames);
-        for (metric, threshold, dilation, margin, refresh) in [
-            (DiffMetric::Max, 10.0f32, 1usize, 0usize, 2usize),
-            (DiffMetric::Mean, 0.5, 0, 0, 3),
-            (DiffMetric::Max, 24.0, 2, 0, 0),
-            (DiffMetric::Max, 16.0, 0, 16, 2),
-            (DiffMetric::Mean, 0.5, 1, 8, 0),
+        // The last setting grows deeper layers past the common mask (per-layer tile lists).
+        for (metric, threshold, dilation, margin, refresh, growth_limit) in [
+            (DiffMetric::Max, 10.0f32, 1usize, 0usize, 2usize, 0usize),
+            (DiffMetric::Mean, 0.5, 0, 0, 3, 0),
+            (DiffMetric::Max, 24.0, 2, 0, 0, 0),
+            (DiffMetric::Max, 16.0, 0, 16, 2, 0),
+            (DiffMetric::Mean, 0.5, 1, 8, 0, 0),
+            (DiffMetric::Max, 10.0, 1, 0, 2, 1),
         ] {
             let cfg = |backend| EngineConfig {
                 tile,
@@ -662,6 +664,7 @@ fn engine_process_matches_cpu_with_device_detection() {
                 metric,
                 dilation,
                 margin,
+                growth_limit,
                 refresh_tiles: refresh,
                 mode: RunMode::Sparse,
                 backend,
@@ -684,9 +687,13 @@ fn engine_process_matches_cpu_with_device_detection() {
                 gpu.mask().active_tiles(&mut b);
                 assert_eq!(
                     a, b,
-                    "{metric:?} thr {threshold} dil {dilation} margin {margin} refresh {refresh}: frame {f} mask"
+                    "{metric:?} thr {threshold} dil {dilation} margin {margin} refresh {refresh} growth {growth_limit}: frame {f} mask"
                 );
                 assert_eq!(sc.dense, sg.dense, "frame {f}");
+                assert_eq!(
+                    sc.work_fraction, sg.work_fraction,
+                    "frame {f}: per-layer lists"
+                );
                 let (d, m) = compare(&cpu.outputs().unwrap(), &gpu.outputs().unwrap());
                 assert!(
                     d <= 2e-3 * m.max(1.0),
@@ -695,7 +702,7 @@ fn engine_process_matches_cpu_with_device_detection() {
                 worst = worst.max(d / m.max(1.0));
             }
             println!(
-                "{}: {metric:?} thr {threshold} dil {dilation} margin {margin} refresh {refresh}: {} frames, masks equal, max rel diff {worst:.2e}",
+                "{}: {metric:?} thr {threshold} dil {dilation} margin {margin} refresh {refresh} growth {growth_limit}: {} frames, masks equal, max rel diff {worst:.2e}",
                 plan.model_path.display(),
                 frames.len()
             );
