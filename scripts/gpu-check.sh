@@ -76,6 +76,8 @@ grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
 echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 16: cells scored on the device), f16"
 "${B[@]}" --backend cuda --precision f16 --dilation 0 --margin 16 2>/dev/null | tee "$OUT/bench_cuda_f16_margin16.json"
+echo "== deeper layers grown past the mask (--growth-limit 1: per-layer tile lists; over 300 frames the setting that keeps agreement_map50 >= 0.97), f16"
+"${B[@]}" --backend cuda --precision f16 --growth-limit 1 2>/dev/null | tee "$OUT/bench_cuda_f16_growth1.json"
 echo "== every convolution fused on the tensor cores (REGIONDROP_CUDA_FUSED_K=4096 with f16: rd_conv_rows_tc), then fused where faster (auto); forced fractions unfused and fused; phases"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_tc.err" | tee "$OUT/bench_cuda_f16_tc.json"
 grep -i "fused\|error" "$OUT/bench_cuda_f16_tc.err" | head -2
