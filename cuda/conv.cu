@@ -155,7 +155,8 @@ extern "C" __global__ void rd_sgemm_rm(
 // Fused sparse convolution: act(conv + bias) for the rows of the gathered matrix (the active
 // tiles' output pixels in list order, laid out by row_off as for rd_im2col) computed straight from
 // the input cache, with no gathered matrix, no GEMM call and no scatter. Not transposed; f32
-// arithmetic; groups by the host (one launch per group, pointers advanced as for rd_im2col).
+// arithmetic (rd_conv_rows_tc, further down: f16 operands on the tensor cores); groups by the host
+// (one launch per group, pointers advanced as for rd_im2col).
 // The taps' reach (kh - 1) * dh and (kw - 1) * dw must be at most 255 and cig at most 65535 (a tap
 // packs into 32 bits).
 //
@@ -293,7 +294,7 @@ __device__ __forceinline__ void rd_rows_k_share(int k_len, int splits, int* lo, 
 
 // Ends a fused convolution: with split K, leaves this block's partial sums in `ws` and, in the
 // last block of the output block to finish, replaces `acc` by the sum of every split's partial in
-// z order (other blocks return false); then adds bias, applies the activation and writes each
+// z order (the other blocks return there); then adds bias, applies the activation and writes each
 // value to its pixel. The thread's value i is the block's output (row, col) of `pos(i)`.
 template <int BM, int BN, int NV, typename Pos>
 __device__ __forceinline__ void rd_rows_finish(
