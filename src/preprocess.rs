@@ -72,7 +72,7 @@ pub trait PixelSource: Sync {
     fn height(&self) -> usize;
     /// The frame's own three channels at integer pixel (x, y).
     fn sample(&self, x: usize, y: usize) -> [u8; 3];
-    /// `sample` of the pixels (xs[i], y) as f32 planes: `out[c][i]` (xs has at most [`CHUNK`]
+    /// `sample` of the pixels `(xs[i], y)` as f32 planes: `out[c][i]` (xs has at most [`CHUNK`]
     /// entries).
     #[inline(always)]
     fn row_samples(&self, y: usize, xs: &[usize], out: &mut [[f32; CHUNK]; 3]) {

@@ -44,7 +44,7 @@ impl Act {
         apply_slice(self, xs)
     }
 
-    /// xs[i] = act(xs[i] + bias[i]), vectorised for the CPU.
+    /// `xs[i] = act(xs[i] + bias[i])`, vectorised for the CPU.
     #[inline]
     pub fn apply_bias(self, xs: &mut [f32], bias: &[f32]) {
         apply_bias(self, xs, bias)

@@ -84,7 +84,7 @@ pub struct PoolSpec {
     pub pad_l: usize,
 }
 
-/// Per-axis source taps for a resize: for output index o, value = in[i0]*(1-f) + in[i1]*f.
+/// Per-axis source taps for a resize: for output index o, value = `in[i0]*(1-f) + in[i1]*f`.
 #[derive(Clone, Debug)]
 pub struct ResizeTaps {
     pub i0: Vec<u32>,
@@ -130,7 +130,7 @@ pub enum Operand {
     View(View),
     /// One value per channel (or a single value repeated), fixed at load time.
     Channels(Vec<f32>),
-    /// A [1,C,1,1] (or scalar) runtime tensor in the tensor store (e.g. squeeze-excite scales).
+    /// A `[1,C,1,1]` (or scalar) runtime tensor in the tensor store (e.g. squeeze-excite scales).
     Slot(usize),
 }
 
@@ -142,7 +142,7 @@ pub enum LayerOp {
         y: ResizeTaps,
         x: ResizeTaps,
     },
-    /// out = act(in * scale[c] + shift[c]): a BatchNormalization that could not be folded.
+    /// `out = act(in * scale[c] + shift[c])`: a BatchNormalization that could not be folded.
     Affine {
         scale: Vec<f32>,
         shift: Vec<f32>,
@@ -190,17 +190,17 @@ impl Layer {
 #[derive(Clone, Debug)]
 pub enum Step {
     Layer(Layer),
-    /// Mean over the whole map of a view into tensor slot `slot` ([1,C,1,1]).
+    /// Mean over the whole map of a view into tensor slot `slot` (`[1,C,1,1]`).
     GlobalPool {
         input: View,
         slot: usize,
     },
-    /// Copies a view into slot `slot` as an NCHW tensor [1,C,H,W].
+    /// Copies a view into slot `slot` as an NCHW tensor `[1,C,H,W]`.
     Export {
         input: View,
         slot: usize,
     },
-    /// out = in.flat[index] (index has the output's shape): a folded chain of reshapes/transposes/slices.
+    /// `out = in.flat[index]` (index has the output's shape): a folded chain of reshapes/transposes/slices.
     Rearrange {
         input: usize,
         index: Tensor,
