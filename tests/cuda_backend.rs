@@ -336,16 +336,21 @@ fn change_detection_kernels_match_detector() {
     }
 }
 
-#[test]
-fn bundled_models_match_cpu() {
-    let Some(opts) = gpu() else { return };
+/// A backend variant the bundled models run under: name, options, the relative tolerance of its
+/// outputs.
+type Variant = (&'static str, CudaOptions, f32);
+
+/// Every bundled model (those present), on a dense, a sparse and a one-tile frame, under each of
+/// `variants(opts)`, against the CPU backend; returns each variant's `describe()` per model.
+fn bundled_models_under(variants: impl Fn(&CudaOptions) -> Vec<Variant>) -> Vec<(String, String)> {
+    let Some(opts) = gpu() else { return Vec::new() };
     let dir = models_dir();
     let models = [
         ("yolov8n-nudenet-320.onnx", Some((320, 320))),
         ("nanodet-416.onnx", None),
         ("ppocr-det.onnx", Some((640, 384))),
     ];
-    let mut ran = 0;
+    let mut described = Vec::new();
     for (m, size) in models {
         let path = dir.join(m);
         if !path.exists() {
@@ -367,9 +372,28 @@ fn bundled_models_match_cpu() {
         let sparse: Vec<u32> = (0..grid.len() as u32)
             .filter(|t| t % 7 == 2 || *t == grid.len() as u32 - 1)
             .collect();
+        for (what, variant, rel) in variants(&opts) {
+            println!("{m}, {what}:");
+            let d = agree(
+                plan.clone(),
+                tile,
+                variant,
+                &sparse,
+                rel,
+                &InputNorm::unit_rgb(),
+            );
+            described.push((format!("{m}, {what}"), d));
+        }
+    }
+    println!("{} model runs compared", described.len());
+    described
+}
+
+#[test]
+fn bundled_models_match_cpu() {
+    bundled_models_under(|opts| {
         let o = || opts.clone();
-        // Each variant of the backend with the relative tolerance of its outputs.
-        let variants = [
+        vec![
             ("defaults", o(), 2e-3),
             // Each convolution fused where it timed faster at start-up.
             (
@@ -426,40 +450,37 @@ fn bundled_models_match_cpu() {
                 },
                 3e-2,
             ),
-            // Every convolution fused on the tensor cores (rd_conv_rows_tc, mma.sync).
-            (
-                "f16, all fused",
-                CudaOptions {
-                    precision: Precision::F16,
-                    fused_conv_k: Some(usize::MAX),
-                    ..o()
-                },
-                3e-2,
-            ),
-        ];
-        let (major, _) = CudaContext::new(0).unwrap().compute_capability().unwrap();
-        for (what, variant, rel) in variants {
-            println!("{m}, {what}:");
-            let described = agree(
-                plan.clone(),
-                tile,
-                variant,
-                &sparse,
-                rel,
-                &InputNorm::unit_rgb(),
-            );
-            // The tensor-core kernel is what this variant checks (its mma fragments are tested
-            // nowhere else), on every GPU that has it.
-            if what == "f16, all fused" && major >= 8 {
-                assert!(
-                    described.contains("tensor cores"),
-                    "{m}: not on the tensor cores: {described}"
-                );
-            }
-        }
-        ran += 1;
+        ]
+    });
+}
+
+/// Every convolution fused on the tensor cores (rd_conv_rows_tc, mma.sync), the only test of its
+/// fragment registers on hardware. A test of its own, so that scripts/gpu-check.sh can run it in a
+/// process of its own: a fault on the device would end every test sharing its CUDA context.
+#[test]
+fn tensor_core_fused_convolutions_match_cpu() {
+    let described = bundled_models_under(|opts| {
+        vec![(
+            "f16, all fused",
+            CudaOptions {
+                precision: Precision::F16,
+                fused_conv_k: Some(usize::MAX),
+                ..opts.clone()
+            },
+            3e-2,
+        )]
+    });
+    if described.is_empty() {
+        return;
     }
-    println!("{ran} model(s) compared");
+    let (major, _) = CudaContext::new(0).unwrap().compute_capability().unwrap();
+    for (what, d) in described {
+        // On every GPU that has them, the tensor cores are what ran.
+        assert!(
+            major < 8 || d.contains("tensor cores"),
+            "{what}: not on the tensor cores: {d}"
+        );
+    }
 }
 
 /// Candidates selected on the device (`device_select`) are exactly the anchors, with exactly
