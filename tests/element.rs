@@ -444,32 +444,35 @@ fn a_moving_square_activates_only_the_tiles_around_it() {
     assert!(run.last_active > 0.0);
 }
 
+/// The stats of frames 1.. of `n` frames of a 24-pixel square moving right on 320×240 RGB,
+/// through `regiondrop stats-interval=1 refresh-tiles=0 {props}` (frame 0 is the dense first).
+fn moving_square_stats(props: &str, n: usize) -> Vec<StatsReport> {
+    let (w, h, side) = (320, 240, 24);
+    let frames = (0..n)
+        .map(|i| {
+            (
+                video_caps("RGB", w, h),
+                buffer(square_frame(w, h, 40 + 12 * i, 100, side), i as u64),
+            )
+        })
+        .collect::<Vec<_>>();
+    let desc = format!(
+        "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 refresh-tiles=0 {props} ! appsink name=sink sync=false"
+    );
+    let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.stats.len(), n, "{props}");
+    run.stats.into_iter().skip(1).collect()
+}
+
 /// The margin property grows the mask by pixels: `dilation=0 margin=32` recomputes what
 /// `dilation=1` does (tile-size 32), frame for frame, and `margin=8` lies between that and no
 /// growth.
 #[test]
 fn margin_grows_the_mask_between_whole_tiles() {
-    let (w, h, side) = (320, 240, 24);
-    let frames = || {
-        (0..5)
-            .map(|i| {
-                (
-                    video_caps("RGB", w, h),
-                    buffer(square_frame(w, h, 40 + 12 * i, 100, side), i as u64),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     let active = |props: &str| {
-        let desc = format!(
-            "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 refresh-tiles=0 {props} ! appsink name=sink sync=false"
-        );
-        let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames()), |_, _| {});
-        run.assert_clean();
-        assert_eq!(run.stats.len(), 5, "{props}");
-        run.stats
+        moving_square_stats(props, 5)
             .iter()
-            .skip(1)
             .map(|s| s.active_fraction)
             .collect::<Vec<_>>()
     };
@@ -497,27 +500,9 @@ fn margin_grows_the_mask_between_whole_tiles() {
 /// same tiles change, more work is done, and more with a larger limit.
 #[test]
 fn growth_limit_grows_deeper_layers_beyond_the_mask() {
-    let (w, h, side) = (320, 240, 24);
-    let frames = || {
-        (0..4)
-            .map(|i| {
-                (
-                    video_caps("RGB", w, h),
-                    buffer(square_frame(w, h, 40 + 12 * i, 100, side), i as u64),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     let stats = |props: &str| {
-        let desc = format!(
-            "appsrc name=src format=time ! regiondrop name=rd stats-interval=1 refresh-tiles=0 {props} ! appsink name=sink sync=false"
-        );
-        let run = run_pipeline(&desc, usize::MAX, |p| push_frames(p, frames()), |_, _| {});
-        run.assert_clean();
-        assert_eq!(run.stats.len(), 4, "{props}");
-        run.stats
+        moving_square_stats(props, 4)
             .iter()
-            .skip(1)
             .map(|s| (s.active_fraction, s.work_fraction))
             .collect::<Vec<_>>()
     };
