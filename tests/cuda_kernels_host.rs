@@ -10,7 +10,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use gstregiondrop::backend::cpu::CpuBackend;
 use gstregiondrop::backend::cuda::geometry::{self, Dims, FixedPacker, TilePacker};
@@ -999,21 +999,70 @@ fn letterbox_kernel_equals_the_cpu_letterbox() {
     }
 }
 
+/// NanoDet on a clip frame with three scattered tiles active: the frame both fused-convolution
+/// tests run, eagerly and with the lists of the CUDA-graph bucket that holds three tiles.
+struct ScatteredTiles {
+    m: common::RealModel,
+    plan: Arc<Plan>,
+    tile: usize,
+    tiles: [u32; 3],
+    img: Vec<u8>,
+    bucket: Option<usize>,
+}
+
+impl ScatteredTiles {
+    fn new() -> Self {
+        let m = common::real_models().remove(0);
+        let plan = common::load(&m);
+        let tile = 32.max(plan.max_scale);
+        let grid = plan.grid(tile);
+        let tiles = [2u32, grid.len() as u32 / 2, grid.len() as u32 - 1];
+        let img = common::clip_frames(&plan, 40, 1).remove(0);
+        let levels = geometry::bucket_levels(grid.len());
+        let bucket = geometry::bucket_of(&levels, tiles.len()).map(|b| levels[b]);
+        ScatteredTiles {
+            m,
+            plan,
+            tile,
+            tiles,
+            img,
+            bucket,
+        }
+    }
+
+    /// The CPU backend after this frame.
+    fn cpu(&self) -> CpuBackend {
+        let mut cpu = CpuBackend::new(self.plan.clone(), self.tile, 0).unwrap();
+        cpu.write_input(&self.img, &self.m.norm, &self.tiles)
+            .unwrap();
+        cpu.run(&step_tiles(&self.plan, &self.tiles)).unwrap();
+        cpu
+    }
+
+    /// This frame through `dev` on the host kernels (`run_frame`).
+    fn run(&self, emu: &impl Launcher, dev: &mut HostDevice, graph_bucket: Option<usize>) {
+        run_frame(
+            emu,
+            dev,
+            &self.plan,
+            self.tile,
+            &self.img,
+            &self.m.norm,
+            &self.tiles,
+            graph_bucket,
+        );
+    }
+}
+
 /// The fused convolution (rd_conv_rows) on NanoDet's real layer shapes (1×1 and 3×3 convs of up
-/// to 256 channels and K up to 1024, stride 2, channel views), on a frame of three scattered tiles,
+/// to 256 channels and K up to 2304, stride 2, channel views), on a frame of three scattered tiles,
 /// with eager lists and with the CUDA-graph lists of the next bucket (rows past the frame's last
 /// pixel, NO_TILE entries).
 #[test]
 fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
     let Some(emu) = emu() else { return };
-    let m = &common::real_models()[0];
-    let plan = common::load(m);
-    let tile = 32.max(plan.max_scale);
-    let grid = plan.grid(tile);
-    let tiles = [2u32, grid.len() as u32 / 2, grid.len() as u32 - 1];
-    let img = &common::clip_frames(&plan, 40, 1)[0];
-    let levels = geometry::bucket_levels(grid.len());
-    let bucket = geometry::bucket_of(&levels, tiles.len()).map(|b| levels[b]);
+    let f = ScatteredTiles::new();
+    let (m, plan, tiles, bucket) = (&f.m, &f.plan, &f.tiles, f.bucket);
     // Every convolution fused; and every other one (`Addrs::fuse`, as the start-up timing may
     // choose), so fused layers split K in the GEMM scratch between unfused ones.
     let alternate: Vec<bool> = (0..plan.steps.len()).map(|si| si % 2 == 0).collect();
@@ -1023,25 +1072,14 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
         (bucket, true, false),
         (bucket, false, true),
     ] {
-        let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
-        let mut dev = HostDevice::new(&plan, false, if mixed { 0 } else { usize::MAX });
+        let mut cpu = f.cpu();
+        let mut dev = HostDevice::new(plan, false, if mixed { 0 } else { usize::MAX });
         dev.addrs.fused_tile44 = tile44;
         if mixed {
             dev.addrs.fuse = alternate.clone();
         }
-        cpu.write_input(img, &m.norm, &tiles).unwrap();
-        cpu.run(&step_tiles(&plan, &tiles)).unwrap();
-        run_frame(
-            emu,
-            &mut dev,
-            &plan,
-            tile,
-            img,
-            &m.norm,
-            &tiles,
-            graph_bucket,
-        );
-        let (b, o) = differences(&mut cpu, &dev, &plan);
+        f.run(emu, &mut dev, graph_bucket);
+        let (b, o) = differences(&mut cpu, &dev, plan);
         println!(
             "{}: fused (4x4 {tile44}, every other layer {mixed}), tiles {tiles:?}, bucket {graph_bucket:?}: max relative difference {b:.2e} / {o:.2e}",
             m.path
@@ -1137,44 +1175,18 @@ fn mma_fragments_follow_the_ptx_layout() {
 #[test]
 fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
     let Some(emu) = emu() else { return };
-    let m = &common::real_models()[0];
-    let plan = common::load(m);
-    let tile = 32.max(plan.max_scale);
-    let grid = plan.grid(tile);
-    let tiles = [2u32, grid.len() as u32 / 2, grid.len() as u32 - 1];
-    let img = &common::clip_frames(&plan, 40, 1)[0];
-    let levels = geometry::bucket_levels(grid.len());
-    let bucket = geometry::bucket_of(&levels, tiles.len()).map(|b| levels[b]);
-    let mut cpu = CpuBackend::new(plan.clone(), tile, 0).unwrap();
-    cpu.write_input(img, &m.norm, &tiles).unwrap();
-    cpu.run(&step_tiles(&plan, &tiles)).unwrap();
+    let f = ScatteredTiles::new();
+    let (m, plan, bucket) = (&f.m, &f.plan, f.bucket);
+    let mut cpu = f.cpu();
     for graph_bucket in [None, bucket] {
-        let mut unfused = HostDevice::new(&plan, true, 0);
-        run_frame(
-            emu,
-            &mut unfused,
-            &plan,
-            tile,
-            img,
-            &m.norm,
-            &tiles,
-            graph_bucket,
-        );
-        let mut fused = HostDevice::new(&plan, true, usize::MAX);
+        let mut unfused = HostDevice::new(plan, true, 0);
+        f.run(emu, &mut unfused, graph_bucket);
+        let mut fused = HostDevice::new(plan, true, usize::MAX);
         let counting = Counting {
             emu,
             counts: Default::default(),
         };
-        run_frame(
-            &counting,
-            &mut fused,
-            &plan,
-            tile,
-            img,
-            &m.norm,
-            &tiles,
-            graph_bucket,
-        );
+        f.run(&counting, &mut fused, graph_bucket);
         let counts = counting.counts.into_inner();
         let tc = counts.get("rd_conv_rows_tc").unwrap_or(&0)
             + counts.get("rd_conv_rows_tc_n32").unwrap_or(&0);
@@ -1194,8 +1206,8 @@ fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
                 between = between.max((x - y).abs() / scale);
             }
         }
-        let (b, o) = differences(&mut cpu, &fused, &plan);
-        let (ub, uo) = differences(&mut cpu, &unfused, &plan);
+        let (b, o) = differences(&mut cpu, &fused, plan);
+        let (ub, uo) = differences(&mut cpu, &unfused, plan);
         println!(
             "{}: {tc} tensor-core launches, bucket {graph_bucket:?}: max relative difference from unfused f16 {between:.2e}; from the CPU {b:.2e} / {o:.2e} (unfused f16: {ub:.2e} / {uo:.2e})",
             m.path
