@@ -191,9 +191,12 @@ extern "C" __global__ void rd_sgemm_rm(
     counters
 // What rd_rows_prepare reads of them.
 #define RD_ROWS_PREPARE_ARGS \
-    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kw, sh, sw, dh, dw, pad_t, pad_l, cig
+    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig, \
+    splits
 // What rd_rows_taps reads of them.
 #define RD_ROWS_TAPS_ARGS kw, dh, dw, cig
+// What rd_rows_load_step reads of them.
+#define RD_ROWS_LOAD_ARGS RD_ROWS_TAPS_ARGS, in, in_pitch, in_h, in_w, wt, n
 
 // Shared state of one fused-convolution block: per row, its output pixel (-1: no pixel of this
 // frame) and the input origin of its taps; for the K step being multiplied and the next one, the
@@ -224,15 +227,24 @@ __device__ __forceinline__ void rd_rows_taps(
     s.tap[buf][t] = v;
 }
 
-// Fills the block's rows and the taps of its first K step (k_lo); false (for the whole block,
-// before the taps) when none of its rows is a pixel of this frame: CUDA graphs launch blocks for
-// a bucket's rows, and the frame may have fewer.
+// This block's share of K under `splits`: whole RD_FR_BK steps, [*lo, *hi).
+__device__ __forceinline__ void rd_rows_k_share(int k_len, int splits, int* lo, int* hi)
+{
+    int k_share = (k_len + splits * RD_FR_BK - 1) / (splits * RD_FR_BK) * RD_FR_BK;
+    *lo = (int)blockIdx.z * k_share;
+    *hi = rd_imin(k_len, *lo + k_share);
+}
+
+// Fills the block's rows, its share of K [*k_lo, *k_hi) and the taps of its first K step; false
+// (for the whole block, before the taps) when none of its rows is a pixel of this frame: CUDA
+// graphs launch blocks for a bucket's rows, and the frame may have fewer.
 template <int BM>
 __device__ __forceinline__ bool rd_rows_prepare(
-    RdRowsShared<BM>& s, int k_lo, int k_hi, const u32* __restrict__ tiles,
+    RdRowsShared<BM>& s, int* k_lo, int* k_hi, const u32* __restrict__ tiles,
     const u32* __restrict__ row_off, int n_tiles, int m, int ts, int cols, int out_h, int out_w,
-    int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig)
+    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig, int splits)
 {
+    rd_rows_k_share(kh * kw * cig, splits, k_lo, k_hi);
     int t = (int)threadIdx.x;
     if (t == 0) s.any = 0;
     __syncthreads();
@@ -265,7 +277,7 @@ __device__ __forceinline__ bool rd_rows_prepare(
     }
     __syncthreads();
     if (!s.any) return false;
-    rd_rows_taps(s, 0, k_lo, k_hi, RD_ROWS_TAPS_ARGS);
+    rd_rows_taps(s, 0, *k_lo, *k_hi, RD_ROWS_TAPS_ARGS);
     __syncthreads();
     return true;
 }
@@ -284,12 +296,28 @@ __device__ __forceinline__ float rd_rows_tap(
     return in[((long long)iy * in_w + ix) * in_pitch + (int)(tap & 0xffffu)];
 }
 
-// This block's share of K under `splits`: whole RD_FR_BK steps, [*lo, *hi).
-__device__ __forceinline__ void rd_rows_k_share(int k_len, int splits, int* lo, int* hi)
+// Loads the K step [k0, k0 + RD_FR_BK) into shared memory: every row's taps, as
+// store_a(row, kk, value), and the weights of the block's channels from n_base, as
+// store_w(channel, kk, weight) (0 past the share of K or past n); and the next step's taps into
+// the other tap buffer, read after the barrier that ends this step. Taps go k fastest, so
+// neighbouring threads read neighbouring channels; weights output channel fastest.
+template <int BM, int BN, typename W, typename StoreA, typename StoreW>
+__device__ __forceinline__ void rd_rows_load_step(
+    RdRowsShared<BM>& s, int cur, int k0, int k_hi, int kw, int dh, int dw, int cig,
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w, const W* __restrict__ wt,
+    int n, int n_base, StoreA store_a, StoreW store_w)
 {
-    int k_share = (k_len + splits * RD_FR_BK - 1) / (splits * RD_FR_BK) * RD_FR_BK;
-    *lo = (int)blockIdx.z * k_share;
-    *hi = rd_imin(k_len, *lo + k_share);
+    int t = (int)threadIdx.x;
+    rd_rows_taps(s, cur ^ 1, k0 + RD_FR_BK, k_hi, kw, dh, dw, cig);
+    for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
+        int kk = e % RD_FR_BK, r = e / RD_FR_BK;
+        store_a(r, kk, rd_rows_tap(s, s.tap[cur], in, in_pitch, in_h, in_w, r, kk));
+    }
+    for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
+        int jj = e % BN, kk = e / BN;
+        int k = k0 + kk, j = n_base + jj;
+        store_w(jj, kk, (k < k_hi && j < n) ? wt[(long long)k * n + j] : W(0));
+    }
 }
 
 // Ends a fused convolution: with split K, leaves this block's partial sums in `ws` and, in the
@@ -352,8 +380,7 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     __shared__ float sw_[RD_FR_BK][BN];
     __shared__ RdRowsShared<BM> s;
     int k_lo, k_hi;
-    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
-    if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) return;
+    if (!rd_rows_prepare(s, &k_lo, &k_hi, RD_ROWS_PREPARE_ARGS)) return;
     int t = (int)threadIdx.x;
     int n_base = (int)blockIdx.y * BN;
     int tx = t % (BN / TN), ty = t / (BN / TN);
@@ -361,19 +388,10 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
 #pragma unroll
     for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
     for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
-        // The next step's taps, read after the barrier that ends this step.
-        rd_rows_taps(s, cur ^ 1, k0 + RD_FR_BK, k_hi, RD_ROWS_TAPS_ARGS);
-        // Input taps [BK x BM]: k fastest, so neighbouring threads read neighbouring channels.
-        for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
-            int kk = e % RD_FR_BK, r = e / RD_FR_BK;
-            sa[kk][r] = rd_rows_tap(s, s.tap[cur], in, in_pitch, in_h, in_w, r, kk);
-        }
-        // Weights [BK x BN], output channel fastest.
-        for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
-            int jj = e % BN, kk = e / BN;
-            int k = k0 + kk, j = n_base + jj;
-            sw_[kk][jj] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : 0.0f;
-        }
+        rd_rows_load_step<BM, BN>(
+            s, cur, k0, k_hi, RD_ROWS_LOAD_ARGS, n_base,
+            [&](int r, int kk, float v) { sa[kk][r] = v; },
+            [&](int jj, int kk, float w) { sw_[kk][jj] = w; });
         __syncthreads();
         for (int kk = 0; kk < RD_FR_BK; ++kk) {
             float a[TM], b[TN];
@@ -500,8 +518,7 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     u16(*sb)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sb_words);
     __shared__ RdRowsShared<BM> s;
     int k_lo, k_hi;
-    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
-    if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) return;
+    if (!rd_rows_prepare(s, &k_lo, &k_hi, RD_ROWS_PREPARE_ARGS)) return;
     int t = (int)threadIdx.x;
     int n_base = (int)blockIdx.y * BN;
     // Warps: BN / 16 across, BM / 32 down.
@@ -511,16 +528,10 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
 #pragma unroll
     for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
     for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
-        rd_rows_taps(s, cur ^ 1, k0 + RD_FR_BK, k_hi, RD_ROWS_TAPS_ARGS);
-        for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
-            int kk = e % RD_FR_BK, r = e / RD_FR_BK;
-            sa[r][kk] = rd_f16_bits(rd_rows_tap(s, s.tap[cur], in, in_pitch, in_h, in_w, r, kk));
-        }
-        for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
-            int jj = e % BN, kk = e / BN;
-            int k = k0 + kk, j = n_base + jj;
-            sb[jj][kk] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : (u16)0;
-        }
+        rd_rows_load_step<BM, BN>(
+            s, cur, k0, k_hi, RD_ROWS_LOAD_ARGS, n_base,
+            [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
+            [&](int jj, int kk, u16 w) { sb[jj][kk] = w; });
         __syncthreads();
 #pragma unroll
         for (int ks = 0; ks < RD_FR_BK; ks += 16)
