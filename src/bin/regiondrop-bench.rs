@@ -1254,20 +1254,19 @@ fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     };
     thresholds.sort_by(f32::total_cmp);
     thresholds.dedup();
-    let mut margins = if cli.margins.is_empty() {
-        vec![cli.margin]
-    } else {
-        cli.margins.clone()
+    // A swept setting: the listed values in order, once each, or the single setting.
+    let swept = |list: &[usize], single: usize| {
+        let mut v = if list.is_empty() {
+            vec![single]
+        } else {
+            list.to_vec()
+        };
+        v.sort();
+        v.dedup();
+        v
     };
-    margins.sort();
-    margins.dedup();
-    let mut growth_limits = if cli.growth_limits.is_empty() {
-        vec![cli.growth_limit]
-    } else {
-        cli.growth_limits.clone()
-    };
-    growth_limits.sort();
-    growth_limits.dedup();
+    let margins = swept(&cli.margins, cli.margin);
+    let growth_limits = swept(&cli.growth_limits, cli.growth_limit);
     let settings: Vec<(usize, usize, f32)> = growth_limits
         .iter()
         .flat_map(|&g| margins.iter().map(move |&m| (g, m)))
