@@ -246,8 +246,19 @@ fn streams_run_engines_at_once_dense_then_sparse() {
     let o = bench(&["--frames", "4", "--streams", "2"]);
     ok(&o);
     let lines = stdout_lines(&o);
-    assert_eq!(lines.len(), 2, "a dense and a sparse line");
-    for (line, mode) in lines.iter().zip(["dense", "sparse"]) {
+    assert_eq!(
+        lines.len(),
+        4,
+        "dense and sparse, threads split and threads each"
+    );
+    let expected = [
+        ("split", "dense"),
+        ("split", "sparse"),
+        ("each", "dense"),
+        ("each", "sparse"),
+    ];
+    for (line, (pools, mode)) in lines.iter().zip(expected) {
+        assert_eq!(line["pools"], pools, "{line}");
         assert_eq!(line["mode"], mode, "{line}");
         assert_eq!(line["streams"], 2, "{line}");
         assert_eq!(line["frames"], 4, "{line}");
@@ -260,10 +271,12 @@ fn streams_run_engines_at_once_dense_then_sparse() {
             (f(line, "ms_per_frame") * per - 1e3).abs() < 1e-6 * 1e3,
             "{line}"
         );
+        let a = f(line, "active_fraction");
+        match mode {
+            "dense" => assert_eq!(a, 1.0, "{line}"),
+            _ => assert!(a > 0.0 && a < 1.0, "the clip changes in part: {line}"),
+        }
     }
-    assert_eq!(f(&lines[0], "active_fraction"), 1.0);
-    let a = f(&lines[1], "active_fraction");
-    assert!(a > 0.0 && a < 1.0, "the clip changes in part: {a}");
     let err = fails_with_one_line(&bench(&["--streams", "2", "--calibrate"]));
     assert!(
         err.contains("--streams") || err.contains("--calibrate"),

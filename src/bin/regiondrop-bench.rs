@@ -172,7 +172,8 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
     /// A multi-camera process instead of the main line: N engines on N threads run the frames at
-    /// once, dense then sparse; frames per second of all streams together (one JSON line each)
+    /// once, dense then sparse; frames per second of all streams together (one JSON line each;
+    /// on the CPU backend twice: threads split among the engines, and all threads each)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
           conflicts_with_all = ["fractions", "annotate", "calibrate", "plot", "onnxruntime"])]
     streams: Option<u32>,

@@ -429,7 +429,7 @@ impl ObjectImpl for RegionDrop {
                     .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
-                    .blurb("CPU backend worker threads (0 = all cores)")
+                    .blurb("CPU backend worker threads (0 = all cores); with several cameras in one process, cores / cameras each")
                     .maximum(1024)
                     .default_value(d.threads)
                     .flags(ready)

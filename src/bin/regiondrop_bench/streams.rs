@@ -1,6 +1,7 @@
 //! --streams N: a multi-camera process. N engines, each on its own thread, run the same frames at
 //! once (on one GPU, their kernels interleave on N streams); frames per second of all streams
-//! together, dense then sparse, one JSON line each.
+//! together, dense then sparse, one JSON line each. On the CPU backend, for each way of giving the
+//! engines their worker threads ([`Pools`]), side by side.
 
 use std::time::Instant;
 
@@ -9,12 +10,41 @@ use serde::Serialize;
 use super::{dense_cfg, print_json, running, sparse_cfg, Cli, Fail, Setup};
 use gstregiondrop::engine::EngineConfig;
 
+/// How N CPU engines get their worker threads (each engine has a pool of its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pools {
+    /// Each engine threads / N workers.
+    Split,
+    /// Each engine all the threads (N times as many in all): N elements left at `threads=0`.
+    Each,
+}
+
+impl Pools {
+    fn name(self) -> &'static str {
+        match self {
+            Pools::Split => "split",
+            Pools::Each => "each",
+        }
+    }
+
+    /// The engines' `threads` setting for `n` streams and `threads` in all.
+    fn engine_threads(self, n: usize, threads: usize) -> usize {
+        match self {
+            Pools::Split => (threads / n).max(1),
+            Pools::Each => threads,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct StreamsReport<'a> {
     model: String,
     backend: &'a str,
     precision: &'a str,
     streams: usize,
+    /// How the CPU engines got their threads: split (threads / N each) or each (all the threads
+    /// each); null on the CUDA backend.
+    pools: Option<&'static str>,
     /// Frames each stream ran (the first, a dense warm-up, included).
     frames: usize,
     mode: &'static str,
@@ -28,8 +58,18 @@ struct StreamsReport<'a> {
 }
 
 pub fn streams_run(cli: &Cli, s: &Setup, n: usize) -> Result<(), Fail> {
-    // The CPU threads are shared out among the streams.
-    let threads = (s.threads / n).max(1);
+    if s.backend != "cpu" {
+        return streams_with(cli, s, n, None);
+    }
+    for pools in [Pools::Split, Pools::Each] {
+        streams_with(cli, s, n, Some(pools))?;
+    }
+    Ok(())
+}
+
+/// One dense and one sparse line of `n` streams, the CPU engines' threads given by `pools`.
+fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<(), Fail> {
+    let threads = pools.map_or(s.threads, |p| p.engine_threads(n, s.threads));
     let modes: [(&'static str, EngineConfig); 2] = [
         ("dense", dense_cfg(cli, threads)),
         ("sparse", sparse_cfg(cli, threads)),
@@ -68,6 +108,7 @@ pub fn streams_run(cli: &Cli, s: &Setup, n: usize) -> Result<(), Fail> {
             backend: &s.backend,
             precision: &s.precision,
             streams: n,
+            pools: pools.map(Pools::name),
             frames,
             mode,
             fps_total: (n * frames) as f64 / secs,
