@@ -247,6 +247,25 @@ fn video_path() -> String {
     default_video_path().to_string_lossy().into_owned()
 }
 
+/// The detections `analyzer` gives for a packed RGB sample, and the sample's video info.
+fn analyze_sample(
+    analyzer: &mut Analyzer,
+    sample: &gst::Sample,
+) -> (Vec<Detection>, gst_video::VideoInfo) {
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    let frame = PackedFrame {
+        data: &map,
+        width: info.width() as usize,
+        height: info.height() as usize,
+        stride: info.stride()[0] as usize,
+        bytes_per_px: 3,
+        rgb_offsets: [0, 1, 2],
+    };
+    let (_, dets) = analyzer.process(&frame).unwrap();
+    (dets, info)
+}
+
 #[test]
 fn people_on_a_real_video_match_the_analyzer() {
     const FRAMES: usize = 4;
@@ -270,17 +289,7 @@ fn people_on_a_real_video_match_the_analyzer() {
     };
     let mut dense = Analyzer::new(&default_model_path(), dense_opts).unwrap();
     for (i, sample) in run.samples.iter().enumerate() {
-        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-        let map = sample.buffer().unwrap().map_readable().unwrap();
-        let frame = PackedFrame {
-            data: &map,
-            width: info.width() as usize,
-            height: info.height() as usize,
-            stride: info.stride()[0] as usize,
-            bytes_per_px: 3,
-            rgb_offsets: [0, 1, 2],
-        };
-        let (_, want) = analyzer.process(&frame).unwrap();
+        let (want, info) = analyze_sample(&mut analyzer, sample);
         let got = run.detections(i);
         assert_same_detections(
             &got,
@@ -290,7 +299,7 @@ fn people_on_a_real_video_match_the_analyzer() {
             &format!("frame {i}"),
         );
         if i == 0 {
-            let (_, dense_dets) = dense.process(&frame).unwrap();
+            let (dense_dets, _) = analyze_sample(&mut dense, sample);
             assert_same_detections(
                 &got,
                 &dense_dets,
@@ -332,6 +341,78 @@ fn people_on_a_real_video_match_the_analyzer() {
         .stats
         .iter()
         .all(|s| s.backend == "cpu" || s.backend == "cuda"));
+}
+
+/// Two cameras in one process: a tee feeds the clip to two `regiondrop` elements with different
+/// change settings, on threads of their own. Each branch gives, frame by frame, the detections of
+/// an analyzer with its own settings: the elements share no masks, caches or settings.
+#[test]
+fn two_elements_in_one_pipeline_keep_their_own_state() {
+    const FRAMES: usize = 5;
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! tee name=t \
+         t. ! queue ! regiondrop name=rd threads=1 ! appsink name=sink sync=false \
+         t. ! queue ! regiondrop name=rd2 threads=1 dilation=0 threshold=12 refresh-tiles=0 ! \
+         appsink name=sink2 sync=false",
+        video_path()
+    );
+    let mut second = Vec::new();
+    let run = run_pipeline(
+        &desc,
+        FRAMES,
+        |_| {},
+        |pipeline, _| {
+            let sink2 = pipeline
+                .by_name("sink2")
+                .unwrap()
+                .downcast::<gst_app::AppSink>()
+                .unwrap();
+            let s = sink2.try_pull_sample(gst::ClockTime::from_seconds(60));
+            second.push(s.expect("the second branch keeps up"));
+        },
+    );
+    run.assert_clean();
+    assert_eq!((run.samples.len(), second.len()), (FRAMES, FRAMES));
+    let analyzer = |engine: EngineConfig| {
+        let opts = AnalyzerOptions {
+            engine,
+            ..AnalyzerOptions::default()
+        };
+        Analyzer::new(&default_model_path(), opts).unwrap()
+    };
+    let mut first_a = analyzer(EngineConfig {
+        threads: 1,
+        ..EngineConfig::default()
+    });
+    let mut second_a = analyzer(EngineConfig {
+        threads: 1,
+        dilation: 0,
+        threshold: 12.0,
+        refresh_tiles: 0,
+        ..EngineConfig::default()
+    });
+    let mut differ = false;
+    for i in 0..FRAMES {
+        let got = [
+            run.detections(i),
+            read_detections(second[i].buffer().unwrap()),
+        ];
+        let (want1, info) = analyze_sample(&mut first_a, &run.samples[i]);
+        let (want2, _) = analyze_sample(&mut second_a, &second[i]);
+        for (g, (w, branch)) in got.iter().zip([(&want1, "first"), (&want2, "second")]) {
+            let what = format!("{branch} branch, frame {i}");
+            assert_same_detections(g, w, info.width(), info.height(), &what);
+        }
+        differ |= got[0].len() != got[1].len()
+            || got[0]
+                .iter()
+                .zip(&got[1])
+                .any(|(a, b)| a.confidence != b.confidence);
+    }
+    assert!(
+        differ,
+        "the branches' settings differ, so must some confidence"
+    );
 }
 
 #[test]
