@@ -78,3 +78,37 @@ fn ten_thousand_frames_do_not_grow_memory() {
     );
     std::fs::remove_file(path).ok();
 }
+
+/// Where a direct kernel computes every run of a convolution (AVX-512), the backend holds no
+/// im2col matrix for it: a second 3×3 convolution of 32 channels on a 64×64 map adds its cache and
+/// weight copies, not the 4.7 MB matrix of its gathered rows.
+#[test]
+fn convolutions_on_direct_kernels_hold_no_gather_scratch() {
+    if gstregiondrop::simd::level() != gstregiondrop::simd::Level::Avx512 {
+        println!("SKIPPED: convolutions_on_direct_kernels_hold_no_gather_scratch: this CPU has no AVX-512 (its convolutions gather)");
+        return;
+    }
+    let side = 64usize;
+    let held = |convs: usize| {
+        let mut b = Builder::new(3, side as i64, side as i64);
+        let mut x = b.conv("x", 3, 32, 3, 1, 1, 1, 1);
+        for _ in 1..convs {
+            x = b.conv(&x, 32, 32, 3, 1, 1, 1, 1);
+        }
+        let path = temp_model(&format!("scratch{convs}"), &b.bytes(&[&x], "scratch"));
+        let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
+        std::fs::remove_file(path).ok();
+        engine(&plan, &InputNorm::unit_rgb(), EngineConfig::default()).memory_bytes()
+    };
+    let (one, two) = (held(1), held(2));
+    let cache = side * side * 32 * 4;
+    let weights = 9 * 32 * 32 * 4;
+    let gathered = side * side * 9 * 32 * 4;
+    println!("one conv {one} bytes, two {two}: +{}", two - one);
+    assert!(
+        two - one <= cache + 2 * weights + 4096,
+        "the second convolution added {} bytes: its cache is {cache}, its weights {weights}, \
+         an im2col matrix of its rows {gathered}",
+        two - one
+    );
+}

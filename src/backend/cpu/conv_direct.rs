@@ -88,6 +88,11 @@ impl DirectWeights {
         self.dense || tiles * 4 <= of
     }
 
+    /// Whether every run takes this path, whatever its tiles.
+    pub fn takes_every_run(&self) -> bool {
+        self.dense
+    }
+
     /// Floats held beyond the layer's own weights.
     pub fn floats(&self) -> usize {
         self.zeros.len() + self.padded.as_ref().map_or(0, |(w, b)| w.len() + b.len())

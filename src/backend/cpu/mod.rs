@@ -54,6 +54,16 @@ enum DirectConv {
     Unpool(conv_unpool::UnpoolWeights),
 }
 
+impl DirectConv {
+    /// Whether every run of the layer takes this kernel (so the layer never gathers im2col rows).
+    fn takes_every_run(&self) -> bool {
+        match self {
+            DirectConv::Taps(w) => w.takes_every_run(),
+            DirectConv::SmallK(_) | DirectConv::Unpool(_) => true,
+        }
+    }
+}
+
 impl CpuBackend {
     pub fn new(plan: Arc<Plan>, tile: usize, threads: usize) -> Result<Self> {
         let threads = if threads == 0 {
@@ -73,25 +83,8 @@ impl CpuBackend {
         let n_steps = plan.steps.len();
         let bufs = plan.buffers.iter().map(|b| vec![0f32; b.len()]).collect();
         let slots = plan.initial_slots();
-        // Scratch for the largest gathered matrix (all tiles active).
-        let (mut max_a, mut max_c) = (0, 0);
-        for l in plan.layers() {
-            if let LayerOp::Conv(c) = &l.op {
-                let ob = &plan.buffers[l.output.buf];
-                let m = ob.h * ob.w;
-                if !c.depthwise() {
-                    max_a = max_a.max(m * c.k_per_group());
-                    max_c = max_c.max(m * c.n_per_group());
-                }
-                if conv::windowed(c) {
-                    let (a, cc) = conv::windowed_scratch(c, ob.h, ob.w);
-                    max_a = max_a.max(a);
-                    max_c = max_c.max(cc);
-                }
-            }
-        }
         let (rearrange, folded_exports) = tail::lower(&plan);
-        let direct = plan
+        let direct: Vec<Option<DirectConv>> = plan
             .steps
             .iter()
             .map(|s| match s {
@@ -110,6 +103,27 @@ impl CpuBackend {
                 _ => None,
             })
             .collect();
+        // Scratch for the largest gathered matrix (all tiles active) of the convolutions that may
+        // run as im2col + GEMM: a direct kernel that takes every run of its layer needs none.
+        let (mut max_a, mut max_c) = (0, 0);
+        for (si, step) in plan.steps.iter().enumerate() {
+            let Step::Layer(l) = step else { continue };
+            let LayerOp::Conv(c) = &l.op else { continue };
+            if direct[si].as_ref().is_some_and(DirectConv::takes_every_run) {
+                continue;
+            }
+            let ob = &plan.buffers[l.output.buf];
+            let m = ob.h * ob.w;
+            if !c.depthwise() {
+                max_a = max_a.max(m * c.k_per_group());
+                max_c = max_c.max(m * c.n_per_group());
+            }
+            if conv::windowed(c) {
+                let (a, cc) = conv::windowed_scratch(c, ob.h, ob.w);
+                max_a = max_a.max(a);
+                max_c = max_c.max(cc);
+            }
+        }
         Ok(CpuBackend {
             generic: generic::prepare(&plan),
             rearrange,
