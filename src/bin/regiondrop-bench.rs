@@ -15,8 +15,12 @@
 
 #[path = "regiondrop_bench/annotate.rs"]
 mod annotate;
+#[path = "regiondrop_bench/calibrate.rs"]
+mod calibrate;
 #[path = "regiondrop_bench/draw.rs"]
 mod draw;
+#[path = "regiondrop_bench/fractions.rs"]
+mod fractions;
 #[path = "regiondrop_bench/plot.rs"]
 mod plot;
 #[path = "regiondrop_bench/streams.rs"]
@@ -41,8 +45,6 @@ use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
 use gstregiondrop::video::RgbFrame;
 
-const FRACTIONS: [f64; 5] = [0.05, 0.10, 0.25, 0.50, 1.00];
-const SWEEP: [f32; 9] = [2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0];
 /// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
 const ORT_FRAMES: usize = 20;
 /// Pause around each onnxruntime run, while the other side's idle threads stop spinning.
@@ -694,7 +696,7 @@ fn check_writable(p: &Path) -> std::io::Result<()> {
 fn run(cli: &Cli) -> Result<(), Fail> {
     let s = setup(cli)?;
     if cli.calibrate || cli.plot.is_some() {
-        return sweep(cli, &s);
+        return calibrate::sweep(cli, &s);
     }
     if let Some(n) = cli.streams {
         return streams::streams_run(cli, &s, n as usize);
@@ -705,7 +707,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
         None
     };
     if cli.fractions {
-        fractions(cli, &s, ort.as_mut())?;
+        fractions::fractions(cli, &s, ort.as_mut())?;
     }
     main_run(cli, &s, ort.as_mut())
 }
@@ -1065,387 +1067,9 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), Fail> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// --fractions: forced random masks.
-
-fn random_mask(grid: &TileGrid, k: usize, rng: &mut Lcg, scratch: &mut Vec<usize>) -> RegionMask {
-    let len = grid.len();
-    scratch.clear();
-    scratch.extend(0..len);
-    for j in 0..k.min(len) {
-        let r = j + rng.below(len - j);
-        scratch.swap(j, r);
-    }
-    let mut m = RegionMask::empty(grid);
-    for &t in &scratch[..k.min(len)] {
-        m.set(t, true);
-    }
-    m
-}
-
-#[derive(Serialize)]
-struct FractionReport {
-    fraction: f64,
-    tiles: usize,
-    of_tiles: usize,
-    active_fraction: Option<f64>,
-    frames: usize,
-    dense_ms: Option<f64>,
-    sparse_ms: Option<f64>,
-    speedup: Option<f64>,
-    ideal_speedup: Option<f64>,
-    efficiency: Option<f64>,
-    /// The same masks through RunMode::Auto (falls back to dense when sparse would not pay).
-    auto_ms: Option<f64>,
-    auto_speedup: Option<f64>,
-    auto_dense_frames: usize,
-    onnxruntime_ms: Option<f64>,
-    vs_onnxruntime: Option<f64>,
-}
-
-fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), Fail> {
-    let n = s.n();
-    let grid = s.grid(cli);
-    let full = RegionMask::full(&grid);
-    let mut scratch = Vec::with_capacity(grid.len());
-    let mut dense = s.engine(dense_cfg(cli, s.threads))?;
-    let pb = bar(n * FRACTIONS.len(), "fractions");
-    for (fi, &f) in FRACTIONS.iter().enumerate() {
-        let k = ((f * grid.len() as f64).round() as usize).clamp(1, grid.len());
-        let mut sparse = s.engine(EngineConfig {
-            mode: RunMode::Sparse,
-            refresh_interval: 0,
-            ..sparse_cfg(cli, s.threads)
-        })?;
-        let mut auto = s.engine(EngineConfig {
-            mode: RunMode::Auto,
-            refresh_interval: 0,
-            ..sparse_cfg(cli, s.threads)
-        })?;
-        let mut rng = Lcg(0x5eed_0000 + fi as u64);
-        let (mut dm, mut sm, mut am, mut om) = (vec![], vec![], vec![], vec![]);
-        let mut auto_dense = 0;
-        for i in 0..n {
-            let rgb = &s.net[i];
-            let mask = random_mask(&grid, k, &mut rng, &mut scratch);
-            if let Some(o) = ort.as_deref_mut() {
-                let ms = o.time(s, i)?;
-                if i > 0 {
-                    om.push(ms);
-                }
-            }
-            let d = dense.process_with_mask(rgb, &full).map_err(running)?;
-            let sp = sparse.process_with_mask(rgb, &mask).map_err(running)?;
-            let au = auto.process_with_mask(rgb, &mask).map_err(running)?;
-            if i > 0 {
-                dm.push(d.ms);
-                sm.push(sp.ms);
-                am.push(au.ms);
-                auto_dense += au.dense as usize;
-            }
-            pb.inc(1);
-        }
-        pb.suspend(|| print_profile(&format!("sparse engine at {f} active"), &sparse, 0.02));
-        let (d, sp, au) = (median(&dm), median(&sm), median(&am));
-        let frac = k as f64 / grid.len() as f64;
-        let (ideal, eff) = ideal_and_efficiency(d / sp, frac);
-        let line = FractionReport {
-            fraction: f,
-            tiles: k,
-            of_tiles: grid.len(),
-            active_fraction: round(frac, 4),
-            frames: n,
-            dense_ms: round(d, 3),
-            sparse_ms: round(sp, 3),
-            speedup: round(d / sp, 3),
-            ideal_speedup: ideal,
-            efficiency: eff,
-            auto_ms: round(au, 3),
-            auto_speedup: round(d / au, 3),
-            auto_dense_frames: auto_dense,
-            onnxruntime_ms: ort_figure(&om, 1.0),
-            vs_onnxruntime: ort_figure(&om, 1.0 / sp),
-        };
-        pb.suspend(|| print_json(&line))?;
-    }
-    pb.finish_and_clear();
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// --calibrate / --plot: threshold sweep.
-
-#[derive(Serialize, Clone)]
-struct SweepRow {
-    margin: usize,
-    growth_limit: usize,
-    threshold: f32,
-    dense_ms: Option<f64>,
-    sparse_ms: Option<f64>,
-    speedup: Option<f64>,
-    active_fraction: Option<f64>,
-    /// MAC-weighted: above the active fraction where deeper layers grow (`growth_limit`).
-    work_fraction: Option<f64>,
-    ideal_speedup: Option<f64>,
-    efficiency: Option<f64>,
-    agreement_map50: Option<f64>,
-    agreement_ap50_weighted: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct SweepReport {
-    model: String,
-    video: String,
-    frames: usize,
-    input: [usize; 2],
-    backend: String,
-    threads: usize,
-    mode: &'static str,
-    tile_size: usize,
-    dilation: usize,
-    /// The margins and growth limits swept (each row has its own).
-    margins: Vec<usize>,
-    growth_limits: Vec<usize>,
-    exact: bool,
-    dense_ms: Option<f64>,
-    target_agreement: f64,
-    /// The figure the target applies to.
-    pick_by: &'static str,
-    sweep: Vec<SweepRow>,
-    /// The fastest setting (threshold, margin, growth limit) whose agreement (`pick_by`) is at or above the
-    /// target; null if none is.
-    pick: Option<SweepRow>,
-    plot: Option<String>,
-}
-
-/// The sweep as a table for the terminal (the JSON line on stdout holds the same figures), the
-/// picked row marked.
-fn sweep_table(rows: &[SweepRow], pick: Option<&SweepRow>) -> String {
-    let f = |v: Option<f64>, nd: usize| v.map_or("-".to_string(), |v| format!("{v:.nd$}"));
-    let mut t = String::from(
-        "growth-limit margin threshold   active    work  speedup  agreement_map50  weighted\n",
-    );
-    for r in rows {
-        let picked = pick.is_some_and(|p| {
-            (p.growth_limit, p.margin, p.threshold) == (r.growth_limit, r.margin, r.threshold)
-        });
-        t += &format!(
-            "{:>12} {:>6} {:>9} {:>8} {:>7} {:>8} {:>16} {:>9}{}\n",
-            r.growth_limit,
-            r.margin,
-            r.threshold,
-            f(r.active_fraction, 3),
-            f(r.work_fraction, 3),
-            f(r.speedup, 2),
-            f(r.agreement_map50, 4),
-            f(r.agreement_ap50_weighted, 4),
-            if picked { "  <- pick" } else { "" }
-        );
-    }
-    t
-}
-
-fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
-    let n = s.n();
-    let target = cli.target_agreement.unwrap_or(0.97);
-    let mut thresholds = if cli.thresholds.is_empty() {
-        SWEEP.to_vec()
-    } else {
-        cli.thresholds.clone()
-    };
-    thresholds.sort_by(f32::total_cmp);
-    thresholds.dedup();
-    // A swept setting: the listed values in order, once each, or the single setting.
-    let swept = |list: &[usize], single: usize| {
-        let mut v = if list.is_empty() {
-            vec![single]
-        } else {
-            list.to_vec()
-        };
-        v.sort();
-        v.dedup();
-        v
-    };
-    let margins = swept(&cli.margins, cli.margin);
-    let growth_limits = swept(&cli.growth_limits, cli.growth_limit);
-    let settings: Vec<(usize, usize, f32)> = growth_limits
-        .iter()
-        .flat_map(|&g| margins.iter().map(move |&m| (g, m)))
-        .flat_map(|(g, m)| thresholds.iter().map(move |&t| (g, m, t)))
-        .collect();
-    let grid = s.grid(cli);
-    let full = RegionMask::full(&grid);
-
-    // Dense detections once; dense timings interleaved with every threshold's run (every other
-    // frame), so each row's speedup compares times taken under the same machine load.
-    let pb = bar(n * (settings.len() + 1), "threshold sweep");
-    let mut dense = s.engine(dense_cfg(cli, s.threads))?;
-    let dense_gate = s.set_gate(&mut dense)?;
-    let mut ddets = Vec::with_capacity(n);
-    let mut all_dms = vec![];
-    for rgb in &s.net {
-        dense.process_with_mask(rgb, &full).map_err(running)?;
-        ddets.push(s.detections(&mut dense, &dense_gate, false)?);
-        pb.inc(1);
-    }
-
-    let mut rows = Vec::new();
-    for &(growth_limit, margin, t) in &settings {
-        let mut sparse = s.engine(EngineConfig {
-            threshold: t,
-            margin,
-            growth_limit,
-            ..sparse_cfg(cli, s.threads)
-        })?;
-        let sparse_gate = s.set_gate(&mut sparse)?;
-        let (mut dms, mut sms, mut act, mut work, mut sdets) =
-            (vec![], vec![], vec![], vec![], Vec::with_capacity(n));
-        for (i, rgb) in s.net.iter().enumerate() {
-            if i % 2 == 1 {
-                dms.push(dense.process_with_mask(rgb, &full).map_err(running)?.ms);
-            }
-            let st = sparse.process(rgb).map_err(running)?;
-            if i > 0 {
-                sms.push(st.ms);
-                act.push(st.active_fraction);
-                work.push(st.work_fraction);
-            }
-            sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
-            pb.inc(1);
-        }
-        let (d, sp) = (median(&dms), median(&sms));
-        all_dms.extend(dms);
-        let af = mean(&act);
-        let (ideal, eff) = ideal_and_efficiency(d / sp, af);
-        let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
-        rows.push(SweepRow {
-            margin,
-            growth_limit,
-            threshold: t,
-            dense_ms: round(d, 3),
-            sparse_ms: round(sp, 3),
-            speedup: round(d / sp, 3),
-            active_fraction: round(af, 4),
-            work_fraction: round(mean(&work), 4),
-            ideal_speedup: ideal,
-            efficiency: eff,
-            agreement_map50: round(detect::mean_ap50(&per_class, &sdets[1..]), 4),
-            agreement_ap50_weighted: round(
-                detect::ap50_weighted(&per_class).unwrap_or(f64::NAN),
-                4,
-            ),
-        });
-    }
-    let d = median(&all_dms);
-    pb.finish_and_clear();
-
-    let agreement = |r: &SweepRow| match cli.pick_by {
-        PickBy::Map50 => r.agreement_map50,
-        PickBy::Weighted => r.agreement_ap50_weighted,
-    };
-    let pick = rows
-        .iter()
-        .filter(|r| agreement(r).is_some_and(|a| a >= target))
-        .max_by(|a, b| {
-            a.speedup
-                .unwrap_or(0.0)
-                .total_cmp(&b.speedup.unwrap_or(0.0))
-        })
-        .cloned();
-    eprint!("{}", sweep_table(&rows, pick.as_ref()));
-    if pick.is_none() {
-        eprintln!(
-            "regiondrop-bench: no setting in the sweep keeps {} >= {target}",
-            cli.pick_by.figure()
-        );
-    }
-    if let Some(p) = &cli.plot {
-        // One curve: the picked margin's and growth limit's thresholds (the first ones' without
-        // a pick).
-        let shown = pick.as_ref().map_or((margins[0], growth_limits[0]), |r| {
-            (r.margin, r.growth_limit)
-        });
-        let pts: Vec<plot::Point> = rows
-            .iter()
-            .filter(|r| (r.margin, r.growth_limit) == shown)
-            .map(|r| plot::Point {
-                threshold: r.threshold as f64,
-                speedup: r.speedup.unwrap_or(f64::NAN),
-                agreement: agreement(r).unwrap_or(f64::NAN),
-            })
-            .collect();
-        let title = format!(
-            "{}: {} frames, {}x{}, tile {}, margin {}, growth limit {}, {}",
-            s.model
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_default(),
-            n,
-            s.w,
-            s.h,
-            cli.tile_size,
-            shown.0,
-            shown.1,
-            s.backend
-        );
-        plot::plot_sweep(
-            p,
-            &title,
-            &pts,
-            Some(target),
-            pick.as_ref().map(|r| r.threshold as f64),
-            match cli.pick_by {
-                PickBy::Map50 => "agreement map50",
-                PickBy::Weighted => "agreement ap50 (box-weighted)",
-            },
-        )
-        .map_err(Fail::Run)?;
-        eprintln!("wrote {}", p.display());
-    }
-    print_json(&SweepReport {
-        model: s.model.display().to_string(),
-        video: s.video.display().to_string(),
-        frames: n,
-        input: [s.w, s.h],
-        backend: s.backend.clone(),
-        threads: s.threads,
-        mode: match cli.mode {
-            ModeArg::Sparse => "sparse",
-            ModeArg::Auto => "auto",
-        },
-        tile_size: cli.tile_size,
-        dilation: cli.dilation,
-        margins,
-        growth_limits,
-        exact: cli.exact,
-        dense_ms: round(d, 3),
-        target_agreement: target,
-        pick_by: cli.pick_by.figure(),
-        sweep: rows,
-        pick,
-        plot: cli.plot.as_ref().map(|p| p.display().to_string()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn random_masks_have_exactly_k_tiles_and_are_deterministic() {
-        let g = TileGrid::new(416, 416, 32);
-        let mut scratch = Vec::new();
-        for k in [1, 8, 85, 169] {
-            let a = random_mask(&g, k, &mut Lcg(7), &mut scratch);
-            let b = random_mask(&g, k, &mut Lcg(7), &mut scratch);
-            assert_eq!(a.count(), k);
-            assert_eq!(a, b);
-        }
-        let mut r = Lcg(1);
-        let c = random_mask(&g, 40, &mut r, &mut scratch);
-        let d = random_mask(&g, 40, &mut r, &mut scratch);
-        assert_ne!(c, d, "successive masks differ");
-    }
 
     #[test]
     fn median_of_odd_and_even() {
