@@ -12,6 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use gstregiondrop::backend::Precision;
 use gstregiondrop::engine::{EngineConfig, RunMode};
 
 struct Counting;
@@ -65,12 +66,19 @@ fn frames_after_warm_up_allocate_nothing_in_our_code() {
     for m in &real_models() {
         let plan = load(m);
         let frames = clip_frames(&plan, 30, 8);
-        for mode in [RunMode::Dense, RunMode::Sparse] {
+        // bf16 runs the AMX path where the CPU has it (else f32 again).
+        for (mode, precision) in [
+            (RunMode::Dense, Precision::F32),
+            (RunMode::Sparse, Precision::F32),
+            (RunMode::Dense, Precision::Bf16),
+            (RunMode::Sparse, Precision::Bf16),
+        ] {
             let mut e = engine(
                 &plan,
                 &m.norm,
                 EngineConfig {
                     mode,
+                    precision,
                     ..Default::default()
                 },
             );
@@ -91,13 +99,13 @@ fn frames_after_warm_up_allocate_nothing_in_our_code() {
                 IN_GEMM.load(Ordering::Relaxed),
             );
             println!(
-            "{} {mode:?}: {n} frames, allocations: {ours} in our code, {gemm} inside the GEMM crate",
+            "{} {mode:?} {precision}: {n} frames, allocations: {ours} in our code, {gemm} inside the GEMM crate",
             m.path
         );
             let first = FIRST_OF_OURS.lock().unwrap().take();
             if ours != 0 {
                 failures.push(format!(
-                "{} {mode:?}: our code allocated {ours} times while running frames; the first:\n{}",
+                "{} {mode:?} {precision}: our code allocated {ours} times while running frames; the first:\n{}",
                 m.path,
                 first.unwrap_or_default()
             ));

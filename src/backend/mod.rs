@@ -142,14 +142,16 @@ pub trait Backend: Send {
     }
 }
 
-/// Number format of the GEMM operands of convolutions. The CPU backend always computes in f32;
-/// the CUDA backend can gather activations and keep weight copies in f16 and multiply them on the
-/// tensor cores (cuBLAS, f32 accumulation and f32 outputs).
+/// Number format of the GEMM operands of convolutions, summed in f32 either way. The CUDA
+/// backend can gather activations and keep weight copies in f16 and multiply them on the tensor
+/// cores (cuBLAS or its own kernels); the CPU backend can do the same in bf16 on AMX tiles (Intel
+/// Sapphire Rapids and newer). Each backend computes in f32 where the other is asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
     F32,
     F16,
+    Bf16,
 }
 
 impl std::str::FromStr for Precision {
@@ -158,7 +160,10 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!(
+                "unknown precision `{s}` (expected f32, f16 or bf16)"
+            )),
         }
     }
 }
@@ -168,6 +173,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
         })
     }
 }

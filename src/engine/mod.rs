@@ -533,18 +533,40 @@ struct Chosen {
 }
 
 /// The backend, a warning when it is not what the settings asked for (`auto` fell back from an
-/// unusable GPU, or f16 was asked of the CPU, which computes in f32), and why auto chose the CPU.
+/// unusable GPU, or a precision was asked of a backend that cannot compute in it), and why auto
+/// chose the CPU.
 fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Chosen> {
     let cpu = |plan, note: Option<String>| -> Result<(Box<dyn Backend>, Option<String>)> {
-        let b: Box<dyn Backend> = Box::new(CpuBackend::new(plan, cfg.tile, cfg.threads)?);
-        let f16_note = (cfg.precision == Precision::F16).then_some(
-            "precision f16 applies to the CUDA backend; the CPU backend computes in f32",
-        );
-        let note = match (note, f16_note) {
+        let b: Box<dyn Backend> = Box::new(CpuBackend::with_precision(
+            plan,
+            cfg.tile,
+            cfg.threads,
+            cfg.precision,
+        )?);
+        let precision_note = match cfg.precision {
+            Precision::F16 => Some(
+                "precision f16 applies to the CUDA backend; the CPU backend computes in f32 \
+                 (bf16 on CPUs with AMX)",
+            ),
+            Precision::Bf16 if b.precision() != Precision::Bf16 => Some(
+                "precision bf16 needs a CPU with AMX-BF16 (Intel Sapphire Rapids or newer); \
+                 this one computes in f32",
+            ),
+            _ => None,
+        };
+        let note = match (note, precision_note) {
             (Some(n), Some(f)) => Some(format!("{n}; {f}")),
             (n, f) => n.or(f.map(String::from)),
         };
         Ok((b, note))
+    };
+    let cuda_note = |b: Box<dyn Backend>| {
+        let note = (cfg.precision == Precision::Bf16).then(|| {
+            "precision bf16 applies to the CPU backend; the CUDA backend computes in f32 \
+             (f16 for its tensor cores)"
+                .to_string()
+        });
+        (b, note)
     };
     let opts = CudaOptions {
         precision: cfg.precision,
@@ -553,10 +575,10 @@ fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Chosen> {
     };
     let (backend, warning) = match cfg.backend {
         BackendKind::Cpu => cpu(plan, None)?,
-        BackendKind::Cuda => (cuda::create(plan, cfg.tile, cfg.device_id, opts)?, None),
+        BackendKind::Cuda => cuda_note(cuda::create(plan, cfg.tile, cfg.device_id, opts)?),
         BackendKind::Auto => match cuda::available(cfg.device_id) {
             Ok(()) => match cuda::create(plan.clone(), cfg.tile, cfg.device_id, opts) {
-                Ok(b) => (b, None),
+                Ok(b) => cuda_note(b),
                 Err(e) => cpu(
                     plan,
                     Some(format!(

@@ -86,6 +86,11 @@ pub enum PrecisionChoice {
         nick = "f16"
     )]
     F16 = 1,
+    #[enum_value(
+        name = "bf16 operands on the AMX tiles, f32 accumulation (CPU backend, Intel Sapphire Rapids and newer)",
+        nick = "bf16"
+    )]
+    Bf16 = 2,
 }
 
 impl From<PrecisionChoice> for Precision {
@@ -93,6 +98,7 @@ impl From<PrecisionChoice> for Precision {
         match p {
             PrecisionChoice::F32 => Precision::F32,
             PrecisionChoice::F16 => Precision::F16,
+            PrecisionChoice::Bf16 => Precision::Bf16,
         }
     }
 }
@@ -327,7 +333,7 @@ impl ObjectImpl for RegionDrop {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("precision", d.precision)
                     .nick("Precision")
-                    .blurb("Number format of the convolutions on the CUDA backend: f32, or f16 operands on the tensor cores with f32 accumulation (scores differ slightly from f32); the CPU backend always computes in f32")
+                    .blurb("Number format of the convolutions' operands, summed in f32: f32; f16 on the CUDA backend's tensor cores; bf16 on the CPU backend's AMX tiles (Intel Sapphire Rapids and newer). Scores differ slightly from f32; a backend asked for the other's format computes in f32 and warns")
                     .flags(ready)
                     .build(),
                 glib::ParamSpecDouble::builder("threshold")

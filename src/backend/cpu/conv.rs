@@ -377,17 +377,39 @@ pub(super) fn input_index(
     }
 }
 
+/// An element of a gathered im2col matrix: f32 as is, or bf16 bits (the AMX path).
+pub trait Gathered: Copy + Default {
+    /// `dst` = `src`, converted.
+    fn store(dst: &mut [Self], src: &[f32]);
+}
+
+impl Gathered for f32 {
+    #[inline(always)]
+    fn store(dst: &mut [f32], src: &[f32]) {
+        copy_short(dst, src)
+    }
+}
+
+impl Gathered for u16 {
+    #[inline(always)]
+    fn store(dst: &mut [u16], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = super::amx::bf16(s);
+        }
+    }
+}
+
 /// Writes the im2col row of output pixel (oy, ox): for each kernel tap, `cig` input channels
 /// starting at `c0` (zeros outside the map).
 #[inline]
-fn gather_row(
+pub fn gather_row<T: Gathered>(
     spec: &ConvSpec,
     input: &FeatRef,
     c0: usize,
     cig: usize,
     oy: usize,
     ox: usize,
-    dst: &mut [f32],
+    dst: &mut [T],
 ) {
     let mut o = 0;
     // Without dilation or transposition, a kernel row's taps are consecutive input pixels: where
@@ -407,9 +429,9 @@ fn gather_row(
         if row_copy {
             let d = &mut dst[o..o + run];
             if iy >= 0 && (iy as usize) < input.h {
-                copy_short(d, input.pixels(iy as usize, ix0 as usize, spec.kw));
+                T::store(d, input.pixels(iy as usize, ix0 as usize, spec.kw));
             } else {
-                d.fill(0.0);
+                d.fill(T::default());
             }
             o += run;
             continue;
@@ -418,9 +440,9 @@ fn gather_row(
             let ix = input_index(ox, kx, spec.sw, spec.dw, spec.pad_l, spec.transposed);
             let d = &mut dst[o..o + cig];
             if iy >= 0 && ix >= 0 && (iy as usize) < input.h && (ix as usize) < input.w {
-                copy_short(d, &input.px(iy as usize, ix as usize)[c0..c0 + cig]);
+                T::store(d, &input.px(iy as usize, ix as usize)[c0..c0 + cig]);
             } else {
-                d.fill(0.0);
+                d.fill(T::default());
             }
             o += cig;
         }

@@ -1,7 +1,9 @@
 //! The CPU backend: NHWC f32 caches in host memory, tile-parallel kernels on a rayon pool, one
 //! GEMM per convolution layer (and group). All buffers are allocated once, at construction.
 
+mod amx;
 mod conv;
+mod conv_amx;
 mod conv_direct;
 mod conv_small;
 mod conv_unpool;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use feature::{FeatMut, FeatRef, SharedMut};
 use rayon::prelude::*;
 
-use super::{generic, Backend, StepTiles};
+use super::{generic, Backend, Precision, StepTiles};
 use crate::error::{Error, Result};
 use crate::mask::TileGrid;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
@@ -32,6 +34,10 @@ pub struct CpuBackend {
     slots: Vec<Tensor>,
     scratch_a: Vec<f32>,
     scratch_c: Vec<f32>,
+    /// The AMX path's gathered rows (bf16).
+    scratch_a16: Vec<u16>,
+    /// What the convolutions compute in: bf16 on AMX tiles where asked for and available.
+    precision: Precision,
     offsets: Vec<usize>,
     profile: Option<Vec<Vec<f64>>>,
     /// How each Rearrange step runs (from its slot, or folded with its Export).
@@ -52,6 +58,8 @@ enum DirectConv {
     SmallK(conv_small::SmallKWeights),
     /// Transposed convolutions with kernel = stride and few output channels: one tap per pixel.
     Unpool(conv_unpool::UnpoolWeights),
+    /// `precision=bf16` on a CPU with AMX: gathered bf16 rows times bf16 weights on the tiles.
+    Amx(conv_amx::AmxWeights),
 }
 
 impl DirectConv {
@@ -59,13 +67,26 @@ impl DirectConv {
     fn takes_every_run(&self) -> bool {
         match self {
             DirectConv::Taps(w) => w.takes_every_run(),
-            DirectConv::SmallK(_) | DirectConv::Unpool(_) => true,
+            DirectConv::SmallK(_) | DirectConv::Unpool(_) | DirectConv::Amx(_) => true,
         }
     }
 }
 
 impl CpuBackend {
+    /// A backend computing in f32.
     pub fn new(plan: Arc<Plan>, tile: usize, threads: usize) -> Result<Self> {
+        Self::with_precision(plan, tile, threads, Precision::F32)
+    }
+
+    /// A backend whose convolutions compute in `precision` where this CPU can: bf16 needs AMX
+    /// ([`CpuBackend::amx_available`]); anything else computes in f32 (see `Backend::precision`).
+    pub fn with_precision(
+        plan: Arc<Plan>,
+        tile: usize,
+        threads: usize,
+        precision: Precision,
+    ) -> Result<Self> {
+        let amx = precision == Precision::Bf16 && amx::available();
         let threads = if threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -89,6 +110,9 @@ impl CpuBackend {
             .iter()
             .map(|s| match s {
                 Step::Layer(l) => match &l.op {
+                    LayerOp::Conv(c) if amx && conv_amx::applies(c) => {
+                        Some(DirectConv::Amx(conv_amx::AmxWeights::new(c)))
+                    }
                     LayerOp::Conv(c) if conv_unpool::applies(c) => {
                         Some(DirectConv::Unpool(conv_unpool::UnpoolWeights::new(c)))
                     }
@@ -105,14 +129,19 @@ impl CpuBackend {
             .collect();
         // Scratch for the largest gathered matrix (all tiles active) of the convolutions that may
         // run as im2col + GEMM: a direct kernel that takes every run of its layer needs none.
-        let (mut max_a, mut max_c) = (0, 0);
+        let (mut max_a, mut max_c, mut max_a16) = (0, 0, 0);
         for (si, step) in plan.steps.iter().enumerate() {
             let Step::Layer(l) = step else { continue };
             let LayerOp::Conv(c) = &l.op else { continue };
+            let ob = &plan.buffers[l.output.buf];
+            if let Some(DirectConv::Amx(_)) = &direct[si] {
+                let (a, cc) = conv_amx::scratch(c, ob.h, ob.w);
+                max_a16 = max_a16.max(a);
+                max_c = max_c.max(cc);
+            }
             if direct[si].as_ref().is_some_and(DirectConv::takes_every_run) {
                 continue;
             }
-            let ob = &plan.buffers[l.output.buf];
             let m = ob.h * ob.w;
             if !c.depthwise() {
                 max_a = max_a.max(m * c.k_per_group());
@@ -138,6 +167,8 @@ impl CpuBackend {
             slots,
             scratch_a: vec![0.0; max_a],
             scratch_c: vec![0.0; max_c],
+            scratch_a16: vec![0; max_a16],
+            precision: if amx { Precision::Bf16 } else { Precision::F32 },
             profile: std::env::var("REGIONDROP_PROFILE")
                 .is_ok()
                 .then(|| vec![Vec::new(); n_steps]),
@@ -146,6 +177,11 @@ impl CpuBackend {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Whether this CPU runs `precision=bf16` on AMX tiles (else such a backend computes in f32).
+    pub fn amx_available() -> bool {
+        amx::available()
     }
 
     fn run_steps(&mut self, tiles: &StepTiles) -> Result<()> {
@@ -199,6 +235,18 @@ impl CpuBackend {
                             Some(DirectConv::Unpool(w)) => {
                                 conv_unpool::conv(c, w, &grid, input, out, t)
                             }
+                            Some(DirectConv::Amx(w)) => conv_amx::conv(
+                                c,
+                                w,
+                                &grid,
+                                input,
+                                out,
+                                t,
+                                &mut self.offsets,
+                                &mut self.scratch_a16,
+                                &mut self.scratch_c,
+                                self.threads,
+                            ),
                             _ => conv::conv(
                                 c,
                                 &grid,
@@ -341,6 +389,10 @@ fn two_slots(slots: &mut [Tensor], a: usize, b: usize) -> (&Tensor, &mut Tensor)
 }
 
 impl Backend for CpuBackend {
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
     fn name(&self) -> &'static str {
         "cpu"
     }
@@ -432,9 +484,11 @@ impl Backend for CpuBackend {
                 DirectConv::Taps(w) => w.floats(),
                 DirectConv::SmallK(w) => w.floats(),
                 DirectConv::Unpool(w) => w.floats(),
+                DirectConv::Amx(w) => w.floats(),
             })
             .sum();
-        (caches + weights + copies + self.scratch_a.len() + self.scratch_c.len()) * 4
+        let scratch = self.scratch_a.len() + self.scratch_c.len() + self.scratch_a16.len() / 2;
+        (caches + weights + copies + scratch) * 4
     }
 }
 

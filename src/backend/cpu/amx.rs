@@ -1,0 +1,307 @@
+//! Matrix products on Intel AMX tiles (Sapphire Rapids and newer): bf16 operands, f32 sums.
+//! `tdpbf16ps` multiplies a 16×32 bf16 tile of A by a 32×16 bf16 tile of B (packed in pairs of K,
+//! the "VNNI" layout) into a 16×16 f32 tile of C. Each call computes 32×32 (or 32×16) blocks of C
+//! from four (two) accumulator tiles, streaming K in steps of 32.
+//!
+//! The Rust compiler has no stable AMX intrinsics, so the instructions are inline assembly; the
+//! kernel never leaves tile state behind (each call ends with `tilerelease`).
+
+use std::arch::asm;
+use std::sync::OnceLock;
+
+/// Rows of A (and C) per block: two tiles of 16.
+pub const BLOCK_M: usize = 32;
+/// K per tile step.
+pub const STEP_K: usize = 32;
+/// Columns of B (and C) per tile.
+pub const TILE_N: usize = 16;
+
+/// Whether this CPU has AMX-BF16 and the kernel lets this process use the tile registers (asked
+/// once, with `arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+pub fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let max = std::arch::x86_64::__cpuid(0).eax;
+            if max < 7 {
+                return false;
+            }
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain system call; it only changes which state the kernel saves for us.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            r == 0
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// f32 to bf16 bits, rounded to nearest even (as `vcvtneps2bf16`).
+#[inline(always)]
+pub fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// bf16 bits to f32 (exact).
+#[cfg(test)]
+pub fn f32_of(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// `n` rounded up to a multiple of `m`.
+pub fn round_up(n: usize, m: usize) -> usize {
+    n.div_ceil(m) * m
+}
+
+/// B (K × N, row-major f32) in bf16 tiles of 32 K × 16 N: tile (kb, nb) holds 16 rows of 64
+/// bytes, row r being the pairs (B[32kb + 2r][16nb + j], B[32kb + 2r + 1][16nb + j]) for j < 16.
+/// K and N are padded with zeros to whole tiles.
+pub struct PackedB {
+    data: Vec<u16>,
+    /// K rounded up to a multiple of 32; N to a multiple of 16.
+    pub k_pad: usize,
+    pub n_pad: usize,
+}
+
+impl PackedB {
+    pub fn new(b: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(b.len(), k * n, "B is K × N");
+        let (k_pad, n_pad) = (round_up(k.max(1), STEP_K), round_up(n.max(1), TILE_N));
+        let (kbs, nbs) = (k_pad / STEP_K, n_pad / TILE_N);
+        let mut data = vec![0u16; kbs * nbs * 16 * 32];
+        for kb in 0..kbs {
+            for nb in 0..nbs {
+                let tile = &mut data[(kb * nbs + nb) * 512..(kb * nbs + nb + 1) * 512];
+                for r in 0..16 {
+                    for j in 0..TILE_N {
+                        let col = nb * TILE_N + j;
+                        for h in 0..2 {
+                            let row = kb * STEP_K + 2 * r + h;
+                            if row < k && col < n {
+                                tile[r * 32 + 2 * j + h] = bf16(b[row * n + col]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        PackedB { data, k_pad, n_pad }
+    }
+
+    /// Floats' worth of memory held (two bf16 per float).
+    pub fn floats(&self) -> usize {
+        self.data.len() / 2
+    }
+
+    fn tile(&self, kb: usize, nb: usize) -> *const u16 {
+        self.data[(kb * (self.n_pad / TILE_N) + nb) * 512..].as_ptr()
+    }
+}
+
+/// The tile configuration: palette 1, eight tiles of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+const CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// C (m × b.n_pad f32, row stride `ldc` floats) = A (m × b.k_pad bf16, row stride `lda`
+/// elements) · B, for `m` a multiple of [`BLOCK_M`].
+///
+/// # Safety
+/// [`available`] must be true. A must hold `m` rows of `b.k_pad` values (the padding zero), C
+/// `m` rows of `b.n_pad` floats; `lda` ≥ `b.k_pad`, `ldc` ≥ `b.n_pad`.
+pub unsafe fn gemm(m: usize, a: *const u16, lda: usize, b: &PackedB, c: *mut f32, ldc: usize) {
+    debug_assert!(m.is_multiple_of(BLOCK_M));
+    let (kbs, nbs) = (b.k_pad / STEP_K, b.n_pad / TILE_N);
+    let (sa, sb, sc) = (lda * 2, 64usize, ldc * 4);
+    asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack));
+    for mb in (0..m).step_by(BLOCK_M) {
+        let a0 = a.add(mb * lda);
+        let a1 = a.add((mb + 16) * lda);
+        let mut nb = 0;
+        while nb < nbs {
+            let pair = nb + 1 < nbs;
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack)
+            );
+            for kb in 0..kbs {
+                let (pa0, pa1) = (a0.add(kb * STEP_K), a1.add(kb * STEP_K));
+                let b0 = b.tile(kb, nb);
+                if pair {
+                    let b1 = b.tile(kb, nb + 1);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) pa0, a1 = in(reg) pa1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        sa = in(reg) sa, sb = in(reg) sb,
+                        options(nostack, readonly)
+                    );
+                } else {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        a0 = in(reg) pa0, a1 = in(reg) pa1, b0 = in(reg) b0,
+                        sa = in(reg) sa, sb = in(reg) sb,
+                        options(nostack, readonly)
+                    );
+                }
+            }
+            let c0 = c.add(mb * ldc + nb * TILE_N);
+            let c1 = c.add((mb + 16) * ldc + nb * TILE_N);
+            asm!(
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c1} + {sc}*1], tmm2",
+                c0 = in(reg) c0, c1 = in(reg) c1, sc = in(reg) sc,
+                options(nostack)
+            );
+            if pair {
+                asm!(
+                    "tilestored [{c0} + {sc}*1], tmm1",
+                    "tilestored [{c1} + {sc}*1], tmm3",
+                    c0 = in(reg) c0.add(TILE_N), c1 = in(reg) c1.add(TILE_N), sc = in(reg) sc,
+                    options(nostack)
+                );
+            }
+            nb += 2;
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Lcg;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16(1.0), 0x3f80);
+        assert_eq!(f32_of(bf16(1.0)), 1.0);
+        // 1 + 2⁻⁸ lies half-way between two bf16 values: ties go to the even one (1.0).
+        assert_eq!(f32_of(bf16(1.0 + 1.0 / 256.0)), 1.0);
+        assert_eq!(f32_of(bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(f32_of(bf16(-2.5)), -2.5);
+    }
+
+    /// The tile product equals f32 sums of the bf16-rounded operands, for sizes that pad K, N and
+    /// use both the paired and the single-column block.
+    #[test]
+    fn gemm_equals_the_sums_of_rounded_operands() {
+        if !available() {
+            println!("SKIPPED: gemm_equals_the_sums_of_rounded_operands: no AMX-BF16 on this CPU (or the kernel refused its tiles)");
+            return;
+        }
+        let mut rng = Lcg(3);
+        for (m, k, n) in [(32, 32, 16), (64, 27, 32), (32, 288, 48), (96, 100, 40)] {
+            let a = rng.vec(m * k, 1.0);
+            let b = rng.vec(k * n, 0.5);
+            let packed = PackedB::new(&b, k, n);
+            let lda = packed.k_pad;
+            let mut a16 = vec![0u16; m * lda];
+            for r in 0..m {
+                for i in 0..k {
+                    a16[r * lda + i] = bf16(a[r * k + i]);
+                }
+            }
+            let ldc = packed.n_pad + 3;
+            let mut c = vec![f32::NAN; m * ldc];
+            unsafe { gemm(m, a16.as_ptr(), lda, &packed, c.as_mut_ptr(), ldc) };
+            for r in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|i| {
+                            f32_of(bf16(a[r * k + i])) as f64 * f32_of(bf16(b[i * n + j])) as f64
+                        })
+                        .sum();
+                    let got = c[r * ldc + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                        "{m}x{k}x{n} at ({r}, {j}): {got} vs {want}"
+                    );
+                }
+                for j in n..packed.n_pad {
+                    assert_eq!(c[r * ldc + j], 0.0, "padding column {j}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// `cargo test --release --lib bench_amx_gemm -- --ignored --nocapture`: GMAC/s of the tile
+    /// product on one thread for a few layer shapes.
+    #[test]
+    #[ignore]
+    fn bench_amx_gemm() {
+        if !available() {
+            println!("no AMX");
+            return;
+        }
+        for (m, k, n) in [
+            (43264, 27, 32),
+            (10816, 288, 32),
+            (2720, 1152, 128),
+            (704, 1152, 128),
+            (192, 2304, 256),
+        ] {
+            let b = vec![0.5f32; k * n];
+            let p = PackedB::new(&b, k, n);
+            let a = vec![bf16(1.0); m * p.k_pad];
+            let mut c = vec![0f32; m * p.n_pad];
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                unsafe { gemm(m, a.as_ptr(), p.k_pad, &p, c.as_mut_ptr(), p.n_pad) };
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let macs = (m * k * n) as f64;
+            println!(
+                "{m}x{k}x{n}: {:.3} ms, {:.0} GMAC/s",
+                best * 1e3,
+                macs / best / 1e9
+            );
+        }
+    }
+}
