@@ -469,6 +469,30 @@ fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
     );
 }
 
+/// `precision=bf16` on the CPU backend: the AMX tiles where the CPU has them (stats say bf16, no
+/// warning), else f32 with a warning that names AMX.
+#[test]
+fn precision_bf16_on_the_cpu_runs_on_amx_or_warns() {
+    let desc = "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=320,height=240 ! \
+                regiondrop name=rd backend=cpu precision=bf16 stats-interval=1 ! appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), 2);
+    assert!(!run.stats.is_empty());
+    let amx = gstregiondrop::backend::cpu::CpuBackend::amx_available();
+    let warned = run
+        .warnings
+        .iter()
+        .any(|w| w.text().contains("precision bf16") && w.text().contains("AMX"));
+    assert_eq!(warned, !amx, "AMX {amx}, warnings {:?}", run.warnings);
+    let want = if amx { "bf16" } else { "f32" };
+    assert!(
+        run.stats.iter().all(|s| s.precision == want),
+        "AMX {amx}: {:?}",
+        run.stats
+    );
+}
+
 #[test]
 fn a_moving_square_activates_only_the_tiles_around_it() {
     let (w, h, side) = (320, 240, 24);

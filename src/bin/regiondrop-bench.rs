@@ -108,8 +108,9 @@ struct Cli {
     mode: ModeArg,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
-    /// Number format of the convolutions' GEMM operands: f32, or f16 on the tensor cores (CUDA
-    /// backend; the CPU backend computes in f32 and says so)
+    /// Number format of the convolutions' GEMM operands: f32; f16 on the CUDA backend's tensor
+    /// cores; bf16 on the CPU backend's AMX tiles (each backend computes the other's in f32 and
+    /// says so)
     #[arg(long, value_name = "P", default_value = "f32")]
     precision: Precision,
     /// Worker threads (0 = all cores); onnxruntime gets the same number
