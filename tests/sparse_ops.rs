@@ -424,3 +424,32 @@ fn bad_models_fail_at_load_with_named_errors() {
         std::fs::remove_file(f).ok();
     }
 }
+
+/// `precision=bf16` on a model whose convolutions are all too small for the AMX tiles: the
+/// engine reports f32, and its warning says why (no layer large enough, or no AMX at all).
+#[test]
+fn bf16_on_small_layers_stays_f32_and_says_why() {
+    use gstregiondrop::backend::{cpu::CpuBackend, Precision};
+    let mut b = Builder::new(3, H, W);
+    let c1 = b.conv("x", 3, 8, 3, 1, 1, 1, 1);
+    let out = b.conv(&c1, 8, 8, 3, 2, 1, 1, 1);
+    let path = temp_model("bf16small", &b.bytes(&[&out], "bf16small"));
+    let plan = Arc::new(import(&path, &ImportOptions::default()).unwrap());
+    std::fs::remove_file(path).ok();
+    let e = engine(
+        &plan,
+        &InputNorm::unit_rgb(),
+        EngineConfig {
+            precision: Precision::Bf16,
+            ..Default::default()
+        },
+    );
+    assert_eq!(e.precision(), Precision::F32);
+    let warning = e.backend_warning().unwrap_or_default();
+    let why = if CpuBackend::amx_available() {
+        "large enough"
+    } else {
+        "AMX-BF16"
+    };
+    assert!(warning.contains(why), "{warning}");
+}

@@ -214,8 +214,8 @@ impl Engine {
         self.backend.precision()
     }
 
-    /// Set when `auto` found a GPU that could not be used and fell back to the CPU, or when f16
-    /// was asked of the CPU backend.
+    /// Set when `auto` found a GPU that could not be used and fell back to the CPU, or when a
+    /// precision was asked of a backend that computes it in f32.
     pub fn backend_warning(&self) -> Option<&str> {
         self.backend_warning.as_deref()
     }
@@ -526,7 +526,8 @@ impl Engine {
 /// The backend the settings give, with what to say about the choice.
 struct Chosen {
     backend: Box<dyn Backend>,
-    /// For a GStreamer warning: auto fell back from an unusable GPU, or f16 was asked of the CPU.
+    /// For a GStreamer warning: auto fell back from an unusable GPU, or a precision was asked of a
+    /// backend that computes it in f32.
     warning: Option<String>,
     /// For the log: why auto runs on the CPU where no usable CUDA driver or device was found.
     reason: Option<String>,
@@ -548,10 +549,15 @@ fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Chosen> {
                 "precision f16 applies to the CUDA backend; the CPU backend computes in f32 \
                  (bf16 on CPUs with AMX)",
             ),
-            Precision::Bf16 if b.precision() != Precision::Bf16 => Some(
-                "precision bf16 needs a CPU with AMX-BF16 (Intel Sapphire Rapids or newer); \
-                 this one computes in f32",
-            ),
+            Precision::Bf16 if b.precision() != Precision::Bf16 => {
+                Some(if CpuBackend::amx_available() {
+                    "precision bf16: no convolution of this model is large enough to gain from the AMX \
+                 tiles; all compute in f32"
+                } else {
+                    "precision bf16 needs a CPU with AMX-BF16 (Intel Sapphire Rapids or newer) and a \
+                 kernel that grants its tiles (Linux 5.16 or newer); this one computes in f32"
+                })
+            }
             _ => None,
         };
         let note = match (note, precision_note) {
@@ -569,7 +575,11 @@ fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Chosen> {
         (b, note)
     };
     let opts = CudaOptions {
-        precision: cfg.precision,
+        // bf16 is the CPU's format: the CUDA backend computes it in f32 (and `cuda_note` says so).
+        precision: match cfg.precision {
+            Precision::Bf16 => Precision::F32,
+            p => p,
+        },
         device_letterbox: cfg.device_letterbox,
         ..CudaOptions::default()
     };

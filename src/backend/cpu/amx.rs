@@ -3,9 +3,13 @@
 //! the "VNNI" layout) into a 16×16 f32 tile of C. Each call computes 32×32 (or 32×16) blocks of C
 //! from four (two) accumulator tiles, streaming K in steps of 32.
 //!
-//! The Rust compiler has no stable AMX intrinsics, so the instructions are inline assembly; the
-//! kernel never leaves tile state behind (each call ends with `tilerelease`).
+//! The Rust compiler has no stable AMX intrinsics, so the instructions are inline assembly; each
+//! block of C is one `asm!` statement that loads the tile configuration and releases it.
+//!
+//! Asking for the tiles (`available`) is process-wide: from then on the kernel refuses alternate
+//! signal stacks smaller than the AMX signal frame (about 11 KiB) to every thread of the process.
 
+#[cfg(target_arch = "x86_64")]
 use std::arch::asm;
 use std::sync::OnceLock;
 
@@ -24,11 +28,13 @@ pub fn available() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            let max = std::arch::x86_64::__cpuid(0).eax;
+            #[allow(unused_unsafe)] // safe functions from Rust 1.94 on
+            let max = unsafe { std::arch::x86_64::__cpuid(0) }.eax;
             if max < 7 {
                 return false;
             }
-            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            #[allow(unused_unsafe)]
+            let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
             if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
                 return false;
             }
@@ -49,11 +55,14 @@ pub fn available() -> bool {
     })
 }
 
-/// f32 to bf16 bits, rounded to nearest even (as `vcvtneps2bf16`).
+/// f32 to bf16 bits, rounded to nearest even (as `vcvtneps2bf16`); NaNs stay (quiet) NaNs.
 #[inline(always)]
 pub fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    if x.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// bf16 bits to f32 (exact).
@@ -133,78 +142,136 @@ const CONFIG: TileConfig = TileConfig {
 /// C (m × b.n_pad f32, row stride `ldc` floats) = A (m × b.k_pad bf16, row stride `lda`
 /// elements) · B, for `m` a multiple of [`BLOCK_M`].
 ///
+/// Each 32×32 (or 32×16) block of C is one `asm!` statement from `ldtilecfg` to `tilerelease`
+/// that declares every tile register it uses, so no tile state lives between statements.
+///
 /// # Safety
 /// [`available`] must be true. A must hold `m` rows of `b.k_pad` values (the padding zero), C
-/// `m` rows of `b.n_pad` floats; `lda` ≥ `b.k_pad`, `ldc` ≥ `b.n_pad`.
+/// `m` rows of `b.n_pad` floats.
 pub unsafe fn gemm(m: usize, a: *const u16, lda: usize, b: &PackedB, c: *mut f32, ldc: usize) {
-    debug_assert!(m.is_multiple_of(BLOCK_M));
+    assert!(
+        m.is_multiple_of(BLOCK_M) && lda >= b.k_pad && ldc >= b.n_pad,
+        "AMX product: {m} rows, lda {lda} for K {}, ldc {ldc} for N {}",
+        b.k_pad,
+        b.n_pad
+    );
     let (kbs, nbs) = (b.k_pad / STEP_K, b.n_pad / TILE_N);
-    let (sa, sb, sc) = (lda * 2, 64usize, ldc * 4);
-    asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack));
     for mb in (0..m).step_by(BLOCK_M) {
-        let a0 = a.add(mb * lda);
-        let a1 = a.add((mb + 16) * lda);
-        let mut nb = 0;
-        while nb < nbs {
-            let pair = nb + 1 < nbs;
+        for nb in (0..nbs).step_by(2) {
+            block(
+                a.add(mb * lda),
+                lda,
+                b.tile(0, nb),
+                nbs,
+                kbs,
+                nb + 1 < nbs,
+                c.add(mb * ldc + nb * TILE_N),
+                ldc,
+            );
+        }
+    }
+}
+
+/// One 32-row block of C at `c`: 32 columns from the B tiles at `b0` and the next one (`pair`),
+/// else 16; `kbs` steps of K, B's tiles `nbs` apart from one step to the next.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block(
+    a: *const u16,
+    lda: usize,
+    b0: *const u16,
+    nbs: usize,
+    kbs: usize,
+    pair: bool,
+    c: *mut f32,
+    ldc: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cfg = &CONFIG as *const TileConfig;
+        let (sa, sc, bstep) = (lda * 2, ldc * 4, nbs * 1024);
+        let (a1, c1) = (a.add(16 * lda), c.add(16 * ldc));
+        if pair {
             asm!(
+                "ldtilecfg [{cfg}]",
                 "tilezero tmm0",
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b0} + {sb}*1 + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b0}, {bstep}",
+                "dec {k}",
+                "jnz 2b",
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c0} + {sc}*1 + 64], tmm1",
+                "tilestored [{c1} + {sc}*1], tmm2",
+                "tilestored [{c1} + {sc}*1 + 64], tmm3",
+                "tilerelease",
+                cfg = in(reg) cfg,
+                a0 = inout(reg) a => _,
+                a1 = inout(reg) a1 => _,
+                b0 = inout(reg) b0 => _,
+                k = inout(reg) kbs => _,
+                sa = in(reg) sa,
+                sb = in(reg) 64usize,
+                bstep = in(reg) bstep,
+                c0 = in(reg) c,
+                c1 = in(reg) c1,
+                sc = in(reg) sc,
+                out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+                out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
                 options(nostack)
             );
-            for kb in 0..kbs {
-                let (pa0, pa1) = (a0.add(kb * STEP_K), a1.add(kb * STEP_K));
-                let b0 = b.tile(kb, nb);
-                if pair {
-                    let b1 = b.tile(kb, nb + 1);
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) pa0, a1 = in(reg) pa1, b0 = in(reg) b0, b1 = in(reg) b1,
-                        sa = in(reg) sa, sb = in(reg) sb,
-                        options(nostack, readonly)
-                    );
-                } else {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        a0 = in(reg) pa0, a1 = in(reg) pa1, b0 = in(reg) b0,
-                        sa = in(reg) sa, sb = in(reg) sb,
-                        options(nostack, readonly)
-                    );
-                }
-            }
-            let c0 = c.add(mb * ldc + nb * TILE_N);
-            let c1 = c.add((mb + 16) * ldc + nb * TILE_N);
+        } else {
             asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0",
+                "tilezero tmm2",
+                "2:",
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b0}, {bstep}",
+                "dec {k}",
+                "jnz 2b",
                 "tilestored [{c0} + {sc}*1], tmm0",
                 "tilestored [{c1} + {sc}*1], tmm2",
-                c0 = in(reg) c0, c1 = in(reg) c1, sc = in(reg) sc,
+                "tilerelease",
+                cfg = in(reg) cfg,
+                a0 = inout(reg) a => _,
+                a1 = inout(reg) a1 => _,
+                b0 = inout(reg) b0 => _,
+                k = inout(reg) kbs => _,
+                sa = in(reg) sa,
+                sb = in(reg) 64usize,
+                bstep = in(reg) bstep,
+                c0 = in(reg) c,
+                c1 = in(reg) c1,
+                sc = in(reg) sc,
+                out("tmm0") _, out("tmm2") _, out("tmm4") _, out("tmm5") _, out("tmm6") _,
                 options(nostack)
             );
-            if pair {
-                asm!(
-                    "tilestored [{c0} + {sc}*1], tmm1",
-                    "tilestored [{c1} + {sc}*1], tmm3",
-                    c0 = in(reg) c0.add(TILE_N), c1 = in(reg) c1.add(TILE_N), sc = in(reg) sc,
-                    options(nostack)
-                );
-            }
-            nb += 2;
         }
     }
-    asm!("tilerelease", options(nostack, nomem));
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, lda, b0, nbs, kbs, pair, c, ldc);
+        unreachable!("AMX exists on x86-64 only (`available` is false elsewhere)");
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +287,19 @@ mod tests {
         assert_eq!(f32_of(bf16(1.0 + 1.0 / 256.0)), 1.0);
         assert_eq!(f32_of(bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
         assert_eq!(f32_of(bf16(-2.5)), -2.5);
+        assert_eq!(f32_of(bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(
+            f32_of(bf16(f32::MAX)),
+            f32::INFINITY,
+            "past the largest bf16: Inf"
+        );
+        for nan in [
+            f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xffff_ffff),
+        ] {
+            assert!(f32_of(bf16(nan)).is_nan(), "{:#x}", nan.to_bits());
+        }
     }
 
     /// The tile product equals f32 sums of the bf16-rounded operands, for sizes that pad K, N and

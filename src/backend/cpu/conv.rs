@@ -393,6 +393,7 @@ impl Gathered for f32 {
 impl Gathered for u16 {
     #[inline(always)]
     fn store(dst: &mut [u16], src: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len());
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = super::amx::bf16(s);
         }

@@ -153,6 +153,16 @@ impl CpuBackend {
                 max_c = max_c.max(cc);
             }
         }
+        // bf16 where some layer takes the tiles (a model of small layers stays in f32).
+        let precision = if direct
+            .iter()
+            .flatten()
+            .any(|d| matches!(d, DirectConv::Amx(_)))
+        {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
         Ok(CpuBackend {
             generic: generic::prepare(&plan),
             rearrange,
@@ -168,7 +178,7 @@ impl CpuBackend {
             scratch_a: vec![0.0; max_a],
             scratch_c: vec![0.0; max_c],
             scratch_a16: vec![0; max_a16],
-            precision: if amx { Precision::Bf16 } else { Precision::F32 },
+            precision,
             profile: std::env::var("REGIONDROP_PROFILE")
                 .is_ok()
                 .then(|| vec![Vec::new(); n_steps]),
