@@ -1,5 +1,7 @@
 //! The CPU backend: NHWC f32 caches in host memory, tile-parallel kernels on a rayon pool, one
-//! GEMM per convolution layer (and group). All buffers are allocated once, at construction.
+//! GEMM per convolution layer (and group), or a direct kernel where one is faster; with
+//! `precision=bf16` on a CPU with AMX, the larger convolutions' products run on the AMX tiles
+//! (`conv_amx`). All buffers are allocated once, at construction.
 
 mod amx;
 mod conv;
