@@ -137,6 +137,9 @@ if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
     "${ALL[@]}" REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
+    echo "== the CPU backend in bf16 on AMX tiles where this host's CPU has them (else f32, with a warning), all threads"
+    "${B[@]}" --backend cpu --threads 0 --precision bf16 2>"$OUT/bench_cpu_bf16.err" | tee "$OUT/bench_cpu_bf16.json"
+    grep -i "bf16\|amx" "$OUT/bench_cpu_bf16.err" | head -2
 fi
 if [ "$QUICK" = 1 ]; then
     python3 scripts/gpu-summary.py "$OUT" | tee "$OUT/summary.md"
@@ -167,6 +170,9 @@ if [ -f "$D/models/$YOLO" ]; then
     REGIONDROP_CUDA_FUSED_K=4096 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_fusedk4096.json"
     REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
+    echo "== the CPU backend in bf16 on AMX tiles where this host's CPU has them (else f32, with a warning), all threads"
+    "${B[@]}" --backend cpu --threads 0 --precision bf16 2>"$OUT/bench_cpu_bf16.err" | tee "$OUT/bench_cpu_bf16.json"
+    grep -i "bf16\|amx" "$OUT/bench_cpu_bf16.err" | head -2
 fi
 echo "== bench cpu, all cores of this machine"
 "${B[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/bench_cpu.json"
