@@ -1,7 +1,7 @@
 //! Matrix products on Intel AMX tiles (Sapphire Rapids and newer): bf16 operands, f32 sums.
 //! `tdpbf16ps` multiplies a 16×32 bf16 tile of A by a 32×16 bf16 tile of B (packed in pairs of K,
-//! the "VNNI" layout) into a 16×16 f32 tile of C. Each call computes 32×32 (or 32×16) blocks of C
-//! from four (two) accumulator tiles, streaming K in steps of 32.
+//! the "VNNI" layout) into a 16×16 f32 tile of C. Each call computes 32×32 blocks of C from four
+//! accumulator tiles, streaming K in steps of 32; B's columns are padded to whole blocks.
 //!
 //! The Rust compiler has no stable AMX intrinsics, so the instructions are inline assembly; each
 //! block of C is one `asm!` statement that loads the tile configuration and releases it.
@@ -19,6 +19,14 @@ pub const BLOCK_M: usize = 32;
 pub const STEP_K: usize = 32;
 /// Columns of B (and C) per tile.
 pub const TILE_N: usize = 16;
+/// Columns of B (and C) per block: two tiles.
+pub const BLOCK_N: usize = 32;
+
+/// K and N of a K × N product padded to what the tiles compute: whole steps of K, whole blocks
+/// of N (the padding is zero).
+pub fn padded(k: usize, n: usize) -> (usize, usize) {
+    (round_up(k.max(1), STEP_K), round_up(n.max(1), BLOCK_N))
+}
 
 /// Whether this CPU has AMX-BF16 and the kernel lets this process use the tile registers (asked
 /// once, with `arch_prctl(ARCH_REQ_XCOMP_PERM)`).
@@ -78,10 +86,10 @@ pub fn round_up(n: usize, m: usize) -> usize {
 
 /// B (K × N, row-major f32) in bf16 tiles of 32 K × 16 N: tile (kb, nb) holds 16 rows of 64
 /// bytes, row r being the pairs (B[32kb + 2r][16nb + j], B[32kb + 2r + 1][16nb + j]) for j < 16.
-/// K and N are padded with zeros to whole tiles.
+/// K and N are padded with zeros ([`padded`]).
 pub struct PackedB {
     data: Vec<u16>,
-    /// K rounded up to a multiple of 32; N to a multiple of 16.
+    /// K and N as [`padded`] gives them.
     pub k_pad: usize,
     pub n_pad: usize,
 }
@@ -89,7 +97,7 @@ pub struct PackedB {
 impl PackedB {
     pub fn new(b: &[f32], k: usize, n: usize) -> Self {
         assert_eq!(b.len(), k * n, "B is K × N");
-        let (k_pad, n_pad) = (round_up(k.max(1), STEP_K), round_up(n.max(1), TILE_N));
+        let (k_pad, n_pad) = padded(k, n);
         let (kbs, nbs) = (k_pad / STEP_K, n_pad / TILE_N);
         let mut data = vec![0u16; kbs * nbs * 16 * 32];
         for kb in 0..kbs {
@@ -157,14 +165,13 @@ pub unsafe fn gemm(m: usize, a: *const u16, lda: usize, b: &PackedB, c: *mut f32
     );
     let (kbs, nbs) = (b.k_pad / STEP_K, b.n_pad / TILE_N);
     for mb in (0..m).step_by(BLOCK_M) {
-        for nb in (0..nbs).step_by(2) {
+        for nb in (0..nbs).step_by(BLOCK_N / TILE_N) {
             block(
                 a.add(mb * lda),
                 lda,
                 b.tile(0, nb),
                 nbs,
                 kbs,
-                nb + 1 < nbs,
                 c.add(mb * ldc + nb * TILE_N),
                 ldc,
             );
@@ -172,9 +179,8 @@ pub unsafe fn gemm(m: usize, a: *const u16, lda: usize, b: &PackedB, c: *mut f32
     }
 }
 
-/// One 32-row block of C at `c`: 32 columns from the B tiles at `b0` and the next one (`pair`),
-/// else 16; `kbs` steps of K, B's tiles `nbs` apart from one step to the next.
-#[allow(clippy::too_many_arguments)]
+/// One 32×32 block of C at `c`, from the B tiles at `b0` and the next one; `kbs` steps of K,
+/// B's tiles `nbs` apart from one step to the next.
 #[inline(always)]
 unsafe fn block(
     a: *const u16,
@@ -182,7 +188,6 @@ unsafe fn block(
     b0: *const u16,
     nbs: usize,
     kbs: usize,
-    pair: bool,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -191,85 +196,50 @@ unsafe fn block(
         let cfg = &CONFIG as *const TileConfig;
         let (sa, sc, bstep) = (lda * 2, ldc * 4, nbs * 1024);
         let (a1, c1) = (a.add(16 * lda), c.add(16 * ldc));
-        if pair {
-            asm!(
-                "ldtilecfg [{cfg}]",
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "2:",
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b0} + {sb}*1 + 1024]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a0}, 64",
-                "add {a1}, 64",
-                "add {b0}, {bstep}",
-                "dec {k}",
-                "jnz 2b",
-                "tilestored [{c0} + {sc}*1], tmm0",
-                "tilestored [{c0} + {sc}*1 + 64], tmm1",
-                "tilestored [{c1} + {sc}*1], tmm2",
-                "tilestored [{c1} + {sc}*1 + 64], tmm3",
-                "tilerelease",
-                cfg = in(reg) cfg,
-                a0 = inout(reg) a => _,
-                a1 = inout(reg) a1 => _,
-                b0 = inout(reg) b0 => _,
-                k = inout(reg) kbs => _,
-                sa = in(reg) sa,
-                sb = in(reg) 64usize,
-                bstep = in(reg) bstep,
-                c0 = in(reg) c,
-                c1 = in(reg) c1,
-                sc = in(reg) sc,
-                out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
-                out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
-                options(nostack)
-            );
-        } else {
-            asm!(
-                "ldtilecfg [{cfg}]",
-                "tilezero tmm0",
-                "tilezero tmm2",
-                "2:",
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "add {a0}, 64",
-                "add {a1}, 64",
-                "add {b0}, {bstep}",
-                "dec {k}",
-                "jnz 2b",
-                "tilestored [{c0} + {sc}*1], tmm0",
-                "tilestored [{c1} + {sc}*1], tmm2",
-                "tilerelease",
-                cfg = in(reg) cfg,
-                a0 = inout(reg) a => _,
-                a1 = inout(reg) a1 => _,
-                b0 = inout(reg) b0 => _,
-                k = inout(reg) kbs => _,
-                sa = in(reg) sa,
-                sb = in(reg) 64usize,
-                bstep = in(reg) bstep,
-                c0 = in(reg) c,
-                c1 = in(reg) c1,
-                sc = in(reg) sc,
-                out("tmm0") _, out("tmm2") _, out("tmm4") _, out("tmm5") _, out("tmm6") _,
-                options(nostack)
-            );
-        }
+        asm!(
+            "ldtilecfg [{cfg}]",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b0} + {sb}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 64",
+            "add {a1}, 64",
+            "add {b0}, {bstep}",
+            "dec {k}",
+            "jnz 2b",
+            "tilestored [{c0} + {sc}*1], tmm0",
+            "tilestored [{c0} + {sc}*1 + 64], tmm1",
+            "tilestored [{c1} + {sc}*1], tmm2",
+            "tilestored [{c1} + {sc}*1 + 64], tmm3",
+            "tilerelease",
+            cfg = in(reg) cfg,
+            a0 = inout(reg) a => _,
+            a1 = inout(reg) a1 => _,
+            b0 = inout(reg) b0 => _,
+            k = inout(reg) kbs => _,
+            sa = in(reg) sa,
+            sb = in(reg) 64usize,
+            bstep = in(reg) bstep,
+            c0 = in(reg) c,
+            c1 = in(reg) c1,
+            sc = in(reg) sc,
+            out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+            out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+            options(nostack)
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (a, lda, b0, nbs, kbs, pair, c, ldc);
+        let _ = (a, lda, b0, nbs, kbs, c, ldc);
         unreachable!("AMX exists on x86-64 only (`available` is false elsewhere)");
     }
 }
@@ -302,8 +272,8 @@ mod tests {
         }
     }
 
-    /// The tile product equals f32 sums of the bf16-rounded operands, for sizes that pad K, N and
-    /// use both the paired and the single-column block.
+    /// The tile product equals f32 sums of the bf16-rounded operands, for sizes that pad K and N
+    /// (N = 16, 40 and 48 fill part of a 32-column block).
     #[test]
     fn gemm_equals_the_sums_of_rounded_operands() {
         if !available() {

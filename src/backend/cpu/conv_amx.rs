@@ -52,10 +52,7 @@ impl AmxWeights {
 /// Scratch (bf16 gathered rows, f32 products) for every pixel of an h×w output map.
 pub fn scratch(spec: &ConvSpec, h: usize, w: usize) -> (usize, usize) {
     let m = round_up(h * w, BLOCK_M);
-    let (k, n) = (
-        round_up(spec.k_per_group(), amx::STEP_K),
-        round_up(spec.n_per_group(), amx::TILE_N),
-    );
+    let (k, n) = amx::padded(spec.k_per_group(), spec.n_per_group());
     (m * k, m * n)
 }
 
@@ -82,19 +79,20 @@ pub fn conv(
     let offsets = &offsets[..];
     let m_pad = round_up(m, BLOCK_M);
     let (k, n) = (spec.k_per_group(), spec.n_per_group());
+    // Every group's weights are padded alike (PackedB::new).
+    let (k_pad, n_pad) = amx::padded(k, n);
+    assert!(
+        scratch_a.len() >= m_pad * k_pad && scratch_c.len() >= m_pad * n_pad,
+        "scratch too small"
+    );
     // Rows per task: whole blocks whose gathered rows and products fit in a core's L2 cache,
     // and at least two tasks per thread.
-    let row_bytes = round_up(k, amx::STEP_K) * 2 + round_up(n, amx::TILE_N) * 4;
+    let row_bytes = k_pad * 2 + n_pad * 4;
     let rows = (TASK_BYTES / row_bytes / BLOCK_M * BLOCK_M)
         .clamp(BLOCK_M, MAX_TASK_ROWS)
         .min(round_up(m_pad.div_ceil(threads.max(1) * 2), BLOCK_M));
     let cig = spec.cin / spec.groups;
     for (g, packed) in wts.groups.iter().enumerate() {
-        let (k_pad, n_pad) = (packed.k_pad, packed.n_pad);
-        assert!(
-            scratch_a.len() >= m_pad * k_pad && scratch_c.len() >= m_pad * n_pad,
-            "scratch too small"
-        );
         let a = SharedA(scratch_a.as_mut_ptr());
         let c = SharedMut(scratch_c.as_mut_ptr());
         let bias = &spec.bias[g * n..(g + 1) * n];
