@@ -529,3 +529,131 @@ fn depthwise(spec: &ConvSpec, grid: &TileGrid, input: FeatRef, output: FeatMut, 
         },
     );
 }
+
+/// A test bench for the convolution kernels that stand beside im2col + GEMM (direct, AMX): a
+/// convolution with random weights, maps whose tiles it computes, and a run of a kernel and of
+/// this module's path from the same random contents.
+#[cfg(test)]
+pub(super) mod fixture {
+    use super::*;
+    use crate::mask::TileGrid;
+    use crate::model::act::Act;
+    use crate::model::plan::{FeatureBuf, View};
+    use crate::rng::Lcg;
+
+    /// A k×k convolution of `stride` and dilation (dh, dw), `cin` → `cout` in `groups`, "same"
+    /// padding, random weights and bias.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spec(
+        rng: &mut Lcg,
+        k: usize,
+        stride: usize,
+        (dh, dw): (usize, usize),
+        cin: usize,
+        cout: usize,
+        groups: usize,
+        act: Act,
+    ) -> ConvSpec {
+        ConvSpec {
+            kh: k,
+            kw: k,
+            sh: stride,
+            sw: stride,
+            dh,
+            dw,
+            pad_t: (k - 1) / 2 * dh,
+            pad_l: (k - 1) / 2 * dw,
+            cin,
+            cout,
+            groups,
+            transposed: false,
+            weights: rng.vec(k * k * (cin / groups) * cout, 0.3),
+            bias: rng.vec(cout, 0.5),
+            act,
+        }
+    }
+
+    /// A 37×29 input at scale 2 (image 74×58) holding `extra` channels beside the convolution's
+    /// input view (which starts at `c_off`), the output map with 7 more channels than the view
+    /// (which starts at 4), and tiles of 8·stride image pixels.
+    pub struct Maps {
+        pub grid: TileGrid,
+        pub specs: [FeatureBuf; 2],
+        pub iv: View,
+        pub ov: View,
+    }
+
+    impl Maps {
+        pub fn new(spec: &ConvSpec, extra: usize, c_off: usize) -> Self {
+            let (iw, ih, s) = (37, 29, spec.sh);
+            let (ow, oh) = ((iw - 1) / s + 1, (ih - 1) / s + 1);
+            Maps {
+                grid: TileGrid::new(iw * 2, ih * 2, 8 * s),
+                specs: [
+                    FeatureBuf {
+                        c: spec.cin + extra,
+                        h: ih,
+                        w: iw,
+                        scale: 2,
+                    },
+                    FeatureBuf {
+                        c: spec.cout + 7,
+                        h: oh,
+                        w: ow,
+                        scale: 2 * s,
+                    },
+                ],
+                iv: View {
+                    buf: 0,
+                    c_off,
+                    c: spec.cin,
+                },
+                ov: View {
+                    buf: 1,
+                    c_off: 4,
+                    c: spec.cout,
+                },
+            }
+        }
+    }
+
+    /// Runs `kernel` and im2col + GEMM on every tile of the grid and on a random 40 % of them,
+    /// each time from the same random input and output contents, and hands `check` the output
+    /// buffers: (kernel's, GEMM's, as they were before, tiles run).
+    pub fn against_gemm(
+        spec: &ConvSpec,
+        maps: &Maps,
+        rng: &mut Lcg,
+        mut kernel: impl FnMut(FeatRef, FeatMut, &[u32]),
+        mut check: impl FnMut(&[f32], &[f32], &[f32], usize),
+    ) {
+        let (grid, specs, iv, ov) = (&maps.grid, &maps.specs, maps.iv, maps.ov);
+        let all: Vec<u32> = (0..grid.len() as u32).collect();
+        let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
+        for tiles in [&all, &some] {
+            let input = rng.vec(specs[0].len(), 2.0);
+            let base = rng.vec(specs[1].len(), 1.0);
+            let mut want = vec![input.clone(), base.clone()];
+            let m = specs[1].h * specs[1].w;
+            let (mut a, mut c) = (vec![0.0; m * spec.k_per_group()], vec![0.0; m * spec.cout]);
+            conv(
+                spec,
+                grid,
+                FeatRef::new(&want, specs, iv),
+                FeatMut::new(&mut want, specs, ov),
+                tiles,
+                &mut Vec::new(),
+                &mut a,
+                &mut c,
+                2,
+            );
+            let mut got = vec![input, base.clone()];
+            kernel(
+                FeatRef::new(&got, specs, iv),
+                FeatMut::new(&mut got, specs, ov),
+                tiles,
+            );
+            check(&got[1], &want[1], &base, tiles.len());
+        }
+    }
+}

@@ -183,9 +183,9 @@ impl SharedA {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv::fixture;
     use super::*;
     use crate::model::act::Act;
-    use crate::model::plan::{FeatureBuf, View};
     use crate::rng::Lcg;
 
     /// The AMX path against im2col + f32 GEMM: strides, groups, 1×1 and 3×3 kernels, channel
@@ -208,104 +208,49 @@ mod tests {
             (3, 1, 3, 16, 1, Act::Silu),
         ];
         for (k, stride, cin, cout, groups, act) in cases {
-            let spec = ConvSpec {
-                kh: k,
-                kw: k,
-                sh: stride,
-                sw: stride,
-                dh: 1,
-                dw: 1,
-                pad_t: k / 2,
-                pad_l: k / 2,
-                cin,
-                cout,
-                groups,
-                transposed: false,
-                weights: rng.vec(k * k * (cin / groups) * cout, 0.3),
-                bias: rng.vec(cout, 0.5),
-                act,
-            };
-            let (iw, ih) = (37, 29);
-            let (ow, oh) = ((iw - 1) / stride + 1, (ih - 1) / stride + 1);
-            let specs = [
-                FeatureBuf {
-                    c: cin + 5,
-                    h: ih,
-                    w: iw,
-                    scale: 2,
-                },
-                FeatureBuf {
-                    c: cout + 7,
-                    h: oh,
-                    w: ow,
-                    scale: 2 * stride,
-                },
-            ];
-            let iv = View {
-                buf: 0,
-                c_off: 3,
-                c: cin,
-            };
-            let ov = View {
-                buf: 1,
-                c_off: 4,
-                c: cout,
-            };
-            let grid = TileGrid::new(iw * 2, ih * 2, 8 * stride);
+            let spec = fixture::spec(&mut rng, k, stride, (1, 1), cin, cout, groups, act);
+            let maps = fixture::Maps::new(&spec, 5, 3);
+            let out = &maps.specs[1];
             let wts = AmxWeights::new(&spec);
-            let all: Vec<u32> = (0..grid.len() as u32).collect();
-            let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
-            for tiles in [&all, &some] {
-                let input = rng.vec(specs[0].len(), 2.0);
-                let base = rng.vec(specs[1].len(), 1.0);
-                let mut want = vec![input.clone(), base.clone()];
-                let m = oh * ow;
-                let (mut a, mut c) = (vec![0.0; m * spec.k_per_group()], vec![0.0; m * cout]);
-                super::super::conv::conv(
-                    &spec,
-                    &grid,
-                    FeatRef::new(&want, &specs, iv),
-                    FeatMut::new(&mut want, &specs, ov),
-                    tiles,
-                    &mut Vec::new(),
-                    &mut a,
-                    &mut c,
-                    2,
-                );
-                let mut got = vec![input, base.clone()];
-                let (sa, sc) = scratch(&spec, oh, ow);
-                let (mut a16, mut c32) = (vec![0u16; sa], vec![0f32; sc]);
-                conv(
-                    &spec,
-                    &wts,
-                    &grid,
-                    FeatRef::new(&got, &specs, iv),
-                    FeatMut::new(&mut got, &specs, ov),
-                    tiles,
-                    &mut Vec::new(),
-                    &mut a16,
-                    &mut c32,
-                    2,
-                );
-                let what = format!(
-                    "k{k} s{stride} {cin}->{cout} g{groups} {act:?}, {} tiles",
-                    tiles.len()
-                );
-                let (mut worst, mut changed) = (0f32, 0);
-                for (j, ((g, w), b)) in got[1].iter().zip(&want[1]).zip(&base).enumerate() {
-                    if w == b {
-                        assert_eq!(g, w, "{what}: element {j} was not to change");
-                        continue;
+            let (sa, sc) = scratch(&spec, out.h, out.w);
+            let (mut a16, mut c32) = (vec![0u16; sa], vec![0f32; sc]);
+            fixture::against_gemm(
+                &spec,
+                &maps,
+                &mut rng,
+                |i, o, tiles| {
+                    conv(
+                        &spec,
+                        &wts,
+                        &maps.grid,
+                        i,
+                        o,
+                        tiles,
+                        &mut Vec::new(),
+                        &mut a16,
+                        &mut c32,
+                        2,
+                    )
+                },
+                |got, want, base, tiles| {
+                    let what =
+                        format!("k{k} s{stride} {cin}->{cout} g{groups} {act:?}, {tiles} tiles");
+                    let (mut worst, mut changed) = (0f32, 0);
+                    for (j, ((g, w), b)) in got.iter().zip(want).zip(base).enumerate() {
+                        if w == b {
+                            assert_eq!(g, w, "{what}: element {j} was not to change");
+                            continue;
+                        }
+                        changed += 1;
+                        // Each product is off by at most ~2⁻⁸ relative; the sum's error grows
+                        // with the square root of K for random signs. Outputs here are O(1).
+                        let err = (g - w).abs() / w.abs().max(1.0);
+                        worst = worst.max(err);
                     }
-                    changed += 1;
-                    // Each product is off by at most ~2⁻⁸ relative; the sum's error grows with
-                    // the square root of K for random signs. Outputs here are O(1).
-                    let err = (g - w).abs() / w.abs().max(1.0);
-                    worst = worst.max(err);
-                }
-                assert!(changed > 0, "{what}: nothing computed");
-                assert!(worst < 0.03, "{what}: worst relative error {worst}");
-            }
+                    assert!(changed > 0, "{what}: nothing computed");
+                    assert!(worst < 0.03, "{what}: worst relative error {worst}");
+                },
+            );
         }
     }
 }

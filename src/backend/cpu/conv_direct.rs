@@ -512,6 +512,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv::fixture;
     use super::*;
     use crate::model::plan::{FeatureBuf, View};
     use crate::rng::Lcg;
@@ -551,35 +552,39 @@ mod tests {
             };
             assert!(applies(&spec));
             // Input 19×13 at scale 4, output 38×26 at scale 2 (image 76×52).
-            let specs = [
-                FeatureBuf {
-                    c: cin,
-                    h: 13,
-                    w: 19,
-                    scale: 4,
-                },
-                FeatureBuf {
-                    c: cout,
-                    h: 26,
-                    w: 38,
-                    scale: 2,
-                },
-            ];
-            let (iv, ov) = (
-                View {
+            let maps = fixture::Maps {
+                grid: TileGrid::new(76, 52, 8),
+                specs: [
+                    FeatureBuf {
+                        c: cin,
+                        h: 13,
+                        w: 19,
+                        scale: 4,
+                    },
+                    FeatureBuf {
+                        c: cout,
+                        h: 26,
+                        w: 38,
+                        scale: 2,
+                    },
+                ],
+                iv: View {
                     buf: 0,
                     c_off: 0,
                     c: cin,
                 },
-                View {
+                ov: View {
                     buf: 1,
                     c_off: 0,
                     c: cout,
                 },
+            };
+            agree_with_gemm(
+                &spec,
+                &maps,
+                &mut rng,
+                &format!("transposed k{k} {cin}->{cout}"),
             );
-            let grid = TileGrid::new(76, 52, 8);
-            let what = format!("transposed k{k} {cin}->{cout}");
-            agree_with_gemm(&spec, &grid, &specs, iv, ov, &mut rng, &what);
         }
     }
 
@@ -610,53 +615,25 @@ mod tests {
         }
     }
 
-    /// Runs the direct kernel and the im2col + GEMM path on every tile of `grid` and on a random
-    /// 40 % of them, from the same random input and output contents, and asserts that their
-    /// outputs agree (relative 1e-4); `what` names the case in the message.
-    #[allow(clippy::too_many_arguments)]
-    fn agree_with_gemm(
-        spec: &ConvSpec,
-        grid: &TileGrid,
-        specs: &[FeatureBuf; 2],
-        iv: View,
-        ov: View,
-        rng: &mut Lcg,
-        what: &str,
-    ) {
+    /// Runs the direct kernel and the im2col + GEMM path on every tile of `maps` and on a random
+    /// 40 % of them (`fixture::against_gemm`) and asserts that their outputs agree (relative
+    /// 1e-4); `what` names the case in the message.
+    fn agree_with_gemm(spec: &ConvSpec, maps: &fixture::Maps, rng: &mut Lcg, what: &str) {
         let wts = DirectWeights::new(spec);
-        let all: Vec<u32> = (0..grid.len() as u32).collect();
-        let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
-        for tiles in [&all, &some] {
-            let input = rng.vec(specs[0].len(), 2.0);
-            let base = rng.vec(specs[1].len(), 1.0);
-            let mut want = vec![input.clone(), base.clone()];
-            let m = specs[1].h * specs[1].w;
-            let (mut a, mut c) = (vec![0.0; m * spec.k_per_group()], vec![0.0; m * spec.cout]);
-            super::super::conv::conv(
-                spec,
-                grid,
-                FeatRef::new(&want, specs, iv),
-                FeatMut::new(&mut want, specs, ov),
-                tiles,
-                &mut Vec::new(),
-                &mut a,
-                &mut c,
-                2,
-            );
-            let mut got = vec![input, base];
-            let (i, o) = (
-                FeatRef::new(&got, specs, iv),
-                FeatMut::new(&mut got, specs, ov),
-            );
-            conv(spec, &wts, grid, i, o, tiles, &mut Vec::new(), 2);
-            for (j, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                    "{what}, {} tiles: element {j}: {g} vs {w}",
-                    tiles.len()
-                );
-            }
-        }
+        fixture::against_gemm(
+            spec,
+            maps,
+            rng,
+            |i, o, tiles| conv(spec, &wts, &maps.grid, i, o, tiles, &mut Vec::new(), 2),
+            |got, want, _, tiles| {
+                for (j, (g, w)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{what}, {tiles} tiles: element {j}: {g} vs {w}"
+                    );
+                }
+            },
+        );
     }
 
     /// Direct and GEMM paths agree on odd map sizes, strides, dilation, channel counts that are
@@ -685,58 +662,16 @@ mod tests {
         ];
         let mut rng = Lcg(11);
         for (k, stride, dh, dw, cin, cout, act) in cases {
-            let spec = ConvSpec {
-                kh: k,
-                kw: k,
-                sh: stride,
-                sw: stride,
-                dh,
-                dw,
-                pad_t: (k - 1) / 2 * dh,
-                pad_l: (k - 1) / 2 * dw,
-                cin,
-                cout,
-                groups: 1,
-                transposed: false,
-                weights: rng.vec(k * k * cin * cout, 0.3),
-                bias: rng.vec(cout, 0.5),
-                act,
-            };
+            let spec = fixture::spec(&mut rng, k, stride, (dh, dw), cin, cout, 1, act);
             assert!(applies(&spec), "case k{k} s{stride} {cin}->{cout}");
-            // Input 37×29 at scale 2 (input image 74×58): a view of some channels of a wider
-            // buffer (one tap at a time), or the whole buffer (a kernel row as one run).
-            let (iw, ih) = (37, 29);
-            let (ow, oh) = ((iw - 1) / stride + 1, (ih - 1) / stride + 1);
+            // A view of some channels of a wider buffer (one tap at a time), or the whole buffer
+            // (a kernel row as one run).
             for whole in [false, true] {
                 let (extra, c_off) = if whole { (0, 0) } else { (5, 3) };
-                let specs = [
-                    FeatureBuf {
-                        c: cin + extra,
-                        h: ih,
-                        w: iw,
-                        scale: 2,
-                    },
-                    FeatureBuf {
-                        c: cout + 7,
-                        h: oh,
-                        w: ow,
-                        scale: 2 * stride,
-                    },
-                ];
-                let iv = View {
-                    buf: 0,
-                    c_off,
-                    c: cin,
-                };
-                let ov = View {
-                    buf: 1,
-                    c_off: 4,
-                    c: cout,
-                };
-                let grid = TileGrid::new(iw * 2, ih * 2, 8 * stride);
+                let maps = fixture::Maps::new(&spec, extra, c_off);
                 let what =
                     format!("k{k} s{stride} d{dh}x{dw} {cin}->{cout} {act:?}, whole view {whole}");
-                agree_with_gemm(&spec, &grid, &specs, iv, ov, &mut rng, &what);
+                agree_with_gemm(&spec, &maps, &mut rng, &what);
             }
         }
     }
