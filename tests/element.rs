@@ -447,13 +447,23 @@ fn static_scene_goes_inactive_after_the_first_frame() {
     }
 }
 
-#[test]
-fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
-    let desc = "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=320,height=240 ! \
-                regiondrop name=rd backend=cpu precision=f16 stats-interval=1 ! appsink name=sink sync=false";
-    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
+/// Two test-pattern frames through the element on the CPU backend with `precision`, a stats
+/// message per frame: the run, checked clean, with both frames and their stats.
+fn two_cpu_frames_in(precision: &str) -> Run {
+    let desc = format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=320,height=240 ! \
+         regiondrop name=rd backend=cpu precision={precision} stats-interval=1 ! appsink name=sink sync=false"
+    );
+    let run = run_pipeline(&desc, usize::MAX, |_| {}, |_, _| {});
     run.assert_clean();
     assert_eq!(run.samples.len(), 2);
+    assert!(!run.stats.is_empty());
+    run
+}
+
+#[test]
+fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
+    let run = two_cpu_frames_in("f16");
     assert!(
         run.warnings
             .iter()
@@ -461,7 +471,6 @@ fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
         "no warning that the CPU computes in f32: {:?}",
         run.warnings
     );
-    assert!(!run.stats.is_empty());
     assert!(
         run.stats.iter().all(|s| s.precision == "f32"),
         "{:?}",
@@ -473,12 +482,7 @@ fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
 /// warning), else f32 with a warning that names AMX.
 #[test]
 fn precision_bf16_on_the_cpu_runs_on_amx_or_warns() {
-    let desc = "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=320,height=240 ! \
-                regiondrop name=rd backend=cpu precision=bf16 stats-interval=1 ! appsink name=sink sync=false";
-    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
-    run.assert_clean();
-    assert_eq!(run.samples.len(), 2);
-    assert!(!run.stats.is_empty());
+    let run = two_cpu_frames_in("bf16");
     let amx = gstregiondrop::backend::cpu::CpuBackend::amx_available();
     let warned = run
         .warnings

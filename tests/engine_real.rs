@@ -6,24 +6,34 @@ use common::*;
 use gstregiondrop::engine::EngineConfig;
 use gstregiondrop::mask::RegionMask;
 
+/// The relative L2 distance between the outputs of an engine with `cfg` on `frame` and
+/// onnxruntime's on the same frame (2 threads).
+fn dense_rel_l2_to_onnxruntime(
+    m: &RealModel,
+    plan: &std::sync::Arc<gstregiondrop::model::Plan>,
+    frame: &[u8],
+    cfg: EngineConfig,
+) -> f64 {
+    let mut e = engine(plan, &m.norm, cfg);
+    e.process(frame).unwrap();
+    let nchw = m.norm.to_nchw(frame, plan.input_w, plan.input_h);
+    let ort = gstregiondrop::onnxruntime::run(
+        &asset(m.path),
+        &[nchw],
+        [1, 3, plan.input_h, plan.input_w],
+        2,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    gstregiondrop::onnxruntime::rel_l2(&e.outputs().unwrap(), &ort.frames[0])
+}
+
 #[test]
 fn dense_matches_onnxruntime_on_all_real_models() {
     for m in real_models() {
         let plan = load(&m);
         let frame = clip_frames(&plan, 50, 1).remove(0);
-        let mut e = engine(&plan, &m.norm, dense_cfg());
-        e.process(&frame).unwrap();
-        let ours = e.outputs().unwrap();
-        let nchw = m.norm.to_nchw(&frame, plan.input_w, plan.input_h);
-        let ort = gstregiondrop::onnxruntime::run(
-            &asset(m.path),
-            &[nchw],
-            [1, 3, plan.input_h, plan.input_w],
-            2,
-            1,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let rel = gstregiondrop::onnxruntime::rel_l2(&ours, &ort.frames[0]);
+        let rel = dense_rel_l2_to_onnxruntime(&m, &plan, &frame, dense_cfg());
         println!("{}: relative L2 vs onnxruntime {rel:.2e}", m.path);
         assert!(rel <= 1e-4, "{}: relative L2 {rel} > 1e-4", m.path);
     }
@@ -317,25 +327,11 @@ fn bf16_on_amx_agrees_with_f32() {
     for m in &models[1..] {
         let plan = load(m);
         let frame = clip_frames(&plan, 50, 1).remove(0);
-        let mut e = engine(
-            &plan,
-            &m.norm,
-            EngineConfig {
-                precision: Precision::Bf16,
-                ..dense_cfg()
-            },
-        );
-        e.process(&frame).unwrap();
-        let nchw = m.norm.to_nchw(&frame, plan.input_w, plan.input_h);
-        let ort = gstregiondrop::onnxruntime::run(
-            &asset(m.path),
-            &[nchw],
-            [1, 3, plan.input_h, plan.input_w],
-            2,
-            1,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let rel = gstregiondrop::onnxruntime::rel_l2(&e.outputs().unwrap(), &ort.frames[0]);
+        let cfg = EngineConfig {
+            precision: Precision::Bf16,
+            ..dense_cfg()
+        };
+        let rel = dense_rel_l2_to_onnxruntime(m, &plan, &frame, cfg);
         println!("{} in bf16: relative L2 vs onnxruntime {rel:.2e}", m.path);
         assert!(rel <= 0.02, "{}: bf16 relative L2 {rel}", m.path);
     }
