@@ -11,7 +11,7 @@ use super::{dense_cfg, print_json, running, sparse_cfg, Cli, Fail, Setup};
 use gstregiondrop::engine::EngineConfig;
 
 /// How N CPU engines get their worker threads (each engine has a pool of its own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 enum Pools {
     /// Each engine threads / N workers.
     Split,
