@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::detect::{decode_candidates, Candidates, DecodeParams, DecoderKind, Detection, Gate};
 use crate::engine::{Engine, EngineConfig, FrameStats};
 use crate::error::{Error, Result};
-use crate::model::{import, ImportOptions, Plan};
+use crate::model::{store, Plan};
 use crate::preprocess::{Letterbox, PixelSource};
 
 /// The default model, built by `scripts/setup-assets.sh`: $REGIONDROP_MODEL, else the project's copy.
@@ -53,8 +53,10 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
+    /// The plan of `model` at `input_size`, shared with the other engines of the process that run
+    /// the same file at the same size (see [`crate::model::store`]).
     pub fn load_plan(model: &Path, input_size: Option<(usize, usize)>) -> Result<Arc<Plan>> {
-        Ok(Arc::new(import(model, &ImportOptions { input_size })?))
+        store::plan(model, input_size)
     }
 
     pub fn new(model: &Path, opts: AnalyzerOptions) -> Result<Self> {

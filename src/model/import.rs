@@ -70,21 +70,29 @@ pub fn declared_input(graph: &OnnxGraph) -> Result<(String, usize, Option<usize>
     Ok((inp.name.clone(), c, inp.dims[2], inp.dims[3]))
 }
 
-pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
-    let (input_name, c, dh, dw) = declared_input(&graph)?;
-    let (w, h) = match (dw, dh, opts.input_size) {
-        (Some(w), Some(h), Some((ow, oh))) if (w, h) != (ow, oh) => {
+/// The input (width, height) a model declares, None where symbolic.
+pub type DeclaredDims = (Option<usize>, Option<usize>);
+
+/// The network input (width, height) of the model at `path`, given the dims it declares and the
+/// size asked for (`ImportOptions::input_size`).
+pub fn input_dims(
+    path: &Path,
+    declared: DeclaredDims,
+    asked: Option<(usize, usize)>,
+) -> Result<(usize, usize)> {
+    let (w, h) = match (declared, asked) {
+        ((Some(w), Some(h)), Some((ow, oh))) if (w, h) != (ow, oh) => {
             return Err(Error::Settings(format!(
                 "{} has a fixed input of {w}x{h}; input-size {ow}x{oh} cannot be used",
-                graph.path.display()
+                path.display()
             )))
         }
-        (Some(w), Some(h), _) => (w, h),
-        (_, _, Some((ow, oh))) => (dw.unwrap_or(ow), dh.unwrap_or(oh)),
+        ((Some(w), Some(h)), _) => (w, h),
+        ((dw, dh), Some((ow, oh))) => (dw.unwrap_or(ow), dh.unwrap_or(oh)),
         _ => {
             return Err(Error::Settings(format!(
                 "{} has a dynamic input size; set input-size",
-                graph.path.display()
+                path.display()
             )))
         }
     };
@@ -93,6 +101,12 @@ pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
             "input size {w}x{h} is out of range"
         )));
     }
+    Ok((w, h))
+}
+
+pub fn translate(mut graph: OnnxGraph, opts: &ImportOptions) -> Result<Plan> {
+    let (input_name, c, dh, dw) = declared_input(&graph)?;
+    let (w, h) = input_dims(&graph.path, (dw, dh), opts.input_size)?;
     fuse_gated_activations(&mut graph.nodes);
     fuse_hardswish(&mut graph);
     let mut b = Builder::new(&graph, input_name.clone(), c, w, h);

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod import;
 pub mod onnx;
 pub mod plan;
+pub mod store;
 
 pub use import::{import, ImportOptions};
 pub use plan::Plan;

@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -19,7 +19,7 @@ use crate::engine::{EngineConfig, FrameStats};
 use crate::error::Error;
 use crate::mask::DiffMetric;
 use crate::meta::{self, StatsReport};
-use crate::model::{import::declared_input, import::translate, onnx, ImportOptions};
+use crate::model::store;
 use crate::preprocess::{Letterbox, PackedFrame, PixelSource, Yuv420Frame};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -919,14 +919,15 @@ impl RegionDrop {
         };
         s.apply_live(&mut opts, classes);
 
-        let graph = onnx::load(&s.model).map_err(|e| error_message(&e))?;
-        let (_, _, dh, dw) = declared_input(&graph).map_err(|e| error_message(&e))?;
-        let fixed = dh.is_some() && dw.is_some();
-        let (analyzer, dynamic_stride) = if fixed || input_size.is_some() {
-            let plan =
-                translate(graph, &ImportOptions { input_size }).map_err(|e| error_message(&e))?;
-            let a =
-                Analyzer::with_plan(Arc::new(plan), opts.clone()).map_err(|e| error_message(&e))?;
+        // A model with symbolic input dims is imported once at a probe size, so that unsupported
+        // ops fail now, not at the first caps. Elements on the same file share its plan.
+        let probe = Some((PROBE_INPUT_SIDE, PROBE_INPUT_SIDE));
+        let store::Loaded {
+            plan,
+            follows_frames,
+        } = store::load(&s.model, input_size, probe).map_err(|e| error_message(&e))?;
+        let (analyzer, dynamic_stride) = if !follows_frames {
+            let a = Analyzer::with_plan(plan, opts.clone()).map_err(|e| error_message(&e))?;
             gst::info!(
                 CAT,
                 imp = self,
@@ -936,10 +937,6 @@ impl RegionDrop {
             self.warn_backend(&a);
             (Some(a), None)
         } else {
-            // Import once at a probe size so unsupported ops fail now, not at the first caps.
-            let probe = Some((PROBE_INPUT_SIDE, PROBE_INPUT_SIDE));
-            let plan = translate(graph, &ImportOptions { input_size: probe })
-                .map_err(|e| error_message(&e))?;
             if opts.decoder.is_none() {
                 let shapes = plan.output_dims();
                 DecoderKind::detect(&shapes).map_err(|reason| {

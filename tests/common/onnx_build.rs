@@ -35,6 +35,16 @@ impl Builder {
         }
     }
 
+    /// The same graph with its input's height and width symbolic (`h`, `w`).
+    pub fn symbolic_size(mut self) -> Self {
+        let tt = self.g.input[0].type_.as_mut().unwrap().mut_tensor_type();
+        let shape = tt.shape.as_mut().unwrap();
+        for (d, name) in shape.dim[2..].iter_mut().zip(["h", "w"]) {
+            d.set_dim_param(name.into());
+        }
+        self
+    }
+
     pub fn init(&mut self, dims: &[i64], values: Vec<f32>) -> String {
         self.n += 1;
         let name = format!("w{}", self.n);
