@@ -755,6 +755,37 @@ fn ort_figure(ms: &[f64], scale: f64) -> Option<f64> {
         .and_then(|v| round(v, 3))
 }
 
+/// The speed and work figures of a sparse run beside dense (DESIGN.md's definitions), as the
+/// main report and the calibration rows print them.
+#[derive(Serialize, Clone)]
+struct Figures {
+    dense_ms: Option<f64>,
+    sparse_ms: Option<f64>,
+    speedup: Option<f64>,
+    active_fraction: Option<f64>,
+    /// MAC-weighted: above the active fraction where deeper layers grow (`growth_limit`).
+    work_fraction: Option<f64>,
+    ideal_speedup: Option<f64>,
+    efficiency: Option<f64>,
+}
+
+impl Figures {
+    /// From the median dense and sparse times and the mean active and work fractions.
+    fn new(dense_ms: f64, sparse_ms: f64, active: f64, work: f64) -> Self {
+        let speedup = dense_ms / sparse_ms;
+        let (ideal_speedup, efficiency) = ideal_and_efficiency(speedup, active);
+        Figures {
+            dense_ms: round(dense_ms, 3),
+            sparse_ms: round(sparse_ms, 3),
+            speedup: round(speedup, 3),
+            active_fraction: round(active, 4),
+            work_fraction: round(work, 4),
+            ideal_speedup,
+            efficiency,
+        }
+    }
+}
+
 fn ideal_and_efficiency(speedup: f64, active: f64) -> (Option<f64>, Option<f64>) {
     if active > 0.0 {
         (round(1.0 / active, 3), round(speedup * active, 4))
@@ -838,13 +869,8 @@ struct MainReport {
     dilation: usize,
     margin: usize,
     exact: bool,
-    dense_ms: Option<f64>,
-    sparse_ms: Option<f64>,
-    speedup: Option<f64>,
-    active_fraction: Option<f64>,
-    work_fraction: Option<f64>,
-    ideal_speedup: Option<f64>,
-    efficiency: Option<f64>,
+    #[serde(flatten)]
+    figures: Figures,
     /// Frames (after the first) the sparse engine ran densely (auto fallback or refresh).
     sparse_dense_frames: usize,
     agreement_map50: Option<f64>,
@@ -950,9 +976,6 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
     print_profile("sparse engine", &sparse, 0.02);
 
     let (d, sp) = (median(&dense_ms), median(&sparse_ms));
-    let speedup = d / sp;
-    let af = mean(&active);
-    let (ideal, eff) = ideal_and_efficiency(speedup, af);
     let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
     let agreement = detect::mean_ap50(&per_class, &sdets[1..]);
     // What a user sees: sparse detections at the operating threshold.
@@ -983,13 +1006,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         dilation: cli.dilation,
         margin: cli.margin,
         exact: cli.exact,
-        dense_ms: round(d, 3),
-        sparse_ms: round(sp, 3),
-        speedup: round(speedup, 3),
-        active_fraction: round(af, 4),
-        work_fraction: round(mean(&work), 4),
-        ideal_speedup: ideal,
-        efficiency: eff,
+        figures: Figures::new(d, sp, mean(&active), mean(&work)),
         sparse_dense_frames,
         agreement_map50: round(agreement, 4),
         agreement_ap50_weighted: round(detect::ap50_weighted(&per_class).unwrap_or(f64::NAN), 4),

@@ -12,14 +12,8 @@ struct SweepRow {
     margin: usize,
     growth_limit: usize,
     threshold: f32,
-    dense_ms: Option<f64>,
-    sparse_ms: Option<f64>,
-    speedup: Option<f64>,
-    active_fraction: Option<f64>,
-    /// MAC-weighted: above the active fraction where deeper layers grow (`growth_limit`).
-    work_fraction: Option<f64>,
-    ideal_speedup: Option<f64>,
-    efficiency: Option<f64>,
+    #[serde(flatten)]
+    figures: Figures,
     agreement_map50: Option<f64>,
     agreement_ap50_weighted: Option<f64>,
 }
@@ -66,9 +60,9 @@ fn sweep_table(rows: &[SweepRow], pick: Option<&SweepRow>) -> String {
             r.growth_limit,
             r.margin,
             r.threshold,
-            f(r.active_fraction, 3),
-            f(r.work_fraction, 3),
-            f(r.speedup, 2),
+            f(r.figures.active_fraction, 3),
+            f(r.figures.work_fraction, 3),
+            f(r.figures.speedup, 2),
             f(r.agreement_map50, 4),
             f(r.agreement_ap50_weighted, 4),
             if picked { "  <- pick" } else { "" }
@@ -147,20 +141,12 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         }
         let (d, sp) = (median(&dms), median(&sms));
         all_dms.extend(dms);
-        let af = mean(&act);
-        let (ideal, eff) = ideal_and_efficiency(d / sp, af);
         let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
         rows.push(SweepRow {
             margin,
             growth_limit,
             threshold: t,
-            dense_ms: round(d, 3),
-            sparse_ms: round(sp, 3),
-            speedup: round(d / sp, 3),
-            active_fraction: round(af, 4),
-            work_fraction: round(mean(&work), 4),
-            ideal_speedup: ideal,
-            efficiency: eff,
+            figures: Figures::new(d, sp, mean(&act), mean(&work)),
             agreement_map50: round(detect::mean_ap50(&per_class, &sdets[1..]), 4),
             agreement_ap50_weighted: round(
                 detect::ap50_weighted(&per_class).unwrap_or(f64::NAN),
@@ -179,9 +165,10 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         .iter()
         .filter(|r| agreement(r).is_some_and(|a| a >= target))
         .max_by(|a, b| {
-            a.speedup
+            a.figures
+                .speedup
                 .unwrap_or(0.0)
-                .total_cmp(&b.speedup.unwrap_or(0.0))
+                .total_cmp(&b.figures.speedup.unwrap_or(0.0))
         })
         .cloned();
     eprint!("{}", sweep_table(&rows, pick.as_ref()));
@@ -202,7 +189,7 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             .filter(|r| (r.margin, r.growth_limit) == shown)
             .map(|r| plot::Point {
                 threshold: r.threshold as f64,
-                speedup: r.speedup.unwrap_or(f64::NAN),
+                speedup: r.figures.speedup.unwrap_or(f64::NAN),
                 agreement: agreement(r).unwrap_or(f64::NAN),
             })
             .collect();
