@@ -86,6 +86,24 @@ pub fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..rank as i64).contains(&a).then_some(a as usize)
 }
 
+/// The most elements a tensor computed from a model's constants and shapes may have (1 GiB of
+/// f32): a larger one comes from a broken model, not from a network.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// The element count of `shape`, or an error naming `op` where it exceeds [`MAX_ELEMENTS`].
+pub fn checked_len(op: &str, shape: &[usize]) -> crate::error::Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            crate::error::tensor_err(
+                op,
+                format!("shape {shape:?} has more than {MAX_ELEMENTS} elements"),
+            )
+        })
+}
+
 /// Numpy-style broadcast of two shapes.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());

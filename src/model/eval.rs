@@ -4,7 +4,9 @@
 use super::act::Act;
 use super::onnx::Node;
 use crate::error::{tensor_err, Result};
-use crate::tensor::{broadcast_index_map, broadcast_shape, norm_axis, strides_of, DType, Tensor};
+use crate::tensor::{
+    broadcast_index_map, broadcast_shape, checked_len, norm_axis, strides_of, DType, Tensor,
+};
 
 /// The ops `eval` understands.
 pub const GENERIC_OPS: &[&str] = &[
@@ -118,6 +120,9 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 .map(|&a| norm_axis(a, r).ok_or_else(|| tensor_err(op, "bad axis")))
                 .collect::<Result<_>>()?;
             axes.sort();
+            if axes.windows(2).any(|w| w[0] == w[1]) {
+                return Err(tensor_err(op, "repeated axis"));
+            }
             let mut shape = x.shape.clone();
             for a in axes {
                 shape.insert(a, 1);
@@ -160,11 +165,19 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
         "Reshape" => reshape(req(0)?, &req(1)?.as_i64(), node.int("allowzero", 0) != 0)?,
         "Range" => {
-            let (s, l, d) = (req(0)?.data[0], req(1)?.data[0], req(2)?.data[0]);
+            let scalar = |i| {
+                req(i)?
+                    .data
+                    .first()
+                    .copied()
+                    .ok_or_else(|| tensor_err(op, format!("input {i} is empty")))
+            };
+            let (s, l, d) = (scalar(0)?, scalar(1)?, scalar(2)?);
             if d == 0.0 {
                 return Err(tensor_err(op, "delta is zero"));
             }
             let n = (((l - s) / d).ceil()).max(0.0) as usize;
+            checked_len(op, &[n])?;
             let data: Vec<f32> = (0..n).map(|i| s + i as f32 * d).collect();
             Tensor {
                 shape: vec![n],
@@ -178,7 +191,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 .tensor("value")
                 .map(|t| (t.data.first().copied().unwrap_or(0.0), t.dtype))
                 .unwrap_or((0.0, DType::Float));
-            let n = shape.iter().product();
+            let n = checked_len(op, &shape)?;
             Tensor {
                 shape,
                 data: vec![v; n],
@@ -190,6 +203,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             let want: Vec<usize> = req(1)?.as_i64().iter().map(|&d| d as usize).collect();
             let shape = broadcast_shape(&x.shape, &want)
                 .ok_or_else(|| tensor_err(op, "shapes do not broadcast"))?;
+            checked_len(op, &shape)?;
             let map = broadcast_index_map(&x.shape, &shape);
             Tensor {
                 data: map.iter().map(|&i| x.data[i]).collect(),
@@ -227,6 +241,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 &b.shape,
             )
             .ok_or_else(|| tensor_err(op, "shapes do not broadcast"))?;
+            checked_len(op, &s)?;
             let (mc, ma, mb) = (
                 broadcast_index_map(&c.shape, &s),
                 broadcast_index_map(&a.shape, &s),
@@ -485,6 +500,15 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     if perm.len() != x.rank() {
         return Err(tensor_err("Transpose", "perm length differs from rank"));
     }
+    let mut seen = vec![false; perm.len()];
+    for &p in perm {
+        if p >= perm.len() || std::mem::replace(&mut seen[p], true) {
+            return Err(tensor_err(
+                "Transpose",
+                format!("perm {perm:?} is not a permutation of the axes"),
+            ));
+        }
+    }
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let src_strides = x.strides();
     let strides: Vec<usize> = perm.iter().map(|&p| src_strides[p]).collect();
@@ -512,9 +536,13 @@ fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> Result<Tensor> {
     let outer: usize = x.shape[..a].iter().product();
     let inner: usize = x.shape[a + 1..].iter().product();
     let n = x.shape[a] as i64;
-    let mut data = Vec::with_capacity(outer * idx.len() * inner);
+    let mut shape = x.shape[..a].to_vec();
+    shape.extend_from_slice(&idx.shape);
+    shape.extend_from_slice(&x.shape[a + 1..]);
+    let mut data = Vec::with_capacity(checked_len("Gather", &shape)?);
+    let indices = idx.as_i64();
     for o in 0..outer {
-        for &i in &idx.as_i64() {
+        for &i in &indices {
             let i = if i < 0 { i + n } else { i };
             if !(0..n).contains(&i) {
                 return Err(tensor_err("Gather", format!("index {i} out of range {n}")));
@@ -523,9 +551,6 @@ fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> Result<Tensor> {
             data.extend_from_slice(&x.data[base..base + inner]);
         }
     }
-    let mut shape = x.shape[..a].to_vec();
-    shape.extend_from_slice(&idx.shape);
-    shape.extend_from_slice(&x.shape[a + 1..]);
     Ok(Tensor {
         shape,
         data,
@@ -571,7 +596,11 @@ pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
 }
 
 fn slice(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
-    let x = inputs[0].ok_or_else(|| tensor_err("Slice", "no input"))?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| tensor_err("Slice", "no input"))?;
     let get = |i: usize, attr: &str| -> Option<Vec<i64>> {
         node.ints(attr)
             .or_else(|| inputs.get(i).copied().flatten().map(|t| t.as_i64()))
@@ -585,6 +614,15 @@ fn slice(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
         .flatten()
         .map(|t| t.as_i64())
         .unwrap_or_else(|| vec![1; starts.len()]);
+    if [ends.len(), axes.len(), steps.len()]
+        .iter()
+        .any(|&l| l != starts.len())
+    {
+        return Err(tensor_err(
+            "Slice",
+            "starts, ends, axes and steps differ in length",
+        ));
+    }
     let r = x.rank();
     let mut begin = vec![0i64; r];
     let mut step = vec![1i64; r];
@@ -654,7 +692,11 @@ pub fn split_sizes(node: &Node, split_input: Option<&Tensor>, dim: usize) -> Vec
 }
 
 fn split(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let x = inputs[0].ok_or_else(|| tensor_err("Split", "no input"))?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| tensor_err("Split", "no input"))?;
     let a =
         norm_axis(node.int("axis", 0), x.rank()).ok_or_else(|| tensor_err("Split", "bad axis"))?;
     let sizes = split_sizes(node, inputs.get(1).copied().flatten(), x.shape[a]);
@@ -690,6 +732,7 @@ pub fn binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape),
         )
     })?;
+    checked_len(op, &shape)?;
     let trunc = truncates(op, a.dtype, b.dtype);
     let f = binary_fn(op).ok_or_else(|| tensor_err(op, "not a binary op"))?;
     let (ma, mb) = (
@@ -769,6 +812,7 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let k = b.shape[0];
     let n = b.shape[1];
     let m = a.len() / k;
+    checked_len("MatMul", &[m, n])?;
     let mut data = vec![0f32; m * n];
     for i in 0..m {
         for p in 0..k {
@@ -812,17 +856,16 @@ impl ConvGeom {
         let (c, h, wd) = (x[1], x[2], x[3]);
         let (co, cig, kh, kw) = (w[0], w[1], w[2], w[3]);
         let group = node.int("group", 1) as usize;
-        let s = node.ints("strides").unwrap_or(vec![1, 1]);
-        let d = node.ints("dilations").unwrap_or(vec![1, 1]);
-        let p = node.ints("pads").unwrap_or(vec![0, 0, 0, 0]);
+        let attr = |key, len, min, default| {
+            node.spatial(key, len, min, default)
+                .map(|v| v.into_iter().map(|x| x as i64).collect::<Vec<_>>())
+                .map_err(|reason| tensor_err("Conv", reason))
+        };
+        let s = attr("strides", 2, 1, 1)?;
+        let d = attr("dilations", 2, 1, 1)?;
+        let p = attr("pads", 4, 0, 0)?;
         if node.string("auto_pad", "NOTSET") != "NOTSET" && !(kh == 1 && kw == 1) {
             return Err(tensor_err("Conv", "auto_pad in the tail is not supported"));
-        }
-        if s.len() != 2 || d.len() != 2 || p.len() != 4 {
-            return Err(tensor_err(
-                "Conv",
-                "strides, dilations or pads of the wrong length",
-            ));
         }
         if group == 0 || cig * group != c || co % group != 0 {
             return Err(tensor_err("Conv", "channel count does not match weights"));
@@ -835,6 +878,7 @@ impl ConvGeom {
         }
         let oh = (h as i64 + p[0] + p[2] - d[0] * (kh as i64 - 1) - 1) / s[0] + 1;
         let ow = (wd as i64 + p[1] + p[3] - d[1] * (kw as i64 - 1) - 1) / s[1] + 1;
+        checked_len("Conv", &[co, oh.max(0) as usize, ow.max(0) as usize])?;
         Ok(ConvGeom {
             c,
             h,

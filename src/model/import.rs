@@ -442,6 +442,19 @@ impl<'g> Builder<'g> {
         }
     }
 
+    /// [`Node::spatial`], its error naming the node.
+    fn spatial(
+        &self,
+        n: &Node,
+        key: &str,
+        len: usize,
+        min: i64,
+        default: i64,
+    ) -> Result<Vec<usize>> {
+        n.spatial(key, len, min, default)
+            .map_err(|reason| self.err(n, reason))
+    }
+
     fn err(&self, n: &Node, reason: impl Into<String>) -> Error {
         Error::BadNode {
             path: self.g.path.clone(),
@@ -784,15 +797,10 @@ impl<'g> Builder<'g> {
                 ),
             ));
         }
-        let s = n.ints("strides").unwrap_or(vec![1, 1]);
-        let d = n.ints("dilations").unwrap_or(vec![1, 1]);
-        let (sh, sw, dh, dw) = (s[0] as usize, s[1] as usize, d[0] as usize, d[1] as usize);
-        let mut p: Vec<usize> = n
-            .ints("pads")
-            .unwrap_or(vec![0; 4])
-            .iter()
-            .map(|&v| v.max(0) as usize)
-            .collect();
+        let s = self.spatial(n, "strides", 2, 1, 1)?;
+        let d = self.spatial(n, "dilations", 2, 1, 1)?;
+        let (sh, sw, dh, dw) = (s[0], s[1], d[0], d[1]);
+        let mut p = self.spatial(n, "pads", 4, 0, 0)?;
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
             if transposed {
@@ -827,9 +835,9 @@ impl<'g> Builder<'g> {
             return Err(self.unsupported(n, " with output_shape"));
         }
         let (oh, ow, scale) = if transposed {
-            let op = n.ints("output_padding").unwrap_or(vec![0, 0]);
-            let oh = (inb.h - 1) * sh + dh * (kh - 1) + 1 + op[0] as usize;
-            let ow = (inb.w - 1) * sw + dw * (kw - 1) + 1 + op[1] as usize;
+            let op = self.spatial(n, "output_padding", 2, 0, 0)?;
+            let oh = (inb.h - 1) * sh + dh * (kh - 1) + 1 + op[0];
+            let ow = (inb.w - 1) * sw + dw * (kw - 1) + 1 + op[1];
             let (oh, ow) = (
                 (oh).saturating_sub(p[0] + p[2]),
                 ow.saturating_sub(p[1] + p[3]),
@@ -1099,21 +1107,17 @@ impl<'g> Builder<'g> {
         if k.len() != 2 {
             return Err(self.unsupported(n, " (only 2-D pooling)"));
         }
-        let (kh, kw) = (k[0] as usize, k[1] as usize);
-        let s = n.ints("strides").unwrap_or(vec![1, 1]);
-        let (sh, sw) = (s[0] as usize, s[1] as usize);
+        let k = self.spatial(n, "kernel_shape", 2, 1, 1)?;
+        let (kh, kw) = (k[0], k[1]);
+        let s = self.spatial(n, "strides", 2, 1, 1)?;
+        let (sh, sw) = (s[0], s[1]);
         if n.ints("dilations")
             .is_some_and(|d| d.iter().any(|&v| v != 1))
         {
             return Err(self.unsupported(n, " with dilations"));
         }
         let inb = self.buffers[input.buf].clone();
-        let mut p: Vec<usize> = n
-            .ints("pads")
-            .unwrap_or(vec![0; 4])
-            .iter()
-            .map(|&v| v.max(0) as usize)
-            .collect();
+        let mut p = self.spatial(n, "pads", 4, 0, 0)?;
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
             for (axis, (k, st, len)) in [(kh, sh, inb.h), (kw, sw, inb.w)].into_iter().enumerate() {

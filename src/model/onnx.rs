@@ -9,6 +9,10 @@ use onnx_protobuf::{attribute_proto::AttributeType, Message, ModelProto, TensorP
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
+/// The largest kernel side, stride, dilation or pad the importer takes: no real network comes
+/// near it, and size arithmetic on larger values could overflow.
+pub const MAX_SPATIAL_ATTR: i64 = 1 << 16;
+
 #[derive(Clone, Debug)]
 pub enum Attr {
     Int(i64),
@@ -48,6 +52,28 @@ impl Node {
             _ => None,
         }
     }
+    /// The spatial attribute `key` (kernel_shape, strides, dilations, pads, output_padding):
+    /// exactly `len` values, each from `min` to [`MAX_SPATIAL_ATTR`]; `default` for each where the
+    /// attribute is absent. The error says which attribute and value are wrong.
+    pub fn spatial(
+        &self,
+        key: &str,
+        len: usize,
+        min: i64,
+        default: i64,
+    ) -> std::result::Result<Vec<usize>, String> {
+        let v = self.ints(key).unwrap_or_else(|| vec![default; len]);
+        if v.len() != len {
+            return Err(format!("{key} has {} values, {len} expected", v.len()));
+        }
+        match v.iter().find(|&&x| !(min..=MAX_SPATIAL_ATTR).contains(&x)) {
+            Some(bad) => Err(format!(
+                "{key} value {bad} is outside {min}..={MAX_SPATIAL_ATTR}"
+            )),
+            None => Ok(v.into_iter().map(|x| x as usize).collect()),
+        }
+    }
+
     pub fn floats(&self, key: &str) -> Option<Vec<f32>> {
         match self.attrs.get(key) {
             Some(Attr::Floats(v)) => Some(v.clone()),
