@@ -1,7 +1,7 @@
 //! Broken models give errors, never panics: the real models with their graphs mutated at random
 //! (ops swapped, inputs and attributes dropped or rewired, attribute values out of range,
-//! initializer dims changed, nodes removed) are imported, and those that still import run one
-//! dense frame on the CPU backend. Each must end in `Ok` or in an `Err`.
+//! initializer dims changed, nodes removed) are imported, and those that still import run dense
+//! and sparse frames on the CPU backend. Each must end in `Ok` or in an `Err`.
 
 mod common;
 
@@ -119,7 +119,8 @@ fn mutate_node(
     }
 }
 
-/// Imports `bytes` and, where that succeeds, runs one dense frame of mid-grey on the CPU.
+/// Imports `bytes` and, where that succeeds, runs it on the CPU: one dense frame of mid-grey as a
+/// tensor, then (RGB models) two image frames, the second one sparse.
 fn import_and_run(bytes: &[u8], m: &common::RealModel) -> gstregiondrop::error::Result<()> {
     let graph = onnx::parse(bytes, std::path::Path::new(m.path))?;
     let plan = Arc::new(translate(graph, &ImportOptions { input_size: m.size })?);
@@ -131,7 +132,20 @@ fn import_and_run(bytes: &[u8], m: &common::RealModel) -> gstregiondrop::error::
     };
     let mut engine = Engine::new(plan, InputNorm::unit_rgb(), cfg)?;
     engine.process_tensor(&Tensor::new(vec![1, c, h, w], vec![0.5; c * h * w]))?;
-    engine.outputs().map(drop)
+    engine.outputs().map(drop)?;
+    if c == 3 {
+        // Two image frames, the second changed in its top third: a sparse run after a dense one.
+        let mut rng = Lcg(5);
+        let first: Vec<u8> = (0..w * h * 3).map(|_| rng.below(256) as u8).collect();
+        let mut second = first.clone();
+        for v in &mut second[..w * 3 * (h / 3)] {
+            *v = v.wrapping_add(60);
+        }
+        engine.process(&first)?;
+        engine.process(&second)?;
+        engine.outputs().map(drop)?;
+    }
+    Ok(())
 }
 
 #[test]
