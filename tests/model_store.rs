@@ -101,3 +101,42 @@ fn a_missing_file_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn engines_starting_together_import_once() {
+    let path = temp_model("store-together", &model(false, false));
+    let barrier = std::sync::Barrier::new(4);
+    let plans: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    store::plan(&path, None).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for p in &plans[1..] {
+        assert!(
+            Arc::ptr_eq(&plans[0], p),
+            "two engines imported the file at once"
+        );
+    }
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn a_file_written_again_with_the_same_length_is_read_again() {
+    let path = temp_model("store-rewritten", &model(false, false));
+    let before = store::plan(&path, None).unwrap();
+    // The same bytes: only the file's times tell the store it was written.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, model(false, false)).unwrap();
+    let after = store::plan(&path, None).unwrap();
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "a rewritten file kept its old plan"
+    );
+    std::fs::remove_file(path).ok();
+}

@@ -64,6 +64,14 @@ fn mutate(g: &mut GraphProto, rng: &mut Lcg) -> String {
                 return "nothing".into();
             }
             let d = rng.below(t.dims.len());
+            if rng.below(2) == 0 {
+                // Empty, with no data: still a well-formed tensor.
+                t.dims[d] = 0;
+                t.raw_data.clear();
+                t.float_data.clear();
+                t.int64_data.clear();
+                return format!("initializer {} emptied", t.name);
+            }
             t.dims[d] = [0i64, 1, 2, 1000][rng.below(4)];
             format!("initializer {} dim {d} changed", t.name)
         }
@@ -189,26 +197,71 @@ fn mutated_real_models_fail_with_errors_not_panics() {
 
 /// Out-of-range spatial attributes are refused by name, with the node and the value.
 #[test]
-fn out_of_range_conv_attributes_are_named() {
-    use common::onnx_build::{temp_model, Builder};
-    for (stride, pad, dilation, want) in [
-        (0, 1, 1, "strides value 0 is outside 1..="),
-        (1, -1, 1, "pads value -1 is outside 0..="),
+fn out_of_range_attributes_are_named() {
+    use common::onnx_build::{temp_model, Builder, A};
+    let conv = |stride, pad, dilation| {
+        move |b: &mut Builder| b.conv("x", 4, 8, 3, stride, pad, 1, dilation)
+    };
+    let pool = |attrs: Vec<(&'static str, Vec<i64>)>| {
+        move |b: &mut Builder| {
+            let attrs: Vec<(&str, A)> = attrs.iter().map(|(k, v)| (*k, A::Is(v.clone()))).collect();
+            b.node("MaxPool", &["x"], &attrs)
+        }
+    };
+    type AddNode = Box<dyn Fn(&mut Builder) -> String>;
+    let cases: Vec<(&str, AddNode, &str)> = vec![
         (
-            1,
-            1,
-            1 << 40,
-            "dilations value 1099511627776 is outside 1..=",
+            "Conv",
+            Box::new(conv(0, 1, 1)),
+            "strides value 0 is outside 1..=",
         ),
-    ] {
-        let mut b = Builder::new(3, 32, 32);
-        let y = b.conv("x", 3, 8, 3, stride, pad, 1, dilation);
-        let path = temp_model(&format!("bad-conv-{stride}-{pad}"), &b.bytes(&[&y], "Conv"));
+        (
+            "Conv",
+            Box::new(conv(1, -1, 1)),
+            "pads value -1 is outside 0..=",
+        ),
+        (
+            "Conv",
+            Box::new(conv(1, 1, 1 << 40)),
+            "dilations value 1099511627776",
+        ),
+        (
+            "Conv",
+            Box::new(|b: &mut Builder| {
+                let w = b.random(&[8, 4, 3, 3], 0.1);
+                b.node("Conv", &["x", &w], &[("group", A::I(-1))])
+            }),
+            "group value -1 is outside 1..=",
+        ),
+        (
+            "MaxPool",
+            Box::new(pool(vec![
+                ("kernel_shape", vec![2, 2]),
+                ("strides", vec![0, 2]),
+            ])),
+            "strides value 0 is outside 1..=",
+        ),
+        (
+            "MaxPool",
+            Box::new(pool(vec![
+                ("kernel_shape", vec![2, 2]),
+                ("pads", vec![0, 0, 1]),
+            ])),
+            "pads has 3 values where 4 are expected",
+        ),
+    ];
+    for (i, (op, build, want)) in cases.iter().enumerate() {
+        let mut b = Builder::new(4, 32, 32);
+        let y = build(&mut b);
+        let path = temp_model(&format!("bad-attr-{i}"), &b.bytes(&[&y], op));
         let Err(e) = gstregiondrop::model::import(&path, &ImportOptions::default()) else {
             panic!("{want}: the model was accepted")
         };
         let msg = e.to_string();
-        assert!(msg.contains(want) && msg.contains("(Conv)"), "{msg}");
+        assert!(
+            msg.contains(want) && msg.contains(&format!("({op})")),
+            "{msg}"
+        );
         std::fs::remove_file(path).ok();
     }
 }

@@ -630,10 +630,12 @@ fn slice(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
     for k in 0..starts.len() {
         let a = norm_axis(axes[k], r).ok_or_else(|| tensor_err("Slice", "bad axis"))?;
         let d = x.shape[a] as i64;
-        let s = steps[k];
-        if s == 0 {
+        if steps[k] == 0 {
             return Err(tensor_err("Slice", "step 0"));
         }
+        // A step longer than the axis takes one element at most: clamped, the counts below
+        // cannot overflow.
+        let s = steps[k].clamp(-(d + 1), d + 1);
         let fix = |v: i64| if v < 0 { v + d } else { v };
         let (b, e) = if s > 0 {
             (fix(starts[k]).clamp(0, d), fix(ends[k]).clamp(0, d))
@@ -676,19 +678,38 @@ fn slice(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
     })
 }
 
-/// Split sizes from the attribute (old opsets), the input (new) or equal parts.
-pub fn split_sizes(node: &Node, split_input: Option<&Tensor>, dim: usize) -> Vec<usize> {
+/// Split sizes from the attribute (old opsets), the input (new) or equal parts; an error unless
+/// they are non-negative and add up to `dim`.
+pub fn split_sizes(node: &Node, split_input: Option<&Tensor>, dim: usize) -> Result<Vec<usize>> {
     let n_out = node.outputs.len().max(1);
-    node.ints("split")
+    let sizes: Vec<usize> = match node
+        .ints("split")
         .or_else(|| split_input.map(|t| t.as_i64()))
-        .map(|v| v.iter().map(|&s| s as usize).collect())
-        .unwrap_or_else(|| {
-            let n = node.int("num_outputs", n_out as i64) as usize;
-            let part = dim.div_ceil(n);
+    {
+        Some(v) => v
+            .iter()
+            .map(|&s| {
+                usize::try_from(s).map_err(|_| tensor_err("Split", format!("split size {s}")))
+            })
+            .collect::<Result<_>>()?,
+        None => {
+            let n = node.int("num_outputs", n_out as i64);
+            if !(1..=dim.max(n_out) as i64).contains(&n) {
+                return Err(tensor_err("Split", format!("num_outputs {n}")));
+            }
+            let (n, part) = (n as usize, dim.div_ceil(n as usize));
             (0..n)
                 .map(|i| part.min(dim - (part * i).min(dim)))
                 .collect()
-        })
+        }
+    };
+    if sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(dim) {
+        return Err(tensor_err(
+            "Split",
+            format!("split sizes {sizes:?} do not add up to {dim}"),
+        ));
+    }
+    Ok(sizes)
 }
 
 fn split(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -699,10 +720,7 @@ fn split(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         .ok_or_else(|| tensor_err("Split", "no input"))?;
     let a =
         norm_axis(node.int("axis", 0), x.rank()).ok_or_else(|| tensor_err("Split", "bad axis"))?;
-    let sizes = split_sizes(node, inputs.get(1).copied().flatten(), x.shape[a]);
-    if sizes.iter().sum::<usize>() != x.shape[a] {
-        return Err(tensor_err("Split", "split sizes do not add up"));
-    }
+    let sizes = split_sizes(node, inputs.get(1).copied().flatten(), x.shape[a])?;
     let outer: usize = x.shape[..a].iter().product();
     let inner: usize = x.shape[a + 1..].iter().product();
     let mut outs = Vec::new();
@@ -811,7 +829,7 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let k = b.shape[0];
     let n = b.shape[1];
-    let m = a.len() / k;
+    let m: usize = a.shape[..a.rank() - 1].iter().product();
     checked_len("MatMul", &[m, n])?;
     let mut data = vec![0f32; m * n];
     for i in 0..m {
@@ -855,7 +873,13 @@ impl ConvGeom {
         }
         let (c, h, wd) = (x[1], x[2], x[3]);
         let (co, cig, kh, kw) = (w[0], w[1], w[2], w[3]);
-        let group = node.int("group", 1) as usize;
+        if w.contains(&0) {
+            return Err(tensor_err(
+                "Conv",
+                format!("weights {w:?} have an empty dimension"),
+            ));
+        }
+        let group = node.group().map_err(|reason| tensor_err("Conv", reason))?;
         let attr = |key, len, min, default| {
             node.spatial(key, len, min, default)
                 .map(|v| v.into_iter().map(|x| x as i64).collect::<Vec<_>>())
@@ -867,7 +891,7 @@ impl ConvGeom {
         if node.string("auto_pad", "NOTSET") != "NOTSET" && !(kh == 1 && kw == 1) {
             return Err(tensor_err("Conv", "auto_pad in the tail is not supported"));
         }
-        if group == 0 || cig * group != c || co % group != 0 {
+        if cig * group != c || co % group != 0 {
             return Err(tensor_err("Conv", "channel count does not match weights"));
         }
         if b.is_some_and(|b| b.iter().product::<usize>() != co) {
@@ -876,9 +900,18 @@ impl ConvGeom {
                 "bias length differs from the output channels",
             ));
         }
-        let oh = (h as i64 + p[0] + p[2] - d[0] * (kh as i64 - 1) - 1) / s[0] + 1;
-        let ow = (wd as i64 + p[1] + p[3] - d[1] * (kw as i64 - 1) - 1) / s[1] + 1;
-        checked_len("Conv", &[co, oh.max(0) as usize, ow.max(0) as usize])?;
+        let span = |len: usize, lo: i64, hi: i64, d: i64, k: usize| {
+            len as i64 + lo + hi - d * (k as i64 - 1) - 1
+        };
+        let (span_h, span_w) = (
+            span(h, p[0], p[2], d[0], kh),
+            span(wd, p[1], p[3], d[1], kw),
+        );
+        if span_h < 0 || span_w < 0 {
+            return Err(tensor_err("Conv", "kernel larger than the padded input"));
+        }
+        let (oh, ow) = (span_h / s[0] + 1, span_w / s[1] + 1);
+        checked_len("Conv", &[co, oh as usize, ow as usize])?;
         Ok(ConvGeom {
             c,
             h,
@@ -891,8 +924,8 @@ impl ConvGeom {
             strides: [s[0], s[1]],
             dilations: [d[0], d[1]],
             pads: [p[0], p[1]],
-            oh: oh.max(0) as usize,
-            ow: ow.max(0) as usize,
+            oh: oh as usize,
+            ow: ow as usize,
         })
     }
 

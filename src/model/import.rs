@@ -443,7 +443,7 @@ impl<'g> Builder<'g> {
     }
 
     /// [`Node::spatial`], its error naming the node.
-    fn spatial(
+    fn spatial_attr(
         &self,
         n: &Node,
         key: &str,
@@ -780,15 +780,18 @@ impl<'g> Builder<'g> {
                 self.unsupported(n, format!(" with a {}-D kernel (only 2-D)", wt.rank() - 2))
             );
         }
+        if wt.shape.contains(&0) {
+            return Err(self.err(n, format!("weights {:?} have an empty dimension", wt.shape)));
+        }
         let inb = self.buffers[input.buf].clone();
-        let groups = n.int("group", 1) as usize;
+        let groups = n.group().map_err(|reason| self.err(n, reason))?;
         let (kh, kw) = (wt.shape[2], wt.shape[3]);
         let (cin, cout) = if transposed {
             (wt.shape[0], wt.shape[1] * groups)
         } else {
             (wt.shape[1] * groups, wt.shape[0])
         };
-        if cin != input.c || groups == 0 || cout % groups != 0 {
+        if cin != input.c || cout % groups != 0 {
             return Err(self.err(
                 n,
                 format!(
@@ -797,10 +800,10 @@ impl<'g> Builder<'g> {
                 ),
             ));
         }
-        let s = self.spatial(n, "strides", 2, 1, 1)?;
-        let d = self.spatial(n, "dilations", 2, 1, 1)?;
+        let s = self.spatial_attr(n, "strides", 2, 1, 1)?;
+        let d = self.spatial_attr(n, "dilations", 2, 1, 1)?;
         let (sh, sw, dh, dw) = (s[0], s[1], d[0], d[1]);
-        let mut p = self.spatial(n, "pads", 4, 0, 0)?;
+        let mut p = self.spatial_attr(n, "pads", 4, 0, 0)?;
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
             if transposed {
@@ -835,7 +838,7 @@ impl<'g> Builder<'g> {
             return Err(self.unsupported(n, " with output_shape"));
         }
         let (oh, ow, scale) = if transposed {
-            let op = self.spatial(n, "output_padding", 2, 0, 0)?;
+            let op = self.spatial_attr(n, "output_padding", 2, 0, 0)?;
             let oh = (inb.h - 1) * sh + dh * (kh - 1) + 1 + op[0];
             let ow = (inb.w - 1) * sw + dw * (kw - 1) + 1 + op[1];
             let (oh, ow) = (
@@ -1101,15 +1104,14 @@ impl<'g> Builder<'g> {
     }
 
     fn pool(&mut self, n: &Node, input: View, extra_pad: Option<PendingPad>) -> Result<()> {
-        let k = n
-            .ints("kernel_shape")
-            .ok_or_else(|| self.err(n, "kernel_shape is missing"))?;
-        if k.len() != 2 {
-            return Err(self.unsupported(n, " (only 2-D pooling)"));
+        match n.ints("kernel_shape") {
+            None => return Err(self.err(n, "kernel_shape is missing")),
+            Some(k) if k.len() != 2 => return Err(self.unsupported(n, " (only 2-D pooling)")),
+            Some(_) => {}
         }
-        let k = self.spatial(n, "kernel_shape", 2, 1, 1)?;
+        let k = self.spatial_attr(n, "kernel_shape", 2, 1, 1)?;
         let (kh, kw) = (k[0], k[1]);
-        let s = self.spatial(n, "strides", 2, 1, 1)?;
+        let s = self.spatial_attr(n, "strides", 2, 1, 1)?;
         let (sh, sw) = (s[0], s[1]);
         if n.ints("dilations")
             .is_some_and(|d| d.iter().any(|&v| v != 1))
@@ -1117,7 +1119,7 @@ impl<'g> Builder<'g> {
             return Err(self.unsupported(n, " with dilations"));
         }
         let inb = self.buffers[input.buf].clone();
-        let mut p = self.spatial(n, "pads", 4, 0, 0)?;
+        let mut p = self.spatial_attr(n, "pads", 4, 0, 0)?;
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
             for (axis, (k, st, len)) in [(kh, sh, inb.h), (kw, sw, inb.w)].into_iter().enumerate() {
@@ -1334,8 +1336,11 @@ impl<'g> Builder<'g> {
             Some(Val::Const(t)) => Some(t),
             _ => None,
         };
-        let sizes = eval::split_sizes(n, split_in.as_ref(), view.c);
-        if sizes.iter().sum::<usize>() != view.c || sizes.len() != n.outputs.len() {
+        let sizes = eval::split_sizes(n, split_in.as_ref(), view.c).map_err(|e| match e {
+            Error::Tensor { reason, .. } => self.err(n, reason),
+            e => e,
+        })?;
+        if sizes.len() != n.outputs.len() {
             return Err(self.err(
                 n,
                 format!("split sizes {sizes:?} do not cover {} channels", view.c),

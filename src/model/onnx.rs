@@ -9,8 +9,8 @@ use onnx_protobuf::{attribute_proto::AttributeType, Message, ModelProto, TensorP
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
-/// The largest kernel side, stride, dilation or pad the importer takes: no real network comes
-/// near it, and size arithmetic on larger values could overflow.
+/// The largest stride, dilation, pad, pooling window or group count the importer takes: no real
+/// network comes near it, and size arithmetic on larger values could overflow.
 pub const MAX_SPATIAL_ATTR: i64 = 1 << 16;
 
 #[derive(Clone, Debug)]
@@ -62,15 +62,33 @@ impl Node {
         min: i64,
         default: i64,
     ) -> std::result::Result<Vec<usize>, String> {
-        let v = self.ints(key).unwrap_or_else(|| vec![default; len]);
+        // An empty list counts as absent, as onnxruntime reads it.
+        let v = match self.ints(key) {
+            Some(v) if !v.is_empty() => v,
+            _ => vec![default; len],
+        };
         if v.len() != len {
-            return Err(format!("{key} has {} values, {len} expected", v.len()));
+            return Err(format!(
+                "{key} has {} values where {len} are expected",
+                v.len()
+            ));
         }
         match v.iter().find(|&&x| !(min..=MAX_SPATIAL_ATTR).contains(&x)) {
             Some(bad) => Err(format!(
                 "{key} value {bad} is outside {min}..={MAX_SPATIAL_ATTR}"
             )),
             None => Ok(v.into_iter().map(|x| x as usize).collect()),
+        }
+    }
+
+    /// The `group` attribute of a convolution: 1 where absent, an error unless 1 to
+    /// [`MAX_SPATIAL_ATTR`].
+    pub fn group(&self) -> std::result::Result<usize, String> {
+        let g = self.int("group", 1);
+        if (1..=MAX_SPATIAL_ATTR).contains(&g) {
+            Ok(g as usize)
+        } else {
+            Err(format!("group value {g} is outside 1..={MAX_SPATIAL_ATTR}"))
         }
     }
 

@@ -2,12 +2,13 @@
 //! (several cameras, the branches of a tee) share its weights and its import instead of holding
 //! a copy each.
 //!
-//! A file is the same file while its canonical path, length, modification time and inode are. A plan
-//! lives as long as some engine holds it: once the last one is dropped, the next engine imports
-//! the file again.
+//! A file is the same file while its canonical path, length, modification and status change
+//! times, device and inode are. A plan lives as long as some engine holds it: once the last one is
+//! dropped, the next engine imports the file again. A shared plan names its file as the first
+//! engine spelled the path (`Plan::model_path`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::SystemTime;
 
 use super::import::{declared_input, input_dims, translate, DeclaredDims, ImportOptions};
@@ -40,26 +41,49 @@ pub fn load(
         // Unreadable: importing names the file and the reason.
         return import(path, input_size, probe).map(|(loaded, _)| loaded);
     };
-    // Held through the import: an engine that starts beside another on the same model waits for
-    // its plan instead of importing a second copy.
-    let mut store = STORE.lock().unwrap_or_else(PoisonError::into_inner);
-    store.plans.retain(|(_, _, plan)| plan.strong_count() > 0);
-    if let Some(declared) = store.declared(&file) {
-        let (asked, follows_frames) = asked(declared, input_size, probe);
-        let dims = input_dims(path, declared, asked)?;
-        if let Some(plan) = store.held(&file, dims) {
-            return Ok(Loaded {
-                plan,
-                follows_frames,
-            });
-        }
+    if let Some(held) = held(&file, path, input_size, probe)? {
+        return Ok(held);
+    }
+    // One import of a file at a time: an engine that starts beside another on the same model
+    // waits for its plan instead of importing a second copy. Other files import meanwhile.
+    let slot = store().import_slot(&file);
+    let _importing = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(held) = held(&file, path, input_size, probe)? {
+        return Ok(held);
     }
     let (loaded, declared) = import(path, input_size, probe)?;
-    let dims = (loaded.plan.input_w, loaded.plan.input_h);
-    store.declared.retain(|(f, _)| f.path != file.path);
-    store.declared.push((file.clone(), declared));
-    store.plans.push((file, dims, Arc::downgrade(&loaded.plan)));
+    // A file that changed while it was read is not kept: the next engine reads it again.
+    if FileId::of(path).as_ref() == Some(&file) {
+        let mut store = store();
+        store.declared.retain(|(f, _)| f.path != file.path);
+        store.declared.push((file.clone(), declared));
+        let dims = (loaded.plan.input_w, loaded.plan.input_h);
+        store.plans.push((file, dims, Arc::downgrade(&loaded.plan)));
+    }
     Ok(loaded)
+}
+
+/// The plan some engine holds for `file` at the size asked for, if any.
+fn held(
+    file: &FileId,
+    path: &Path,
+    input_size: Option<(usize, usize)>,
+    probe: Option<(usize, usize)>,
+) -> Result<Option<Loaded>> {
+    let mut store = store();
+    store.plans.retain(|(_, _, plan)| plan.strong_count() > 0);
+    store
+        .importing
+        .retain(|(_, slot)| Arc::strong_count(slot) > 1);
+    let Some(declared) = store.declared(file) else {
+        return Ok(None);
+    };
+    let (asked, follows_frames) = asked(declared, input_size, probe);
+    let dims = input_dims(path, declared, asked)?;
+    Ok(store.held(file, dims).map(|plan| Loaded {
+        plan,
+        follows_frames,
+    }))
 }
 
 /// The input size to import at for the (width, height) a file declares, and whether that is
@@ -95,14 +119,29 @@ fn import(
     ))
 }
 
-/// The files the store has read, with the input (width, height) each declares, and the plans
-/// engines hold, by file and input size.
+/// The files the store has read, with the input (width, height) each declares; the plans
+/// engines hold, by file and input size; a lock per file being imported.
 struct Store {
     declared: Vec<(FileId, DeclaredDims)>,
     plans: Vec<(FileId, (usize, usize), Weak<Plan>)>,
+    importing: Vec<(FileId, Arc<Mutex<()>>)>,
+}
+
+fn store() -> MutexGuard<'static, Store> {
+    STORE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Store {
+    /// The lock that imports of `file` take.
+    fn import_slot(&mut self, file: &FileId) -> Arc<Mutex<()>> {
+        if let Some((_, slot)) = self.importing.iter().find(|(f, _)| f == file) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Mutex::new(()));
+        self.importing.push((file.clone(), slot.clone()));
+        slot
+    }
+
     fn declared(&self, file: &FileId) -> Option<DeclaredDims> {
         self.declared
             .iter()
@@ -121,6 +160,7 @@ impl Store {
 static STORE: Mutex<Store> = Mutex::new(Store {
     declared: Vec::new(),
     plans: Vec::new(),
+    importing: Vec::new(),
 });
 
 /// A model file as the store tells files apart.
@@ -129,8 +169,9 @@ struct FileId {
     path: PathBuf,
     len: u64,
     modified: Option<SystemTime>,
-    /// Where the platform has them: a file replaced by a rename is another file.
-    inode: u64,
+    /// Where the platform has them: device and inode (a file replaced by a rename is another
+    /// file) and the status change time (which no copy or `touch` can set back).
+    unix: Option<(u64, u64, i64, i64)>,
 }
 
 impl FileId {
@@ -138,13 +179,16 @@ impl FileId {
         let path = path.canonicalize().ok()?;
         let meta = std::fs::metadata(&path).ok()?;
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        let unix = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()))
+        };
         #[cfg(not(unix))]
-        let inode = 0;
+        let unix = None;
         Some(FileId {
             len: meta.len(),
             modified: meta.modified().ok(),
-            inode,
+            unix,
             path,
         })
     }
