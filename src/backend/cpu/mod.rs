@@ -13,7 +13,7 @@ pub(crate) mod feature;
 mod ops;
 mod tail;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use feature::{FeatMut, FeatRef, SharedMut};
 use rayon::prelude::*;
@@ -48,8 +48,51 @@ pub struct CpuBackend {
     folded_exports: Vec<bool>,
     /// The Generic steps, prepared to run into their slots.
     generic: Vec<Option<generic::GenericStep>>,
-    /// Re-laid-out weights of the convolutions that run a direct kernel instead of im2col + GEMM.
-    direct: Vec<Option<DirectConv>>,
+    /// Re-laid-out weights of the convolutions that run a direct kernel instead of im2col + GEMM
+    /// (shared by the engines of the process on this plan: [`direct_weights`]).
+    direct: Arc<[Option<DirectConv>]>,
+}
+
+/// The direct kernels' weights for each step of `plan` (with `amx`, the AMX tiles' copies where
+/// they apply). Like the plan itself (`model::store`), they are shared by every CPU engine of the
+/// process that runs this plan in the same precision, while one of them runs.
+fn direct_weights(plan: &Arc<Plan>, amx: bool) -> Arc<[Option<DirectConv>]> {
+    type Shared = Vec<(Weak<Plan>, bool, Weak<[Option<DirectConv>]>)>;
+    static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.retain(|(_, _, d)| d.strong_count() > 0);
+    let key = Arc::downgrade(plan);
+    if let Some(d) = shared
+        .iter()
+        .filter(|(p, a, _)| p.ptr_eq(&key) && *a == amx)
+        .find_map(|(_, _, d)| d.upgrade())
+    {
+        return d;
+    }
+    let direct: Arc<[Option<DirectConv>]> = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Layer(l) => match &l.op {
+                LayerOp::Conv(c) if amx && conv_amx::applies(c) => {
+                    Some(DirectConv::Amx(conv_amx::AmxWeights::new(c)))
+                }
+                LayerOp::Conv(c) if conv_unpool::applies(c) => {
+                    Some(DirectConv::Unpool(conv_unpool::UnpoolWeights::new(c)))
+                }
+                LayerOp::Conv(c) if conv_direct::applies(c) => {
+                    Some(DirectConv::Taps(conv_direct::DirectWeights::new(c)))
+                }
+                LayerOp::Conv(c) if conv_small::applies(c) => {
+                    Some(DirectConv::SmallK(conv_small::SmallKWeights::new(c)))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    shared.push((key, amx, Arc::downgrade(&direct)));
+    direct
 }
 
 /// A convolution computed directly from the NHWC map, with its weights re-laid out.
@@ -107,28 +150,7 @@ impl CpuBackend {
         let bufs = plan.buffers.iter().map(|b| vec![0f32; b.len()]).collect();
         let slots = plan.initial_slots();
         let (rearrange, folded_exports) = tail::lower(&plan);
-        let direct: Vec<Option<DirectConv>> = plan
-            .steps
-            .iter()
-            .map(|s| match s {
-                Step::Layer(l) => match &l.op {
-                    LayerOp::Conv(c) if amx && conv_amx::applies(c) => {
-                        Some(DirectConv::Amx(conv_amx::AmxWeights::new(c)))
-                    }
-                    LayerOp::Conv(c) if conv_unpool::applies(c) => {
-                        Some(DirectConv::Unpool(conv_unpool::UnpoolWeights::new(c)))
-                    }
-                    LayerOp::Conv(c) if conv_direct::applies(c) => {
-                        Some(DirectConv::Taps(conv_direct::DirectWeights::new(c)))
-                    }
-                    LayerOp::Conv(c) if conv_small::applies(c) => {
-                        Some(DirectConv::SmallK(conv_small::SmallKWeights::new(c)))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect();
+        let direct = direct_weights(&plan, amx);
         // Scratch for the largest gathered matrix (all tiles active) of the convolutions that may
         // run as im2col + GEMM: a direct kernel that takes every run of its layer needs none.
         let (mut max_a, mut max_c, mut max_a16) = (0, 0, 0);
@@ -507,6 +529,46 @@ impl Backend for CpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Engines on one plan share the direct kernels' weights; another plan or precision, or a
+    /// plan once every engine on it is gone, gets its own.
+    #[test]
+    fn engines_on_one_plan_share_the_direct_weights() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/nanodet-416.onnx");
+        assert!(
+            path.is_file(),
+            "{} is missing: run scripts/setup-assets.sh",
+            path.display()
+        );
+        let plan = Arc::new(crate::model::import(&path, &Default::default()).unwrap());
+        let cpu = |plan: &Arc<Plan>, precision| {
+            CpuBackend::with_precision(plan.clone(), 32, 1, precision).unwrap()
+        };
+        let (a, b) = (cpu(&plan, Precision::F32), cpu(&plan, Precision::F32));
+        assert!(
+            a.direct.iter().any(Option::is_some),
+            "no direct kernel to share"
+        );
+        assert!(Arc::ptr_eq(&a.direct, &b.direct), "one plan, two copies");
+
+        let other = Arc::new(crate::model::import(&path, &Default::default()).unwrap());
+        assert!(!Arc::ptr_eq(&a.direct, &cpu(&other, Precision::F32).direct));
+        if amx::available() {
+            let (x, y) = (cpu(&plan, Precision::Bf16), cpu(&plan, Precision::Bf16));
+            assert!(
+                Arc::ptr_eq(&x.direct, &y.direct),
+                "bf16: one plan, two copies"
+            );
+            assert!(
+                !Arc::ptr_eq(&x.direct, &a.direct),
+                "bf16 took the f32 weights"
+            );
+        }
+        let gone = Arc::downgrade(&a.direct);
+        drop((a, b));
+        assert!(gone.upgrade().is_none(), "weights outlived every engine");
+    }
 
     /// The chunked row conversion gives the per-pixel formula for any row length, RGB or BGR.
     #[test]
