@@ -27,8 +27,13 @@ fn layers(plan: &gstregiondrop::model::Plan) -> usize {
 #[test]
 fn engines_on_one_model_file_share_its_plan() {
     let path = temp_model("store-shared", &model(false, false));
-    let a = store::plan(&path, None).unwrap();
-    let b = store::plan(&path, None).unwrap();
+    let first = store::load(&path, None, None).unwrap();
+    let second = store::load(&path, None, None).unwrap();
+    assert!(
+        !first.shared && second.shared,
+        "only the second load shares"
+    );
+    let (a, b) = (first.plan, second.plan);
     assert!(
         Arc::ptr_eq(&a, &b),
         "the second load imported the file again"

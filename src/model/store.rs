@@ -22,6 +22,8 @@ pub struct Loaded {
     /// imported at the probe size, to check the model, and the input size is the caller's to pick
     /// (from the frames).
     pub follows_frames: bool,
+    /// Another engine of the process already held `plan`: nothing was imported.
+    pub shared: bool,
 }
 
 /// The plan of `path` at `input_size` ([`ImportOptions::input_size`]): the one some engine of
@@ -83,6 +85,7 @@ fn held(
     Ok(store.held(file, dims).map(|plan| Loaded {
         plan,
         follows_frames,
+        shared: true,
     }))
 }
 
@@ -114,6 +117,7 @@ fn import(
         Loaded {
             plan,
             follows_frames,
+            shared: false,
         },
         (w, h),
     ))

@@ -925,7 +925,16 @@ impl RegionDrop {
         let store::Loaded {
             plan,
             follows_frames,
+            shared,
         } = store::load(&s.model, input_size, probe).map_err(|e| error_message(&e))?;
+        if shared {
+            gst::info!(
+                CAT,
+                imp = self,
+                "{} is already loaded by another element of this process: sharing its weights",
+                s.model.display()
+            );
+        }
         let (analyzer, dynamic_stride) = if !follows_frames {
             let a = Analyzer::with_plan(plan, opts.clone()).map_err(|e| error_message(&e))?;
             gst::info!(
