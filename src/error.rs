@@ -43,3 +43,13 @@ pub(crate) fn tensor_err(op: &str, reason: impl Into<String>) -> Error {
         reason: reason.into(),
     }
 }
+
+/// The message a caught panic carried ("unknown panic" where it carried no text), for the error
+/// that reports it.
+pub fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

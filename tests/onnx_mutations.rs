@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use gstregiondrop::backend::BackendKind;
 use gstregiondrop::engine::{Engine, EngineConfig};
+use gstregiondrop::error::panic_text;
 use gstregiondrop::model::{import::translate, onnx, ImportOptions};
 use gstregiondrop::preprocess::InputNorm;
 use gstregiondrop::rng::Lcg;
@@ -172,18 +173,12 @@ fn mutated_real_models_fail_with_errors_not_panics() {
             match catch_unwind(AssertUnwindSafe(|| import_and_run(&bytes, m))) {
                 Ok(Ok(())) => ok += 1,
                 Ok(Err(_)) => err += 1,
-                Err(p) => {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    panics.push(format!(
-                        "{} case {case} ({}): {msg}",
-                        m.path,
-                        what.join(", ")
-                    ));
-                }
+                Err(p) => panics.push(format!(
+                    "{} case {case} ({}): {}",
+                    m.path,
+                    what.join(", "),
+                    panic_text(&p)
+                )),
             }
         }
         println!(

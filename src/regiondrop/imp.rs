@@ -16,7 +16,7 @@ use crate::analyzer::{default_model_path, Analyzer, AnalyzerOptions};
 use crate::backend::{BackendKind, Precision};
 use crate::detect::{load_labels, DecodeParams, DecoderKind, COCO_LABELS};
 use crate::engine::{EngineConfig, FrameStats};
-use crate::error::Error;
+use crate::error::{panic_text, Error};
 use crate::mask::DiffMetric;
 use crate::meta::{self, StatsReport};
 use crate::model::store;
@@ -1190,14 +1190,6 @@ fn error_message(e: &Error) -> gst::ErrorMessage {
         Error::Settings(_) => gst::error_msg!(gst::LibraryError::Settings, ("{}", e)),
         Error::Backend(_) | Error::Tensor { .. } => gst::error_msg!(gst::LibraryError::Init, ("{}", e)),
     }
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// "WxH" → Some((W, H)); empty → None.

@@ -263,7 +263,7 @@ impl CudaBackend {
                     Ok(Err(e)) => Err(format!("cublasCreate failed: {e:?}")),
                     Err(p) => Err(format!(
                         "cublasCreate panicked: {}",
-                        kernels::panic_text(&p)
+                        crate::error::panic_text(&p)
                     )),
                 }
             })

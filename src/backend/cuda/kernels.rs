@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::error::{Error, Result};
+use crate::error::{panic_text, Error, Result};
 
 /// Device helpers prepended to every kernel file before compiling (NVRTC has no headers here).
 pub const COMMON: &str = include_str!("../../../cuda/common.cuh");
@@ -222,16 +222,6 @@ fn missing_lib_message(what: &str, file: &str) -> String {
          LD_LIBRARY_PATH before starting the process (LD_LIBRARY_PATH={})",
         std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
     )
-}
-
-pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else {
-        "panic".into()
-    }
 }
 
 /// Compiled PTX of every kernel file for one architecture, as (file name, PTX text).
