@@ -16,6 +16,7 @@ pub mod regiondrop;
 pub mod rng;
 pub mod simd;
 pub mod tensor;
+pub mod track;
 pub mod video;
 
 pub use error::{Error, Result};

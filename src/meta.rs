@@ -19,6 +19,8 @@ pub struct MetaDetection {
     pub class_id: u32,
     pub label: String,
     pub confidence: f64,
+    /// The object's track id, when the element tracks (`tracking=true`).
+    pub track_id: Option<u64>,
 }
 
 /// The label of a class id: from `labels` when present and non-empty, else `class-<id>`.
@@ -40,19 +42,27 @@ pub fn frame_rect(bbox: [f32; 4], frame_w: u32, frame_h: u32) -> (u32, u32, u32,
     (x0, y0, x1 - x0, y1 - y0)
 }
 
-/// The `detection` parameter structure of one detection.
-pub fn detection_param(class_id: u32, label: &str, confidence: f64) -> gst::Structure {
+/// The `detection` parameter structure of one detection; `track-id` only when there is one.
+pub fn detection_param(
+    class_id: u32,
+    label: &str,
+    confidence: f64,
+    track_id: Option<u64>,
+) -> gst::Structure {
     gst::Structure::builder(DETECTION_PARAM)
         .field("class-id", class_id)
         .field("label", label)
         .field("confidence", confidence)
+        .field_if_some("track-id", track_id)
         .build()
 }
 
 /// Attaches one region-of-interest meta per detection (boxes already in frame pixels).
+/// `track_ids`, when tracking, holds each detection's track id.
 pub fn attach_detections(
     buffer: &mut gst::BufferRef,
     detections: &[Detection],
+    track_ids: Option<&[u64]>,
     labels: &[String],
     frame_w: u32,
     frame_h: u32,
@@ -62,7 +72,13 @@ pub fn attach_detections(
         let rect = frame_rect(d.bbox, frame_w, frame_h);
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &label, rect);
         meta.set_id(i as i32);
-        meta.add_param(detection_param(d.class_id, &label, d.confidence as f64));
+        let track_id = track_ids.and_then(|t| t.get(i).copied());
+        meta.add_param(detection_param(
+            d.class_id,
+            &label,
+            d.confidence as f64,
+            track_id,
+        ));
     }
 }
 
@@ -79,6 +95,7 @@ pub fn read_detections(buffer: &gst::BufferRef) -> Vec<MetaDetection> {
                 class_id: p.get::<u32>("class-id").ok()?,
                 label: p.get::<String>("label").ok()?,
                 confidence: p.get::<f64>("confidence").ok()?,
+                track_id: p.get::<u64>("track-id").ok(),
             })
         })
         .collect()
@@ -201,14 +218,30 @@ mod tests {
                 bbox: [0.0, 0.0, 5.0, 5.0],
             },
         ];
-        attach_detections(buf.get_mut().unwrap(), &dets, &labels, 64, 64);
+        attach_detections(buf.get_mut().unwrap(), &dets, None, &labels, 64, 64);
         let back = read_detections(&buf);
         assert_eq!(back.len(), 2);
+        assert_eq!(back[0].track_id, None);
         assert_eq!(back[0].rect, (1, 2, 10, 20));
         assert_eq!(back[0].label, "person");
         assert_eq!(back[0].roi_type, "person");
         assert_eq!(back[1].label, "class-7");
         assert!((back[0].confidence - 0.75).abs() < 1e-6);
+
+        let mut tracked = gst::Buffer::with_size(16).unwrap();
+        attach_detections(
+            tracked.get_mut().unwrap(),
+            &dets,
+            Some(&[4, 9]),
+            &labels,
+            64,
+            64,
+        );
+        let ids: Vec<_> = read_detections(&tracked)
+            .iter()
+            .map(|d| d.track_id)
+            .collect();
+        assert_eq!(ids, vec![Some(4), Some(9)]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use gstregiondrop::detect::{iou, Detection};
 use gstregiondrop::engine::{EngineConfig, RunMode};
 use gstregiondrop::meta::{frame_rect, read_detections, MetaDetection, StatsReport};
 use gstregiondrop::preprocess::PackedFrame;
+use gstregiondrop::track::{TrackParams, Tracker};
 
 fn init() {
     static INIT: Once = Once::new();
@@ -298,6 +299,10 @@ fn people_on_a_real_video_match_the_analyzer() {
             info.height(),
             &format!("frame {i}"),
         );
+        assert!(
+            got.iter().all(|d| d.track_id.is_none()),
+            "track ids with tracking off: {got:?}"
+        );
         if i == 0 {
             let (dense_dets, _) = analyze_sample(&mut dense, sample);
             assert_same_detections(
@@ -341,6 +346,97 @@ fn people_on_a_real_video_match_the_analyzer() {
         .stats
         .iter()
         .all(|s| s.backend == "cpu" || s.backend == "cuda"));
+}
+
+/// `tracking=true`: every detection carries the id a [`Tracker`] gives the analyzer's detections
+/// of the same frames, and the people of the first frame keep their ids while they walk.
+#[test]
+fn tracking_gives_people_ids_that_last() {
+    const FRAMES: usize = 12;
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
+         regiondrop name=rd tracking=true track-iou=0.25 track-max-age=5 ! \
+         appsink name=sink sync=false",
+        video_path()
+    );
+    let run = run_pipeline(&desc, FRAMES, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), FRAMES);
+
+    let mut analyzer = Analyzer::new(&default_model_path(), AnalyzerOptions::default()).unwrap();
+    let mut tracker = Tracker::new(TrackParams {
+        min_iou: 0.25,
+        max_age: 5,
+    });
+    let mut want_ids = Vec::new();
+    for (i, sample) in run.samples.iter().enumerate() {
+        let (want, info) = analyze_sample(&mut analyzer, sample);
+        tracker.update(&want, &mut want_ids);
+        let got = run.detections(i);
+        assert_same_detections(&got, &want, info.width(), info.height(), "tracked");
+        let got_ids: Vec<Option<u64>> = got.iter().map(|d| d.track_id).collect();
+        let want_ids: Vec<Option<u64>> = want_ids.iter().map(|&t| Some(t)).collect();
+        assert_eq!(got_ids, want_ids, "frame {i}");
+    }
+    let people = |i: usize| -> Vec<u64> {
+        run.detections(i)
+            .iter()
+            .filter(|d| d.label == "person" && d.confidence > 0.5)
+            .filter_map(|d| d.track_id)
+            .collect()
+    };
+    let (first, last) = (people(0), people(FRAMES - 1));
+    let kept = first.iter().filter(|id| last.contains(id)).count();
+    assert!(
+        first.len() >= 2 && kept >= 2,
+        "people's ids on the first frame {first:?}, on the last {last:?}"
+    );
+}
+
+/// Tracking turned off while playing stops the ids; turned on again, ids start past the old ones.
+#[test]
+fn tracking_switches_while_playing() {
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! regiondrop name=rd tracking=true ! \
+         appsink name=sink sync=false max-buffers=1",
+        video_path()
+    );
+    let run = run_pipeline(
+        &desc,
+        14,
+        |_| {},
+        |p, n| {
+            let rd = p.by_name("rd").unwrap();
+            match n {
+                3 => rd.set_property("tracking", false),
+                8 => rd.set_property("tracking", true),
+                _ => {}
+            }
+        },
+    );
+    run.assert_clean();
+    let ids =
+        |i: usize| -> Vec<Option<u64>> { run.detections(i).iter().map(|d| d.track_id).collect() };
+    let first = ids(0);
+    assert!(
+        !first.is_empty() && first.iter().all(|t| t.is_some()),
+        "{first:?}"
+    );
+    let off: Vec<usize> = (0..14)
+        .filter(|&i| !ids(i).is_empty() && ids(i).iter().all(|t| t.is_none()))
+        .collect();
+    assert!(!off.is_empty(), "no frame without ids after tracking=false");
+    let last = ids(13);
+    assert!(
+        !last.is_empty() && last.iter().all(|t| t.is_some()),
+        "{last:?}"
+    );
+    // A fresh tracker would start at 1 again; the element's keeps counting.
+    let old_max = first.iter().flatten().max().copied().unwrap();
+    assert!(
+        last.iter().flatten().all(|&t| t > old_max),
+        "ids after re-enabling {last:?}, first frame {first:?}"
+    );
 }
 
 /// Two cameras in one process: a tee feeds the clip to two `regiondrop` elements with different

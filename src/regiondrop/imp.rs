@@ -21,6 +21,7 @@ use crate::mask::DiffMetric;
 use crate::meta::{self, StatsReport};
 use crate::model::store;
 use crate::preprocess::{Letterbox, PackedFrame, PixelSource, Yuv420Frame};
+use crate::track::{TrackParams, Tracker};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -190,6 +191,9 @@ struct Settings {
     stats_interval: u32,
     threads: u32,
     decoder: DecoderChoice,
+    tracking: bool,
+    track_iou: f64,
+    track_max_age: u32,
     /// Bumped on every change so the streaming thread re-applies live settings only when needed.
     revision: u64,
 }
@@ -198,6 +202,7 @@ impl Default for Settings {
     fn default() -> Self {
         let engine = EngineConfig::default();
         let decode = DecodeParams::default();
+        let track = TrackParams::default();
         Settings {
             model: default_model_path(),
             input_size: String::new(),
@@ -221,6 +226,9 @@ impl Default for Settings {
             stats_interval: 30,
             threads: 0,
             decoder: DecoderChoice::Auto,
+            tracking: false,
+            track_iou: track.min_iou as f64,
+            track_max_age: track.max_age,
             revision: 0,
         }
     }
@@ -243,6 +251,13 @@ impl Settings {
         d.iou_threshold = self.iou_threshold as f32;
         d.max_detections = self.max_detections as usize;
         d.classes = classes;
+    }
+
+    fn track_params(&self) -> TrackParams {
+        TrackParams {
+            min_iou: self.track_iou as f32,
+            max_age: self.track_max_age,
+        }
     }
 }
 
@@ -268,6 +283,12 @@ struct State {
     info: Option<gst_video::VideoInfo>,
     applied_revision: u64,
     interval: Interval,
+    /// Whether detections get track ids (`tracking`).
+    tracking: bool,
+    /// Kept while tracking is off (with no tracks), so that ids never repeat until a restart.
+    tracker: Tracker,
+    /// The last frame's track id of each detection.
+    track_ids: Vec<u64>,
 }
 
 impl State {
@@ -275,6 +296,12 @@ impl State {
         if let Some(a) = self.analyzer.as_mut() {
             a.reset();
         }
+    }
+
+    /// Ends the tracks (a seek or a new stream); a discontinuity alone keeps them, so ids survive
+    /// a lost packet when the objects are still where they were.
+    fn end_tracks(&mut self) {
+        self.tracker.reset();
     }
 }
 
@@ -445,6 +472,27 @@ impl ObjectImpl for RegionDrop {
                     .blurb("Detection head layout: auto (from the model's output shapes), nanodet, yolov8 ([1,4+C,N]) or yolov5 ([1,N,5+C])")
                     .flags(ready)
                     .build(),
+                glib::ParamSpecBoolean::builder("tracking")
+                    .nick("Tracking")
+                    .blurb("Give each detection the id of the object it continues from earlier frames (track-id in its detection structure). May change while playing")
+                    .default_value(d.tracking)
+                    .flags(live)
+                    .build(),
+                glib::ParamSpecDouble::builder("track-iou")
+                    .nick("Track IoU")
+                    .blurb("Tracking: lowest IoU between a track's predicted box and a detection of the same class that continues it. May change while playing")
+                    .minimum(0.01)
+                    .maximum(1.0)
+                    .default_value(d.track_iou)
+                    .flags(live)
+                    .build(),
+                glib::ParamSpecUInt::builder("track-max-age")
+                    .nick("Track max age")
+                    .blurb("Tracking: frames a track waits for its object to be detected again before its id ends. May change while playing")
+                    .maximum(100_000)
+                    .default_value(d.track_max_age)
+                    .flags(live)
+                    .build(),
                 glib::ParamSpecDouble::builder("active-fraction")
                     .nick("Active fraction")
                     .blurb("Fraction of tiles recomputed on the last frame (1 on dense frames)")
@@ -520,6 +568,9 @@ impl ObjectImpl for RegionDrop {
             "stats-interval" => s.stats_interval = value.get().unwrap(),
             "threads" => s.threads = value.get().unwrap(),
             "decoder" => s.decoder = value.get().unwrap(),
+            "tracking" => s.tracking = value.get().unwrap(),
+            "track-iou" => s.track_iou = value.get().unwrap(),
+            "track-max-age" => s.track_max_age = value.get().unwrap(),
             _ => unimplemented!(),
         }
         s.revision += 1;
@@ -561,6 +612,9 @@ impl ObjectImpl for RegionDrop {
                     "stats-interval" => s.stats_interval.to_value(),
                     "threads" => s.threads.to_value(),
                     "decoder" => s.decoder.to_value(),
+                    "tracking" => s.tracking.to_value(),
+                    "track-iou" => s.track_iou.to_value(),
+                    "track-max-age" => s.track_max_age.to_value(),
                     _ => unimplemented!(),
                 }
             }
@@ -673,8 +727,8 @@ impl BaseTransformImpl for RegionDrop {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
-            gst::EventView::FlushStop(_) => self.reset_caches("flush"),
-            gst::EventView::StreamStart(_) => self.reset_caches("stream-start"),
+            gst::EventView::FlushStop(_) => self.reset_caches_and_tracks("flush"),
+            gst::EventView::StreamStart(_) => self.reset_caches_and_tracks("stream-start"),
             gst::EventView::Caps(c) => {
                 if let Err((msg, hint)) = check_caps(c.caps()) {
                     gst::element_imp_error!(
@@ -834,13 +888,21 @@ impl BaseTransformImpl for RegionDrop {
             stats.ms,
             detections.len()
         );
+        let track_ids = if state.tracking {
+            state.tracker.update(&detections, &mut state.track_ids);
+            Some(&state.track_ids[..])
+        } else {
+            None
+        };
         if CAT.above_threshold(gst::DebugLevel::Debug) {
             let listed: Vec<String> = detections
                 .iter()
-                .map(|d| {
+                .enumerate()
+                .map(|(i, d)| {
                     let (x, y, w, h) = meta::frame_rect(d.bbox, fw, fh);
+                    let track = track_ids.map_or(String::new(), |t| format!(" #{}", t[i]));
                     format!(
-                        "{} {:.2} [{x},{y} {w}x{h}]",
+                        "{}{track} {:.2} [{x},{y} {w}x{h}]",
                         meta::label_for(&state.labels, d.class_id),
                         d.confidence
                     )
@@ -856,7 +918,7 @@ impl BaseTransformImpl for RegionDrop {
                 listed.join(", ")
             );
         }
-        meta::attach_detections(buf, &detections, &state.labels, fw, fh);
+        meta::attach_detections(buf, &detections, track_ids, &state.labels, fw, fh);
 
         let frames = self.frames_processed.fetch_add(1, Ordering::Relaxed) + 1;
         self.last_active
@@ -972,6 +1034,9 @@ impl RegionDrop {
             info: None,
             applied_revision: s.revision,
             interval: Interval::default(),
+            tracking: s.tracking,
+            tracker: Tracker::new(s.track_params()),
+            track_ids: Vec::new(),
         })
     }
 
@@ -988,6 +1053,11 @@ impl RegionDrop {
             }
         };
         s.apply_live(&mut state.opts, classes);
+        state.tracker.params = s.track_params();
+        if state.tracking && !s.tracking {
+            state.end_tracks();
+        }
+        state.tracking = s.tracking;
         if let Some(a) = state.analyzer.as_mut() {
             let cfg = a.engine_mut().config_mut();
             cfg.threshold = state.opts.engine.threshold;
@@ -1008,10 +1078,11 @@ impl RegionDrop {
         );
     }
 
-    fn reset_caches(&self, why: &str) {
+    fn reset_caches_and_tracks(&self, why: &str) {
         if let Some(state) = self.state.lock().unwrap().as_mut() {
-            gst::debug!(CAT, imp = self, "{why}: caches reset");
+            gst::debug!(CAT, imp = self, "{why}: caches and tracks reset");
             state.reset();
+            state.end_tracks();
         }
     }
 
