@@ -68,7 +68,7 @@ fn is_png(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-const MAIN_KEYS: [&str; 21] = [
+const MAIN_KEYS: [&str; 25] = [
     "model",
     "video",
     "frames",
@@ -90,6 +90,10 @@ const MAIN_KEYS: [&str; 21] = [
     "memory_bytes",
     "work_fraction",
     "sparse_dense_frames",
+    "tracking_mota",
+    "tracking_id_switches",
+    "tracks_dense",
+    "tracks_sparse",
 ];
 
 fn check_main_line(v: &Value, frames: u64) {
@@ -146,6 +150,13 @@ fn check_main_line(v: &Value, frames: u64) {
         );
     }
     assert!(v["memory_bytes"].as_u64().unwrap() > 0);
+    // Tracks: the clip has people on every frame, so both runs give ids, and MOTA is at most 1.
+    let tracks = |k: &str| v[k].as_u64().unwrap();
+    assert!(
+        tracks("tracks_dense") >= 1 && tracks("tracks_sparse") >= 1,
+        "{v}"
+    );
+    assert!(f(v, "tracking_mota") <= 1.0, "{v}");
 }
 
 #[test]

@@ -43,6 +43,7 @@ use gstregiondrop::model::Plan;
 use gstregiondrop::preprocess::{letterbox, InputNorm, Letterbox};
 use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
+use gstregiondrop::track::{track_agreement, TrackParams};
 use gstregiondrop::video::RgbFrame;
 
 /// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
@@ -881,6 +882,13 @@ struct MainReport {
     agreement_ap50_weighted: Option<f64>,
     detections_dense: usize,
     detections_sparse: usize,
+    /// MOTA of the tracks on the sparse detections, the tracks on the dense ones as ground truth
+    /// (`track::track_agreement`, the element's default tracking settings).
+    tracking_mota: Option<f64>,
+    tracking_id_switches: usize,
+    /// Track ids given over the run, on the dense and on the sparse detections.
+    tracks_dense: usize,
+    tracks_sparse: usize,
     exact_max_abs_diff: Option<f64>,
     /// Median over the same frames, each timed just before our dense and sparse runs of it.
     onnxruntime_ms: Option<f64>,
@@ -988,6 +996,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
                 .collect()
         })
         .collect();
+    let tracking = track_agreement(&ddets[1..], &shown[1..], &TrackParams::default());
     let report = MainReport {
         model: s.model.display().to_string(),
         video: s.video.display().to_string(),
@@ -1027,6 +1036,10 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
             .flatten()
             .filter(|d| d.confidence >= s.params.conf_threshold)
             .count(),
+        tracking_mota: tracking.mota().and_then(|m| round(m, 4)),
+        tracking_id_switches: tracking.id_switches,
+        tracks_dense: tracking.reference_tracks,
+        tracks_sparse: tracking.other_tracks,
         exact_max_abs_diff: cli.exact.then(|| {
             if max_abs > 0.0 {
                 max_diff / max_abs

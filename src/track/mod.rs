@@ -7,12 +7,14 @@
 //! left without a detection for more than `max_age` frames ends. Ids count up from 1 and are never
 //! reused by one tracker, also across [`Tracker::reset`].
 
+mod agreement;
 mod motion;
 
 use pathfinding::kuhn_munkres::kuhn_munkres;
 use pathfinding::matrix::Matrix;
 
 use crate::detect::{iou, Detection};
+pub use agreement::{track_agreement, TrackAgreement};
 pub use motion::BoxMotion;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -106,57 +108,71 @@ impl Tracker {
 
     /// For each detection, the track (index into `self.tracks`) that continues into it.
     fn assign(&self, detections: &[Detection]) -> Vec<Option<usize>> {
-        let mut matched = vec![None; detections.len()];
-        let mut classes: Vec<u32> = detections.iter().map(|d| d.class_id).collect();
-        classes.sort_unstable();
-        classes.dedup();
-        for class in classes {
-            let dets: Vec<usize> = (0..detections.len())
-                .filter(|&i| detections[i].class_id == class)
-                .collect();
-            let tracks: Vec<usize> = (0..self.tracks.len())
-                .filter(|&i| self.tracks[i].class_id == class)
-                .collect();
-            if tracks.is_empty() {
-                continue;
-            }
-            let predicted: Vec<[f32; 4]> = tracks
-                .iter()
-                .map(|&t| self.tracks[t].motion.bbox())
-                .collect();
-            let weight = |t: usize, d: usize| -> i64 {
-                let v = iou(&predicted[t], &detections[dets[d]].bbox);
-                if v >= self.params.min_iou && v > 0.0 {
-                    (v * IOU_UNITS).round() as i64
-                } else {
-                    0
-                }
-            };
-            // The assignment wants no more rows than columns.
-            let tracks_are_rows = tracks.len() <= dets.len();
-            let (rows, cols) = if tracks_are_rows {
-                (tracks.len(), dets.len())
+        let predicted: Vec<(u32, [f32; 4])> = self
+            .tracks
+            .iter()
+            .map(|t| (t.class_id, t.motion.bbox()))
+            .collect();
+        let found: Vec<(u32, [f32; 4])> = detections.iter().map(|d| (d.class_id, d.bbox)).collect();
+        match_boxes(&predicted, &found, self.params.min_iou)
+    }
+}
+
+/// Matches boxes `b` to boxes `a` of the same class (class id, box) so that the total IoU is
+/// largest, pairs under `min_iou` left out: for each of `b`, the index of its match in `a`.
+pub fn match_boxes(
+    a: &[(u32, [f32; 4])],
+    b: &[(u32, [f32; 4])],
+    min_iou: f32,
+) -> Vec<Option<usize>> {
+    let mut matched = vec![None; b.len()];
+    let mut classes: Vec<u32> = b.iter().map(|x| x.0).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    for class in classes {
+        let of = |v: &[(u32, [f32; 4])]| -> Vec<usize> {
+            (0..v.len()).filter(|&i| v[i].0 == class).collect()
+        };
+        let (ai, bi) = (of(a), of(b));
+        if ai.is_empty() {
+            continue;
+        }
+        let weight = |x: usize, y: usize| -> i64 {
+            let v = iou(&a[ai[x]].1, &b[bi[y]].1);
+            if v >= min_iou && v > 0.0 {
+                (v * IOU_UNITS).round() as i64
             } else {
-                (dets.len(), tracks.len())
-            };
-            let m = Matrix::from_fn(rows, cols, |(r, c)| {
-                if tracks_are_rows {
+                0
+            }
+        };
+        // The assignment wants no more rows than columns.
+        let a_rows = ai.len() <= bi.len();
+        let (rows, cols) = if a_rows {
+            (ai.len(), bi.len())
+        } else {
+            (bi.len(), ai.len())
+        };
+        let m = Matrix::from_fn(
+            rows,
+            cols,
+            |(r, c)| {
+                if a_rows {
                     weight(r, c)
                 } else {
                     weight(c, r)
                 }
-            });
-            let (_, cols_of_rows) = kuhn_munkres(&m);
-            for (r, c) in cols_of_rows.into_iter().enumerate() {
-                // A zero weight is a pair the gate refused: the assignment pads with those.
-                if m[(r, c)] > 0 {
-                    let (t, d) = if tracks_are_rows { (r, c) } else { (c, r) };
-                    matched[dets[d]] = Some(tracks[t]);
-                }
+            },
+        );
+        let (_, cols_of_rows) = kuhn_munkres(&m);
+        for (r, c) in cols_of_rows.into_iter().enumerate() {
+            // A zero weight is a pair under min_iou: the assignment pads with those.
+            if m[(r, c)] > 0 {
+                let (x, y) = if a_rows { (r, c) } else { (c, r) };
+                matched[bi[y]] = Some(ai[x]);
             }
         }
-        matched
     }
+    matched
 }
 
 #[cfg(test)]

@@ -1,0 +1,144 @@
+//! How far tracking on the sparse engine's detections follows tracking on the dense engine's:
+//! the CLEAR MOT counts (Bernardin and Stiefelhagen, 2008) with the dense tracks as ground truth.
+
+use super::{match_boxes, TrackParams, Tracker};
+use crate::detect::Detection;
+
+/// IoU at which a detection of `other` counts as finding one of `reference` (as mAP@0.5 does).
+const MATCH_IOU: f32 = 0.5;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrackAgreement {
+    /// Detections of the reference, over all frames.
+    pub reference_boxes: usize,
+    /// Reference detections found by a detection of the other run.
+    pub matched: usize,
+    /// Found reference detections whose object the other run now tracks under another id than
+    /// when it last found that object.
+    pub id_switches: usize,
+    /// Detections of the other run that match none of the reference.
+    pub false_positives: usize,
+    /// Distinct track ids of each run.
+    pub reference_tracks: usize,
+    pub other_tracks: usize,
+}
+
+impl TrackAgreement {
+    /// MOTA: 1 − (misses + false positives + id switches) / reference detections. None without
+    /// reference detections.
+    pub fn mota(&self) -> Option<f64> {
+        if self.reference_boxes == 0 {
+            return None;
+        }
+        let misses = self.reference_boxes - self.matched;
+        let errors = misses + self.false_positives + self.id_switches;
+        Some(1.0 - errors as f64 / self.reference_boxes as f64)
+    }
+}
+
+/// Tracks both runs with `params` (a tracker each) and counts, frame by frame, how the other run's
+/// detections and ids follow the reference's.
+pub fn track_agreement(
+    reference: &[Vec<Detection>],
+    other: &[Vec<Detection>],
+    params: &TrackParams,
+) -> TrackAgreement {
+    let (mut ref_tracker, mut other_tracker) =
+        (Tracker::new(params.clone()), Tracker::new(params.clone()));
+    let (mut ref_ids, mut other_ids) = (Vec::new(), Vec::new());
+    // Reference id → the other run's id when it was last found.
+    let mut last_seen = std::collections::HashMap::new();
+    let mut a = TrackAgreement::default();
+    let boxes = |f: &[Detection]| -> Vec<(u32, [f32; 4])> {
+        f.iter().map(|d| (d.class_id, d.bbox)).collect()
+    };
+    for (r, o) in reference.iter().zip(other) {
+        ref_tracker.update(r, &mut ref_ids);
+        other_tracker.update(o, &mut other_ids);
+        let found = match_boxes(&boxes(r), &boxes(o), MATCH_IOU);
+        a.reference_boxes += r.len();
+        for (oi, ri) in found.iter().enumerate() {
+            let Some(ri) = *ri else {
+                a.false_positives += 1;
+                continue;
+            };
+            a.matched += 1;
+            let now = other_ids[oi];
+            if let Some(before) = last_seen.insert(ref_ids[ri], now) {
+                a.id_switches += (before != now) as usize;
+            }
+        }
+    }
+    let ids_given = |t: &Tracker| (t.next_id - 1) as usize;
+    a.reference_tracks = ids_given(&ref_tracker);
+    a.other_tracks = ids_given(&other_tracker);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(x: f32) -> Detection {
+        Detection {
+            class_id: 0,
+            confidence: 0.9,
+            bbox: [x, 0.0, x + 40.0, 80.0],
+        }
+    }
+
+    /// Two people walking apart for `n` frames.
+    fn walk(n: usize) -> Vec<Vec<Detection>> {
+        (0..n)
+            .map(|f| {
+                vec![
+                    person(100.0 - 4.0 * f as f32),
+                    person(300.0 + 4.0 * f as f32),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_detections_agree_fully() {
+        let a = track_agreement(&walk(20), &walk(20), &TrackParams::default());
+        assert_eq!(a.reference_boxes, 40);
+        assert_eq!((a.matched, a.id_switches, a.false_positives), (40, 0, 0));
+        assert_eq!((a.reference_tracks, a.other_tracks), (2, 2));
+        assert_eq!(a.mota(), Some(1.0));
+    }
+
+    #[test]
+    fn a_lost_track_counts_misses_and_a_switch() {
+        let reference = walk(20);
+        let mut other = walk(20);
+        // The other run loses the first person for longer than max_age: when found again, the
+        // person has a new id.
+        for f in &mut other[5..10] {
+            f.remove(0);
+        }
+        let params = TrackParams {
+            max_age: 2,
+            ..TrackParams::default()
+        };
+        let a = track_agreement(&reference, &other, &params);
+        assert_eq!(a.matched, 35);
+        assert_eq!(a.id_switches, 1);
+        assert_eq!(a.false_positives, 0);
+        assert_eq!((a.reference_tracks, a.other_tracks), (2, 3));
+        assert_eq!(a.mota(), Some(1.0 - 6.0 / 40.0));
+    }
+
+    #[test]
+    fn extra_boxes_are_false_positives() {
+        let reference = walk(4);
+        let mut other = walk(4);
+        other[2].push(person(600.0));
+        let a = track_agreement(&reference, &other, &TrackParams::default());
+        assert_eq!((a.false_positives, a.id_switches), (1, 0));
+        assert_eq!(
+            track_agreement(&[], &[], &TrackParams::default()).mota(),
+            None
+        );
+    }
+}
