@@ -439,6 +439,53 @@ fn tracking_switches_while_playing() {
     );
 }
 
+/// A flushing seek ends the tracks: the people on the first frame after it get new ids, although
+/// they stand where they stood a few frames before.
+#[test]
+fn a_flushing_seek_ends_the_tracks() {
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! regiondrop name=rd tracking=true ! \
+         appsink name=sink sync=false max-buffers=1",
+        video_path()
+    );
+    let run = run_pipeline(
+        &desc,
+        8,
+        |_| {},
+        |p, n| {
+            if n == 4 {
+                p.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO)
+                    .unwrap();
+            }
+        },
+    );
+    run.assert_clean();
+    let pts: Vec<_> = run
+        .samples
+        .iter()
+        .map(|s| s.buffer().unwrap().pts())
+        .collect();
+    let after = (1..pts.len())
+        .find(|&i| pts[i] < pts[i - 1])
+        .unwrap_or_else(|| panic!("no frame after the seek: {pts:?}"));
+    let ids = |i: usize| -> Vec<u64> {
+        run.detections(i)
+            .iter()
+            .filter_map(|d| d.track_id)
+            .collect()
+    };
+    let before: Vec<u64> = (0..after).flat_map(ids).collect();
+    let (last, first) = (ids(after - 1), ids(after));
+    assert!(
+        !last.is_empty() && !first.is_empty(),
+        "{last:?} / {first:?}"
+    );
+    assert!(
+        first.iter().all(|id| !before.contains(id)),
+        "ids before the seek {before:?}, on its first frame {first:?}"
+    );
+}
+
 /// Two cameras in one process: a tee feeds the clip to two `regiondrop` elements with different
 /// change settings, on threads of their own. Each branch gives, frame by frame, the detections of
 /// an analyzer with its own settings: the elements share no masks, caches or settings.
