@@ -278,8 +278,9 @@ cmd_test() {
 # ------------------------------------------------------------------------------------- demo
 # Formats the demo pipeline's output (gst-launch-1.0 -m, with GST_DEBUG=regiondrop:DEBUG on the
 # same stream): per second of video, the detections the element logged for each frame
-# ("frame N pts H:MM:SS.NNN: K detections: person 0.81 [x,y wxh], ..."), and each
-# regiondrop-stats element message as it was posted.
+# ("frame N pts H:MM:SS.NNN: K detections: person #3 0.81 [x,y wxh], ...", the #id with
+# tracking=true), the objects tracked in that second, and each regiondrop-stats element message as
+# it was posted.
 # shellcheck disable=SC2016  # awk's own $ variables
 DEMO_AWK='
 # every frame logs one line; the n-th such line is the n-th frame the element processed, which is
@@ -295,7 +296,13 @@ DEMO_AWK='
   n = split(list, items, /\], */); lastf = ""
   split("", cnt); split("", seen_order); k = 0
   for (i = 1; i <= n; i++) {
-    lab = items[i]; sub(/ +-?[0-9.]+ *\[.*$/, "", lab); sub(/^ +/, "", lab)   # "sports ball 0.45 [x,y wxh"
+    lab = items[i]; sub(/ +-?[0-9.]+ *\[.*$/, "", lab); sub(/^ +/, "", lab)   # "sports ball #7 0.45 [x,y wxh"
+    if (match(lab, / #[0-9]+$/)) {
+      id = substr(lab, RSTART + 2)
+      if (!((s, id) in sec_ids)) { sec_ids[s, id] = 1; ntracked[s]++ }
+      if (!(id in all_ids)) { all_ids[id] = 1; nall++ }
+      lab = substr(lab, 1, RSTART - 1)
+    }
     if (lab == "") continue
     if (!(lab in cnt)) seen_order[++k] = lab
     cnt[lab]++; ndets[s]++
@@ -328,10 +335,12 @@ END {
   printed = 0
   for (i = 1; i <= nsec; i++) {
     s = order[i]
-    printf "  t=%4ds  %3d frames  %5.1f detections/frame   last frame: %s\n", s, nframes[s], ndets[s] / nframes[s], last[s]
+    tracked = (nall > 0) ? sprintf("  %3d objects", ntracked[s]) : ""
+    printf "  t=%4ds  %3d frames  %5.1f detections/frame%s   last frame: %s\n", s, nframes[s], ndets[s] / nframes[s], tracked, last[s]
     for (j = 1; j <= nst; j++) if (st_sec[j] == s "") { print "          stats: " st_line[j]; printed++ }
   }
   for (j = 1; j <= nst; j++) if (st_sec[j] == "") print "          stats: " st_line[j]
+  if (nall > 0) print "  " nall " track ids over the run (tracking=true: objects keep their id from frame to frame)"
   if (total == 0) print "  (no per-frame detection lines in the log: is the element logging at GST_DEBUG=regiondrop:DEBUG?)"
 }
 '
@@ -349,9 +358,9 @@ cmd_demo() {
   step "1/2 gst-launch-1.0: regiondrop on $VIDEO with $MODEL"
   # vtest.avi runs at 10 frames/s: stats-interval=10 posts one regiondrop-stats message per second
   local pipeline=(filesrc "location=$VIDEO" ! decodebin ! videoconvert ! "${limit[@]}"
-                  regiondrop "model=$MODEL" stats-interval=10 ! fakesink sync=false)
+                  regiondrop "model=$MODEL" stats-interval=10 tracking=true ! fakesink sync=false)
   echo "  GST_DEBUG=regiondrop:DEBUG gst-launch-1.0 -m ${pipeline[*]}" >&2
-  echo "  per second of video: detections (as the element logs them) and the element's stats messages" >&2
+  echo "  per second of video: detections (as the element logs them), objects tracked, and the element's stats messages" >&2
   local t0=$SECONDS rc=0
   GST_DEBUG="*:ERROR,regiondrop:DEBUG" GST_DEBUG_NO_COLOR=1 \
     gst-launch-1.0 -m "${pipeline[@]}" >out/gst-launch.log 2>&1 || rc=$?
@@ -376,6 +385,7 @@ print(f"  {f('frames')} frames of {r.get('video')}, network input {r.get('input'
 print(f"  dense {f('dense_ms')} ms/frame, sparse {f('sparse_ms')} ms/frame (medians)")
 print(f"  speedup {f('speedup')}x sparse vs dense (ideal {f('ideal_speedup')}x at active fraction {f('active_fraction')}, efficiency {f('efficiency')})")
 print(f"  agreement of sparse with dense detections, mAP@0.5: {f('agreement_map50')}")
+print(f"  tracks on sparse vs dense detections: MOTA {f('tracking_mota')}, {f('tracking_id_switches')} id switches, {f('tracks_sparse')} vs {f('tracks_dense')} track ids")
 PY
   log "measured in $((SECONDS - t0)) s (full JSON: out/bench.json)"
   echo >&2
