@@ -150,13 +150,19 @@ fn check_main_line(v: &Value, frames: u64) {
         );
     }
     assert!(v["memory_bytes"].as_u64().unwrap() > 0);
-    // Tracks: the clip has people on every frame, so both runs give ids, and MOTA is at most 1.
+    // Tracks: the clip has people on every frame, so both runs give ids, and the sparse tracks
+    // follow the dense ones (MOTA 0.94 and more on the clip's first 20 frames; 0.97 over 300).
     let tracks = |k: &str| v[k].as_u64().unwrap();
     assert!(
         tracks("tracks_dense") >= 1 && tracks("tracks_sparse") >= 1,
         "{v}"
     );
-    assert!(f(v, "tracking_mota") <= 1.0, "{v}");
+    let mota = f(v, "tracking_mota");
+    assert!(mota > 0.5 && mota <= 1.0, "{v}");
+    assert!(
+        tracks("tracking_id_switches") <= tracks("detections_dense"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -440,7 +440,7 @@ fn tracking_switches_while_playing() {
 }
 
 /// A flushing seek ends the tracks: the people on the first frame after it get new ids, although
-/// they stand where they stood a few frames before.
+/// the seek goes back to the last frame received, where they stood a frame or two before.
 #[test]
 fn a_flushing_seek_ends_the_tracks() {
     let desc = format!(
@@ -454,7 +454,9 @@ fn a_flushing_seek_ends_the_tracks() {
         |_| {},
         |p, n| {
             if n == 4 {
-                p.seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO)
+                // The clip runs at 10 frames/s: the fourth frame starts at 300 ms.
+                let at = gst::ClockTime::from_mseconds(300);
+                p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
                     .unwrap();
             }
         },
@@ -466,7 +468,7 @@ fn a_flushing_seek_ends_the_tracks() {
         .map(|s| s.buffer().unwrap().pts())
         .collect();
     let after = (1..pts.len())
-        .find(|&i| pts[i] < pts[i - 1])
+        .find(|&i| pts[i] <= pts[i - 1])
         .unwrap_or_else(|| panic!("no frame after the seek: {pts:?}"));
     let ids = |i: usize| -> Vec<u64> {
         run.detections(i)
@@ -809,6 +811,53 @@ fn caps_renegotiation_mid_stream_and_discont_reset_the_caches() {
         run.stats
     );
     assert!(run.stats[4].active_fraction < 1e-9 && run.stats[5].active_fraction < 1e-9);
+}
+
+/// With tracking, a DISCONT buffer keeps the tracks (a lost packet; the people are still there),
+/// and a new frame size ends them (boxes of the old size would match at the wrong places).
+#[test]
+fn tracks_survive_a_discont_and_end_with_a_new_frame_size() {
+    let clip = gstregiondrop::video::decode_rgb(&default_video_path(), 0, 8).unwrap();
+    let (w, h) = (clip[0].width, clip[0].height);
+    // The same pictures cut to a lower height: people keep their frame coordinates.
+    let h2 = h - 96;
+    let mut frames = Vec::new();
+    for (i, f) in clip.iter().enumerate() {
+        let (rows, caps) = if i < 5 {
+            (h, video_caps("RGB", w, h))
+        } else {
+            (h2, video_caps("RGB", w, h2))
+        };
+        let mut b = buffer(f.data[..w * rows * 3].to_vec(), i as u64);
+        if i == 4 {
+            b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+        }
+        frames.push((caps, b));
+    }
+    let desc = "appsrc name=src format=time ! regiondrop name=rd tracking=true ! \
+                appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), 8);
+    let people = |i: usize| -> Vec<u64> {
+        run.detections(i)
+            .iter()
+            .filter(|d| d.label == "person" && d.confidence > 0.5)
+            .filter_map(|d| d.track_id)
+            .collect()
+    };
+    let (before, discont) = (people(3), people(4));
+    let kept = discont.iter().filter(|id| before.contains(id)).count();
+    assert!(
+        kept >= 2,
+        "people's ids before the DISCONT {before:?}, on it {discont:?}"
+    );
+    let old_max = (0..5).flat_map(people).max().unwrap();
+    let resized = people(5);
+    assert!(
+        !resized.is_empty() && resized.iter().all(|&id| id > old_max),
+        "ids up to {old_max} before the new size, on its first frame {resized:?}"
+    );
 }
 
 #[test]

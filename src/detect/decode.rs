@@ -117,6 +117,11 @@ pub fn decode_candidates(
             }
             DecoderKind::NanoDet => nanodet_box(row, level, anchor),
         };
+        // A box the model computed as NaN or infinite is no detection (and would match any
+        // other box in NMS and tracking).
+        if !bbox.iter().all(|v| v.is_finite()) {
+            continue;
+        }
         dets.push(Detection {
             class_id: c as u32,
             confidence: s,
@@ -166,7 +171,8 @@ mod tests {
     }
 
     /// Boxes worked out by hand for each head. A NaN score never wins a class (the old YOLO
-    /// decoder let a NaN score or objectness through as a NaN confidence).
+    /// decoder let a NaN score or objectness through as a NaN confidence), and a box with a NaN or
+    /// infinite coordinate is dropped.
     #[test]
     fn heads_decode_to_the_boxes_worked_out_by_hand() {
         let nan = f32::NAN;
@@ -192,13 +198,16 @@ mod tests {
         );
         // YOLOv5 [1, 4, 5 + 2], anchor-major: the objectness multiplies the class scores and
         // must itself reach the threshold.
+        let inf = f32::INFINITY;
         let v5 = Tensor::new(
-            vec![1, 4, 7],
+            vec![1, 6, 7],
             vec![
                 10., 10., 2., 2., 0.5, 0.9, 0.2, // 0.45, class 0
                 30., 30., 2., 2., 0.3, 1.0, 1.0, // objectness below 0.35
                 50., 50., 2., 2., 0.9, 0.3, 0.3, // 0.27 < 0.35
                 70., 70., 2., 2., nan, 0.9, 0.9, // NaN objectness: nothing
+                nan, 70., 2., 2., 0.9, 0.9, 0.1, // NaN centre
+                80., 80., inf, 2., 0.9, 0.9, 0.1, // infinite width
             ],
         );
         assert_eq!(

@@ -489,7 +489,7 @@ impl ObjectImpl for RegionDrop {
                 glib::ParamSpecUInt::builder("track-max-age")
                     .nick("Track max age")
                     .blurb("Tracking: frames a track waits for its object to be detected again before its id ends. May change while playing")
-                    .maximum(100_000)
+                    .maximum(10_000)
                     .default_value(d.track_max_age)
                     .flags(live)
                     .build(),
@@ -804,6 +804,16 @@ impl BaseTransformImpl for RegionDrop {
             gst::debug!(CAT, imp = self, "New caps {}: caches reset", incaps);
             state.reset();
         }
+        let size = |i: &gst_video::VideoInfo| (i.width(), i.height());
+        if state
+            .info
+            .as_ref()
+            .is_some_and(|old| size(old) != size(&info))
+        {
+            // Boxes of the old frame size would match new ones at the wrong places.
+            gst::debug!(CAT, imp = self, "New frame size: tracks ended");
+            state.end_tracks();
+        }
         state.info = Some(info);
         Ok(())
     }
@@ -889,7 +899,16 @@ impl BaseTransformImpl for RegionDrop {
             detections.len()
         );
         let track_ids = if state.tracking {
-            state.tracker.update(&detections, &mut state.track_ids);
+            let (tracker, ids) = (&mut state.tracker, &mut state.track_ids);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| tracker.update(&detections, ids)))
+            {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("Tracking panicked: {}", panic_text(&panic))
+                );
+                return Err(gst::FlowError::Error);
+            }
             Some(&state.track_ids[..])
         } else {
             None

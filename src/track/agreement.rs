@@ -2,7 +2,7 @@
 //! the CLEAR MOT counts (Bernardin and Stiefelhagen, 2008) with the dense tracks as ground truth.
 
 use super::{match_boxes, TrackParams, Tracker};
-use crate::detect::Detection;
+use crate::detect::{iou, Detection};
 
 /// IoU at which a detection of `other` counts as finding one of `reference` (as mAP@0.5 does).
 const MATCH_IOU: f32 = 0.5;
@@ -37,25 +37,49 @@ impl TrackAgreement {
 }
 
 /// Tracks both runs with `params` (a tracker each) and counts, frame by frame, how the other run's
-/// detections and ids follow the reference's.
+/// detections and ids follow the reference's. As CLEAR MOT asks, a pair of the previous frame
+/// that still overlaps by `MATCH_IOU` stays paired; the other boxes are matched by largest total
+/// IoU. Both runs must have the same number of frames.
 pub fn track_agreement(
     reference: &[Vec<Detection>],
     other: &[Vec<Detection>],
     params: &TrackParams,
 ) -> TrackAgreement {
+    assert_eq!(reference.len(), other.len(), "frames of the two runs");
     let (mut ref_tracker, mut other_tracker) =
         (Tracker::new(params.clone()), Tracker::new(params.clone()));
     let (mut ref_ids, mut other_ids) = (Vec::new(), Vec::new());
     // Reference id → the other run's id when it was last found.
     let mut last_seen = std::collections::HashMap::new();
     let mut a = TrackAgreement::default();
-    let boxes = |f: &[Detection]| -> Vec<(u32, [f32; 4])> {
-        f.iter().map(|d| (d.class_id, d.bbox)).collect()
+    // (class, box) of the detections `idx` of a frame.
+    let boxes = |f: &[Detection], idx: &[usize]| -> Vec<(u32, [f32; 4])> {
+        idx.iter().map(|&i| (f[i].class_id, f[i].bbox)).collect()
     };
     for (r, o) in reference.iter().zip(other) {
         ref_tracker.update(r, &mut ref_ids);
         other_tracker.update(o, &mut other_ids);
-        let found = match_boxes(&boxes(r), &boxes(o), MATCH_IOU);
+        // For each detection of `o`, the detection of `r` it finds.
+        let mut found: Vec<Option<usize>> = vec![None; o.len()];
+        let mut paired = vec![false; r.len()];
+        for (oi, od) in o.iter().enumerate() {
+            let kept = (0..r.len()).find(|&ri| {
+                !paired[ri]
+                    && r[ri].class_id == od.class_id
+                    && last_seen.get(&ref_ids[ri]) == Some(&other_ids[oi])
+                    && iou(&r[ri].bbox, &od.bbox) >= MATCH_IOU
+            });
+            if let Some(ri) = kept {
+                found[oi] = Some(ri);
+                paired[ri] = true;
+            }
+        }
+        let rest_r: Vec<usize> = (0..r.len()).filter(|&i| !paired[i]).collect();
+        let rest_o: Vec<usize> = (0..o.len()).filter(|&i| found[i].is_none()).collect();
+        let rest = match_boxes(&boxes(r, &rest_r), &boxes(o, &rest_o), MATCH_IOU);
+        for (&oi, m) in rest_o.iter().zip(rest) {
+            found[oi] = m.map(|j| rest_r[j]);
+        }
         a.reference_boxes += r.len();
         for (oi, ri) in found.iter().enumerate() {
             let Some(ri) = *ri else {
@@ -127,6 +151,16 @@ mod tests {
         assert_eq!(a.false_positives, 0);
         assert_eq!((a.reference_tracks, a.other_tracks), (2, 3));
         assert_eq!(a.mota(), Some(1.0 - 6.0 / 40.0));
+    }
+
+    #[test]
+    fn a_box_of_another_class_is_a_miss_and_a_false_positive() {
+        let reference = walk(3);
+        let mut other = walk(3);
+        other[1][0].class_id = 5;
+        let a = track_agreement(&reference, &other, &TrackParams::default());
+        assert_eq!((a.matched, a.false_positives), (5, 1));
+        assert_eq!(a.mota(), Some(1.0 - 2.0 / 6.0));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! class so that the total IoU is largest (Hungarian assignment from `pathfinding`), pairs under
 //! `min_iou` are not matched; a detection left over starts a new track with a new id, and a track
 //! left without a detection for more than `max_age` frames ends. Ids count up from 1 and are never
-//! reused by one tracker, also across [`Tracker::reset`].
+//! reused by one tracker, also across [`Tracker::reset`]. At most [`MAX_TRACKS`] tracks live at
+//! once: beyond that, those missed longest end first.
 
 mod agreement;
 mod motion;
@@ -42,6 +43,10 @@ struct Track {
     /// Frames since the last detection.
     misses: u32,
 }
+
+/// Most tracks alive at once (a detector that fires at random would otherwise start
+/// `max_age` × detections of them).
+pub const MAX_TRACKS: usize = 4096;
 
 /// IoU in the integer weights of the assignment (kuhn_munkres needs a totally ordered type).
 const IOU_UNITS: f32 = 1_000_000.0;
@@ -104,6 +109,10 @@ impl Tracker {
         }
         let max_age = self.params.max_age;
         self.tracks.retain(|t| t.misses <= max_age);
+        if self.tracks.len() > MAX_TRACKS {
+            self.tracks.sort_by_key(|t| t.misses);
+            self.tracks.truncate(MAX_TRACKS);
+        }
     }
 
     /// For each detection, the track (index into `self.tracks`) that continues into it.
@@ -119,60 +128,93 @@ impl Tracker {
 }
 
 /// Matches boxes `b` to boxes `a` of the same class (class id, box) so that the total IoU is
-/// largest, pairs under `min_iou` left out: for each of `b`, the index of its match in `a`.
+/// largest, pairs under `min_iou` left out: for each of `b`, the index of its match in `a`. Boxes
+/// with a NaN or infinite coordinate match nothing.
+///
+/// Boxes that may pair form groups (connected through pairs that overlap enough); each group is
+/// assigned on its own, so the cost grows with the size of the largest crowd, not with all boxes.
 pub fn match_boxes(
     a: &[(u32, [f32; 4])],
     b: &[(u32, [f32; 4])],
     min_iou: f32,
 ) -> Vec<Option<usize>> {
-    let mut matched = vec![None; b.len()];
-    let mut classes: Vec<u32> = b.iter().map(|x| x.0).collect();
-    classes.sort_unstable();
-    classes.dedup();
-    for class in classes {
-        let of = |v: &[(u32, [f32; 4])]| -> Vec<usize> {
-            (0..v.len()).filter(|&i| v[i].0 == class).collect()
-        };
-        let (ai, bi) = (of(a), of(b));
-        if ai.is_empty() {
-            continue;
-        }
-        let weight = |x: usize, y: usize| -> i64 {
-            let v = iou(&a[ai[x]].1, &b[bi[y]].1);
-            if v >= min_iou && v > 0.0 {
-                (v * IOU_UNITS).round() as i64
-            } else {
-                0
-            }
-        };
-        // The assignment wants no more rows than columns.
-        let a_rows = ai.len() <= bi.len();
-        let (rows, cols) = if a_rows {
-            (ai.len(), bi.len())
-        } else {
-            (bi.len(), ai.len())
-        };
-        let m = Matrix::from_fn(
-            rows,
-            cols,
-            |(r, c)| {
-                if a_rows {
-                    weight(r, c)
-                } else {
-                    weight(c, r)
-                }
-            },
-        );
-        let (_, cols_of_rows) = kuhn_munkres(&m);
-        for (r, c) in cols_of_rows.into_iter().enumerate() {
-            // A zero weight is a pair under min_iou: the assignment pads with those.
-            if m[(r, c)] > 0 {
-                let (x, y) = if a_rows { (r, c) } else { (c, r) };
-                matched[bi[y]] = Some(ai[x]);
+    let finite = |r: &[f32; 4]| r.iter().all(|v| v.is_finite());
+    let mut pairs: Vec<(usize, usize, i64)> = Vec::new();
+    for (ia, (ca, ra)) in a.iter().enumerate().filter(|(_, x)| finite(&x.1)) {
+        for (ib, (_, rb)) in b.iter().enumerate().filter(|(_, x)| x.0 == *ca) {
+            let v = iou(ra, rb);
+            if finite(rb) && v >= min_iou && v > 0.0 {
+                pairs.push((ia, ib, (v * IOU_UNITS).round() as i64));
             }
         }
     }
+    // Groups: union-find over the boxes of `a` (0..a.len()) and of `b` (after them).
+    let mut parent: Vec<usize> = (0..a.len() + b.len()).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for &(ia, ib, _) in &pairs {
+        let (ra, rb) = (root(&mut parent, ia), root(&mut parent, a.len() + ib));
+        parent[ra] = rb;
+    }
+    let mut groups: Vec<(usize, (usize, usize, i64))> =
+        pairs.iter().map(|&p| (root(&mut parent, p.0), p)).collect();
+    groups.sort_unstable_by_key(|g| g.0);
+
+    let mut matched = vec![None; b.len()];
+    for group in groups.chunk_by(|x, y| x.0 == y.0) {
+        let pairs: Vec<(usize, usize, i64)> = group.iter().map(|g| g.1).collect();
+        for (ia, ib) in assign_group(&pairs) {
+            matched[ib] = Some(ia);
+        }
+    }
     matched
+}
+
+/// The largest-total assignment among `pairs` (index in `a`, index in `b`, weight > 0).
+fn assign_group(pairs: &[(usize, usize, i64)]) -> Vec<(usize, usize)> {
+    if let [(ia, ib, _)] = pairs {
+        return vec![(*ia, *ib)];
+    }
+    let sorted = |f: fn(&(usize, usize, i64)) -> usize| -> Vec<usize> {
+        let mut v: Vec<usize> = pairs.iter().map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (ai, bi) = (sorted(|p| p.0), sorted(|p| p.1));
+    // The assignment wants no more rows than columns; zeros are the pairs that may not match.
+    let a_rows = ai.len() <= bi.len();
+    let (rows, cols) = if a_rows {
+        (ai.len(), bi.len())
+    } else {
+        (bi.len(), ai.len())
+    };
+    let mut m = Matrix::new(rows, cols, 0i64);
+    for &(ia, ib, w) in pairs {
+        let (x, y) = (
+            ai.binary_search(&ia).unwrap(),
+            bi.binary_search(&ib).unwrap(),
+        );
+        m[if a_rows { (x, y) } else { (y, x) }] = w;
+    }
+    let (_, cols_of_rows) = kuhn_munkres(&m);
+    cols_of_rows
+        .into_iter()
+        .enumerate()
+        .filter(|&(r, c)| m[(r, c)] > 0)
+        .map(|(r, c)| {
+            if a_rows {
+                (ai[r], bi[c])
+            } else {
+                (ai[c], bi[r])
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -259,6 +301,36 @@ mod tests {
         t.reset();
         assert_eq!(t.live_tracks(), 0);
         assert_eq!(run(&mut t, &[det(0, 30.0, 0.0)]), vec![3]);
+    }
+
+    #[test]
+    fn a_nan_box_takes_no_track_and_the_tracks_stay_bounded() {
+        let mut t = Tracker::new(TrackParams::default());
+        run(&mut t, &[det(0, 0.0, 0.0)]);
+        // NaN makes iou() see an empty box with a large overlap; it must not win the track.
+        let nan = Detection {
+            bbox: [f32::NAN, 0.0, 30.0, 80.0],
+            ..det(0, 0.0, 0.0)
+        };
+        assert_eq!(run(&mut t, &[nan, det(0, 1.0, 0.0)]), vec![2, 1]);
+
+        // A detector firing at random never continues a track: the tracks stop at MAX_TRACKS.
+        let mut t = Tracker::new(TrackParams {
+            min_iou: 0.3,
+            max_age: 1000,
+        });
+        for f in 0..50 {
+            let frame: Vec<Detection> = (0..100)
+                .map(|i| det(0, 1000.0 * i as f32, 100.0 * f as f32))
+                .collect();
+            run(&mut t, &frame);
+        }
+        assert_eq!(t.live_tracks(), MAX_TRACKS);
+        // The newest tracks are the ones kept.
+        let last: Vec<Detection> = (0..100)
+            .map(|i| det(0, 1000.0 * i as f32, 4900.0))
+            .collect();
+        assert_eq!(run(&mut t, &last), (4901..=5000).collect::<Vec<u64>>());
     }
 
     #[test]
