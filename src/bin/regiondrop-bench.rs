@@ -43,7 +43,7 @@ use gstregiondrop::model::Plan;
 use gstregiondrop::preprocess::{letterbox, InputNorm, Letterbox};
 use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
-use gstregiondrop::track::{track_agreement, TrackParams};
+use gstregiondrop::track::{track_agreement, TrackParams, Tracker};
 use gstregiondrop::video::RgbFrame;
 
 /// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
@@ -1066,6 +1066,7 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
             grid,
             masks: &masks,
             dets: &shown,
+            track_ids: &track_ids(&shown),
             labels: &s.labels,
             fps: 10,
         })
@@ -1076,6 +1077,19 @@ fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), F
         }
     }
     print_json(&report)
+}
+
+/// The default tracker's ids of each frame's detections.
+fn track_ids(frames: &[Vec<Detection>]) -> Vec<Vec<u64>> {
+    let mut tracker = Tracker::new(TrackParams::default());
+    frames
+        .iter()
+        .map(|f| {
+            let mut ids = Vec::new();
+            tracker.update(f, &mut ids);
+            ids
+        })
+        .collect()
 }
 
 /// Copies the tiles set in `mask` from `src` into `dst` (packed RGB at the grid's size).

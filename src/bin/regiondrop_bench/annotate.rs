@@ -26,6 +26,8 @@ pub struct Annotation<'a> {
     /// Per frame: the sparse engine's change mask and its detections (network-input pixels).
     pub masks: &'a [RegionMask],
     pub dets: &'a [Vec<Detection>],
+    /// Per frame, the track id of each detection.
+    pub track_ids: &'a [Vec<u64>],
     pub labels: &'a [String],
     pub fps: i32,
 }
@@ -98,13 +100,13 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         );
     }
     let scale = if f.width >= 1280 { 2 } else { 1 };
-    for d in &a.dets[i] {
+    for (d, id) in a.dets[i].iter().zip(&a.track_ids[i]) {
         let (x0, y0) = a.lb.to_frame(d.bbox[0], d.bbox[1]);
         let (x1, y1) = a.lb.to_frame(d.bbox[2], d.bbox[3]);
         let (x0, y0, x1, y1) = (x0 as i64, y0 as i64, x1.ceil() as i64, y1.ceil() as i64);
         let col = class_colour(d.class_id);
         c.rect_outline(x0, y0, x1, y1, col, 2);
-        let text = format!("{} {:.2}", label_of(a, d.class_id), d.confidence);
+        let text = format!("{} #{id} {:.2}", label_of(a, d.class_id), d.confidence);
         let (tw, th) = (text_width(&text, scale) + 2 * scale, (GLYPH_H + 2) * scale);
         let ty = if y0 - th >= 0 { y0 - th } else { y0 };
         let tx = x0.min(f.width as i64 - tw).max(0);
