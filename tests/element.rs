@@ -348,6 +348,28 @@ fn people_on_a_real_video_match_the_analyzer() {
         .all(|s| s.backend == "cpu" || s.backend == "cuda"));
 }
 
+/// The clip through `regiondrop tracking=true` into an appsink that holds one buffer, for `n`
+/// samples; `on_sample` as in [`run_pipeline`]. Checks that no error was posted.
+fn tracked_clip(n: usize, on_sample: impl FnMut(&gst::Pipeline, usize)) -> Run {
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! regiondrop name=rd tracking=true ! \
+         appsink name=sink sync=false max-buffers=1",
+        video_path()
+    );
+    let run = run_pipeline(&desc, n, |_| {}, on_sample);
+    run.assert_clean();
+    run
+}
+
+/// Track ids of the confident people on sample `i`.
+fn people_ids(run: &Run, i: usize) -> Vec<u64> {
+    run.detections(i)
+        .iter()
+        .filter(|d| d.label == "person" && d.confidence > 0.5)
+        .filter_map(|d| d.track_id)
+        .collect()
+}
+
 /// `tracking=true`: every detection carries the id a [`Tracker`] gives the analyzer's detections
 /// of the same frames, and the people of the first frame keep their ids while they walk.
 #[test]
@@ -378,13 +400,7 @@ fn tracking_gives_people_ids_that_last() {
         let want_ids: Vec<Option<u64>> = want_ids.iter().map(|&t| Some(t)).collect();
         assert_eq!(got_ids, want_ids, "frame {i}");
     }
-    let people = |i: usize| -> Vec<u64> {
-        run.detections(i)
-            .iter()
-            .filter(|d| d.label == "person" && d.confidence > 0.5)
-            .filter_map(|d| d.track_id)
-            .collect()
-    };
+    let people = |i: usize| people_ids(&run, i);
     let (first, last) = (people(0), people(FRAMES - 1));
     let kept = first.iter().filter(|id| last.contains(id)).count();
     assert!(
@@ -396,25 +412,14 @@ fn tracking_gives_people_ids_that_last() {
 /// Tracking turned off while playing stops the ids; turned on again, ids start past the old ones.
 #[test]
 fn tracking_switches_while_playing() {
-    let desc = format!(
-        "filesrc location={} ! decodebin ! videoconvert ! regiondrop name=rd tracking=true ! \
-         appsink name=sink sync=false max-buffers=1",
-        video_path()
-    );
-    let run = run_pipeline(
-        &desc,
-        14,
-        |_| {},
-        |p, n| {
-            let rd = p.by_name("rd").unwrap();
-            match n {
-                3 => rd.set_property("tracking", false),
-                8 => rd.set_property("tracking", true),
-                _ => {}
-            }
-        },
-    );
-    run.assert_clean();
+    let run = tracked_clip(14, |p, n| {
+        let rd = p.by_name("rd").unwrap();
+        match n {
+            3 => rd.set_property("tracking", false),
+            8 => rd.set_property("tracking", true),
+            _ => {}
+        }
+    });
     let ids =
         |i: usize| -> Vec<Option<u64>> { run.detections(i).iter().map(|d| d.track_id).collect() };
     let first = ids(0);
@@ -443,25 +448,14 @@ fn tracking_switches_while_playing() {
 /// the seek goes back to the last frame received, where they stood a frame or two before.
 #[test]
 fn a_flushing_seek_ends_the_tracks() {
-    let desc = format!(
-        "filesrc location={} ! decodebin ! videoconvert ! regiondrop name=rd tracking=true ! \
-         appsink name=sink sync=false max-buffers=1",
-        video_path()
-    );
-    let run = run_pipeline(
-        &desc,
-        8,
-        |_| {},
-        |p, n| {
-            if n == 4 {
-                // The clip runs at 10 frames/s: the fourth frame starts at 300 ms.
-                let at = gst::ClockTime::from_mseconds(300);
-                p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
-                    .unwrap();
-            }
-        },
-    );
-    run.assert_clean();
+    let run = tracked_clip(8, |p, n| {
+        if n == 4 {
+            // The clip runs at 10 frames/s: the fourth frame starts at 300 ms.
+            let at = gst::ClockTime::from_mseconds(300);
+            p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
+                .unwrap();
+        }
+    });
     let pts: Vec<_> = run
         .samples
         .iter()
@@ -839,13 +833,7 @@ fn tracks_survive_a_discont_and_end_with_a_new_frame_size() {
     let run = run_pipeline(desc, usize::MAX, |p| push_frames(p, frames), |_, _| {});
     run.assert_clean();
     assert_eq!(run.samples.len(), 8);
-    let people = |i: usize| -> Vec<u64> {
-        run.detections(i)
-            .iter()
-            .filter(|d| d.label == "person" && d.confidence > 0.5)
-            .filter_map(|d| d.track_id)
-            .collect()
-    };
+    let people = |i: usize| people_ids(&run, i);
     let (before, discont) = (people(3), people(4));
     let kept = discont.iter().filter(|id| before.contains(id)).count();
     assert!(

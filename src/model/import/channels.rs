@@ -79,13 +79,7 @@ impl Builder<'_> {
             off += v.c;
         }
         self.aliased.insert(out.buf);
-        self.set(
-            &n.outputs[0],
-            Val::Feature {
-                view: out,
-                pad: None,
-            },
-        );
+        self.set_feature(&n.outputs[0], out);
         Ok(())
     }
 
@@ -196,7 +190,7 @@ impl Builder<'_> {
         if let Operand::Channels(v) = &rhs {
             if let Some((scale, shift)) = as_affine(op, v) {
                 if self.fold_affine(&feat_input.clone(), view, &scale, &shift) {
-                    self.set(&n.outputs[0], Val::Feature { view, pad: None });
+                    self.set_feature(&n.outputs[0], view);
                     return Ok(());
                 }
             }

@@ -92,21 +92,11 @@ impl Builder<'_> {
             if transposed {
                 return Err(self.unsupported(n, " with auto_pad SAME"));
             }
-            for (axis, (k, st, dl, len)) in [(kh, sh, dh, inb.h), (kw, sw, dw, inb.w)]
-                .into_iter()
-                .enumerate()
-            {
-                let out = len.div_ceil(st);
-                let total = ((out - 1) * st + (k - 1) * dl + 1).saturating_sub(len);
-                let small = total / 2;
-                let (lo, hi) = if auto_pad == "SAME_UPPER" {
-                    (small, total - small)
-                } else {
-                    (total - small, small)
-                };
-                p[axis] = lo;
-                p[axis + 2] = hi;
-            }
+            same_pads(
+                &mut p,
+                &auto_pad,
+                [(kh, sh, dh, inb.h), (kw, sw, dw, inb.w)],
+            );
         }
         if let Some(PendingPad { px: e, value }) = extra_pad {
             if transposed || value != 0.0 {
@@ -225,13 +215,7 @@ impl Builder<'_> {
             global: false,
             macs,
         });
-        self.set(
-            &n.outputs[0],
-            Val::Feature {
-                view: output,
-                pad: None,
-            },
-        );
+        self.set_feature(&n.outputs[0], output);
         Ok(())
     }
 
@@ -260,7 +244,7 @@ impl Builder<'_> {
             .map(|i| beta.data[i] - mean.data[i] * scale[i])
             .collect();
         if self.fold_affine(&n.inputs[0], view, &scale, &shift) {
-            self.set(&n.outputs[0], Val::Feature { view, pad: None });
+            self.set_feature(&n.outputs[0], view);
             return Ok(());
         }
         self.simple_layer(

@@ -289,6 +289,11 @@ impl<'g> Builder<'g> {
         self.vals.insert(name.to_string(), v);
     }
 
+    /// Names `view` as the feature map `name` (no pad pending).
+    fn set_feature(&mut self, name: &str, view: View) {
+        self.set(name, Val::Feature { view, pad: None });
+    }
+
     fn new_buffer(&mut self, c: usize, h: usize, w: usize, scale: usize) -> View {
         self.buffers.push(FeatureBuf { c, h, w, scale });
         View {
@@ -516,6 +521,24 @@ impl<'g> Builder<'g> {
             }
         }
         scale.is_some()
+    }
+}
+
+/// Pads (top, left, bottom, right) of `auto_pad` SAME_UPPER or SAME_LOWER: the output keeps
+/// ⌈len / stride⌉ pixels per axis, and the odd pixel of padding goes after (UPPER) or before.
+/// `axes`: (kernel, stride, dilation, input length) of the height and width axes.
+fn same_pads(p: &mut [usize], auto_pad: &str, axes: [(usize, usize, usize, usize); 2]) {
+    for (axis, (k, st, dl, len)) in axes.into_iter().enumerate() {
+        let out = len.div_ceil(st);
+        let total = ((out - 1) * st + (k - 1) * dl + 1).saturating_sub(len);
+        let small = total / 2;
+        let (lo, hi) = if auto_pad == "SAME_UPPER" {
+            (small, total - small)
+        } else {
+            (total - small, small)
+        };
+        p[axis] = lo;
+        p[axis + 2] = hi;
     }
 }
 

@@ -29,13 +29,7 @@ impl Builder<'_> {
             global,
             macs: b.h as f64 * b.w as f64 * input.c as f64,
         });
-        self.set(
-            &n.outputs[0],
-            Val::Feature {
-                view: output,
-                pad: None,
-            },
-        );
+        self.set_feature(&n.outputs[0], output);
         Ok(())
     }
 
@@ -45,7 +39,7 @@ impl Builder<'_> {
                 if let Some(a) = l.act_mut() {
                     if *a == Act::Identity {
                         *a = act;
-                        self.set(&n.outputs[0], Val::Feature { view, pad: None });
+                        self.set_feature(&n.outputs[0], view);
                         return Ok(());
                     }
                 }
@@ -78,18 +72,7 @@ impl Builder<'_> {
         let mut p = self.spatial_attr(n, "pads", 4, 0, 0)?;
         let auto_pad = n.string("auto_pad", "NOTSET");
         if auto_pad.starts_with("SAME") {
-            for (axis, (k, st, len)) in [(kh, sh, inb.h), (kw, sw, inb.w)].into_iter().enumerate() {
-                let out = len.div_ceil(st);
-                let total = ((out - 1) * st + k).saturating_sub(len);
-                let small = total / 2;
-                let (lo, hi) = if auto_pad == "SAME_UPPER" {
-                    (small, total - small)
-                } else {
-                    (total - small, small)
-                };
-                p[axis] = lo;
-                p[axis + 2] = hi;
-            }
+            same_pads(&mut p, &auto_pad, [(kh, sh, 1, inb.h), (kw, sw, 1, inb.w)]);
         }
         let kind = if n.op == "MaxPool" {
             PoolKind::Max
@@ -152,13 +135,7 @@ impl Builder<'_> {
             global: false,
             macs: (oh * ow * input.c * kh * kw) as f64,
         });
-        self.set(
-            &n.outputs[0],
-            Val::Feature {
-                view: output,
-                pad: None,
-            },
-        );
+        self.set_feature(&n.outputs[0], output);
         Ok(())
     }
 
@@ -277,13 +254,7 @@ impl Builder<'_> {
             global: false,
             macs: (oh * ow * input.c) as f64,
         });
-        self.set(
-            &n.outputs[0],
-            Val::Feature {
-                view: output,
-                pad: None,
-            },
-        );
+        self.set_feature(&n.outputs[0], output);
         Ok(())
     }
 }
