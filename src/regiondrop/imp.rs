@@ -12,16 +12,15 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
-use crate::analyzer::{default_model_path, Analyzer, AnalyzerOptions};
-use crate::backend::{BackendKind, Precision};
+use super::settings::{self, parse_classes, parse_input_size, Settings, SET_WHILE_STOPPED};
+use crate::analyzer::{Analyzer, AnalyzerOptions};
 use crate::detect::{load_labels, DecodeParams, DecoderKind, COCO_LABELS};
 use crate::engine::{EngineConfig, FrameStats};
 use crate::error::{panic_text, Error};
-use crate::mask::DiffMetric;
 use crate::meta::{self, StatsReport};
 use crate::model::store;
 use crate::preprocess::{Letterbox, PackedFrame, PixelSource, Yuv420Frame};
-use crate::track::{TrackParams, Tracker};
+use crate::track::Tracker;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -48,218 +47,6 @@ const FORMAT_NAMES: &str = "RGB, RGBA, BGR, BGRx, BGRA, RGBx, I420 or NV12";
 const MAX_AUTO_INPUT_SIDE: usize = 1280;
 /// Size used to check a dynamic-input model at start, before the frame size is known.
 const PROBE_INPUT_SIDE: usize = 640;
-
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstRegionDropBackend")]
-pub enum BackendChoice {
-    #[default]
-    #[enum_value(
-        name = "Auto: CUDA when a usable GPU is found, else CPU",
-        nick = "auto"
-    )]
-    Auto = 0,
-    #[enum_value(name = "CPU", nick = "cpu")]
-    Cpu = 1,
-    #[enum_value(name = "CUDA (error when unavailable)", nick = "cuda")]
-    Cuda = 2,
-}
-
-impl From<BackendChoice> for BackendKind {
-    fn from(b: BackendChoice) -> Self {
-        match b {
-            BackendChoice::Auto => BackendKind::Auto,
-            BackendChoice::Cpu => BackendKind::Cpu,
-            BackendChoice::Cuda => BackendKind::Cuda,
-        }
-    }
-}
-
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstRegionDropPrecision")]
-pub enum PrecisionChoice {
-    #[default]
-    #[enum_value(name = "f32 everywhere", nick = "f32")]
-    F32 = 0,
-    #[enum_value(
-        name = "f16 GEMM operands on the tensor cores, f32 accumulation (CUDA backend)",
-        nick = "f16"
-    )]
-    F16 = 1,
-    #[enum_value(
-        name = "bf16 operands on the AMX tiles, f32 accumulation (CPU backend, Intel Sapphire Rapids and newer)",
-        nick = "bf16"
-    )]
-    Bf16 = 2,
-}
-
-impl From<PrecisionChoice> for Precision {
-    fn from(p: PrecisionChoice) -> Self {
-        match p {
-            PrecisionChoice::F32 => Precision::F32,
-            PrecisionChoice::F16 => Precision::F16,
-            PrecisionChoice::Bf16 => Precision::Bf16,
-        }
-    }
-}
-
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstRegionDropDecoder")]
-pub enum DecoderChoice {
-    #[default]
-    #[enum_value(name = "Auto: chosen from the model's output shapes", nick = "auto")]
-    Auto = 0,
-    #[enum_value(
-        name = "NanoDet: per-level class scores + distance distributions",
-        nick = "nanodet"
-    )]
-    NanoDet = 1,
-    #[enum_value(name = "YOLOv8: [1, 4+C, N]", nick = "yolov8")]
-    YoloV8 = 2,
-    #[enum_value(name = "YOLOv5: [1, N, 5+C] with objectness", nick = "yolov5")]
-    YoloV5 = 3,
-}
-
-impl DecoderChoice {
-    fn kind(self) -> Option<DecoderKind> {
-        match self {
-            DecoderChoice::Auto => None,
-            DecoderChoice::NanoDet => Some(DecoderKind::NanoDet),
-            DecoderChoice::YoloV8 => Some(DecoderKind::YoloV8),
-            DecoderChoice::YoloV5 => Some(DecoderKind::YoloV5),
-        }
-    }
-}
-
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstRegionDropMetric")]
-pub enum MetricChoice {
-    #[default]
-    #[enum_value(name = "Max: largest absolute difference in the tile", nick = "max")]
-    Max = 0,
-    #[enum_value(name = "Mean: mean absolute difference over the tile", nick = "mean")]
-    Mean = 1,
-}
-
-impl From<MetricChoice> for DiffMetric {
-    fn from(m: MetricChoice) -> Self {
-        match m {
-            MetricChoice::Max => DiffMetric::Max,
-            MetricChoice::Mean => DiffMetric::Mean,
-        }
-    }
-}
-
-/// Properties that shape the network or its backend: they take effect at the next start, and
-/// changing them while the element runs is refused.
-const SET_WHILE_STOPPED: [&str; 9] = [
-    "model",
-    "input-size",
-    "labels",
-    "backend",
-    "device-id",
-    "precision",
-    "tile-size",
-    "threads",
-    "decoder",
-];
-
-#[derive(Debug, Clone)]
-struct Settings {
-    model: PathBuf,
-    input_size: String,
-    labels: Option<PathBuf>,
-    backend: BackendChoice,
-    device_id: u32,
-    precision: PrecisionChoice,
-    threshold: f64,
-    metric: MetricChoice,
-    tile_size: u32,
-    dilation: u32,
-    margin: u32,
-    growth_limit: u32,
-    exact: bool,
-    refresh_interval: u64,
-    refresh_tiles: u32,
-    conf_threshold: f64,
-    iou_threshold: f64,
-    max_detections: u32,
-    classes: String,
-    stats_interval: u32,
-    threads: u32,
-    decoder: DecoderChoice,
-    tracking: bool,
-    track_iou: f64,
-    track_max_age: u32,
-    /// Bumped on every change so the streaming thread re-applies live settings only when needed.
-    revision: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let engine = EngineConfig::default();
-        let decode = DecodeParams::default();
-        let track = TrackParams::default();
-        Settings {
-            model: default_model_path(),
-            input_size: String::new(),
-            labels: None,
-            backend: BackendChoice::Auto,
-            device_id: 0,
-            precision: PrecisionChoice::F32,
-            threshold: engine.threshold as f64,
-            metric: MetricChoice::Max,
-            tile_size: engine.tile as u32,
-            dilation: engine.dilation as u32,
-            margin: engine.margin as u32,
-            growth_limit: engine.growth_limit as u32,
-            exact: engine.exact,
-            refresh_interval: engine.refresh_interval,
-            refresh_tiles: engine.refresh_tiles as u32,
-            conf_threshold: decode.conf_threshold as f64,
-            iou_threshold: decode.iou_threshold as f64,
-            max_detections: decode.max_detections as u32,
-            classes: String::new(),
-            stats_interval: 30,
-            threads: 0,
-            decoder: DecoderChoice::Auto,
-            tracking: false,
-            track_iou: track.min_iou as f64,
-            track_max_age: track.max_age,
-            revision: 0,
-        }
-    }
-}
-
-impl Settings {
-    /// Copies the settings that may change between frames into `opts`.
-    fn apply_live(&self, opts: &mut AnalyzerOptions, classes: Vec<u32>) {
-        let e = &mut opts.engine;
-        e.threshold = self.threshold as f32;
-        e.metric = self.metric.into();
-        e.dilation = self.dilation as usize;
-        e.margin = self.margin as usize;
-        e.growth_limit = self.growth_limit as usize;
-        e.exact = self.exact;
-        e.refresh_interval = self.refresh_interval;
-        e.refresh_tiles = self.refresh_tiles as usize;
-        let d = &mut opts.decode;
-        d.conf_threshold = self.conf_threshold as f32;
-        d.iou_threshold = self.iou_threshold as f32;
-        d.max_detections = self.max_detections as usize;
-        d.classes = classes;
-    }
-
-    fn track_params(&self) -> TrackParams {
-        TrackParams {
-            min_iou: self.track_iou as f32,
-            max_age: self.track_max_age,
-        }
-    }
-}
 
 /// Figures accumulated between two stats messages.
 #[derive(Default)]
@@ -325,189 +112,7 @@ impl ObjectSubclass for RegionDrop {
 
 impl ObjectImpl for RegionDrop {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let d = Settings::default();
-            let ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
-            let live = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING;
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb("ONNX detection model (NCHW image input). Loaded at start; changing it while running is refused")
-                    .default_value(Some(d.model.to_string_lossy().as_ref()))
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecString::builder("input-size")
-                    .nick("Input size")
-                    .blurb("Network input WxH (e.g. 640x384) for models with dynamic input dims; empty: the model's fixed size, else the frame size rounded up to the network's largest stride, longest side capped at 1280")
-                    .default_value(Some(""))
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecString::builder("labels")
-                    .nick("Labels")
-                    .blurb("Class labels file, one label per line (line N = class id N); empty: the 80 COCO labels")
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("backend", d.backend)
-                    .nick("Backend")
-                    .blurb("Where the network runs: auto (CUDA when a usable GPU is found, else CPU), cpu or cuda")
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecUInt::builder("device-id")
-                    .nick("Device id")
-                    .blurb("CUDA device index (cuda and auto backends)")
-                    .default_value(d.device_id)
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("precision", d.precision)
-                    .nick("Precision")
-                    .blurb("Number format of the convolutions' operands, summed in f32: f32; f16 on the CUDA backend's tensor cores; bf16 on the CPU backend's AMX tiles (Intel Sapphire Rapids and newer). Scores differ slightly from f32; a backend asked for the other's format computes in f32 and warns")
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecDouble::builder("threshold")
-                    .nick("Change threshold")
-                    .blurb("Per-tile difference, in 0-255 pixel units, above which a tile is recomputed; higher skips more work and tolerates more noise. May change while playing")
-                    .minimum(0.0)
-                    .maximum(255.0)
-                    .default_value(d.threshold)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("metric", d.metric)
-                    .nick("Difference metric")
-                    .blurb("How a tile's difference from its reference is measured: max or mean absolute difference. May change while playing")
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("tile-size")
-                    .nick("Tile size")
-                    .blurb("Tile side in network-input pixels; must be a multiple of the network's largest stride (32 for YOLO-family models)")
-                    .minimum(1)
-                    .maximum(1024)
-                    .default_value(d.tile_size)
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecUInt::builder("dilation")
-                    .nick("Dilation")
-                    .blurb("Tiles to grow the change mask by before use (more accuracy near moving objects, more work). May change while playing")
-                    .maximum(64)
-                    .default_value(d.dilation)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("margin")
-                    .nick("Margin")
-                    .blurb("Input pixels to grow the change mask by, beyond dilation, from the changed 8-pixel cells of the tiles that fire: a step finer than whole tiles (with dilation=0, margin=tile-size recomputes what dilation=1 does and margin=16 fewer tiles, at some accuracy). 0 = whole tiles only. May change while playing")
-                    .maximum(1024)
-                    .default_value(d.margin)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("growth-limit")
-                    .nick("Growth limit")
-                    .blurb("Tiles beyond the change mask into which deeper layers may still grow by their reach, recomputing features whose receptive field saw the change (0 = one common mask for every layer; on the sample clip, 1 raised the 300-frame agreement with dense from 0.91 to 0.98 for 1.6x the work). Ignored with exact=true. May change while playing")
-                    .maximum(64)
-                    .default_value(d.growth_limit)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecBoolean::builder("exact")
-                    .nick("Exact")
-                    .blurb("Grow the mask per layer by each layer's reach so sparse results equal dense results (more work). May change while playing")
-                    .default_value(d.exact)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt64::builder("refresh-interval")
-                    .nick("Refresh interval")
-                    .blurb("Run a full dense frame every N frames (0 = never; the first frame and frames after a flush, discont or caps change are always dense). May change while playing")
-                    .default_value(d.refresh_interval)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("refresh-tiles")
-                    .nick("Rolling refresh tiles")
-                    .blurb("Recompute this many extra tiles per frame in round robin, so no tile stays stale for more than (tiles / N) frames; 0 = off. May change while playing")
-                    .default_value(d.refresh_tiles)
-                    .maximum(4096)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecDouble::builder("conf-threshold")
-                    .nick("Confidence threshold")
-                    .blurb("Minimum detection confidence. May change while playing")
-                    .minimum(0.0)
-                    .maximum(1.0)
-                    .default_value(d.conf_threshold)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecDouble::builder("iou-threshold")
-                    .nick("IoU threshold")
-                    .blurb("Non-maximum suppression: boxes of one class overlapping a better one by more than this IoU are dropped. May change while playing")
-                    .minimum(0.0)
-                    .maximum(1.0)
-                    .default_value(d.iou_threshold)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("max-detections")
-                    .nick("Max detections")
-                    .blurb("Most detections attached per frame, best first. May change while playing")
-                    .minimum(1)
-                    .maximum(10_000)
-                    .default_value(d.max_detections)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecString::builder("classes")
-                    .nick("Classes")
-                    .blurb("Keep only these classes: comma-separated class ids or labels (e.g. \"person,car\" or \"0,2\"); empty: all. May change while playing")
-                    .default_value(Some(""))
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("stats-interval")
-                    .nick("Stats interval")
-                    .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height); 0 = never")
-                    .default_value(d.stats_interval)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("threads")
-                    .nick("Threads")
-                    .blurb("CPU backend worker threads (0 = all cores); with several cameras in one process, cores / cameras each")
-                    .maximum(1024)
-                    .default_value(d.threads)
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("decoder", d.decoder)
-                    .nick("Decoder")
-                    .blurb("Detection head layout: auto (from the model's output shapes), nanodet, yolov8 ([1,4+C,N]) or yolov5 ([1,N,5+C])")
-                    .flags(ready)
-                    .build(),
-                glib::ParamSpecBoolean::builder("tracking")
-                    .nick("Tracking")
-                    .blurb("Give each detection the id of the object it continues from earlier frames (track-id in its detection structure). May change while playing")
-                    .default_value(d.tracking)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecDouble::builder("track-iou")
-                    .nick("Track IoU")
-                    .blurb("Tracking: lowest IoU between a track's predicted box and a detection of the same class that continues it. May change while playing")
-                    .minimum(0.01)
-                    .maximum(1.0)
-                    .default_value(d.track_iou)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecUInt::builder("track-max-age")
-                    .nick("Track max age")
-                    .blurb("Tracking: frames a track waits for its object to be detected again before its id ends. May change while playing")
-                    .maximum(10_000)
-                    .default_value(d.track_max_age)
-                    .flags(live)
-                    .build(),
-                glib::ParamSpecDouble::builder("active-fraction")
-                    .nick("Active fraction")
-                    .blurb("Fraction of tiles recomputed on the last frame (1 on dense frames)")
-                    .minimum(0.0)
-                    .maximum(1.0)
-                    .default_value(0.0)
-                    .read_only()
-                    .build(),
-                glib::ParamSpecUInt64::builder("frames-processed")
-                    .nick("Frames processed")
-                    .blurb("Frames analysed since the element started")
-                    .read_only()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::param_specs);
         PROPERTIES.as_ref()
     }
 
@@ -526,52 +131,8 @@ impl ObjectImpl for RegionDrop {
             return;
         }
         let mut s = self.settings.lock().unwrap();
-        match name {
-            "model" => {
-                s.model = value
-                    .get::<Option<String>>()
-                    .unwrap()
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-                    .unwrap_or_else(default_model_path)
-            }
-            "input-size" => {
-                let v = value.get::<Option<String>>().unwrap().unwrap_or_default();
-                if let Err(e) = parse_input_size(&v) {
-                    gst::warning!(CAT, imp = self, "{e}; the element will refuse to start");
-                }
-                s.input_size = v;
-            }
-            "labels" => {
-                s.labels = value
-                    .get::<Option<String>>()
-                    .unwrap()
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-            }
-            "backend" => s.backend = value.get().unwrap(),
-            "device-id" => s.device_id = value.get().unwrap(),
-            "precision" => s.precision = value.get().unwrap(),
-            "threshold" => s.threshold = value.get().unwrap(),
-            "metric" => s.metric = value.get().unwrap(),
-            "tile-size" => s.tile_size = value.get().unwrap(),
-            "dilation" => s.dilation = value.get().unwrap(),
-            "margin" => s.margin = value.get().unwrap(),
-            "growth-limit" => s.growth_limit = value.get().unwrap(),
-            "exact" => s.exact = value.get().unwrap(),
-            "refresh-interval" => s.refresh_interval = value.get().unwrap(),
-            "refresh-tiles" => s.refresh_tiles = value.get().unwrap(),
-            "conf-threshold" => s.conf_threshold = value.get().unwrap(),
-            "iou-threshold" => s.iou_threshold = value.get().unwrap(),
-            "max-detections" => s.max_detections = value.get().unwrap(),
-            "classes" => s.classes = value.get::<Option<String>>().unwrap().unwrap_or_default(),
-            "stats-interval" => s.stats_interval = value.get().unwrap(),
-            "threads" => s.threads = value.get().unwrap(),
-            "decoder" => s.decoder = value.get().unwrap(),
-            "tracking" => s.tracking = value.get().unwrap(),
-            "track-iou" => s.track_iou = value.get().unwrap(),
-            "track-max-age" => s.track_max_age = value.get().unwrap(),
-            _ => unimplemented!(),
+        if let Err(e) = s.set(name, value) {
+            gst::warning!(CAT, imp = self, "{e}; the element will refuse to start");
         }
         s.revision += 1;
         gst::debug!(CAT, imp = self, "{name} set");
@@ -583,41 +144,7 @@ impl ObjectImpl for RegionDrop {
                 f64::from_bits(self.last_active.load(Ordering::Relaxed)).to_value()
             }
             "frames-processed" => self.frames_processed.load(Ordering::Relaxed).to_value(),
-            name => {
-                let s = self.settings.lock().unwrap();
-                match name {
-                    "model" => s.model.to_string_lossy().to_string().to_value(),
-                    "input-size" => s.input_size.to_value(),
-                    "labels" => s
-                        .labels
-                        .as_ref()
-                        .map(|p| p.to_string_lossy().to_string())
-                        .to_value(),
-                    "backend" => s.backend.to_value(),
-                    "device-id" => s.device_id.to_value(),
-                    "precision" => s.precision.to_value(),
-                    "threshold" => s.threshold.to_value(),
-                    "metric" => s.metric.to_value(),
-                    "tile-size" => s.tile_size.to_value(),
-                    "dilation" => s.dilation.to_value(),
-                    "margin" => s.margin.to_value(),
-                    "growth-limit" => s.growth_limit.to_value(),
-                    "exact" => s.exact.to_value(),
-                    "refresh-interval" => s.refresh_interval.to_value(),
-                    "refresh-tiles" => s.refresh_tiles.to_value(),
-                    "conf-threshold" => s.conf_threshold.to_value(),
-                    "iou-threshold" => s.iou_threshold.to_value(),
-                    "max-detections" => s.max_detections.to_value(),
-                    "classes" => s.classes.to_value(),
-                    "stats-interval" => s.stats_interval.to_value(),
-                    "threads" => s.threads.to_value(),
-                    "decoder" => s.decoder.to_value(),
-                    "tracking" => s.tracking.to_value(),
-                    "track-iou" => s.track_iou.to_value(),
-                    "track-max-age" => s.track_max_age.to_value(),
-                    _ => unimplemented!(),
-                }
-            }
+            name => self.settings.lock().unwrap().get(name).unwrap(),
         }
     }
 }
@@ -1282,41 +809,6 @@ fn error_message(e: &Error) -> gst::ErrorMessage {
     }
 }
 
-/// "WxH" → Some((W, H)); empty → None.
-fn parse_input_size(s: &str) -> Result<Option<(usize, usize)>, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let bad = || format!("input-size `{s}` is not WxH (e.g. 640x384)");
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    let w: usize = w.trim().parse().map_err(|_| bad())?;
-    let h: usize = h.trim().parse().map_err(|_| bad())?;
-    if w == 0 || h == 0 {
-        return Err(bad());
-    }
-    Ok(Some((w, h)))
-}
-
-/// Comma-separated class ids or labels (case-insensitive) → class ids.
-fn parse_classes(spec: &str, labels: &[String]) -> Result<Vec<u32>, String> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            t.parse::<u32>().or_else(|_| {
-                labels
-                    .iter()
-                    .position(|l| l.eq_ignore_ascii_case(t))
-                    .map(|i| i as u32)
-                    .ok_or_else(|| {
-                        format!("classes: `{t}` is neither a class id nor a known label")
-                    })
-            })
-        })
-        .collect()
-}
-
 /// Network input for a dynamic-input model: the frame size, scaled down so the longest side is at
 /// most 1280, rounded up to the network's largest stride.
 fn dynamic_input_size(fw: usize, fh: usize, stride: usize) -> (usize, usize) {
@@ -1328,22 +820,6 @@ fn dynamic_input_size(fw: usize, fh: usize, stride: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn input_size_parses() {
-        assert_eq!(parse_input_size(""), Ok(None));
-        assert_eq!(parse_input_size("640x384"), Ok(Some((640, 384))));
-        assert!(parse_input_size("640").is_err());
-        assert!(parse_input_size("0x5").is_err());
-    }
-
-    #[test]
-    fn classes_take_ids_and_labels() {
-        let labels: Vec<String> = COCO_LABELS.iter().map(|s| s.to_string()).collect();
-        assert_eq!(parse_classes("", &labels), Ok(vec![]));
-        assert_eq!(parse_classes("person, 2,Car", &labels), Ok(vec![0, 2, 2]));
-        assert!(parse_classes("unicorn", &labels).is_err());
-    }
 
     #[test]
     fn dynamic_size_rounds_up_and_caps() {

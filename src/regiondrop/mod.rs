@@ -5,8 +5,9 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod settings;
 
-pub use imp::{BackendChoice, DecoderChoice, MetricChoice};
+pub use settings::{BackendChoice, DecoderChoice, MetricChoice};
 
 glib::wrapper! {
     pub struct RegionDrop(ObjectSubclass<imp::RegionDrop>)
