@@ -4,14 +4,16 @@
 //! rd_sgemm_rm kernel when cuBLAS is not loadable), replayed as CUDA graphs. The dense tail
 //! (Rearrange / Generic steps) runs on the device where its inputs are there (`tail.rs`), else on
 //! the host on downloaded results; the decoder's candidates can be selected on the device
-//! (`select.rs`). In `backend/`: the frame stage (upload, letterbox, change detection, input) in
-//! `frames.rs`, graph capture and replay in `graphs.rs`, downloads and the selection in
-//! `outputs.rs`.
+//! (`select.rs`). In `backend/`: the steps' constants uploaded at build time in `constants.rs`,
+//! the frame stage (upload, letterbox, change detection, input) in `frames.rs`, graph capture and
+//! replay in `graphs.rs`, downloads and the selection in `outputs.rs`, the fusion tuning in
+//! `tune.rs`.
 //!
 //! Everything runs on one stream, in order; kernels get raw device pointers (a layer may read and
 //! write the same buffer in disjoint channel ranges, as on the CPU), so cudarc's per-slice event
 //! tracking is switched off.
 
+mod constants;
 mod frames;
 mod graphs;
 mod outputs;
@@ -38,6 +40,7 @@ use crate::mask::{CellGrower, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
 use crate::preprocess::{InputNorm, Letterbox, PixelSource};
 use crate::tensor::Tensor;
+use constants::StepDev;
 use frames::{Detect, DeviceFrames, Staged};
 use graphs::Graphs;
 
@@ -94,58 +97,6 @@ pub struct CudaOptions {
     /// (`RD_PDL_WAIT`), overlapping the launch latency that bounds small frames. None:
     /// `REGIONDROP_CUDA_PDL=1`, else off (not yet run on a GPU).
     pub pdl: Option<bool>,
-}
-
-struct ResizeDev {
-    y: [CudaSlice<u32>; 2],
-    yf: CudaSlice<f32>,
-    x: [CudaSlice<u32>; 2],
-    xf: CudaSlice<f32>,
-}
-
-/// Device-side constants of one step.
-enum StepDev {
-    None,
-    Conv {
-        w: CudaSlice<f32>,
-        b: CudaSlice<f32>,
-        /// f16 copy of `w` (bits) for the tensor-core GEMM (precision f16, not depthwise).
-        w16: Option<CudaSlice<u16>>,
-    },
-    Resize(Box<ResizeDev>),
-    Affine {
-        scale: CudaSlice<f32>,
-        shift: CudaSlice<f32>,
-    },
-    /// Right operand of a Binary layer: fixed channels, or a slot uploaded before each use.
-    Rhs(CudaSlice<f32>),
-    Gather(CudaSlice<u32>),
-    /// Result of an Export / GlobalPool step.
-    Out(CudaSlice<f32>),
-    /// A Rearrange step run on the device: its index and its result.
-    Rearranged {
-        index: CudaSlice<u32>,
-        out: CudaSlice<f32>,
-    },
-    /// A Generic step run on the device: its result, its [`TailUpload`] arrays and the pointer
-    /// table of its copy runs' sources.
-    Tail {
-        out: CudaSlice<f32>,
-        u32s: Vec<CudaSlice<u32>>,
-        table: CudaSlice<u64>,
-    },
-}
-
-impl StepDev {
-    /// The step's result on the device (Export, GlobalPool, device Rearrange or Generic step).
-    fn result(&self) -> Option<&CudaSlice<f32>> {
-        match self {
-            StepDev::Out(o) | StepDev::Rearranged { out: o, .. } | StepDev::Tail { out: o, .. } => {
-                Some(o)
-            }
-            _ => None,
-        }
-    }
 }
 
 pub struct CudaBackend {
@@ -282,113 +233,18 @@ impl CudaBackend {
         let zeros_f32 = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("alloc"));
         // Change scores and masks: per tile, or per cell where the mask grows by pixels.
         let cells = MaskGrowth::max_cells(&grid);
-        let up_f32 = |v: &[f32]| {
-            stream
-                .clone_htod(if v.is_empty() { &[0.0][..] } else { v })
-                .map_err(drv("upload"))
-        };
-        let up_u32 = |v: &[u32]| {
-            stream
-                .clone_htod(if v.is_empty() { &[0][..] } else { v })
-                .map_err(drv("upload"))
-        };
-
         let bufs = plan
             .buffers
             .iter()
             .map(|b| zeros_f32(b.len()))
             .collect::<Result<Vec<_>>>()?;
-        let mut weight_bytes = 0;
         let generic = crate::backend::generic::prepare(&plan);
         let device_tail = opts.device_tail.unwrap_or_else(|| {
             std::env::var("REGIONDROP_CUDA_DEVICE_TAIL").is_ok_and(|v| v == "1")
         });
         let tail = DeviceTail::of(&plan, &generic, device_tail);
-        let mut steps = Vec::with_capacity(plan.steps.len());
-        for (si, step) in plan.steps.iter().enumerate() {
-            steps.push(match step {
-                Step::Layer(l) => match &l.op {
-                    LayerOp::Conv(c) => {
-                        weight_bytes += (c.weights.len() + c.bias.len()) * 4;
-                        let w16 = if f16 && !c.depthwise() {
-                            let bits = geometry::f16_bits(&c.weights);
-                            weight_bytes += bits.len() * 2;
-                            Some(stream.clone_htod(&bits).map_err(drv("upload"))?)
-                        } else {
-                            None
-                        };
-                        StepDev::Conv {
-                            w: up_f32(&c.weights)?,
-                            b: up_f32(&c.bias)?,
-                            w16,
-                        }
-                    }
-                    LayerOp::Resize { y, x } => StepDev::Resize(Box::new(ResizeDev {
-                        y: [up_u32(&y.i0)?, up_u32(&y.i1)?],
-                        yf: up_f32(&y.frac)?,
-                        x: [up_u32(&x.i0)?, up_u32(&x.i1)?],
-                        xf: up_f32(&x.frac)?,
-                    })),
-                    LayerOp::Affine { scale, shift, .. } => StepDev::Affine {
-                        scale: up_f32(scale)?,
-                        shift: up_f32(shift)?,
-                    },
-                    LayerOp::Binary { rhs, .. } => match rhs {
-                        Operand::View(_) => StepDev::None,
-                        Operand::Channels(c) => StepDev::Rhs(up_f32(c)?),
-                        Operand::Slot(s) => {
-                            StepDev::Rhs(zeros_f32(plan.slot_shapes[*s].iter().product())?)
-                        }
-                    },
-                    LayerOp::Gather { perm } => {
-                        let p: Vec<u32> = perm.iter().map(|&i| i as u32).collect();
-                        StepDev::Gather(up_u32(&p)?)
-                    }
-                    LayerOp::Pool(_) | LayerOp::Unary(_) => StepDev::None,
-                },
-                Step::GlobalPool { input, .. } => StepDev::Out(zeros_f32(input.c)?),
-                Step::Export { .. } if tail.folded[si] => StepDev::None,
-                Step::Export { input, .. } => {
-                    let b = &plan.buffers[input.buf];
-                    StepDev::Out(zeros_f32(input.c * b.h * b.w)?)
-                }
-                Step::Rearrange { .. } if tail.rearrange_from[si].is_some() => {
-                    let idx = tail.rearrange_index(&plan, si);
-                    StepDev::Rearranged {
-                        index: up_u32(&idx)?,
-                        out: zeros_f32(idx.len())?,
-                    }
-                }
-                Step::Generic { .. } if tail.generic_out[si].is_some() => {
-                    let form = generic[si]
-                        .as_ref()
-                        .and_then(|g| g.device_form())
-                        .expect("a device Generic step has a device form");
-                    let up = TailUpload::of(&form);
-                    StepDev::Tail {
-                        out: zeros_f32(tail.len_of(&plan, si))?,
-                        u32s: up.u32s.iter().map(|v| up_u32(v)).collect::<Result<_>>()?,
-                        table: stream
-                            .alloc_zeros::<u64>(up.table_slots.len().max(1))
-                            .map_err(drv("alloc"))?,
-                    }
-                }
-                Step::Rearrange { .. } | Step::Generic { .. } => StepDev::None,
-            });
-        }
-        // Constant slots the device Generic steps read, once.
-        let mut const_dev: Vec<Option<CudaSlice<f32>>> = plan.slots.iter().map(|_| None).collect();
-        for g in generic
-            .iter()
-            .zip(&tail.generic_out)
-            .filter_map(|(g, o)| o.and(g.as_ref()))
-        {
-            for s in g.device_form().map_or(Vec::new(), |f| f.reads()) {
-                if let (Some(c), None) = (&plan.slots[s], &const_dev[s]) {
-                    const_dev[s] = Some(up_f32(&c.data)?);
-                }
-            }
-        }
+        let consts = constants::upload(&plan, &stream, &generic, &tail, f16)?;
+        let (steps, const_dev, weight_bytes) = (consts.steps, consts.slots, consts.weight_bytes);
         let (sa, sc) = geometry::scratch_sizes(&plan);
         let slots = plan.initial_slots();
         let mut backend = CudaBackend {
