@@ -360,34 +360,43 @@ fn calibrate_picks_the_fastest_threshold_meeting_the_target_and_plots() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--pick-by weighted` applies the target to the box-weighted agreement instead.
+/// `--pick-by weighted` applies the target to the box-weighted agreement instead, `--pick-by
+/// tracking` to the MOTA of the tracks on the sparse detections.
 #[test]
-fn calibrate_can_pick_by_the_weighted_agreement() {
-    let o = bench(&[
-        "--frames",
-        "3",
-        "--calibrate",
-        "--thresholds",
-        "8,64",
-        "--pick-by",
-        "weighted",
-        "--target-agreement",
-        "0.2",
-    ]);
-    ok(&o);
-    let v = &stdout_lines(&o)[0];
-    assert_eq!(v["pick_by"], "agreement_ap50_weighted");
-    let best = v["sweep"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| f(r, "agreement_ap50_weighted") >= 0.2)
-        .map(|r| f(r, "speedup"))
-        .fold(f64::NAN, f64::max);
-    if best.is_nan() {
-        assert!(v["pick"].is_null(), "{v}");
-    } else {
-        assert_eq!(f(&v["pick"], "speedup"), best, "{v}");
+fn calibrate_can_pick_by_another_figure() {
+    for (by, figure) in [
+        ("weighted", "agreement_ap50_weighted"),
+        ("tracking", "tracking_mota"),
+    ] {
+        let o = bench(&[
+            "--frames",
+            "3",
+            "--calibrate",
+            "--thresholds",
+            "8,64",
+            "--pick-by",
+            by,
+            "--target-agreement",
+            "0.2",
+        ]);
+        ok(&o);
+        let v = &stdout_lines(&o)[0];
+        assert_eq!(v["pick_by"], figure);
+        let sweep = v["sweep"].as_array().unwrap();
+        assert!(
+            sweep.iter().all(|r| f(r, figure) <= 1.0),
+            "{figure} in every row: {v}"
+        );
+        let best = sweep
+            .iter()
+            .filter(|r| f(r, figure) >= 0.2)
+            .map(|r| f(r, "speedup"))
+            .fold(f64::NAN, f64::max);
+        if best.is_nan() {
+            assert!(v["pick"].is_null(), "{v}");
+        } else {
+            assert_eq!(f(&v["pick"], "speedup"), best, "{v}");
+        }
     }
 }
 

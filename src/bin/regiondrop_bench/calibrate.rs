@@ -16,6 +16,7 @@ struct SweepRow {
     figures: Figures,
     agreement_map50: Option<f64>,
     agreement_ap50_weighted: Option<f64>,
+    tracking_mota: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -49,14 +50,14 @@ struct SweepReport {
 fn sweep_table(rows: &[SweepRow], pick: Option<&SweepRow>) -> String {
     let f = |v: Option<f64>, nd: usize| v.map_or("-".to_string(), |v| format!("{v:.nd$}"));
     let mut t = String::from(
-        "growth-limit margin threshold   active    work  speedup  agreement_map50  weighted\n",
+        "growth-limit margin threshold   active    work  speedup  agreement_map50  weighted  tracking\n",
     );
     for r in rows {
         let picked = pick.is_some_and(|p| {
             (p.growth_limit, p.margin, p.threshold) == (r.growth_limit, r.margin, r.threshold)
         });
         t += &format!(
-            "{:>12} {:>6} {:>9} {:>8} {:>7} {:>8} {:>16} {:>9}{}\n",
+            "{:>12} {:>6} {:>9} {:>8} {:>7} {:>8} {:>16} {:>9} {:>9}{}\n",
             r.growth_limit,
             r.margin,
             r.threshold,
@@ -65,6 +66,7 @@ fn sweep_table(rows: &[SweepRow], pick: Option<&SweepRow>) -> String {
             f(r.figures.speedup, 2),
             f(r.agreement_map50, 4),
             f(r.agreement_ap50_weighted, 4),
+            f(r.tracking_mota, 4),
             if picked { "  <- pick" } else { "" }
         );
     }
@@ -152,6 +154,13 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
                 detect::ap50_weighted(&per_class).unwrap_or(f64::NAN),
                 4,
             ),
+            tracking_mota: track_agreement(
+                &ddets[1..],
+                &s.shown(&sdets)[1..],
+                &TrackParams::default(),
+            )
+            .mota()
+            .and_then(|m| round(m, 4)),
         });
     }
     let d = median(&all_dms);
@@ -160,6 +169,7 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     let agreement = |r: &SweepRow| match cli.pick_by {
         PickBy::Map50 => r.agreement_map50,
         PickBy::Weighted => r.agreement_ap50_weighted,
+        PickBy::Tracking => r.tracking_mota,
     };
     let pick = rows
         .iter()
@@ -216,6 +226,7 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
             match cli.pick_by {
                 PickBy::Map50 => "agreement map50",
                 PickBy::Weighted => "agreement ap50 (box-weighted)",
+                PickBy::Tracking => "tracking MOTA",
             },
         )
         .map_err(Fail::Run)?;
