@@ -1,0 +1,120 @@
+//! An application reading regiondrop's detections: a pipeline with an `appsink` after
+//! `regiondrop tracking=true`; each buffer's detections (and track ids) are read from its
+//! region-of-interest metas with `gstregiondrop::meta::read_detections`, and the element's
+//! `regiondrop-stats` messages from the bus.
+//!
+//! cargo run --release --example app_detections -- [VIDEO] [FRAMES]
+//!
+//! Prints one line per frame: `frame N: K detections: person #3 0.85 [x,y wxh], ...`, and one per
+//! stats message. An application written in C or Python reads the same metas: each is a
+//! GstVideoRegionOfInterestMeta with a `detection` parameter structure (class-id, label,
+//! confidence, track-id).
+
+use std::process::ExitCode;
+
+use gst::prelude::*;
+use gstregiondrop::analyzer::default_video_path;
+use gstregiondrop::meta::{read_detections, StatsReport};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let video = args.next().map_or_else(default_video_path, Into::into);
+    let frames: usize = match args.next().map(|n| n.parse()) {
+        None => 50,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            eprintln!("FRAMES must be a number");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&video, frames) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("app_detections: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
+    gst::init().map_err(|e| e.to_string())?;
+    // Linked into this program; an application using the installed plug-in leaves this out.
+    gstregiondrop::plugin_register_static().map_err(|e| e.to_string())?;
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! \
+         regiondrop tracking=true stats-interval=10 ! appsink name=sink sync=false",
+        video.display()
+    ))
+    .map_err(|e| e.to_string())?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline".to_string())?;
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or("no appsink")?;
+    let bus = pipeline.bus().ok_or("no bus")?;
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // The element that failed says why on the bus.
+        let why = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(error_text(e)),
+                _ => None,
+            });
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(why.unwrap_or_else(|| "the pipeline did not start".into()));
+    }
+
+    let mut result = Ok(());
+    for n in 0..frames {
+        // Bus first: an error stops the loop with its message.
+        while let Some(msg) = bus.pop() {
+            match msg.view() {
+                gst::MessageView::Error(e) => result = Err(error_text(e)),
+                gst::MessageView::Element(e) => {
+                    if let Some(r) = e.structure().and_then(StatsReport::from_structure) {
+                        println!(
+                            "stats: {} frames, active {:.2}, {:.1} ms, {} backend",
+                            r.frames, r.active_fraction, r.inference_ms, r.backend
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) else {
+            break; // end of stream
+        };
+        let Some(buffer) = sample.buffer() else {
+            continue;
+        };
+        let listed: Vec<String> = read_detections(buffer)
+            .iter()
+            .map(|d| {
+                let id = d.track_id.map_or(String::new(), |t| format!(" #{t}"));
+                let (x, y, w, h) = d.rect;
+                format!("{}{id} {:.2} [{x},{y} {w}x{h}]", d.label, d.confidence)
+            })
+            .collect();
+        println!(
+            "frame {n}: {} detections: {}",
+            listed.len(),
+            listed.join(", ")
+        );
+    }
+    pipeline
+        .set_state(gst::State::Null)
+        .map_err(|e| e.to_string())?;
+    result
+}
+
+/// An error message with GStreamer's details (the file, the element, the reason).
+fn error_text(e: &gst::message::Error) -> String {
+    match e.debug() {
+        Some(d) => format!("{} ({d})", e.error()),
+        None => e.error().to_string(),
+    }
+}

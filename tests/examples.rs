@@ -1,0 +1,55 @@
+//! The application example (`examples/app_detections.rs`) runs as documented: one line per
+//! frame with the detections and their track ids, and a clear error for a missing file.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The example's binary, built beside the test binaries (`cargo test` and `cargo build
+/// --all-targets` build it).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let p = dir.join("examples").join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --release --examples` first",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn app_example_prints_tracked_detections_per_frame() {
+    let video = gstregiondrop::analyzer::default_video_path();
+    let out = Command::new(example("app_detections"))
+        .arg(&video)
+        .arg("6")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames: Vec<&str> = stdout.lines().filter(|l| l.starts_with("frame ")).collect();
+    assert_eq!(frames.len(), 6, "{stdout}");
+    for (i, line) in frames.iter().enumerate() {
+        assert!(line.starts_with(&format!("frame {i}: ")), "{line}");
+        // Every detection of the clip's frames carries a track id: "person #1 0.85 [...]".
+        let listed = line.split(" detections: ").nth(1).unwrap_or("");
+        assert!(!listed.is_empty(), "no detections on a frame with people: {line}");
+        assert!(listed.split("], ").all(|d| d.contains(" #")), "{line}");
+    }
+}
+
+#[test]
+fn app_example_names_a_missing_file() {
+    let out = Command::new(example("app_detections"))
+        .arg("/nonexistent/clip.avi")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/clip.avi"), "{stderr}");
+}
