@@ -38,7 +38,10 @@ fn app_example_prints_tracked_detections_per_frame() {
         assert!(line.starts_with(&format!("frame {i}: ")), "{line}");
         // Every detection of the clip's frames carries a track id: "person #1 0.85 [...]".
         let listed = line.split(" detections: ").nth(1).unwrap_or("");
-        assert!(!listed.is_empty(), "no detections on a frame with people: {line}");
+        assert!(
+            !listed.is_empty(),
+            "no detections on a frame with people: {line}"
+        );
         assert!(listed.split("], ").all(|d| d.contains(" #")), "{line}");
     }
 }
