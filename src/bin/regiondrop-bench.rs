@@ -21,6 +21,10 @@ mod calibrate;
 mod draw;
 #[path = "regiondrop_bench/fractions.rs"]
 mod fractions;
+#[path = "regiondrop_bench/main_run.rs"]
+mod main_run;
+#[path = "regiondrop_bench/ort.rs"]
+mod ort;
 #[path = "regiondrop_bench/plot.rs"]
 mod plot;
 #[path = "regiondrop_bench/streams.rs"]
@@ -45,6 +49,7 @@ use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
 use gstregiondrop::track::{track_agreement, TrackParams, Tracker};
 use gstregiondrop::video::RgbFrame;
+use ort::{run_ort, OrtInfo};
 
 /// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
 const ORT_FRAMES: usize = 20;
@@ -727,7 +732,7 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     if cli.fractions {
         fractions::fractions(cli, &s, ort.as_mut())?;
     }
-    main_run(cli, &s, ort.as_mut())
+    main_run::main_run(cli, &s, ort.as_mut())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -808,308 +813,6 @@ fn ideal_and_efficiency(speedup: f64, active: f64) -> (Option<f64>, Option<f64>)
         (round(1.0 / active, 3), round(speedup * active, 4))
     } else {
         (None, None)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// onnxruntime
-
-/// onnxruntime beside our engines: its outputs on some frames (for the error figure), and a
-/// session that times single frames between ours, so both are measured on the machine as it is
-/// at that moment.
-struct OrtInfo {
-    /// The frame indices it ran, and its outputs on each.
-    idx: Vec<usize>,
-    outs: Vec<Vec<Tensor>>,
-    timer: gstregiondrop::onnxruntime::OrtTimer,
-}
-
-impl OrtInfo {
-    /// onnxruntime's milliseconds on frame `i` of the clip. Both thread pools spin for a while
-    /// after a run before they sleep: a pause on each side keeps one from slowing the other.
-    fn time(&mut self, s: &Setup, i: usize) -> Result<f64, Fail> {
-        let input = s.norm.to_nchw(&s.net[i], s.w, s.h);
-        std::thread::sleep(POOL_SETTLE);
-        let ms = self
-            .timer
-            .time(&input)
-            .map_err(|e| Fail::Run(format!("--onnxruntime: {e}")))?;
-        std::thread::sleep(POOL_SETTLE);
-        Ok(ms)
-    }
-}
-
-fn run_ort(s: &Setup) -> Result<OrtInfo, Fail> {
-    let n = s.n();
-    let k = ORT_FRAMES.min(n);
-    let idx: Vec<usize> = (0..k).map(|j| j * n / k).collect();
-    let inputs: Vec<Vec<f32>> = idx
-        .iter()
-        .map(|&i| s.norm.to_nchw(&s.net[i], s.w, s.h))
-        .collect();
-    let pb = spinner("onnxruntime");
-    let r = gstregiondrop::onnxruntime::run(&s.model, &inputs, [1, 3, s.h, s.w], s.threads, 1)
-        .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
-    pb.finish_and_clear();
-    if r.frames.len() != idx.len() {
-        return Err(Fail::Run(format!(
-            "onnxruntime returned {} frames for {}",
-            r.frames.len(),
-            idx.len()
-        )));
-    }
-    let timer = gstregiondrop::onnxruntime::OrtTimer::new(&s.model, [1, 3, s.h, s.w], s.threads)
-        .map_err(|e| Fail::Input(format!("--onnxruntime: {e}")))?;
-    Ok(OrtInfo {
-        idx,
-        outs: r.frames,
-        timer,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Main run: dense and sparse over the same frames.
-
-#[derive(Serialize)]
-struct MainReport {
-    model: String,
-    video: String,
-    frames: usize,
-    input: [usize; 2],
-    backend: String,
-    backend_details: String,
-    precision: String,
-    threads: usize,
-    mode: &'static str,
-    threshold: f32,
-    tile_size: usize,
-    dilation: usize,
-    margin: usize,
-    exact: bool,
-    #[serde(flatten)]
-    figures: Figures,
-    /// Frames (after the first) the sparse engine ran densely (auto fallback or refresh).
-    sparse_dense_frames: usize,
-    agreement_map50: Option<f64>,
-    /// AP@0.5 per reference class: label → [reference boxes, AP] (rare classes weigh as much as
-    /// frequent ones in the mean).
-    agreement_ap50_per_class: std::collections::BTreeMap<String, (usize, f64)>,
-    /// The per-class APs weighted by their reference boxes (`detect::ap50_weighted`).
-    agreement_ap50_weighted: Option<f64>,
-    detections_dense: usize,
-    detections_sparse: usize,
-    /// MOTA of the tracks on the sparse detections, the tracks on the dense ones as ground truth
-    /// (`track::track_agreement`, the element's default tracking settings).
-    tracking_mota: Option<f64>,
-    tracking_id_switches: usize,
-    /// Track ids given over the run, on the dense and on the sparse detections.
-    tracks_dense: usize,
-    tracks_sparse: usize,
-    exact_max_abs_diff: Option<f64>,
-    /// Median over the same frames, each timed just before our dense and sparse runs of it.
-    onnxruntime_ms: Option<f64>,
-    /// onnxruntime_ms / sparse_ms.
-    vs_onnxruntime: Option<f64>,
-    /// dense_ms / onnxruntime_ms: our dense engine's time relative to onnxruntime's.
-    dense_vs_onnxruntime: Option<f64>,
-    onnxruntime_rel_l2: Option<f64>,
-    memory_bytes: usize,
-}
-
-fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), Fail> {
-    let n = s.n();
-    let grid = s.grid(cli);
-    let full = RegionMask::full(&grid);
-    let mut dense = s.engine(dense_cfg(cli, s.threads))?;
-    let mut sparse = s.engine(sparse_cfg(cli, s.threads))?;
-    let dense_gate = s.set_gate(&mut dense)?;
-    let sparse_gate = s.set_gate(&mut sparse)?;
-    let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
-    let mut ort_ms = vec![];
-    let (mut ddets, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut masks = Vec::new();
-    let mut sparse_dense_frames = 0;
-    let (mut max_diff, mut max_abs) = (0f64, 0f64);
-    let mut rel_l2: Option<f64> = None;
-
-    // Exact mode is checked against dense on the input the sparse engine actually holds: the frame
-    // on the tiles it updated, the older pixels elsewhere (tiles below threshold keep their reference).
-    let mut exact_ref = if cli.exact {
-        Some((s.engine(dense_cfg(cli, s.threads))?, s.net[0].clone()))
-    } else {
-        None
-    };
-
-    let pb = bar(n, "dense + sparse");
-    for i in 0..n {
-        let rgb = &s.net[i];
-        // The dense baseline gets the full mask directly: no change detection in its time.
-        // onnxruntime first (with pauses on both sides), then our dense run, which so starts from
-        // the same idle machine onnxruntime did, then sparse.
-        if let Some(o) = ort.as_deref_mut() {
-            let ms = o.time(s, i)?;
-            if i > 0 {
-                ort_ms.push(ms);
-            }
-        }
-        let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
-        ddets.push(s.detections(&mut dense, &dense_gate, false)?);
-        let ss = sparse.process(rgb).map_err(running)?;
-        sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
-        if i > 0 {
-            dense_ms.push(ds.ms);
-            sparse_ms.push(ss.ms);
-            active.push(ss.active_fraction);
-            work.push(ss.work_fraction);
-            sparse_dense_frames += ss.dense as usize;
-        }
-        if let Some((ref_engine, ref_img)) = &mut exact_ref {
-            copy_tiles(ref_img, rgb, &grid, sparse.mask());
-            ref_engine
-                .process_with_mask(ref_img, &full)
-                .map_err(running)?;
-            let rout = ref_engine.outputs().map_err(running)?;
-            let sout = sparse.outputs().map_err(running)?;
-            for (a, b) in sout.iter().zip(&rout) {
-                if a.shape != b.shape {
-                    return Err(Fail::Run(format!(
-                        "output shapes differ: {:?} vs {:?}",
-                        a.shape, b.shape
-                    )));
-                }
-                for (&x, &y) in a.data.iter().zip(&b.data) {
-                    max_diff = max_diff.max((x - y).abs() as f64);
-                    max_abs = max_abs.max(y.abs() as f64);
-                }
-            }
-        }
-        if let Some(o) = ort.as_deref() {
-            if let Some(j) = o.idx.iter().position(|&k| k == i) {
-                let dout = dense.outputs().map_err(running)?;
-                let r = gstregiondrop::onnxruntime::rel_l2(&dout, &o.outs[j]);
-                rel_l2 = Some(rel_l2.map_or(r, |m: f64| m.max(r)));
-            }
-        }
-        if cli.annotate.is_some() {
-            masks.push(sparse.mask().clone());
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    print_profile("dense engine", &dense, 0.05);
-    print_profile("sparse engine", &sparse, 0.02);
-
-    let (d, sp) = (median(&dense_ms), median(&sparse_ms));
-    let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
-    let agreement = detect::mean_ap50(&per_class, &sdets[1..]);
-    let shown = s.shown(&sdets);
-    let tracking = track_agreement(&ddets[1..], &shown[1..], &TrackParams::default());
-    let report = MainReport {
-        model: s.model.display().to_string(),
-        video: s.video.display().to_string(),
-        frames: n,
-        input: [s.w, s.h],
-        backend: s.backend.clone(),
-        backend_details: s.backend_details.clone(),
-        precision: s.precision.clone(),
-        threads: s.threads,
-        mode: match cli.mode {
-            ModeArg::Sparse => "sparse",
-            ModeArg::Auto => "auto",
-        },
-        threshold: cli.threshold,
-        tile_size: cli.tile_size,
-        dilation: cli.dilation,
-        margin: cli.margin,
-        exact: cli.exact,
-        figures: Figures::new(d, sp, mean(&active), mean(&work)),
-        sparse_dense_frames,
-        agreement_map50: round(agreement, 4),
-        agreement_ap50_weighted: round(detect::ap50_weighted(&per_class).unwrap_or(f64::NAN), 4),
-        agreement_ap50_per_class: per_class
-            .into_iter()
-            .map(|c| {
-                let label = s
-                    .labels
-                    .get(c.class_id as usize)
-                    .cloned()
-                    .unwrap_or_else(|| c.class_id.to_string());
-                (label, (c.references, (c.ap * 1e4).round() / 1e4))
-            })
-            .collect(),
-        detections_dense: ddets[1..].iter().map(Vec::len).sum(),
-        detections_sparse: sdets[1..]
-            .iter()
-            .flatten()
-            .filter(|d| d.confidence >= s.params.conf_threshold)
-            .count(),
-        tracking_mota: tracking.mota().and_then(|m| round(m, 4)),
-        tracking_id_switches: tracking.id_switches,
-        tracks_dense: tracking.reference_tracks,
-        tracks_sparse: tracking.other_tracks,
-        exact_max_abs_diff: cli.exact.then(|| {
-            if max_abs > 0.0 {
-                max_diff / max_abs
-            } else {
-                max_diff
-            }
-        }),
-        onnxruntime_ms: ort_figure(&ort_ms, 1.0),
-        vs_onnxruntime: ort_figure(&ort_ms, 1.0 / sp),
-        dense_vs_onnxruntime: ort_figure(&ort_ms, 1.0).and_then(|o| round(d / o, 3)),
-        onnxruntime_rel_l2: rel_l2,
-        memory_bytes: sparse.memory_bytes(),
-    };
-
-    if let Some(dir) = &cli.annotate {
-        let pb = spinner("annotating");
-        let files = annotate::write(&annotate::Annotation {
-            dir,
-            frames: &s.frames,
-            net: &s.net,
-            net_w: s.w,
-            net_h: s.h,
-            lb: s.lb,
-            grid,
-            masks: &masks,
-            dets: &shown,
-            track_ids: &track_ids(&shown),
-            labels: &s.labels,
-            fps: 10,
-        })
-        .map_err(Fail::Run)?;
-        pb.finish_and_clear();
-        for f in files {
-            eprintln!("wrote {}", f.display());
-        }
-    }
-    print_json(&report)
-}
-
-/// The default tracker's ids of each frame's detections.
-fn track_ids(frames: &[Vec<Detection>]) -> Vec<Vec<u64>> {
-    let mut tracker = Tracker::new(TrackParams::default());
-    frames
-        .iter()
-        .map(|f| {
-            let mut ids = Vec::new();
-            tracker.update(f, &mut ids);
-            ids
-        })
-        .collect()
-}
-
-/// Copies the tiles set in `mask` from `src` into `dst` (packed RGB at the grid's size).
-fn copy_tiles(dst: &mut [u8], src: &[u8], grid: &TileGrid, mask: &RegionMask) {
-    for t in 0..grid.len() {
-        if !mask.get(t) {
-            continue;
-        }
-        let (x0, y0, x1, y1) = grid.rect(t, 1, grid.width, grid.height);
-        for y in y0..y1 {
-            let r = (y * grid.width + x0) * 3..(y * grid.width + x1) * 3;
-            dst[r.clone()].copy_from_slice(&src[r]);
-        }
     }
 }
 
