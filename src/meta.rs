@@ -126,6 +126,8 @@ pub struct StatsReport {
     /// Bounding box (x, y, w, h) in frame pixels of the tiles recomputed on the last frame;
     /// all zero when none was.
     pub active_rect: (u32, u32, u32, u32),
+    /// Track ids started over the interval (objects that appeared), with tracking on.
+    pub new_tracks: Option<u64>,
 }
 
 impl StatsReport {
@@ -153,6 +155,7 @@ impl StatsReport {
             .field("active-y", self.active_rect.1)
             .field("active-width", self.active_rect.2)
             .field("active-height", self.active_rect.3)
+            .field_if_some("new-tracks", self.new_tracks)
             .build()
     }
 
@@ -181,6 +184,7 @@ impl StatsReport {
                 s.get("active-width").ok()?,
                 s.get("active-height").ok()?,
             ),
+            new_tracks: s.get("new-tracks").ok(),
         })
     }
 }
@@ -259,6 +263,14 @@ mod tests {
         };
         let s = r.to_structure();
         assert_eq!(s.get::<&str>("mode").unwrap(), "dense");
-        assert_eq!(StatsReport::from_structure(&s), Some(r));
+        assert!(!s.has_field("new-tracks"));
+        assert_eq!(StatsReport::from_structure(&s), Some(r.clone()));
+        let tracked = StatsReport {
+            new_tracks: Some(3),
+            ..r
+        };
+        let s = tracked.to_structure();
+        assert_eq!(s.get::<u64>("new-tracks").unwrap(), 3);
+        assert_eq!(StatsReport::from_structure(&s), Some(tracked));
     }
 }

@@ -342,6 +342,7 @@ fn people_on_a_real_video_match_the_analyzer() {
         run.stats
     );
     assert_eq!(run.stats.last().unwrap().frames, FRAMES as u64);
+    assert!(run.stats.iter().all(|s| s.new_tracks.is_none()));
     assert!(run
         .stats
         .iter()
@@ -377,7 +378,7 @@ fn tracking_gives_people_ids_that_last() {
     const FRAMES: usize = 12;
     let desc = format!(
         "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
-         regiondrop name=rd tracking=true track-iou=0.25 track-max-age=5 ! \
+         regiondrop name=rd tracking=true track-iou=0.25 track-max-age=5 stats-interval=4 ! \
          appsink name=sink sync=false",
         video_path()
     );
@@ -407,6 +408,15 @@ fn tracking_gives_people_ids_that_last() {
         first.len() >= 2 && kept >= 2,
         "people's ids on the first frame {first:?}, on the last {last:?}"
     );
+    // The stats count the ids started: every id was started once, on a detection.
+    let started: u64 = run.stats.iter().map(|s| s.new_tracks.unwrap()).sum();
+    let highest = (0..FRAMES)
+        .flat_map(|i| run.detections(i))
+        .filter_map(|d| d.track_id)
+        .max()
+        .unwrap();
+    assert_eq!(run.stats.len(), FRAMES / 4, "{:?}", run.stats);
+    assert_eq!(started, highest, "{:?}", run.stats);
 }
 
 /// Tracking turned off while playing stops the ids; turned on again, ids start past the old ones.

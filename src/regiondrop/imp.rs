@@ -56,6 +56,8 @@ struct Interval {
     work: f64,
     dense: u64,
     ms: f64,
+    /// Track ids started.
+    new_tracks: u64,
 }
 
 struct State {
@@ -427,6 +429,7 @@ impl BaseTransformImpl for RegionDrop {
         );
         let track_ids = if state.tracking {
             let (tracker, ids) = (&mut state.tracker, &mut state.track_ids);
+            let before = tracker.ids_started();
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| tracker.update(&detections, ids)))
             {
                 gst::element_imp_error!(
@@ -436,6 +439,7 @@ impl BaseTransformImpl for RegionDrop {
                 );
                 return Err(gst::FlowError::Error);
             }
+            state.interval.new_tracks += state.tracker.ids_started() - before;
             Some(&state.track_ids[..])
         } else {
             None
@@ -671,6 +675,7 @@ impl RegionDrop {
             precision: analyzer.engine().precision().to_string(),
             detections,
             active_rect: active_rect(analyzer, fw, fh),
+            new_tracks: state.tracking.then_some(iv.new_tracks),
         };
         state.interval = Interval::default();
         Some(report)

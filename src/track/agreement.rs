@@ -93,9 +93,8 @@ pub fn track_agreement(
             }
         }
     }
-    let ids_given = |t: &Tracker| (t.next_id - 1) as usize;
-    a.reference_tracks = ids_given(&ref_tracker);
-    a.other_tracks = ids_given(&other_tracker);
+    a.reference_tracks = ref_tracker.ids_started() as usize;
+    a.other_tracks = other_tracker.ids_started() as usize;
     a
 }
 

@@ -72,6 +72,11 @@ impl Tracker {
         self.tracks.len()
     }
 
+    /// Track ids given so far (the highest one).
+    pub fn ids_started(&self) -> u64 {
+        self.next_id - 1
+    }
+
     /// Ends every track (after a seek or a new stream); later ids still count on.
     pub fn reset(&mut self) {
         self.tracks.clear();
