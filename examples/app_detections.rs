@@ -11,6 +11,7 @@
 //! confidence, track-id).
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstregiondrop::analyzer::default_video_path;
@@ -38,11 +39,14 @@ fn main() -> ExitCode {
 
 fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
     gst::init().map_err(|e| e.to_string())?;
-    // Linked into this program; an application using the installed plug-in leaves this out.
-    gstregiondrop::plugin_register_static().map_err(|e| e.to_string())?;
+    // Linked into this program. Where GST_PLUGIN_PATH also holds the built plug-in, GStreamer
+    // may have loaded it already; an application using the installed plug-in leaves this out.
+    if gst::ElementFactory::find("regiondrop").is_none() {
+        gstregiondrop::plugin_register_static().map_err(|e| e.to_string())?;
+    }
     let pipeline = gst::parse::launch(&format!(
         "filesrc location=\"{}\" ! decodebin ! videoconvert ! \
-         regiondrop tracking=true stats-interval=10 ! appsink name=sink sync=false",
+         regiondrop tracking=true stats-interval=10 ! appsink name=sink sync=false max-buffers=2",
         video.display()
     ))
     .map_err(|e| e.to_string())?
@@ -53,7 +57,7 @@ fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
         .ok_or("no appsink")?;
     let bus = pipeline.bus().ok_or("no bus")?;
-    if pipeline.set_state(gst::State::Playing).is_err() {
+    let result = if pipeline.set_state(gst::State::Playing).is_err() {
         // The element that failed says why on the bus.
         let why = bus
             .pop_filtered(&[gst::MessageType::Error])
@@ -61,16 +65,27 @@ fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
                 gst::MessageView::Error(e) => Some(error_text(e)),
                 _ => None,
             });
-        let _ = pipeline.set_state(gst::State::Null);
-        return Err(why.unwrap_or_else(|| "the pipeline did not start".into()));
-    }
+        Err(why.unwrap_or_else(|| "the pipeline did not start".into()))
+    } else {
+        print_frames(&sink, &bus, frames)
+    };
+    pipeline
+        .set_state(gst::State::Null)
+        .map_err(|e| e.to_string())?;
+    result
+}
 
-    let mut result = Ok(());
-    for n in 0..frames {
-        // Bus first: an error stops the loop with its message.
+/// Prints the detections of up to `frames` frames and the stats messages, until the end of the
+/// stream or an error.
+fn print_frames(sink: &gst_app::AppSink, bus: &gst::Bus, frames: usize) -> Result<(), String> {
+    const PATIENCE: Duration = Duration::from_secs(10);
+    let mut n = 0;
+    let mut waiting_since = Instant::now();
+    while n < frames {
+        // The bus first: an error ends the run with its message, wherever it happened.
         while let Some(msg) = bus.pop() {
             match msg.view() {
-                gst::MessageView::Error(e) => result = Err(error_text(e)),
+                gst::MessageView::Error(e) => return Err(error_text(e)),
                 gst::MessageView::Element(e) => {
                     if let Some(r) = e.structure().and_then(StatsReport::from_structure) {
                         println!(
@@ -82,12 +97,16 @@ fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
                 _ => {}
             }
         }
-        if result.is_err() {
-            break;
-        }
-        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) else {
-            break; // end of stream
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+            if sink.is_eos() {
+                return Ok(());
+            }
+            if waiting_since.elapsed() > PATIENCE {
+                return Err(format!("no frame for {} s", PATIENCE.as_secs()));
+            }
+            continue;
         };
+        waiting_since = Instant::now();
         let Some(buffer) = sample.buffer() else {
             continue;
         };
@@ -104,11 +123,9 @@ fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
             listed.len(),
             listed.join(", ")
         );
+        n += 1;
     }
-    pipeline
-        .set_state(gst::State::Null)
-        .map_err(|e| e.to_string())?;
-    result
+    Ok(())
 }
 
 /// An error message with GStreamer's details (the file, the element, the reason).

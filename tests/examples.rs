@@ -12,7 +12,7 @@ fn example(name: &str) -> PathBuf {
     let p = dir.join("examples").join(name);
     assert!(
         p.is_file(),
-        "{} is not built: run `cargo build --release --examples` first",
+        "{} is not built: run `cargo build --examples` (in the tests' profile) first",
         p.display()
     );
     p
@@ -46,13 +46,21 @@ fn app_example_prints_tracked_detections_per_frame() {
     }
 }
 
+/// Errors end the example with GStreamer's message: one while the pipeline starts (a missing
+/// file), one while it plays (a file that is not video, found by decodebin's type finding).
 #[test]
-fn app_example_names_a_missing_file() {
-    let out = Command::new(example("app_detections"))
-        .arg("/nonexistent/clip.avi")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/clip.avi"), "{stderr}");
+fn app_example_names_the_error() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    for (file, needle) in [
+        ("/nonexistent/clip.avi", "/nonexistent/clip.avi"),
+        (manifest, "text file"),
+    ] {
+        let out = Command::new(example("app_detections"))
+            .args([file, "3"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file}: {stderr}");
+        assert!(stderr.contains(needle), "{file}: {stderr}");
+    }
 }

@@ -379,8 +379,6 @@ impl Setup {
         Ok(gate)
     }
 
-    /// The last frame's detections (`ranked`: down to the scoring floor), from the candidates
-    /// the engine selected, else from its outputs.
     /// What a user sees of ranked detections: those at the operating threshold.
     fn shown(&self, ranked: &[Vec<Detection>]) -> Vec<Vec<Detection>> {
         ranked
@@ -394,6 +392,8 @@ impl Setup {
             .collect()
     }
 
+    /// The last frame's detections (`ranked`: down to the scoring floor), from the candidates
+    /// the engine selected, else from its outputs.
     fn detections(
         &self,
         engine: &mut Engine,

@@ -182,7 +182,13 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
         })
         .cloned();
     eprint!("{}", sweep_table(&rows, pick.as_ref()));
-    if pick.is_none() {
+    if rows.iter().all(|r| agreement(r).is_none()) {
+        eprintln!(
+            "regiondrop-bench: {} is undefined on these frames (dense detected nothing to \
+             compare with): no pick",
+            cli.pick_by.figure()
+        );
+    } else if pick.is_none() {
         eprintln!(
             "regiondrop-bench: no setting in the sweep keeps {} >= {target}",
             cli.pick_by.figure()
