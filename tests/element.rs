@@ -17,7 +17,11 @@ fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         gst::init().unwrap();
-        gstregiondrop::plugin_register_static().expect("register the regiondrop plugin");
+        // GStreamer may have loaded the built plug-in from GST_PLUGIN_PATH already (scanning
+        // in this process with GST_REGISTRY_FORK=no): registering it again would fail.
+        if gst::ElementFactory::find("regiondrop").is_none() {
+            gstregiondrop::plugin_register_static().expect("register the regiondrop plugin");
+        }
     });
 }
 
