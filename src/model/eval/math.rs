@@ -213,12 +213,7 @@ pub(super) fn reduce_mean(x: &Tensor, axes: &[usize], keep: bool) -> Tensor {
     let shape = if keep {
         out_full
     } else {
-        x.shape
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !axes.contains(i))
-            .map(|(_, &d)| d)
-            .collect()
+        without_axes(&x.shape, axes)
     };
     Tensor::new(shape, sums.iter().map(|s| (s / cnt) as f32).collect())
 }

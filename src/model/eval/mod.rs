@@ -150,12 +150,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                         .iter()
                         .filter_map(|&a| norm_axis(a, x.rank()))
                         .collect();
-                    x.shape
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !axes.contains(i))
-                        .map(|(_, &d)| d)
-                        .collect()
+                    without_axes(&x.shape, &axes)
                 }
                 None => x.shape.iter().copied().filter(|&d| d != 1).collect(),
             };
@@ -324,6 +319,16 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
     };
     Ok(vec![out])
+}
+
+/// `shape` with the dims at `axes` left out (Squeeze, and reductions without keepdims).
+fn without_axes(shape: &[usize], axes: &[usize]) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !axes.contains(i))
+        .map(|(_, &d)| d)
+        .collect()
 }
 
 #[cfg(test)]
