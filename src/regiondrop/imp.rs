@@ -74,6 +74,9 @@ struct State {
     interval: Interval,
     /// Whether detections get track ids (`tracking`).
     tracking: bool,
+    /// `conf-threshold` where the outputs are decoded below it: the detections under it only
+    /// continue tracks.
+    split_at: Option<f32>,
     /// Kept while tracking is off (with no tracks), so that ids never repeat until a restart.
     tracker: Tracker,
     /// The last frame's track id of each detection.
@@ -417,6 +420,11 @@ impl BaseTransformImpl for RegionDrop {
                 return Err(gst::FlowError::Error);
             }
         };
+        // Decoded below conf-threshold for the tracker: those are not detections.
+        let (detections, low): (Vec<_>, Vec<_>) = match state.split_at {
+            Some(c) => detections.into_iter().partition(|d| d.confidence >= c),
+            None => (detections, Vec::new()),
+        };
         gst::trace!(
             CAT,
             imp = self,
@@ -430,8 +438,8 @@ impl BaseTransformImpl for RegionDrop {
         let track_ids = if state.tracking {
             let (tracker, ids) = (&mut state.tracker, &mut state.track_ids);
             let before = tracker.ids_started();
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| tracker.update(&detections, ids)))
-            {
+            let update = || tracker.update_with_low(&detections, &low, ids);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(update)) {
                 gst::element_imp_error!(
                     self,
                     gst::LibraryError::Failed,
@@ -585,6 +593,7 @@ impl RegionDrop {
             applied_revision: s.revision,
             interval: Interval::default(),
             tracking: s.tracking,
+            split_at: s.decode_floor().map(|_| s.conf_threshold as f32),
             tracker: Tracker::new(s.track_params()),
             track_ids: Vec::new(),
         })
@@ -608,6 +617,7 @@ impl RegionDrop {
             state.end_tracks();
         }
         state.tracking = s.tracking;
+        state.split_at = s.decode_floor().map(|_| s.conf_threshold as f32);
         if let Some(a) = state.analyzer.as_mut() {
             let cfg = a.engine_mut().config_mut();
             cfg.threshold = state.opts.engine.threshold;

@@ -11,7 +11,7 @@ use crate::backend::{BackendKind, Precision};
 use crate::detect::{DecodeParams, DecoderKind};
 use crate::engine::EngineConfig;
 use crate::mask::DiffMetric;
-use crate::track::TrackParams;
+use crate::track::{TrackParams, LOW_SCORE};
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
@@ -158,6 +158,7 @@ pub(super) struct Settings {
     pub(super) tracking: bool,
     pub(super) track_iou: f64,
     pub(super) track_max_age: u32,
+    pub(super) track_low: f64,
     /// Bumped on every change so the streaming thread re-applies live settings only when needed.
     pub(super) revision: u64,
 }
@@ -193,6 +194,7 @@ impl Default for Settings {
             tracking: false,
             track_iou: track.min_iou as f64,
             track_max_age: track.max_age,
+            track_low: LOW_SCORE as f64,
             revision: 0,
         }
     }
@@ -211,10 +213,17 @@ impl Settings {
         e.refresh_interval = self.refresh_interval;
         e.refresh_tiles = self.refresh_tiles as usize;
         let d = &mut opts.decode;
-        d.conf_threshold = self.conf_threshold as f32;
+        d.conf_threshold = self.decode_floor().unwrap_or(self.conf_threshold as f32);
         d.iou_threshold = self.iou_threshold as f32;
         d.max_detections = self.max_detections as usize;
         d.classes = classes;
+    }
+
+    /// The score the network's outputs are decoded down to when it is under `conf-threshold`:
+    /// with tracking, for the detections that only keep tracks going (`track-low-threshold`).
+    pub(super) fn decode_floor(&self) -> Option<f32> {
+        (self.tracking && self.track_low > 0.0 && self.track_low < self.conf_threshold)
+            .then_some(self.track_low as f32)
     }
 
     pub(super) fn track_params(&self) -> TrackParams {
@@ -394,6 +403,14 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(d.track_max_age)
             .flags(live)
             .build(),
+        glib::ParamSpecDouble::builder("track-low-threshold")
+            .nick("Track low threshold")
+            .blurb("Tracking: detections scored between this and conf-threshold are not attached, but continue tracks where an object's score dips (ByteTrack's second association, at IoU 0.5); 0: off. May change while playing")
+            .minimum(0.0)
+            .maximum(1.0)
+            .default_value(d.track_low)
+            .flags(live)
+            .build(),
         glib::ParamSpecDouble::builder("active-fraction")
             .nick("Active fraction")
             .blurb("Fraction of tiles recomputed on the last frame (1 on dense frames)")
@@ -458,6 +475,7 @@ impl Settings {
             "tracking" => s.tracking = value.get().unwrap(),
             "track-iou" => s.track_iou = value.get().unwrap(),
             "track-max-age" => s.track_max_age = value.get().unwrap(),
+            "track-low-threshold" => s.track_low = value.get().unwrap(),
             _ => unimplemented!(),
         }
         Ok(())
@@ -496,6 +514,7 @@ impl Settings {
             "tracking" => s.tracking.to_value(),
             "track-iou" => s.track_iou.to_value(),
             "track-max-age" => s.track_max_age.to_value(),
+            "track-low-threshold" => s.track_low.to_value(),
             _ => return None,
         })
     }

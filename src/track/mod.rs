@@ -48,6 +48,14 @@ struct Track {
 /// `max_age` × detections of them).
 pub const MAX_TRACKS: usize = 4096;
 
+/// Default score above which detections under the operating threshold keep tracks going (the
+/// second association of [`Tracker::update_with_low`]).
+pub const LOW_SCORE: f32 = 0.1;
+
+/// Lowest IoU at which a detection under the operating threshold continues a track (ByteTrack's
+/// second association; stricter than the first, since such boxes are less sure).
+const LOW_MIN_IOU: f32 = 0.5;
+
 /// IoU in the integer weights of the assignment (kuhn_munkres needs a totally ordered type).
 const IOU_UNITS: f32 = 1_000_000.0;
 
@@ -84,11 +92,42 @@ impl Tracker {
 
     /// Advances one frame: `ids` receives the track id of each detection, in order.
     pub fn update(&mut self, detections: &[Detection], ids: &mut Vec<u64>) {
+        self.update_with_low(detections, &[], ids);
+    }
+
+    /// [`Self::update`], and then (as ByteTrack does) the tracks no detection continued are
+    /// matched to `low`, detections under the operating threshold, which keep them alive and
+    /// steer their motion but get no id and start no track.
+    pub fn update_with_low(
+        &mut self,
+        detections: &[Detection],
+        low: &[Detection],
+        ids: &mut Vec<u64>,
+    ) {
         for t in &mut self.tracks {
             t.motion.predict();
             t.misses += 1;
         }
         let matched = self.assign(detections);
+        if !low.is_empty() {
+            let mut taken = vec![false; self.tracks.len()];
+            for &t in matched.iter().flatten() {
+                taken[t] = true;
+            }
+            let left: Vec<usize> = (0..self.tracks.len()).filter(|&t| !taken[t]).collect();
+            let predicted: Vec<(u32, [f32; 4])> = left
+                .iter()
+                .map(|&t| (self.tracks[t].class_id, self.tracks[t].motion.bbox()))
+                .collect();
+            let found: Vec<(u32, [f32; 4])> = low.iter().map(|d| (d.class_id, d.bbox)).collect();
+            for (d, m) in low.iter().zip(match_boxes(&predicted, &found, LOW_MIN_IOU)) {
+                if let Some(k) = m {
+                    let t = &mut self.tracks[left[k]];
+                    t.motion.update(&d.bbox);
+                    t.misses = 0;
+                }
+            }
+        }
         ids.clear();
         for (d, track) in detections.iter().zip(matched) {
             let id = match track {
@@ -336,6 +375,38 @@ mod tests {
             .map(|i| det(0, 1000.0 * i as f32, 4900.0))
             .collect();
         assert_eq!(run(&mut t, &last), (4901..=5000).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn scores_under_the_threshold_keep_a_track_going() {
+        // A person whose score dips under the threshold for five frames while walking on: with
+        // the low detections the track follows and keeps its id; without, it ends (max_age 2).
+        let params = TrackParams {
+            min_iou: 0.3,
+            max_age: 2,
+        };
+        let (mut with_low, mut without) = (Tracker::new(params.clone()), Tracker::new(params));
+        let mut ids = Vec::new();
+        for f in 0..12 {
+            let d = det(0, 5.0 * f as f32, 0.0);
+            let dipped = (3..8).contains(&f);
+            let (high, low) = if dipped {
+                (vec![], vec![d])
+            } else {
+                (vec![d], vec![])
+            };
+            with_low.update_with_low(&high, &low, &mut ids);
+            if !dipped {
+                assert_eq!(ids, vec![1], "frame {f} with the low detections");
+            }
+            without.update(&high, &mut ids);
+        }
+        assert_eq!(
+            ids,
+            vec![2],
+            "without them the person comes back as a new track"
+        );
+        assert_eq!(with_low.ids_started(), 1);
     }
 
     #[test]
