@@ -47,7 +47,7 @@ use gstregiondrop::model::Plan;
 use gstregiondrop::preprocess::{letterbox, InputNorm, Letterbox};
 use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
-use gstregiondrop::track::{track_agreement, TrackParams, Tracker};
+use gstregiondrop::track::{split_scores, track_agreement, TrackParams, Tracker};
 use gstregiondrop::video::RgbFrame;
 use ort::{run_ort, OrtInfo};
 

@@ -1,7 +1,7 @@
 //! How far tracking on the sparse engine's detections follows tracking on the dense engine's:
 //! the CLEAR MOT counts (Bernardin and Stiefelhagen, 2008) with the dense tracks as ground truth.
 
-use super::{match_boxes, TrackParams, Tracker};
+use super::{match_boxes, split_scores, TrackParams, Tracker};
 use crate::detect::{iou, Detection};
 
 /// IoU at which a detection of `other` counts as finding one of `reference` (as mAP@0.5 does).
@@ -40,9 +40,14 @@ impl TrackAgreement {
 /// detections and ids follow the reference's. As CLEAR MOT asks, a pair of the previous frame
 /// that still overlaps by `MATCH_IOU` stays paired; the other boxes are matched by largest total
 /// IoU. Both runs must have the same number of frames.
+///
+/// The runs' detections are those at or above `threshold`. Where a run also lists lower-scored
+/// ones (ranked detections), those down to [`LOW_SCORE`] continue tracks, as in the element with
+/// its default `track-low-threshold`, and are otherwise left out ([`split_scores`]).
 pub fn track_agreement(
     reference: &[Vec<Detection>],
     other: &[Vec<Detection>],
+    threshold: f32,
     params: &TrackParams,
 ) -> TrackAgreement {
     assert_eq!(reference.len(), other.len(), "frames of the two runs");
@@ -57,8 +62,10 @@ pub fn track_agreement(
         idx.iter().map(|&i| (f[i].class_id, f[i].bbox)).collect()
     };
     for (r, o) in reference.iter().zip(other) {
-        ref_tracker.update(r, &mut ref_ids);
-        other_tracker.update(o, &mut other_ids);
+        let ((r, r_low), (o, o_low)) = (split_scores(r, threshold), split_scores(o, threshold));
+        let (r, o) = (&r[..], &o[..]);
+        ref_tracker.update_with_low(r, &r_low, &mut ref_ids);
+        other_tracker.update_with_low(o, &o_low, &mut other_ids);
         // For each detection of `o`, the detection of `r` it finds.
         let mut found: Vec<Option<usize>> = vec![None; o.len()];
         let mut paired = vec![false; r.len()];
@@ -124,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_same_detections_agree_fully() {
-        let a = track_agreement(&walk(20), &walk(20), &TrackParams::default());
+        let a = track_agreement(&walk(20), &walk(20), 0.35, &TrackParams::default());
         assert_eq!(a.reference_boxes, 40);
         assert_eq!((a.matched, a.id_switches, a.false_positives), (40, 0, 0));
         assert_eq!((a.reference_tracks, a.other_tracks), (2, 2));
@@ -144,7 +151,7 @@ mod tests {
             max_age: 2,
             ..TrackParams::default()
         };
-        let a = track_agreement(&reference, &other, &params);
+        let a = track_agreement(&reference, &other, 0.35, &params);
         assert_eq!(a.matched, 35);
         assert_eq!(a.id_switches, 1);
         assert_eq!(a.false_positives, 0);
@@ -157,9 +164,33 @@ mod tests {
         let reference = walk(3);
         let mut other = walk(3);
         other[1][0].class_id = 5;
-        let a = track_agreement(&reference, &other, &TrackParams::default());
+        let a = track_agreement(&reference, &other, 0.35, &TrackParams::default());
         assert_eq!((a.matched, a.false_positives), (5, 1));
         assert_eq!(a.mota(), Some(1.0 - 2.0 / 6.0));
+    }
+
+    #[test]
+    fn a_score_dip_costs_misses_but_no_switch() {
+        let reference = walk(12);
+        let mut other = walk(12);
+        // The other run scores the first person 0.2 for four frames: not a detection there, but
+        // it carries the track over (max_age 1 would end it otherwise).
+        for f in &mut other[4..8] {
+            f[0].confidence = 0.2;
+        }
+        let params = TrackParams {
+            max_age: 1,
+            ..TrackParams::default()
+        };
+        let a = track_agreement(&reference, &other, 0.35, &params);
+        assert_eq!((a.matched, a.id_switches, a.false_positives), (20, 0, 0));
+        assert_eq!(a.other_tracks, 2);
+        // Without the low scores (all of them under LOW_SCORE), the person comes back new.
+        for f in &mut other[4..8] {
+            f[0].confidence = 0.01;
+        }
+        let b = track_agreement(&reference, &other, 0.35, &params);
+        assert_eq!((b.id_switches, b.other_tracks), (1, 3));
     }
 
     #[test]
@@ -167,10 +198,10 @@ mod tests {
         let reference = walk(4);
         let mut other = walk(4);
         other[2].push(person(600.0));
-        let a = track_agreement(&reference, &other, &TrackParams::default());
+        let a = track_agreement(&reference, &other, 0.35, &TrackParams::default());
         assert_eq!((a.false_positives, a.id_switches), (1, 0));
         assert_eq!(
-            track_agreement(&[], &[], &TrackParams::default()).mota(),
+            track_agreement(&[], &[], 0.35, &TrackParams::default()).mota(),
             None
         );
     }

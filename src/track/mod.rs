@@ -16,6 +16,17 @@ use pathfinding::matrix::Matrix;
 
 use crate::detect::{iou, Detection};
 pub use agreement::{track_agreement, TrackAgreement};
+
+/// A frame's ranked detections as the tracker takes them with its defaults: those at or above
+/// `threshold` (the detections) and those from [`LOW_SCORE`] up to it (which only continue
+/// tracks); lower ones are left out.
+pub fn split_scores(frame: &[Detection], threshold: f32) -> (Vec<Detection>, Vec<Detection>) {
+    frame
+        .iter()
+        .filter(|d| d.confidence >= LOW_SCORE.min(threshold))
+        .cloned()
+        .partition(|d| d.confidence >= threshold)
+}
 pub use motion::BoxMotion;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -109,11 +109,12 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     let pb = bar(n * (settings.len() + 1), "threshold sweep");
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
     let dense_gate = s.set_gate(&mut dense)?;
-    let mut ddets = Vec::with_capacity(n);
+    let (mut ddets, mut dranked) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut all_dms = vec![];
     for rgb in &s.net {
         dense.process_with_mask(rgb, &full).map_err(running)?;
         ddets.push(s.detections(&mut dense, &dense_gate, false)?);
+        dranked.push(s.detections(&mut dense, &dense_gate, true)?);
         pb.inc(1);
     }
 
@@ -155,8 +156,9 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
                 4,
             ),
             tracking_mota: track_agreement(
-                &ddets[1..],
-                &s.shown(&sdets)[1..],
+                &dranked[1..],
+                &sdets[1..],
+                s.params.conf_threshold,
                 &TrackParams::default(),
             )
             .mota()

@@ -62,6 +62,8 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
     let mut ort_ms = vec![];
     let (mut ddets, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Dense detections ranked down to the scoring floor too: the tracker takes the low ones.
+    let mut dranked = Vec::with_capacity(n);
     let mut masks = Vec::new();
     let mut sparse_dense_frames = 0;
     let (mut max_diff, mut max_abs) = (0f64, 0f64);
@@ -89,6 +91,7 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
         }
         let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
         ddets.push(s.detections(&mut dense, &dense_gate, false)?);
+        dranked.push(s.detections(&mut dense, &dense_gate, true)?);
         let ss = sparse.process(rgb).map_err(running)?;
         sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
         if i > 0 {
@@ -138,7 +141,13 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
     let agreement = detect::mean_ap50(&per_class, &sdets[1..]);
     let shown = s.shown(&sdets);
-    let tracking = track_agreement(&ddets[1..], &shown[1..], &TrackParams::default());
+    let threshold = s.params.conf_threshold;
+    let tracking = track_agreement(
+        &dranked[1..],
+        &sdets[1..],
+        threshold,
+        &TrackParams::default(),
+    );
     let report = MainReport {
         model: s.model.display().to_string(),
         video: s.video.display().to_string(),
@@ -208,7 +217,7 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
             grid,
             masks: &masks,
             dets: &shown,
-            track_ids: &track_ids(&shown),
+            track_ids: &track_ids(&sdets, threshold),
             labels: &s.labels,
             fps: 10,
         })
@@ -221,14 +230,15 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     print_json(&report)
 }
 
-/// The default tracker's ids of each frame's detections.
-fn track_ids(frames: &[Vec<Detection>]) -> Vec<Vec<u64>> {
+/// The default tracker's ids of each frame's detections at `threshold`, from ranked detections.
+fn track_ids(ranked: &[Vec<Detection>], threshold: f32) -> Vec<Vec<u64>> {
     let mut tracker = Tracker::new(TrackParams::default());
-    frames
+    ranked
         .iter()
         .map(|f| {
+            let (shown, low) = split_scores(f, threshold);
             let mut ids = Vec::new();
-            tracker.update(f, &mut ids);
+            tracker.update_with_low(&shown, &low, &mut ids);
             ids
         })
         .collect()
