@@ -593,7 +593,7 @@ impl RegionDrop {
             applied_revision: s.revision,
             interval: Interval::default(),
             tracking: s.tracking,
-            split_at: s.decode_floor().map(|_| s.conf_threshold as f32),
+            split_at: s.split_at(),
             tracker: Tracker::new(s.track_params()),
             track_ids: Vec::new(),
         })
@@ -617,7 +617,7 @@ impl RegionDrop {
             state.end_tracks();
         }
         state.tracking = s.tracking;
-        state.split_at = s.decode_floor().map(|_| s.conf_threshold as f32);
+        state.split_at = s.split_at();
         if let Some(a) = state.analyzer.as_mut() {
             let cfg = a.engine_mut().config_mut();
             cfg.threshold = state.opts.engine.threshold;

@@ -226,6 +226,12 @@ impl Settings {
             .then_some(self.track_low as f32)
     }
 
+    /// Where the decoded detections split, when they are decoded below `conf-threshold`: those
+    /// under it only continue tracks.
+    pub(super) fn split_at(&self) -> Option<f32> {
+        self.decode_floor().map(|_| self.conf_threshold as f32)
+    }
+
     pub(super) fn track_params(&self) -> TrackParams {
         TrackParams {
             min_iou: self.track_iou as f32,

@@ -1,7 +1,7 @@
 //! How far tracking on the sparse engine's detections follows tracking on the dense engine's:
 //! the CLEAR MOT counts (Bernardin and Stiefelhagen, 2008) with the dense tracks as ground truth.
 
-use super::{match_boxes, split_scores, TrackParams, Tracker};
+use super::{class_boxes, match_boxes, split_scores, TrackParams, Tracker};
 use crate::detect::{iou, Detection};
 
 /// IoU at which a detection of `other` counts as finding one of `reference` (as mAP@0.5 does).
@@ -58,9 +58,7 @@ pub fn track_agreement(
     let mut last_seen = std::collections::HashMap::new();
     let mut a = TrackAgreement::default();
     // (class, box) of the detections `idx` of a frame.
-    let boxes = |f: &[Detection], idx: &[usize]| -> Vec<(u32, [f32; 4])> {
-        idx.iter().map(|&i| (f[i].class_id, f[i].bbox)).collect()
-    };
+    let boxes = |f: &[Detection], idx: &[usize]| class_boxes(idx.iter().map(|&i| &f[i]));
     for (r, o) in reference.iter().zip(other) {
         let ((r, r_low), (o, o_low)) = (split_scores(r, threshold), split_scores(o, threshold));
         let (r, o) = (&r[..], &o[..]);

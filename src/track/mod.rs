@@ -16,6 +16,7 @@ use pathfinding::matrix::Matrix;
 
 use crate::detect::{iou, Detection};
 pub use agreement::{track_agreement, TrackAgreement};
+pub use motion::BoxMotion;
 
 /// A frame's ranked detections as the tracker takes them with its defaults: those at or above
 /// `threshold` (the detections) and those from [`LOW_SCORE`] up to it (which only continue
@@ -27,7 +28,11 @@ pub fn split_scores(frame: &[Detection], threshold: f32) -> (Vec<Detection>, Vec
         .cloned()
         .partition(|d| d.confidence >= threshold)
 }
-pub use motion::BoxMotion;
+
+/// (class, box) of each detection, as [`match_boxes`] takes them.
+fn class_boxes<'a>(dets: impl IntoIterator<Item = &'a Detection>) -> Vec<(u32, [f32; 4])> {
+    dets.into_iter().map(|d| (d.class_id, d.bbox)).collect()
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackParams {
@@ -119,21 +124,17 @@ impl Tracker {
             t.motion.predict();
             t.misses += 1;
         }
-        let matched = self.assign(detections);
+        let all: Vec<usize> = (0..self.tracks.len()).collect();
+        let matched = self.assign(&all, detections, self.params.min_iou);
         if !low.is_empty() {
             let mut taken = vec![false; self.tracks.len()];
             for &t in matched.iter().flatten() {
                 taken[t] = true;
             }
-            let left: Vec<usize> = (0..self.tracks.len()).filter(|&t| !taken[t]).collect();
-            let predicted: Vec<(u32, [f32; 4])> = left
-                .iter()
-                .map(|&t| (self.tracks[t].class_id, self.tracks[t].motion.bbox()))
-                .collect();
-            let found: Vec<(u32, [f32; 4])> = low.iter().map(|d| (d.class_id, d.bbox)).collect();
-            for (d, m) in low.iter().zip(match_boxes(&predicted, &found, LOW_MIN_IOU)) {
-                if let Some(k) = m {
-                    let t = &mut self.tracks[left[k]];
+            let left: Vec<usize> = all.into_iter().filter(|&t| !taken[t]).collect();
+            for (d, m) in low.iter().zip(self.assign(&left, low, LOW_MIN_IOU)) {
+                if let Some(ti) = m {
+                    let t = &mut self.tracks[ti];
                     t.motion.update(&d.bbox);
                     t.misses = 0;
                 }
@@ -170,15 +171,22 @@ impl Tracker {
         }
     }
 
-    /// For each detection, the track (index into `self.tracks`) that continues into it.
-    fn assign(&self, detections: &[Detection]) -> Vec<Option<usize>> {
-        let predicted: Vec<(u32, [f32; 4])> = self
-            .tracks
+    /// For each detection, the track among `tracks` (indices into `self.tracks`) that continues
+    /// into it.
+    fn assign(
+        &self,
+        tracks: &[usize],
+        detections: &[Detection],
+        min_iou: f32,
+    ) -> Vec<Option<usize>> {
+        let predicted: Vec<(u32, [f32; 4])> = tracks
             .iter()
-            .map(|t| (t.class_id, t.motion.bbox()))
+            .map(|&t| (self.tracks[t].class_id, self.tracks[t].motion.bbox()))
             .collect();
-        let found: Vec<(u32, [f32; 4])> = detections.iter().map(|d| (d.class_id, d.bbox)).collect();
-        match_boxes(&predicted, &found, self.params.min_iou)
+        match_boxes(&predicted, &class_boxes(detections), min_iou)
+            .into_iter()
+            .map(|m| m.map(|k| tracks[k]))
+            .collect()
     }
 }
 
@@ -196,9 +204,13 @@ pub fn match_boxes(
     let finite = |r: &[f32; 4]| r.iter().all(|v| v.is_finite());
     let mut pairs: Vec<(usize, usize, i64)> = Vec::new();
     for (ia, (ca, ra)) in a.iter().enumerate().filter(|(_, x)| finite(&x.1)) {
-        for (ib, (_, rb)) in b.iter().enumerate().filter(|(_, x)| x.0 == *ca) {
+        for (ib, (_, rb)) in b
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.0 == *ca && finite(&x.1))
+        {
             let v = iou(ra, rb);
-            if finite(rb) && v >= min_iou && v > 0.0 {
+            if v >= min_iou && v > 0.0 {
                 pairs.push((ia, ib, (v * IOU_UNITS).round() as i64));
             }
         }
