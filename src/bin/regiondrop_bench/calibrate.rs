@@ -109,14 +109,15 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
     let pb = bar(n * (settings.len() + 1), "threshold sweep");
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
     let dense_gate = s.set_gate(&mut dense)?;
-    let (mut ddets, mut dranked) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut dranked = Vec::with_capacity(n);
     let mut all_dms = vec![];
     for rgb in &s.net {
         dense.process_with_mask(rgb, &full).map_err(running)?;
-        ddets.push(s.detections(&mut dense, &dense_gate, false)?);
         dranked.push(s.detections(&mut dense, &dense_gate, true)?);
         pb.inc(1);
     }
+    // The reference: dense detections at the operating threshold.
+    let ddets = s.shown(&dranked);
 
     let mut rows = Vec::new();
     for &(growth_limit, margin, t) in &settings {
