@@ -58,11 +58,11 @@ pub fn detection_param(
 }
 
 /// Attaches one region-of-interest meta per detection (boxes already in frame pixels).
-/// `track_ids`, when tracking, holds each detection's track id.
+/// `track_ids`, when tracking, holds each detection's track id (None where its track has none yet).
 pub fn attach_detections(
     buffer: &mut gst::BufferRef,
     detections: &[Detection],
-    track_ids: Option<&[u64]>,
+    track_ids: Option<&[Option<u64>]>,
     labels: &[String],
     frame_w: u32,
     frame_h: u32,
@@ -72,7 +72,7 @@ pub fn attach_detections(
         let rect = frame_rect(d.bbox, frame_w, frame_h);
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &label, rect);
         meta.set_id(i as i32);
-        let track_id = track_ids.and_then(|t| t.get(i).copied());
+        let track_id = track_ids.and_then(|t| t.get(i).copied().flatten());
         meta.add_param(detection_param(
             d.class_id,
             &label,
@@ -236,7 +236,7 @@ mod tests {
         attach_detections(
             tracked.get_mut().unwrap(),
             &dets,
-            Some(&[4, 9]),
+            Some(&[Some(4), None]),
             &labels,
             64,
             64,
@@ -245,7 +245,8 @@ mod tests {
             .iter()
             .map(|d| d.track_id)
             .collect();
-        assert_eq!(ids, vec![Some(4), Some(9)]);
+        // A tentative track's detection is attached without an id.
+        assert_eq!(ids, vec![Some(4), None]);
     }
 
     #[test]

@@ -375,21 +375,27 @@ fn people_ids(run: &Run, i: usize) -> Vec<u64> {
         .collect()
 }
 
-/// `tracking=true`: every detection carries the id a [`Tracker`] gives the analyzer's detections
-/// of the same frames, and the people of the first frame keep their ids while they walk.
-#[test]
-fn tracking_gives_people_ids_that_last() {
-    // 30 frames: on the 23rd the detections under conf-threshold change an id.
-    const FRAMES: usize = 30;
+/// A frame's detections as the tracker takes them: at conf-threshold, and under it.
+type TrackerInput = (Vec<Detection>, Vec<Detection>);
+
+/// Runs `frames` frames of the clip through `regiondrop tracking=true PROPS` and checks, frame by
+/// frame, that each detection carries the id a [`Tracker`] with `params` gives the analyzer's
+/// detections of the same frames, and that the stats' new-tracks add up to the highest id. Returns
+/// the run, the replica tracker and each frame's detections as it took them (at and under
+/// conf-threshold).
+fn check_tracking_replica(
+    props: &str,
+    params: TrackParams,
+    frames: usize,
+) -> (Run, Tracker, Vec<TrackerInput>) {
     let desc = format!(
         "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
-         regiondrop name=rd tracking=true track-iou=0.25 track-max-age=5 stats-interval=5 ! \
-         appsink name=sink sync=false",
+         regiondrop name=rd tracking=true {props} stats-interval=5 ! appsink name=sink sync=false",
         video_path()
     );
-    let run = run_pipeline(&desc, FRAMES, |_| {}, |_, _| {});
+    let run = run_pipeline(&desc, frames, |_| {}, |_, _| {});
     run.assert_clean();
-    assert_eq!(run.samples.len(), FRAMES);
+    assert_eq!(run.samples.len(), frames);
 
     // The element decodes down to track-low-threshold (0.1): detections under conf-threshold
     // (0.35) only continue tracks, and are not attached.
@@ -401,12 +407,10 @@ fn tracking_gives_people_ids_that_last() {
         ..AnalyzerOptions::default()
     };
     let mut analyzer = Analyzer::new(&default_model_path(), opts).unwrap();
-    let mut tracker = Tracker::new(TrackParams {
-        min_iou: 0.25,
-        max_age: 5,
-    });
+    let mut tracker = Tracker::new(params);
     let mut want_ids = Vec::new();
     let mut low_boxes = 0;
+    let mut taken = Vec::new();
     for (i, sample) in run.samples.iter().enumerate() {
         let (all, info) = analyze_sample(&mut analyzer, sample);
         let (want, low): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.confidence >= 0.35);
@@ -415,9 +419,36 @@ fn tracking_gives_people_ids_that_last() {
         let got = run.detections(i);
         assert_same_detections(&got, &want, info.width(), info.height(), "tracked");
         let got_ids: Vec<Option<u64>> = got.iter().map(|d| d.track_id).collect();
-        let want_ids: Vec<Option<u64>> = want_ids.iter().map(|&t| Some(t)).collect();
         assert_eq!(got_ids, want_ids, "frame {i}");
+        taken.push((want, low));
     }
+    assert!(
+        low_boxes > 0,
+        "no detection between 0.1 and 0.35 to test with"
+    );
+    // The stats count the ids started: every id was started once, on a detection.
+    let started: u64 = run.stats.iter().map(|s| s.new_tracks.unwrap()).sum();
+    let highest = (0..frames)
+        .flat_map(|i| run.detections(i))
+        .filter_map(|d| d.track_id)
+        .max()
+        .unwrap();
+    assert_eq!(run.stats.len(), frames / 5, "{:?}", run.stats);
+    assert_eq!(started, highest, "{:?}", run.stats);
+    (run, tracker, taken)
+}
+
+/// `tracking=true`: every detection carries the id a [`Tracker`] gives the analyzer's detections
+/// of the same frames, and the people of the first frame keep their ids while they walk.
+#[test]
+fn tracking_gives_people_ids_that_last() {
+    // 30 frames: on the 23rd the detections under conf-threshold change an id.
+    let params = TrackParams {
+        min_iou: 0.25,
+        max_age: 5,
+        ..TrackParams::default()
+    };
+    let (run, _, _) = check_tracking_replica("track-iou=0.25 track-max-age=5", params, 30);
     let people = |i: usize| people_ids(&run, i);
     // Over a second of video, at least two of the first frame's people keep their ids.
     let (first, later) = (people(0), people(11));
@@ -426,18 +457,40 @@ fn tracking_gives_people_ids_that_last() {
         first.len() >= 2 && kept >= 2,
         "people's ids on the first frame {first:?}, on the 12th {later:?}"
     );
-    // The stats count the ids started: every id was started once, on a detection.
-    let started: u64 = run.stats.iter().map(|s| s.new_tracks.unwrap()).sum();
-    let highest = (0..FRAMES)
-        .flat_map(|i| run.detections(i))
-        .filter_map(|d| d.track_id)
-        .max()
-        .unwrap();
-    assert_eq!(run.stats.len(), FRAMES / 5, "{:?}", run.stats);
-    assert_eq!(started, highest, "{:?}", run.stats);
+}
+
+/// `track-min-hits=3`: a new object's first two detections are attached without an id, and boxes
+/// seen for fewer frames in a row take none, so fewer ids start than with ids at once.
+#[test]
+fn track_min_hits_holds_ids_back_until_confirmed() {
+    const FRAMES: usize = 40;
+    let confirmed = TrackParams {
+        min_hits: 3,
+        ..TrackParams::default()
+    };
+    let (run, tracker, taken) = check_tracking_replica("track-min-hits=3", confirmed, FRAMES);
+    let ids =
+        |i: usize| -> Vec<Option<u64>> { run.detections(i).iter().map(|d| d.track_id).collect() };
+    for i in 0..2 {
+        assert!(
+            !ids(i).is_empty() && ids(i).iter().all(|t| t.is_none()),
+            "frame {i}: {:?}",
+            ids(i)
+        );
+    }
+    assert!(ids(2).iter().any(|t| t.is_some()), "{:?}", ids(2));
+
+    // The same frames' detections tracked with ids at once start more ids.
+    let mut at_once = Tracker::new(TrackParams::default());
+    let mut scratch = Vec::new();
+    for (high, low) in &taken {
+        at_once.update_with_low(high, low, &mut scratch);
+    }
     assert!(
-        low_boxes > 0,
-        "no detection between 0.1 and 0.35 to test with"
+        tracker.ids_started() < at_once.ids_started(),
+        "ids started with min-hits 3: {}, at once: {}",
+        tracker.ids_started(),
+        at_once.ids_started()
     );
 }
 

@@ -131,6 +131,11 @@ struct Cli {
     /// Detection confidence threshold
     #[arg(long, value_name = "C", default_value_t = 0.35, value_parser = parse_unit)]
     conf: f64,
+    /// Tracking figures and annotations: frames in a row a new track must be detected on before
+    /// it gets an id (the element's track-min-hits)
+    #[arg(long, value_name = "N", default_value_t = TrackParams::default().min_hits,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    track_min_hits: u32,
     /// Class labels, one per line [default: COCO]
     #[arg(long, value_name = "PATH")]
     labels: Option<PathBuf>,
@@ -338,6 +343,8 @@ struct Setup {
     lb: Letterbox,
     threads: usize,
     params: DecodeParams,
+    /// The tracker of the tracking figures and annotations.
+    track: TrackParams,
     labels: Vec<String>,
     backend: String,
     /// How the backend runs (`Backend::describe`): device, opt-ins in effect.
@@ -656,6 +663,10 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
         params: DecodeParams {
             conf_threshold: cli.conf as f32,
             ..DecodeParams::default()
+        },
+        track: TrackParams {
+            min_hits: cli.track_min_hits,
+            ..TrackParams::default()
         },
         labels,
         backend,

@@ -80,7 +80,7 @@ struct State {
     /// Kept while tracking is off (with no tracks), so that ids never repeat until a restart.
     tracker: Tracker,
     /// The last frame's track id of each detection.
-    track_ids: Vec<u64>,
+    track_ids: Vec<Option<u64>>,
 }
 
 impl State {
@@ -458,7 +458,11 @@ impl BaseTransformImpl for RegionDrop {
                 .enumerate()
                 .map(|(i, d)| {
                     let (x, y, w, h) = meta::frame_rect(d.bbox, fw, fh);
-                    let track = track_ids.map_or(String::new(), |t| format!(" #{}", t[i]));
+                    let track = match track_ids.map(|t| t[i]) {
+                        Some(Some(id)) => format!(" #{id}"),
+                        Some(None) => " #-".to_string(),
+                        None => String::new(),
+                    };
                     format!(
                         "{}{track} {:.2} [{x},{y} {w}x{h}]",
                         meta::label_for(&state.labels, d.class_id),

@@ -159,6 +159,7 @@ pub(super) struct Settings {
     pub(super) track_iou: f64,
     pub(super) track_max_age: u32,
     pub(super) track_low: f64,
+    pub(super) track_min_hits: u32,
     /// Bumped on every change so the streaming thread re-applies live settings only when needed.
     pub(super) revision: u64,
 }
@@ -195,6 +196,7 @@ impl Default for Settings {
             track_iou: track.min_iou as f64,
             track_max_age: track.max_age,
             track_low: LOW_SCORE as f64,
+            track_min_hits: track.min_hits,
             revision: 0,
         }
     }
@@ -236,6 +238,7 @@ impl Settings {
         TrackParams {
             min_iou: self.track_iou as f32,
             max_age: self.track_max_age,
+            min_hits: self.track_min_hits,
         }
     }
 }
@@ -417,6 +420,14 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(d.track_low)
             .flags(live)
             .build(),
+        glib::ParamSpecUInt::builder("track-min-hits")
+            .nick("Track min hits")
+            .blurb("Tracking: frames in a row a new object must be detected on before it gets a track id; its detections until then are attached without one, and a miss before then drops the track. 1: ids at once; higher keeps one-frame false positives from taking ids (and from new-tracks). May change while playing")
+            .minimum(1)
+            .maximum(1000)
+            .default_value(d.track_min_hits)
+            .flags(live)
+            .build(),
         glib::ParamSpecDouble::builder("active-fraction")
             .nick("Active fraction")
             .blurb("Fraction of tiles recomputed on the last frame (1 on dense frames)")
@@ -482,6 +493,7 @@ impl Settings {
             "track-iou" => s.track_iou = value.get().unwrap(),
             "track-max-age" => s.track_max_age = value.get().unwrap(),
             "track-low-threshold" => s.track_low = value.get().unwrap(),
+            "track-min-hits" => s.track_min_hits = value.get().unwrap(),
             _ => unimplemented!(),
         }
         Ok(())
@@ -521,6 +533,7 @@ impl Settings {
             "track-iou" => s.track_iou.to_value(),
             "track-max-age" => s.track_max_age.to_value(),
             "track-low-threshold" => s.track_low.to_value(),
+            "track-min-hits" => s.track_min_hits.to_value(),
             _ => return None,
         })
     }

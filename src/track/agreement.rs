@@ -43,7 +43,9 @@ impl TrackAgreement {
 ///
 /// The runs' detections are those at or above `threshold`. Where a run also lists lower-scored
 /// ones (ranked detections), those down to [`LOW_SCORE`] continue tracks, as in the element with
-/// its default `track-low-threshold`, and are otherwise left out ([`split_scores`]).
+/// its default `track-low-threshold`, and are otherwise left out ([`split_scores`]). Only what
+/// the trackers report counts: the detections of tentative tracks (no id yet) are left out on
+/// both sides.
 pub fn track_agreement(
     reference: &[Vec<Detection>],
     other: &[Vec<Detection>],
@@ -61,9 +63,12 @@ pub fn track_agreement(
     let boxes = |f: &[Detection], idx: &[usize]| class_boxes(idx.iter().map(|&i| &f[i]));
     for (r, o) in reference.iter().zip(other) {
         let ((r, r_low), (o, o_low)) = (split_scores(r, threshold), split_scores(o, threshold));
+        ref_tracker.update_with_low(&r, &r_low, &mut ref_ids);
+        other_tracker.update_with_low(&o, &o_low, &mut other_ids);
+        // What each tracker reports: the detections with ids (tentative tracks' have none).
+        let (r, ref_ids) = tracked(r, &ref_ids);
+        let (o, other_ids) = tracked(o, &other_ids);
         let (r, o) = (&r[..], &o[..]);
-        ref_tracker.update_with_low(r, &r_low, &mut ref_ids);
-        other_tracker.update_with_low(o, &o_low, &mut other_ids);
         // For each detection of `o`, the detection of `r` it finds.
         let mut found: Vec<Option<usize>> = vec![None; o.len()];
         let mut paired = vec![false; r.len()];
@@ -101,6 +106,14 @@ pub fn track_agreement(
     a.reference_tracks = ref_tracker.ids_started() as usize;
     a.other_tracks = other_tracker.ids_started() as usize;
     a
+}
+
+/// The detections of `dets` that have an id in `ids`, and those ids.
+fn tracked(dets: Vec<Detection>, ids: &[Option<u64>]) -> (Vec<Detection>, Vec<u64>) {
+    dets.into_iter()
+        .zip(ids)
+        .filter_map(|(d, id)| Some((d, (*id)?)))
+        .unzip()
 }
 
 #[cfg(test)]

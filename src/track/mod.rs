@@ -3,8 +3,10 @@
 //! SORT-style, on the detections alone (no appearance features): every track predicts where its
 //! box is now ([`motion::BoxMotion`]); detections are matched to the predicted boxes of the same
 //! class so that the total IoU is largest (Hungarian assignment from `pathfinding`), pairs under
-//! `min_iou` are not matched; a detection left over starts a new track with a new id, and a track
-//! left without a detection for more than `max_age` frames ends. Ids count up from 1 and are never
+//! `min_iou` are not matched; a detection left over starts a new track, and a track left without a
+//! detection for more than `max_age` frames ends. A new track is tentative: it gets its id once
+//! `min_hits` frames in a row have detected it, and ends at its first miss, so that a box seen
+//! for a frame or two (a false positive, a flicker) takes no id. Ids count up from 1 and are never
 //! reused by one tracker, also across [`Tracker::reset`]. At most [`MAX_TRACKS`] tracks live at
 //! once: beyond that, those missed longest end first.
 
@@ -40,6 +42,8 @@ pub struct TrackParams {
     pub min_iou: f32,
     /// Frames a track survives without a detection before its id ends.
     pub max_age: u32,
+    /// Frames in a row a new track must be detected on before it gets an id (1: at once).
+    pub min_hits: u32,
 }
 
 impl Default for TrackParams {
@@ -47,17 +51,21 @@ impl Default for TrackParams {
         TrackParams {
             min_iou: 0.3,
             max_age: 30,
+            min_hits: 1,
         }
     }
 }
 
 #[derive(Clone, Debug)]
 struct Track {
-    id: u64,
+    /// None while tentative (detected on fewer than `min_hits` frames in a row).
+    id: Option<u64>,
     class_id: u32,
     motion: BoxMotion,
     /// Frames since the last detection.
     misses: u32,
+    /// Frames detected since the track started.
+    hits: u32,
 }
 
 /// Most tracks alive at once (a detector that fires at random would otherwise start
@@ -91,7 +99,7 @@ impl Tracker {
         }
     }
 
-    /// Tracks alive now (matched within the last `max_age` frames).
+    /// Tracks alive now (matched within the last `max_age` frames), tentative ones included.
     pub fn live_tracks(&self) -> usize {
         self.tracks.len()
     }
@@ -106,19 +114,20 @@ impl Tracker {
         self.tracks.clear();
     }
 
-    /// Advances one frame: `ids` receives the track id of each detection, in order.
-    pub fn update(&mut self, detections: &[Detection], ids: &mut Vec<u64>) {
+    /// Advances one frame: `ids` receives the track id of each detection, in order (None for a
+    /// detection of a tentative track).
+    pub fn update(&mut self, detections: &[Detection], ids: &mut Vec<Option<u64>>) {
         self.update_with_low(detections, &[], ids);
     }
 
-    /// [`Self::update`], and then (as ByteTrack does) the tracks no detection continued are
-    /// matched to `low`, detections under the operating threshold, which keep them alive and
-    /// steer their motion but get no id and start no track.
+    /// [`Self::update`], and then (as ByteTrack does) the tracks with ids that no detection
+    /// continued are matched to `low`, detections under the operating threshold, which keep them
+    /// alive and steer their motion but get no id and start no track.
     pub fn update_with_low(
         &mut self,
         detections: &[Detection],
         low: &[Detection],
-        ids: &mut Vec<u64>,
+        ids: &mut Vec<Option<u64>>,
     ) {
         for t in &mut self.tracks {
             t.motion.predict();
@@ -131,7 +140,10 @@ impl Tracker {
             for &t in matched.iter().flatten() {
                 taken[t] = true;
             }
-            let left: Vec<usize> = all.into_iter().filter(|&t| !taken[t]).collect();
+            let left: Vec<usize> = all
+                .into_iter()
+                .filter(|&t| !taken[t] && self.tracks[t].id.is_some())
+                .collect();
             for (d, m) in low.iter().zip(self.assign(&left, low, LOW_MIN_IOU)) {
                 if let Some(ti) = m {
                     let t = &mut self.tracks[ti];
@@ -142,29 +154,36 @@ impl Tracker {
         }
         ids.clear();
         for (d, track) in detections.iter().zip(matched) {
-            let id = match track {
+            let ti = match track {
                 Some(ti) => {
                     let t = &mut self.tracks[ti];
                     t.motion.update(&d.bbox);
                     t.misses = 0;
-                    t.id
+                    t.hits += 1;
+                    ti
                 }
                 None => {
-                    let id = self.next_id;
-                    self.next_id += 1;
                     self.tracks.push(Track {
-                        id,
+                        id: None,
                         class_id: d.class_id,
                         motion: BoxMotion::new(&d.bbox),
                         misses: 0,
+                        hits: 1,
                     });
-                    id
+                    self.tracks.len() - 1
                 }
             };
-            ids.push(id);
+            let t = &mut self.tracks[ti];
+            if t.id.is_none() && t.hits >= self.params.min_hits {
+                t.id = Some(self.next_id);
+                self.next_id += 1;
+            }
+            ids.push(t.id);
         }
         let max_age = self.params.max_age;
-        self.tracks.retain(|t| t.misses <= max_age);
+        // A tentative track ends at its first miss.
+        self.tracks
+            .retain(|t| t.misses == 0 || (t.id.is_some() && t.misses <= max_age));
         if self.tracks.len() > MAX_TRACKS {
             self.tracks.sort_by_key(|t| t.misses);
             self.tracks.truncate(MAX_TRACKS);
@@ -296,11 +315,12 @@ mod tests {
         }
     }
 
+    /// The ids of `frame`'s detections, all of which must have one.
     fn run(tracker: &mut Tracker, frame: &[Detection]) -> Vec<u64> {
         let mut ids = Vec::new();
         tracker.update(frame, &mut ids);
         assert_eq!(ids.len(), frame.len());
-        ids
+        ids.into_iter().map(|i| i.expect("an id")).collect()
     }
 
     #[test]
@@ -334,6 +354,7 @@ mod tests {
         let params = TrackParams {
             min_iou: 0.3,
             max_age: 3,
+            ..TrackParams::default()
         };
         let mut t = Tracker::new(params);
         run(&mut t, &[det(0, 100.0, 100.0)]);
@@ -385,6 +406,7 @@ mod tests {
         let mut t = Tracker::new(TrackParams {
             min_iou: 0.3,
             max_age: 1000,
+            ..TrackParams::default()
         });
         for f in 0..50 {
             let frame: Vec<Detection> = (0..100)
@@ -407,6 +429,7 @@ mod tests {
         let params = TrackParams {
             min_iou: 0.3,
             max_age: 2,
+            ..TrackParams::default()
         };
         let (mut with_low, mut without) = (Tracker::new(params.clone()), Tracker::new(params));
         let mut ids = Vec::new();
@@ -420,16 +443,65 @@ mod tests {
             };
             with_low.update_with_low(&high, &low, &mut ids);
             if !dipped {
-                assert_eq!(ids, vec![1], "frame {f} with the low detections");
+                assert_eq!(ids, vec![Some(1)], "frame {f} with the low detections");
             }
             without.update(&high, &mut ids);
         }
         assert_eq!(
             ids,
-            vec![2],
+            vec![Some(2)],
             "without them the person comes back as a new track"
         );
         assert_eq!(with_low.ids_started(), 1);
+    }
+
+    #[test]
+    fn new_tracks_get_ids_after_min_hits_frames_in_a_row() {
+        let params = TrackParams {
+            min_hits: 3,
+            ..TrackParams::default()
+        };
+        let mut t = Tracker::new(params);
+        let mut ids = Vec::new();
+        // A walker detected on every frame, and a flicker at one place on frames 0-1 and 3-4:
+        // each of its runs ends at a miss before it is confirmed, and takes no id.
+        for f in 0..6 {
+            let walker = det(0, 5.0 * f as f32, 0.0);
+            let mut frame = vec![walker];
+            if f != 2 && f != 5 {
+                frame.push(det(0, 400.0, 0.0));
+            }
+            t.update(&frame, &mut ids);
+            let want_walker = (f >= 2).then_some(1);
+            assert_eq!(ids[0], want_walker, "frame {f}");
+            assert!(ids[1..].iter().all(|i| i.is_none()), "frame {f}: {ids:?}");
+        }
+        assert_eq!(t.ids_started(), 1);
+        // A confirmed track survives misses up to max_age as before.
+        t.update(&[], &mut ids);
+        t.update(&[det(0, 35.0, 0.0)], &mut ids);
+        assert_eq!(ids, vec![Some(1)]);
+
+        // Detections under the threshold continue confirmed tracks only: a tentative track
+        // missed by the confident ones ends, and the object starts over when it comes back.
+        let mut t = Tracker::new(TrackParams {
+            min_hits: 2,
+            ..TrackParams::default()
+        });
+        let d = &[det(0, 0.0, 0.0)];
+        t.update_with_low(d, &[], &mut ids);
+        t.update_with_low(&[], d, &mut ids);
+        assert_eq!(t.live_tracks(), 0);
+        t.update_with_low(d, &[], &mut ids);
+        assert_eq!(ids, vec![None]);
+        t.update_with_low(d, &[], &mut ids);
+        assert_eq!(ids, vec![Some(1)]);
+        t.update_with_low(&[], d, &mut ids);
+        assert_eq!(
+            t.live_tracks(),
+            1,
+            "a confirmed track continues on a low detection"
+        );
     }
 
     #[test]
@@ -439,6 +511,7 @@ mod tests {
         let mut t = Tracker::new(TrackParams {
             min_iou: 0.2,
             max_age: 30,
+            ..TrackParams::default()
         });
         let a = Detection {
             class_id: 0,

@@ -27,7 +27,7 @@ pub struct Annotation<'a> {
     pub masks: &'a [RegionMask],
     pub dets: &'a [Vec<Detection>],
     /// Per frame, the track id of each detection.
-    pub track_ids: &'a [Vec<u64>],
+    pub track_ids: &'a [Vec<Option<u64>>],
     pub labels: &'a [String],
     pub fps: i32,
 }
@@ -106,7 +106,8 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         let (x0, y0, x1, y1) = (x0 as i64, y0 as i64, x1.ceil() as i64, y1.ceil() as i64);
         let col = class_colour(d.class_id);
         c.rect_outline(x0, y0, x1, y1, col, 2);
-        let text = format!("{} #{id} {:.2}", label_of(a, d.class_id), d.confidence);
+        let id = id.map_or(String::new(), |id| format!(" #{id}"));
+        let text = format!("{}{id} {:.2}", label_of(a, d.class_id), d.confidence);
         let (tw, th) = (text_width(&text, scale) + 2 * scale, (GLYPH_H + 2) * scale);
         let ty = if y0 - th >= 0 { y0 - th } else { y0 };
         let tx = x0.min(f.width as i64 - tw).max(0);

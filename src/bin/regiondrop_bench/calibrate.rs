@@ -160,7 +160,7 @@ pub fn sweep(cli: &Cli, s: &Setup) -> Result<(), Fail> {
                 &dranked[1..],
                 &sdets[1..],
                 s.params.conf_threshold,
-                &TrackParams::default(),
+                &s.track,
             )
             .mota()
             .and_then(|m| round(m, 4)),

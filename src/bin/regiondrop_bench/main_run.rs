@@ -34,8 +34,10 @@ struct MainReport {
     detections_dense: usize,
     detections_sparse: usize,
     /// MOTA of the tracks on the sparse detections, the tracks on the dense ones as ground truth
-    /// (`track::track_agreement`, the element's default tracking settings).
+    /// (`track::track_agreement`, the element's default tracking settings but `track_min_hits`).
     tracking_mota: Option<f64>,
+    /// Frames in a row a new track is detected on before it gets an id (`--track-min-hits`).
+    track_min_hits: u32,
     tracking_id_switches: usize,
     /// Track ids given over the run, on the dense and on the sparse detections.
     tracks_dense: usize,
@@ -142,12 +144,7 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     let agreement = detect::mean_ap50(&per_class, &sdets[1..]);
     let shown = s.shown(&sdets);
     let threshold = s.params.conf_threshold;
-    let tracking = track_agreement(
-        &dranked[1..],
-        &sdets[1..],
-        threshold,
-        &TrackParams::default(),
-    );
+    let tracking = track_agreement(&dranked[1..], &sdets[1..], threshold, &s.track);
     let report = MainReport {
         model: s.model.display().to_string(),
         video: s.video.display().to_string(),
@@ -189,6 +186,7 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
             .count(),
         tracking_mota: tracking.mota().and_then(|m| round(m, 4)),
         tracking_id_switches: tracking.id_switches,
+        track_min_hits: s.track.min_hits,
         tracks_dense: tracking.reference_tracks,
         tracks_sparse: tracking.other_tracks,
         exact_max_abs_diff: cli.exact.then(|| {
@@ -217,7 +215,7 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
             grid,
             masks: &masks,
             dets: &shown,
-            track_ids: &track_ids(&sdets, threshold),
+            track_ids: &track_ids(&sdets, threshold, &s.track),
             labels: &s.labels,
             fps: 10,
         })
@@ -230,9 +228,13 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     print_json(&report)
 }
 
-/// The default tracker's ids of each frame's detections at `threshold`, from ranked detections.
-fn track_ids(ranked: &[Vec<Detection>], threshold: f32) -> Vec<Vec<u64>> {
-    let mut tracker = Tracker::new(TrackParams::default());
+/// The tracker's ids of each frame's detections at `threshold`, from ranked detections.
+fn track_ids(
+    ranked: &[Vec<Detection>],
+    threshold: f32,
+    params: &TrackParams,
+) -> Vec<Vec<Option<u64>>> {
+    let mut tracker = Tracker::new(params.clone());
     ranked
         .iter()
         .map(|f| {
