@@ -8,7 +8,7 @@ use crate::detect::{decode_candidates, Candidates, DecodeParams, DecoderKind, De
 use crate::engine::{Engine, EngineConfig, FrameStats};
 use crate::error::{Error, Result};
 use crate::model::{store, Plan};
-use crate::preprocess::{Letterbox, PixelSource};
+use crate::preprocess::{FrameRect, Letterbox, PixelSource};
 
 /// The default model, built by `scripts/setup-assets.sh`: $REGIONDROP_MODEL, else the project's copy.
 pub fn default_model_path() -> PathBuf {
@@ -34,10 +34,14 @@ pub struct AnalyzerOptions {
     pub decoder: Option<DecoderKind>,
     /// For models with dynamic input dims.
     pub input_size: Option<(usize, usize)>,
+    /// Frame regions the network is not shown (painted grey before change detection).
+    pub ignore: Vec<FrameRect>,
 }
 
 pub struct Analyzer {
     engine: Engine,
+    /// Frame regions the network is not shown; follows the frame size into the network input.
+    pub ignore: Vec<FrameRect>,
     kind: DecoderKind,
     pub params: DecodeParams,
     /// The decoder's score test; its threshold follows `params` before each frame.
@@ -88,6 +92,7 @@ impl Analyzer {
         let engine = Engine::new(plan, kind.input_norm(), opts.engine)?;
         Ok(Analyzer {
             engine,
+            ignore: opts.ignore,
             kind,
             params: opts.decode,
             gate,
@@ -125,6 +130,9 @@ impl Analyzer {
             self.engine.reset();
         }
         self.last = Some(lb);
+        let blank = &mut self.engine.config_mut().blank;
+        blank.clear();
+        blank.extend(self.ignore.iter().filter_map(|r| lb.to_net_rect(r, w, h)));
         self.send_gate()?;
         let (stats, on_host) = self.engine.process_frame(frame, &mut self.rgb)?;
         self.image_on_host = on_host;

@@ -4,6 +4,7 @@ use gst::prelude::*;
 
 use crate::error::{Error, Result};
 
+#[derive(Clone)]
 pub struct RgbFrame {
     pub width: usize,
     pub height: usize,

@@ -995,6 +995,54 @@ fn thresholds_change_while_playing_and_the_model_does_not() {
     );
 }
 
+/// `ignore-regions` set while playing stops an on-screen clock from firing tiles; a bad value
+/// later is refused with a warning and the regions stay.
+#[test]
+fn ignore_regions_silence_a_clock_while_playing() {
+    const FRAMES: usize = 16;
+    // A still test card with a running clock drawn at its top left, no rolling refresh: only
+    // the clock changes.
+    let desc = "videotestsrc pattern=colors num-buffers=16 ! \
+         video/x-raw,width=768,height=576,framerate=10/1 ! timeoverlay font-desc=\"Sans 24\" ! \
+         videoconvert ! regiondrop name=rd stats-interval=1 refresh-tiles=0 ! \
+         appsink name=sink sync=false max-buffers=1";
+    let run = run_pipeline(
+        desc,
+        FRAMES,
+        |_| {},
+        |p, n| {
+            let rd = p.by_name("rd").unwrap();
+            match n {
+                3 => rd.set_property("ignore-regions", "0,0,400,80"),
+                8 => rd.set_property("ignore-regions", "0,0,400"),
+                _ => {}
+            }
+        },
+    );
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_eq!(run.stats.len(), FRAMES);
+    let active = |f: usize| run.stats[f].active_fraction;
+    for f in 1..3 {
+        let (x, y, w, h) = run.stats[f].active_rect;
+        assert!(active(f) > 0.0, "frame {f}: the clock fires no tile");
+        assert!(
+            x + w <= 500 && y + h <= 160,
+            "frame {f}: {:?}",
+            run.stats[f]
+        );
+    }
+    for f in 7..FRAMES {
+        assert_eq!(active(f), 0.0, "frame {f}: {:?}", run.stats[f]);
+    }
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.src == "rd" && w.message.contains("ignore-regions: `0,0,400`")),
+        "no warning for the bad regions: {:?}",
+        run.warnings
+    );
+}
+
 fn expect_error(desc: &str, feed: impl FnOnce(&gst::Pipeline), needles: &[&str]) -> Posted {
     let run = run_pipeline(desc, usize::MAX, feed, |_, _| {});
     let err = run
@@ -1099,6 +1147,11 @@ fn model_errors_name_the_file_and_the_op() {
         &with_model(&default_model_path(), "classes=unicorn"),
         |_| {},
         &["unicorn"],
+    );
+    expect_error(
+        &with_model(&default_model_path(), "ignore-regions=\"0,0,-4,4\""),
+        |_| {},
+        &["ignore-regions", "0,0,-4,4"],
     );
 }
 

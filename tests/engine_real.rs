@@ -336,3 +336,83 @@ fn bf16_on_amx_agrees_with_f32() {
         assert!(rel <= 0.02, "{}: bf16 relative L2 {rel}", m.path);
     }
 }
+
+/// `ignore-regions`: what changes inside an ignored rectangle recomputes nothing, because the
+/// network sees the letterbox grey there; a change outside it still does.
+#[test]
+fn changes_inside_ignored_regions_recompute_nothing() {
+    use gstregiondrop::analyzer::{default_model_path, Analyzer, AnalyzerOptions};
+    use gstregiondrop::preprocess::{FrameRect, PAD_VALUE};
+
+    let clip = gstregiondrop::video::decode_rgb(&asset("data/video/vtest.avi"), 0, 1).unwrap();
+    let first = &clip[0];
+    // A bright block drawn into the frame (frame pixels x0..x1, y0..y1), as a clock would be.
+    let with_block = |x0: usize, y0: usize, x1: usize, y1: usize| {
+        let mut f = first.clone();
+        for y in y0..y1 {
+            f.data[(y * f.width + x0) * 3..(y * f.width + x1) * 3].fill(255);
+        }
+        f
+    };
+    let clock = with_block(20, 20, 220, 60);
+    let outside = with_block(400, 300, 500, 400);
+    let rect = FrameRect {
+        x: 10,
+        y: 10,
+        width: 300,
+        height: 60,
+    };
+    let analyzer = |ignore: Vec<FrameRect>| {
+        let opts = AnalyzerOptions {
+            engine: EngineConfig {
+                backend: gstregiondrop::backend::BackendKind::Cpu,
+                threads: 2,
+                refresh_tiles: 0,
+                ..EngineConfig::default()
+            },
+            ignore,
+            ..AnalyzerOptions::default()
+        };
+        Analyzer::new(&default_model_path(), opts).unwrap()
+    };
+    let (mut ignoring, mut plain) = (analyzer(vec![rect]), analyzer(vec![]));
+    for a in [&mut ignoring, &mut plain] {
+        a.process(&first.source()).unwrap();
+    }
+    let (st, _) = ignoring.process(&clock.source()).unwrap();
+    assert_eq!(st.active_fraction, 0.0, "the clock is in an ignored region");
+    let (st, _) = plain.process(&clock.source()).unwrap();
+    assert!(
+        st.active_fraction > 0.0,
+        "without the region the clock fires tiles"
+    );
+
+    // The network saw grey over the whole region, and the frame elsewhere.
+    let plan = ignoring.engine().plan().clone();
+    let (w, h) = (plan.input_w, plan.input_h);
+    let lb = gstregiondrop::preprocess::Letterbox::fit(first.width, first.height, w, h);
+    let net = lb.to_net_rect(&rect, w, h).unwrap();
+    let (ignored_img, plain_img) = (
+        ignoring.network_image().unwrap(),
+        plain.network_image().unwrap(),
+    );
+    for y in 0..h {
+        for x in 0..w {
+            let px = (y * w + x) * 3;
+            if (net.x0..net.x1).contains(&x) && (net.y0..net.y1).contains(&y) {
+                assert_eq!(&ignored_img[px..px + 3], &[PAD_VALUE; 3], "({x}, {y})");
+            } else {
+                assert_eq!(
+                    &ignored_img[px..px + 3],
+                    &plain_img[px..px + 3],
+                    "({x}, {y})"
+                );
+            }
+        }
+    }
+    let (st, _) = ignoring.process(&outside.source()).unwrap();
+    assert!(
+        st.active_fraction > 0.0,
+        "a change outside the region fires"
+    );
+}

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::mask::{ChangeDetector, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use crate::model::import::halo_for;
 use crate::model::plan::{LayerOp, Operand, Plan, Step};
-use crate::preprocess::{letterbox, InputNorm, PixelSource};
+use crate::preprocess::{blank_rects, letterbox, InputNorm, NetRect, PixelSource};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub mode: RunMode,
     /// Work fraction above which dense runs instead; None = measured while running.
     pub break_even: Option<f64>,
+    /// Network-input rectangles painted the letterbox grey before change detection, in
+    /// `process_frame` (the frame's `ignore-regions`): letterboxed on the host when there are any.
+    pub blank: Vec<NetRect>,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             device_letterbox: None,
             mode: RunMode::Auto,
             break_even: None,
+            blank: Vec::new(),
         }
     }
 }
@@ -274,19 +278,26 @@ impl Engine {
 
     /// Letterboxes and runs one frame: on the device when the backend letterboxes there (the
     /// CUDA backend with `device_letterbox`; `rgb` is then left as it was), else into `rgb`
-    /// (packed RGB at network input size) on the host. Returns whether the host image was
-    /// written. As for `process`, `FrameStats::ms` starts after the letterbox (change mask and
+    /// (packed RGB at network input size) on the host, where the `blank` rectangles are then
+    /// painted grey. Returns whether the host image was written. As for `process`, `FrameStats::ms` starts after the letterbox (change mask and
     /// network).
     pub fn process_frame(
         &mut self,
         frame: &dyn PixelSource,
         rgb: &mut [u8],
     ) -> Result<(FrameStats, bool)> {
-        match self.backend.letterbox_frame(frame) {
+        // Blanked regions are painted on the host image.
+        let on_device = if self.cfg.blank.is_empty() {
+            self.backend.letterbox_frame(frame)
+        } else {
+            None
+        };
+        match on_device {
             Some(Ok(_)) => self.process_image(None, Instant::now()).map(|s| (s, false)),
             Some(Err(e)) => Err(e),
             None => {
                 letterbox(frame, self.plan.input_w, self.plan.input_h, rgb);
+                blank_rects(rgb, self.plan.input_w, &self.cfg.blank);
                 self.process_image(Some(rgb), Instant::now())
                     .map(|s| (s, true))
             }

@@ -19,7 +19,7 @@ use crate::engine::{EngineConfig, FrameStats};
 use crate::error::{panic_text, Error};
 use crate::meta::{self, StatsReport};
 use crate::model::store;
-use crate::preprocess::{Letterbox, PackedFrame, PixelSource, Yuv420Frame};
+use crate::preprocess::{parse_regions, Letterbox, PackedFrame, PixelSource, Yuv420Frame};
 use crate::track::Tracker;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -528,6 +528,8 @@ impl RegionDrop {
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let input_size = parse_input_size(&s.input_size)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+        let ignore = parse_regions(&s.ignore_regions)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let mut opts = AnalyzerOptions {
             engine: EngineConfig {
                 tile: s.tile_size as usize,
@@ -540,8 +542,9 @@ impl RegionDrop {
             decode: DecodeParams::default(),
             decoder: s.decoder.kind(),
             input_size,
+            ignore: Vec::new(),
         };
-        s.apply_live(&mut opts, classes);
+        s.apply_live(&mut opts, classes, ignore);
 
         // A model with symbolic input dims is imported once at a probe size, so that unsupported
         // ops fail now, not at the first caps. Elements on the same file share its plan.
@@ -615,7 +618,18 @@ impl RegionDrop {
                 state.opts.decode.classes.clone()
             }
         };
-        s.apply_live(&mut state.opts, classes);
+        let ignore = match parse_regions(&s.ignore_regions) {
+            Ok(r) => r,
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    ("{}; keeping the previous regions", e)
+                );
+                state.opts.ignore.clone()
+            }
+        };
+        s.apply_live(&mut state.opts, classes, ignore);
         state.tracker.params = s.track_params();
         if state.tracking && !s.tracking {
             state.end_tracks();
@@ -633,6 +647,7 @@ impl RegionDrop {
             cfg.refresh_interval = state.opts.engine.refresh_interval;
             cfg.refresh_tiles = state.opts.engine.refresh_tiles;
             a.params = state.opts.decode.clone();
+            a.ignore = state.opts.ignore.clone();
         }
         gst::debug!(
             CAT,

@@ -11,6 +11,7 @@ use crate::backend::{BackendKind, Precision};
 use crate::detect::{DecodeParams, DecoderKind};
 use crate::engine::EngineConfig;
 use crate::mask::DiffMetric;
+use crate::preprocess::FrameRect;
 use crate::track::{TrackParams, LOW_SCORE};
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
@@ -152,6 +153,7 @@ pub(super) struct Settings {
     pub(super) iou_threshold: f64,
     pub(super) max_detections: u32,
     pub(super) classes: String,
+    pub(super) ignore_regions: String,
     pub(super) stats_interval: u32,
     pub(super) threads: u32,
     pub(super) decoder: DecoderChoice,
@@ -189,6 +191,7 @@ impl Default for Settings {
             iou_threshold: decode.iou_threshold as f64,
             max_detections: decode.max_detections as u32,
             classes: String::new(),
+            ignore_regions: String::new(),
             stats_interval: 30,
             threads: 0,
             decoder: DecoderChoice::Auto,
@@ -203,8 +206,15 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Copies the settings that may change between frames into `opts`.
-    pub(super) fn apply_live(&self, opts: &mut AnalyzerOptions, classes: Vec<u32>) {
+    /// Copies the settings that may change between frames into `opts`, with the class filter
+    /// and ignored regions as parsed.
+    pub(super) fn apply_live(
+        &self,
+        opts: &mut AnalyzerOptions,
+        classes: Vec<u32>,
+        ignore: Vec<FrameRect>,
+    ) {
+        opts.ignore = ignore;
         let e = &mut opts.engine;
         e.threshold = self.threshold as f32;
         e.metric = self.metric.into();
@@ -373,6 +383,12 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(Some(""))
             .flags(live)
             .build(),
+        glib::ParamSpecString::builder("ignore-regions")
+            .nick("Ignore regions")
+            .blurb("Frame regions the network is not shown: x,y,width,height in frame pixels, ';' between rectangles (e.g. \"0,0,320,40\" for an on-screen clock). They are painted the letterbox grey before change detection, so changes there recompute nothing and nothing there is detected; empty: none. May change while playing")
+            .default_value(Some(""))
+            .flags(live)
+            .build(),
         glib::ParamSpecUInt::builder("stats-interval")
             .nick("Stats interval")
             .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height, and new-tracks with tracking); 0 = never")
@@ -486,6 +502,9 @@ impl Settings {
             "iou-threshold" => s.iou_threshold = value.get().unwrap(),
             "max-detections" => s.max_detections = value.get().unwrap(),
             "classes" => s.classes = value.get::<Option<String>>().unwrap().unwrap_or_default(),
+            "ignore-regions" => {
+                s.ignore_regions = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
             "stats-interval" => s.stats_interval = value.get().unwrap(),
             "threads" => s.threads = value.get().unwrap(),
             "decoder" => s.decoder = value.get().unwrap(),
@@ -526,6 +545,7 @@ impl Settings {
             "iou-threshold" => s.iou_threshold.to_value(),
             "max-detections" => s.max_detections.to_value(),
             "classes" => s.classes.to_value(),
+            "ignore-regions" => s.ignore_regions.to_value(),
             "stats-interval" => s.stats_interval.to_value(),
             "threads" => s.threads.to_value(),
             "decoder" => s.decoder.to_value(),

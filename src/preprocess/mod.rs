@@ -1,5 +1,9 @@
 //! Letterboxing video frames into the network's input image, and the input normalisation.
 
+mod blank;
+
+pub use blank::{blank_rects, parse_regions, FrameRect, NetRect};
+
 /// How packed RGB u8 pixels become network input values: (v - mean) / std per channel, in the
 /// channel order the model wants.
 #[derive(Clone, Debug, PartialEq)]
