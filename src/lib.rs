@@ -5,6 +5,7 @@
 pub mod analyzer;
 pub mod backend;
 pub mod detect;
+pub mod draw;
 pub mod engine;
 pub mod error;
 pub mod mask;

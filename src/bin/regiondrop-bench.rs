@@ -17,8 +17,6 @@
 mod annotate;
 #[path = "regiondrop_bench/calibrate.rs"]
 mod calibrate;
-#[path = "regiondrop_bench/draw.rs"]
-mod draw;
 #[path = "regiondrop_bench/fractions.rs"]
 mod fractions;
 #[path = "regiondrop_bench/main_run.rs"]

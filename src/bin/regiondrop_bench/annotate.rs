@@ -10,7 +10,9 @@ use gstregiondrop::mask::{RegionMask, TileGrid};
 use gstregiondrop::preprocess::Letterbox;
 use gstregiondrop::video::RgbFrame;
 
-use super::draw::{class_colour, text_width, Canvas, Rgb, BLACK, GLYPH_H, WHITE};
+use gstregiondrop::draw::{
+    class_colour, detection_label, text_width, Image, Rgb, BLACK, GLYPH_H, WHITE,
+};
 
 const TINT: Rgb = [255, 60, 0];
 
@@ -79,9 +81,9 @@ fn label_of(a: &Annotation, class: u32) -> String {
 }
 
 /// The video frame with changed tiles tinted and boxes + labels drawn.
-fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
+fn annotate_frame(a: &Annotation, i: usize) -> Image {
     let f = &a.frames[i];
-    let mut c = Canvas::from_rgb(f.width, f.height, &f.data);
+    let mut c = Image::from_rgb(f.width, f.height, &f.data);
     let mask = &a.masks[i];
     for t in 0..a.grid.len() {
         if !mask.get(t) {
@@ -104,16 +106,8 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
         let (x0, y0) = a.lb.to_frame(d.bbox[0], d.bbox[1]);
         let (x1, y1) = a.lb.to_frame(d.bbox[2], d.bbox[3]);
         let (x0, y0, x1, y1) = (x0 as i64, y0 as i64, x1.ceil() as i64, y1.ceil() as i64);
-        let col = class_colour(d.class_id);
-        c.rect_outline(x0, y0, x1, y1, col, 2);
-        let id = id.map_or(String::new(), |id| format!(" #{id}"));
-        let text = format!("{}{id} {:.2}", label_of(a, d.class_id), d.confidence);
-        let (tw, th) = (text_width(&text, scale) + 2 * scale, (GLYPH_H + 2) * scale);
-        let ty = if y0 - th >= 0 { y0 - th } else { y0 };
-        let tx = x0.min(f.width as i64 - tw).max(0);
-        c.fill_rect(tx, ty, tx + tw, ty + th, col);
-        let ink = if luma(col) > 140.0 { BLACK } else { WHITE };
-        c.text(tx + scale, ty + scale, &text, ink, scale);
+        let text = detection_label(&label_of(a, d.class_id), *id, d.confidence as f64);
+        c.labelled_box(x0, y0, x1, y1, class_colour(d.class_id), 2, &text, scale);
     }
     let scale = if f.width >= 640 { 2 } else { 1 };
     let status = format!(
@@ -134,10 +128,10 @@ fn annotate_frame(a: &Annotation, i: usize) -> Canvas {
 
 /// The network input with inactive tiles dimmed, active tiles tinted and the tile grid drawn,
 /// enlarged 2× so the grid is easy to see.
-fn mask_picture(a: &Annotation, i: usize) -> Canvas {
+fn mask_picture(a: &Annotation, i: usize) -> Image {
     let (w, h, z) = (a.net_w, a.net_h, 2usize);
     let src = &a.net[i];
-    let mut c = Canvas::new(w * z, h * z + 24 * z, WHITE);
+    let mut c = Image::new(w * z, h * z + 24 * z, WHITE);
     let mask = &a.masks[i];
     for y in 0..h * z {
         for x in 0..w * z {
@@ -175,10 +169,6 @@ fn mask_picture(a: &Annotation, i: usize) -> Canvas {
     );
     c.text(4, (h * z + 4) as i64, &caption, BLACK, 2);
     c
-}
-
-fn luma(c: Rgb) -> f32 {
-    0.299 * c[0] as f32 + 0.587 * c[1] as f32 + 0.114 * c[2] as f32
 }
 
 /// appsrc ! videoconvert ! jpegenc ! matroskamux ! filesink
@@ -226,7 +216,7 @@ impl MkvWriter {
         })
     }
 
-    fn push(&mut self, img: &Canvas, i: usize) -> Result<(), String> {
+    fn push(&mut self, img: &Image, i: usize) -> Result<(), String> {
         let stride = self.info.stride()[0] as usize;
         let mut data = vec![0u8; self.info.size()];
         for y in 0..img.h {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::draw::{text_width, Canvas, Rgb, BLACK, GLYPH_H, WHITE};
+use gstregiondrop::draw::{text_width, Image, Rgb, BLACK, GLYPH_H, WHITE};
 
 pub struct Point {
     pub threshold: f64,
@@ -26,7 +26,7 @@ pub fn plot_sweep(
 ) -> Result<(), String> {
     let (w, h) = (900i64, 560i64);
     let (left, right, top, bottom) = (90i64, 110i64, 70i64, 80i64);
-    let mut c = Canvas::new(w as usize, h as usize, WHITE);
+    let mut c = Image::new(w as usize, h as usize, WHITE);
     let (pw, ph) = ((w - left - right) as f64, (h - top - bottom) as f64);
 
     let xmax = pts.iter().map(|p| p.threshold).fold(1.0, f64::max);
