@@ -995,6 +995,25 @@ fn thresholds_change_while_playing_and_the_model_does_not() {
     );
 }
 
+/// The frames after the last full stats interval are reported at the end of the stream, so
+/// that figures summed over the messages (such as new-tracks) miss no frame.
+#[test]
+fn the_last_partial_interval_is_reported_at_eos() {
+    let desc = "videotestsrc pattern=ball num-buffers=12 ! video/x-raw,width=320,height=240 ! \
+                videoconvert ! regiondrop stats-interval=5 tracking=true ! \
+                appsink name=sink sync=false";
+    let run = run_pipeline(desc, usize::MAX, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), 12);
+    let seen: Vec<(u64, u64)> = run
+        .stats
+        .iter()
+        .map(|s| (s.frames, s.interval_frames))
+        .collect();
+    assert_eq!(seen, vec![(5, 5), (10, 5), (12, 2)]);
+    assert!(run.stats.iter().all(|s| s.new_tracks.is_some()));
+}
+
 /// `ignore-regions` set while playing stops an on-screen clock from firing tiles; a bad value
 /// later is refused with a warning and the regions stay.
 #[test]

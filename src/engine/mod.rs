@@ -276,11 +276,11 @@ impl Engine {
         self.need_dense = true;
     }
 
-    /// Letterboxes and runs one frame: on the device when the backend letterboxes there (the
-    /// CUDA backend with `device_letterbox`; `rgb` is then left as it was), else into `rgb`
-    /// (packed RGB at network input size) on the host, where the `blank` rectangles are then
-    /// painted grey. Returns whether the host image was written. As for `process`, `FrameStats::ms` starts after the letterbox (change mask and
-    /// network).
+    /// Letterboxes and runs one frame: on the device when the backend letterboxes there (the CUDA
+    /// backend with `device_letterbox`; `rgb` is then left as it was), else into `rgb` (packed RGB
+    /// at network input size) on the host, where the `blank` rectangles are then painted grey.
+    /// Returns whether the host image was written. As for `process`, `FrameStats::ms` starts after
+    /// the letterbox (change mask and network).
     pub fn process_frame(
         &mut self,
         frame: &dyn PixelSource,

@@ -58,6 +58,18 @@ struct Interval {
     ms: f64,
     /// Track ids started.
     new_tracks: u64,
+    /// The interval's last frame, which the report describes where it reports one frame.
+    last: Option<LastFrame>,
+}
+
+#[derive(Clone, Copy)]
+struct LastFrame {
+    /// Frames processed since the element started, this one included.
+    frames: u64,
+    dense: bool,
+    detections: u32,
+    fw: u32,
+    fh: u32,
 }
 
 struct State {
@@ -261,6 +273,8 @@ impl BaseTransformImpl for RegionDrop {
         match event.view() {
             gst::EventView::FlushStop(_) => self.reset_caches_and_tracks("flush"),
             gst::EventView::StreamStart(_) => self.reset_caches_and_tracks("stream-start"),
+            // The frames since the last stats message are reported before the stream ends.
+            gst::EventView::Eos(_) => self.post_partial_stats(),
             gst::EventView::Caps(c) => {
                 if let Err((msg, hint)) = check_caps(c.caps()) {
                     gst::element_imp_error!(
@@ -497,10 +511,7 @@ impl BaseTransformImpl for RegionDrop {
         drop(guard);
 
         if let Some(report) = report {
-            let msg = gst::message::Element::builder(report.to_structure())
-                .src(&*self.obj())
-                .build();
-            let _ = self.obj().post_message(msg);
+            self.post_stats(report);
         }
         Ok(gst::FlowSuccess::Ok)
     }
@@ -683,6 +694,13 @@ impl RegionDrop {
         iv.work += stats.work_fraction;
         iv.dense += stats.dense as u64;
         iv.ms += stats.ms;
+        iv.last = Some(LastFrame {
+            frames,
+            dense: stats.dense,
+            detections,
+            fw,
+            fh,
+        });
         if interval == 0 {
             state.interval = Interval::default();
             return None;
@@ -690,25 +708,49 @@ impl RegionDrop {
         if iv.frames < interval as u64 {
             return None;
         }
-        let n = iv.frames as f64;
-        let analyzer = state.analyzer.as_ref()?;
-        let report = StatsReport {
-            frames,
-            interval_frames: iv.frames,
-            active_fraction: iv.active / n,
-            work_fraction: iv.work / n,
-            dense_frames: iv.dense,
-            dense: stats.dense,
-            inference_ms: iv.ms / n,
-            backend: analyzer.engine().backend_name().to_string(),
-            precision: analyzer.engine().precision().to_string(),
-            detections,
-            active_rect: active_rect(analyzer, fw, fh),
-            new_tracks: state.tracking.then_some(iv.new_tracks),
-        };
-        state.interval = Interval::default();
-        Some(report)
+        take_report(state)
     }
+
+    /// At the end of the stream: the stats of the frames since the last message, if any (with
+    /// `stats-interval` above 0), so that a count summed over the messages misses no frame.
+    fn post_partial_stats(&self) {
+        let interval = self.settings.lock().unwrap().stats_interval;
+        let report = match self.state.lock().unwrap().as_mut() {
+            Some(state) if interval > 0 => take_report(state),
+            _ => None,
+        };
+        if let Some(report) = report {
+            self.post_stats(report);
+        }
+    }
+
+    fn post_stats(&self, report: StatsReport) {
+        let msg = gst::message::Element::builder(report.to_structure())
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(msg);
+    }
+}
+
+/// The report of the interval's frames (None before its first frame), and a new interval.
+fn take_report(state: &mut State) -> Option<StatsReport> {
+    let iv = std::mem::take(&mut state.interval);
+    let (last, analyzer) = (iv.last?, state.analyzer.as_ref()?);
+    let n = iv.frames as f64;
+    Some(StatsReport {
+        frames: last.frames,
+        interval_frames: iv.frames,
+        active_fraction: iv.active / n,
+        work_fraction: iv.work / n,
+        dense_frames: iv.dense,
+        dense: last.dense,
+        inference_ms: iv.ms / n,
+        backend: analyzer.engine().backend_name().to_string(),
+        precision: analyzer.engine().precision().to_string(),
+        detections: last.detections,
+        active_rect: active_rect(analyzer, last.fw, last.fh),
+        new_tracks: state.tracking.then_some(iv.new_tracks),
+    })
 }
 
 /// Bounding box, in frame pixels, of the tiles the last frame recomputed.

@@ -385,7 +385,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecString::builder("ignore-regions")
             .nick("Ignore regions")
-            .blurb("Frame regions the network is not shown: x,y,width,height in frame pixels, ';' between rectangles (e.g. \"0,0,320,40\" for an on-screen clock). They are painted the letterbox grey before change detection, so changes there recompute nothing and nothing there is detected; empty: none. May change while playing")
+            .blurb("Frame regions the network is not shown: x,y,width,height in frame pixels, ';' between rectangles (e.g. \"0,0,320,40\" for an on-screen clock). They are painted the letterbox grey before change detection, so changes there recompute nothing and the network sees nothing there (an object partly inside is seen by its visible part); empty: none. May change while playing")
             .default_value(Some(""))
             .flags(live)
             .build(),

@@ -205,6 +205,29 @@ mod tests {
     }
 
     #[test]
+    fn only_confirmed_tracks_count() {
+        // min_hits 3: neither run reports its first two frames, and the other run's one-frame
+        // extra box never gets an id, so it is no false positive.
+        let params = TrackParams {
+            min_hits: 3,
+            ..TrackParams::default()
+        };
+        let reference = walk(10);
+        let mut other = walk(10);
+        other[5].push(person(600.0));
+        let a = track_agreement(&reference, &other, 0.35, &params);
+        assert_eq!(a.reference_boxes, 16);
+        assert_eq!((a.matched, a.false_positives, a.id_switches), (16, 0, 0));
+        // The other run sees the second person from frame 1 on: it confirms that person a frame
+        // later than the reference, one miss.
+        let mut late = walk(10);
+        late[0].pop();
+        let b = track_agreement(&reference, &late, 0.35, &params);
+        assert_eq!((b.matched, b.false_positives), (15, 0));
+        assert_eq!(b.mota(), Some(1.0 - 1.0 / 16.0));
+    }
+
+    #[test]
     fn extra_boxes_are_false_positives() {
         let reference = walk(4);
         let mut other = walk(4);

@@ -64,7 +64,7 @@ struct Track {
     motion: BoxMotion,
     /// Frames since the last detection.
     misses: u32,
-    /// Frames detected since the track started.
+    /// Frames detected since the track started, counted until it gets its id.
     hits: u32,
 }
 
@@ -133,17 +133,27 @@ impl Tracker {
             t.motion.predict();
             t.misses += 1;
         }
-        let all: Vec<usize> = (0..self.tracks.len()).collect();
-        let matched = self.assign(&all, detections, self.params.min_iou);
+        // Tracks with ids first; tentative ones take what they leave, so that a duplicate box
+        // does not take an established object's detection.
+        let (confirmed, tentative): (Vec<usize>, Vec<usize>) =
+            (0..self.tracks.len()).partition(|&t| self.tracks[t].id.is_some());
+        let mut matched = self.assign(&confirmed, detections, self.params.min_iou);
+        if !tentative.is_empty() {
+            let rest: Vec<usize> = (0..detections.len())
+                .filter(|&d| matched[d].is_none())
+                .collect();
+            let rest_dets: Vec<Detection> = rest.iter().map(|&d| detections[d].clone()).collect();
+            let found = self.assign(&tentative, &rest_dets, self.params.min_iou);
+            for (&d, m) in rest.iter().zip(found) {
+                matched[d] = m;
+            }
+        }
         if !low.is_empty() {
             let mut taken = vec![false; self.tracks.len()];
             for &t in matched.iter().flatten() {
                 taken[t] = true;
             }
-            let left: Vec<usize> = all
-                .into_iter()
-                .filter(|&t| !taken[t] && self.tracks[t].id.is_some())
-                .collect();
+            let left: Vec<usize> = confirmed.into_iter().filter(|&t| !taken[t]).collect();
             for (d, m) in low.iter().zip(self.assign(&left, low, LOW_MIN_IOU)) {
                 if let Some(ti) = m {
                     let t = &mut self.tracks[ti];
@@ -159,7 +169,9 @@ impl Tracker {
                     let t = &mut self.tracks[ti];
                     t.motion.update(&d.bbox);
                     t.misses = 0;
-                    t.hits += 1;
+                    if t.id.is_none() {
+                        t.hits += 1;
+                    }
                     ti
                 }
                 None => {
@@ -185,7 +197,8 @@ impl Tracker {
         self.tracks
             .retain(|t| t.misses == 0 || (t.id.is_some() && t.misses <= max_age));
         if self.tracks.len() > MAX_TRACKS {
-            self.tracks.sort_by_key(|t| t.misses);
+            // Tentative tracks go first, then those missed longest.
+            self.tracks.sort_by_key(|t| (t.id.is_none(), t.misses));
             self.tracks.truncate(MAX_TRACKS);
         }
     }
@@ -502,6 +515,27 @@ mod tests {
             1,
             "a confirmed track continues on a low detection"
         );
+    }
+
+    #[test]
+    fn a_tentative_duplicate_does_not_take_a_tracked_objects_detection() {
+        let mut t = Tracker::new(TrackParams {
+            min_hits: 2,
+            ..TrackParams::default()
+        });
+        let mut ids = Vec::new();
+        let person = det(0, 100.0, 0.0);
+        t.update(std::slice::from_ref(&person), &mut ids);
+        t.update(std::slice::from_ref(&person), &mut ids);
+        assert_eq!(ids, vec![Some(1)]);
+        // A duplicate box starts a tentative track right next to the person's box.
+        t.update(&[person.clone(), det(0, 104.0, 0.0)], &mut ids);
+        assert_eq!(ids, vec![Some(1), None]);
+        // Next frame only a box where the duplicate was is seen: it overlaps the tentative track
+        // more than the person's, but the tracked person takes it.
+        t.update(&[det(0, 104.0, 0.0)], &mut ids);
+        assert_eq!(ids, vec![Some(1)]);
+        assert_eq!(t.live_tracks(), 1, "the tentative track ended at its miss");
     }
 
     #[test]
