@@ -12,6 +12,7 @@ pub mod mask;
 pub mod meta;
 pub mod model;
 pub mod onnxruntime;
+pub mod overlay;
 pub mod preprocess;
 pub mod regiondrop;
 pub mod rng;
@@ -23,7 +24,8 @@ pub mod video;
 pub use error::{Error, Result};
 
 fn plugin_init(plugin: &gst::Plugin) -> std::result::Result<(), gst::glib::BoolError> {
-    regiondrop::register(plugin)
+    regiondrop::register(plugin)?;
+    overlay::register(plugin)
 }
 
 // Defines `plugin_register_static()` too, which tests and applications linking the crate call.
