@@ -3,7 +3,7 @@
 # message (one per second of the 10 fps clip) says how many new track ids started in that second.
 # Prints them per second and the total. track-min-hits=3 gives an id only to a person detected on
 # 3 frames in a row, so boxes that flash for a frame or two are not counted (on the first 300
-# frames of the sample clip: 28 ids instead of 49). Still an upper bound on the people who
+# frames of the sample clip: 25 ids instead of 49). Still an upper bound on the people who
 # entered: a person missed for more than track-max-age frames and found again counts twice.
 #   pipelines/count-people.sh [VIDEO] [FRAMES]
 source "$(dirname "$0")/common.sh"

@@ -18,11 +18,14 @@ fn init() {
 }
 
 const GREY: u8 = 77;
-const W: usize = 96;
+/// Odd, so that packed RGB rows are padded to 4 bytes.
+const W: usize = 97;
 const H: usize = 64;
 
 /// One `W`×`H` grey frame of `format` through `regiondropoverlay PROPS`, with `decorate` adding
-/// metas to it first; returns the frame that comes out and its row stride.
+/// metas to it first; returns the frame that comes out and its row stride. The test keeps a
+/// reference to the buffer it pushes, so the element sees it read-only and must draw on a copy;
+/// that the kept buffer is still grey is checked here.
 fn overlay(
     format: gst_video::VideoFormat,
     props: &str,
@@ -57,6 +60,7 @@ fn overlay(
         decorate(b);
     }
     pipeline.set_state(gst::State::Playing).unwrap();
+    let kept = buf.clone();
     src.push_buffer(buf).unwrap();
     src.end_of_stream().unwrap();
     let sample = sink
@@ -64,6 +68,11 @@ fn overlay(
         .expect("a frame out");
     let out = sample.buffer().unwrap().map_readable().unwrap().to_vec();
     pipeline.set_state(gst::State::Null).unwrap();
+    let kept = kept.map_readable().unwrap();
+    assert!(
+        kept.iter().all(|&v| v == GREY),
+        "{format:?}: drew on a buffer someone else holds"
+    );
     (out, info.stride()[0] as usize)
 }
 
@@ -145,4 +154,15 @@ fn frames_without_regions_pass_unchanged_and_labels_can_be_off() {
             "show-labels=false drew a label at x {x}"
         );
     }
+}
+
+#[test]
+fn empty_and_off_frame_regions_draw_nothing() {
+    let (out, _) = overlay(gst_video::VideoFormat::Rgb, "line-width=4", |b| {
+        gst_video::VideoRegionOfInterestMeta::add(b, "empty", (10, 20, 0, 20));
+        gst_video::VideoRegionOfInterestMeta::add(b, "flat", (30, 20, 20, 0));
+        gst_video::VideoRegionOfInterestMeta::add(b, "outside", (W as u32 + 5, 10, 20, 20));
+    });
+    let drawn = out.iter().filter(|&&v| v != GREY).count();
+    assert_eq!(drawn, 0, "bytes drawn for regions with nothing to show");
 }

@@ -192,12 +192,12 @@ impl<B: AsMut<[u8]>> Canvas<B> {
     }
 }
 
-/// How a detection is written over its box: `label #track-id confidence` (no id when untracked).
-pub fn detection_label(label: &str, track_id: Option<u64>, confidence: f64) -> String {
-    match track_id {
-        Some(id) => format!("{label} #{id} {confidence:.2}"),
-        None => format!("{label} {confidence:.2}"),
-    }
+/// How a detection is written over its box: `label #track-id confidence`, each part after the
+/// label only when known.
+pub fn detection_label(label: &str, track_id: Option<u64>, confidence: Option<f64>) -> String {
+    let id = track_id.map_or(String::new(), |id| format!(" #{id}"));
+    let conf = confidence.map_or(String::new(), |c| format!(" {c:.2}"));
+    format!("{label}{id}{conf}")
 }
 
 /// Perceived brightness of `c`, 0..255.

@@ -168,7 +168,11 @@ impl VideoFilterImpl for RegionDropOverlay {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let stride = frame.plane_stride()[0] as usize;
         let px = frame.plane_data_mut(0).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Failed, ("Frame not writable: {}", e));
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("Cannot access plane 0: {}", e)
+            );
             gst::FlowError::Error
         })?;
         let mut canvas = Canvas {
@@ -183,8 +187,14 @@ impl VideoFilterImpl for RegionDropOverlay {
         let t = settings.line_width as i64;
         for r in &regions {
             let (x, y, rw, rh) = r.rect;
+            // Empty regions (a detection in the letterbox's border) and regions off the frame
+            // draw nothing; thin ones get outlines no thicker than themselves.
+            if rw == 0 || rh == 0 || x as usize >= w || y as usize >= h {
+                continue;
+            }
             let (x0, y0) = (x as i64, y as i64);
             let (x1, y1) = (x0 + rw as i64, y0 + rh as i64);
+            let t = t.min(rw as i64).min(rh as i64);
             canvas.labelled_box(x0, y0, x1, y1, r.colour, t, &r.text, scale);
         }
         Ok(gst::FlowSuccess::Ok)
@@ -205,7 +215,7 @@ fn regions_of(buffer: &gst::BufferRef, labels: bool) -> Vec<Drawn> {
                 (true, Some(p)) => detection_label(
                     &p.get::<String>("label").unwrap_or(roi_type),
                     p.get::<u64>("track-id").ok(),
-                    p.get::<f64>("confidence").unwrap_or(f64::NAN),
+                    p.get::<f64>("confidence").ok(),
                 ),
                 (true, None) => roi_type,
             };

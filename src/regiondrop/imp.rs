@@ -374,10 +374,13 @@ impl BaseTransformImpl for RegionDrop {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Buffer before caps"));
             return Err(gst::FlowError::NotNegotiated);
         };
+        // Warnings about refused settings are posted once no lock is held: a sync bus handler
+        // may read properties.
+        let mut refused = Vec::new();
         let stats_interval = {
             let settings = self.settings.lock().unwrap();
             if state.applied_revision != settings.revision {
-                self.apply_live_settings(state, &settings);
+                refused = self.apply_live_settings(state, &settings);
                 state.applied_revision = settings.revision;
             }
             settings.stats_interval
@@ -510,6 +513,9 @@ impl BaseTransformImpl for RegionDrop {
         );
         drop(guard);
 
+        for text in refused {
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", text));
+        }
         if let Some(report) = report {
             self.post_stats(report);
         }
@@ -617,29 +623,18 @@ impl RegionDrop {
         })
     }
 
-    fn apply_live_settings(&self, state: &mut State, s: &Settings) {
-        let classes = match parse_classes(&s.classes, &state.labels) {
-            Ok(c) => c,
-            Err(e) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::LibraryError::Settings,
-                    ("{}; keeping the previous class filter", e)
-                );
-                state.opts.decode.classes.clone()
-            }
-        };
-        let ignore = match parse_regions(&s.ignore_regions) {
-            Ok(r) => r,
-            Err(e) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::LibraryError::Settings,
-                    ("{}; keeping the previous regions", e)
-                );
-                state.opts.ignore.clone()
-            }
-        };
+    /// Applies the live settings; returns the texts of the warnings for those refused (bad
+    /// values keep the previous ones), for the caller to post once it holds no lock.
+    fn apply_live_settings(&self, state: &mut State, s: &Settings) -> Vec<String> {
+        let mut refused = Vec::new();
+        let classes = parse_classes(&s.classes, &state.labels).unwrap_or_else(|e| {
+            refused.push(format!("{e}; keeping the previous class filter"));
+            state.opts.decode.classes.clone()
+        });
+        let ignore = parse_regions(&s.ignore_regions).unwrap_or_else(|e| {
+            refused.push(format!("{e}; keeping the previous regions"));
+            state.opts.ignore.clone()
+        });
         s.apply_live(&mut state.opts, classes, ignore);
         state.tracker.params = s.track_params();
         if state.tracking && !s.tracking {
@@ -666,6 +661,7 @@ impl RegionDrop {
             "Live settings applied (revision {})",
             s.revision
         );
+        refused
     }
 
     fn reset_caches_and_tracks(&self, why: &str) {

@@ -391,7 +391,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("stats-interval")
             .nick("Stats interval")
-            .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height, and new-tracks with tracking); 0 = never")
+            .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height, and new-tracks with tracking); at the end of the stream one more for the frames since the last; 0 = never")
             .default_value(d.stats_interval)
             .flags(live)
             .build(),

@@ -6,9 +6,10 @@
 //! `min_iou` are not matched; a detection left over starts a new track, and a track left without a
 //! detection for more than `max_age` frames ends. A new track is tentative: it gets its id once
 //! `min_hits` frames in a row have detected it, and ends at its first miss, so that a box seen
-//! for a frame or two (a false positive, a flicker) takes no id. Ids count up from 1 and are never
-//! reused by one tracker, also across [`Tracker::reset`]. At most [`MAX_TRACKS`] tracks live at
-//! once: beyond that, those missed longest end first.
+//! for a frame or two (a false positive, a flicker) takes no id. Tracks with ids are matched
+//! first; tentative ones take the detections left over. Ids count up from 1 and are never reused
+//! by one tracker, also across [`Tracker::reset`]. At most [`MAX_TRACKS`] tracks live at once:
+//! beyond that, tentative ones end first, then those missed longest.
 
 mod agreement;
 mod motion;

@@ -106,7 +106,7 @@ fn annotate_frame(a: &Annotation, i: usize) -> Image {
         let (x0, y0) = a.lb.to_frame(d.bbox[0], d.bbox[1]);
         let (x1, y1) = a.lb.to_frame(d.bbox[2], d.bbox[3]);
         let (x0, y0, x1, y1) = (x0 as i64, y0 as i64, x1.ceil() as i64, y1.ceil() as i64);
-        let text = detection_label(&label_of(a, d.class_id), *id, d.confidence as f64);
+        let text = detection_label(&label_of(a, d.class_id), *id, Some(d.confidence as f64));
         c.labelled_box(x0, y0, x1, y1, class_colour(d.class_id), 2, &text, scale);
     }
     let scale = if f.width >= 640 { 2 } else { 1 };
