@@ -128,6 +128,9 @@ pub struct StatsReport {
     pub active_rect: (u32, u32, u32, u32),
     /// Track ids started over the interval (objects that appeared), with tracking on.
     pub new_tracks: Option<u64>,
+    /// With `count-lines` and tracking: per line, the crossings over the interval (forward,
+    /// backward).
+    pub crossings: Option<Vec<(u64, u64)>>,
 }
 
 impl StatsReport {
@@ -156,6 +159,18 @@ impl StatsReport {
             .field("active-width", self.active_rect.2)
             .field("active-height", self.active_rect.3)
             .field_if_some("new-tracks", self.new_tracks)
+            .field_if_some(
+                "crossings-forward",
+                self.crossings
+                    .as_ref()
+                    .map(|c| gst::Array::new(c.iter().map(|x| x.0))),
+            )
+            .field_if_some(
+                "crossings-backward",
+                self.crossings
+                    .as_ref()
+                    .map(|c| gst::Array::new(c.iter().map(|x| x.1))),
+            )
             .build()
     }
 
@@ -185,13 +200,66 @@ impl StatsReport {
                 s.get("active-height").ok()?,
             ),
             new_tracks: s.get("new-tracks").ok(),
+            crossings: crossings_of(s),
         })
     }
+}
+
+/// The per-line (forward, backward) crossings of a stats structure, when it has them.
+fn crossings_of(s: &gst::StructureRef) -> Option<Vec<(u64, u64)>> {
+    let counts = |field: &str| -> Option<Vec<u64>> {
+        let a = s.get::<gst::Array>(field).ok()?;
+        a.iter().map(|v| v.get::<u64>().ok()).collect()
+    };
+    let (f, b) = (counts("crossings-forward")?, counts("crossings-backward")?);
+    (f.len() == b.len()).then(|| f.into_iter().zip(b).collect())
+}
+
+/// Name of the element message posted for each line crossing.
+pub const CROSSING_MESSAGE: &str = "regiondrop-crossing";
+
+/// The `regiondrop-crossing` message structure: line index, track id, class, label, direction
+/// and, when known, the frame's timestamp.
+pub fn crossing_structure(
+    c: &crate::track::Crossing,
+    label: &str,
+    pts: Option<gst::ClockTime>,
+) -> gst::Structure {
+    gst::Structure::builder(CROSSING_MESSAGE)
+        .field("line", c.line as u32)
+        .field("track-id", c.track_id)
+        .field("class-id", c.class_id)
+        .field("label", label)
+        .field("direction", if c.forward { "forward" } else { "backward" })
+        .field_if_some("pts", pts)
+        .build()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_with_crossings_round_trip() {
+        gst::init().unwrap();
+        let report = StatsReport {
+            backend: "cpu".into(),
+            precision: "f32".into(),
+            new_tracks: Some(3),
+            crossings: Some(vec![(2, 0), (1, 4)]),
+            ..StatsReport::default()
+        };
+        let back = StatsReport::from_structure(&report.to_structure()).unwrap();
+        assert_eq!(back, report);
+        let plain = StatsReport {
+            crossings: None,
+            ..report
+        };
+        assert_eq!(
+            StatsReport::from_structure(&plain.to_structure()),
+            Some(plain)
+        );
+    }
 
     #[test]
     fn rect_covers_the_box_and_stays_in_the_frame() {

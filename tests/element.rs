@@ -9,7 +9,9 @@ use gst::prelude::*;
 use gstregiondrop::analyzer::{default_model_path, default_video_path, Analyzer, AnalyzerOptions};
 use gstregiondrop::detect::{iou, DecodeParams, Detection};
 use gstregiondrop::engine::{EngineConfig, RunMode};
-use gstregiondrop::meta::{frame_rect, read_detections, MetaDetection, StatsReport};
+use gstregiondrop::meta::{
+    frame_rect, read_detections, MetaDetection, StatsReport, CROSSING_MESSAGE,
+};
 use gstregiondrop::preprocess::PackedFrame;
 use gstregiondrop::track::{TrackParams, Tracker, LOW_SCORE};
 
@@ -45,6 +47,8 @@ struct Run {
     stats: Vec<StatsReport>,
     errors: Vec<Posted>,
     warnings: Vec<Posted>,
+    /// `regiondrop-crossing` messages.
+    crossings: Vec<gst::Structure>,
     /// `frames-processed` and `active-fraction` read at the end, before stopping.
     frames_processed: u64,
     last_active: f64,
@@ -76,6 +80,9 @@ fn collect(msg: &gst::Message, run: &mut Run) {
         gst::MessageView::Element(e) => {
             if let Some(r) = e.structure().and_then(StatsReport::from_structure) {
                 run.stats.push(r);
+            }
+            if let Some(s) = e.structure().filter(|s| s.name() == CROSSING_MESSAGE) {
+                run.crossings.push(s.to_owned());
             }
         }
         _ => {}
@@ -995,6 +1002,69 @@ fn thresholds_change_while_playing_and_the_model_does_not() {
     );
 }
 
+/// `count-lines`: people walking across a vertical line post crossing messages, each for a
+/// person detected on that frame, and the stats' per-line counts add up to the messages.
+#[test]
+fn people_crossing_a_line_are_counted() {
+    const FRAMES: usize = 120;
+    let desc = format!(
+        "filesrc location={} ! decodebin ! videoconvert ! identity eos-after={FRAMES} ! \
+         regiondrop name=rd tracking=true track-min-hits=3 classes=person \
+         count-lines=\"400,100,400,450\" stats-interval=50 ! appsink name=sink sync=false",
+        video_path()
+    );
+    let run = run_pipeline(&desc, usize::MAX, |_| {}, |_, _| {});
+    run.assert_clean();
+    assert_eq!(run.samples.len(), FRAMES);
+    assert!(
+        !run.crossings.is_empty(),
+        "nobody crossed in {FRAMES} frames"
+    );
+    for c in &run.crossings {
+        let pts = c.get::<gst::ClockTime>("pts").unwrap();
+        let id = c.get::<u64>("track-id").unwrap();
+        let sample = run
+            .samples
+            .iter()
+            .position(|s| s.buffer().unwrap().pts() == Some(pts))
+            .unwrap_or_else(|| panic!("no frame at {pts} for {c:?}"));
+        let ids: Vec<u64> = run
+            .detections(sample)
+            .iter()
+            .filter_map(|d| d.track_id)
+            .collect();
+        assert!(ids.contains(&id), "{c:?} on a frame with ids {ids:?}");
+        assert_eq!(c.get::<&str>("label").unwrap(), "person");
+    }
+    let messages = |dir: &str| {
+        run.crossings
+            .iter()
+            .filter(|c| c.get::<&str>("direction").unwrap() == dir)
+            .count() as u64
+    };
+    let counted = |pick: fn(&(u64, u64)) -> u64| -> u64 {
+        run.stats
+            .iter()
+            .map(|s| s.crossings.as_ref().unwrap().iter().map(pick).sum::<u64>())
+            .sum()
+    };
+    assert_eq!(run.stats.len(), 3, "two full intervals and the rest at EOS");
+    assert_eq!(counted(|c| c.0), messages("forward"));
+    assert_eq!(counted(|c| c.1), messages("backward"));
+
+    // Without tracking nothing is counted, and the element says why.
+    let untracked = desc.replace("tracking=true", "tracking=false");
+    let run = run_pipeline(&untracked, 3, |_| {}, |_, _| {});
+    assert!(run.crossings.is_empty());
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.message.contains("count-lines needs tracking=true")),
+        "{:?}",
+        run.warnings
+    );
+}
+
 /// The frames after the last full stats interval are reported at the end of the stream, so
 /// that figures summed over the messages (such as new-tracks) miss no frame.
 #[test]
@@ -1166,6 +1236,11 @@ fn model_errors_name_the_file_and_the_op() {
         &with_model(&default_model_path(), "classes=unicorn"),
         |_| {},
         &["unicorn"],
+    );
+    expect_error(
+        &with_model(&default_model_path(), "count-lines=\"5,5,5,5\""),
+        |_| {},
+        &["count-lines", "5,5,5,5"],
     );
     expect_error(
         &with_model(&default_model_path(), "ignore-regions=\"0,0,-4,4\""),

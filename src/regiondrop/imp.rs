@@ -20,7 +20,7 @@ use crate::error::{panic_text, Error};
 use crate::meta::{self, StatsReport};
 use crate::model::store;
 use crate::preprocess::{parse_regions, Letterbox, PackedFrame, PixelSource, Yuv420Frame};
-use crate::track::Tracker;
+use crate::track::{parse_lines, LineCounter, Tracker};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -58,6 +58,8 @@ struct Interval {
     ms: f64,
     /// Track ids started.
     new_tracks: u64,
+    /// Per counting line: crossings (forward, backward).
+    crossings: Vec<(u64, u64)>,
     /// The interval's last frame, which the report describes where it reports one frame.
     last: Option<LastFrame>,
 }
@@ -93,6 +95,8 @@ struct State {
     tracker: Tracker,
     /// The last frame's track id of each detection.
     track_ids: Vec<Option<u64>>,
+    /// Where tracked objects were, for `count-lines`.
+    counter: LineCounter,
 }
 
 impl State {
@@ -106,6 +110,12 @@ impl State {
     /// a lost packet when the objects are still where they were.
     fn end_tracks(&mut self) {
         self.tracker.reset();
+        self.counter.reset();
+    }
+
+    /// Whether crossings of the counting lines are counted.
+    fn counting(&self) -> bool {
+        self.tracking && !self.counter.lines.is_empty()
     }
 }
 
@@ -243,6 +253,13 @@ impl BaseTransformImpl for RegionDrop {
             );
         }
         *self.state.lock().unwrap() = Some(state);
+        if !settings.tracking && !settings.count_lines.trim().is_empty() {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                ("count-lines needs tracking=true: no crossings are counted")
+            );
+        }
         self.frames_processed.store(0, Ordering::Relaxed);
         self.last_active.store(0f64.to_bits(), Ordering::Relaxed);
         self.running.store(true, Ordering::SeqCst);
@@ -469,6 +486,26 @@ impl BaseTransformImpl for RegionDrop {
         } else {
             None
         };
+        let mut crossed = Vec::new();
+        if state.counting() {
+            let forget = state.tracker.params.max_age as u64 + 1;
+            state
+                .counter
+                .update(&detections, &state.track_ids, forget, &mut crossed);
+            let counts = &mut state.interval.crossings;
+            counts.resize(state.counter.lines.len(), (0, 0));
+            for c in &crossed {
+                let n = &mut counts[c.line];
+                *(if c.forward { &mut n.0 } else { &mut n.1 }) += 1;
+            }
+        }
+        let crossings: Vec<gst::Structure> = crossed
+            .iter()
+            .map(|c| {
+                let label = meta::label_for(&state.labels, c.class_id);
+                meta::crossing_structure(c, &label, buf.pts())
+            })
+            .collect();
         if CAT.above_threshold(gst::DebugLevel::Debug) {
             let listed: Vec<String> = detections
                 .iter()
@@ -516,6 +553,10 @@ impl BaseTransformImpl for RegionDrop {
         for text in refused {
             gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", text));
         }
+        for s in crossings {
+            let msg = gst::message::Element::builder(s).src(&*self.obj()).build();
+            let _ = self.obj().post_message(msg);
+        }
         if let Some(report) = report {
             self.post_stats(report);
         }
@@ -546,6 +587,8 @@ impl RegionDrop {
         let input_size = parse_input_size(&s.input_size)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let ignore = parse_regions(&s.ignore_regions)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+        let lines = parse_lines(&s.count_lines)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let mut opts = AnalyzerOptions {
             engine: EngineConfig {
@@ -620,6 +663,7 @@ impl RegionDrop {
             split_at: s.split_at(),
             tracker: Tracker::new(s.track_params()),
             track_ids: Vec::new(),
+            counter: LineCounter::new(lines),
         })
     }
 
@@ -635,6 +679,18 @@ impl RegionDrop {
             refused.push(format!("{e}; keeping the previous regions"));
             state.opts.ignore.clone()
         });
+        match parse_lines(&s.count_lines) {
+            Ok(lines) if lines != state.counter.lines => {
+                // Counts are per line index: a new set of lines starts them again.
+                state.counter.lines = lines;
+                state.interval.crossings.clear();
+            }
+            Ok(_) => {}
+            Err(e) => refused.push(format!("{e}; keeping the previous lines")),
+        }
+        if !s.tracking && !s.count_lines.trim().is_empty() {
+            refused.push("count-lines needs tracking=true: no crossings are counted".into());
+        }
         s.apply_live(&mut state.opts, classes, ignore);
         state.tracker.params = s.track_params();
         if state.tracking && !s.tracking {
@@ -746,6 +802,11 @@ fn take_report(state: &mut State) -> Option<StatsReport> {
         detections: last.detections,
         active_rect: active_rect(analyzer, last.fw, last.fh),
         new_tracks: state.tracking.then_some(iv.new_tracks),
+        crossings: state.counting().then(|| {
+            let mut c = iv.crossings;
+            c.resize(state.counter.lines.len(), (0, 0));
+            c
+        }),
     })
 }
 

@@ -154,6 +154,7 @@ pub(super) struct Settings {
     pub(super) max_detections: u32,
     pub(super) classes: String,
     pub(super) ignore_regions: String,
+    pub(super) count_lines: String,
     pub(super) stats_interval: u32,
     pub(super) threads: u32,
     pub(super) decoder: DecoderChoice,
@@ -192,6 +193,7 @@ impl Default for Settings {
             max_detections: decode.max_detections as u32,
             classes: String::new(),
             ignore_regions: String::new(),
+            count_lines: String::new(),
             stats_interval: 30,
             threads: 0,
             decoder: DecoderChoice::Auto,
@@ -436,6 +438,12 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(d.track_low)
             .flags(live)
             .build(),
+        glib::ParamSpecString::builder("count-lines")
+            .nick("Count lines")
+            .blurb("Tracking: segments x0,y0,x1,y1 in frame pixels, ';' between them, that tracked objects are counted crossing (the bottom centre of the box, where a person stands). Each crossing posts a regiondrop-crossing message (line, track-id, class-id, label, direction, pts); regiondrop-stats gets crossings-forward and crossings-backward per line. Forward is onto the right-hand side of the line drawn from its first point to its second (down the image for a line drawn left to right). Needs tracking=true; empty: none. May change while playing")
+            .default_value(Some(""))
+            .flags(live)
+            .build(),
         glib::ParamSpecUInt::builder("track-min-hits")
             .nick("Track min hits")
             .blurb("Tracking: frames in a row a new object must be detected on before it gets a track id; its detections until then are attached without one, and a miss before then drops the track. 1: ids at once; higher keeps one-frame false positives from taking ids (and from new-tracks). May change while playing")
@@ -505,6 +513,9 @@ impl Settings {
             "ignore-regions" => {
                 s.ignore_regions = value.get::<Option<String>>().unwrap().unwrap_or_default()
             }
+            "count-lines" => {
+                s.count_lines = value.get::<Option<String>>().unwrap().unwrap_or_default()
+            }
             "stats-interval" => s.stats_interval = value.get().unwrap(),
             "threads" => s.threads = value.get().unwrap(),
             "decoder" => s.decoder = value.get().unwrap(),
@@ -546,6 +557,7 @@ impl Settings {
             "max-detections" => s.max_detections.to_value(),
             "classes" => s.classes.to_value(),
             "ignore-regions" => s.ignore_regions.to_value(),
+            "count-lines" => s.count_lines.to_value(),
             "stats-interval" => s.stats_interval.to_value(),
             "threads" => s.threads.to_value(),
             "decoder" => s.decoder.to_value(),

@@ -12,6 +12,7 @@
 //! beyond that, tentative ones end first, then those missed longest.
 
 mod agreement;
+mod crossing;
 mod motion;
 
 use pathfinding::kuhn_munkres::kuhn_munkres;
@@ -19,6 +20,7 @@ use pathfinding::matrix::Matrix;
 
 use crate::detect::{iou, Detection};
 pub use agreement::{track_agreement, TrackAgreement};
+pub use crossing::{parse_lines, CountLine, Crossing, LineCounter};
 pub use motion::BoxMotion;
 
 /// A frame's ranked detections as the tracker takes them with its defaults: those at or above
