@@ -97,6 +97,8 @@ struct State {
     track_ids: Vec<Option<u64>>,
     /// Where tracked objects were, for `count-lines`.
     counter: LineCounter,
+    /// Stats reports made while settings were applied, posted once no lock is held.
+    pending: Vec<StatsReport>,
 }
 
 impl State {
@@ -115,7 +117,7 @@ impl State {
 
     /// Whether crossings of the counting lines are counted.
     fn counting(&self) -> bool {
-        self.tracking && !self.counter.lines.is_empty()
+        self.tracking && !self.counter.lines().is_empty()
     }
 }
 
@@ -493,7 +495,7 @@ impl BaseTransformImpl for RegionDrop {
                 .counter
                 .update(&detections, &state.track_ids, forget, &mut crossed);
             let counts = &mut state.interval.crossings;
-            counts.resize(state.counter.lines.len(), (0, 0));
+            counts.resize(state.counter.lines().len(), (0, 0));
             for c in &crossed {
                 let n = &mut counts[c.line];
                 *(if c.forward { &mut n.0 } else { &mut n.1 }) += 1;
@@ -548,8 +550,12 @@ impl BaseTransformImpl for RegionDrop {
             fw,
             fh,
         );
+        let pending = std::mem::take(&mut state.pending);
         drop(guard);
 
+        for report in pending {
+            self.post_stats(report);
+        }
         for text in refused {
             gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", text));
         }
@@ -664,6 +670,7 @@ impl RegionDrop {
             tracker: Tracker::new(s.track_params()),
             track_ids: Vec::new(),
             counter: LineCounter::new(lines),
+            pending: Vec::new(),
         })
     }
 
@@ -679,16 +686,23 @@ impl RegionDrop {
             refused.push(format!("{e}; keeping the previous regions"));
             state.opts.ignore.clone()
         });
+        let lines_before = state.counter.lines().len();
+        let tracking_before = state.tracking;
         match parse_lines(&s.count_lines) {
-            Ok(lines) if lines != state.counter.lines => {
-                // Counts are per line index: a new set of lines starts them again.
-                state.counter.lines = lines;
-                state.interval.crossings.clear();
+            Ok(lines) if lines != state.counter.lines() => {
+                // Counts are per line: the interval so far is reported with the old lines.
+                if !state.interval.crossings.is_empty() {
+                    let report = take_report(state);
+                    state.pending.extend(report);
+                }
+                state.counter.set_lines(lines);
             }
             Ok(_) => {}
             Err(e) => refused.push(format!("{e}; keeping the previous lines")),
         }
-        if !s.tracking && !s.count_lines.trim().is_empty() {
+        let lines = state.counter.lines().len();
+        let changed = lines != lines_before || s.tracking != tracking_before;
+        if !s.tracking && lines > 0 && changed {
             refused.push("count-lines needs tracking=true: no crossings are counted".into());
         }
         s.apply_live(&mut state.opts, classes, ignore);
@@ -802,9 +816,11 @@ fn take_report(state: &mut State) -> Option<StatsReport> {
         detections: last.detections,
         active_rect: active_rect(analyzer, last.fw, last.fh),
         new_tracks: state.tracking.then_some(iv.new_tracks),
-        crossings: state.counting().then(|| {
+        // Counted while the lines were set and tracking on, also where that ended during the
+        // interval.
+        crossings: (state.counting() || !iv.crossings.is_empty()).then(|| {
             let mut c = iv.crossings;
-            c.resize(state.counter.lines.len(), (0, 0));
+            c.resize(c.len().max(state.counter.lines().len()), (0, 0));
             c
         }),
     })

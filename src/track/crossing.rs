@@ -1,7 +1,8 @@
 //! Counting lines (`count-lines`): a tracked object crosses a line when the bottom centre of its
-//! box (where a person stands) goes from one side of the line to the other while beside the
-//! segment. A point nearer the line than [`BAND`] of the box's height keeps the side it had, so
-//! that a box jittering on the line does not count back and forth.
+//! box (where a person stands) goes from one side of the line to the other, and its path from
+//! where it was last on the first side meets the line within the segment. A point nearer the line
+//! than [`BAND`] of the box's height keeps the side it had, so that a box jittering on the line
+//! does not count back and forth.
 
 use std::collections::HashMap;
 
@@ -44,8 +45,11 @@ pub fn parse_lines(spec: &str) -> Result<Vec<CountLine>, String> {
             if v.iter().any(|c| !c.is_finite() || *c < 0.0) {
                 return Err(bad("coordinates must be finite and not negative"));
             }
-            if (x0, y0) == (x1, y1) {
-                return Err(bad("the two ends are the same point"));
+            if v.iter().any(|&c| c > MAX_COORD) {
+                return Err(bad("coordinates must be at most 1000000"));
+            }
+            if (x1 - x0).hypot(y1 - y0) < 1.0 {
+                return Err(bad("the two ends must be at least a pixel apart"));
             }
             Ok(CountLine {
                 a: (x0, y0),
@@ -55,23 +59,37 @@ pub fn parse_lines(spec: &str) -> Result<Vec<CountLine>, String> {
         .collect()
 }
 
+/// Largest coordinate a line may have (frame pixels).
+const MAX_COORD: f32 = 1.0e6;
+
+/// Most objects whose sides are remembered; past it, only those seen on the last frame are kept.
+const MAX_FOLLOWED: usize = 4 * crate::track::MAX_TRACKS;
+
 /// Half-width of the band around a line, as a fraction of the crossing box's height, inside which
 /// a point keeps the side it was on.
 pub const BAND: f32 = 0.05;
 
 impl CountLine {
-    /// The side of the line's direction `p` lies on, when it is more than `band` pixels away:
-    /// true on the right-hand side (image coordinates, y down).
-    fn side(&self, p: (f32, f32), band: f32) -> Option<bool> {
+    /// Signed distance of `p` from the line: positive on the right-hand side of its direction
+    /// (image coordinates, y down).
+    fn distance(&self, p: (f32, f32)) -> f32 {
         let (dx, dy) = (self.b.0 - self.a.0, self.b.1 - self.a.1);
-        let dist = (dx * (p.1 - self.a.1) - dy * (p.0 - self.a.0)) / dx.hypot(dy);
-        (dist.abs() > band).then_some(dist > 0.0)
+        (dx * (p.1 - self.a.1) - dy * (p.0 - self.a.0)) / dx.hypot(dy)
     }
 
-    /// Whether `p` lies beside the segment: its projection on the line falls between the ends.
-    fn beside(&self, p: (f32, f32)) -> bool {
+    /// The side `p` lies on when it is more than `band` pixels from the line: true on the right.
+    fn side(&self, p: (f32, f32), band: f32) -> Option<bool> {
+        let d = self.distance(p);
+        (d.abs() > band).then_some(d > 0.0)
+    }
+
+    /// Whether the step from `p` to `q`, on either side of the line, meets it within the segment.
+    fn met_between(&self, p: (f32, f32), q: (f32, f32)) -> bool {
+        let (dp, dq) = (self.distance(p), self.distance(q));
+        let f = dp / (dp - dq);
+        let x = (p.0 + (q.0 - p.0) * f, p.1 + (q.1 - p.1) * f);
         let (dx, dy) = (self.b.0 - self.a.0, self.b.1 - self.a.1);
-        let t = ((p.0 - self.a.0) * dx + (p.1 - self.a.1) * dy) / (dx * dx + dy * dy);
+        let t = ((x.0 - self.a.0) * dx + (x.1 - self.a.1) * dy) / (dx * dx + dy * dy);
         (0.0..=1.0).contains(&t)
     }
 }
@@ -81,12 +99,15 @@ fn anchor(d: &Detection) -> (f32, f32) {
     ((d.bbox[0] + d.bbox[2]) / 2.0, d.bbox[3])
 }
 
+/// The side of a line an object was last on, and where it was then.
+type Side = Option<(bool, (f32, f32))>;
+
 /// The side of every line each tracked object was last on.
 #[derive(Default)]
 pub struct LineCounter {
-    pub lines: Vec<CountLine>,
+    lines: Vec<CountLine>,
     /// Track id → (side of each line, None until known; frame it was last seen on).
-    last: HashMap<u64, (Vec<Option<bool>>, u64)>,
+    last: HashMap<u64, (Vec<Side>, u64)>,
     frame: u64,
 }
 
@@ -96,6 +117,16 @@ impl LineCounter {
             lines,
             ..LineCounter::default()
         }
+    }
+
+    pub fn lines(&self) -> &[CountLine] {
+        &self.lines
+    }
+
+    /// New lines: the sides objects were on are forgotten.
+    pub fn set_lines(&mut self, lines: Vec<CountLine>) {
+        self.lines = lines;
+        self.last.clear();
     }
 
     /// Forgets where objects were (their tracks ended).
@@ -124,24 +155,27 @@ impl LineCounter {
             let band = BAND * (d.bbox[3] - d.bbox[1]).max(1.0);
             let (sides, seen) = self.last.entry(id).or_insert((vec![None; n], 0));
             *seen = self.frame;
-            // New lines: every side unknown again.
-            sides.resize(n, None);
             for (line, (l, was)) in self.lines.iter().zip(sides.iter_mut()).enumerate() {
                 let Some(now) = l.side(q, band) else { continue };
-                if *was == Some(!now) && l.beside(q) {
-                    out.push(Crossing {
-                        line,
-                        track_id: id,
-                        class_id: d.class_id,
-                        forward: now,
-                    });
+                if let Some((before, p)) = *was {
+                    if before != now && l.met_between(p, q) {
+                        out.push(Crossing {
+                            line,
+                            track_id: id,
+                            class_id: d.class_id,
+                            forward: now,
+                        });
+                    }
                 }
-                *was = Some(now);
+                *was = Some((now, q));
             }
         }
         let frame = self.frame;
         self.last
             .retain(|_, (_, seen)| frame - *seen <= forget_after);
+        if self.last.len() > MAX_FOLLOWED {
+            self.last.retain(|_, (_, seen)| *seen == frame);
+        }
     }
 }
 
@@ -172,7 +206,15 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1].a, (320.0, 0.0));
         assert_eq!(parse_lines(""), Ok(vec![]));
-        for bad in ["1,2,3", "a,b,c,d", "5,5,5,5", "0,0,-1,4", "0,0,inf,4"] {
+        for bad in [
+            "1,2,3",
+            "a,b,c,d",
+            "5,5,5,5",
+            "5,5,5.5,5",
+            "0,0,-1,4",
+            "0,0,inf,4",
+            "0,0,1e30,4",
+        ] {
             let e = parse_lines(bad).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
@@ -215,6 +257,30 @@ mod tests {
         ];
         assert!(run(&mut c, &jitter, 3).is_empty());
         assert_eq!(run(&mut c, &[(50.0, 110.0)], 3).len(), 1);
+    }
+
+    #[test]
+    fn the_path_must_meet_the_segment() {
+        let mut c = LineCounter::new(parse_lines("100,100,200,100").unwrap());
+        // Crossing the segment and next seen beyond its end: counted.
+        assert_eq!(run(&mut c, &[(190.0, 80.0), (206.0, 120.0)], 1).len(), 1);
+        // Crossing the line outside the segment and landing beside it: not counted.
+        let mut c = LineCounter::new(parse_lines("100,100,200,100").unwrap());
+        assert!(run(&mut c, &[(60.0, 80.0), (120.0, 120.0)], 2).is_empty());
+    }
+
+    #[test]
+    fn new_lines_forget_the_sides() {
+        // A person standing still under a line that moves above them, or turns round, crosses
+        // nothing.
+        let mut c = LineCounter::new(parse_lines("0,300,640,300").unwrap());
+        let mut out = Vec::new();
+        c.update(&[at(50.0, 200.0)], &[Some(1)], 30, &mut out);
+        c.set_lines(parse_lines("0,100,640,100").unwrap());
+        c.update(&[at(50.0, 200.0)], &[Some(1)], 30, &mut out);
+        c.set_lines(parse_lines("640,100,0,100").unwrap());
+        c.update(&[at(50.0, 200.0)], &[Some(1)], 30, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
