@@ -17,6 +17,7 @@ pub mod preprocess;
 pub mod regiondrop;
 pub mod rng;
 pub mod simd;
+pub mod spec;
 pub mod tensor;
 pub mod track;
 pub mod video;

@@ -3,6 +3,7 @@
 //! on-screen clock, swaying trees, a road nobody watches) fires no tiles and gives no detections.
 
 use super::{Letterbox, PAD_VALUE};
+use crate::spec::parse_quads;
 
 /// A rectangle of frame pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,21 +25,13 @@ pub struct NetRect {
 
 /// Parses `x,y,width,height` rectangles (frame pixels) separated by `;`. Empty: none.
 pub fn parse_regions(spec: &str) -> Result<Vec<FrameRect>, String> {
-    spec.split(';')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(|r| {
-            let bad = |why: &str| format!("ignore-regions: `{r}`: {why}");
-            let v: Vec<u32> = r
-                .split(',')
-                .map(|n| n.trim().parse::<u32>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad("expected four whole numbers of pixels, x,y,width,height"))?;
-            let [x, y, width, height] = v[..] else {
-                return Err(bad("expected four numbers, x,y,width,height"));
-            };
+    parse_quads(
+        spec,
+        "ignore-regions",
+        "x,y,width,height (whole, not negative)",
+        |[x, y, width, height]: [u32; 4]| {
             if width == 0 || height == 0 {
-                return Err(bad("width and height must be at least 1"));
+                return Err("width and height must be at least 1".into());
             }
             Ok(FrameRect {
                 x,
@@ -46,8 +39,8 @@ pub fn parse_regions(spec: &str) -> Result<Vec<FrameRect>, String> {
                 width,
                 height,
             })
-        })
-        .collect()
+        },
+    )
 }
 
 impl Letterbox {

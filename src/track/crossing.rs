@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::detect::Detection;
+use crate::spec::parse_quads;
 
 /// A segment in frame pixels, from `a` to `b`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,34 +30,22 @@ pub struct Crossing {
 
 /// Parses `x0,y0,x1,y1` segments (frame pixels) separated by `;`. Empty: none.
 pub fn parse_lines(spec: &str) -> Result<Vec<CountLine>, String> {
-    spec.split(';')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let bad = |why: &str| format!("count-lines: `{l}`: {why}");
-            let v: Vec<f32> = l
-                .split(',')
-                .map(|n| n.trim().parse::<f32>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad("expected four numbers of pixels, x0,y0,x1,y1"))?;
-            let [x0, y0, x1, y1] = v[..] else {
-                return Err(bad("expected four numbers, x0,y0,x1,y1"));
-            };
-            if v.iter().any(|c| !c.is_finite() || *c < 0.0) {
-                return Err(bad("coordinates must be finite and not negative"));
-            }
-            if v.iter().any(|&c| c > MAX_COORD) {
-                return Err(bad("coordinates must be at most 1000000"));
-            }
-            if (x1 - x0).hypot(y1 - y0) < 1.0 {
-                return Err(bad("the two ends must be at least a pixel apart"));
-            }
-            Ok(CountLine {
-                a: (x0, y0),
-                b: (x1, y1),
-            })
+    parse_quads(spec, "count-lines", "x0,y0,x1,y1", |v: [f32; 4]| {
+        let [x0, y0, x1, y1] = v;
+        if v.iter().any(|c| !c.is_finite() || *c < 0.0) {
+            return Err("coordinates must be finite and not negative".into());
+        }
+        if v.iter().any(|&c| c > MAX_COORD) {
+            return Err("coordinates must be at most 1000000".into());
+        }
+        if (x1 - x0).hypot(y1 - y0) < 1.0 {
+            return Err("the two ends must be at least a pixel apart".into());
+        }
+        Ok(CountLine {
+            a: (x0, y0),
+            b: (x1, y1),
         })
-        .collect()
+    })
 }
 
 /// Largest coordinate a line may have (frame pixels).
