@@ -1,5 +1,5 @@
 //! A small raster for drawing on RGB pixels: filled and outlined rectangles, thick lines, a
-//! built-in 5×8 bitmap font ([`font`]), alpha blending, labelled boxes, and PNG output (the `png`
+//! built-in 5×8 bitmap font (`font.rs`), alpha blending, labelled boxes, and PNG output (the `png`
 //! crate). It draws in place on any layout of 8-bit R, G and B samples (packed RGB, BGRx, RGBA,
 //! padded rows), so the overlay element draws on mapped video frames with the same code the
 //! bench draws its pictures with. No system fonts or graphics libraries.

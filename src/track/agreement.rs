@@ -42,7 +42,7 @@ impl TrackAgreement {
 /// IoU. Both runs must have the same number of frames.
 ///
 /// The runs' detections are those at or above `threshold`. Where a run also lists lower-scored
-/// ones (ranked detections), those down to [`LOW_SCORE`] continue tracks, as in the element with
+/// ones (ranked detections), those down to [`LOW_SCORE`](super::LOW_SCORE) continue tracks, as in the element with
 /// its default `track-low-threshold`, and are otherwise left out ([`split_scores`]). Only what
 /// the trackers report counts: the detections of tentative tracks (no id yet) are left out on
 /// both sides.
