@@ -368,8 +368,8 @@ cmd_demo() {
   [ "$rc" = 0 ] || { tail -20 out/gst-launch.log >&2; die "gst-launch-1.0 failed (exit $rc); full output in out/gst-launch.log"; }
   log "pipeline ran in $((SECONDS - t0)) s (full output: out/gst-launch.log)"
 
-  # Stock GStreamer 1.22 has no element that draws GstVideoRegionOfInterestMeta boxes
-  # (analyticsoverlay arrives in 1.24), so regiondrop-bench draws them while it measures.
+  # regiondrop-bench draws the boxes and the change mask on the frames it measures
+  # (pipelines/draw-detections.sh does the same in a pipeline, with regiondropoverlay).
   local frames="${REGIONDROP_BENCH_FRAMES:-200}"
   step "2/2 regiondrop-bench --frames $frames --annotate out/: dense vs sparse on the same frames, annotated output"
   t0=$SECONDS
