@@ -59,6 +59,7 @@ pub fn detection_param(
 
 /// Attaches one region-of-interest meta per detection (boxes already in frame pixels).
 /// `track_ids`, when tracking, holds each detection's track id (None where its track has none yet).
+/// The meta's id is [`roi_id`].
 pub fn attach_detections(
     buffer: &mut gst::BufferRef,
     detections: &[Detection],
@@ -71,14 +72,27 @@ pub fn attach_detections(
         let label = label_for(labels, d.class_id);
         let rect = frame_rect(d.bbox, frame_w, frame_h);
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &label, rect);
-        meta.set_id(i as i32);
         let track_id = track_ids.and_then(|t| t.get(i).copied().flatten());
+        meta.set_id(roi_id(i, track_ids.is_some(), track_id));
         meta.add_param(detection_param(
             d.class_id,
             &label,
             d.confidence as f64,
             track_id,
         ));
+    }
+}
+
+/// The id of the region-of-interest meta of detection `i`: its index without tracking; with
+/// tracking, its track id, and -1, -2, ... (by index) for detections without one yet (or with one
+/// past `i32::MAX`). The ids of a frame are unique. Unlike the `detection` structure, the id
+/// survives elements that copy or scale the metas on GStreamer 1.22 (videoconvert, videoscale).
+pub fn roi_id(i: usize, tracking: bool, track_id: Option<u64>) -> i32 {
+    let untracked = -(i.min(i32::MAX as usize - 1) as i32) - 1;
+    match (tracking, track_id) {
+        (false, _) => i.min(i32::MAX as usize) as i32,
+        (true, Some(t)) => i32::try_from(t).unwrap_or(untracked),
+        (true, None) => untracked,
     }
 }
 
@@ -315,6 +329,17 @@ mod tests {
             .collect();
         // A tentative track's detection is attached without an id.
         assert_eq!(ids, vec![Some(4), None]);
+        let roi_ids: Vec<i32> = tracked
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .map(|m| m.id())
+            .collect();
+        assert_eq!(
+            roi_ids,
+            vec![4, -2],
+            "track id, else minus the index plus one"
+        );
+        assert_eq!(roi_id(3, false, None), 3);
+        assert_eq!(roi_id(0, true, Some(u64::MAX)), -1);
     }
 
     #[test]

@@ -501,6 +501,44 @@ fn track_min_hits_holds_ids_back_until_confirmed() {
     );
 }
 
+/// The regions' ids are the track ids, and they survive a videoconvert after the element, which on
+/// GStreamer 1.22 drops the `detection` structures.
+#[test]
+fn track_ids_survive_videoconvert_as_region_ids() {
+    const FRAMES: usize = 10;
+    let run = |after: &str| {
+        let desc = format!(
+            "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
+             regiondrop tracking=true ! {after} appsink name=sink sync=false",
+            video_path()
+        );
+        let run = run_pipeline(&desc, FRAMES, |_| {}, |_, _| {});
+        run.assert_clean();
+        run
+    };
+    let region_ids = |run: &Run, i: usize| -> Vec<i32> {
+        let buf = run.samples[i].buffer().unwrap();
+        buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .map(|m| m.id())
+            .collect()
+    };
+    let (plain, converted) = (run(""), run("videoconvert ! video/x-raw,format=I420 !"));
+    for i in 0..FRAMES {
+        let tracks: Vec<i32> = plain
+            .detections(i)
+            .iter()
+            .map(|d| d.track_id.unwrap() as i32)
+            .collect();
+        assert!(!tracks.is_empty(), "frame {i}");
+        assert_eq!(region_ids(&plain, i), tracks, "frame {i}");
+        assert_eq!(
+            region_ids(&converted, i),
+            tracks,
+            "frame {i} after videoconvert"
+        );
+    }
+}
+
 /// Tracking turned off while playing stops the ids; turned on again, ids start past the old ones.
 #[test]
 fn tracking_switches_while_playing() {
