@@ -255,7 +255,8 @@ impl BaseTransformImpl for RegionDrop {
             );
         }
         *self.state.lock().unwrap() = Some(state);
-        if !settings.tracking && !settings.count_lines.trim().is_empty() {
+        let counting = parse_lines(&settings.count_lines).is_ok_and(|l| !l.is_empty());
+        if !settings.tracking && counting {
             gst::element_imp_warning!(
                 self,
                 gst::LibraryError::Settings,
