@@ -5,6 +5,7 @@
 # 3 frames in a row, so boxes that flash for a frame or two are not counted (on the first 300
 # frames of the sample clip: 25 ids instead of 49). Still an upper bound on the people who
 # entered: a person missed for more than track-max-age frames and found again counts twice.
+# To count the people who pass a given place instead, see pipelines/line-crossings.sh.
 #   pipelines/count-people.sh [VIDEO] [FRAMES]
 source "$(dirname "$0")/common.sh"
 IN="${1:-$VIDEO}"
