@@ -3,10 +3,12 @@
 //! region-of-interest metas with `gstregiondrop::meta::read_detections`, and the element's
 //! `regiondrop-stats` messages from the bus.
 //!
-//! cargo run --release --example app_detections -- [VIDEO] [FRAMES]
+//! cargo run --release --example app_detections -- [VIDEO] [FRAMES] [LINE]
 //!
 //! Prints one line per frame: `frame N: K detections: person #3 0.85 [x,y wxh], ...`, and one per
-//! stats message. An application written in C or Python reads the same metas: each is a
+//! stats message. With LINE (`x0,y0,x1,y1`, frame pixels) the element also counts the objects
+//! crossing it (`count-lines`), and each `regiondrop-crossing` message is printed:
+//! `crossing: person #7 line 0 forward at 3.600 s`. An application written in C or Python reads the same metas: each is a
 //! GstVideoRegionOfInterestMeta with a `detection` parameter structure (class-id, label,
 //! confidence, track-id).
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstregiondrop::analyzer::default_video_path;
-use gstregiondrop::meta::{read_detections, StatsReport};
+use gstregiondrop::meta::{read_detections, StatsReport, CROSSING_MESSAGE};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -28,7 +30,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(&video, frames) {
+    let line = args.next();
+    match run(&video, frames, line.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("app_detections: {e}");
@@ -37,16 +40,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(video: &std::path::Path, frames: usize) -> Result<(), String> {
+fn run(video: &std::path::Path, frames: usize, line: Option<&str>) -> Result<(), String> {
     gst::init().map_err(|e| e.to_string())?;
     // Linked into this program. Where GST_PLUGIN_PATH also holds the built plug-in, GStreamer
     // may have loaded it already; an application using the installed plug-in leaves this out.
     if gst::ElementFactory::find("regiondrop").is_none() {
         gstregiondrop::plugin_register_static().map_err(|e| e.to_string())?;
     }
+    let lines = line.map_or(String::new(), |l| format!("count-lines=\"{l}\""));
     let pipeline = gst::parse::launch(&format!(
         "filesrc location=\"{}\" ! decodebin ! videoconvert ! \
-         regiondrop tracking=true stats-interval=10 ! appsink name=sink sync=false max-buffers=2",
+         regiondrop tracking=true stats-interval=10 {lines} ! \
+         appsink name=sink sync=false max-buffers=2",
         video.display()
     ))
     .map_err(|e| e.to_string())?
@@ -87,10 +92,21 @@ fn print_frames(sink: &gst_app::AppSink, bus: &gst::Bus, frames: usize) -> Resul
             match msg.view() {
                 gst::MessageView::Error(e) => return Err(error_text(e)),
                 gst::MessageView::Element(e) => {
-                    if let Some(r) = e.structure().and_then(StatsReport::from_structure) {
+                    let Some(s) = e.structure() else { continue };
+                    if let Some(r) = StatsReport::from_structure(s) {
                         println!(
                             "stats: {} frames, active {:.2}, {:.1} ms, {} backend",
                             r.frames, r.active_fraction, r.inference_ms, r.backend
+                        );
+                    } else if s.name() == CROSSING_MESSAGE {
+                        println!(
+                            "crossing: {} #{} line {} {} at {:.3} s",
+                            s.get::<&str>("label").unwrap_or("?"),
+                            s.get::<u64>("track-id").unwrap_or(0),
+                            s.get::<u32>("line").unwrap_or(0),
+                            s.get::<&str>("direction").unwrap_or("?"),
+                            s.get::<gst::ClockTime>("pts")
+                                .map_or(f64::NAN, |t| t.seconds_f64()),
                         );
                     }
                 }

@@ -64,3 +64,30 @@ fn app_example_names_the_error() {
         assert!(stderr.contains(needle), "{file}: {stderr}");
     }
 }
+
+/// With a line, the example prints the element's crossing messages: people walking across the
+/// sample clip's plaza in its first 70 frames.
+#[test]
+fn app_example_prints_line_crossings() {
+    let video = gstregiondrop::analyzer::default_video_path();
+    let out = Command::new(example("app_detections"))
+        .arg(&video)
+        .args(["70", "400,100,400,450"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crossings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("crossing: "))
+        .collect();
+    assert!(!crossings.is_empty(), "{stdout}");
+    for c in crossings {
+        assert!(c.contains(" line 0 ") && c.ends_with(" s"), "{c}");
+        assert!(c.contains(" forward ") || c.contains(" backward "), "{c}");
+    }
+}
