@@ -145,8 +145,8 @@ impl Tracker {
             let rest: Vec<usize> = (0..detections.len())
                 .filter(|&d| matched[d].is_none())
                 .collect();
-            let rest_dets: Vec<Detection> = rest.iter().map(|&d| detections[d].clone()).collect();
-            let found = self.assign(&tentative, &rest_dets, self.params.min_iou);
+            let rest_dets = rest.iter().map(|&d| &detections[d]);
+            let found = self.assign(&tentative, rest_dets, self.params.min_iou);
             for (&d, m) in rest.iter().zip(found) {
                 matched[d] = m;
             }
@@ -208,10 +208,10 @@ impl Tracker {
 
     /// For each detection, the track among `tracks` (indices into `self.tracks`) that continues
     /// into it.
-    fn assign(
+    fn assign<'a>(
         &self,
         tracks: &[usize],
-        detections: &[Detection],
+        detections: impl IntoIterator<Item = &'a Detection>,
         min_iou: f32,
     ) -> Vec<Option<usize>> {
         let predicted: Vec<(u32, [f32; 4])> = tracks
