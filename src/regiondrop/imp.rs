@@ -48,6 +48,9 @@ const MAX_AUTO_INPUT_SIDE: usize = 1280;
 /// Size used to check a dynamic-input model at start, before the frame size is known.
 const PROBE_INPUT_SIDE: usize = 640;
 
+/// The warning for counting lines set while tracking is off.
+const LINES_NEED_TRACKING: &str = "count-lines needs tracking=true: no crossings are counted";
+
 /// Figures accumulated between two stats messages.
 #[derive(Default)]
 struct Interval {
@@ -254,13 +257,13 @@ impl BaseTransformImpl for RegionDrop {
                 a.engine().backend_details()
             );
         }
+        let lines_unused = !state.tracking && !state.counter.lines().is_empty();
         *self.state.lock().unwrap() = Some(state);
-        let counting = parse_lines(&settings.count_lines).is_ok_and(|l| !l.is_empty());
-        if !settings.tracking && counting {
+        if lines_unused {
             gst::element_imp_warning!(
                 self,
                 gst::LibraryError::Settings,
-                ("count-lines needs tracking=true: no crossings are counted")
+                ("{}", LINES_NEED_TRACKING)
             );
         }
         self.frames_processed.store(0, Ordering::Relaxed);
@@ -704,7 +707,7 @@ impl RegionDrop {
         let lines = state.counter.lines().len();
         let changed = lines != lines_before || s.tracking != tracking_before;
         if !s.tracking && lines > 0 && changed {
-            refused.push("count-lines needs tracking=true: no crossings are counted".into());
+            refused.push(LINES_NEED_TRACKING.into());
         }
         s.apply_live(&mut state.opts, classes, ignore);
         state.tracker.params = s.track_params();
