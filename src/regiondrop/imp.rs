@@ -545,15 +545,14 @@ impl BaseTransformImpl for RegionDrop {
         let frames = self.frames_processed.fetch_add(1, Ordering::Relaxed) + 1;
         self.last_active
             .store(stats.active_fraction.to_bits(), Ordering::Relaxed);
-        let report = self.account(
-            state,
-            &stats,
+        let last = LastFrame {
             frames,
-            detections.len() as u32,
-            stats_interval,
+            dense: stats.dense,
+            detections: detections.len() as u32,
             fw,
             fh,
-        );
+        };
+        let report = account(state, &stats, last, stats_interval);
         let pending = std::mem::take(&mut state.pending);
         drop(guard);
 
@@ -746,41 +745,6 @@ impl RegionDrop {
         }
     }
 
-    /// Adds the frame to the interval figures; returns the report when one is due.
-    #[allow(clippy::too_many_arguments)]
-    fn account(
-        &self,
-        state: &mut State,
-        stats: &FrameStats,
-        frames: u64,
-        detections: u32,
-        interval: u32,
-        fw: u32,
-        fh: u32,
-    ) -> Option<StatsReport> {
-        let iv = &mut state.interval;
-        iv.frames += 1;
-        iv.active += stats.active_fraction;
-        iv.work += stats.work_fraction;
-        iv.dense += stats.dense as u64;
-        iv.ms += stats.ms;
-        iv.last = Some(LastFrame {
-            frames,
-            dense: stats.dense,
-            detections,
-            fw,
-            fh,
-        });
-        if interval == 0 {
-            state.interval = Interval::default();
-            return None;
-        }
-        if iv.frames < interval as u64 {
-            return None;
-        }
-        take_report(state)
-    }
-
     /// At the end of the stream: the stats of the frames since the last message, if any (with
     /// `stats-interval` above 0), so that a count summed over the messages misses no frame.
     fn post_partial_stats(&self) {
@@ -800,6 +764,31 @@ impl RegionDrop {
             .build();
         let _ = self.obj().post_message(msg);
     }
+}
+
+/// Adds the frame (`last`, with its `stats`) to the interval figures; returns the report when
+/// one is due after `interval` frames.
+fn account(
+    state: &mut State,
+    stats: &FrameStats,
+    last: LastFrame,
+    interval: u32,
+) -> Option<StatsReport> {
+    let iv = &mut state.interval;
+    iv.frames += 1;
+    iv.active += stats.active_fraction;
+    iv.work += stats.work_fraction;
+    iv.dense += stats.dense as u64;
+    iv.ms += stats.ms;
+    iv.last = Some(last);
+    if interval == 0 {
+        state.interval = Interval::default();
+        return None;
+    }
+    if iv.frames < interval as u64 {
+        return None;
+    }
+    take_report(state)
 }
 
 /// The report of the interval's frames (None before its first frame), and a new interval.
