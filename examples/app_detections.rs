@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstregiondrop::analyzer::default_video_path;
+use gstregiondrop::draw::detection_label;
 use gstregiondrop::meta::{read_detections, StatsReport, CROSSING_MESSAGE};
 
 fn main() -> ExitCode {
@@ -129,9 +130,9 @@ fn print_frames(sink: &gst_app::AppSink, bus: &gst::Bus, frames: usize) -> Resul
         let listed: Vec<String> = read_detections(buffer)
             .iter()
             .map(|d| {
-                let id = d.track_id.map_or(String::new(), |t| format!(" #{t}"));
                 let (x, y, w, h) = d.rect;
-                format!("{}{id} {:.2} [{x},{y} {w}x{h}]", d.label, d.confidence)
+                let label = detection_label(&d.label, d.track_id, Some(d.confidence));
+                format!("{label} [{x},{y} {w}x{h}]")
             })
             .collect();
         println!(

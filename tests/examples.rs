@@ -18,20 +18,27 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn app_example_prints_tracked_detections_per_frame() {
+/// Runs the example on the sample clip with `args` after the clip; returns what it printed,
+/// having checked that it succeeded.
+fn app_on_clip(args: &[&str]) -> String {
     let video = gstregiondrop::analyzer::default_video_path();
     let out = Command::new(example("app_detections"))
         .arg(&video)
-        .arg("6")
+        .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn app_example_prints_tracked_detections_per_frame() {
+    let stdout = app_on_clip(&["6"]);
     let frames: Vec<&str> = stdout.lines().filter(|l| l.starts_with("frame ")).collect();
     assert_eq!(frames.len(), 6, "{stdout}");
     for (i, line) in frames.iter().enumerate() {
@@ -69,18 +76,7 @@ fn app_example_names_the_error() {
 /// sample clip's plaza in its first 70 frames.
 #[test]
 fn app_example_prints_line_crossings() {
-    let video = gstregiondrop::analyzer::default_video_path();
-    let out = Command::new(example("app_detections"))
-        .arg(&video)
-        .args(["70", "400,100,400,450"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = app_on_clip(&["70", "400,100,400,450"]);
     let crossings: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("crossing: "))
