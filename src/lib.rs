@@ -4,6 +4,7 @@
 
 pub mod analyzer;
 pub mod backend;
+pub mod baseline;
 pub mod detect;
 pub mod draw;
 pub mod engine;
@@ -11,7 +12,6 @@ pub mod error;
 pub mod mask;
 pub mod meta;
 pub mod model;
-pub mod onnxruntime;
 pub mod overlay;
 pub mod preprocess;
 pub mod regiondrop;

@@ -180,6 +180,10 @@ fn default_run_prints_one_json_line_with_the_figures() {
         "vs_onnxruntime",
         "dense_vs_onnxruntime",
         "onnxruntime_rel_l2",
+        "openvino_ms",
+        "openvino_precision",
+        "vs_openvino",
+        "dense_vs_openvino",
     ] {
         assert!(v[k].is_null(), "{k} should be null: {v}");
     }
@@ -227,6 +231,30 @@ fn onnxruntime_figures() {
         (0.0..=1e-4).contains(&rel),
         "dense outputs differ from onnxruntime: {v}"
     );
+}
+
+#[test]
+fn openvino_figures() {
+    let o = bench(&["--frames", "3", "--openvino", "f32"]);
+    ok(&o);
+    let v = &stdout_lines(&o)[0];
+    check_main_line(v, 3);
+    assert_eq!(v["openvino_precision"], "f32", "{v}");
+    let ov = f(v, "openvino_ms");
+    assert!(ov > 0.0);
+    assert!(
+        (f(v, "vs_openvino") - ov / f(v, "sparse_ms")).abs() < 0.01 * f(v, "vs_openvino") + 1e-3
+    );
+    assert!(
+        (f(v, "dense_vs_openvino") - f(v, "dense_ms") / ov).abs()
+            < 0.01 * f(v, "dense_vs_openvino") + 1e-3
+    );
+    // Without a precision, the plugin picks one.
+    let o = bench(&["--frames", "2", "--openvino"]);
+    ok(&o);
+    let v = &stdout_lines(&o)[0];
+    let p = v["openvino_precision"].as_str().unwrap();
+    assert!(p == "f32" || p == "bf16", "{v}");
 }
 
 #[test]

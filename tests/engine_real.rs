@@ -17,7 +17,7 @@ fn dense_rel_l2_to_onnxruntime(
     let mut e = engine(plan, &m.norm, cfg);
     e.process(frame).unwrap();
     let nchw = m.norm.to_nchw(frame, plan.input_w, plan.input_h);
-    let ort = gstregiondrop::onnxruntime::run(
+    let ort = gstregiondrop::baseline::run(
         &asset(m.path),
         &[nchw],
         [1, 3, plan.input_h, plan.input_w],
@@ -25,7 +25,7 @@ fn dense_rel_l2_to_onnxruntime(
         1,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    gstregiondrop::onnxruntime::rel_l2(&e.outputs().unwrap(), &ort.frames[0])
+    gstregiondrop::baseline::rel_l2(&e.outputs().unwrap(), &ort.frames[0])
 }
 
 #[test]
@@ -37,6 +37,40 @@ fn dense_matches_onnxruntime_on_all_real_models() {
         println!("{}: relative L2 vs onnxruntime {rel:.2e}", m.path);
         assert!(rel <= 1e-4, "{}: relative L2 {rel} > 1e-4", m.path);
     }
+}
+
+/// OpenVINO is a second, independent dense engine: in f32 its outputs agree with ours as
+/// closely as onnxruntime's do, and its timing session reports the precision it runs in.
+#[test]
+fn dense_matches_openvino_f32_on_the_default_model() {
+    use gstregiondrop::baseline::{run_in, Baseline, BaselineTimer};
+    let m = &real_models()[0];
+    let plan = load(m);
+    let frame = clip_frames(&plan, 50, 1).remove(0);
+    let mut e = engine(&plan, &m.norm, dense_cfg());
+    e.process(&frame).unwrap();
+    let nchw = m.norm.to_nchw(&frame, plan.input_w, plan.input_h);
+    let shape = [1, 3, plan.input_h, plan.input_w];
+    let ov = run_in(
+        Baseline::Openvino(Some("f32")),
+        &asset(m.path),
+        &[nchw.clone()],
+        shape,
+        2,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ov.precision, "f32");
+    let rel = gstregiondrop::baseline::rel_l2(&e.outputs().unwrap(), &ov.frames[0]);
+    println!("{}: relative L2 vs OpenVINO f32 {rel:.2e}", m.path);
+    assert!(rel <= 1e-4, "{}: relative L2 {rel} > 1e-4", m.path);
+
+    let mut timer = BaselineTimer::new(Baseline::Openvino(None), &asset(m.path), shape, 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(["f32", "bf16"].contains(&timer.precision.as_str()));
+    assert!(timer.time(&nchw).unwrap() > 0.0);
+    let err = timer.time(&nchw[1..]).unwrap_err().to_string();
+    assert!(err.contains("openvino frame of"), "{err}");
 }
 
 #[test]

@@ -105,7 +105,7 @@ fn checks_at_the_capped_level() {
     let mut dense = engine(&plan, &m.norm, dense_cfg());
     dense.process(&frames[0]).unwrap();
     let nchw = m.norm.to_nchw(&frames[0], plan.input_w, plan.input_h);
-    let ort = gstregiondrop::onnxruntime::run(
+    let ort = gstregiondrop::baseline::run(
         &asset(m.path),
         &[nchw],
         [1, 3, plan.input_h, plan.input_w],
@@ -113,7 +113,7 @@ fn checks_at_the_capped_level() {
         1,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let rel = gstregiondrop::onnxruntime::rel_l2(&dense.outputs().unwrap(), &ort.frames[0]);
+    let rel = gstregiondrop::baseline::rel_l2(&dense.outputs().unwrap(), &ort.frames[0]);
     println!("{cap}: dense relative L2 vs onnxruntime {rel:.2e}");
     assert!(rel <= 1e-4, "{cap}: relative L2 {rel}");
     // Exact sparse against dense on consecutive frames (threshold 0: the input is the frame).

@@ -11,18 +11,18 @@
 //! `--annotate DIR`: annotated PNGs, the change mask and an annotated video.
 //!
 //! Exit status: 0 ok; 2 bad arguments or unusable inputs (video, model, settings, onnxruntime
-//! missing); 1 a failure while running.
+//! or OpenVINO missing); 1 a failure while running.
 
 #[path = "regiondrop_bench/annotate.rs"]
 mod annotate;
+#[path = "regiondrop_bench/baselines.rs"]
+mod baselines;
 #[path = "regiondrop_bench/calibrate.rs"]
 mod calibrate;
 #[path = "regiondrop_bench/fractions.rs"]
 mod fractions;
 #[path = "regiondrop_bench/main_run.rs"]
 mod main_run;
-#[path = "regiondrop_bench/ort.rs"]
-mod ort;
 #[path = "regiondrop_bench/plot.rs"]
 mod plot;
 #[path = "regiondrop_bench/streams.rs"]
@@ -36,6 +36,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use baselines::Baselines;
 use gstregiondrop::analyzer::{default_model_path, default_video_path, Analyzer};
 use gstregiondrop::backend::{BackendKind, Precision};
 use gstregiondrop::detect::{self, DecodeParams, DecoderKind, Detection, COCO_LABELS};
@@ -47,11 +48,10 @@ use gstregiondrop::rng::Lcg;
 use gstregiondrop::tensor::Tensor;
 use gstregiondrop::track::{split_scores, track_agreement, TrackParams, Tracker};
 use gstregiondrop::video::RgbFrame;
-use ort::{run_ort, OrtInfo};
 
 /// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
 const ORT_FRAMES: usize = 20;
-/// Pause around each onnxruntime run, while the other side's idle threads stop spinning.
+/// Pause around each baseline engine's run, while the other side's idle threads stop spinning.
 const POOL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Parser, Debug)]
@@ -142,6 +142,12 @@ struct Cli {
     /// onnxruntime_rel_l2
     #[arg(long)]
     onnxruntime: bool,
+    /// Also time OpenVINO's CPU plugin (the project's venv, same thread count, latency hint) on
+    /// every frame beside ours: openvino_ms, openvino_precision, vs_openvino, dense_vs_openvino.
+    /// PRECISION: default (the plugin's choice: bf16 on CPUs with AMX, else f32), f32 or bf16
+    #[arg(long, value_enum, value_name = "PRECISION", num_args = 0..=1,
+          default_missing_value = "default")]
+    openvino: Option<OpenvinoPrecision>,
     /// Sweep the threshold (and --margins, --growth-limits) and print the fastest setting that
     /// keeps the agreement (--pick-by) at the target
     #[arg(long, conflicts_with_all = ["fractions", "annotate"])]
@@ -188,8 +194,27 @@ struct Cli {
     /// once, dense then sparse; frames per second of all streams together (one JSON line each;
     /// on the CPU backend twice: threads split among the engines, and all threads each)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
-          conflicts_with_all = ["fractions", "annotate", "calibrate", "plot", "onnxruntime"])]
+          conflicts_with_all = ["fractions", "annotate", "calibrate", "plot", "onnxruntime",
+                                "openvino"])]
     streams: Option<u32>,
+}
+
+/// `--openvino`'s inference precision.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OpenvinoPrecision {
+    Default,
+    F32,
+    Bf16,
+}
+
+impl OpenvinoPrecision {
+    fn hint(self) -> Option<&'static str> {
+        match self {
+            OpenvinoPrecision::Default => None,
+            OpenvinoPrecision::F32 => Some("f32"),
+            OpenvinoPrecision::Bf16 => Some("bf16"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -552,11 +577,16 @@ fn setup(cli: &Cli) -> Result<Setup, Fail> {
             model.display()
         )));
     }
-    if cli.onnxruntime {
-        let py = gstregiondrop::onnxruntime::python();
+    if cli.onnxruntime || cli.openvino.is_some() {
+        let py = gstregiondrop::baseline::python();
         if !py.exists() {
+            let flag = if cli.onnxruntime {
+                "onnxruntime"
+            } else {
+                "openvino"
+            };
             return Err(Fail::Input(format!(
-                "--onnxruntime: onnxruntime is not installed ({} is missing; run scripts/setup-assets.sh)",
+                "--{flag}: {flag} is not installed ({} is missing; run scripts/setup-assets.sh)",
                 py.display()
             )));
         }
@@ -733,15 +763,12 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     if let Some(n) = cli.streams {
         return streams::streams_run(cli, &s, n as usize);
     }
-    let mut ort = if cli.onnxruntime {
-        Some(run_ort(&s)?)
-    } else {
-        None
-    };
+    let mut baselines = Baselines::start(cli, &s)?;
     if cli.fractions {
-        fractions::fractions(cli, &s, ort.as_mut())?;
+        fractions::fractions(cli, &s, &mut baselines)?;
+        baselines.clear_times();
     }
-    main_run::main_run(cli, &s, ort.as_mut())
+    main_run::main_run(cli, &s, &mut baselines)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -779,13 +806,6 @@ fn round(x: f64, digits: i32) -> Option<f64> {
 }
 
 /// 1 / active fraction, and speedup / that.
-/// The median of onnxruntime's times (none when it did not run), times `scale`, rounded.
-fn ort_figure(ms: &[f64], scale: f64) -> Option<f64> {
-    (!ms.is_empty())
-        .then(|| median(ms) * scale)
-        .and_then(|v| round(v, 3))
-}
-
 /// The speed and work figures of a sparse run beside dense (DESIGN.md's definitions), as the
 /// main report and the calibration rows print them.
 #[derive(Serialize, Clone)]

@@ -40,9 +40,11 @@ struct FractionReport {
     auto_dense_frames: usize,
     onnxruntime_ms: Option<f64>,
     vs_onnxruntime: Option<f64>,
+    openvino_ms: Option<f64>,
+    vs_openvino: Option<f64>,
 }
 
-pub fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), Fail> {
+pub fn fractions(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), Fail> {
     let n = s.n();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
@@ -62,17 +64,13 @@ pub fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<
             ..sparse_cfg(cli, s.threads)
         })?;
         let mut rng = Lcg(0x5eed_0000 + fi as u64);
-        let (mut dm, mut sm, mut am, mut om) = (vec![], vec![], vec![], vec![]);
+        let (mut dm, mut sm, mut am) = (vec![], vec![], vec![]);
+        baselines.clear_times();
         let mut auto_dense = 0;
         for i in 0..n {
             let rgb = &s.net[i];
             let mask = random_mask(&grid, k, &mut rng, &mut scratch);
-            if let Some(o) = ort.as_deref_mut() {
-                let ms = o.time(s, i)?;
-                if i > 0 {
-                    om.push(ms);
-                }
-            }
+            baselines.time(s, i)?;
             let d = dense.process_with_mask(rgb, &full).map_err(running)?;
             let sp = sparse.process_with_mask(rgb, &mask).map_err(running)?;
             let au = auto.process_with_mask(rgb, &mask).map_err(running)?;
@@ -88,6 +86,8 @@ pub fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<
         let (d, sp, au) = (median(&dm), median(&sm), median(&am));
         let frac = k as f64 / grid.len() as f64;
         let (ideal, eff) = ideal_and_efficiency(d / sp, frac);
+        let (onnxruntime_ms, openvino_ms) = baselines.figures(1.0);
+        let (vs_onnxruntime, vs_openvino) = baselines.figures(1.0 / sp);
         let line = FractionReport {
             fraction: f,
             tiles: k,
@@ -102,8 +102,10 @@ pub fn fractions(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<
             auto_ms: round(au, 3),
             auto_speedup: round(d / au, 3),
             auto_dense_frames: auto_dense,
-            onnxruntime_ms: ort_figure(&om, 1.0),
-            vs_onnxruntime: ort_figure(&om, 1.0 / sp),
+            onnxruntime_ms,
+            vs_onnxruntime,
+            openvino_ms,
+            vs_openvino,
         };
         pb.suspend(|| print_json(&line))?;
     }

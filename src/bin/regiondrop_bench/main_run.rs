@@ -1,5 +1,5 @@
 //! The main run: dense and sparse over the same frames, timed side by side, with agreement,
-//! tracking, exactness and onnxruntime figures, and the annotated output.
+//! tracking, exactness and baseline-engine figures, and the annotated output.
 
 use serde::Serialize;
 
@@ -50,10 +50,16 @@ struct MainReport {
     /// dense_ms / onnxruntime_ms: our dense engine's time relative to onnxruntime's.
     dense_vs_onnxruntime: Option<f64>,
     onnxruntime_rel_l2: Option<f64>,
+    /// OpenVINO's dense time, in the precision it ran in (its own pick unless --openvino named
+    /// one), and the same ratios as onnxruntime's.
+    openvino_ms: Option<f64>,
+    openvino_precision: Option<String>,
+    vs_openvino: Option<f64>,
+    dense_vs_openvino: Option<f64>,
     memory_bytes: usize,
 }
 
-pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(), Fail> {
+pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), Fail> {
     let n = s.n();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
@@ -62,7 +68,6 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     let dense_gate = s.set_gate(&mut dense)?;
     let sparse_gate = s.set_gate(&mut sparse)?;
     let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
-    let mut ort_ms = vec![];
     // Both ranked down to the scoring floor: the tracker takes the low ones too.
     let (mut dranked, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut masks = Vec::new();
@@ -82,14 +87,9 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     for i in 0..n {
         let rgb = &s.net[i];
         // The dense baseline gets the full mask directly: no change detection in its time.
-        // onnxruntime first (with pauses on both sides), then our dense run, which so starts from
-        // the same idle machine onnxruntime did, then sparse.
-        if let Some(o) = ort.as_deref_mut() {
-            let ms = o.time(s, i)?;
-            if i > 0 {
-                ort_ms.push(ms);
-            }
-        }
+        // The baselines first (with pauses on both sides), then our dense run, which so starts
+        // from the same idle machine they did, then sparse.
+        baselines.time(s, i)?;
         let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
         dranked.push(s.detections(&mut dense, &dense_gate, true)?);
         let ss = sparse.process(rgb).map_err(running)?;
@@ -121,12 +121,10 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
                 }
             }
         }
-        if let Some(o) = ort.as_deref() {
-            if let Some(j) = o.idx.iter().position(|&k| k == i) {
-                let dout = dense.outputs().map_err(running)?;
-                let r = gstregiondrop::onnxruntime::rel_l2(&dout, &o.outs[j]);
-                rel_l2 = Some(rel_l2.map_or(r, |m: f64| m.max(r)));
-            }
+        if let Some(reference) = baselines.ort_outputs(i) {
+            let dout = dense.outputs().map_err(running)?;
+            let r = gstregiondrop::baseline::rel_l2(&dout, reference);
+            rel_l2 = Some(rel_l2.map_or(r, |m: f64| m.max(r)));
         }
         if cli.annotate.is_some() {
             masks.push(sparse.mask().clone());
@@ -138,6 +136,9 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
     print_profile("sparse engine", &sparse, 0.02);
 
     let (d, sp) = (median(&dense_ms), median(&sparse_ms));
+    let (onnxruntime_ms, openvino_ms) = baselines.figures(1.0);
+    let (vs_onnxruntime, vs_openvino) = baselines.figures(1.0 / sp);
+    let dense_vs = |b: Option<f64>| b.and_then(|b| round(d / b, 3));
     // The reference: dense detections at the operating threshold.
     let ddets = s.shown(&dranked);
     let per_class = detect::ap50_per_class(&ddets[1..], &sdets[1..]);
@@ -196,10 +197,17 @@ pub fn main_run(cli: &Cli, s: &Setup, mut ort: Option<&mut OrtInfo>) -> Result<(
                 max_diff
             }
         }),
-        onnxruntime_ms: ort_figure(&ort_ms, 1.0),
-        vs_onnxruntime: ort_figure(&ort_ms, 1.0 / sp),
-        dense_vs_onnxruntime: ort_figure(&ort_ms, 1.0).and_then(|o| round(d / o, 3)),
+        onnxruntime_ms,
+        vs_onnxruntime,
+        dense_vs_onnxruntime: dense_vs(onnxruntime_ms),
         onnxruntime_rel_l2: rel_l2,
+        openvino_ms,
+        openvino_precision: baselines
+            .openvino
+            .as_ref()
+            .map(|t| t.precision().to_string()),
+        vs_openvino,
+        dense_vs_openvino: dense_vs(openvino_ms),
         memory_bytes: sparse.memory_bytes(),
     };
 

@@ -1,5 +1,6 @@
-//! onnxruntime as the reference implementation, driven through `scripts/ort_run.py` in the
-//! project's venv (installed by `scripts/setup-assets.sh`).
+//! The dense engines a user would pick instead of ours, driven through `scripts/ort_run.py` in
+//! the project's venv (installed by `scripts/setup-assets.sh`): onnxruntime, which is also the
+//! reference our outputs are checked against, and OpenVINO's CPU plugin.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -8,17 +9,46 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// A dense engine that `scripts/ort_run.py` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// onnxruntime's CPU execution provider, in f32.
+    Onnxruntime,
+    /// OpenVINO's CPU plugin with the latency hint, at this inference precision ("f32" or
+    /// "bf16"); `None`: the plugin's own choice (bf16 on CPUs with AMX, else f32).
+    Openvino(Option<&'static str>),
+}
+
+impl Baseline {
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Onnxruntime => "onnxruntime",
+            Baseline::Openvino(_) => "openvino",
+        }
+    }
+
+    fn args(self) -> Vec<&'static str> {
+        let mut a = vec!["--engine", self.name()];
+        if let Baseline::Openvino(Some(p)) = self {
+            a.extend(["--precision", p]);
+        }
+        a
+    }
+}
+
 pub struct OrtRun {
     /// Outputs per frame, in the model's output order.
     pub frames: Vec<Vec<Tensor>>,
     pub ms_median: f64,
+    /// The precision the engine ran in ("f32" or "bf16").
+    pub precision: String,
 }
 
 fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The Python that has onnxruntime: $REGIONDROP_PYTHON, else the project venv.
+/// The Python that has the baseline engines: $REGIONDROP_PYTHON, else the project venv.
 pub fn python() -> PathBuf {
     std::env::var_os("REGIONDROP_PYTHON")
         .map(PathBuf::from)
@@ -36,9 +66,13 @@ fn check_python() -> Result<PathBuf> {
     Ok(py)
 }
 
-/// An onnxruntime session in a helper process that times one frame whenever asked, so that a
+/// A baseline's session in a helper process that times one frame whenever asked, so that a
 /// benchmark can interleave its runs with its own frame by frame (both then see the same machine).
-pub struct OrtTimer {
+pub struct BaselineTimer {
+    pub engine: Baseline,
+    /// The engine's version and the precision it runs in, as it reports them.
+    pub version: String,
+    pub precision: String,
     child: Child,
     /// Taken (closed) on drop: end of input ends the helper.
     stdin: Option<ChildStdin>,
@@ -48,12 +82,13 @@ pub struct OrtTimer {
     line: String,
 }
 
-impl OrtTimer {
-    /// Loads `model` for NCHW input of `shape` with `threads` intra-op threads.
-    pub fn new(model: &Path, shape: [usize; 4], threads: usize) -> Result<Self> {
+impl BaselineTimer {
+    /// Loads `model` in `engine` for NCHW input of `shape` with `threads` threads.
+    pub fn new(engine: Baseline, model: &Path, shape: [usize; 4], threads: usize) -> Result<Self> {
         let py = check_python()?;
         let mut child = Command::new(&py)
             .arg(project_root().join("scripts/ort_run.py"))
+            .args(engine.args())
             .args(["--model".as_ref(), model.as_os_str()])
             .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
             .args(["--threads", &threads.to_string(), "--serve"])
@@ -64,7 +99,10 @@ impl OrtTimer {
             .map_err(|e| Error::Settings(format!("cannot run {}: {e}", py.display())))?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut t = OrtTimer {
+        let mut t = BaselineTimer {
+            engine,
+            version: String::new(),
+            precision: String::new(),
             child,
             stdin,
             stdout,
@@ -73,12 +111,20 @@ impl OrtTimer {
             line: String::new(),
         };
         let ready = t.read_line()?;
-        if ready != "ready" {
-            return Err(Error::Settings(format!(
-                "onnxruntime helper did not start (said {ready:?})"
-            )));
+        let mut words = ready.split(' ');
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("ready"), Some(name), Some(version), Some(precision))
+                if name == engine.name() =>
+            {
+                t.version = version.to_string();
+                t.precision = precision.to_string();
+                Ok(t)
+            }
+            _ => Err(Error::Settings(format!(
+                "{} helper did not start (said {ready:?})",
+                engine.name()
+            ))),
         }
-        Ok(t)
     }
 
     fn read_line(&mut self) -> Result<String> {
@@ -86,28 +132,30 @@ impl OrtTimer {
         let n = self
             .stdout
             .read_line(&mut self.line)
-            .map_err(|e| Error::Settings(format!("onnxruntime helper: {e}")))?;
+            .map_err(|e| Error::Settings(format!("{} helper: {e}", self.engine.name())))?;
         if n == 0 {
             let status = self.child.wait().ok();
             return Err(Error::Settings(format!(
-                "onnxruntime helper exited ({status:?}); its error is above"
+                "{} helper exited ({status:?}); its error is above",
+                self.engine.name()
             )));
         }
         Ok(self.line.trim().to_string())
     }
 
-    /// Runs one NCHW frame; returns onnxruntime's milliseconds for it.
+    /// Runs one NCHW frame; returns the engine's milliseconds for it.
     pub fn time(&mut self, nchw: &[f32]) -> Result<f64> {
+        let name = self.engine.name();
         if nchw.len() != self.frame_len {
             return Err(Error::Settings(format!(
-                "onnxruntime frame of {} values, expected {}",
+                "{name} frame of {} values, expected {}",
                 nchw.len(),
                 self.frame_len
             )));
         }
         self.bytes.clear();
         self.bytes.extend(nchw.iter().flat_map(|v| v.to_le_bytes()));
-        let io = |e: std::io::Error| Error::Settings(format!("onnxruntime helper: {e}"));
+        let io = |e: std::io::Error| Error::Settings(format!("{name} helper: {e}"));
         let stdin = self.stdin.as_mut().expect("open until drop");
         stdin.write_all(b"run\n").map_err(io)?;
         stdin.write_all(&self.bytes).map_err(io)?;
@@ -115,18 +163,19 @@ impl OrtTimer {
         let reply = self.read_line()?;
         reply
             .parse()
-            .map_err(|_| Error::Settings(format!("onnxruntime helper said {reply:?}")))
+            .map_err(|_| Error::Settings(format!("{name} helper said {reply:?}")))
     }
 }
 
-impl Drop for OrtTimer {
+impl Drop for BaselineTimer {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let _ = self.child.wait();
     }
 }
 
-/// Runs `model` on NCHW frames of `shape`, each `repeat` times, with `threads` intra-op threads.
+/// Runs `model` in onnxruntime on NCHW frames of `shape`, each `repeat` times, with `threads`
+/// intra-op threads.
 pub fn run(
     model: &Path,
     frames: &[Vec<f32>],
@@ -134,6 +183,19 @@ pub fn run(
     threads: usize,
     repeat: usize,
 ) -> Result<OrtRun> {
+    run_in(Baseline::Onnxruntime, model, frames, shape, threads, repeat)
+}
+
+/// [`run`] in any baseline engine.
+pub fn run_in(
+    engine: Baseline,
+    model: &Path,
+    frames: &[Vec<f32>],
+    shape: [usize; 4],
+    threads: usize,
+    repeat: usize,
+) -> Result<OrtRun> {
+    let name = engine.name();
     let py = check_python()?;
     let dir = std::env::temp_dir().join(format!(
         "regiondrop-ort-{}-{}",
@@ -152,6 +214,7 @@ pub fn run(
         .map_err(|e| Error::Settings(format!("{}: {e}", input.display())))?;
     let out = Command::new(&py)
         .arg(project_root().join("scripts/ort_run.py"))
+        .args(engine.args())
         .args(["--model".as_ref(), model.as_os_str()])
         .args(["--input".as_ref(), input.as_os_str()])
         .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
@@ -167,7 +230,7 @@ pub fn run(
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(Error::Settings(format!(
-            "onnxruntime failed: {}",
+            "{name} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
@@ -212,6 +275,7 @@ pub fn run(
     Ok(OrtRun {
         frames: result,
         ms_median: meta["ms_median"].as_f64().unwrap_or(f64::NAN),
+        precision: meta["precision"].as_str().unwrap_or("?").to_string(),
     })
 }
 
