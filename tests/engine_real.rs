@@ -54,7 +54,7 @@ fn dense_matches_openvino_f32_on_the_default_model() {
     let ov = run_in(
         Baseline::Openvino(Some("f32")),
         &asset(m.path),
-        &[nchw.clone()],
+        std::slice::from_ref(&nchw),
         shape,
         2,
         1,
