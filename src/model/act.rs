@@ -50,6 +50,13 @@ impl Act {
         apply_bias(self, xs, bias)
     }
 
+    /// [`Act::apply_bias`] inlined into the caller, for kernels that already run vectorised
+    /// (`simd::vectorized`) and call it once per pixel.
+    #[inline(always)]
+    pub fn apply_bias_inline(self, xs: &mut [f32], bias: &[f32]) {
+        apply_bias_plain(self, xs, bias)
+    }
+
     /// The activation for a unary ONNX op, if it is one (Clip bounds must be resolved by the caller).
     pub fn from_onnx(op: &str, node: &super::onnx::Node) -> Option<Act> {
         Some(match op {

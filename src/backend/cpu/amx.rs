@@ -67,10 +67,48 @@ pub fn available() -> bool {
 #[inline(always)]
 pub fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
+    let quiet_nan = ((b >> 16) as u16) | 0x40;
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    // A select rather than an early return, so loops over slices vectorise.
     if x.is_nan() {
-        return ((b >> 16) as u16) | 0x40;
+        quiet_nan
+    } else {
+        rounded
     }
-    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `src` to bf16 in `dst` (equal lengths), as [`bf16`] rounds, 32 values per instruction with
+/// AVX512-BF16 (every CPU with AMX has it), which treats subnormal inputs as zero.
+pub fn to_bf16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the CPU has the feature (checked above).
+        return unsafe { to_bf16_avx512(src, dst) };
+    }
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = bf16(v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bf16,avx512f")]
+unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let mut chunks = src.chunks_exact(32).zip(dst.chunks_exact_mut(32));
+    for (s, d) in chunks.by_ref() {
+        let lo = _mm512_loadu_ps(s.as_ptr());
+        let hi = _mm512_loadu_ps(s.as_ptr().add(16));
+        let packed = _mm512_cvtne2ps_pbh(hi, lo);
+        _mm512_storeu_si512(
+            d.as_mut_ptr().cast(),
+            std::mem::transmute::<__m512bh, __m512i>(packed),
+        );
+    }
+    let done = src.len() / 32 * 32;
+    for (d, &v) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = bf16(v);
+    }
 }
 
 /// bf16 bits to f32 (exact).
@@ -124,7 +162,7 @@ impl PackedB {
         self.data.len() / 2
     }
 
-    fn tile(&self, kb: usize, nb: usize) -> *const u16 {
+    pub(super) fn tile(&self, kb: usize, nb: usize) -> *const u16 {
         self.data[(kb * (self.n_pad / TILE_N) + nb) * 512..].as_ptr()
     }
 }
@@ -244,10 +282,145 @@ unsafe fn block(
     }
 }
 
+/// One 32×32 block of C (32 rows of 32 floats, contiguous) at `c`, for A tiles read in place:
+/// step `k` of K loads A's two tiles of 16 rows from `a + offs[k]` bytes and 16 rows of `sa`
+/// bytes further, rows `sa` bytes apart; B's two tiles from `b0` on, `bstep` bytes further per
+/// step. For products whose rows of A lie in memory at a fixed stride without being gathered.
+/// With `half`, only C's first 16 rows (one tile of A).
+///
+/// # Safety
+/// [`available`] must be true; every A row read (64 bytes at each offset, for 32 rows, or 16
+/// with `half`) and the `offs.len()` steps of B tiles must be in bounds; `offs` must not be
+/// empty; C must hold 1024 floats.
+#[inline(always)]
+pub unsafe fn block_in_place(
+    a: *const u16,
+    sa: usize,
+    offs: &[usize],
+    b0: *const u16,
+    bstep: usize,
+    c: *mut f32,
+    half: bool,
+) {
+    debug_assert!(!offs.is_empty());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cfg = &CONFIG as *const TileConfig;
+        if half {
+            asm!(
+                "ldtilecfg [{p}]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "2:",
+                "mov {p}, [{tab}]",
+                "add {p}, {a0}",
+                "tileloadd tmm4, [{p} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b0} + {sb}*1 + 1024]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "add {tab}, 8",
+                "add {b0}, {bstep}",
+                "dec {k}",
+                "jnz 2b",
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c0} + {sc}*1 + 64], tmm1",
+                "tilerelease",
+                p = inout(reg) cfg => _,
+                a0 = in(reg) a,
+                tab = inout(reg) offs.as_ptr() => _,
+                b0 = inout(reg) b0 => _,
+                k = inout(reg) offs.len() => _,
+                sa = in(reg) sa,
+                sb = in(reg) 64usize,
+                bstep = in(reg) bstep,
+                c0 = in(reg) c,
+                sc = in(reg) 128usize,
+                out("tmm0") _, out("tmm1") _, out("tmm4") _, out("tmm6") _, out("tmm7") _,
+                options(nostack)
+            );
+            return;
+        }
+        asm!(
+            "ldtilecfg [{p}]",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "mov {p}, [{tab}]",
+            "add {p}, {a0}",
+            "tileloadd tmm4, [{p} + {sa}*1]",
+            "lea {p}, [{p} + {sa}*8]",
+            "lea {p}, [{p} + {sa}*8]",
+            "tileloadd tmm5, [{p} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b0} + {sb}*1 + 1024]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {tab}, 8",
+            "add {b0}, {bstep}",
+            "dec {k}",
+            "jnz 2b",
+            "tilestored [{c0} + {sc}*1], tmm0",
+            "tilestored [{c0} + {sc}*1 + 64], tmm1",
+            "lea {c0}, [{c0} + {sc}*8]",
+            "lea {c0}, [{c0} + {sc}*8]",
+            "tilestored [{c0} + {sc}*1], tmm2",
+            "tilestored [{c0} + {sc}*1 + 64], tmm3",
+            "tilerelease",
+            p = inout(reg) cfg => _,
+            a0 = in(reg) a,
+            tab = inout(reg) offs.as_ptr() => _,
+            b0 = inout(reg) b0 => _,
+            k = inout(reg) offs.len() => _,
+            sa = in(reg) sa,
+            sb = in(reg) 64usize,
+            bstep = in(reg) bstep,
+            c0 = inout(reg) c => _,
+            sc = in(reg) 128usize,
+            out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+            out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+            options(nostack)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, sa, offs, b0, bstep, c, half);
+        unreachable!("AMX exists on x86-64 only (`available` is false elsewhere)");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Lcg;
+
+    #[test]
+    fn to_bf16_equals_bf16_on_normal_values() {
+        let mut rng = Lcg(9);
+        let mut src = rng.vec(77, 100.0);
+        src.extend([
+            0.0,
+            -0.0,
+            1.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            1.0 + 1.0 / 256.0,
+        ]);
+        src.push(f32::from_bits(0x3f80_8000)); // a tie: rounds to even
+        let mut got = vec![0u16; src.len()];
+        to_bf16(&src, &mut got);
+        for (&v, &g) in src.iter().zip(&got) {
+            assert_eq!(g, bf16(v), "{v:e}");
+        }
+        let mut nan = [0u16; 1];
+        to_bf16(&[f32::NAN], &mut nan);
+        assert!(f32_of(nan[0]).is_nan());
+    }
 
     #[test]
     fn bf16_rounds_to_nearest_even() {

@@ -624,6 +624,18 @@ pub(super) mod fixture {
         spec: &ConvSpec,
         maps: &Maps,
         rng: &mut Lcg,
+        kernel: impl FnMut(FeatRef, FeatMut, &[u32]),
+        check: impl FnMut(&[f32], &[f32], &[f32], usize),
+    ) {
+        against_gemm_on(spec, maps, rng, |x| x, kernel, check)
+    }
+
+    /// [`against_gemm`] with each input value passed through `value` first.
+    pub fn against_gemm_on(
+        spec: &ConvSpec,
+        maps: &Maps,
+        rng: &mut Lcg,
+        value: impl Fn(f32) -> f32,
         mut kernel: impl FnMut(FeatRef, FeatMut, &[u32]),
         mut check: impl FnMut(&[f32], &[f32], &[f32], usize),
     ) {
@@ -631,7 +643,8 @@ pub(super) mod fixture {
         let all: Vec<u32> = (0..grid.len() as u32).collect();
         let some: Vec<u32> = all.iter().copied().filter(|_| rng.unit() < 0.4).collect();
         for tiles in [&all, &some] {
-            let input = rng.vec(specs[0].len(), 2.0);
+            let mut input = rng.vec(specs[0].len(), 2.0);
+            input.iter_mut().for_each(|x| *x = value(*x));
             let base = rng.vec(specs[1].len(), 1.0);
             let mut want = vec![input.clone(), base.clone()];
             let m = specs[1].h * specs[1].w;

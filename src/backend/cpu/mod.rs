@@ -6,6 +6,7 @@
 mod amx;
 mod conv;
 mod conv_amx;
+mod conv_amx_in_place;
 mod conv_direct;
 mod conv_small;
 mod conv_unpool;
@@ -38,6 +39,8 @@ pub struct CpuBackend {
     scratch_c: Vec<f32>,
     /// The AMX path's gathered rows (bf16).
     scratch_a16: Vec<u16>,
+    /// The in-place AMX path's padded bf16 input and block lists.
+    scratch_in_place: conv_amx_in_place::InPlaceScratch,
     /// What the convolutions compute in: bf16 on AMX tiles where asked for and available.
     precision: Precision,
     offsets: Vec<usize>,
@@ -74,6 +77,9 @@ fn direct_weights(plan: &Arc<Plan>, amx: bool) -> Arc<[Option<DirectConv>]> {
         .iter()
         .map(|s| match s {
             Step::Layer(l) => match &l.op {
+                LayerOp::Conv(c) if amx && conv_amx_in_place::applies(c) => Some(
+                    DirectConv::AmxInPlace(conv_amx_in_place::InPlaceWeights::new(c)),
+                ),
                 LayerOp::Conv(c) if amx && conv_amx::applies(c) => {
                     Some(DirectConv::Amx(conv_amx::AmxWeights::new(c)))
                 }
@@ -105,6 +111,9 @@ enum DirectConv {
     Unpool(conv_unpool::UnpoolWeights),
     /// `precision=bf16` on a CPU with AMX: gathered bf16 rows times bf16 weights on the tiles.
     Amx(conv_amx::AmxWeights),
+    /// `precision=bf16` on a CPU with AMX, ordinary convolutions of 16 or more channels: A's
+    /// tiles loaded in place from a padded bf16 copy of the input.
+    AmxInPlace(conv_amx_in_place::InPlaceWeights),
 }
 
 impl DirectConv {
@@ -112,7 +121,10 @@ impl DirectConv {
     fn takes_every_run(&self) -> bool {
         match self {
             DirectConv::Taps(w) => w.takes_every_run(),
-            DirectConv::SmallK(_) | DirectConv::Unpool(_) | DirectConv::Amx(_) => true,
+            DirectConv::SmallK(_)
+            | DirectConv::Unpool(_)
+            | DirectConv::Amx(_)
+            | DirectConv::AmxInPlace(_) => true,
         }
     }
 }
@@ -154,6 +166,7 @@ impl CpuBackend {
         // Scratch for the largest gathered matrix (all tiles active) of the convolutions that may
         // run as im2col + GEMM: a direct kernel that takes every run of its layer needs none.
         let (mut max_a, mut max_c, mut max_a16) = (0, 0, 0);
+        let mut scratch_in_place = conv_amx_in_place::InPlaceScratch::default();
         for (si, step) in plan.steps.iter().enumerate() {
             let Step::Layer(l) = step else { continue };
             let LayerOp::Conv(c) = &l.op else { continue };
@@ -162,6 +175,11 @@ impl CpuBackend {
                 let (a, cc) = conv_amx::scratch(c, ob.h, ob.w);
                 max_a16 = max_a16.max(a);
                 max_c = max_c.max(cc);
+            }
+            if let Some(DirectConv::AmxInPlace(_)) = &direct[si] {
+                let ib = &plan.buffers[l.input.buf];
+                let layout = conv_amx_in_place::Layout::new(c, (ib.h, ib.w), (ob.h, ob.w));
+                scratch_in_place.fit(c, &layout);
             }
             if direct[si].as_ref().is_some_and(DirectConv::takes_every_run) {
                 continue;
@@ -181,7 +199,7 @@ impl CpuBackend {
         let precision = if direct
             .iter()
             .flatten()
-            .any(|d| matches!(d, DirectConv::Amx(_)))
+            .any(|d| matches!(d, DirectConv::Amx(_) | DirectConv::AmxInPlace(_)))
         {
             Precision::Bf16
         } else {
@@ -202,6 +220,7 @@ impl CpuBackend {
             scratch_a: vec![0.0; max_a],
             scratch_c: vec![0.0; max_c],
             scratch_a16: vec![0; max_a16],
+            scratch_in_place,
             precision,
             profile: std::env::var("REGIONDROP_PROFILE")
                 .is_ok()
@@ -269,6 +288,16 @@ impl CpuBackend {
                             Some(DirectConv::Unpool(w)) => {
                                 conv_unpool::conv(c, w, &grid, input, out, t)
                             }
+                            Some(DirectConv::AmxInPlace(w)) => conv_amx_in_place::conv(
+                                c,
+                                w,
+                                &grid,
+                                input,
+                                out,
+                                t,
+                                &mut self.scratch_in_place,
+                                self.threads,
+                            ),
                             Some(DirectConv::Amx(w)) => conv_amx::conv(
                                 c,
                                 w,
@@ -519,9 +548,13 @@ impl Backend for CpuBackend {
                 DirectConv::SmallK(w) => w.floats(),
                 DirectConv::Unpool(w) => w.floats(),
                 DirectConv::Amx(w) => w.floats(),
+                DirectConv::AmxInPlace(w) => w.floats(),
             })
             .sum();
-        let scratch = self.scratch_a.len() + self.scratch_c.len() + self.scratch_a16.len() / 2;
+        let scratch = self.scratch_a.len()
+            + self.scratch_c.len()
+            + self.scratch_a16.len() / 2
+            + self.scratch_in_place.floats();
         (caches + weights + copies + scratch) * 4
     }
 }
