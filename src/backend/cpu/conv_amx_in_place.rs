@@ -171,7 +171,8 @@ impl InPlaceScratch {
         let blocks = layout.outputs / UNIT;
         self.blocks
             .reserve(blocks.saturating_sub(self.blocks.len()));
-        let steps = spec.kh * spec.kw * cpad / STEP_K;
+        // The taps, then their steps of K (`compute` builds the second from the first).
+        let steps = spec.kh * spec.kw * (1 + cpad / STEP_K);
         self.offsets
             .reserve(steps.saturating_sub(self.offsets.len()));
     }
