@@ -122,7 +122,8 @@ impl Layout {
         (py < self.hp).then_some((py, px))
     }
 
-    /// [`Layout::pixel_at`] for the held indices from `g` on, one division for all of them.
+    /// The padded pixel (row, column) held at each index from `g` on (`None` past the padded
+    /// map), with one division for all of them.
     pub fn pixels_from(&self, g: usize) -> impl Iterator<Item = Option<(usize, usize)>> + '_ {
         let s = self.stride;
         let (mut phase, mut q) = (g / self.plane, g % self.plane);
