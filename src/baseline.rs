@@ -36,7 +36,7 @@ impl Baseline {
     }
 }
 
-pub struct OrtRun {
+pub struct BaselineRun {
     /// Outputs per frame, in the model's output order.
     pub frames: Vec<Vec<Tensor>>,
     pub ms_median: f64,
@@ -55,15 +55,29 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| project_root().join(".venv/bin/python"))
 }
 
-fn check_python() -> Result<PathBuf> {
+/// `scripts/ort_run.py` in `engine` on `model` with NCHW input of `shape` and `threads` threads;
+/// the caller adds the mode's arguments.
+fn helper(engine: Baseline, model: &Path, shape: [usize; 4], threads: usize) -> Result<Command> {
     let py = python();
     if !py.exists() {
         return Err(Error::Settings(format!(
-            "onnxruntime is not installed: {} is missing (run scripts/setup-assets.sh)",
+            "{} is not installed: {} is missing (run scripts/setup-assets.sh)",
+            engine.name(),
             py.display()
         )));
     }
-    Ok(py)
+    let mut c = Command::new(py);
+    c.arg(project_root().join("scripts/ort_run.py"))
+        .args(engine.args())
+        .args(["--model".as_ref(), model.as_os_str()])
+        .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
+        .args(["--threads", &threads.to_string()]);
+    Ok(c)
+}
+
+/// The program a helper command runs, for errors.
+fn program(c: &Command) -> String {
+    Path::new(c.get_program()).display().to_string()
 }
 
 /// A baseline's session in a helper process that times one frame whenever asked, so that a
@@ -85,18 +99,14 @@ pub struct BaselineTimer {
 impl BaselineTimer {
     /// Loads `model` in `engine` for NCHW input of `shape` with `threads` threads.
     pub fn new(engine: Baseline, model: &Path, shape: [usize; 4], threads: usize) -> Result<Self> {
-        let py = check_python()?;
-        let mut child = Command::new(&py)
-            .arg(project_root().join("scripts/ort_run.py"))
-            .args(engine.args())
-            .args(["--model".as_ref(), model.as_os_str()])
-            .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
-            .args(["--threads", &threads.to_string(), "--serve"])
+        let mut cmd = helper(engine, model, shape, threads)?;
+        let mut child = cmd
+            .arg("--serve")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| Error::Settings(format!("cannot run {}: {e}", py.display())))?;
+            .map_err(|e| Error::Settings(format!("cannot run {}: {e}", program(&cmd))))?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut t = BaselineTimer {
@@ -182,7 +192,7 @@ pub fn run(
     shape: [usize; 4],
     threads: usize,
     repeat: usize,
-) -> Result<OrtRun> {
+) -> Result<BaselineRun> {
     run_in(Baseline::Onnxruntime, model, frames, shape, threads, repeat)
 }
 
@@ -194,9 +204,9 @@ pub fn run_in(
     shape: [usize; 4],
     threads: usize,
     repeat: usize,
-) -> Result<OrtRun> {
+) -> Result<BaselineRun> {
     let name = engine.name();
-    let py = check_python()?;
+    let mut cmd = helper(engine, model, shape, threads)?;
     let dir = std::env::temp_dir().join(format!(
         "regiondrop-ort-{}-{}",
         std::process::id(),
@@ -212,21 +222,12 @@ pub fn run_in(
         .collect();
     std::fs::write(&input, bytes)
         .map_err(|e| Error::Settings(format!("{}: {e}", input.display())))?;
-    let out = Command::new(&py)
-        .arg(project_root().join("scripts/ort_run.py"))
-        .args(engine.args())
-        .args(["--model".as_ref(), model.as_os_str()])
+    let out = cmd
         .args(["--input".as_ref(), input.as_os_str()])
-        .args(["--shape", &shape.map(|d| d.to_string()).join(",")])
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "--repeat",
-            &repeat.to_string(),
-        ])
+        .args(["--repeat", &repeat.to_string()])
         .args(["--out".as_ref(), dir.as_os_str()])
         .output()
-        .map_err(|e| Error::Settings(format!("cannot run {}: {e}", py.display())))?;
+        .map_err(|e| Error::Settings(format!("cannot run {}: {e}", program(&cmd))))?;
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(Error::Settings(format!(
@@ -272,7 +273,7 @@ pub fn run_in(
         result.push(outs);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(OrtRun {
+    Ok(BaselineRun {
         frames: result,
         ms_median: meta["ms_median"].as_f64().unwrap_or(f64::NAN),
         precision: meta["precision"].as_str().unwrap_or("?").to_string(),
