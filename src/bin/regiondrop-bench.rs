@@ -805,7 +805,6 @@ fn round(x: f64, digits: i32) -> Option<f64> {
     Some((x * p).round() / p)
 }
 
-/// 1 / active fraction, and speedup / that.
 /// The speed and work figures of a sparse run beside dense (DESIGN.md's definitions), as the
 /// main report and the calibration rows print them.
 #[derive(Serialize, Clone)]
@@ -837,6 +836,7 @@ impl Figures {
     }
 }
 
+/// 1 / active fraction, and speedup / that.
 fn ideal_and_efficiency(speedup: f64, active: f64) -> (Option<f64>, Option<f64>) {
     if active > 0.0 {
         (round(1.0 / active, 3), round(speedup * active, 4))
