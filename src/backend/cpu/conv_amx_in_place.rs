@@ -8,9 +8,10 @@
 //! `tileloadd` for each tap and 32 input channels. The Ws − Wo columns past the map's right edge
 //! are computed and thrown away.
 //!
-//! Work goes in blocks of 32 flattened outputs (two A tiles) that start on a multiple of 16. On
-//! sparse frames only the blocks holding an output pixel of an active tile are computed, only the
-//! input they read is converted, and only the active pixels are written back.
+//! Work goes in blocks of 32 flattened outputs (two A tiles) that start on a multiple of 16, or
+//! of 16 where the next 16 hold no active output. On sparse frames only the blocks holding an
+//! output pixel of an active tile are computed, only the input they read is converted, and only
+//! the active pixels are written back.
 
 use rayon::prelude::*;
 
@@ -34,6 +35,11 @@ pub fn applies(spec: &ConvSpec) -> bool {
 /// Input channels below which a layer keeps the f32 kernels (a first layer on 3 channels).
 pub const MIN_CIN: usize = 16;
 
+/// Channels held per input pixel: the input's, padded to a whole step of K.
+fn channels_held(spec: &ConvSpec) -> usize {
+    round_up(spec.cin, STEP_K)
+}
+
 /// The weights as AMX tiles, K ordered (ky, kx, channel) with the channels padded to a whole
 /// step of K, so each step reads one tap's 32 channels of one input pixel.
 pub struct InPlaceWeights {
@@ -44,7 +50,7 @@ pub struct InPlaceWeights {
 impl InPlaceWeights {
     pub fn new(spec: &ConvSpec) -> Self {
         let (cin, n, taps) = (spec.cin, spec.cout, spec.kh * spec.kw);
-        let cpad = round_up(cin, STEP_K);
+        let cpad = channels_held(spec);
         let mut w = vec![0f32; taps * cpad * n];
         for t in 0..taps {
             for c in 0..cin {
@@ -153,14 +159,16 @@ pub struct InPlaceScratch {
     active: Vec<bool>,
     /// Each block to compute: its first flattened output, and its rows (16 or 32).
     blocks: Vec<(usize, usize)>,
-    /// Byte offset of each step of K from a block's first A row.
-    offsets: Vec<usize>,
+    /// Each tap's first held pixel for output 0 ([`Layout::tap`]).
+    taps: Vec<usize>,
+    /// Byte offset of each step of K (one tap's 32 channels) from a block's first A row.
+    steps: Vec<usize>,
 }
 
 impl InPlaceScratch {
     /// Grows the buffers to hold a layer of `layout` (at construction: no growth while running).
     pub fn fit(&mut self, spec: &ConvSpec, layout: &Layout) {
-        let cpad = round_up(spec.cin, STEP_K);
+        let cpad = channels_held(spec);
         let grow = |n: usize, len: usize| len.max(n);
         // One cache line more, to start the held pixels on a cache line (`aligned`).
         self.input
@@ -172,15 +180,18 @@ impl InPlaceScratch {
         let blocks = layout.outputs / UNIT;
         self.blocks
             .reserve(blocks.saturating_sub(self.blocks.len()));
-        // The taps, then their steps of K (`compute` builds the second from the first).
-        let steps = spec.kh * spec.kw * (1 + cpad / STEP_K);
-        self.offsets
-            .reserve(steps.saturating_sub(self.offsets.len()));
+        let taps = spec.kh * spec.kw;
+        self.taps.reserve(taps.saturating_sub(self.taps.len()));
+        let steps = taps * cpad / STEP_K;
+        self.steps.reserve(steps.saturating_sub(self.steps.len()));
     }
 
     /// Floats' worth of memory held.
     pub fn floats(&self) -> usize {
-        self.input.len() / 2 + (self.read.len() + self.active.len()) / 4 + self.blocks.capacity()
+        let words = |n: usize| n * std::mem::size_of::<usize>() / 4;
+        self.input.len() / 2
+            + (self.read.len() + self.active.len()) / 4
+            + words(2 * self.blocks.capacity() + self.taps.capacity() + self.steps.capacity())
     }
 }
 
@@ -206,8 +217,8 @@ pub fn conv(
     }
 }
 
-/// Marks the flattened outputs of the tiles, lists the blocks that hold them and each tap's
-/// first pixel; false when there is nothing to compute.
+/// Marks the flattened outputs of the tiles, lists the blocks that hold them, each tap's first
+/// pixel and each step of K; false when there is nothing to compute.
 fn select(
     spec: &ConvSpec,
     l: &Layout,
@@ -240,10 +251,15 @@ fn select(
             u += 2;
         }
     }
-    scratch.offsets.clear();
+    let cpad = channels_held(spec);
+    let (taps, steps) = (&mut scratch.taps, &mut scratch.steps);
+    taps.clear();
+    steps.clear();
     for ky in 0..spec.kh {
         for kx in 0..spec.kw {
-            scratch.offsets.push(l.tap(ky * spec.dh, kx * spec.dw));
+            let px = l.tap(ky * spec.dh, kx * spec.dw);
+            taps.push(px);
+            steps.extend((0..cpad / STEP_K).map(|cb| (px * cpad + cb * STEP_K) * 2));
         }
     }
     !blocks.is_empty()
@@ -261,7 +277,7 @@ fn convert(
     let read = &mut scratch.read[..l.pixels() / UNIT];
     read.fill(false);
     for &(b, rows) in &scratch.blocks {
-        for &tap in &scratch.offsets {
+        for &tap in &scratch.taps {
             read[(b + tap) / UNIT..=(b + tap + rows - 1) / UNIT].fill(true);
         }
     }
@@ -297,31 +313,17 @@ fn compute(
     threads: usize,
 ) {
     let cpad = wts.cpad;
-    // Each step of K: one tap's 32 channels, in bytes from the block's first output.
-    let offsets = &mut scratch.offsets;
-    let taps = offsets.len();
-    for t in 0..taps {
-        let px = offsets[t];
-        offsets.extend((0..cpad / STEP_K).map(|cb| (px * cpad + cb * STEP_K) * 2));
-    }
-    offsets.drain(..taps);
-
     let packed = &wts.packed;
     let (n, nbs) = (spec.cout, packed.n_pad / TILE_N);
-    let (padded, offsets, active) = (
+    let (padded, steps, active) = (
         &*aligned(&mut scratch.input),
-        &offsets[..],
+        &scratch.steps[..],
         &scratch.active[..],
     );
     let blocks = &scratch.blocks;
     let per_task = (blocks.len() / (threads.max(1) * 4)).max(1);
     blocks.par_chunks(per_task).for_each(|chunk| {
-        // Two blocks of C: each is written back after the next one is computed, by when the
-        // tile stores that filled it have left the core's store buffer.
-        let mut cs = [
-            CacheLines([0f32; ROWS * BLOCK_N]),
-            CacheLines([0f32; ROWS * BLOCK_N]),
-        ];
+        let mut c = CacheLines([0f32; ROWS * BLOCK_N]);
         // Column blocks outside, so a block of B stays in cache for the task's row blocks.
         for nb in (0..nbs).step_by(BLOCK_N / TILE_N) {
             let (n0, n1) = (nb * TILE_N, (nb * TILE_N + BLOCK_N).min(n));
@@ -330,11 +332,24 @@ fn compute(
             for row in bias.0.chunks_exact_mut(BLOCK_N) {
                 row[..n1 - n0].copy_from_slice(&spec.bias[n0..n1]);
             }
-            let write_back = |c: &mut [f32], (b, rows): (usize, usize)| {
+            for &(b, rows) in chunk {
+                // SAFETY: AMX is available (asserted). The layout holds every pixel a block
+                // reads (`Layout::pixels`); B has `steps.len()` steps of `nbs` tiles.
+                unsafe {
+                    amx::block_in_place(
+                        padded[b * cpad..].as_ptr(),
+                        cpad * 2,
+                        steps,
+                        packed.tile(0, nb),
+                        nbs * 1024,
+                        c.0.as_mut_ptr(),
+                        rows == UNIT,
+                    )
+                };
                 crate::simd::vectorized(
                     #[inline(always)]
                     || {
-                        let c = &mut c[..rows * BLOCK_N];
+                        let c = &mut c.0[..rows * BLOCK_N];
                         spec.act.apply_bias_inline(c, &bias.0[..rows * BLOCK_N]);
                         let (mut oy, mut ox) = (b / l.ws, b % l.ws);
                         for (row, &on) in c.chunks_exact(BLOCK_N).zip(&active[b..b + rows]) {
@@ -347,28 +362,8 @@ fn compute(
                             }
                         }
                     },
-                )
-            };
-            for (j, &(b, rows)) in chunk.iter().enumerate() {
-                // SAFETY: AMX is available (asserted). The layout holds every pixel a block
-                // reads (`Layout::pixels`); B has `offsets.len()` steps of `nbs` tiles.
-                unsafe {
-                    amx::block_in_place(
-                        padded[b * cpad..].as_ptr(),
-                        cpad * 2,
-                        offsets,
-                        packed.tile(0, nb),
-                        nbs * 1024,
-                        cs[j % 2].0.as_mut_ptr(),
-                        rows == UNIT,
-                    )
-                };
-                if j > 0 {
-                    write_back(&mut cs[(j - 1) % 2].0, chunk[j - 1]);
-                }
+                );
             }
-            let last = chunk.len() - 1;
-            write_back(&mut cs[last % 2].0, chunk[last]);
         }
     });
 }
