@@ -1160,12 +1160,16 @@ fn the_last_partial_interval_is_reported_at_eos() {
 #[test]
 fn ignore_regions_silence_a_clock_while_playing() {
     const FRAMES: usize = 16;
-    // A still test card with a running clock drawn at its top left, no rolling refresh: only
-    // the clock changes.
-    let desc = "videotestsrc pattern=colors num-buffers=16 ! \
-         video/x-raw,width=768,height=576,framerate=10/1 ! timeoverlay font-desc=\"Sans 24\" ! \
+    // A still test card with a patch of noise at its top left standing in for a clock (new
+    // pixels every frame, drawn by plugins-base alone: no fonts), no rolling refresh: only the
+    // patch changes.
+    let desc = "compositor name=mix ! video/x-raw,width=768,height=576,framerate=10/1 ! \
          videoconvert ! regiondrop name=rd stats-interval=1 refresh-tiles=0 ! \
-         appsink name=sink sync=false max-buffers=1";
+         appsink name=sink sync=false max-buffers=1 \
+         videotestsrc pattern=colors num-buffers=16 ! \
+         video/x-raw,width=768,height=576,framerate=10/1 ! mix.sink_0 \
+         videotestsrc pattern=snow num-buffers=16 ! \
+         video/x-raw,width=240,height=48,framerate=10/1 ! mix.sink_1";
     let run = run_pipeline(
         desc,
         FRAMES,
