@@ -747,21 +747,21 @@ fn precision_f16_on_the_cpu_warns_and_runs_in_f32() {
     );
 }
 
-/// `precision=bf16` on the CPU backend: the AMX tiles where the CPU has them (stats say bf16, no
-/// warning), else f32 with a warning that names AMX.
+/// `precision=bf16` on the CPU backend: bf16 kernels where the CPU has them (AMX tiles or
+/// AVX512-BF16; stats say bf16, no warning), else f32 with a warning that names both.
 #[test]
-fn precision_bf16_on_the_cpu_runs_on_amx_or_warns() {
+fn precision_bf16_on_the_cpu_runs_in_bf16_or_warns() {
     let run = two_cpu_frames_in("bf16");
-    let amx = gstregiondrop::backend::cpu::CpuBackend::amx_available();
-    let warned = run
-        .warnings
-        .iter()
-        .any(|w| w.text().contains("precision bf16") && w.text().contains("AMX"));
-    assert_eq!(warned, !amx, "AMX {amx}, warnings {:?}", run.warnings);
-    let want = if amx { "bf16" } else { "f32" };
+    let bf16 = gstregiondrop::backend::cpu::CpuBackend::bf16_available();
+    let warned = run.warnings.iter().any(|w| {
+        let t = w.text();
+        t.contains("precision bf16") && t.contains("AMX") && t.contains("AVX512-BF16")
+    });
+    assert_eq!(warned, !bf16, "bf16 {bf16}, warnings {:?}", run.warnings);
+    let want = if bf16 { "bf16" } else { "f32" };
     assert!(
         run.stats.iter().all(|s| s.precision == want),
-        "AMX {amx}: {:?}",
+        "bf16 {bf16}: {:?}",
         run.stats
     );
 }

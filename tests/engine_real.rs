@@ -295,18 +295,18 @@ fn growth_limit_runs_from_the_common_mask_to_exact_mode() {
     }
 }
 
-/// `precision=bf16` on a CPU with AMX against f32 on the NanoDet detector over 30 clip frames,
+/// `precision=bf16` on a CPU with AMX or AVX512-BF16 against f32 on the NanoDet detector over 30 clip frames,
 /// dense and sparse: the detections agree (agreement_map50 ≥ 0.97, f32 boxes as the reference)
 /// and the raw outputs stay within bf16 rounding of f32. On the YOLOv8n-shaped detector and DBNet,
 /// one dense frame each against onnxruntime within 2 % and 10 % relative L2.
 #[test]
-fn bf16_on_amx_agrees_with_f32() {
+fn bf16_agrees_with_f32() {
     use gstregiondrop::backend::cpu::CpuBackend;
     use gstregiondrop::backend::Precision;
     use gstregiondrop::detect::{self, DecodeParams, DecoderKind};
     use gstregiondrop::engine::RunMode;
-    if !CpuBackend::amx_available() {
-        println!("SKIPPED: bf16_on_amx_agrees_with_f32: no AMX-BF16 on this CPU (or the kernel refused its tiles)");
+    if !CpuBackend::bf16_available() {
+        println!("SKIPPED: bf16_agrees_with_f32: neither AMX-BF16 nor AVX512-BF16 on this CPU (or the kernel refused AMX's tiles)");
         return;
     }
     let models = real_models();

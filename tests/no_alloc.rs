@@ -66,7 +66,7 @@ fn frames_after_warm_up_allocate_nothing_in_our_code() {
     for m in &real_models() {
         let plan = load(m);
         let frames = clip_frames(&plan, 30, 8);
-        // bf16 runs the AMX path where the CPU has it (else f32 again).
+        // bf16 runs the bf16 kernels where the CPU has them (else f32 again).
         for (mode, precision) in [
             (RunMode::Dense, Precision::F32),
             (RunMode::Sparse, Precision::F32),

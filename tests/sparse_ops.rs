@@ -425,8 +425,9 @@ fn bad_models_fail_at_load_with_named_errors() {
     }
 }
 
-/// `precision=bf16` on a model whose convolutions are all too small for the AMX tiles: the
-/// engine reports f32, and its warning says why (no layer large enough, or no AMX at all).
+/// `precision=bf16` on a model whose convolutions all have too few input channels for the bf16
+/// kernels: the engine reports f32, and its warning says why (no layer they take, or no bf16
+/// kernel on this CPU at all).
 #[test]
 fn bf16_on_small_layers_stays_f32_and_says_why() {
     use gstregiondrop::backend::{cpu::CpuBackend, Precision};
@@ -446,10 +447,10 @@ fn bf16_on_small_layers_stays_f32_and_says_why() {
     );
     assert_eq!(e.precision(), Precision::F32);
     let warning = e.backend_warning().unwrap_or_default();
-    let why = if CpuBackend::amx_available() {
-        "large enough"
+    let why = if CpuBackend::bf16_available() {
+        "16 or more input channels"
     } else {
-        "AMX-BF16"
+        "AVX512-BF16"
     };
     assert!(warning.contains(why), "{warning}");
 }

@@ -558,15 +558,16 @@ fn make_backend(plan: Arc<Plan>, cfg: &EngineConfig) -> Result<Chosen> {
         let precision_note = match cfg.precision {
             Precision::F16 => Some(
                 "precision f16 applies to the CUDA backend; the CPU backend computes in f32 \
-                 (bf16 on CPUs with AMX)",
+                 (bf16 on CPUs with AMX or AVX512-BF16)",
             ),
             Precision::Bf16 if b.precision() != Precision::Bf16 => {
-                Some(if CpuBackend::amx_available() {
-                    "precision bf16: no convolution of this model is large enough to gain from the AMX \
-                 tiles; all compute in f32"
+                Some(if CpuBackend::bf16_available() {
+                    "precision bf16: no convolution of this model has the 16 or more input \
+                 channels the bf16 kernels take; all compute in f32"
                 } else {
-                    "precision bf16 needs a CPU with AMX-BF16 (Intel Sapphire Rapids or newer) and a \
-                 kernel that grants its tiles (Linux 5.16 or newer); this one computes in f32"
+                    "precision bf16 needs a CPU with AMX-BF16 (Intel Sapphire Rapids or newer, and \
+                 Linux 5.16 or newer to grant its tiles) or AVX512-BF16 (AMD Zen 4 or newer, \
+                 Intel Cooper Lake); this one computes in f32"
                 })
             }
             _ => None,

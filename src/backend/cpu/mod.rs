@@ -1,12 +1,15 @@
 //! The CPU backend: NHWC f32 caches in host memory, tile-parallel kernels on a rayon pool, one
 //! GEMM per convolution layer (and group), or a direct kernel where one is faster; with
-//! `precision=bf16` on a CPU with AMX, the larger convolutions' products run on the AMX tiles
-//! (`conv_amx`). All buffers are allocated once, at construction.
+//! `precision=bf16`, the convolutions run in bf16 on the AMX tiles (`conv_amx_in_place`,
+//! `conv_amx`) or, on CPUs without AMX, on AVX512-BF16 dot products (`conv_bf16_dot`). All
+//! buffers are allocated once, at construction.
 
 mod amx;
+mod bf16_input;
 mod conv;
 mod conv_amx;
 mod conv_amx_in_place;
+mod conv_bf16_dot;
 mod conv_direct;
 mod conv_small;
 mod conv_unpool;
@@ -39,9 +42,9 @@ pub struct CpuBackend {
     scratch_c: Vec<f32>,
     /// The AMX path's gathered rows (bf16).
     scratch_a16: Vec<u16>,
-    /// The in-place AMX path's padded bf16 input and block lists.
-    scratch_in_place: conv_amx_in_place::InPlaceScratch,
-    /// What the convolutions compute in: bf16 on AMX tiles where asked for and available.
+    /// The padded bf16 input and output lists of the kernels that read it in place.
+    bf16_input: bf16_input::Bf16Input,
+    /// What the convolutions compute in: bf16 where asked for and available.
     precision: Precision,
     offsets: Vec<usize>,
     profile: Option<Vec<Vec<f64>>>,
@@ -56,22 +59,45 @@ pub struct CpuBackend {
     direct: Arc<[Option<DirectConv>]>,
 }
 
-/// The direct kernels' weights for each step of `plan` (with `amx`, the AMX tiles' copies where
-/// they apply). Like the plan itself (`model::store`), they are shared by every CPU engine of the
-/// process that runs this plan in the same precision, while one of them runs.
-fn direct_weights(plan: &Arc<Plan>, amx: bool) -> Arc<[Option<DirectConv>]> {
-    type Shared = Vec<(Weak<Plan>, bool, Weak<[Option<DirectConv>]>)>;
+/// The kernels that compute `precision=bf16` on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bf16Kernels {
+    /// None: f32.
+    Off,
+    /// AMX tiles (Intel Sapphire Rapids and newer).
+    Amx,
+    /// AVX512-BF16 dot products (AMD Zen 4 and newer, Intel Cooper Lake).
+    Dot,
+}
+
+impl Bf16Kernels {
+    /// The kernels for `precision` on this CPU.
+    fn for_precision(precision: Precision) -> Self {
+        match precision {
+            Precision::Bf16 if amx::available() => Bf16Kernels::Amx,
+            Precision::Bf16 if conv_bf16_dot::available() => Bf16Kernels::Dot,
+            _ => Bf16Kernels::Off,
+        }
+    }
+}
+
+/// The direct kernels' weights for each step of `plan` (with `bf16`, the bf16 kernels' copies
+/// where they apply). Like the plan itself (`model::store`), they are shared by every CPU engine
+/// of the process that runs this plan in the same precision, while one of them runs.
+fn direct_weights(plan: &Arc<Plan>, bf16: Bf16Kernels) -> Arc<[Option<DirectConv>]> {
+    type Shared = Vec<(Weak<Plan>, Bf16Kernels, Weak<[Option<DirectConv>]>)>;
     static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
     let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
     shared.retain(|(_, _, d)| d.strong_count() > 0);
     let key = Arc::downgrade(plan);
     if let Some(d) = shared
         .iter()
-        .filter(|(p, a, _)| p.ptr_eq(&key) && *a == amx)
+        .filter(|(p, k, _)| p.ptr_eq(&key) && *k == bf16)
         .find_map(|(_, _, d)| d.upgrade())
     {
         return d;
     }
+    let amx = bf16 == Bf16Kernels::Amx;
     let direct: Arc<[Option<DirectConv>]> = plan
         .steps
         .iter()
@@ -82,6 +108,9 @@ fn direct_weights(plan: &Arc<Plan>, amx: bool) -> Arc<[Option<DirectConv>]> {
                 ),
                 LayerOp::Conv(c) if amx && conv_amx::applies(c) => {
                     Some(DirectConv::Amx(conv_amx::AmxWeights::new(c)))
+                }
+                LayerOp::Conv(c) if bf16 == Bf16Kernels::Dot && conv_bf16_dot::applies(c) => {
+                    Some(DirectConv::Bf16Dot(conv_bf16_dot::DotWeights::new(c)))
                 }
                 LayerOp::Conv(c) if conv_unpool::applies(c) => {
                     Some(DirectConv::Unpool(conv_unpool::UnpoolWeights::new(c)))
@@ -97,7 +126,7 @@ fn direct_weights(plan: &Arc<Plan>, amx: bool) -> Arc<[Option<DirectConv>]> {
             _ => None,
         })
         .collect();
-    shared.push((key, amx, Arc::downgrade(&direct)));
+    shared.push((key, bf16, Arc::downgrade(&direct)));
     direct
 }
 
@@ -114,6 +143,9 @@ enum DirectConv {
     /// `precision=bf16` on a CPU with AMX, ordinary convolutions of 16 or more channels: A's
     /// tiles loaded in place from a padded bf16 copy of the input.
     AmxInPlace(conv_amx_in_place::InPlaceWeights),
+    /// `precision=bf16` on a CPU with AVX512-BF16 but no AMX, ordinary convolutions of 16 or
+    /// more channels: pairs of channels of a padded bf16 copy of the input.
+    Bf16Dot(conv_bf16_dot::DotWeights),
 }
 
 impl DirectConv {
@@ -124,7 +156,8 @@ impl DirectConv {
             DirectConv::SmallK(_)
             | DirectConv::Unpool(_)
             | DirectConv::Amx(_)
-            | DirectConv::AmxInPlace(_) => true,
+            | DirectConv::AmxInPlace(_)
+            | DirectConv::Bf16Dot(_) => true,
         }
     }
 }
@@ -135,15 +168,16 @@ impl CpuBackend {
         Self::with_precision(plan, tile, threads, Precision::F32)
     }
 
-    /// A backend whose convolutions compute in `precision` where this CPU can: bf16 needs AMX
-    /// ([`CpuBackend::amx_available`]); anything else computes in f32 (see `Backend::precision`).
+    /// A backend whose convolutions compute in `precision` where this CPU can: bf16 needs AMX or
+    /// AVX512-BF16 ([`CpuBackend::bf16_available`]); anything else computes in f32 (see
+    /// `Backend::precision`).
     pub fn with_precision(
         plan: Arc<Plan>,
         tile: usize,
         threads: usize,
         precision: Precision,
     ) -> Result<Self> {
-        let amx = precision == Precision::Bf16 && amx::available();
+        let bf16 = Bf16Kernels::for_precision(precision);
         let threads = if threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -162,11 +196,11 @@ impl CpuBackend {
         let bufs = plan.buffers.iter().map(|b| vec![0f32; b.len()]).collect();
         let slots = plan.initial_slots();
         let (rearrange, folded_exports) = tail::lower(&plan);
-        let direct = direct_weights(&plan, amx);
+        let direct = direct_weights(&plan, bf16);
         // Scratch for the largest gathered matrix (all tiles active) of the convolutions that may
         // run as im2col + GEMM: a direct kernel that takes every run of its layer needs none.
         let (mut max_a, mut max_c, mut max_a16) = (0, 0, 0);
-        let mut scratch_in_place = conv_amx_in_place::InPlaceScratch::default();
+        let mut bf16_input = bf16_input::Bf16Input::default();
         for (si, step) in plan.steps.iter().enumerate() {
             let Step::Layer(l) = step else { continue };
             let LayerOp::Conv(c) = &l.op else { continue };
@@ -176,10 +210,15 @@ impl CpuBackend {
                 max_a16 = max_a16.max(a);
                 max_c = max_c.max(cc);
             }
-            if let Some(DirectConv::AmxInPlace(_)) = &direct[si] {
+            let cpad = match &direct[si] {
+                Some(DirectConv::AmxInPlace(_)) => Some(conv_amx_in_place::channels_held(c)),
+                Some(DirectConv::Bf16Dot(_)) => Some(conv_bf16_dot::channels_held(c)),
+                _ => None,
+            };
+            if let Some(cpad) = cpad {
                 let ib = &plan.buffers[l.input.buf];
-                let layout = conv_amx_in_place::Layout::new(c, (ib.h, ib.w), (ob.h, ob.w));
-                scratch_in_place.fit(c, &layout);
+                let layout = bf16_input::Layout::new(c, (ib.h, ib.w), (ob.h, ob.w));
+                bf16_input.fit(c, &layout, cpad);
             }
             if direct[si].as_ref().is_some_and(DirectConv::takes_every_run) {
                 continue;
@@ -195,12 +234,13 @@ impl CpuBackend {
                 max_c = max_c.max(cc);
             }
         }
-        // bf16 where some layer takes the tiles (a model of small layers stays in f32).
-        let precision = if direct
-            .iter()
-            .flatten()
-            .any(|d| matches!(d, DirectConv::Amx(_) | DirectConv::AmxInPlace(_)))
-        {
+        // bf16 where some layer takes a bf16 kernel (a model of small layers stays in f32).
+        let precision = if direct.iter().flatten().any(|d| {
+            matches!(
+                d,
+                DirectConv::Amx(_) | DirectConv::AmxInPlace(_) | DirectConv::Bf16Dot(_)
+            )
+        }) {
             Precision::Bf16
         } else {
             Precision::F32
@@ -220,7 +260,7 @@ impl CpuBackend {
             scratch_a: vec![0.0; max_a],
             scratch_c: vec![0.0; max_c],
             scratch_a16: vec![0; max_a16],
-            scratch_in_place,
+            bf16_input,
             precision,
             profile: std::env::var("REGIONDROP_PROFILE")
                 .is_ok()
@@ -232,9 +272,10 @@ impl CpuBackend {
         self.threads
     }
 
-    /// Whether this CPU runs `precision=bf16` on AMX tiles (else such a backend computes in f32).
-    pub fn amx_available() -> bool {
-        amx::available()
+    /// Whether this CPU computes `precision=bf16` in bf16: on AMX tiles or AVX512-BF16 dot
+    /// products (else such a backend computes in f32).
+    pub fn bf16_available() -> bool {
+        Bf16Kernels::for_precision(Precision::Bf16) != Bf16Kernels::Off
     }
 
     fn run_steps(&mut self, tiles: &StepTiles) -> Result<()> {
@@ -295,7 +336,17 @@ impl CpuBackend {
                                 input,
                                 out,
                                 t,
-                                &mut self.scratch_in_place,
+                                &mut self.bf16_input,
+                                self.threads,
+                            ),
+                            Some(DirectConv::Bf16Dot(w)) => conv_bf16_dot::conv(
+                                c,
+                                w,
+                                &grid,
+                                input,
+                                out,
+                                t,
+                                &mut self.bf16_input,
                                 self.threads,
                             ),
                             Some(DirectConv::Amx(w)) => conv_amx::conv(
@@ -549,12 +600,13 @@ impl Backend for CpuBackend {
                 DirectConv::Unpool(w) => w.floats(),
                 DirectConv::Amx(w) => w.floats(),
                 DirectConv::AmxInPlace(w) => w.floats(),
+                DirectConv::Bf16Dot(w) => w.floats(),
             })
             .sum();
         let scratch = self.scratch_a.len()
             + self.scratch_c.len()
             + self.scratch_a16.len() / 2
-            + self.scratch_in_place.floats();
+            + self.bf16_input.floats();
         (caches + weights + copies + scratch) * 4
     }
 }
@@ -587,7 +639,7 @@ mod tests {
 
         let other = Arc::new(crate::model::import(&path, &Default::default()).unwrap());
         assert!(!Arc::ptr_eq(&a.direct, &cpu(&other, Precision::F32).direct));
-        if amx::available() {
+        if CpuBackend::bf16_available() {
             let (x, y) = (cpu(&plan, Precision::Bf16), cpu(&plan, Precision::Bf16));
             assert!(
                 Arc::ptr_eq(&x.direct, &y.direct),

@@ -1,0 +1,408 @@
+//! The padded bf16 copy of a convolution's input that the bf16 kernels read in place: AMX tiles
+//! (`conv_amx_in_place`) and AVX512-BF16 dot products (`conv_bf16_dot`). The copy is made once
+//! per layer and frame, of the pixels the frame's active outputs read.
+//!
+//! The padded input is split by stride s into s² phase planes: plane (a, b) holds padded pixels
+//! (s·r + a, s·c + b) at row r, column c, rows Ws = Wp / s pixels long. The output is flattened
+//! as i = oy·Ws + ox. Tap (ky, kx) of output i then reads pixel i + (ky·dh / s)·Ws + kx·dw / s
+//! of plane (ky·dh mod s, kx·dw mod s): consecutive outputs read consecutive pixels, and every
+//! tap is one offset for all outputs. The Ws − Wo columns past the map's right edge are not
+//! real outputs.
+//!
+//! Outputs are grouped in blocks of 32 flattened outputs (two units of 16) that start on a
+//! multiple of 16, or of 16 where the next 16 hold no active output: the AMX kernel computes
+//! whole blocks, and only the input the blocks read is converted.
+
+use rayon::prelude::*;
+
+use super::amx::{self, round_up};
+use super::feature::{FeatMut, FeatRef};
+use crate::mask::TileGrid;
+use crate::model::plan::ConvSpec;
+
+/// Flattened outputs per unit: one AMX tile's rows.
+pub const UNIT: usize = 16;
+/// Flattened outputs per block: two units.
+pub const ROWS: usize = 2 * UNIT;
+
+/// Where one layer's padded input and flattened output lie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub stride: usize,
+    /// Padded input height, and the phase planes' row length (padded width / stride).
+    pub hp: usize,
+    pub ws: usize,
+    /// Pixels per phase plane, in whole units: every pixel any block reads.
+    pub plane: usize,
+    /// The output map's size.
+    pub wo: usize,
+    pub ho: usize,
+    /// Flattened outputs, in whole units.
+    pub outputs: usize,
+}
+
+impl Layout {
+    pub fn new(spec: &ConvSpec, (hi, wi): (usize, usize), (ho, wo): (usize, usize)) -> Self {
+        let s = spec.sh;
+        let (span_y, span_x) = ((spec.kh - 1) * spec.dh, (spec.kw - 1) * spec.dw);
+        let wp = round_up((spec.pad_l + wi).max(s * (wo.max(1) - 1) + span_x + 1), s);
+        let hp = (spec.pad_t + hi).max(s * (ho.max(1) - 1) + span_y + 1);
+        let ws = wp / s;
+        let outputs = round_up(ho * ws, UNIT);
+        // A block may start on the last unit and run one unit past the outputs.
+        let last_read = outputs + UNIT - 1 + span_y / s * ws + span_x / s;
+        Layout {
+            stride: s,
+            hp,
+            ws,
+            plane: round_up((hp.div_ceil(s) * ws).max(last_read + 1), UNIT),
+            wo,
+            ho,
+            outputs,
+        }
+    }
+
+    /// Padded input pixels held (all planes).
+    pub fn pixels(&self) -> usize {
+        self.stride * self.stride * self.plane
+    }
+
+    /// Where tap (ky, kx) of flattened output 0 reads: ky and kx already times the dilation.
+    pub fn tap(&self, ky: usize, kx: usize) -> usize {
+        let s = self.stride;
+        ((ky % s) * s + kx % s) * self.plane + ky / s * self.ws + kx / s
+    }
+
+    /// The padded pixel (row, column) held at index `g`, if inside the padded map.
+    #[cfg(test)]
+    pub fn pixel_at(&self, g: usize) -> Option<(usize, usize)> {
+        let s = self.stride;
+        let (phase, q) = (g / self.plane, g % self.plane);
+        let (py, px) = ((q / self.ws) * s + phase / s, (q % self.ws) * s + phase % s);
+        (py < self.hp).then_some((py, px))
+    }
+
+    /// The padded pixel (row, column) held at each index from `g` on (`None` past the padded
+    /// map), with one division for all of them.
+    pub fn pixels_from(&self, g: usize) -> impl Iterator<Item = Option<(usize, usize)>> + '_ {
+        let s = self.stride;
+        let (mut phase, mut q) = (g / self.plane, g % self.plane);
+        let (mut r, mut c) = (q / self.ws, q % self.ws);
+        std::iter::from_fn(move || {
+            let (py, px) = (r * s + phase / s, c * s + phase % s);
+            (q, c) = (q + 1, c + 1);
+            if c == self.ws {
+                (r, c) = (r + 1, 0);
+            }
+            if q == self.plane {
+                (phase, q, r, c) = (phase + 1, 0, 0, 0);
+            }
+            Some((py < self.hp).then_some((py, px)))
+        })
+    }
+}
+
+/// Per-frame scratch, sized at construction for the largest layer ([`Bf16Input::fit`]).
+#[derive(Default)]
+pub struct Bf16Input {
+    /// The padded input in bf16, `cpad` values per pixel.
+    input: Vec<u16>,
+    /// Per unit of padded input pixels: whether a block reads it.
+    read: Vec<bool>,
+    /// Per flattened output: whether it is a pixel of an active tile.
+    active: Vec<bool>,
+    /// Each block to compute: its first flattened output, and its rows (16 or 32).
+    pub blocks: Vec<(usize, usize)>,
+    /// The flattened outputs that are pixels of active tiles, in order.
+    pub outputs: Vec<u32>,
+    /// Each tap's first held pixel for output 0 ([`Layout::tap`]).
+    pub taps: Vec<usize>,
+    /// The AMX kernel's byte offset of each step of K (one tap's 32 channels) from a block's
+    /// first A row.
+    pub steps: Vec<usize>,
+}
+
+impl Bf16Input {
+    /// Grows the buffers to hold a layer of `layout` with `cpad` values per pixel (at
+    /// construction: no growth while running).
+    pub fn fit(&mut self, spec: &ConvSpec, layout: &Layout, cpad: usize) {
+        let grow = |n: usize, len: usize| len.max(n);
+        // One cache line more, to start the held pixels on a cache line (`held`).
+        self.input
+            .resize(grow(layout.pixels() * cpad + 32, self.input.len()), 0);
+        self.read
+            .resize(grow(layout.pixels() / UNIT, self.read.len()), false);
+        self.active
+            .resize(grow(layout.outputs + UNIT, self.active.len()), false);
+        let taps = spec.kh * spec.kw;
+        reserve(&mut self.blocks, layout.outputs / UNIT);
+        reserve(&mut self.outputs, layout.outputs);
+        reserve(&mut self.taps, taps);
+        reserve(&mut self.steps, taps * cpad.div_ceil(amx::STEP_K));
+    }
+
+    /// Floats' worth of memory held.
+    pub fn floats(&self) -> usize {
+        let words = |n: usize| n * std::mem::size_of::<usize>() / 4;
+        self.input.len() / 2
+            + (self.read.len() + self.active.len()) / 4
+            + self.outputs.capacity()
+            + words(2 * self.blocks.capacity() + self.taps.capacity() + self.steps.capacity())
+    }
+
+    /// Lists the outputs of `tiles`, the blocks holding them and each tap's offset, and converts
+    /// the input the blocks read; false when there is nothing to compute. `fit` must have been
+    /// called for this layer and `cpad`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        &mut self,
+        spec: &ConvSpec,
+        l: &Layout,
+        grid: &TileGrid,
+        input: &FeatRef,
+        output: &FeatMut,
+        tiles: &[u32],
+        cpad: usize,
+        threads: usize,
+    ) -> bool {
+        self.select(spec, l, grid, output, tiles);
+        if self.blocks.is_empty() {
+            return false;
+        }
+        self.convert(spec, l, input, cpad, threads);
+        true
+    }
+
+    /// The held pixels, from the buffer's first cache line on, so that a pixel of 32 channels
+    /// (64 bytes, at a multiple of 64 bytes from the start) is one cache line.
+    pub fn held(&self) -> &[u16] {
+        &self.input[self.input.as_ptr().align_offset(64)..]
+    }
+
+    /// Whether flattened output `i` is a pixel of an active tile.
+    pub fn active(&self, i: usize) -> bool {
+        self.active[i]
+    }
+
+    /// Marks the flattened outputs of the tiles and lists them, the blocks that hold them and
+    /// each tap's first pixel.
+    fn select(
+        &mut self,
+        spec: &ConvSpec,
+        l: &Layout,
+        grid: &TileGrid,
+        output: &FeatMut,
+        tiles: &[u32],
+    ) {
+        let active = &mut self.active[..l.outputs + UNIT];
+        active.fill(false);
+        for &t in tiles {
+            let (x0, y0, x1, y1) = output.rect(grid, t);
+            for oy in y0..y1 {
+                active[oy * l.ws + x0..oy * l.ws + x1].fill(true);
+            }
+        }
+        self.outputs.clear();
+        self.outputs
+            .extend((0..l.outputs as u32).filter(|&i| active[i as usize]));
+        let blocks = &mut self.blocks;
+        blocks.clear();
+        let mut u = 0;
+        let units = l.outputs / UNIT;
+        let busy = |u: usize| u < units && active[u * UNIT..(u + 1) * UNIT].contains(&true);
+        while u < units {
+            if !busy(u) {
+                u += 1;
+            } else if busy(u + 1) {
+                blocks.push((u * UNIT, ROWS));
+                u += 2;
+            } else {
+                blocks.push((u * UNIT, UNIT));
+                u += 2;
+            }
+        }
+        self.taps.clear();
+        for ky in 0..spec.kh {
+            for kx in 0..spec.kw {
+                self.taps.push(l.tap(ky * spec.dh, kx * spec.dw));
+            }
+        }
+    }
+
+    /// Converts the padded input that the blocks read to bf16.
+    fn convert(
+        &mut self,
+        spec: &ConvSpec,
+        l: &Layout,
+        input: &FeatRef,
+        cpad: usize,
+        threads: usize,
+    ) {
+        let read = &mut self.read[..l.pixels() / UNIT];
+        read.fill(false);
+        for &(b, rows) in &self.blocks {
+            for &tap in &self.taps {
+                read[(b + tap) / UNIT..=(b + tap + rows - 1) / UNIT].fill(true);
+            }
+        }
+        let skip = self.input.as_ptr().align_offset(64);
+        let padded = &mut self.input[skip..][..l.pixels() * cpad];
+        let per_task = (read.len() / (threads.max(1) * 4)).max(4);
+        padded
+            .par_chunks_mut(UNIT * cpad * per_task)
+            .zip(read.par_chunks(per_task))
+            .enumerate()
+            .for_each(|(task, (dst, flags))| {
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (j, &wanted) in flags.iter().enumerate() {
+                            if wanted {
+                                let unit = task * per_task + j;
+                                let dst = &mut dst[j * UNIT * cpad..(j + 1) * UNIT * cpad];
+                                convert_unit(spec, l, input, unit, cpad, dst);
+                            }
+                        }
+                    },
+                )
+            });
+    }
+}
+
+/// Makes room for `n` items in `v`, which keeps what it holds.
+fn reserve<T>(v: &mut Vec<T>, n: usize) {
+    v.reserve(n.saturating_sub(v.len()));
+}
+
+/// Writes the held pixels [unit·16, unit·16 + 16) in bf16: the view's channels inside the map,
+/// zeros in the padding and in channels past `cin`.
+#[inline(always)]
+fn convert_unit(
+    spec: &ConvSpec,
+    l: &Layout,
+    input: &FeatRef,
+    unit: usize,
+    cpad: usize,
+    dst: &mut [u16],
+) {
+    for (px, at) in dst.chunks_exact_mut(cpad).zip(l.pixels_from(unit * UNIT)) {
+        let (py, pxl) = at.unwrap_or((usize::MAX, usize::MAX));
+        let (iy, ix) = (py.wrapping_sub(spec.pad_t), pxl.wrapping_sub(spec.pad_l));
+        if iy < input.h && ix < input.w {
+            amx::to_bf16(input.px(iy, ix), &mut px[..spec.cin]);
+            px[spec.cin..].fill(0);
+        } else {
+            px.fill(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::fixture;
+    use super::*;
+    use crate::model::act::Act;
+    use crate::rng::Lcg;
+
+    /// Every tap of every real output reads the padded pixel it should, inside the held planes,
+    /// and no two held indices name the same pixel.
+    #[test]
+    fn layout_places_every_tap_on_its_padded_pixel() {
+        let mut rng = Lcg(3);
+        for (k, s, d, hi, wi) in [
+            (3, 1, 1, 13, 13),
+            (3, 2, 1, 52, 52),
+            (1, 1, 1, 7, 5),
+            (5, 2, 2, 29, 37),
+            (1, 2, 1, 9, 9),
+        ] {
+            let spec = fixture::spec(&mut rng, k, s, (d, d), 16, 16, 1, Act::Identity);
+            let what = format!("k{k} s{s} d{d} {hi}x{wi}");
+            let (ho, wo) = (
+                (hi + 2 * spec.pad_t - (k - 1) * d - 1) / s + 1,
+                (wi + 2 * spec.pad_l - (k - 1) * d - 1) / s + 1,
+            );
+            let l = Layout::new(&spec, (hi, wi), (ho, wo));
+            assert!(l.ws >= wo && l.outputs >= ho * l.ws, "{what}");
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let i = oy * l.ws + ox;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let g = i + l.tap(ky * d, kx * d);
+                            assert!(g < l.pixels(), "{what}");
+                            let want = (s * oy + ky * d, s * ox + kx * d);
+                            assert_eq!(l.pixel_at(g), Some(want), "{what}");
+                        }
+                    }
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (g, walked) in l.pixels_from(0).take(l.pixels()).enumerate() {
+                assert_eq!(walked, l.pixel_at(g), "{what}: index {g}");
+                if let Some(p) = walked {
+                    assert!(seen.insert(p), "{what}: {p:?} twice");
+                }
+            }
+        }
+    }
+}
+
+/// The check every kernel reading the copy passes.
+#[cfg(test)]
+pub(super) mod check {
+    use super::super::conv::fixture;
+    use super::*;
+    use crate::model::act::Act;
+    use crate::rng::Lcg;
+
+    /// `run` (a kernel on the copy: spec, grid, input, output, tiles) against im2col + f32 GEMM
+    /// on operands that bf16 holds exactly (weights and inputs rounded to bf16 first), so the two
+    /// differ only in the order of f32 sums: strides, dilation, 1×1, 3×3 and 5×5 kernels, channel
+    /// counts that are and are not multiples of 32 (and odd ones), channel views into wider
+    /// buffers, every tile and scattered tiles. Tiles it does not compute keep their contents
+    /// exactly. Every case must be one the kernel `applies` to.
+    pub fn equals_the_f32_path(
+        applies: impl Fn(&ConvSpec) -> bool,
+        mut run: impl FnMut(&ConvSpec, &TileGrid, FeatRef, FeatMut, &[u32]),
+    ) {
+        let rounded = |x: f32| amx::f32_of(amx::bf16(x));
+        let mut rng = Lcg(22);
+        // (k, stride, dilation, cin, cout, activation)
+        let cases = [
+            (3, 1, 1, 32, 48, Act::LeakyRelu(0.1)),
+            (3, 2, 1, 24, 40, Act::Relu),
+            (1, 1, 1, 64, 20, Act::Identity),
+            (3, 1, 2, 16, 16, Act::Sigmoid),
+            (5, 2, 1, 40, 70, Act::Silu),
+            (1, 2, 1, 33, 64, Act::Identity),
+        ];
+        for (k, stride, d, cin, cout, act) in cases {
+            let mut spec = fixture::spec(&mut rng, k, stride, (d, d), cin, cout, 1, act);
+            spec.weights.iter_mut().for_each(|w| *w = rounded(*w));
+            assert!(applies(&spec), "k{k} s{stride} {cin}->{cout}");
+            let maps = fixture::Maps::new(&spec, 5, 3);
+            fixture::against_gemm_on(
+                &spec,
+                &maps,
+                &mut rng,
+                rounded,
+                |i, o, tiles| run(&spec, &maps.grid, i, o, tiles),
+                |got, want, base, tiles| {
+                    let what = format!("k{k} s{stride} d{d} {cin}->{cout} {act:?}, {tiles} tiles");
+                    let (mut worst, mut changed) = (0f32, 0);
+                    for (j, ((g, w), b)) in got.iter().zip(want).zip(base).enumerate() {
+                        if w == b {
+                            assert_eq!(g, w, "{what}: element {j} was not to change");
+                            continue;
+                        }
+                        changed += 1;
+                        worst = worst.max((g - w).abs() / w.abs().max(1.0));
+                    }
+                    assert!(changed > 0, "{what}: nothing computed");
+                    assert!(worst < 1e-4, "{what}: worst relative error {worst}");
+                },
+            );
+        }
+    }
+}
