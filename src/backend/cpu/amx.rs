@@ -77,37 +77,46 @@ pub fn bf16(x: f32) -> u16 {
     }
 }
 
-/// `src` to bf16 in `dst` (equal lengths), as [`bf16`] rounds, 32 values per instruction with
-/// AVX512-BF16 (every CPU with AMX has it), which treats subnormal inputs as zero.
-pub fn to_bf16(src: &[f32], dst: &mut [u16]) {
-    assert_eq!(src.len(), dst.len());
+/// `dst.len() / cpad` pixels of `cin` f32 channels, `stride` floats apart in `src`, to bf16
+/// pixels of `cpad` ≥ cin values at `dst`: rounded as [`bf16`] rounds, zeros past `cin`. With
+/// AVX512-BF16 (every CPU with AMX has it), 16 values per instruction, subnormal inputs read as
+/// zero.
+pub fn pixels_to_bf16(src: &[f32], stride: usize, cin: usize, dst: &mut [u16], cpad: usize) {
+    let n = dst.len() / cpad;
+    assert!(cin <= cpad && (n == 0 || src.len() >= (n - 1) * stride + cin));
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bf16") {
-        // SAFETY: the CPU has the feature (checked above).
-        return unsafe { to_bf16_avx512(src, dst) };
+    if std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // SAFETY: the CPU has the features (checked above); the lengths were checked.
+        return unsafe { pixels_to_bf16_avx512(src, stride, cin, dst, cpad) };
     }
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d = bf16(v);
+    for (p, px) in dst.chunks_exact_mut(cpad).enumerate() {
+        for (d, &v) in px.iter_mut().zip(&src[p * stride..p * stride + cin]) {
+            *d = bf16(v);
+        }
+        px[cin..].fill(0);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512bf16,avx512f")]
-unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
+#[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
+unsafe fn pixels_to_bf16_avx512(
+    src: &[f32],
+    stride: usize,
+    cin: usize,
+    dst: &mut [u16],
+    cpad: usize,
+) {
     use std::arch::x86_64::*;
-    let mut chunks = src.chunks_exact(32).zip(dst.chunks_exact_mut(32));
-    for (s, d) in chunks.by_ref() {
-        let lo = _mm512_loadu_ps(s.as_ptr());
-        let hi = _mm512_loadu_ps(s.as_ptr().add(16));
-        let packed = _mm512_cvtne2ps_pbh(hi, lo);
-        _mm512_storeu_si512(
-            d.as_mut_ptr().cast(),
-            std::mem::transmute::<__m512bh, __m512i>(packed),
-        );
-    }
-    let done = src.len() / 32 * 32;
-    for (d, &v) in dst[done..].iter_mut().zip(&src[done..]) {
-        *d = bf16(v);
+    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+    for p in 0..dst.len() / cpad {
+        let (s, d) = (src.as_ptr().add(p * stride), dst.as_mut_ptr().add(p * cpad));
+        for c in (0..cpad).step_by(16) {
+            let v = _mm512_maskz_loadu_ps(mask(cin.saturating_sub(c)), s.add(c));
+            let packed = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+            _mm256_mask_storeu_epi16(d.add(c).cast(), mask(cpad - c), packed);
+        }
     }
 }
 
@@ -398,11 +407,12 @@ mod tests {
     use super::*;
     use crate::rng::Lcg;
 
+    /// Pixels of 3, 16, 33 and 40 channels, packed and strided, padded or not, to bf16: every
+    /// value as `bf16` rounds it, zeros in the padding, NaN stays NaN.
     #[test]
-    fn to_bf16_equals_bf16_on_normal_values() {
+    fn pixels_to_bf16_equals_bf16_on_normal_values() {
         let mut rng = Lcg(9);
-        let mut src = rng.vec(77, 100.0);
-        src.extend([
+        let specials = [
             0.0,
             -0.0,
             1.0,
@@ -410,16 +420,32 @@ mod tests {
             f32::MIN_POSITIVE,
             f32::INFINITY,
             1.0 + 1.0 / 256.0,
-        ]);
-        src.push(f32::from_bits(0x3f80_8000)); // a tie: rounds to even
-        let mut got = vec![0u16; src.len()];
-        to_bf16(&src, &mut got);
-        for (&v, &g) in src.iter().zip(&got) {
-            assert_eq!(g, bf16(v), "{v:e}");
+            f32::from_bits(0x3f80_8000), // a tie: rounds to even
+        ];
+        for (cin, cpad, stride, n) in [
+            (3, 4, 3, 21),
+            (16, 16, 20, 5),
+            (33, 34, 40, 7),
+            (40, 64, 40, 3),
+        ] {
+            let mut src = rng.vec((n - 1) * stride + cin, 100.0);
+            src[..specials.len()].copy_from_slice(&specials);
+            let mut got = vec![0xffffu16; n * cpad];
+            pixels_to_bf16(&src, stride, cin, &mut got, cpad);
+            for (p, px) in got.chunks_exact(cpad).enumerate() {
+                for (c, &g) in px.iter().enumerate() {
+                    let want = if c < cin {
+                        bf16(src[p * stride + c])
+                    } else {
+                        0
+                    };
+                    assert_eq!(g, want, "{cin} channels in {cpad}, pixel {p}, channel {c}");
+                }
+            }
         }
-        let mut nan = [0u16; 1];
-        to_bf16(&[f32::NAN], &mut nan);
-        assert!(f32_of(nan[0]).is_nan());
+        let mut nan = [0u16; 2];
+        pixels_to_bf16(&[f32::NAN], 1, 1, &mut nan, 2);
+        assert!(f32_of(nan[0]).is_nan() && nan[1] == 0);
     }
 
     #[test]

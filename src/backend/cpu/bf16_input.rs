@@ -81,25 +81,6 @@ impl Layout {
         let (py, px) = ((q / self.ws) * s + phase / s, (q % self.ws) * s + phase % s);
         (py < self.hp).then_some((py, px))
     }
-
-    /// The padded pixel (row, column) held at each index from `g` on (`None` past the padded
-    /// map), with one division for all of them.
-    pub fn pixels_from(&self, g: usize) -> impl Iterator<Item = Option<(usize, usize)>> + '_ {
-        let s = self.stride;
-        let (mut phase, mut q) = (g / self.plane, g % self.plane);
-        let (mut r, mut c) = (q / self.ws, q % self.ws);
-        std::iter::from_fn(move || {
-            let (py, px) = (r * s + phase / s, c * s + phase % s);
-            (q, c) = (q + 1, c + 1);
-            if c == self.ws {
-                (r, c) = (r + 1, 0);
-            }
-            if q == self.plane {
-                (phase, q, r, c) = (phase + 1, 0, 0, 0);
-            }
-            Some((py < self.hp).then_some((py, px)))
-        })
-    }
 }
 
 /// Per-frame scratch, sized at construction for the largest layer ([`Bf16Input::fit`]).
@@ -275,7 +256,8 @@ fn reserve<T>(v: &mut Vec<T>, n: usize) {
 }
 
 /// Writes the held pixels [unit·16, unit·16 + 16) in bf16: the view's channels inside the map,
-/// zeros in the padding and in channels past `cin`.
+/// zeros in the padding and in channels past `cin`. The unit is cut where rows of the phase
+/// plane end; the pixels of a row inside the map convert in one call.
 #[inline(always)]
 fn convert_unit(
     spec: &ConvSpec,
@@ -285,14 +267,36 @@ fn convert_unit(
     cpad: usize,
     dst: &mut [u16],
 ) {
-    for (px, at) in dst.chunks_exact_mut(cpad).zip(l.pixels_from(unit * UNIT)) {
-        let (py, pxl) = at.unwrap_or((usize::MAX, usize::MAX));
-        let (iy, ix) = (py.wrapping_sub(spec.pad_t), pxl.wrapping_sub(spec.pad_l));
-        if iy < input.h && ix < input.w {
-            amx::to_bf16(input.px(iy, ix), &mut px[..spec.cin]);
-            px[spec.cin..].fill(0);
-        } else {
-            px.fill(0);
+    let s = l.stride;
+    let (phase, q0) = (unit * UNIT / l.plane, unit * UNIT % l.plane);
+    let (a, b) = (phase / s, phase % s);
+    let mut dst = dst;
+    let mut q = q0;
+    while q < q0 + UNIT {
+        let (r, c) = (q / l.ws, q % l.ws);
+        let n = (l.ws - c).min(q0 + UNIT - q);
+        let (row, rest) = dst.split_at_mut(n * cpad);
+        (dst, q) = (rest, q + n);
+        // Held pixel c + k is input pixel (r·s + a − pad_t, (c + k)·s + b − pad_l).
+        let iy = (r * s + a).wrapping_sub(spec.pad_t);
+        let ix = |k: usize| ((c + k) * s + b).wrapping_sub(spec.pad_l);
+        if iy >= input.h {
+            row.fill(0);
+            continue;
+        }
+        // Held pixels [k0, k1) lie inside the map.
+        let k0 = (0..n).find(|&k| ix(k) < input.w).unwrap_or(n);
+        let k1 = (k0..n).find(|&k| ix(k) >= input.w).unwrap_or(n);
+        row[..k0 * cpad].fill(0);
+        row[k1 * cpad..].fill(0);
+        if k1 > k0 {
+            let stride = s * input.pitch;
+            let len = (k1 - k0 - 1) * stride + input.c;
+            // SAFETY: pixels ix(k0), ix(k0) + s, … ix(k1 − 1) of row iy are in the map, and
+            // the view's channels of the last end inside it.
+            let src = unsafe { std::slice::from_raw_parts(input.ptr_at(iy, ix(k0)), len) };
+            let held = &mut row[k0 * cpad..k1 * cpad];
+            amx::pixels_to_bf16(src, stride, spec.cin, held, cpad);
         }
     }
 }
@@ -338,9 +342,8 @@ mod tests {
                 }
             }
             let mut seen = std::collections::HashSet::new();
-            for (g, walked) in l.pixels_from(0).take(l.pixels()).enumerate() {
-                assert_eq!(walked, l.pixel_at(g), "{what}: index {g}");
-                if let Some(p) = walked {
+            for g in 0..l.pixels() {
+                if let Some(p) = l.pixel_at(g) {
                     assert!(seen.insert(p), "{what}: {p:?} twice");
                 }
             }
@@ -360,8 +363,8 @@ pub(super) mod check {
     /// on operands that bf16 holds exactly (weights and inputs rounded to bf16 first), so the two
     /// differ only in the order of f32 sums: strides, dilation, 1×1, 3×3 and 5×5 kernels, channel
     /// counts that are and are not multiples of 32 (and odd ones), channel views into wider
-    /// buffers, every tile and scattered tiles. Tiles it does not compute keep their contents
-    /// exactly. Every case must be one the kernel `applies` to.
+    /// buffers and maps of whole pixels, every tile and scattered tiles. Tiles it does not
+    /// compute keep their contents exactly. Every case must be one the kernel `applies` to.
     pub fn equals_the_f32_path(
         applies: impl Fn(&ConvSpec) -> bool,
         mut run: impl FnMut(&ConvSpec, &TileGrid, FeatRef, FeatMut, &[u32]),
@@ -377,11 +380,15 @@ pub(super) mod check {
             (5, 2, 1, 40, 70, Act::Silu),
             (1, 2, 1, 33, 64, Act::Identity),
         ];
-        for (k, stride, d, cin, cout, act) in cases {
+        // (channels beside the input view, the view's first channel)
+        let views = [(5, 3), (0, 0)];
+        for ((k, stride, d, cin, cout, act), (extra, c_off)) in
+            cases.into_iter().flat_map(|c| views.map(|v| (c, v)))
+        {
             let mut spec = fixture::spec(&mut rng, k, stride, (d, d), cin, cout, 1, act);
             spec.weights.iter_mut().for_each(|w| *w = rounded(*w));
             assert!(applies(&spec), "k{k} s{stride} {cin}->{cout}");
-            let maps = fixture::Maps::new(&spec, 5, 3);
+            let maps = fixture::Maps::new(&spec, extra, c_off);
             fixture::against_gemm_on(
                 &spec,
                 &maps,
@@ -389,7 +396,11 @@ pub(super) mod check {
                 rounded,
                 |i, o, tiles| run(&spec, &maps.grid, i, o, tiles),
                 |got, want, base, tiles| {
-                    let what = format!("k{k} s{stride} d{d} {cin}->{cout} {act:?}, {tiles} tiles");
+                    let what = format!(
+                        "k{k} s{stride} d{d} {cin}->{cout} {act:?}, view {c_off}+{cin} of \
+                         {}, {tiles} tiles",
+                        cin + extra
+                    );
                     let (mut worst, mut changed) = (0f32, 0);
                     for (j, ((g, w), b)) in got.iter().zip(want).zip(base).enumerate() {
                         if w == b {

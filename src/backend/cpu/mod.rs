@@ -512,8 +512,13 @@ impl Backend for CpuBackend {
     }
 
     fn describe(&self) -> String {
+        let bf16 = match Bf16Kernels::for_precision(self.precision) {
+            Bf16Kernels::Off => "",
+            Bf16Kernels::Amx => ", bf16 on AMX tiles",
+            Bf16Kernels::Dot => ", bf16 on AVX512-BF16",
+        };
         format!(
-            "cpu ({} threads, {:?} kernels)",
+            "cpu ({} threads, {:?} kernels{bf16})",
             self.threads,
             crate::simd::level()
         )
