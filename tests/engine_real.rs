@@ -40,7 +40,8 @@ fn dense_matches_onnxruntime_on_all_real_models() {
 }
 
 /// OpenVINO is a second, independent dense engine: in f32 its outputs agree with ours as
-/// closely as onnxruntime's do, and its timing session reports the precision it runs in.
+/// closely as onnxruntime's do, and its timing session reports the precision it runs in and is
+/// stopped between frames.
 #[test]
 fn dense_matches_openvino_f32_on_the_default_model() {
     use gstregiondrop::baseline::{run_in, Baseline, BaselineTimer};
@@ -68,9 +69,17 @@ fn dense_matches_openvino_f32_on_the_default_model() {
     let mut timer = BaselineTimer::new(Baseline::Openvino(None), &asset(m.path), shape, 2)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(["f32", "bf16"].contains(&timer.precision.as_str()));
+    // Stopped between frames, so that its idle threads cannot slow ours.
+    let state = |pid| gstregiondrop::baseline::process_state(pid).unwrap();
+    let pid = timer.helper_pid();
+    assert_eq!(state(pid), 'T', "helper not stopped after start-up");
     assert!(timer.time(&nchw).unwrap() > 0.0);
+    assert_eq!(state(pid), 'T', "helper not stopped after a frame");
     let err = timer.time(&nchw[1..]).unwrap_err().to_string();
     assert!(err.contains("openvino frame of"), "{err}");
+    // Resumed on drop, it reads the end of its input and exits.
+    drop(timer);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
 #[test]

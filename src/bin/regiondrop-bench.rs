@@ -51,8 +51,6 @@ use gstregiondrop::video::RgbFrame;
 
 /// Frames whose onnxruntime outputs are compared with ours (spread over the clip).
 const ORT_FRAMES: usize = 20;
-/// Pause around each baseline engine's run, while the other side's idle threads stop spinning.
-const POOL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Parser, Debug)]
 #[command(

@@ -19,16 +19,15 @@ impl Timed {
         Ok(Timed { timer, ms: vec![] })
     }
 
-    /// Times frame `i` of the clip, given as the network's NCHW input. Both thread pools spin
-    /// for a while after a run before they sleep: a pause on each side keeps one from slowing
-    /// the other.
+    /// Times frame `i` of the clip, given as the network's NCHW input. Its thread pools spin
+    /// for a while after a run; the timer stops the helper between frames, so they cannot slow
+    /// our runs. No pause between the runs: a machine left idle for 50 ms on each side slowed
+    /// every engine's next run here, ours by 1.3–1.6× (two cores of a shared VM).
     fn time(&mut self, input: &[f32], i: usize) -> Result<(), Fail> {
-        std::thread::sleep(POOL_SETTLE);
         let ms = self
             .timer
             .time(input)
             .map_err(|e| Fail::Run(format!("--{}: {e}", self.timer.engine.name())))?;
-        std::thread::sleep(POOL_SETTLE);
         if i > 0 {
             self.ms.push(ms);
         }

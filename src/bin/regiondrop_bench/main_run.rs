@@ -87,8 +87,8 @@ pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), F
     for i in 0..n {
         let rgb = &s.net[i];
         // The dense baseline gets the full mask directly: no change detection in its time.
-        // The baselines first (with pauses on both sides), then our dense run, which so starts
-        // from the same idle machine they did, then sparse.
+        // The baselines first (each stopped again once it has answered), then our dense run,
+        // then sparse, back to back.
         baselines.time(s, i)?;
         let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
         dranked.push(s.detections(&mut dense, &dense_gate, true)?);
