@@ -111,8 +111,8 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
     /// Number format of the convolutions' GEMM operands: f32; f16 on the CUDA backend's tensor
-    /// cores; bf16 on the CPU backend's AMX tiles (each backend computes the other's in f32 and
-    /// says so)
+    /// cores; bf16 on the CPU backend (AMX tiles or AVX512-BF16; each backend computes the
+    /// other's in f32 and says so, as does a CPU without bf16)
     #[arg(long, value_name = "P", default_value = "f32")]
     precision: Precision,
     /// Worker threads (0 = all cores); onnxruntime gets the same number

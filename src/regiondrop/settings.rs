@@ -53,7 +53,7 @@ pub enum PrecisionChoice {
     )]
     F16 = 1,
     #[enum_value(
-        name = "bf16 operands on the AMX tiles, f32 accumulation (CPU backend, Intel Sapphire Rapids and newer)",
+        name = "bf16 operands, f32 accumulation (CPU backend: AMX tiles on Intel Sapphire Rapids and newer, AVX512-BF16 on AMD Zen 4 and newer)",
         nick = "bf16"
     )]
     Bf16 = 2,
@@ -291,7 +291,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecEnum::builder_with_default("precision", d.precision)
             .nick("Precision")
-            .blurb("Number format of the convolutions' operands, summed in f32: f32; f16 on the CUDA backend's tensor cores; bf16 on the CPU backend's AMX tiles (Intel Sapphire Rapids and newer). Scores differ slightly from f32; a backend asked for the other's format computes in f32 and warns")
+            .blurb("Number format of the convolutions' operands, summed in f32: f32; f16 on the CUDA backend's tensor cores; bf16 on the CPU backend (AMX tiles on Intel Sapphire Rapids and newer, AVX512-BF16 on AMD Zen 4 and newer). Scores differ slightly from f32; a backend or CPU that cannot compute the format asked for computes in f32 and warns")
             .flags(ready)
             .build(),
         glib::ParamSpecDouble::builder("threshold")
