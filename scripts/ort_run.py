@@ -36,7 +36,7 @@ that run (session.run only). End of input ends it.
 onnxruntime: CPUExecutionProvider, intra_op_num_threads=--threads, inter_op_num_threads=1,
 ORT_SEQUENTIAL execution, full graph optimisation (ORT's default); always f32.
 OpenVINO: the CPU device, PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS=--threads, and the
-inference precision the plugin picks (bf16 on CPUs with AMX, else f32) unless --precision
+inference precision the plugin picks (bf16 on CPUs with AMX or AVX512-BF16, else f32) unless --precision
 names one; the input is reshaped to --shape.
 Outputs that are not float32 are converted to float32 before writing.
 

@@ -15,7 +15,8 @@ pub enum Baseline {
     /// onnxruntime's CPU execution provider, in f32.
     Onnxruntime,
     /// OpenVINO's CPU plugin with the latency hint, at this inference precision ("f32" or
-    /// "bf16"); `None`: the plugin's own choice (bf16 on CPUs with AMX, else f32).
+    /// "bf16"); `None`: the plugin's own choice (bf16 on CPUs with bf16 arithmetic, AMX or
+    /// AVX512-BF16 as measured, else f32).
     Openvino(Option<&'static str>),
 }
 

@@ -145,7 +145,8 @@ pub trait Backend: Send {
 /// Number format of the GEMM operands of convolutions, summed in f32 either way. The CUDA
 /// backend can gather activations and keep weight copies in f16 and multiply them on the tensor
 /// cores (cuBLAS or its own kernels); the CPU backend can do the same in bf16 on AMX tiles (Intel
-/// Sapphire Rapids and newer). Each backend computes in f32 where the other is asked for.
+/// Sapphire Rapids and newer) or AVX512-BF16 (AMD Zen 4 and newer). Each backend computes in f32
+/// where the other is asked for, as does a CPU without bf16 arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]

@@ -142,7 +142,8 @@ struct Cli {
     onnxruntime: bool,
     /// Also time OpenVINO's CPU plugin (the project's venv, same thread count, latency hint) on
     /// every frame beside ours: openvino_ms, openvino_precision, vs_openvino, dense_vs_openvino.
-    /// PRECISION: default (the plugin's choice: bf16 on CPUs with AMX, else f32), f32 or bf16
+    /// PRECISION: default (the plugin's choice: bf16 on CPUs with AMX or AVX512-BF16, else f32),
+    /// f32 or bf16
     #[arg(long, value_enum, value_name = "PRECISION", num_args = 0..=1,
           default_missing_value = "default")]
     openvino: Option<OpenvinoPrecision>,

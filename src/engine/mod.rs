@@ -52,7 +52,8 @@ pub struct EngineConfig {
     pub threads: usize,
     pub backend: BackendKind,
     pub device_id: usize,
-    /// Number format of the convolutions' GEMM operands (CUDA backend; the CPU computes in f32).
+    /// Number format of the convolutions' operands: f16 on the CUDA backend, bf16 on CPUs with
+    /// AMX or AVX512-BF16; a backend that cannot computes in f32.
     pub precision: Precision,
     /// Letterbox frames on the device where the backend can (CUDA, with its change detection on
     /// the device) in `process_frame`. None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run

@@ -617,6 +617,61 @@ pub(super) mod fixture {
         }
     }
 
+    /// A dense layer for the benches: a k×k convolution of `stride`, `cin` → `cout`, LeakyReLU,
+    /// on an (hw·stride)² input of random values, an hw² output, and every tile of a 416×416
+    /// image in tiles of 32.
+    pub struct BenchLayer {
+        pub spec: ConvSpec,
+        pub specs: [FeatureBuf; 2],
+        pub bufs: Vec<Vec<f32>>,
+        pub grid: TileGrid,
+        pub tiles: Vec<u32>,
+    }
+
+    impl BenchLayer {
+        pub fn new(
+            rng: &mut Lcg,
+            hw: usize,
+            stride: usize,
+            k: usize,
+            cin: usize,
+            cout: usize,
+        ) -> Self {
+            let spec = self::spec(rng, k, stride, (1, 1), cin, cout, 1, Act::LeakyRelu(0.1));
+            let map = |c, side: usize| FeatureBuf {
+                c,
+                h: side,
+                w: side,
+                scale: 416 / side,
+            };
+            let specs = [map(cin, hw * stride), map(cout, hw)];
+            let bufs = vec![rng.vec(specs[0].len(), 1.0), vec![0f32; specs[1].len()]];
+            let grid = TileGrid::new(416, 416, 32);
+            let tiles = (0..grid.len() as u32).collect();
+            BenchLayer {
+                spec,
+                specs,
+                bufs,
+                grid,
+                tiles,
+            }
+        }
+
+        /// The input and output maps.
+        pub fn maps(&mut self) -> (FeatRef, FeatMut) {
+            let v = |buf, c| View { buf, c_off: 0, c };
+            let (cin, cout) = (self.spec.cin, self.spec.cout);
+            let input = FeatRef::new(&self.bufs, &self.specs, v(0, cin));
+            (input, FeatMut::new(&mut self.bufs, &self.specs, v(1, cout)))
+        }
+
+        /// Multiply-adds per run, in billions.
+        pub fn gmac(&self) -> f64 {
+            let (o, s) = (&self.specs[1], &self.spec);
+            (o.h * o.w * s.kh * s.kw * s.cin * s.cout) as f64 / 1e9
+        }
+    }
+
     /// Runs `kernel` and im2col + GEMM on every tile of the grid and on a random 40 % of them,
     /// each time from the same random input and output contents, and hands `check` the output
     /// buffers: (kernel's, GEMM's, as they were before, tiles run).

@@ -178,10 +178,8 @@ mod tests {
 
 #[cfg(test)]
 mod bench {
-    use super::super::conv::fixture;
+    use super::super::conv::fixture::BenchLayer;
     use super::*;
-    use crate::model::act::Act;
-    use crate::model::plan::FeatureBuf;
     use crate::rng::Lcg;
 
     /// `cargo test --release --lib bench_in_place -- --ignored --nocapture`: milliseconds of each
@@ -205,31 +203,17 @@ mod bench {
             (26, 2, 128, 128),
             (13, 1, 256, 256),
         ] {
-            let spec = fixture::spec(&mut rng, 3, s, (1, 1), cin, cout, 1, Act::LeakyRelu(0.1));
-            let (ih, oh) = (hw * s, hw);
-            let specs = [
-                FeatureBuf {
-                    c: cin,
-                    h: ih,
-                    w: ih,
-                    scale: 416 / ih,
-                },
-                FeatureBuf {
-                    c: cout,
-                    h: oh,
-                    w: oh,
-                    scale: 416 / oh,
-                },
-            ];
-            let mut bufs = vec![rng.vec(specs[0].len(), 1.0), vec![0f32; specs[1].len()]];
-            let grid = TileGrid::new(416, 416, 32);
-            let tiles: Vec<u32> = (0..grid.len() as u32).collect();
+            let mut layer = BenchLayer::new(&mut rng, hw, s, 3, cin, cout);
+            let (spec, grid, tiles, gmac) = (
+                layer.spec.clone(),
+                layer.grid,
+                layer.tiles.clone(),
+                layer.gmac(),
+            );
             let wts = InPlaceWeights::new(&spec);
             let mut scratch = Bf16Input::default();
-            let v = |buf, c| crate::model::plan::View { buf, c_off: 0, c };
-            let input = FeatRef::new(&bufs, &specs, v(0, cin));
-            let output = FeatMut::new(&mut bufs, &specs, v(1, cout));
-            let l = Layout::new(&spec, (ih, ih), (oh, oh));
+            let (input, output) = layer.maps();
+            let l = Layout::new(&spec, (input.h, input.w), (output.h, output.w));
             scratch.fit(&spec, &l, wts.cpad);
             let (mut t_prep, mut t_comp) = (f64::MAX, f64::MAX);
             pool.install(|| {
@@ -243,7 +227,6 @@ mod bench {
                     t_comp = t_comp.min(t.elapsed().as_secs_f64());
                 }
             });
-            let gmac = (oh * oh * 9 * cin * cout) as f64 / 1e9;
             println!(
                 "{hw}x{hw} s{s} {cin}->{cout}: select and convert {:.3} ms, compute {:.3} ms ({:.0} GMAC/s)",
                 t_prep * 1e3,

@@ -276,11 +276,9 @@ mod tests {
 
 #[cfg(test)]
 mod bench {
-    use super::super::conv::fixture;
+    use super::super::conv::fixture::BenchLayer;
     use super::super::conv_direct::{self, DirectWeights};
     use super::*;
-    use crate::model::act::Act;
-    use crate::model::plan::{FeatureBuf, View};
     use crate::rng::Lcg;
 
     /// `cargo test --release --lib bench_dot -- --ignored --nocapture`: a dense NanoDet-sized
@@ -307,57 +305,30 @@ mod bench {
             (26, 2, 3, 128, 128),
             (13, 1, 3, 256, 256),
         ] {
-            let spec = fixture::spec(&mut rng, k, s, (1, 1), cin, cout, 1, Act::LeakyRelu(0.1));
-            let (ih, oh) = (hw * s, hw);
-            let specs = [
-                FeatureBuf {
-                    c: cin,
-                    h: ih,
-                    w: ih,
-                    scale: 416 / ih,
-                },
-                FeatureBuf {
-                    c: cout,
-                    h: oh,
-                    w: oh,
-                    scale: 416 / oh,
-                },
-            ];
-            let mut bufs = vec![rng.vec(specs[0].len(), 1.0), vec![0f32; specs[1].len()]];
-            let grid = TileGrid::new(416, 416, 32);
-            let tiles: Vec<u32> = (0..grid.len() as u32).collect();
+            let mut layer = BenchLayer::new(&mut rng, hw, s, k, cin, cout);
+            let (spec, grid, tiles) = (layer.spec.clone(), layer.grid, layer.tiles.clone());
             let (dot, direct) = (DotWeights::new(&spec), DirectWeights::new(&spec));
             let mut scratch = Bf16Input::default();
             let mut offsets = Vec::new();
-            let v = |buf, c| View { buf, c_off: 0, c };
             let (mut t_dot, mut t_f32, mut t_prep) = (Vec::new(), Vec::new(), Vec::new());
             pool.install(|| {
                 for _ in 0..40 {
                     let t = std::time::Instant::now();
-                    let (i, o) = (
-                        FeatRef::new(&bufs, &specs, v(0, cin)),
-                        FeatMut::new(&mut bufs, &specs, v(1, cout)),
-                    );
+                    let (i, o) = layer.maps();
                     conv(&spec, &dot, &grid, i, o, &tiles, &mut scratch, 2);
                     t_dot.push(t.elapsed().as_secs_f64() * 1e3);
                     let t = std::time::Instant::now();
-                    let (i, o) = (
-                        FeatRef::new(&bufs, &specs, v(0, cin)),
-                        FeatMut::new(&mut bufs, &specs, v(1, cout)),
-                    );
-                    let l = Layout::new(&spec, (ih, ih), (oh, oh));
+                    let (i, o) = layer.maps();
+                    let l = Layout::new(&spec, (i.h, i.w), (o.h, o.w));
                     scratch.prepare(&spec, &l, &grid, &i, &o, &tiles, dot.cpad, 2);
                     t_prep.push(t.elapsed().as_secs_f64() * 1e3);
                     let t = std::time::Instant::now();
-                    let (i, o) = (
-                        FeatRef::new(&bufs, &specs, v(0, cin)),
-                        FeatMut::new(&mut bufs, &specs, v(1, cout)),
-                    );
+                    let (i, o) = layer.maps();
                     conv_direct::conv(&spec, &direct, &grid, i, o, &tiles, &mut offsets, 2);
                     t_f32.push(t.elapsed().as_secs_f64() * 1e3);
                 }
             });
-            let gmac = (oh * oh * k * k * cin * cout) as f64 / 1e9;
+            let gmac = layer.gmac();
             let stats = |t: &mut Vec<f64>| {
                 t.sort_by(f64::total_cmp);
                 (t[0], t[t.len() / 2])
