@@ -234,18 +234,17 @@ impl Bf16Input {
             .zip(read.par_chunks(per_task))
             .enumerate()
             .for_each(|(task, (dst, flags))| {
-                crate::simd::vectorized(
-                    #[inline(always)]
-                    || {
-                        for (j, &wanted) in flags.iter().enumerate() {
-                            if wanted {
-                                let unit = task * per_task + j;
-                                let dst = &mut dst[j * UNIT * cpad..(j + 1) * UNIT * cpad];
-                                convert_unit(spec, l, input, unit, cpad, dst);
-                            }
-                        }
-                    },
-                )
+                // Each run of wanted units in one call.
+                let mut j = 0;
+                while j < flags.len() {
+                    let run = flags[j..].iter().take_while(|&&w| w).count();
+                    if run > 0 {
+                        let g = (task * per_task + j) * UNIT;
+                        let dst = &mut dst[j * UNIT * cpad..(j + run) * UNIT * cpad];
+                        convert_pixels(spec, l, input, g, cpad, dst);
+                    }
+                    j += run + 1;
+                }
             });
     }
 }
@@ -255,28 +254,27 @@ fn reserve<T>(v: &mut Vec<T>, n: usize) {
     v.reserve(n.saturating_sub(v.len()));
 }
 
-/// Writes the held pixels [unit·16, unit·16 + 16) in bf16: the view's channels inside the map,
-/// zeros in the padding and in channels past `cin`. The unit is cut where rows of the phase
-/// plane end; the pixels of a row inside the map convert in one call.
-#[inline(always)]
-fn convert_unit(
+/// Writes the held pixels from index `g` on (`dst.len() / cpad` of them) in bf16: the view's
+/// channels inside the map, zeros in the padding and in channels past `cin`. The pixels are cut
+/// where rows of a phase plane end; the pixels of a row inside the map convert in one call.
+fn convert_pixels(
     spec: &ConvSpec,
     l: &Layout,
     input: &FeatRef,
-    unit: usize,
+    g: usize,
     cpad: usize,
     dst: &mut [u16],
 ) {
     let s = l.stride;
-    let (phase, q0) = (unit * UNIT / l.plane, unit * UNIT % l.plane);
-    let (a, b) = (phase / s, phase % s);
+    let (mut g, end) = (g, g + dst.len() / cpad);
     let mut dst = dst;
-    let mut q = q0;
-    while q < q0 + UNIT {
+    while g < end {
+        let (phase, q) = (g / l.plane, g % l.plane);
+        let (a, b) = (phase / s, phase % s);
         let (r, c) = (q / l.ws, q % l.ws);
-        let n = (l.ws - c).min(q0 + UNIT - q);
+        let n = (l.ws - c).min(end - g).min(l.plane - q);
         let (row, rest) = dst.split_at_mut(n * cpad);
-        (dst, q) = (rest, q + n);
+        (dst, g) = (rest, g + n);
         // Held pixel c + k is input pixel (r·s + a − pad_t, (c + k)·s + b − pad_l).
         let iy = (r * s + a).wrapping_sub(spec.pad_t);
         let ix = |k: usize| ((c + k) * s + b).wrapping_sub(spec.pad_l);
