@@ -86,7 +86,10 @@ fn program(c: &Command) -> String {
 ///
 /// Between frames the helper is stopped (SIGSTOP, SIGCONT before its next frame). The engines'
 /// thread pools keep spinning after a run, and on two cores that slowed our dense frame beside
-/// them from 16.5 to 26.4 ms (onnxruntime) and to 28.2 ms (OpenVINO).
+/// them from 16.5 to 26.4 ms (onnxruntime) and to 28.2 ms (OpenVINO). Our own pool may still spin
+/// for a moment when the helper resumes; the baselines' times did not move measurably with the
+/// change. The helper is killed when the thread that started it ends (Linux), so that a crash of
+/// ours cannot leave it stopped.
 pub struct BaselineTimer {
     pub engine: Baseline,
     /// The engine's version and the precision it runs in, as it reports them.
@@ -105,6 +108,18 @@ impl BaselineTimer {
     /// Loads `model` in `engine` for NCHW input of `shape` with `threads` threads.
     pub fn new(engine: Baseline, model: &Path, shape: [usize; 4], threads: usize) -> Result<Self> {
         let mut cmd = helper(engine, model, shape, threads)?;
+        // Killed with us, should we die without dropping it (it may be stopped then).
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe, as code between fork and exec must be.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                })
+            };
+        }
         let mut child = cmd
             .arg("--serve")
             .stdin(Stdio::piped())
@@ -189,20 +204,24 @@ impl BaselineTimer {
         self.child.id()
     }
 
-    /// Stops or resumes the helper process (all its threads). A stop returns once the process
-    /// is stopped (or after a second), so that none of its threads runs beside ours.
-    fn signal(&self, signal: Signal) {
+    /// Stops or resumes the helper process (all its threads). A stop returns once every thread
+    /// is stopped (or after a second), so that none runs beside ours. A helper that has exited
+    /// gets no signal (its pid may belong to another process by then).
+    fn signal(&mut self, signal: Signal) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         #[cfg(unix)]
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
             let sig = match signal {
                 Signal::Stop => libc::SIGSTOP,
                 Signal::Continue => libc::SIGCONT,
             };
-            // SAFETY: a plain system call on our own child (still ours until `wait`).
+            // SAFETY: a plain system call on our own child, not yet reaped (checked above).
             unsafe { libc::kill(pid, sig) };
             if matches!(signal, Signal::Stop) {
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-                while matches!(process_state(self.child.id()), Some('R' | 'S' | 'D'))
+                while process_stopped(self.child.id()) == Some(false)
                     && std::time::Instant::now() < deadline
                 {
                     std::thread::sleep(std::time::Duration::from_micros(100));
@@ -212,11 +231,18 @@ impl BaselineTimer {
     }
 }
 
-/// A process's state letter from /proc (R running, S sleeping, T stopped, …).
-pub fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the command name, which is in parentheses.
-    stat.rsplit_once(") ")?.1.chars().next()
+/// Whether every thread of a process is stopped (from /proc); `None` where it cannot be read.
+pub fn process_stopped(pid: u32) -> Option<bool> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut all = true;
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        // T: stopped by a signal; t: stopped by a tracer; Z, X: gone.
+        all &= matches!(state, 'T' | 't' | 'Z' | 'X');
+    }
+    Some(all)
 }
 
 /// What [`BaselineTimer::signal`] sends.

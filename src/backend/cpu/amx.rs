@@ -87,6 +87,7 @@ pub fn pixels_to_bf16(src: &[f32], stride: usize, cin: usize, dst: &mut [u16], c
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
     {
         // SAFETY: the CPU has the features (checked above); the lengths were checked.
         return unsafe { pixels_to_bf16_avx512(src, stride, cin, dst, cpad) };
@@ -113,7 +114,12 @@ unsafe fn pixels_to_bf16_avx512(
     for p in 0..dst.len() / cpad {
         let (s, d) = (src.as_ptr().add(p * stride), dst.as_mut_ptr().add(p * cpad));
         for c in (0..cpad).step_by(16) {
-            let v = _mm512_maskz_loadu_ps(mask(cin.saturating_sub(c)), s.add(c));
+            // Channels past cin are zeros, not loads (their address may lie past `src`).
+            let v = if c < cin {
+                _mm512_maskz_loadu_ps(mask(cin - c), s.add(c))
+            } else {
+                _mm512_setzero_ps()
+            };
             let packed = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
             _mm256_mask_storeu_epi16(d.add(c).cast(), mask(cpad - c), packed);
         }

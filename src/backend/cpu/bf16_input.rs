@@ -362,28 +362,32 @@ pub(super) mod check {
     /// differ only in the order of f32 sums: strides, dilation, 1×1, 3×3 and 5×5 kernels, channel
     /// counts that are and are not multiples of 32 (and odd ones), channel views into wider
     /// buffers and maps of whole pixels, every tile and scattered tiles. Tiles it does not
-    /// compute keep their contents exactly. Every case must be one the kernel `applies` to.
+    /// compute keep their contents exactly. One scratch serves every run, its copy filled
+    /// with NaN before each: a read of anything the run did not convert shows. Every case must
+    /// be one the kernel `applies` to.
     pub fn equals_the_f32_path(
         applies: impl Fn(&ConvSpec) -> bool,
-        mut run: impl FnMut(&ConvSpec, &TileGrid, FeatRef, FeatMut, &[u32]),
+        mut run: impl FnMut(&ConvSpec, &TileGrid, FeatRef, FeatMut, &[u32], &mut Bf16Input),
     ) {
         let rounded = |x: f32| amx::f32_of(amx::bf16(x));
         let mut rng = Lcg(22);
+        let mut scratch = Bf16Input::default();
         // (k, stride, dilation, cin, cout, activation)
         let cases = [
-            (3, 1, 1, 32, 48, Act::LeakyRelu(0.1)),
-            (3, 2, 1, 24, 40, Act::Relu),
-            (1, 1, 1, 64, 20, Act::Identity),
-            (3, 1, 2, 16, 16, Act::Sigmoid),
-            (5, 2, 1, 40, 70, Act::Silu),
-            (1, 2, 1, 33, 64, Act::Identity),
+            (3, 1, (1, 1), 32, 48, Act::LeakyRelu(0.1)),
+            (3, 2, (1, 1), 24, 40, Act::Relu),
+            (1, 1, (1, 1), 64, 20, Act::Identity),
+            (3, 1, (2, 2), 16, 16, Act::Sigmoid),
+            (3, 1, (2, 1), 24, 32, Act::Relu),
+            (5, 2, (1, 1), 40, 70, Act::Silu),
+            (1, 2, (1, 1), 33, 64, Act::Identity),
         ];
         // (channels beside the input view, the view's first channel)
         let views = [(5, 3), (0, 0)];
         for ((k, stride, d, cin, cout, act), (extra, c_off)) in
             cases.into_iter().flat_map(|c| views.map(|v| (c, v)))
         {
-            let mut spec = fixture::spec(&mut rng, k, stride, (d, d), cin, cout, 1, act);
+            let mut spec = fixture::spec(&mut rng, k, stride, d, cin, cout, 1, act);
             spec.weights.iter_mut().for_each(|w| *w = rounded(*w));
             assert!(applies(&spec), "k{k} s{stride} {cin}->{cout}");
             let maps = fixture::Maps::new(&spec, extra, c_off);
@@ -392,10 +396,13 @@ pub(super) mod check {
                 &maps,
                 &mut rng,
                 rounded,
-                |i, o, tiles| run(&spec, &maps.grid, i, o, tiles),
+                |i, o, tiles| {
+                    scratch.input.fill(0x7fc0); // bf16 NaN
+                    run(&spec, &maps.grid, i, o, tiles, &mut scratch)
+                },
                 |got, want, base, tiles| {
                     let what = format!(
-                        "k{k} s{stride} d{d} {cin}->{cout} {act:?}, view {c_off}+{cin} of \
+                        "k{k} s{stride} d{d:?} {cin}->{cout} {act:?}, view {c_off}+{cin} of \
                          {}, {tiles} tiles",
                         cin + extra
                     );

@@ -168,10 +168,9 @@ mod tests {
             println!("SKIPPED: in_place_conv_equals_the_f32_path_on_bf16_operands: no AMX-BF16 on this CPU (or the kernel refused its tiles)");
             return;
         }
-        check::equals_the_f32_path(applies, |spec, grid, input, output, tiles| {
+        check::equals_the_f32_path(applies, |spec, grid, input, output, tiles, scratch| {
             let wts = InPlaceWeights::new(spec);
-            let mut scratch = Bf16Input::default();
-            conv(spec, &wts, grid, input, output, tiles, &mut scratch, 2)
+            conv(spec, &wts, grid, input, output, tiles, scratch, 2)
         });
     }
 }

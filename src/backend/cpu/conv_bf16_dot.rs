@@ -266,10 +266,9 @@ mod tests {
             println!("SKIPPED: dot_conv_equals_the_f32_path_on_bf16_operands: no AVX512-BF16 on this CPU (or AVX-512 is off)");
             return;
         }
-        check::equals_the_f32_path(applies, |spec, grid, input, output, tiles| {
+        check::equals_the_f32_path(applies, |spec, grid, input, output, tiles, scratch| {
             let wts = DotWeights::new(spec);
-            let mut scratch = Bf16Input::default();
-            conv(spec, &wts, grid, input, output, tiles, &mut scratch, 2)
+            conv(spec, &wts, grid, input, output, tiles, scratch, 2)
         });
     }
 }
