@@ -88,9 +88,10 @@ impl Layout {
 pub struct Bf16Input {
     /// The padded input in bf16, `cpad` values per pixel.
     input: Vec<u16>,
-    /// Per unit of padded input pixels: whether a block reads it.
+    /// Per padded input pixel: whether the kernel reads it.
     read: Vec<bool>,
-    /// Per flattened output: whether it is a pixel of an active tile.
+    /// Per flattened output: whether it is a pixel of an active tile (set in `select` for the
+    /// blocks, in `convert` for the dot kernel's marks).
     active: Vec<bool>,
     /// Each block to compute: its first flattened output, and its rows (16 or 32).
     pub blocks: Vec<(usize, usize)>,
@@ -112,7 +113,7 @@ impl Bf16Input {
         self.input
             .resize(grow(layout.pixels() * cpad + 32, self.input.len()), 0);
         self.read
-            .resize(grow(layout.pixels() / UNIT, self.read.len()), false);
+            .resize(grow(layout.pixels(), self.read.len()), false);
         self.active
             .resize(grow(layout.outputs + UNIT, self.active.len()), false);
         let taps = spec.kh * spec.kw;
@@ -131,9 +132,9 @@ impl Bf16Input {
             + words(2 * self.blocks.capacity() + self.taps.capacity() + self.steps.capacity())
     }
 
-    /// Lists the outputs of `tiles`, the blocks holding them and each tap's offset, and converts
-    /// the input the blocks read; false when there is nothing to compute. `fit` must have been
-    /// called for this layer and `cpad`.
+    /// Lists the outputs of `tiles` and each tap's offset (with [`Reads::Blocks`], also the
+    /// blocks holding the outputs), and converts the input that `reads` names; false when there
+    /// is nothing to compute. `fit` must have been called for this layer and `cpad`.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare(
         &mut self,
@@ -144,13 +145,14 @@ impl Bf16Input {
         output: &FeatMut,
         tiles: &[u32],
         cpad: usize,
+        reads: Reads,
         threads: usize,
     ) -> bool {
-        self.select(spec, l, grid, output, tiles);
-        if self.blocks.is_empty() {
+        self.select(spec, l, grid, output, tiles, reads);
+        if self.outputs.is_empty() {
             return false;
         }
-        self.convert(spec, l, input, cpad, threads);
+        self.convert(spec, l, input, cpad, reads, threads);
         true
     }
 
@@ -165,8 +167,8 @@ impl Bf16Input {
         self.active[i]
     }
 
-    /// Marks the flattened outputs of the tiles and lists them, the blocks that hold them and
-    /// each tap's first pixel.
+    /// Lists the flattened outputs of the tiles (tile by tile, row by row) and each tap's first
+    /// pixel; with [`Reads::Blocks`], also marks the outputs and lists the blocks holding them.
     fn select(
         &mut self,
         spec: &ConvSpec,
@@ -174,18 +176,35 @@ impl Bf16Input {
         grid: &TileGrid,
         output: &FeatMut,
         tiles: &[u32],
+        reads: Reads,
     ) {
-        let active = &mut self.active[..l.outputs + UNIT];
-        active.fill(false);
+        self.outputs.clear();
         for &t in tiles {
             let (x0, y0, x1, y1) = output.rect(grid, t);
             for oy in y0..y1 {
-                active[oy * l.ws + x0..oy * l.ws + x1].fill(true);
+                self.outputs
+                    .extend((oy * l.ws + x0) as u32..(oy * l.ws + x1) as u32);
             }
         }
-        self.outputs.clear();
-        self.outputs
-            .extend((0..l.outputs as u32).filter(|&i| active[i as usize]));
+        self.taps.clear();
+        for ky in 0..spec.kh {
+            for kx in 0..spec.kw {
+                self.taps.push(l.tap(ky * spec.dh, kx * spec.dw));
+            }
+        }
+        self.blocks.clear();
+        if reads == Reads::Blocks {
+            self.list_blocks(l);
+        }
+    }
+
+    /// Marks the outputs and lists the blocks of 16 or 32 that hold them.
+    fn list_blocks(&mut self, l: &Layout) {
+        let active = &mut self.active[..l.outputs + UNIT];
+        active.fill(false);
+        for &i in &self.outputs {
+            active[i as usize] = true;
+        }
         let blocks = &mut self.blocks;
         blocks.clear();
         let mut u = 0;
@@ -202,51 +221,72 @@ impl Bf16Input {
                 u += 2;
             }
         }
-        self.taps.clear();
-        for ky in 0..spec.kh {
-            for kx in 0..spec.kw {
-                self.taps.push(l.tap(ky * spec.dh, kx * spec.dw));
-            }
-        }
     }
 
-    /// Converts the padded input that the blocks read to bf16.
+    /// Converts the padded input pixels that `reads` names to bf16.
     fn convert(
         &mut self,
         spec: &ConvSpec,
         l: &Layout,
         input: &FeatRef,
         cpad: usize,
+        reads: Reads,
         threads: usize,
     ) {
-        let read = &mut self.read[..l.pixels() / UNIT];
+        let read = &mut self.read[..l.pixels()];
         read.fill(false);
-        for &(b, rows) in &self.blocks {
-            for &tap in &self.taps {
-                read[(b + tap) / UNIT..=(b + tap + rows - 1) / UNIT].fill(true);
+        match reads {
+            Reads::Blocks => {
+                for &(b, rows) in &self.blocks {
+                    for &tap in &self.taps {
+                        read[b + tap..b + tap + rows].fill(true);
+                    }
+                }
+            }
+            Reads::Outputs => {
+                // The active outputs' marks, shifted by each tap: a few vector passes, whatever
+                // the number of tiles.
+                let active = &mut self.active[..l.outputs];
+                active.fill(false);
+                for &i in &self.outputs {
+                    active[i as usize] = true;
+                }
+                for &tap in &self.taps {
+                    for (r, &a) in read[tap..tap + l.outputs].iter_mut().zip(&*active) {
+                        *r |= a;
+                    }
+                }
             }
         }
         let skip = self.input.as_ptr().align_offset(64);
         let padded = &mut self.input[skip..][..l.pixels() * cpad];
-        let per_task = (read.len() / (threads.max(1) * 4)).max(4);
+        let per_task = (read.len() / (threads.max(1) * 4)).max(64);
         padded
-            .par_chunks_mut(UNIT * cpad * per_task)
+            .par_chunks_mut(cpad * per_task)
             .zip(read.par_chunks(per_task))
             .enumerate()
             .for_each(|(task, (dst, flags))| {
-                // Each run of wanted units in one call.
+                // Each run of wanted pixels in one call.
                 let mut j = 0;
-                while j < flags.len() {
-                    let run = flags[j..].iter().take_while(|&&w| w).count();
-                    if run > 0 {
-                        let g = (task * per_task + j) * UNIT;
-                        let dst = &mut dst[j * UNIT * cpad..(j + run) * UNIT * cpad];
-                        convert_pixels(spec, l, input, g, cpad, dst);
-                    }
-                    j += run + 1;
+                while let Some(k) = flags[j..].iter().position(|&w| w) {
+                    let first = j + k;
+                    let run = flags[first..].iter().take_while(|&&w| w).count();
+                    let g = task * per_task + first;
+                    let dst = &mut dst[first * cpad..(first + run) * cpad];
+                    convert_pixels(spec, l, input, g, cpad, dst);
+                    j = first + run;
                 }
             });
     }
+}
+
+/// Which input pixels a kernel reads, so which the copy must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// What whole blocks of outputs read (the AMX kernel computes every row of a block).
+    Blocks,
+    /// What the active outputs read (the dot kernel computes no other).
+    Outputs,
 }
 
 /// Makes room for `n` items in `v`, which keeps what it holds.

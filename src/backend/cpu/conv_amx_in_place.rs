@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::amx::{self, round_up, PackedB, BLOCK_N, STEP_K, TILE_N};
-use super::bf16_input::{Bf16Input, Layout, ROWS, UNIT};
+use super::bf16_input::{Bf16Input, Layout, Reads, ROWS, UNIT};
 use super::feature::{FeatMut, FeatRef};
 use crate::mask::TileGrid;
 use crate::model::plan::ConvSpec;
@@ -76,7 +76,17 @@ pub fn conv(
     assert!(amx::available(), "the AMX path needs AMX-BF16");
     let l = Layout::new(spec, (input.h, input.w), (output.h, output.w));
     scratch.fit(spec, &l, wts.cpad);
-    if scratch.prepare(spec, &l, grid, &input, &output, tiles, wts.cpad, threads) {
+    if scratch.prepare(
+        spec,
+        &l,
+        grid,
+        &input,
+        &output,
+        tiles,
+        wts.cpad,
+        Reads::Blocks,
+        threads,
+    ) {
         list_steps(wts.cpad, scratch);
         compute(spec, &l, wts, &output, scratch, threads);
     }
@@ -218,7 +228,17 @@ mod bench {
             pool.install(|| {
                 for _ in 0..20 {
                     let t = std::time::Instant::now();
-                    scratch.prepare(&spec, &l, &grid, &input, &output, &tiles, wts.cpad, 2);
+                    scratch.prepare(
+                        &spec,
+                        &l,
+                        &grid,
+                        &input,
+                        &output,
+                        &tiles,
+                        wts.cpad,
+                        Reads::Blocks,
+                        2,
+                    );
                     list_steps(wts.cpad, &mut scratch);
                     t_prep = t_prep.min(t.elapsed().as_secs_f64());
                     let t = std::time::Instant::now();

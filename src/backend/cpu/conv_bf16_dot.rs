@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::amx::{bf16, round_up};
-use super::bf16_input::{Bf16Input, Layout};
+use super::bf16_input::{Bf16Input, Layout, Reads};
 use super::conv_direct::{self, PMAX};
 use super::feature::{FeatMut, FeatRef};
 use crate::mask::TileGrid;
@@ -119,7 +119,17 @@ pub fn conv(
     assert!(available(), "the bf16 dot path needs AVX512-BF16");
     let l = Layout::new(spec, (input.h, input.w), (output.h, output.w));
     scratch.fit(spec, &l, wts.cpad);
-    if scratch.prepare(spec, &l, grid, &input, &output, tiles, wts.cpad, threads) {
+    if scratch.prepare(
+        spec,
+        &l,
+        grid,
+        &input,
+        &output,
+        tiles,
+        wts.cpad,
+        Reads::Outputs,
+        threads,
+    ) {
         compute(spec, &l, wts, &output, scratch, threads);
     }
 }
@@ -319,7 +329,17 @@ mod bench {
                     let t = std::time::Instant::now();
                     let (i, o) = layer.maps();
                     let l = Layout::new(&spec, (i.h, i.w), (o.h, o.w));
-                    scratch.prepare(&spec, &l, &grid, &i, &o, &tiles, dot.cpad, 2);
+                    scratch.prepare(
+                        &spec,
+                        &l,
+                        &grid,
+                        &i,
+                        &o,
+                        &tiles,
+                        dot.cpad,
+                        Reads::Outputs,
+                        2,
+                    );
                     t_prep.push(t.elapsed().as_secs_f64() * 1e3);
                     let t = std::time::Instant::now();
                     let (i, o) = layer.maps();
