@@ -9,9 +9,10 @@
 //! tap is one offset for all outputs. The Ws − Wo columns past the map's right edge are not
 //! real outputs.
 //!
-//! Outputs are grouped in blocks of 32 flattened outputs (two units of 16) that start on a
-//! multiple of 16, or of 16 where the next 16 hold no active output: the AMX kernel computes
-//! whole blocks, and only the input the blocks read is converted.
+//! The AMX kernel computes blocks of 32 flattened outputs (two units of 16) that start on a
+//! multiple of 16, or of 16 where the next 16 hold no active output, and the copy holds what
+//! those blocks read ([`Reads::Blocks`]). The dot kernel computes the active outputs alone, and
+//! the copy holds what they read ([`Reads::Outputs`]).
 
 use rayon::prelude::*;
 
