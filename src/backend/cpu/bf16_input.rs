@@ -133,14 +133,13 @@ impl Bf16Input {
             + words(2 * self.blocks.capacity() + self.taps.capacity() + self.steps.capacity())
     }
 
-    /// Lists the outputs of `tiles` and each tap's offset (with [`Reads::Blocks`], also the
-    /// blocks holding the outputs), and converts the input that `reads` names; false when there
-    /// is nothing to compute. `fit` must have been called for this layer and `cpad`.
+    /// Lays out the layer, lists the outputs of `tiles` and each tap's offset (with
+    /// [`Reads::Blocks`], also the blocks holding the outputs), and converts the input that
+    /// `reads` names, `cpad` values per pixel. None when there is nothing to compute.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare(
         &mut self,
         spec: &ConvSpec,
-        l: &Layout,
         grid: &TileGrid,
         input: &FeatRef,
         output: &FeatMut,
@@ -148,13 +147,15 @@ impl Bf16Input {
         cpad: usize,
         reads: Reads,
         threads: usize,
-    ) -> bool {
-        self.select(spec, l, grid, output, tiles, reads);
+    ) -> Option<Layout> {
+        let l = Layout::new(spec, (input.h, input.w), (output.h, output.w));
+        self.fit(spec, &l, cpad);
+        self.select(spec, &l, grid, output, tiles, reads);
         if self.outputs.is_empty() {
-            return false;
+            return None;
         }
-        self.convert(spec, l, input, cpad, reads, threads);
-        true
+        self.convert(spec, &l, input, cpad, reads, threads);
+        Some(l)
     }
 
     /// The held pixels, from the buffer's first cache line on, so that a pixel of 32 channels

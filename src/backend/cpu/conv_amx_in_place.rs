@@ -74,19 +74,8 @@ pub fn conv(
     threads: usize,
 ) {
     assert!(amx::available(), "the AMX path needs AMX-BF16");
-    let l = Layout::new(spec, (input.h, input.w), (output.h, output.w));
-    scratch.fit(spec, &l, wts.cpad);
-    if scratch.prepare(
-        spec,
-        &l,
-        grid,
-        &input,
-        &output,
-        tiles,
-        wts.cpad,
-        Reads::Blocks,
-        threads,
-    ) {
+    let (cpad, reads) = (wts.cpad, Reads::Blocks);
+    if let Some(l) = scratch.prepare(spec, grid, &input, &output, tiles, cpad, reads, threads) {
         list_steps(wts.cpad, scratch);
         compute(spec, &l, wts, &output, scratch, threads);
     }
@@ -222,23 +211,14 @@ mod bench {
             let wts = InPlaceWeights::new(&spec);
             let mut scratch = Bf16Input::default();
             let (input, output) = layer.maps();
-            let l = Layout::new(&spec, (input.h, input.w), (output.h, output.w));
-            scratch.fit(&spec, &l, wts.cpad);
+            let (cpad, reads) = (wts.cpad, Reads::Blocks);
             let (mut t_prep, mut t_comp) = (f64::MAX, f64::MAX);
             pool.install(|| {
                 for _ in 0..20 {
                     let t = std::time::Instant::now();
-                    scratch.prepare(
-                        &spec,
-                        &l,
-                        &grid,
-                        &input,
-                        &output,
-                        &tiles,
-                        wts.cpad,
-                        Reads::Blocks,
-                        2,
-                    );
+                    let l = scratch
+                        .prepare(&spec, &grid, &input, &output, &tiles, cpad, reads, 2)
+                        .expect("every tile");
                     list_steps(wts.cpad, &mut scratch);
                     t_prep = t_prep.min(t.elapsed().as_secs_f64());
                     let t = std::time::Instant::now();

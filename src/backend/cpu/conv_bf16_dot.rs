@@ -117,19 +117,8 @@ pub fn conv(
     threads: usize,
 ) {
     assert!(available(), "the bf16 dot path needs AVX512-BF16");
-    let l = Layout::new(spec, (input.h, input.w), (output.h, output.w));
-    scratch.fit(spec, &l, wts.cpad);
-    if scratch.prepare(
-        spec,
-        &l,
-        grid,
-        &input,
-        &output,
-        tiles,
-        wts.cpad,
-        Reads::Outputs,
-        threads,
-    ) {
+    let (cpad, reads) = (wts.cpad, Reads::Outputs);
+    if let Some(l) = scratch.prepare(spec, grid, &input, &output, tiles, cpad, reads, threads) {
         compute(spec, &l, wts, &output, scratch, threads);
     }
 }
@@ -328,18 +317,8 @@ mod bench {
                     t_dot.push(t.elapsed().as_secs_f64() * 1e3);
                     let t = std::time::Instant::now();
                     let (i, o) = layer.maps();
-                    let l = Layout::new(&spec, (i.h, i.w), (o.h, o.w));
-                    scratch.prepare(
-                        &spec,
-                        &l,
-                        &grid,
-                        &i,
-                        &o,
-                        &tiles,
-                        dot.cpad,
-                        Reads::Outputs,
-                        2,
-                    );
+                    let reads = Reads::Outputs;
+                    scratch.prepare(&spec, &grid, &i, &o, &tiles, dot.cpad, reads, 2);
                     t_prep.push(t.elapsed().as_secs_f64() * 1e3);
                     let t = std::time::Instant::now();
                     let (i, o) = layer.maps();
