@@ -243,7 +243,7 @@ mod x86 {
                         std::mem::transmute(_mm512_set1_epi32(row[p].add(j).read_unaligned()));
                     for r in 0..R {
                         let b: __m512bh = std::mem::transmute(wv[r]);
-                        acc[p][r] = _mm512_dpbf16_ps(acc[p][r], x, b);
+                        acc[p][r] = _mm512_dpbf16_ps(acc[p][r], b, x);
                     }
                 }
                 w = w.add(32 * R);
