@@ -91,8 +91,7 @@ pub struct Bf16Input {
     input: Vec<u16>,
     /// Per padded input pixel: whether the kernel reads it.
     read: Vec<bool>,
-    /// Per flattened output: whether it is a pixel of an active tile (set in `select` for the
-    /// blocks, in `convert` for the dot kernel's marks).
+    /// Per flattened output: whether it is a pixel of an active tile.
     active: Vec<bool>,
     /// Each block to compute: its first flattened output, and its rows (16 or 32).
     pub blocks: Vec<(usize, usize)>,
@@ -169,8 +168,8 @@ impl Bf16Input {
         self.active[i]
     }
 
-    /// Lists the flattened outputs of the tiles (tile by tile, row by row) and each tap's first
-    /// pixel; with [`Reads::Blocks`], also marks the outputs and lists the blocks holding them.
+    /// Lists and marks the flattened outputs of the tiles (tile by tile, row by row) and lists
+    /// each tap's first pixel; with [`Reads::Blocks`], also the blocks holding the outputs.
     fn select(
         &mut self,
         spec: &ConvSpec,
@@ -188,6 +187,11 @@ impl Bf16Input {
                     .extend((oy * l.ws + x0) as u32..(oy * l.ws + x1) as u32);
             }
         }
+        let active = &mut self.active[..l.outputs + UNIT];
+        active.fill(false);
+        for &i in &self.outputs {
+            active[i as usize] = true;
+        }
         self.taps.clear();
         for ky in 0..spec.kh {
             for kx in 0..spec.kw {
@@ -200,15 +204,9 @@ impl Bf16Input {
         }
     }
 
-    /// Marks the outputs and lists the blocks of 16 or 32 that hold them.
+    /// Lists the blocks of 16 or 32 outputs that hold the marked outputs.
     fn list_blocks(&mut self, l: &Layout) {
-        let active = &mut self.active[..l.outputs + UNIT];
-        active.fill(false);
-        for &i in &self.outputs {
-            active[i as usize] = true;
-        }
-        let blocks = &mut self.blocks;
-        blocks.clear();
+        let (active, blocks) = (&self.active, &mut self.blocks);
         let mut u = 0;
         let units = l.outputs / UNIT;
         let busy = |u: usize| u < units && active[u * UNIT..(u + 1) * UNIT].contains(&true);
@@ -248,13 +246,9 @@ impl Bf16Input {
             Reads::Outputs => {
                 // The active outputs' marks, shifted by each tap: a few vector passes, whatever
                 // the number of tiles.
-                let active = &mut self.active[..l.outputs];
-                active.fill(false);
-                for &i in &self.outputs {
-                    active[i as usize] = true;
-                }
+                let active = &self.active[..l.outputs];
                 for &tap in &self.taps {
-                    for (r, &a) in read[tap..tap + l.outputs].iter_mut().zip(&*active) {
+                    for (r, &a) in read[tap..tap + l.outputs].iter_mut().zip(active) {
                         *r |= a;
                     }
                 }
