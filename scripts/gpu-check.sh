@@ -17,11 +17,13 @@ YOLO_FRAMES=${GPU_CHECK_YOLO_FRAMES:-6}
 
 if [ "${1:-}" = "--prepare" ]; then
     set -e
-    cargo build --release --bin regiondrop-bench --tests
+    cargo build --release --bin regiondrop-bench --tests --lib
     rm -rf "$D" && mkdir -p "$D/lib" "$D/models"
     cp target/release/regiondrop-bench "$D/"
     cp "$(ls -t target/release/deps/cuda_backend-* | grep -v '\.d$' | head -1)" "$D/cuda_backend"
-    strip "$D/regiondrop-bench" "$D/cuda_backend"
+    # The library's unit tests, for the AMX kernels on the lent machine's CPU where it has AMX.
+    cp "$(ls -t target/release/deps/gstregiondrop-* | grep -v '\.d$' | head -1)" "$D/lib_tests"
+    strip "$D/regiondrop-bench" "$D/cuda_backend" "$D/lib_tests"
     # GStreamer and GLib libraries the bench links against (it decodes nothing there).
     ldd "$D/regiondrop-bench" | awk '/=> \// {print $3}' | grep -E 'gst|glib|gobject|gmodule|orc|ffi|pcre2|unwind|dw|elf|bz2|lzma' \
         | xargs -I{} cp -L {} "$D/lib/"
@@ -71,6 +73,8 @@ echo "== CUDA tests (against the CPU backend; f32 and f16, eager and CUDA graphs
 timeout 240 "$D/cuda_backend" --nocapture --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log"
 timeout 120 "$D/cuda_backend" --nocapture tensor_core 2>&1 | tee "$OUT/cuda_tests_tc.log" | tail -4
 grep -h "graph capture failed" "$OUT/cuda_tests.log" | sort | uniq -c | head -5
+echo "== bf16 CPU kernels (AMX where this host's CPU has it, else AVX512-BF16; SKIPPED lines say which cannot run)"
+timeout 60 "$D/lib_tests" amx bf16 --nocapture 2>&1 | tee "$OUT/cpu_bf16_tests.log" | grep -i "skipped\|test result\|panicked\|FAILED" | head -8
 echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
@@ -92,6 +96,30 @@ echo "== every opt-in at once (SELECT, PDL, FUSED_K=auto, DEVICE_TAIL), f16; pha
 ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto REGIONDROP_CUDA_DEVICE_TAIL=1)
 "${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
 "${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
+echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
+T=(timeout 180 python3 scripts/torch_dense_baseline.py)
+"${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
+if python3 -c "import onnx2torch" 2>/dev/null || { echo "onnx2torch not importable: its baselines skipped"; false; }; then
+    "${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" --onnx2torch 2>&1 | tail -1 | tee "$OUT/torch_onnx2torch.json"
+    [ -f "$D/models/$YOLO" ] && "${T[@]}" "$D/models/$YOLO" "$D/frames-yolo.rgb" --onnx2torch --size "$YOLO_SIZE" \
+        --norm unit --iters 30 2>&1 | tail -1 | tee "$OUT/torch_yolo_onnx2torch.json"
+fi
+if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
+    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, device tail, tensor-core fused, every opt-in, phases, CPU"
+    "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
+    "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
+    REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
+    REGIONDROP_PROFILE=phases REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
+    REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_select.json"
+    REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_tc.json"
+    "${ALL[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_all.json"
+    "${ALL[@]}" REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
+    REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
+    "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
+    echo "== the CPU backend in bf16 on AMX tiles where this host's CPU has them (else f32, with a warning), all threads"
+    "${B[@]}" --backend cpu --threads 0 --precision bf16 2>"$OUT/bench_cpu_bf16.err" | tee "$OUT/bench_cpu_bf16.json"
+    grep -i "bf16\|amx" "$OUT/bench_cpu_bf16.err" | head -2
+fi
 echo "== the first convolution fused (REGIONDROP_CUDA_FUSED_K=32), f32 and f16"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk32.json"
 REGIONDROP_CUDA_FUSED_K=32 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk32.json"
@@ -117,30 +145,6 @@ REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --pr
 echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
 "${B[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_cuda_f16.txt"
 "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
-echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
-T=(timeout 180 python3 scripts/torch_dense_baseline.py)
-"${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" 2>&1 | tee "$OUT/torch.json"
-if python3 -c "import onnx2torch" 2>/dev/null || { echo "onnx2torch not importable: its baselines skipped"; false; }; then
-    "${T[@]}" "$D/models/nanodet-416.onnx" "$D/frames.rgb" --onnx2torch 2>&1 | tail -1 | tee "$OUT/torch_onnx2torch.json"
-    [ -f "$D/models/$YOLO" ] && "${T[@]}" "$D/models/$YOLO" "$D/frames-yolo.rgb" --onnx2torch --size "$YOLO_SIZE" \
-        --norm unit --iters 30 2>&1 | tail -1 | tee "$OUT/torch_yolo_onnx2torch.json"
-fi
-if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
-    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, device tail, tensor-core fused, every opt-in, phases, CPU"
-    "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
-    "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
-    REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
-    REGIONDROP_PROFILE=phases REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
-    REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_select.json"
-    REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_tc.json"
-    "${ALL[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_all.json"
-    "${ALL[@]}" REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
-    REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
-    "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
-    echo "== the CPU backend in bf16 on AMX tiles where this host's CPU has them (else f32, with a warning), all threads"
-    "${B[@]}" --backend cpu --threads 0 --precision bf16 2>"$OUT/bench_cpu_bf16.err" | tee "$OUT/bench_cpu_bf16.json"
-    grep -i "bf16\|amx" "$OUT/bench_cpu_bf16.err" | head -2
-fi
 if [ "$QUICK" = 1 ]; then
     python3 scripts/gpu-summary.py "$OUT" | tee "$OUT/summary.md"
     exit 0

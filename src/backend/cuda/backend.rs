@@ -85,17 +85,18 @@ pub struct CudaOptions {
     pub device_letterbox: Option<bool>,
     /// Run the host tail's Generic steps on the device where their inputs are there (copies,
     /// activations, element-wise ops, softmax, small convolutions; see `tail.rs`), so that only
-    /// the results the host reads come down. None: `REGIONDROP_CUDA_DEVICE_TAIL=1`, else off
-    /// (host-emulated only; not yet run on a GPU).
+    /// the results the host reads come down. None: on, unless `REGIONDROP_CUDA_DEVICE_TAIL=0`
+    /// (YOLOv8n at 1280×736 on an H100, f16 sparse: 3.26 → 2.20 ms a frame).
     pub device_tail: Option<bool>,
     /// Select the detection decoder's candidate anchors on the device (`Backend::set_gate`,
     /// cuda/select.cu) and download only their rows; the graph outputs come down only when asked
-    /// for. None: `REGIONDROP_CUDA_SELECT=1`, else off (host-emulated only; not yet run on a GPU).
+    /// for. None: on, unless `REGIONDROP_CUDA_SELECT=0` (NanoDet on an H100, f16 sparse: 0.98 →
+    /// 0.75 ms a frame).
     pub device_select: Option<bool>,
     /// Launch our kernels with programmatic dependent launch (sm_90 and newer; ignored on older
     /// GPUs): each may start while the kernel before it finishes and waits in its first statement
     /// (`RD_PDL_WAIT`), overlapping the launch latency that bounds small frames. None:
-    /// `REGIONDROP_CUDA_PDL=1`, else off (not yet run on a GPU).
+    /// `REGIONDROP_CUDA_PDL=1`, else off.
     pub pdl: Option<bool>,
 }
 
@@ -239,9 +240,9 @@ impl CudaBackend {
             .map(|b| zeros_f32(b.len()))
             .collect::<Result<Vec<_>>>()?;
         let generic = crate::backend::generic::prepare(&plan);
-        let device_tail = opts.device_tail.unwrap_or_else(|| {
-            std::env::var("REGIONDROP_CUDA_DEVICE_TAIL").is_ok_and(|v| v == "1")
-        });
+        let device_tail = opts
+            .device_tail
+            .unwrap_or_else(|| env_switch("REGIONDROP_CUDA_DEVICE_TAIL", true));
         let tail = DeviceTail::of(&plan, &generic, device_tail);
         let consts = constants::upload(&plan, &stream, &generic, &tail, f16)?;
         let (steps, const_dev, weight_bytes) = (consts.steps, consts.slots, consts.weight_bytes);
@@ -313,15 +314,15 @@ impl CudaBackend {
             pending: Vec::new(),
             select_on: opts
                 .device_select
-                .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_SELECT").is_ok_and(|v| v == "1")),
+                .unwrap_or_else(|| env_switch("REGIONDROP_CUDA_SELECT", true)),
             select: None,
             outputs_stale: false,
             // Only where the kernels wait for their predecessor: PTX for sm_90 or newer (NVRTC
             // may have fallen back to an older target, or the PTX came precompiled).
             pdl: kernels::waits_for_predecessors(&ptx)
-                && opts.pdl.unwrap_or_else(|| {
-                    std::env::var("REGIONDROP_CUDA_PDL").is_ok_and(|v| v == "1")
-                }),
+                && opts
+                    .pdl
+                    .unwrap_or_else(|| env_switch("REGIONDROP_CUDA_PDL", false)),
             tail,
             generic,
             const_dev,
@@ -911,7 +912,17 @@ fn upload_lists(
 /// [`DETECT_DEFAULT`]).
 /// Read once per backend, when it is built.
 fn detect_enabled() -> bool {
-    std::env::var("REGIONDROP_CUDA_DETECT").map_or(DETECT_DEFAULT, |v| v != "0" && v != "false")
+    env_switch("REGIONDROP_CUDA_DETECT", DETECT_DEFAULT)
+}
+
+/// An on/off environment switch: `0` or `false` turns it off, `1` or `true` on; unset or any
+/// other value leaves `default`.
+pub(crate) fn env_switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("0" | "false") => false,
+        Ok("1" | "true") => true,
+        _ => default,
+    }
 }
 
 /// Device-side change detection by default (REGIONDROP_CUDA_DETECT unset); verified on an H100

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Side-by-side timings of the CUDA backend's switches, on the lent GPU machine, from the binaries
+# and data `scripts/gpu-check.sh --prepare` put in .devcarry/. Each variant runs REPS times, the
+# variants taking turns, so that a drifting machine shows up as spread rather than as a difference.
+# Usage: scripts/gpu-ab.sh   (OUT=dir for the JSON lines; prints a table at the end)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=.devcarry
+OUT=${OUT:-/tmp/gpu-ab}
+REPS=${GPU_AB_REPS:-3}
+mkdir -p "$OUT"
+for f in "$D"/*.gz "$D"/models/*.gz; do
+    [ -e "$f" ] && [ ! -e "${f%.gz}" ] && gunzip -k "$f"
+done
+export LD_LIBRARY_PATH="$PWD/$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepackages()[0]+'/nvidia/*/lib')))" 2>/dev/null); do
+    LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
+export REGIONDROP_REQUIRE_GPU=1 REGIONDROP_MODELS_DIR="$PWD/$D/models" REGIONDROP_FRAMES_RGB="$PWD/$D/frames.rgb"
+NANO0=(timeout 120 "$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb")
+NANO=("${NANO0[@]}" --frames 40)
+YOLO=(timeout 120 "$D/regiondrop-bench" --model "$D/models/yolov8n-nudenet-320.onnx" --input-size 1280x736
+    --video "$D/frames-yolo.rgb" --frames 6)
+# name=environment (space-separated assignments; "-" for none)
+VARIANTS=(
+    "defaults=-"
+    "select0=REGIONDROP_CUDA_SELECT=0"
+    "tail0=REGIONDROP_CUDA_DEVICE_TAIL=0"
+    "pdl1=REGIONDROP_CUDA_PDL=1"
+    "fusedauto=REGIONDROP_CUDA_FUSED_K=auto"
+    "pdl1_fusedauto=REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto"
+)
+
+echo "== CUDA tests with the defaults of this build"
+timeout 180 "$D/cuda_backend" --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result" | head -20
+
+for rep in $(seq 1 "$REPS"); do
+    for v in "${VARIANTS[@]}"; do
+        name=${v%%=*} envs=${v#*=}
+        [ "$envs" = "-" ] && envs=""
+        for prec in f32 f16; do
+            env $envs "${NANO[@]}" --backend cuda --precision $prec 2>/dev/null >>"$OUT/nanodet_${prec}_$name.jsonl"
+            env $envs "${YOLO[@]}" --backend cuda --precision $prec 2>/dev/null >>"$OUT/yolo_${prec}_$name.jsonl"
+        done
+    done
+done
+
+echo "== where the tensor-core fused convolution loses: eager per-step profiles, f16, unfused and all fused"
+REGIONDROP_PROFILE=1 "${NANO0[@]}" --backend cuda --precision f16 --fractions --frames 12 2>"$OUT/profile_f16.txt" >/dev/null
+REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=4096 "${NANO0[@]}" --backend cuda --precision f16 --fractions --frames 12 \
+    2>"$OUT/profile_f16_tc.txt" >/dev/null
+echo "== 4 streams, f16, defaults"
+"${NANO[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_f16.txt"
+
+python3 - "$OUT" <<'EOF'
+import glob, json, os, statistics, sys
+rows = {}
+for p in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
+    runs = [json.loads(l) for l in open(p) if l.startswith("{")]
+    if runs:
+        rows[os.path.basename(p)[:-6]] = runs
+print("| model, precision, variant | dense ms (each run) | sparse ms (each run) | median speedup | agreement_map50 |")
+print("|---|---|---|---|---|")
+for k, runs in rows.items():
+    d = " / ".join(f"{r['dense_ms']:.3f}" for r in runs)
+    s = " / ".join(f"{r['sparse_ms']:.3f}" for r in runs)
+    sp = statistics.median(r["speedup"] for r in runs)
+    print(f"| {k} | {d} | {s} | {sp:.2f} | {runs[0]['agreement_map50']:.4f} |")
+EOF
