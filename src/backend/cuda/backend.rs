@@ -18,6 +18,7 @@ mod frames;
 mod graphs;
 mod outputs;
 mod tune;
+pub use tune::FusionTiming;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -158,6 +159,8 @@ pub struct CudaBackend {
     profile: Option<Profile>,
     /// Device addresses of the buffers, scratch and step constants (fixed once built).
     addrs: Addrs,
+    /// The start-up timing of the fusable convolutions (`fused_conv_auto`; else empty).
+    fusion_timings: Vec<FusionTiming>,
     /// The setup guard while the backend is built or dropped. Declared last, so it is dropped
     /// after every device resource above.
     setup: Option<SetupGuard>,
@@ -332,6 +335,7 @@ impl CudaBackend {
             weight_bytes,
             profile: Profile::from_env(&ctx, plan.steps.len())?,
             addrs: Addrs::default(),
+            fusion_timings: Vec::new(),
             // From here an early return drops the backend, whose Drop must not wait for the
             // guard this thread holds.
             setup: Some(setup),
@@ -368,7 +372,12 @@ impl CudaBackend {
             .fused_conv_auto
             .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_FUSED_K").is_ok_and(|v| v == "auto"));
         if auto {
-            backend.addrs.fuse = backend.tune_fusion()?;
+            backend.fusion_timings = backend.tune_fusion()?;
+            let mut fuse = vec![false; backend.plan.steps.len()];
+            for t in &backend.fusion_timings {
+                fuse[t.step] = t.fused();
+            }
+            backend.addrs.fuse = fuse;
         }
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
@@ -405,6 +414,12 @@ impl CudaBackend {
             p.add_sync(ms_since(t0));
         }
         Ok(())
+    }
+
+    /// How each fusable convolution timed at start-up, fused and not, where `fused_conv_auto`
+    /// chose between them (else empty).
+    pub fn fusion_timings(&self) -> &[FusionTiming] {
+        &self.fusion_timings
     }
 
     /// "device name (arch, gemm, precision, launches)" for logs.

@@ -2,7 +2,9 @@
 //! start-up both ways, as gather + GEMM + scatter and fused, over the tiles of a typical sparse
 //! frame, and from then on runs the faster way (`Addrs::fuse`). Which way wins depends on the
 //! layer's shape and on the GPU (launch latency against arithmetic), so it is measured, not
-//! guessed.
+//! guessed. Each way is timed as frames run: launches captured in a CUDA graph and replayed, so
+//! the host's launch rate, which eager launches would add to the way with more kernels, is not
+//! part of the comparison.
 
 use cudarc::driver::sys;
 
@@ -10,17 +12,35 @@ use super::CudaBackend;
 use crate::backend::cuda::driver::drv;
 use crate::backend::cuda::geometry;
 use crate::backend::cuda::layers::{self, Addrs, LayerLists};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::plan::{LayerOp, Step};
 
 /// The share of the grid's tiles the timing frame recomputes (about the sample clip's).
 const TUNE_FRACTION: f64 = 0.35;
-/// Launches timed each way, after one warm-up launch.
-const TUNE_REPS: usize = 5;
+/// Launches of the step in the timed graph (replayed once to warm up, then once timed).
+const TUNE_REPS: usize = 20;
+
+/// One fusable convolution as timed at start-up: microseconds per launch of the step, each way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusionTiming {
+    /// The plan step.
+    pub step: usize,
+    /// Gather, GEMM and scatter.
+    pub apart_us: f32,
+    /// The fused kernel.
+    pub fused_us: f32,
+}
+
+impl FusionTiming {
+    /// Whether the step runs fused.
+    pub fn fused(&self) -> bool {
+        self.fused_us < self.apart_us
+    }
+}
 
 impl CudaBackend {
-    /// Per step: whether its convolution runs faster fused (false for every other step).
-    pub(super) fn tune_fusion(&mut self) -> Result<Vec<bool>> {
+    /// Every fusable convolution timed both ways, in step order.
+    pub(super) fn tune_fusion(&mut self) -> Result<Vec<FusionTiming>> {
         let plan = self.plan.clone();
         let grid = self.grid;
         let n = ((grid.len() as f64 * TUNE_FRACTION).ceil() as usize).clamp(1, grid.len());
@@ -49,7 +69,7 @@ impl CudaBackend {
             fused_conv_k: usize::MAX,
             ..unfused.clone()
         };
-        let mut fuse = vec![false; plan.steps.len()];
+        let mut timings = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             let Step::Layer(l) = step else { continue };
             let LayerOp::Conv(c) = &l.op else { continue };
@@ -58,19 +78,33 @@ impl CudaBackend {
             }
             let ll = LayerLists::at(base, self.packer.steps[si]);
             let time = |addrs: &Addrs| -> Result<f32> {
-                layers::launch_step(self, &plan, &grid, addrs, si, ll)?;
+                self.stream
+                    .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+                    .map_err(drv("begin capture"))?;
+                let launched = (0..TUNE_REPS)
+                    .try_for_each(|_| layers::launch_step(self, &plan, &grid, addrs, si, ll));
+                // The capture ends whether or not every launch was recorded.
+                let graph = self
+                    .stream
+                    .end_capture(sys::CUgraphInstantiate_flags(0))
+                    .map_err(drv("end capture"));
+                launched?;
+                let graph = graph?.ok_or_else(|| Error::Backend("empty timing graph".into()))?;
+                graph.launch().map_err(drv("graph launch"))?;
                 start.record(&self.stream).map_err(drv("timing event"))?;
-                for _ in 0..TUNE_REPS {
-                    layers::launch_step(self, &plan, &grid, addrs, si, ll)?;
-                }
+                graph.launch().map_err(drv("graph launch"))?;
                 end.record(&self.stream).map_err(drv("timing event"))?;
                 end.synchronize().map_err(drv("timing event"))?;
-                start.elapsed_ms(&end).map_err(drv("timing event"))
+                let ms = start.elapsed_ms(&end).map_err(drv("timing event"))?;
+                Ok(ms * 1e3 / TUNE_REPS as f32)
             };
-            let apart = time(&unfused)?;
-            fuse[si] = time(&fused)? < apart;
+            timings.push(FusionTiming {
+                step: si,
+                apart_us: time(&unfused)?,
+                fused_us: time(&fused)?,
+            });
         }
         self.stream.synchronize().map_err(drv("synchronize"))?;
-        Ok(fuse)
+        Ok(timings)
     }
 }
