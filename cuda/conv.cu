@@ -195,7 +195,7 @@ extern "C" __global__ void rd_sgemm_rm(
     splits
 // What rd_rows_taps reads of them.
 #define RD_ROWS_TAPS_ARGS kw, dh, dw, cig
-// What rd_rows_load_step reads of them.
+// What rd_rows_k_loop reads of them.
 #define RD_ROWS_LOAD_ARGS RD_ROWS_TAPS_ARGS, in, in_pitch, in_h, in_w, wt, n
 
 // Shared state of one fused-convolution block: per row, its output pixel (-1: no pixel of this
@@ -296,27 +296,84 @@ __device__ __forceinline__ float rd_rows_tap(
     return in[((long long)iy * in_w + ix) * in_pitch + (int)(tap & 0xffffu)];
 }
 
-// Loads the K step [k0, k0 + RD_FR_BK) into shared memory: every row's taps, as
-// store_a(row, kk, value), and the weights of the block's channels from n_base, as
-// store_w(channel, kk, weight) (0 past the share of K or past n); and the next step's taps into
-// the other tap buffer, read after the barrier that ends this step. Taps go k fastest, so
-// neighbouring threads read neighbouring channels; weights output channel fastest.
-template <int BM, int BN, typename W, typename StoreA, typename StoreW>
-__device__ __forceinline__ void rd_rows_load_step(
-    RdRowsShared<BM>& s, int cur, int k0, int k_hi, int kw, int dh, int dw, int cig,
-    const float* __restrict__ in, int in_pitch, int in_h, int in_w, const W* __restrict__ wt,
-    int n, int n_base, StoreA store_a, StoreW store_w)
+// One K step's operands, fetched from global memory into registers while the step before it is
+// multiplied, then put into shared memory: element e = threadIdx.x + i * RD_FR_THREADS of the
+// step is tap (row e / RD_FR_BK, column e % RD_FR_BK), k fastest, so neighbouring threads read
+// neighbouring channels; and weight (column e / BN, channel e % BN), output channel fastest.
+template <int BM, int BN, typename W>
+struct RdRowsRegs {
+    static_assert(RD_FR_BK * BM % RD_FR_THREADS == 0 && RD_FR_BK * BN % RD_FR_THREADS == 0,
+                  "whole elements per thread");
+    static constexpr int NA = RD_FR_BK * BM / RD_FR_THREADS;
+    static constexpr int NW = RD_FR_BK * BN / RD_FR_THREADS;
+    float a[NA];
+    W w[NW];
+};
+
+// Reads the K step [k0, k0 + RD_FR_BK) whose taps are in tap[buf] into `regs`: every row's taps,
+// and the weights of the block's channels from n_base (0 past the share of K or past n).
+template <int BM, int BN, typename W>
+__device__ __forceinline__ void rd_rows_fetch(
+    const RdRowsShared<BM>& s, int buf, int k0, int k_hi, const float* __restrict__ in,
+    int in_pitch, int in_h, int in_w, const W* __restrict__ wt, int n, int n_base,
+    RdRowsRegs<BM, BN, W>& regs)
 {
     int t = (int)threadIdx.x;
-    rd_rows_taps(s, cur ^ 1, k0 + RD_FR_BK, k_hi, kw, dh, dw, cig);
-    for (int e = t; e < RD_FR_BK * BM; e += RD_FR_THREADS) {
-        int kk = e % RD_FR_BK, r = e / RD_FR_BK;
-        store_a(r, kk, rd_rows_tap(s, s.tap[cur], in, in_pitch, in_h, in_w, r, kk));
+#pragma unroll
+    for (int i = 0; i < regs.NA; ++i) {
+        int e = t + i * RD_FR_THREADS;
+        regs.a[i] = rd_rows_tap(s, s.tap[buf], in, in_pitch, in_h, in_w, e / RD_FR_BK, e % RD_FR_BK);
     }
-    for (int e = t; e < RD_FR_BK * BN; e += RD_FR_THREADS) {
-        int jj = e % BN, kk = e / BN;
-        int k = k0 + kk, j = n_base + jj;
-        store_w(jj, kk, (k < k_hi && j < n) ? wt[(long long)k * n + j] : W(0));
+#pragma unroll
+    for (int i = 0; i < regs.NW; ++i) {
+        int e = t + i * RD_FR_THREADS;
+        int k = k0 + e / BN, j = n_base + e % BN;
+        regs.w[i] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : W(0);
+    }
+}
+
+// Puts `regs` into shared memory as store_a(row, kk, value) and store_w(channel, kk, weight).
+template <int BM, int BN, typename W, typename StoreA, typename StoreW>
+__device__ __forceinline__ void rd_rows_put(
+    const RdRowsRegs<BM, BN, W>& regs, StoreA store_a, StoreW store_w)
+{
+    int t = (int)threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < regs.NA; ++i) {
+        int e = t + i * RD_FR_THREADS;
+        store_a(e / RD_FR_BK, e % RD_FR_BK, regs.a[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < regs.NW; ++i) {
+        int e = t + i * RD_FR_THREADS;
+        store_w(e % BN, e / BN, regs.w[i]);
+    }
+}
+
+// The K loop of a fused convolution over the block's share [k_lo, k_hi), whose first step's taps
+// rd_rows_prepare left in tap[0]: each step's operands are put into shared memory, the next
+// step's fetch is issued, and then the step is multiplied (multiply()), so that the next step's
+// loads are in flight while this one's products are computed. Taps go two steps ahead: a step's
+// taps are written once every fetch of the step two before, which used the same buffer, is done.
+template <int BM, int BN, typename W, typename StoreA, typename StoreW, typename Multiply>
+__device__ __forceinline__ void rd_rows_k_loop(
+    RdRowsShared<BM>& s, int k_lo, int k_hi, int kw, int dh, int dw, int cig,
+    const float* __restrict__ in, int in_pitch, int in_h, int in_w, const W* __restrict__ wt,
+    int n, int n_base, StoreA store_a, StoreW store_w, Multiply multiply)
+{
+    RdRowsRegs<BM, BN, W> regs;
+    rd_rows_fetch<BM, BN>(s, 0, k_lo, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, regs);
+    rd_rows_taps(s, 1, k_lo + RD_FR_BK, k_hi, kw, dh, dw, cig);
+    for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
+        rd_rows_put(regs, store_a, store_w);
+        __syncthreads();
+        if (k0 + RD_FR_BK < k_hi) {
+            rd_rows_fetch<BM, BN>(
+                s, cur ^ 1, k0 + RD_FR_BK, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, regs);
+            rd_rows_taps(s, cur, k0 + 2 * RD_FR_BK, k_hi, kw, dh, dw, cig);
+        }
+        multiply();
+        __syncthreads();
     }
 }
 
@@ -351,15 +408,26 @@ __device__ __forceinline__ void rd_rows_finish(
         __syncthreads();
         if (!s.last) return;
         __threadfence();
-        // Every split's partial, read past the (non-coherent) L1 cache.
+        // Every split's partial, read past the (non-coherent) L1 cache. Split by split, all of a
+        // split's values loaded before any is added, so that NV loads (and more, unrolled) are in
+        // flight at once; each value still sums its partials in z order.
         const volatile float* all = ws + (long long)block * splits * part;
+        int at[NV];
 #pragma unroll
         for (int i = 0; i < NV; ++i) {
             int r, c;
             pos(i, &r, &c);
-            float sum = 0.0f;
-            for (int z = 0; z < splits; ++z) sum += all[z * part + r * BN + c];
-            acc[i] = sum;
+            at[i] = r * BN + c;
+            acc[i] = 0.0f;
+        }
+#pragma unroll 2
+        for (int z = 0; z < splits; ++z) {
+            const volatile float* partial = all + z * part;
+            float v[NV];
+#pragma unroll
+            for (int i = 0; i < NV; ++i) v[i] = partial[at[i]];
+#pragma unroll
+            for (int i = 0; i < NV; ++i) acc[i] += v[i];
         }
         if (threadIdx.x == 0) counters[block] = 0;
     }
@@ -387,25 +455,23 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     float acc[TM * TN];
 #pragma unroll
     for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
-    for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
-        rd_rows_load_step<BM, BN>(
-            s, cur, k0, k_hi, RD_ROWS_LOAD_ARGS, n_base,
-            [&](int r, int kk, float v) { sa[kk][r] = v; },
-            [&](int jj, int kk, float w) { sw_[kk][jj] = w; });
-        __syncthreads();
-        for (int kk = 0; kk < RD_FR_BK; ++kk) {
-            float a[TM], b[TN];
+    rd_rows_k_loop<BM, BN>(
+        s, k_lo, k_hi, RD_ROWS_LOAD_ARGS, n_base,
+        [&](int r, int kk, float v) { sa[kk][r] = v; },
+        [&](int jj, int kk, float w) { sw_[kk][jj] = w; },
+        [&]() {
+            for (int kk = 0; kk < RD_FR_BK; ++kk) {
+                float a[TM], b[TN];
 #pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = sa[kk][ty * TM + i];
+                for (int i = 0; i < TM; ++i) a[i] = sa[kk][ty * TM + i];
 #pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = sw_[kk][tx * TN + j];
+                for (int j = 0; j < TN; ++j) b[j] = sw_[kk][tx * TN + j];
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
+                for (int i = 0; i < TM; ++i)
 #pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i * TN + j] += a[i] * b[j];
-        }
-        __syncthreads();
-    }
+                    for (int j = 0; j < TN; ++j) acc[i * TN + j] += a[i] * b[j];
+            }
+        });
     auto pos = [=](int i, int* r, int* c) {
         *r = ty * TM + i / TN;
         *c = tx * TN + i % TN;
@@ -527,23 +593,21 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     float acc[16]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
 #pragma unroll
     for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
-    for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
-        rd_rows_load_step<BM, BN>(
-            s, cur, k0, k_hi, RD_ROWS_LOAD_ARGS, n_base,
-            [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
-            [&](int jj, int kk, u16 w) { sb[jj][kk] = w; });
-        __syncthreads();
+    rd_rows_k_loop<BM, BN>(
+        s, k_lo, k_hi, RD_ROWS_LOAD_ARGS, n_base,
+        [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
+        [&](int jj, int kk, u16 w) { sb[jj][kk] = w; },
+        [&]() {
 #pragma unroll
-        for (int ks = 0; ks < RD_FR_BK; ks += 16)
+            for (int ks = 0; ks < RD_FR_BK; ks += 16)
 #pragma unroll
-            for (int mi = 0; mi < 2; ++mi)
+                for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-                for (int ni = 0; ni < 2; ++ni)
-                    rd_mma_16x8x16(
-                        acc + (mi * 2 + ni) * 4, &sa[wm + 16 * mi][ks], RD_TC_LD,
-                        &sb[wn + 8 * ni][ks], RD_TC_LD);
-        __syncthreads();
-    }
+                    for (int ni = 0; ni < 2; ++ni)
+                        rd_mma_16x8x16(
+                            acc + (mi * 2 + ni) * 4, &sa[wm + 16 * mi][ks], RD_TC_LD,
+                            &sb[wn + 8 * ni][ks], RD_TC_LD);
+        });
     auto pos = [=](int i, int* r, int* c) {
         int mi = i >> 3, ni = (i >> 2) & 1;
         rd_mma_acc_pos(lane, i & 3, r, c);

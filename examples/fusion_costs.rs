@@ -1,17 +1,19 @@
-//! What each convolution costs on the GPU, fused (one kernel) and apart (gather, GEMM, scatter):
-//! the CUDA backend's start-up timing of `REGIONDROP_CUDA_FUSED_K=auto`, printed per layer. Each
-//! way is a CUDA graph of 20 launches over a third of the frame's tiles, as frames run. Needs an
-//! NVIDIA GPU.
+//! What each convolution costs on the GPU, fused (one kernel) and apart (gather, GEMM, scatter),
+//! over the first 5 %, 35 % and 100 % of the frame's tiles: the CUDA backend's start-up timing of
+//! `REGIONDROP_CUDA_FUSED_K=auto` (at 35 %), printed per layer. Each way is a CUDA graph of 20
+//! launches, as frames run. Needs an NVIDIA GPU.
 //!
 //! cargo run --release --example fusion_costs -- MODEL.onnx [WxH] [f32|f16]
 
 use std::io::Write;
 use std::sync::Arc;
 
-use gstregiondrop::backend::cuda::{CudaBackend, CudaOptions};
+use gstregiondrop::backend::cuda::{CudaBackend, CudaOptions, FusionTiming};
 use gstregiondrop::backend::Precision;
 use gstregiondrop::model::import::{import, ImportOptions};
 use gstregiondrop::model::plan::{LayerOp, Step};
+
+const FRACTIONS: [f64; 3] = [0.05, 0.35, 1.0];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -39,43 +41,47 @@ fn main() {
         fused_conv_auto: Some(true),
         ..CudaOptions::default()
     };
-    let backend = CudaBackend::with_options(plan.clone(), 32, 0, opts).unwrap_or_else(|e| fail(&e));
+    let mut backend =
+        CudaBackend::with_options(plan.clone(), 32, 0, opts).unwrap_or_else(|e| fail(&e));
+    let timings: Vec<Vec<FusionTiming>> = FRACTIONS
+        .iter()
+        .map(|&f| backend.time_fusion(f).unwrap_or_else(|e| fail(&e)))
+        .collect();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", backend.describe());
-    let _ = writeln!(
-        out,
-        "{:>5}  {:<28} {:>12}  {:>9}  {:>9}  {:>6}  node",
-        "step", "conv", "output", "apart us", "fused us", "ratio"
-    );
-    let (mut apart, mut best) = (0.0, 0.0);
-    for t in backend.fusion_timings() {
-        let Step::Layer(l) = &plan.steps[t.step] else {
+    let _ = write!(out, "{:>5}  {:<24} {:>12}", "step", "conv", "output");
+    for f in FRACTIONS {
+        let _ = write!(out, "  {:>6} {:>6}", format!("a{:.0}%", f * 100.0), "fused");
+    }
+    let _ = writeln!(out, "  (us a launch)  node");
+    let mut sums = vec![(0.0, 0.0); FRACTIONS.len()];
+    for (i, first) in timings[0].iter().enumerate() {
+        let Step::Layer(l) = &plan.steps[first.step] else {
             continue;
         };
         let LayerOp::Conv(c) = &l.op else { continue };
         let b = &plan.buffers[l.output.buf];
-        apart += t.apart_us;
-        best += t.apart_us.min(t.fused_us);
-        let line = writeln!(
-            out,
-            "{:>5}  {:<28} {:>12}  {:>9.1}  {:>9.1}  {:>6.2}  {}",
-            t.step,
-            format!(
-                "{}x{}/{} {}->{} g{}",
-                c.kh, c.kw, c.sh, c.cin, c.cout, c.groups
-            ),
-            format!("{}x{}x{}", l.output.c, b.h, b.w),
-            t.apart_us,
-            t.fused_us,
-            t.fused_us / t.apart_us,
-            l.name
+        let conv = format!(
+            "{}x{}/{} {}->{} g{}",
+            c.kh, c.kw, c.sh, c.cin, c.cout, c.groups
         );
-        if line.is_err() {
+        let shape = format!("{}x{}x{}", l.output.c, b.h, b.w);
+        let _ = write!(out, "{:>5}  {conv:<24} {shape:>12}", first.step);
+        for (t, sum) in timings.iter().zip(&mut sums) {
+            let t = &t[i];
+            sum.0 += t.apart_us;
+            sum.1 += t.apart_us.min(t.fused_us);
+            let _ = write!(out, "  {:>6.1} {:>6.1}", t.apart_us, t.fused_us);
+        }
+        if writeln!(out, "  {}", l.name).is_err() {
             return;
         }
     }
-    let _ = writeln!(
-        out,
-        "all fusable convolutions: {apart:.0} us apart, {best:.0} us each the faster way"
-    );
+    for (f, (apart, best)) in FRACTIONS.iter().zip(sums) {
+        let _ = writeln!(
+            out,
+            "{:.0} % of the tiles: all fusable convolutions {apart:.0} us apart, {best:.0} us each the faster way",
+            f * 100.0
+        );
+    }
 }

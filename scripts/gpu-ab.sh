@@ -2,7 +2,8 @@
 # Side-by-side timings of the CUDA backend's switches, on the lent GPU machine, from the binaries
 # and data `scripts/gpu-check.sh --prepare` put in .devcarry/. Each variant runs REPS times, the
 # variants taking turns, so that a drifting machine shows up as spread rather than as a difference.
-# Usage: scripts/gpu-ab.sh   (OUT=dir for the JSON lines; prints a table at the end)
+# Usage: scripts/gpu-ab.sh   (OUT=dir for the JSON lines; prints a table at the end; GPU_AB_REPS,
+# GPU_AB_ONLY="names" for a subset of the variants, GPU_AB_EXTRAS=0 without the profiles and streams)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=.devcarry
@@ -29,14 +30,28 @@ VARIANTS=(
     "pdl1=REGIONDROP_CUDA_PDL=1"
     "fusedauto=REGIONDROP_CUDA_FUSED_K=auto"
     "pdl1_fusedauto=REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto"
+    "fused_all=REGIONDROP_CUDA_FUSED_K=4096"
 )
+# GPU_AB_ONLY="defaults fusedauto": run only the variants named.
+ONLY=${GPU_AB_ONLY:-}
 
 echo "== CUDA tests with the defaults of this build"
 timeout 180 "$D/cuda_backend" --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result" | head -20
+timeout 120 "$D/cuda_backend" tensor_core 2>&1 | tee "$OUT/cuda_tests_tc.log" | grep -E "^test |test result" | head -3
 
+echo "== each fusable convolution timed apart and fused (examples/fusion_costs: CUDA graphs of 20 launches, 35 % of the tiles)"
+for prec in f32 f16; do
+    for fc in "$D"/fusion_costs*; do
+        echo "-- $(basename "$fc") NanoDet $prec"
+        timeout 60 "$fc" "$D/models/nanodet-416.onnx" $prec 2>&1 | tee "$OUT/$(basename "$fc")_nanodet_$prec.txt" | tail -1
+        echo "-- $(basename "$fc") YOLOv8n 1280x736 $prec"
+        timeout 60 "$fc" "$D/models/yolov8n-nudenet-320.onnx" 1280x736 $prec 2>&1 | tee "$OUT/$(basename "$fc")_yolo_$prec.txt" | tail -1
+    done
+done
 for rep in $(seq 1 "$REPS"); do
     for v in "${VARIANTS[@]}"; do
         name=${v%%=*} envs=${v#*=}
+        [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]] && continue
         [ "$envs" = "-" ] && envs=""
         for prec in f32 f16; do
             env $envs "${NANO[@]}" --backend cuda --precision $prec 2>/dev/null >>"$OUT/nanodet_${prec}_$name.jsonl"
@@ -45,12 +60,14 @@ for rep in $(seq 1 "$REPS"); do
     done
 done
 
+if [ "${GPU_AB_EXTRAS:-1}" = 1 ]; then
 echo "== where the tensor-core fused convolution loses: eager per-step profiles, f16, unfused and all fused"
 REGIONDROP_PROFILE=1 "${NANO0[@]}" --backend cuda --precision f16 --fractions --frames 12 2>"$OUT/profile_f16.txt" >/dev/null
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=4096 "${NANO0[@]}" --backend cuda --precision f16 --fractions --frames 12 \
     2>"$OUT/profile_f16_tc.txt" >/dev/null
 echo "== 4 streams, f16, defaults"
 "${NANO[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_f16.txt"
+fi
 
 python3 - "$OUT" <<'EOF'
 import glob, json, os, statistics, sys

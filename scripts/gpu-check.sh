@@ -17,13 +17,14 @@ YOLO_FRAMES=${GPU_CHECK_YOLO_FRAMES:-6}
 
 if [ "${1:-}" = "--prepare" ]; then
     set -e
-    cargo build --release --bin regiondrop-bench --tests --lib
+    cargo build --release --bin regiondrop-bench --tests --lib --example fusion_costs
     rm -rf "$D" && mkdir -p "$D/lib" "$D/models"
     cp target/release/regiondrop-bench "$D/"
     cp "$(ls -t target/release/deps/cuda_backend-* | grep -v '\.d$' | head -1)" "$D/cuda_backend"
     # The library's unit tests, for the AMX kernels on the lent machine's CPU where it has AMX.
     cp "$(ls -t target/release/deps/gstregiondrop-* | grep -v '\.d$' | head -1)" "$D/lib_tests"
-    strip "$D/regiondrop-bench" "$D/cuda_backend" "$D/lib_tests"
+    cp target/release/examples/fusion_costs "$D/"
+    strip "$D/regiondrop-bench" "$D/cuda_backend" "$D/lib_tests" "$D/fusion_costs"
     # GStreamer and GLib libraries the bench links against (it decodes nothing there).
     ldd "$D/regiondrop-bench" | awk '/=> \// {print $3}' | grep -E 'gst|glib|gobject|gmodule|orc|ffi|pcre2|unwind|dw|elf|bz2|lzma' \
         | xargs -I{} cp -L {} "$D/lib/"

@@ -148,6 +148,12 @@ pub const FUSED_CONV_BK: usize = 32;
 /// we ship for (132 SMs on an H100 or H200); a GPU with fewer SMs (Jetson Orin: 16) runs more waves.
 pub const FUSED_CONV_TARGET_BLOCKS: usize = 264;
 
+/// The most ways a fused convolution splits K. The last block of each output block adds every
+/// split's partial sums, so splits cost time as well as save it: on an H100 (fifteenth session,
+/// `examples/fusion_costs`), the 36- and 72-way splits of NanoDet's small maps made a fused
+/// convolution cost about 32 µs whatever its size, against 8–10 µs apart.
+pub const FUSED_CONV_MAX_SPLITS: usize = 16;
+
 /// Where rd_conv_rows may split K: the partial sums' workspace and the per-block counters
 /// (lengths in floats and in u32s; zero lengths: never split).
 #[derive(Clone, Copy, Debug, Default)]
@@ -203,7 +209,7 @@ pub fn fused_conv_launch(
             .div_ceil(blocks)
             .min(steps)
             .min(space.ws_len / per_split)
-            .clamp(1, 64);
+            .clamp(1, FUSED_CONV_MAX_SPLITS);
         // The kernel gives each split ceil(steps / splits) steps: no more splits than that fills.
         steps.div_ceil(steps.div_ceil(wanted))
     };
@@ -653,7 +659,8 @@ mod tests {
         let f = fused_conv_launch(169, 256, 2304, true, &room)
             .unwrap()
             .unwrap();
-        assert_eq!((f.dims.grid, f.splits), ((3, 4, 18), 18));
+        // 22 splits would fill the GPU; at most 16, and 15 splits of 5 steps cover 72 steps.
+        assert_eq!((f.dims.grid, f.splits), ((3, 4, 15), 15));
         let f = fused_conv_launch(21632, 32, 288, true, &room)
             .unwrap()
             .unwrap();

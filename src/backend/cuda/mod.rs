@@ -16,7 +16,7 @@ pub mod tail;
 
 use std::sync::Arc;
 
-pub use backend::{CudaBackend, CudaOptions};
+pub use backend::{CudaBackend, CudaOptions, FusionTiming};
 
 use super::Backend;
 use crate::error::{Error, Result};

@@ -39,11 +39,19 @@ impl FusionTiming {
 }
 
 impl CudaBackend {
-    /// Every fusable convolution timed both ways, in step order.
+    /// Every fusable convolution timed both ways, in step order, over a typical sparse frame.
     pub(super) fn tune_fusion(&mut self) -> Result<Vec<FusionTiming>> {
+        self.time_fusion(TUNE_FRACTION)
+    }
+
+    /// Every fusable convolution timed both ways, in step order, over the first `fraction` of
+    /// the grid's tiles (at least one), for `examples/fusion_costs`. The timing launches write
+    /// the feature buffers, so the next frame must recompute every tile, as a backend's first
+    /// frame does.
+    pub fn time_fusion(&mut self, fraction: f64) -> Result<Vec<FusionTiming>> {
         let plan = self.plan.clone();
         let grid = self.grid;
-        let n = ((grid.len() as f64 * TUNE_FRACTION).ceil() as usize).clamp(1, grid.len());
+        let n = ((grid.len() as f64 * fraction).ceil() as usize).clamp(1, grid.len());
         let tiles: Vec<u32> = (0..n as u32).collect();
         let per_step: Vec<Vec<u32>> = plan
             .steps
