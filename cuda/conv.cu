@@ -296,39 +296,88 @@ __device__ __forceinline__ float rd_rows_tap(
     return in[((long long)iy * in_w + ix) * in_pitch + (int)(tap & 0xffffu)];
 }
 
+// Four consecutive values loaded at once (16 and 8 bytes: aligned vector loads).
+struct alignas(16) RdF4 { float v[4]; };
+struct alignas(8) RdH4 { u16 v[4]; };
+__device__ __forceinline__ void rd_load4(const float* p, float* v)
+{
+    RdF4 q = *reinterpret_cast<const RdF4*>(p);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) v[c] = q.v[c];
+}
+__device__ __forceinline__ void rd_load4(const u16* p, u16* v)
+{
+    RdH4 q = *reinterpret_cast<const RdH4*>(p);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) v[c] = q.v[c];
+}
+
+// The four input values at row r, columns kk..kk+3 of the block's K step whose taps are `taps`,
+// where those columns are four consecutive channels of one tap (`vec`: cig, in_pitch and the
+// input's address multiples of 4 floats); else each column on its own.
+template <int BM>
+__device__ __forceinline__ void rd_rows_tap4(
+    const RdRowsShared<BM>& s, const u32* taps, const float* __restrict__ in, int in_pitch,
+    int in_h, int in_w, int r, int kk, bool vec, float* v)
+{
+    if (!vec) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) v[c] = rd_rows_tap(s, taps, in, in_pitch, in_h, in_w, r, kk + c);
+        return;
+    }
+    u32 tap = taps[kk];
+    int iy = s.iy[r] + (int)((tap >> 16) & 0xffu), ix = s.ix[r] + (int)(tap >> 24);
+    if (tap == RD_NO_TAP || s.out[r] < 0 || iy < 0 || ix < 0 || iy >= in_h || ix >= in_w) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) v[c] = 0.0f;
+        return;
+    }
+    rd_load4(in + ((long long)iy * in_w + ix) * in_pitch + (int)(tap & 0xffffu), v);
+}
+
 // One K step's operands, fetched from global memory into registers while the step before it is
-// multiplied, then put into shared memory: element e = threadIdx.x + i * RD_FR_THREADS of the
-// step is tap (row e / RD_FR_BK, column e % RD_FR_BK), k fastest, so neighbouring threads read
-// neighbouring channels; and weight (column e / BN, channel e % BN), output channel fastest.
+// multiplied, then put into shared memory, four consecutive values at a time: chunk
+// c = threadIdx.x + i * RD_FR_THREADS of the step is taps (row c / (RD_FR_BK / 4), columns
+// 4 (c % (RD_FR_BK / 4)) + 0..3), so neighbouring threads read neighbouring channels; and
+// weights (column c / (BN / 4), channels 4 (c % (BN / 4)) + 0..3).
 template <int BM, int BN, typename W>
 struct RdRowsRegs {
-    static_assert(RD_FR_BK * BM % RD_FR_THREADS == 0 && RD_FR_BK * BN % RD_FR_THREADS == 0,
-                  "whole elements per thread");
-    static constexpr int NA = RD_FR_BK * BM / RD_FR_THREADS;
-    static constexpr int NW = RD_FR_BK * BN / RD_FR_THREADS;
-    float a[NA];
-    W w[NW];
+    static_assert(RD_FR_BK * BM % (4 * RD_FR_THREADS) == 0 &&
+                      RD_FR_BK * BN % (4 * RD_FR_THREADS) == 0,
+                  "whole chunks per thread");
+    static constexpr int NA = RD_FR_BK * BM / (4 * RD_FR_THREADS);
+    static constexpr int NW = RD_FR_BK * BN / (4 * RD_FR_THREADS);
+    float a[NA][4];
+    W w[NW][4];
 };
 
 // Reads the K step [k0, k0 + RD_FR_BK) whose taps are in tap[buf] into `regs`: every row's taps,
-// and the weights of the block's channels from n_base (0 past the share of K or past n).
+// and the weights of the block's channels from n_base (0 past the share of K or past n). `vec_a`
+// and `vec_w` (the same for the whole launch) say whether the chunks may be loaded as vectors.
 template <int BM, int BN, typename W>
 __device__ __forceinline__ void rd_rows_fetch(
     const RdRowsShared<BM>& s, int buf, int k0, int k_hi, const float* __restrict__ in,
-    int in_pitch, int in_h, int in_w, const W* __restrict__ wt, int n, int n_base,
-    RdRowsRegs<BM, BN, W>& regs)
+    int in_pitch, int in_h, int in_w, const W* __restrict__ wt, int n, int n_base, bool vec_a,
+    bool vec_w, RdRowsRegs<BM, BN, W>& regs)
 {
     int t = (int)threadIdx.x;
 #pragma unroll
     for (int i = 0; i < regs.NA; ++i) {
-        int e = t + i * RD_FR_THREADS;
-        regs.a[i] = rd_rows_tap(s, s.tap[buf], in, in_pitch, in_h, in_w, e / RD_FR_BK, e % RD_FR_BK);
+        int c = t + i * RD_FR_THREADS;
+        rd_rows_tap4(s, s.tap[buf], in, in_pitch, in_h, in_w, c / (RD_FR_BK / 4),
+                     4 * (c % (RD_FR_BK / 4)), vec_a, regs.a[i]);
     }
 #pragma unroll
     for (int i = 0; i < regs.NW; ++i) {
-        int e = t + i * RD_FR_THREADS;
-        int k = k0 + e / BN, j = n_base + e % BN;
-        regs.w[i] = (k < k_hi && j < n) ? wt[(long long)k * n + j] : W(0);
+        int c = t + i * RD_FR_THREADS;
+        int k = k0 + c / (BN / 4), j = n_base + 4 * (c % (BN / 4));
+        const W* p = wt + (long long)k * n + j;
+        if (vec_w && k < k_hi && j + 3 < n) {
+            rd_load4(p, regs.w[i]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) regs.w[i][e] = (k < k_hi && j + e < n) ? p[e] : W(0);
+        }
     }
 }
 
@@ -340,13 +389,16 @@ __device__ __forceinline__ void rd_rows_put(
     int t = (int)threadIdx.x;
 #pragma unroll
     for (int i = 0; i < regs.NA; ++i) {
-        int e = t + i * RD_FR_THREADS;
-        store_a(e / RD_FR_BK, e % RD_FR_BK, regs.a[i]);
+        int c = t + i * RD_FR_THREADS;
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            store_a(c / (RD_FR_BK / 4), 4 * (c % (RD_FR_BK / 4)) + e, regs.a[i][e]);
     }
 #pragma unroll
     for (int i = 0; i < regs.NW; ++i) {
-        int e = t + i * RD_FR_THREADS;
-        store_w(e % BN, e / BN, regs.w[i]);
+        int c = t + i * RD_FR_THREADS;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) store_w(4 * (c % (BN / 4)) + e, c / (BN / 4), regs.w[i][e]);
     }
 }
 
@@ -361,15 +413,21 @@ __device__ __forceinline__ void rd_rows_k_loop(
     const float* __restrict__ in, int in_pitch, int in_h, int in_w, const W* __restrict__ wt,
     int n, int n_base, StoreA store_a, StoreW store_w, Multiply multiply)
 {
+    // Vector loads where every chunk of four is four consecutive, aligned values: channels of
+    // one tap (the K step starts at a multiple of 4), and output channels of one weight row.
+    bool vec_a = cig % 4 == 0 && in_pitch % 4 == 0 && ((unsigned long long)in & 15u) == 0;
+    bool vec_w = n % 4 == 0 && ((unsigned long long)wt & (4 * sizeof(W) - 1)) == 0;
     RdRowsRegs<BM, BN, W> regs;
-    rd_rows_fetch<BM, BN>(s, 0, k_lo, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, regs);
+    rd_rows_fetch<BM, BN>(
+        s, 0, k_lo, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, vec_a, vec_w, regs);
     rd_rows_taps(s, 1, k_lo + RD_FR_BK, k_hi, kw, dh, dw, cig);
     for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
         rd_rows_put(regs, store_a, store_w);
         __syncthreads();
         if (k0 + RD_FR_BK < k_hi) {
             rd_rows_fetch<BM, BN>(
-                s, cur ^ 1, k0 + RD_FR_BK, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, regs);
+                s, cur ^ 1, k0 + RD_FR_BK, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, vec_a,
+                vec_w, regs);
             rd_rows_taps(s, cur, k0 + 2 * RD_FR_BK, k_hi, kw, dh, dw, cig);
         }
         multiply();
@@ -509,9 +567,8 @@ extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
 
 // The tensor-core form for precision f16 (compute capability 8.0 and newer): the input taps are
 // rounded to f16 as rd_im2col_h rounds them, the weights are the layer's f16 copy, products are
-// summed in f32 by mma.sync (m16n8k16). Same grid, rows, split K and outputs as rd_conv_rows_t44
-// (64 x 64 blocks) and rd_conv_rows_n32_t44 (128 x 32); each of the 8 warps computes 32 rows x 16
-// channels as 2 x 2 tiles of 16 x 8.
+// summed in f32 by mma.sync (m16n8k16). Same grid, rows, split K and outputs as the f32 kernel of
+// the same block shape.
 #define RD_TC_LD (RD_FR_BK + 8) // f16 row pitch in shared memory (16 bytes of padding: no bank conflicts)
 
 
@@ -571,10 +628,14 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda
 #endif
 }
 
+// Eight warps: BN / 16 across, 128 / BN down, each computing MI x 2 tiles of 16 x 8 (MI = 1 in
+// 32 x 64 and 64 x 32 blocks, 2 in 64 x 64 and 128 x 32 blocks).
 template <int BM, int BN>
 __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    static_assert((BM / 32) * (BN / 16) * 32 == RD_FR_THREADS, "one 32 x 16 tile per warp");
+    constexpr int MI = BM * BN / (RD_FR_THREADS * 8);
+    static_assert(MI >= 1 && MI * 16 * (RD_FR_THREADS / 32) * 16 == BM * BN,
+                  "eight warps of MI x 2 tiles of 16 x 8");
     static_assert(BM <= RD_FR_THREADS, "one thread per row in rd_rows_prepare");
     // Taps, row-major, and weights, one output channel per row; declared as u32 words so that
     // the fragments' 4-byte reads are aligned.
@@ -587,12 +648,11 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     if (!rd_rows_prepare(s, &k_lo, &k_hi, RD_ROWS_PREPARE_ARGS)) return;
     int t = (int)threadIdx.x;
     int n_base = (int)blockIdx.y * BN;
-    // Warps: BN / 16 across, BM / 32 down.
     int warp = t >> 5, lane = t & 31;
-    int wm = (warp / (BN / 16)) * 32, wn = (warp % (BN / 16)) * 16;
-    float acc[16]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
+    int wm = (warp / (BN / 16)) * 16 * MI, wn = (warp % (BN / 16)) * 16;
+    float acc[MI * 8]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
 #pragma unroll
-    for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < MI * 8; ++i) acc[i] = 0.0f;
     rd_rows_k_loop<BM, BN>(
         s, k_lo, k_hi, RD_ROWS_LOAD_ARGS, n_base,
         [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
@@ -601,7 +661,7 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
 #pragma unroll
             for (int ks = 0; ks < RD_FR_BK; ks += 16)
 #pragma unroll
-                for (int mi = 0; mi < 2; ++mi)
+                for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
                     for (int ni = 0; ni < 2; ++ni)
                         rd_mma_16x8x16(
@@ -617,13 +677,27 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     rd_rows_finish<BM, BN>(s, acc, pos, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }
 
+// The block shapes of rd_conv_rows and rd_conv_rows_n32 (32 x 64, 64 x 32) and of their _t44
+// variants (64 x 64, 128 x 32).
 extern "C" __global__ void rd_conv_rows_tc(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_tc_block<32, 64>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void rd_conv_rows_tc_n32(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    RD_PDL_WAIT();
+    rd_conv_rows_tc_block<64, 32>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void rd_conv_rows_tc_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
     RD_PDL_WAIT();
     rd_conv_rows_tc_block<64, 64>(RD_CONV_ROWS_ARGS);
 }
 
-extern "C" __global__ void rd_conv_rows_tc_n32(RD_CONV_ROWS_PARAMS_W(u16))
+extern "C" __global__ void rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
     RD_PDL_WAIT();
     rd_conv_rows_tc_block<128, 32>(RD_CONV_ROWS_ARGS);

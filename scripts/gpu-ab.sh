@@ -3,7 +3,8 @@
 # and data `scripts/gpu-check.sh --prepare` put in .devcarry/. Each variant runs REPS times, the
 # variants taking turns, so that a drifting machine shows up as spread rather than as a difference.
 # Usage: scripts/gpu-ab.sh   (OUT=dir for the JSON lines; prints a table at the end; GPU_AB_REPS,
-# GPU_AB_ONLY="names" for a subset of the variants, GPU_AB_EXTRAS=0 without the profiles and streams)
+# GPU_AB_ONLY="names" for a subset of the variants, GPU_AB_EXTRAS=0 without the profiles and streams,
+# GPU_AB_COSTS=0 without the per-convolution timings)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=.devcarry
@@ -31,6 +32,7 @@ VARIANTS=(
     "fusedauto=REGIONDROP_CUDA_FUSED_K=auto"
     "pdl1_fusedauto=REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto"
     "fused_all=REGIONDROP_CUDA_FUSED_K=4096"
+    "nofuse=REGIONDROP_CUDA_FUSED_K=0"
 )
 # GPU_AB_ONLY="defaults fusedauto": run only the variants named.
 ONLY=${GPU_AB_ONLY:-}
@@ -39,13 +41,16 @@ echo "== CUDA tests with the defaults of this build"
 timeout 180 "$D/cuda_backend" --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result" | head -20
 timeout 120 "$D/cuda_backend" tensor_core 2>&1 | tee "$OUT/cuda_tests_tc.log" | grep -E "^test |test result" | head -3
 
-echo "== each fusable convolution timed apart and fused (examples/fusion_costs: CUDA graphs of 20 launches, 35 % of the tiles)"
-for prec in f32 f16; do
+echo "== each fusable convolution timed apart and fused (examples/fusion_costs: CUDA graphs of 20 launches; 5, 35 and 100 % of the tiles)"
+[ "${GPU_AB_COSTS:-1}" = 1 ] && for run in "f32=-" "f16=-" "f16_t44=REGIONDROP_CUDA_FUSED_TILE=4x4"; do
+    name=${run%%=*} envs=${run#*=}
+    [ "$envs" = "-" ] && envs=""
     for fc in "$D"/fusion_costs*; do
-        echo "-- $(basename "$fc") NanoDet $prec"
-        timeout 60 "$fc" "$D/models/nanodet-416.onnx" $prec 2>&1 | tee "$OUT/$(basename "$fc")_nanodet_$prec.txt" | tail -1
-        echo "-- $(basename "$fc") YOLOv8n 1280x736 $prec"
-        timeout 60 "$fc" "$D/models/yolov8n-nudenet-320.onnx" 1280x736 $prec 2>&1 | tee "$OUT/$(basename "$fc")_yolo_$prec.txt" | tail -1
+        for m in "nanodet=$D/models/nanodet-416.onnx" "yolo=$D/models/yolov8n-nudenet-320.onnx 1280x736"; do
+            f="$OUT/$(basename "$fc")_${m%%=*}_$name.txt"
+            env $envs timeout 60 "$fc" ${m#*=} ${name%%_*} >"$f" 2>&1
+            echo "-- $(basename "$fc") ${m%%=*} $name: $(grep -c . "$f") lines"; grep "of the tiles" "$f"
+        done
     done
 done
 for rep in $(seq 1 "$REPS"); do

@@ -645,14 +645,17 @@ fn fused_convolutions_match_the_cpu_backend() {
             agree(setup, 1e-5);
         }
     }
-    // With precision f16 the fused convolutions multiply f16 operands (rd_conv_rows_tc).
-    let setup = Setup {
-        f16: true,
-        fused_conv_k: usize::MAX,
-        tile44: false,
-        graph_bucket,
-    };
-    agree(setup, 2e-2);
+    // With precision f16 the fused convolutions multiply f16 operands (rd_conv_rows_tc*), in
+    // both block shapes.
+    for tile44 in [false, true] {
+        let setup = Setup {
+            f16: true,
+            fused_conv_k: usize::MAX,
+            tile44,
+            graph_bucket,
+        };
+        agree(setup, 2e-2);
+    }
 }
 
 #[test]
@@ -1182,14 +1185,19 @@ fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
         let mut unfused = HostDevice::new(plan, true, 0);
         f.run(emu, &mut unfused, graph_bucket);
         let mut fused = HostDevice::new(plan, true, usize::MAX);
+        // Both block shapes: 32 x 64 (64 x 32) eager, 64 x 64 (128 x 32) from the graph lists.
+        fused.addrs.fused_tile44 = graph_bucket.is_some();
         let counting = Counting {
             emu,
             counts: Default::default(),
         };
         f.run(&counting, &mut fused, graph_bucket);
         let counts = counting.counts.into_inner();
-        let tc = counts.get("rd_conv_rows_tc").unwrap_or(&0)
-            + counts.get("rd_conv_rows_tc_n32").unwrap_or(&0);
+        let tc: usize = counts
+            .iter()
+            .filter(|(k, _)| k.starts_with("rd_conv_rows_tc"))
+            .map(|(_, n)| *n)
+            .sum();
         assert!(tc > 0, "no tensor-core launch: {counts:?}");
         assert!(
             counts

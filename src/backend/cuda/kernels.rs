@@ -57,6 +57,8 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_conv_rows_n32_t44",
             "rd_conv_rows_tc",
             "rd_conv_rows_tc_n32",
+            "rd_conv_rows_tc_t44",
+            "rd_conv_rows_tc_n32_t44",
         ],
     },
     KernelSource {

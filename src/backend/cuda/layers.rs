@@ -29,6 +29,8 @@ pub enum Kernel {
     ConvRowsN32T44,
     ConvRowsTc,
     ConvRowsTcN32,
+    ConvRowsTcT44,
+    ConvRowsTcN32T44,
     Pool,
     Resize,
     Affine,
@@ -47,7 +49,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 32] = [
+    pub const ALL: [Kernel; 34] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -65,6 +67,8 @@ impl Kernel {
         Kernel::ConvRowsN32T44,
         Kernel::ConvRowsTc,
         Kernel::ConvRowsTcN32,
+        Kernel::ConvRowsTcT44,
+        Kernel::ConvRowsTcN32T44,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -102,6 +106,8 @@ impl Kernel {
             Kernel::ConvRowsN32T44 => "rd_conv_rows_n32_t44",
             Kernel::ConvRowsTc => "rd_conv_rows_tc",
             Kernel::ConvRowsTcN32 => "rd_conv_rows_tc_n32",
+            Kernel::ConvRowsTcT44 => "rd_conv_rows_tc_t44",
+            Kernel::ConvRowsTcN32T44 => "rd_conv_rows_tc_n32_t44",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -133,6 +139,8 @@ impl Kernel {
                 | Kernel::ConvRowsN32T44
                 | Kernel::ConvRowsTc
                 | Kernel::ConvRowsTcN32
+                | Kernel::ConvRowsTcT44
+                | Kernel::ConvRowsTcN32T44
                 | Kernel::GlobalAvgPool
         )
     }
@@ -548,17 +556,19 @@ pub fn launch_layer(
             };
             let fuse = k <= addrs.fused_conv_k || addrs.fuse.get(si).copied().unwrap_or(false);
             if fuse && geometry::fusable(c) {
-                // The tensor-core kernel has the 4 × 4 kernels' block shapes.
+                // The tensor-core kernels have the f32 kernels' block shapes.
                 let tc = w16.filter(|_| addrs.fused_tc);
                 for gi in 0..c.groups {
-                    let tile44 = addrs.fused_tile44 || tc.is_some();
+                    let tile44 = addrs.fused_tile44;
                     let Some(f) = geometry::fused_conv_launch(ll.m, n, k, tile44, &addrs.split)?
                     else {
                         return Ok(());
                     };
                     let kernel = match (tc.is_some(), f.narrow, tile44) {
-                        (true, false, _) => Kernel::ConvRowsTc,
-                        (true, true, _) => Kernel::ConvRowsTcN32,
+                        (true, false, false) => Kernel::ConvRowsTc,
+                        (true, true, false) => Kernel::ConvRowsTcN32,
+                        (true, false, true) => Kernel::ConvRowsTcT44,
+                        (true, true, true) => Kernel::ConvRowsTcN32T44,
                         (false, false, false) => Kernel::ConvRows,
                         (false, true, false) => Kernel::ConvRowsN32,
                         (false, false, true) => Kernel::ConvRowsT44,

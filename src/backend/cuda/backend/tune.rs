@@ -6,7 +6,7 @@
 //! the host's launch rate, which eager launches would add to the way with more kernels, is not
 //! part of the comparison.
 
-use cudarc::driver::sys;
+use cudarc::driver::{sys, CudaGraph};
 
 use super::CudaBackend;
 use crate::backend::cuda::driver::drv;
@@ -17,8 +17,10 @@ use crate::model::plan::{LayerOp, Step};
 
 /// The share of the grid's tiles the timing frame recomputes (about the sample clip's).
 const TUNE_FRACTION: f64 = 0.35;
-/// Launches of the step in the timed graph (replayed once to warm up, then once timed).
+/// Launches of the step in each timed graph (replayed once to warm up, then timed).
 const TUNE_REPS: usize = 20;
+/// Timed replays of each way's graph.
+const TUNE_ROUNDS: usize = 2;
 
 /// One fusable convolution as timed at start-up: microseconds per launch of the step, each way.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,7 +87,7 @@ impl CudaBackend {
                 continue;
             }
             let ll = LayerLists::at(base, self.packer.steps[si]);
-            let time = |addrs: &Addrs| -> Result<f32> {
+            let capture = |addrs: &Addrs| -> Result<CudaGraph> {
                 self.stream
                     .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
                     .map_err(drv("begin capture"))?;
@@ -99,6 +101,9 @@ impl CudaBackend {
                 launched?;
                 let graph = graph?.ok_or_else(|| Error::Backend("empty timing graph".into()))?;
                 graph.launch().map_err(drv("graph launch"))?;
+                Ok(graph)
+            };
+            let time = |graph: &CudaGraph| -> Result<f32> {
                 start.record(&self.stream).map_err(drv("timing event"))?;
                 graph.launch().map_err(drv("graph launch"))?;
                 end.record(&self.stream).map_err(drv("timing event"))?;
@@ -106,11 +111,19 @@ impl CudaBackend {
                 let ms = start.elapsed_ms(&end).map_err(drv("timing event"))?;
                 Ok(ms * 1e3 / TUNE_REPS as f32)
             };
-            timings.push(FusionTiming {
+            let (apart, fused) = (capture(&unfused)?, capture(&fused)?);
+            // Each way timed TUNE_ROUNDS times, taking turns, its best time kept: a clock that
+            // changes during the timing (a GPU leaving its idle state) favours neither way.
+            let mut t = FusionTiming {
                 step: si,
-                apart_us: time(&unfused)?,
-                fused_us: time(&fused)?,
-            });
+                apart_us: f32::INFINITY,
+                fused_us: f32::INFINITY,
+            };
+            for _ in 0..TUNE_ROUNDS {
+                t.apart_us = t.apart_us.min(time(&apart)?);
+                t.fused_us = t.fused_us.min(time(&fused)?);
+            }
+            timings.push(t);
         }
         self.stream.synchronize().map_err(drv("synchronize"))?;
         Ok(timings)
