@@ -29,12 +29,10 @@ VARIANTS=(
     "select0=REGIONDROP_CUDA_SELECT=0"
     "tail0=REGIONDROP_CUDA_DEVICE_TAIL=0"
     "pdl1=REGIONDROP_CUDA_PDL=1"
-    "fusedauto=REGIONDROP_CUDA_FUSED_K=auto"
-    "pdl1_fusedauto=REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto"
     "fused_all=REGIONDROP_CUDA_FUSED_K=4096"
     "nofuse=REGIONDROP_CUDA_FUSED_K=0"
 )
-# GPU_AB_ONLY="defaults fusedauto": run only the variants named.
+# GPU_AB_ONLY="defaults nofuse": run only the variants named.
 ONLY=${GPU_AB_ONLY:-}
 
 echo "== CUDA tests with the defaults of this build"

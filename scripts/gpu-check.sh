@@ -2,7 +2,7 @@
 # The GPU checks, run on a machine with an NVIDIA GPU from binaries prepared on the build machine
 # (that machine needs neither Rust nor GStreamer). Prepare with:  scripts/gpu-check.sh --prepare
 # then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it
-# (`scripts/gpu-check.sh --quick`: the CUDA tests, the default, fused and opt-in benches, streams,
+# (`scripts/gpu-check.sh --quick`: the CUDA tests, the default benches and the switches around them, streams,
 # the baselines and YOLOv8n; without it, also the eager, host-detection, exact and fraction runs).
 # Models and frames travel gzipped (a lent machine takes at most 64 MiB of files). Where the
 # onnx2torch wheel is carried in .devcarry/whl/, the PyTorch baselines also run through it.
@@ -84,17 +84,16 @@ echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 
 "${B[@]}" --backend cuda --precision f16 --dilation 0 --margin 16 2>/dev/null | tee "$OUT/bench_cuda_f16_margin16.json"
 echo "== deeper layers grown past the mask (--growth-limit 1: per-layer tile lists; over 300 frames the setting that keeps agreement_map50 >= 0.97), f16"
 "${B[@]}" --backend cuda --precision f16 --growth-limit 1 2>/dev/null | tee "$OUT/bench_cuda_f16_growth1.json"
-echo "== every convolution fused on the tensor cores (REGIONDROP_CUDA_FUSED_K=4096 with f16: rd_conv_rows_tc), then fused where faster (auto); forced fractions unfused and fused; phases"
+echo "== every convolution fused on the tensor cores (REGIONDROP_CUDA_FUSED_K=4096 with f16: rd_conv_rows_tc), then none (=0; the default times each); forced fractions all fused; phases"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_tc.err" | tee "$OUT/bench_cuda_f16_tc.json"
 grep -i "fused\|error" "$OUT/bench_cuda_f16_tc.err" | head -2
-REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_tcauto.err" | tee "$OUT/bench_cuda_f16_tcauto.json"
-grep -i "fused" "$OUT/bench_cuda_f16_tcauto.err" | head -2
+REGIONDROP_CUDA_FUSED_K=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_nofuse.json"
 "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_fractions.json"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_fractions.json"
 REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16_tc.txt" >/dev/null
 grep -v "^\s*$" "$OUT/phases_cuda_f16_tc.txt" | tail -8
-echo "== every opt-in at once (SELECT, PDL, FUSED_K=auto, DEVICE_TAIL), f16; phases"
-ALL=(env REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_PDL=1 REGIONDROP_CUDA_FUSED_K=auto REGIONDROP_CUDA_DEVICE_TAIL=1)
+echo "== the defaults with programmatic dependent launch (REGIONDROP_CUDA_PDL=1), f16; phases"
+ALL=(env REGIONDROP_CUDA_PDL=1)
 "${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
 "${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
@@ -106,13 +105,13 @@ if python3 -c "import onnx2torch" 2>/dev/null || { echo "onnx2torch not importab
         --norm unit --iters 30 2>&1 | tail -1 | tee "$OUT/torch_yolo_onnx2torch.json"
 fi
 if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
-    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, device tail, tensor-core fused, every opt-in, phases, CPU"
+    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, host tail, host selection, all fused, PDL, phases, CPU"
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
-    REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
-    REGIONDROP_PROFILE=phases REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
-    REGIONDROP_CUDA_SELECT=1 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_select.json"
-    REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail_tc.json"
+    REGIONDROP_CUDA_DEVICE_TAIL=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hosttail.json"
+    REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
+    REGIONDROP_CUDA_SELECT=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hostselect.json"
+    REGIONDROP_CUDA_FUSED_K=4096 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc.json"
     "${ALL[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_all.json"
     "${ALL[@]}" REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
@@ -129,9 +128,8 @@ REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/be
 REGIONDROP_CUDA_FUSED_TC=0 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_fusedk4096_notc.json"
 REGIONDROP_PROFILE=1 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda.txt" >/dev/null
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_K=4096 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused.txt" >/dev/null
-echo "== each convolution fused where it timed faster at start-up (REGIONDROP_CUDA_FUSED_K=auto), f32"
-REGIONDROP_CUDA_FUSED_K=auto "${B[@]}" --backend cuda 2>"$OUT/bench_cuda_fusedauto.err" | tee "$OUT/bench_cuda_fusedauto.json"
-grep -i "fused" "$OUT/bench_cuda_fusedauto.err" | head -2
+echo "== no convolution fused (REGIONDROP_CUDA_FUSED_K=0; the default times each at start-up), f32"
+REGIONDROP_CUDA_FUSED_K=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_nofuse.json"
 echo "== the same with 4x4 outputs per thread (REGIONDROP_CUDA_FUSED_TILE=4x4), f32"
 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk4096_t44.json"
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused_t44.txt" >/dev/null
@@ -139,10 +137,10 @@ echo "== programmatic dependent launch (REGIONDROP_CUDA_PDL=1): CUDA tests, then
 REGIONDROP_CUDA_PDL=1 timeout 240 "$D/cuda_backend" --skip tensor_core 2>&1 | tail -3 | tee "$OUT/cuda_tests_pdl.log"
 REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_pdl.json"
 REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_pdl.json"
-echo "== candidates selected on the device (REGIONDROP_CUDA_SELECT=1), f32 and f16; phases"
-REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_select.json"
-REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_select.json"
-REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=1 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
+echo "== every output downloaded (REGIONDROP_CUDA_SELECT=0; the default selects candidates on the device), f32 and f16; phases"
+REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_hostselect.json"
+REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_hostselect.json"
+REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
 "${B[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_cuda_f16.txt"
 "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
@@ -173,7 +171,7 @@ if [ -f "$D/models/$YOLO" ]; then
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
     REGIONDROP_CUDA_FUSED_K=4096 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_fusedk4096.json"
-    REGIONDROP_CUDA_DEVICE_TAIL=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_devtail.json"
+    REGIONDROP_CUDA_DEVICE_TAIL=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hosttail.json"
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
     echo "== the CPU backend in bf16 on AMX tiles where this host's CPU has them (else f32, with a warning), all threads"
     "${B[@]}" --backend cpu --threads 0 --precision bf16 2>"$OUT/bench_cpu_bf16.err" | tee "$OUT/bench_cpu_bf16.json"
