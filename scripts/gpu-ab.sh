@@ -7,17 +7,10 @@
 # GPU_AB_COSTS=0 without the per-convolution timings)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-D=.devcarry
 OUT=${OUT:-/tmp/gpu-ab}
 REPS=${GPU_AB_REPS:-3}
 mkdir -p "$OUT"
-for f in "$D"/*.gz "$D"/models/*.gz; do
-    [ -e "$f" ] && [ ! -e "${f%.gz}" ] && gunzip -k "$f"
-done
-export LD_LIBRARY_PATH="$PWD/$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepackages()[0]+'/nvidia/*/lib')))" 2>/dev/null); do
-    LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
-done
+. scripts/devcarry-env.sh
 export REGIONDROP_REQUIRE_GPU=1 REGIONDROP_MODELS_DIR="$PWD/$D/models" REGIONDROP_FRAMES_RGB="$PWD/$D/frames.rgb"
 NANO0=(timeout 120 "$D/regiondrop-bench" --model "$D/models/nanodet-416.onnx" --video "$D/frames.rgb")
 NANO=("${NANO0[@]}" --frames 40)

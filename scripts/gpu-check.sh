@@ -49,14 +49,7 @@ fi
 
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
-for f in "$D"/*.gz "$D"/models/*.gz; do
-    [ -e "$f" ] && [ ! -e "${f%.gz}" ] && gunzip -k "$f"
-done
-export LD_LIBRARY_PATH="$PWD/$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# CUDA libraries (cuBLAS, NVRTC) from the Python wheels, where the system has none.
-for d in $(python3 -c "import site,glob;print(' '.join(glob.glob(site.getsitepackages()[0]+'/nvidia/*/lib')))" 2>/dev/null); do
-    LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
-done
+. scripts/devcarry-env.sh
 if ls "$D"/whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site "$D"/whl/*.whl \
         && export PYTHONPATH="/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}"
