@@ -373,10 +373,25 @@ impl CudaBackend {
             std::env::var("REGIONDROP_CUDA_FUSED_K").map_or(true, |v| v.parse::<usize>().is_err())
         });
         if auto {
-            backend.fusion_timings = backend.tune_fusion()?;
+            let key = tune::TuneKey {
+                convs: tune::conv_shapes(&backend.plan),
+                input: (backend.plan.input_w, backend.plan.input_h),
+                tile: backend.grid.tile,
+                device: device_id,
+                kernels: [
+                    f16,
+                    backend.addrs.fused_tc,
+                    backend.addrs.fused_tile44,
+                    backend.blas.is_some(),
+                    backend.pdl,
+                ],
+            };
+            backend.fusion_timings = tune::timed_once(key, || backend.tune_fusion())?;
             let mut fuse = vec![false; backend.plan.steps.len()];
             for t in &backend.fusion_timings {
-                fuse[t.step] = t.fused();
+                if let Some(f) = fuse.get_mut(t.step) {
+                    *f = t.fused();
+                }
             }
             backend.addrs.fuse = fuse;
         }

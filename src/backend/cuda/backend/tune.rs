@@ -6,6 +6,9 @@
 //! the host's launch rate, which eager launches would add to the way with more kernels, is not
 //! part of the comparison.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use cudarc::driver::{sys, CudaGraph};
 
 use super::CudaBackend;
@@ -13,7 +16,7 @@ use crate::backend::cuda::driver::drv;
 use crate::backend::cuda::geometry;
 use crate::backend::cuda::layers::{self, Addrs, LayerLists};
 use crate::error::{Error, Result};
-use crate::model::plan::{LayerOp, Step};
+use crate::model::plan::{LayerOp, Plan, Step};
 
 /// The share of the grid's tiles the timing frame recomputes (about the sample clip's).
 const TUNE_FRACTION: f64 = 0.35;
@@ -21,6 +24,60 @@ const TUNE_FRACTION: f64 = 0.35;
 const TUNE_REPS: usize = 20;
 /// Timed replays of each way's graph.
 const TUNE_ROUNDS: usize = 2;
+
+/// What decides a start-up timing: the same model at the same input size and tile, on the same
+/// GPU with the same kernels, times the same. Later backends of a process (more cameras on one
+/// model) take the first one's choice instead of timing again, on a GPU the earlier ones now
+/// keep busy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct TuneKey {
+    /// Per fusable convolution: its step and shape (see [`conv_shapes`]).
+    pub convs: Vec<[usize; 12]>,
+    pub input: (usize, usize),
+    pub tile: usize,
+    pub device: usize,
+    /// f16, tensor cores, 4 × 4 blocks, cuBLAS, programmatic dependent launch.
+    pub kernels: [bool; 5],
+}
+
+/// The step and shape of each convolution of `plan` that `time_fusion` times: what its timings
+/// mean, whichever file the plan came from.
+pub(crate) fn conv_shapes(plan: &Plan) -> Vec<[usize; 12]> {
+    plan.steps
+        .iter()
+        .enumerate()
+        .filter_map(|(si, step)| {
+            let Step::Layer(l) = step else { return None };
+            let LayerOp::Conv(c) = &l.op else { return None };
+            let b = &plan.buffers[l.output.buf];
+            geometry::fusable(c).then_some([
+                si, c.kh, c.kw, c.sh, c.sw, c.dh, c.dw, c.cin, c.cout, c.groups, b.h, b.w,
+            ])
+        })
+        .collect()
+}
+
+/// The timings of each key, kept for the life of the process.
+static TIMED: std::sync::OnceLock<Mutex<HashMap<TuneKey, Vec<FusionTiming>>>> =
+    std::sync::OnceLock::new();
+
+/// The timings of `key`: from an earlier backend of this process, else from `time` (kept when
+/// it succeeds).
+pub(crate) fn timed_once(
+    key: TuneKey,
+    time: impl FnOnce() -> Result<Vec<FusionTiming>>,
+) -> Result<Vec<FusionTiming>> {
+    let timed = TIMED.get_or_init(Default::default);
+    if let Some(t) = timed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(t.clone());
+    }
+    let t = time()?;
+    timed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, t.clone());
+    Ok(t)
+}
 
 /// One fusable convolution as timed at start-up: microseconds per launch of the step, each way.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,5 +184,47 @@ impl CudaBackend {
         }
         self.stream.synchronize().map_err(drv("synchronize"))?;
         Ok(timings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tile: usize) -> TuneKey {
+        TuneKey {
+            convs: vec![[3, 3, 3, 1, 1, 1, 1, 32, 32, 1, 52, 52]],
+            input: (416, 416),
+            tile,
+            device: 0,
+            kernels: [true, true, false, true, false],
+        }
+    }
+
+    fn timing(step: usize) -> Vec<FusionTiming> {
+        vec![FusionTiming {
+            step,
+            apart_us: 2.0,
+            fused_us: 1.0,
+        }]
+    }
+
+    #[test]
+    fn each_key_is_timed_once_and_failures_are_not_kept() {
+        let mut calls = 0;
+        let mut time = |step| {
+            calls += 1;
+            Ok(timing(step))
+        };
+        assert!(timed_once(key(7), || Err(crate::error::Error::Backend(
+            "no GPU".into()
+        )))
+        .is_err());
+        assert_eq!(timed_once(key(7), || time(1)).unwrap(), timing(1));
+        // The same key: the first timing, without timing again.
+        assert_eq!(timed_once(key(7), || time(2)).unwrap(), timing(1));
+        // Another tile: timed.
+        assert_eq!(timed_once(key(9), || time(3)).unwrap(), timing(3));
+        assert_eq!(calls, 2);
     }
 }
