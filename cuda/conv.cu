@@ -634,7 +634,8 @@ template <int BM, int BN>
 __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16))
 {
     constexpr int MI = BM * BN / (RD_FR_THREADS * 8);
-    static_assert(MI >= 1 && MI * 16 * (RD_FR_THREADS / 32) * 16 == BM * BN,
+    static_assert(BN % 16 == 0 && (RD_FR_THREADS / 32) % (BN / 16) == 0 &&
+                      (RD_FR_THREADS / 32) / (BN / 16) * 16 * MI == BM,
                   "eight warps of MI x 2 tiles of 16 x 8");
     static_assert(BM <= RD_FR_THREADS, "one thread per row in rd_rows_prepare");
     // Taps, row-major, and weights, one output channel per row; declared as u32 words so that

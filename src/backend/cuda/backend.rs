@@ -70,9 +70,10 @@ pub struct CudaOptions {
     /// else 0.
     pub fused_conv_k: Option<usize>,
     /// Time every convolution the fused kernel can run, fused and not, at start-up, and run each
-    /// the faster way (`fused_conv_k` then only adds layers). None: on, unless
-    /// `REGIONDROP_CUDA_FUSED_K` is set to a number (H100, fifteenth session: as fast as gather +
-    /// GEMM + scatter everywhere on NanoDet's sparse frames, faster on YOLOv8n at 1280×736).
+    /// the faster way (`fused_conv_k` then only adds layers). None: on, unless `fused_conv_k` is
+    /// given or `REGIONDROP_CUDA_FUSED_K` is set to a number (H100, fifteenth session: faster
+    /// than never fusing on NanoDet and on YOLOv8n's dense frames at 1280×736, the same on its
+    /// sparse ones). Where the timing fails, nothing is fused and `describe` says why.
     pub fused_conv_auto: Option<bool>,
     /// The fused convolution computes 4 × 4 outputs per thread in 64 × 64 blocks (128 × 32 for at
     /// most 32 channels) instead of 2 × 4 in 32 × 64 (64 × 32). None:
@@ -162,6 +163,8 @@ pub struct CudaBackend {
     addrs: Addrs,
     /// The start-up timing of the fusable convolutions (`fused_conv_auto`; else empty).
     fusion_timings: Vec<FusionTiming>,
+    /// Why the fusable convolutions were not timed, for `describe` (else empty).
+    fusion_note: String,
     /// The setup guard while the backend is built or dropped. Declared last, so it is dropped
     /// after every device resource above.
     setup: Option<SetupGuard>,
@@ -337,6 +340,7 @@ impl CudaBackend {
             profile: Profile::from_env(&ctx, plan.steps.len())?,
             addrs: Addrs::default(),
             fusion_timings: Vec::new(),
+            fusion_note: String::new(),
             // From here an early return drops the backend, whose Drop must not wait for the
             // guard this thread holds.
             setup: Some(setup),
@@ -370,7 +374,9 @@ impl CudaBackend {
             ..backend.addresses()
         };
         let auto = opts.fused_conv_auto.unwrap_or_else(|| {
-            std::env::var("REGIONDROP_CUDA_FUSED_K").map_or(true, |v| v.parse::<usize>().is_err())
+            opts.fused_conv_k.is_none()
+                && std::env::var("REGIONDROP_CUDA_FUSED_K")
+                    .map_or(true, |v| v.parse::<usize>().is_err())
         });
         if auto {
             let key = tune::TuneKey {
@@ -386,14 +392,25 @@ impl CudaBackend {
                     backend.pdl,
                 ],
             };
-            backend.fusion_timings = tune::timed_once(key, || backend.tune_fusion())?;
-            let mut fuse = vec![false; backend.plan.steps.len()];
-            for t in &backend.fusion_timings {
-                if let Some(f) = fuse.get_mut(t.step) {
-                    *f = t.fused();
+            match tune::timed_once(key, || backend.tune_fusion()) {
+                Ok(timings) => {
+                    let mut fuse = vec![false; backend.plan.steps.len()];
+                    for t in &timings {
+                        if let Some(f) = fuse.get_mut(t.step) {
+                            *f = t.fused();
+                        }
+                    }
+                    backend.addrs.fuse = fuse;
+                    backend.fusion_timings = timings;
+                }
+                // Not timed: nothing fused, and the log says why. A capture that failed
+                // half-way leaves the stream capturing: end it.
+                Err(e) => {
+                    let _ = backend.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+                    let _ = backend.ctx.check_err();
+                    backend.fusion_note = format!(", convolutions not timed ({e})");
                 }
             }
-            backend.addrs.fuse = fuse;
         }
         backend.stream.synchronize().map_err(drv("synchronize"))?;
         let off = opts.eager
@@ -458,23 +475,28 @@ impl CudaBackend {
             ", programmatic dependent launch"
         } else {
             ""
-        } + &match self.addrs.fuse.iter().filter(|&&f| f).count() {
-            0 if !self.addrs.fuse.is_empty() => ", no convolution faster fused (timed)".to_string(),
-            0 => String::new(),
-            n => format!(", {n} convolutions fused (timed faster)"),
-        } + &if self.addrs.fused_conv_k > 0 {
-            format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
-        } else {
-            String::new()
-        } + if self.addrs.fused_conv_k == 0 && !self.addrs.fuse.contains(&true) {
-            ""
-        } else if self.addrs.fused_tc {
-            " (tensor cores)"
-        } else if self.addrs.fused_tile44 {
-            " (4x4)"
-        } else {
-            ""
-        }
+        } + &self.fusion_note
+            + &match self.addrs.fuse.iter().filter(|&&f| f).count() {
+                0 if !self.addrs.fuse.is_empty() => {
+                    ", no convolution faster fused (timed)".to_string()
+                }
+                0 => String::new(),
+                n => format!(", {n} convolutions fused (timed faster)"),
+            }
+            + &if self.addrs.fused_conv_k > 0 {
+                format!(", fused convolutions up to K = {}", self.addrs.fused_conv_k)
+            } else {
+                String::new()
+            }
+            + if self.addrs.fused_conv_k == 0 && !self.addrs.fuse.contains(&true) {
+                ""
+            } else if self.addrs.fused_tc {
+                " (tensor cores)"
+            } else if self.addrs.fused_tile44 {
+                " (4x4)"
+            } else {
+                ""
+            }
     }
 
     /// Device address of slot `s` for the device Generic steps: its constant copy, or the result

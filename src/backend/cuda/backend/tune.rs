@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use cudarc::driver::{sys, CudaGraph};
 
 use super::CudaBackend;
-use crate::backend::cuda::driver::drv;
+use crate::backend::cuda::driver::{drv, setup_guard};
 use crate::backend::cuda::geometry;
 use crate::backend::cuda::layers::{self, Addrs, LayerLists};
 use crate::error::{Error, Result};
@@ -106,8 +106,11 @@ impl CudaBackend {
     /// Every fusable convolution timed both ways, in step order, over the first `fraction` of
     /// the grid's tiles (at least one), for `examples/fusion_costs`. The timing launches write
     /// the feature buffers, so the next frame must recompute every tile, as a backend's first
-    /// frame does.
+    /// frame does. Captures graphs under the process's set-up lock, as every capture does.
+    #[doc(hidden)]
     pub fn time_fusion(&mut self, fraction: f64) -> Result<Vec<FusionTiming>> {
+        // Held already while the backend is built.
+        let _guard = self.setup.is_none().then(setup_guard);
         let plan = self.plan.clone();
         let grid = self.grid;
         let n = ((grid.len() as f64 * fraction).ceil() as usize).clamp(1, grid.len());
