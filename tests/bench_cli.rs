@@ -68,7 +68,7 @@ fn is_png(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-const MAIN_KEYS: [&str; 25] = [
+const MAIN_KEYS: [&str; 26] = [
     "model",
     "video",
     "frames",
@@ -94,6 +94,7 @@ const MAIN_KEYS: [&str; 25] = [
     "tracking_id_switches",
     "tracks_dense",
     "tracks_sparse",
+    "start_ms",
 ];
 
 fn check_main_line(v: &Value, frames: u64) {
@@ -150,6 +151,11 @@ fn check_main_line(v: &Value, frames: u64) {
         );
     }
     assert!(v["memory_bytes"].as_u64().unwrap() > 0);
+    let start = v["start_ms"].as_array().unwrap();
+    assert!(
+        start.len() == 2 && start.iter().all(|t| t.as_f64().unwrap() > 0.0),
+        "{v}"
+    );
     // Tracks: the clip has people on every frame, so both runs give ids, and the sparse tracks
     // follow the dense ones (MOTA 0.94 and more on the clip's first 20 frames; 0.97 over 300).
     let tracks = |k: &str| v[k].as_u64().unwrap();

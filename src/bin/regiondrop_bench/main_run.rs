@@ -57,14 +57,20 @@ struct MainReport {
     vs_openvino: Option<f64>,
     dense_vs_openvino: Option<f64>,
     memory_bytes: usize,
+    /// Milliseconds to build the dense engine, then the sparse one (the first of a process pays
+    /// for one-off work such as compiling or reading GPU code and timing the convolutions).
+    start_ms: [f64; 2],
 }
 
 pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), Fail> {
     let n = s.n();
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
+    let t0 = std::time::Instant::now();
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
+    let t1 = std::time::Instant::now();
     let mut sparse = s.engine(sparse_cfg(cli, s.threads))?;
+    let start_ms = [t1 - t0, t1.elapsed()].map(|d| d.as_secs_f64() * 1e3);
     let dense_gate = s.set_gate(&mut dense)?;
     let sparse_gate = s.set_gate(&mut sparse)?;
     let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
@@ -209,6 +215,7 @@ pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), F
         vs_openvino,
         dense_vs_openvino: dense_vs(openvino_ms),
         memory_bytes: sparse.memory_bytes(),
+        start_ms,
     };
 
     if let Some(dir) = &cli.annotate {
