@@ -398,7 +398,7 @@ impl Setup {
     }
 
     /// Lets the engine select the candidates of ranked predictions where its outputs are (the
-    /// CUDA backend with REGIONDROP_CUDA_SELECT=1); the gate for [`Setup::detections`].
+    /// CUDA backend, unless REGIONDROP_CUDA_SELECT=0); the gate for [`Setup::detections`].
     fn set_gate(&self, engine: &mut Engine) -> Result<detect::Gate, Fail> {
         let shapes = self.plan.output_dims();
         let threshold = self.ranked_params().conf_threshold;

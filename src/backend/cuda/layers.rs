@@ -398,7 +398,8 @@ pub struct Addrs {
     /// instead of gather, GEMM and scatter (0: never).
     pub fused_conv_k: usize,
     /// Per step: this convolution runs fused whatever its K (chosen by timing both ways at
-    /// start-up, `REGIONDROP_CUDA_FUSED_K=auto`); empty: `fused_conv_k` alone decides.
+    /// start-up, the default; see `CudaOptions::fused_conv_auto`); empty: `fused_conv_k` alone
+    /// decides.
     pub fuse: Vec<bool>,
     /// The fused kernel computes 4 × 4 outputs per thread in larger blocks (the _t44 variants)
     /// instead of 2 × 4.
