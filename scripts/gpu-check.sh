@@ -137,6 +137,13 @@ REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda --pr
 echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
 "${B[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_cuda_f16.txt"
 "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
+if [ -x "$D/fusion_costs" ]; then
+    echo "== each fusable convolution apart and fused, f16 (examples/fusion_costs: 5, 35 and 100 % of the tiles)"
+    timeout 60 "$D/fusion_costs" "$D/models/nanodet-416.onnx" f16 >"$OUT/fusion_costs_nanodet_f16.txt" 2>&1
+    [ -f "$D/models/$YOLO" ] && timeout 60 "$D/fusion_costs" "$D/models/$YOLO" "$YOLO_SIZE" f16 \
+        >"$OUT/fusion_costs_yolo_f16.txt" 2>&1
+    grep -h "of the tiles" "$OUT"/fusion_costs_*.txt
+fi
 if [ "$QUICK" = 1 ]; then
     python3 scripts/gpu-summary.py "$OUT" | tee "$OUT/summary.md"
     exit 0
