@@ -1187,3 +1187,29 @@ impl Backend for CudaBackend {
             + self.select.as_ref().map_or(0, SelectDev::bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::env_switch;
+
+    #[test]
+    fn env_switches_read_0_false_1_true_and_keep_the_default_otherwise() {
+        // A name of this test's own: the environment is shared by the process's tests.
+        const NAME: &str = "REGIONDROP_TEST_ENV_SWITCH";
+        std::env::remove_var(NAME);
+        assert!(env_switch(NAME, true));
+        assert!(!env_switch(NAME, false));
+        for (value, default, want) in [
+            ("0", true, false),
+            ("false", true, false),
+            ("1", false, true),
+            ("true", false, true),
+            ("yes", false, false),
+            ("", true, true),
+        ] {
+            std::env::set_var(NAME, value);
+            assert_eq!(env_switch(NAME, default), want, "{NAME}={value:?}");
+        }
+        std::env::remove_var(NAME);
+    }
+}
