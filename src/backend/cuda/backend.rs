@@ -1,13 +1,14 @@
 //! The CUDA backend proper: one NHWC f32 device buffer per feature buffer of the plan (the
 //! activation caches), weights uploaded once, kernels from `cuda/*.cu` launched per layer over the
-//! active tiles (all tile lists of a frame uploaded in one copy), GEMM by cuBLAS (or the built-in
-//! rd_sgemm_rm kernel when cuBLAS is not loadable), replayed as CUDA graphs. The dense tail
-//! (Rearrange / Generic steps) runs on the device where its inputs are there (`tail.rs`), else on
-//! the host on downloaded results; the decoder's candidates can be selected on the device
-//! (`select.rs`). In `backend/`: the steps' constants uploaded at build time in `constants.rs`,
-//! the frame stage (upload, letterbox, change detection, input) in `frames.rs`, graph capture and
-//! replay in `graphs.rs`, downloads and the selection in `outputs.rs`, the fusion tuning in
-//! `tune.rs`.
+//! active tiles (all tile lists of a frame uploaded in one copy), replayed as CUDA graphs. Each
+//! convolution runs as one fused kernel or as gather + GEMM (cuBLAS, or the built-in
+//! rd_sgemm_rm kernel when cuBLAS is not loadable) + scatter, whichever timed faster at start-up.
+//! The dense tail (Rearrange / Generic steps) runs on the device where its inputs are there
+//! (`tail.rs`), else on the host on downloaded results; the decoder's candidates are selected on
+//! the device (`select.rs`). In `backend/`: the steps' constants uploaded at build time in
+//! `constants.rs`, the frame stage (upload, letterbox, change detection, input) in `frames.rs`,
+//! graph capture and replay in `graphs.rs`, downloads and the selection in `outputs.rs`, the
+//! start-up timing of the fused convolutions (kept per process) in `tune.rs`.
 //!
 //! Everything runs on one stream, in order; kernels get raw device pointers (a layer may read and
 //! write the same buffer in disjoint channel ranges, as on the CPU), so cudarc's per-slice event
