@@ -442,16 +442,7 @@ pub(super) mod check {
                          {}, {tiles} tiles",
                         cin + extra
                     );
-                    let (mut worst, mut changed) = (0f32, 0);
-                    for (j, ((g, w), b)) in got.iter().zip(want).zip(base).enumerate() {
-                        if w == b {
-                            assert_eq!(g, w, "{what}: element {j} was not to change");
-                            continue;
-                        }
-                        changed += 1;
-                        worst = worst.max((g - w).abs() / w.abs().max(1.0));
-                    }
-                    assert!(changed > 0, "{what}: nothing computed");
+                    let worst = fixture::worst_change(got, want, base, &what);
                     assert!(worst < 1e-4, "{what}: worst relative error {worst}");
                 },
             );

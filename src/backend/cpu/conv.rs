@@ -672,6 +672,23 @@ pub(super) mod fixture {
         }
     }
 
+    /// The worst relative error of `got` against `want` (each over max(|want|, 1)) where `want`
+    /// changed from `base`; asserts that every other element kept its value and that something
+    /// changed. For the `check` of [`against_gemm`].
+    pub fn worst_change(got: &[f32], want: &[f32], base: &[f32], what: &str) -> f32 {
+        let (mut worst, mut changed) = (0f32, 0);
+        for (j, ((g, w), b)) in got.iter().zip(want).zip(base).enumerate() {
+            if w == b {
+                assert_eq!(g, w, "{what}: element {j} was not to change");
+                continue;
+            }
+            changed += 1;
+            worst = worst.max((g - w).abs() / w.abs().max(1.0));
+        }
+        assert!(changed > 0, "{what}: nothing computed");
+        worst
+    }
+
     /// Runs `kernel` and im2col + GEMM on every tile of the grid and on a random 40 % of them,
     /// each time from the same random input and output contents, and hands `check` the output
     /// buffers: (kernel's, GEMM's, as they were before, tiles run).

@@ -235,19 +235,9 @@ mod tests {
                 |got, want, base, tiles| {
                     let what =
                         format!("k{k} s{stride} {cin}->{cout} g{groups} {act:?}, {tiles} tiles");
-                    let (mut worst, mut changed) = (0f32, 0);
-                    for (j, ((g, w), b)) in got.iter().zip(want).zip(base).enumerate() {
-                        if w == b {
-                            assert_eq!(g, w, "{what}: element {j} was not to change");
-                            continue;
-                        }
-                        changed += 1;
-                        // Each product is off by at most ~2⁻⁸ relative; the sum's error grows
-                        // with the square root of K for random signs. Outputs here are O(1).
-                        let err = (g - w).abs() / w.abs().max(1.0);
-                        worst = worst.max(err);
-                    }
-                    assert!(changed > 0, "{what}: nothing computed");
+                    // Each product is off by at most ~2⁻⁸ relative; the sum's error grows with
+                    // the square root of K for random signs. Outputs here are O(1).
+                    let worst = fixture::worst_change(got, want, base, &what);
                     assert!(worst < 0.03, "{what}: worst relative error {worst}");
                 },
             );

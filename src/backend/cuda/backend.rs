@@ -414,8 +414,7 @@ impl CudaBackend {
             }
         }
         backend.stream.synchronize().map_err(drv("synchronize"))?;
-        let off = opts.eager
-            || std::env::var("REGIONDROP_CUDA_GRAPHS").is_ok_and(|v| v == "0" || v == "false");
+        let off = opts.eager || !env_switch("REGIONDROP_CUDA_GRAPHS", true);
         if backend.profile.as_ref().is_some_and(|p| p.times_steps) {
             backend.graph_note = "eager: profiling times every step".into();
         } else if off {
