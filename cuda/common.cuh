@@ -16,10 +16,13 @@
 //   tile; threads stride over the tile's (pixel, channel) elements, channel fastest, so consecutive
 //   threads touch consecutive addresses.
 
-// Every kernel begins with RD_PDL_WAIT(): with programmatic dependent launch
-// (REGIONDROP_CUDA_PDL=1, sm_90 and newer) a kernel may start while the kernel before it in the
-// stream finishes, and must wait here for that kernel's results before touching memory. Without
-// PDL (or on older GPUs, or on the host) it does nothing.
+// Every kernel calls RD_PDL_WAIT() before it reads what an earlier kernel wrote or writes
+// anything: with programmatic dependent launch (REGIONDROP_CUDA_PDL=1, sm_90 and newer) a kernel
+// may start while the kernel before it in the stream finishes, and must wait there for that
+// kernel's results. Most kernels wait first thing; the fused convolutions (conv.cu,
+// rd_rows_begin) first read their weights and the frame's tile lists, which the host uploads
+// before the frame's first kernel. Without PDL (or on older GPUs, or on the host) it does
+// nothing.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define RD_PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
 #else

@@ -191,22 +191,26 @@ extern "C" __global__ void rd_sgemm_rm(
     counters
 // What rd_rows_prepare reads of them.
 #define RD_ROWS_PREPARE_ARGS \
-    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kh, kw, sh, sw, dh, dw, pad_t, pad_l, cig, \
-    splits
+    tiles, row_off, n_tiles, m, ts, cols, out_h, out_w, kw, sh, sw, dh, dw, pad_t, pad_l, cig
 // What rd_rows_taps reads of them.
 #define RD_ROWS_TAPS_ARGS kw, dh, dw, cig
 // What rd_rows_k_loop reads of them.
 #define RD_ROWS_LOAD_ARGS RD_ROWS_TAPS_ARGS, in, in_pitch, in_h, in_w, wt, n
 
+// How many row offsets rd_rows_prepare samples at once (a power of two, at most RD_FR_THREADS).
+#define RD_ROW_SAMPLES RD_FR_THREADS
+
 // Shared state of one fused-convolution block: per row, its output pixel (-1: no pixel of this
 // frame) and the input origin of its taps; for the K step being multiplied and the next one, the
 // input offset and channel each column k of the implicit matrix reads, packed as
-// ci | dy << 16 | dx << 24 (0xffffffff past the block's share of K).
+// ci | dy << 16 | dx << 24 (0xffffffff past the block's share of K); rd_rows_prepare's samples of
+// the row offsets and of the tiles at them.
 template <int BM>
 struct RdRowsShared {
     int iy[BM], ix[BM], out[BM];
     u32 tap[2][RD_FR_BK];
-    int any, last;
+    u32 off[RD_ROW_SAMPLES], tile[RD_ROW_SAMPLES];
+    int last;
 };
 
 #define RD_NO_TAP 0xffffffffu
@@ -235,39 +239,63 @@ __device__ __forceinline__ void rd_rows_k_share(int k_len, int splits, int* lo, 
     *hi = rd_imin(k_len, *lo + k_share);
 }
 
-// Fills the block's rows, its share of K [*k_lo, *k_hi) and the taps of its first K step; false
-// (for the whole block, before the taps) when none of its rows is a pixel of this frame: CUDA
-// graphs launch blocks for a bucket's rows, and the frame may have fewer.
+// Fills the block's rows and the taps of its first K step (its share of K from rd_rows_k_share);
+// false (for the whole block) when none of its rows is a pixel of this frame: CUDA graphs launch
+// blocks for a bucket's rows, and the frame may have fewer.
+//
+// A row's tile is the last list entry e with row_off[e] <= row (row_off is non-decreasing). A
+// tile has at most ts * ts pixels, so for the block's rows e >= lo = row0 / (ts * ts). The
+// threads load RD_ROW_SAMPLES entries of [lo, n_tiles), `stride` apart, into shared memory at
+// once, and each row searches them there: one round trip to global memory where a binary search
+// of the list took one per halving. Only a list of more than RD_ROW_SAMPLES entries past lo
+// (stride > 1) leaves each row stride entries to search in global memory.
 template <int BM>
 __device__ __forceinline__ bool rd_rows_prepare(
-    RdRowsShared<BM>& s, int* k_lo, int* k_hi, const u32* __restrict__ tiles,
+    RdRowsShared<BM>& s, int k_lo, int k_hi, const u32* __restrict__ tiles,
     const u32* __restrict__ row_off, int n_tiles, int m, int ts, int cols, int out_h, int out_w,
-    int kh, int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig, int splits)
+    int kw, int sh, int sw, int dh, int dw, int pad_t, int pad_l, int cig)
 {
-    rd_rows_k_share(kh * kw * cig, splits, k_lo, k_hi);
     int t = (int)threadIdx.x;
-    if (t == 0) s.any = 0;
+    int row0 = (int)blockIdx.x * BM;
+    if (row0 >= m || n_tiles <= 0) return false;
+    int lo = rd_imin(row0 / rd_imax(ts * ts, 1), n_tiles - 1);
+    int stride = (n_tiles - lo + RD_ROW_SAMPLES - 1) / RD_ROW_SAMPLES;
+    if (t < RD_ROW_SAMPLES) {
+        int e = lo + t * stride;
+        s.off[t] = e < n_tiles ? row_off[e] : 0xffffffffu;
+        s.tile[t] = e < n_tiles ? tiles[e] : RD_NO_TILE;
+    }
+    rd_rows_taps(s, 0, k_lo, k_hi, RD_ROWS_TAPS_ARGS);
     __syncthreads();
+    int found = 0;
     if (t < BM) {
-        int row = (int)blockIdx.x * BM + t;
+        u32 row = (u32)(row0 + t);
         int o = -1, iy = 0, ix = 0;
-        if (row < m && n_tiles > 0) {
-            // The last list entry whose first row is <= row (row_off is non-decreasing).
-            int lo = 0, hi = n_tiles - 1;
-            while (lo < hi) {
-                int mid = (lo + hi + 1) >> 1;
-                if ((int)row_off[mid] <= row) lo = mid; else hi = mid - 1;
+        if (row < (u32)m) {
+            // The last sample at or before the row (s.off[0] <= row, as above).
+            int j = 0;
+#pragma unroll
+            for (int half = RD_ROW_SAMPLES / 2; half > 0; half >>= 1)
+                if (s.off[j + half] <= row) j += half;
+            u32 tile = s.tile[j], first = s.off[j];
+            if (stride > 1) {
+                int a = lo + j * stride, b = rd_imin(a + stride, n_tiles) - 1;
+                while (a < b) {
+                    int mid = (a + b + 1) >> 1;
+                    if (row_off[mid] <= row) a = mid; else b = mid - 1;
+                }
+                tile = tiles[a];
+                first = row_off[a];
             }
-            u32 tile = tiles[lo];
             if (tile != RD_NO_TILE) {
                 RdRect r = rd_tile_rect(tile, cols, ts, out_w, out_h);
-                int p = row - (int)row_off[lo];
+                int p = (int)(row - first);
                 if (p < r.tw * r.th) {
                     int oy = r.y0 + p / r.tw, ox = r.x0 + p % r.tw;
                     o = oy * out_w + ox;
                     iy = oy * sh - pad_t;
                     ix = ox * sw - pad_l;
-                    s.any = 1;
+                    found = 1;
                 }
             }
         }
@@ -275,11 +303,7 @@ __device__ __forceinline__ bool rd_rows_prepare(
         s.iy[t] = iy;
         s.ix[t] = ix;
     }
-    __syncthreads();
-    if (!s.any) return false;
-    rd_rows_taps(s, 0, *k_lo, *k_hi, RD_ROWS_TAPS_ARGS);
-    __syncthreads();
-    return true;
+    return __syncthreads_or(found) != 0;
 }
 
 // The input value at row r, column kk of the block's K step whose taps are `taps` (0 outside the
@@ -349,30 +373,51 @@ struct RdRowsRegs {
     static constexpr int NW = RD_FR_BK * BN / (4 * RD_FR_THREADS);
     float a[NA][4];
     W w[NW][4];
+    bool vec_a, vec_w; // rd_rows_vec_a, rd_rows_vec_w
 };
 
-// Reads the K step [k0, k0 + RD_FR_BK) whose taps are in tap[buf] into `regs`: every row's taps,
-// and the weights of the block's channels from n_base (0 past the share of K or past n). `vec_a`
-// and `vec_w` (the same for the whole launch) say whether the chunks may be loaded as vectors.
+// Whether a launch's chunks of four may be loaded as vectors: taps where they are four consecutive,
+// aligned channels of one tap (the K step starts at a multiple of 4), weights where they are four
+// aligned output channels of one weight row.
+__device__ __forceinline__ bool rd_rows_vec_a(const float* in, int in_pitch, int cig)
+{
+    return cig % 4 == 0 && in_pitch % 4 == 0 && ((unsigned long long)in & 15u) == 0;
+}
+template <typename W>
+__device__ __forceinline__ bool rd_rows_vec_w(const W* wt, int n)
+{
+    return n % 4 == 0 && ((unsigned long long)wt & (4 * sizeof(W) - 1)) == 0;
+}
+
+// Reads the taps of the K step whose taps are in tap[buf] into `regs`, for every row (0 outside
+// the map, past the share of K, or for a row that is no pixel).
 template <int BM, int BN, typename W>
-__device__ __forceinline__ void rd_rows_fetch(
-    const RdRowsShared<BM>& s, int buf, int k0, int k_hi, const float* __restrict__ in,
-    int in_pitch, int in_h, int in_w, const W* __restrict__ wt, int n, int n_base, bool vec_a,
-    bool vec_w, RdRowsRegs<BM, BN, W>& regs)
+__device__ __forceinline__ void rd_rows_fetch_a(
+    const RdRowsShared<BM>& s, int buf, const float* __restrict__ in, int in_pitch, int in_h,
+    int in_w, RdRowsRegs<BM, BN, W>& regs)
 {
     int t = (int)threadIdx.x;
 #pragma unroll
     for (int i = 0; i < regs.NA; ++i) {
         int c = t + i * RD_FR_THREADS;
         rd_rows_tap4(s, s.tap[buf], in, in_pitch, in_h, in_w, c / (RD_FR_BK / 4),
-                     4 * (c % (RD_FR_BK / 4)), vec_a, regs.a[i]);
+                     4 * (c % (RD_FR_BK / 4)), regs.vec_a, regs.a[i]);
     }
+}
+
+// Reads the weights of the K step [k0, k0 + RD_FR_BK) into `regs`: the block's channels from
+// n_base (0 past the share of K or past n).
+template <int BM, int BN, typename W>
+__device__ __forceinline__ void rd_rows_fetch_w(
+    int k0, int k_hi, const W* __restrict__ wt, int n, int n_base, RdRowsRegs<BM, BN, W>& regs)
+{
+    int t = (int)threadIdx.x;
 #pragma unroll
     for (int i = 0; i < regs.NW; ++i) {
         int c = t + i * RD_FR_THREADS;
         int k = k0 + c / (BN / 4), j = n_base + 4 * (c % (BN / 4));
         const W* p = wt + (long long)k * n + j;
-        if (vec_w && k < k_hi && j + 3 < n) {
+        if (regs.vec_w && k < k_hi && j + 3 < n) {
             rd_load4(p, regs.w[i]);
         } else {
 #pragma unroll
@@ -402,32 +447,45 @@ __device__ __forceinline__ void rd_rows_put(
     }
 }
 
-// The K loop of a fused convolution over the block's share [k_lo, k_hi), whose first step's taps
-// rd_rows_prepare left in tap[0]: each step's operands are put into shared memory, the next
-// step's fetch is issued, and then the step is multiplied (multiply()), so that the next step's
-// loads are in flight while this one's products are computed. Taps go two steps ahead: a step's
-// taps are written once every fetch of the step two before, which used the same buffer, is done.
+// Starts a fused-convolution block: fetches the weights of its first K step (which no kernel
+// writes) while its rows are found (rd_rows_prepare), then waits for the kernel before it (PDL:
+// until here the block reads only the weights and the frame's tile lists, uploaded before the
+// frame's first kernel). Fills the share of K; false when the block has no pixel of this frame.
+template <int BM, int BN, typename W>
+__device__ __forceinline__ bool rd_rows_begin(
+    RdRowsShared<BM>& s, RdRowsRegs<BM, BN, W>& regs, int* k_lo, int* k_hi,
+    RD_CONV_ROWS_PARAMS_W(W))
+{
+    rd_rows_k_share(kh * kw * cig, splits, k_lo, k_hi);
+    regs.vec_a = rd_rows_vec_a(in, in_pitch, cig);
+    regs.vec_w = rd_rows_vec_w(wt, n);
+    rd_rows_fetch_w<BM, BN>(*k_lo, *k_hi, wt, n, (int)blockIdx.y * BN, regs);
+    if (!rd_rows_prepare(s, *k_lo, *k_hi, RD_ROWS_PREPARE_ARGS)) return false;
+    RD_PDL_WAIT();
+    return true;
+}
+
+// The K loop of a fused convolution over the block's share [k_lo, k_hi), after rd_rows_begin
+// (the first step's weights in `regs`, its taps in tap[0]): each step's operands are put into
+// shared memory, the next step's fetch is issued, and then the step is multiplied (multiply()),
+// so that the next step's loads are in flight while this one's products are computed. Taps go
+// two steps ahead: a step's taps are written once every fetch of the step two before, which used
+// the same buffer, is done.
 template <int BM, int BN, typename W, typename StoreA, typename StoreW, typename Multiply>
 __device__ __forceinline__ void rd_rows_k_loop(
-    RdRowsShared<BM>& s, int k_lo, int k_hi, int kw, int dh, int dw, int cig,
-    const float* __restrict__ in, int in_pitch, int in_h, int in_w, const W* __restrict__ wt,
-    int n, int n_base, StoreA store_a, StoreW store_w, Multiply multiply)
+    RdRowsShared<BM>& s, RdRowsRegs<BM, BN, W>& regs, int k_lo, int k_hi, int kw, int dh, int dw,
+    int cig, const float* __restrict__ in, int in_pitch, int in_h, int in_w,
+    const W* __restrict__ wt, int n, StoreA store_a, StoreW store_w, Multiply multiply)
 {
-    // Vector loads where every chunk of four is four consecutive, aligned values: channels of
-    // one tap (the K step starts at a multiple of 4), and output channels of one weight row.
-    bool vec_a = cig % 4 == 0 && in_pitch % 4 == 0 && ((unsigned long long)in & 15u) == 0;
-    bool vec_w = n % 4 == 0 && ((unsigned long long)wt & (4 * sizeof(W) - 1)) == 0;
-    RdRowsRegs<BM, BN, W> regs;
-    rd_rows_fetch<BM, BN>(
-        s, 0, k_lo, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, vec_a, vec_w, regs);
+    int n_base = (int)blockIdx.y * BN;
+    rd_rows_fetch_a<BM, BN>(s, 0, in, in_pitch, in_h, in_w, regs);
     rd_rows_taps(s, 1, k_lo + RD_FR_BK, k_hi, kw, dh, dw, cig);
     for (int k0 = k_lo, cur = 0; k0 < k_hi; k0 += RD_FR_BK, cur ^= 1) {
         rd_rows_put(regs, store_a, store_w);
         __syncthreads();
         if (k0 + RD_FR_BK < k_hi) {
-            rd_rows_fetch<BM, BN>(
-                s, cur ^ 1, k0 + RD_FR_BK, k_hi, in, in_pitch, in_h, in_w, wt, n, n_base, vec_a,
-                vec_w, regs);
+            rd_rows_fetch_a<BM, BN>(s, cur ^ 1, in, in_pitch, in_h, in_w, regs);
+            rd_rows_fetch_w<BM, BN>(k0 + RD_FR_BK, k_hi, wt, n, n_base, regs);
             rd_rows_taps(s, cur, k0 + 2 * RD_FR_BK, k_hi, kw, dh, dw, cig);
         }
         multiply();
@@ -478,7 +536,7 @@ __device__ __forceinline__ void rd_rows_finish(
             at[i] = r * BN + c;
             acc[i] = 0.0f;
         }
-#pragma unroll 2
+#pragma unroll 4
         for (int z = 0; z < splits; ++z) {
             const volatile float* partial = all + z * part;
             float v[NV];
@@ -505,16 +563,16 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     __shared__ float sa[RD_FR_BK][BM + 1];
     __shared__ float sw_[RD_FR_BK][BN];
     __shared__ RdRowsShared<BM> s;
+    RdRowsRegs<BM, BN, float> regs;
     int k_lo, k_hi;
-    if (!rd_rows_prepare(s, &k_lo, &k_hi, RD_ROWS_PREPARE_ARGS)) return;
+    if (!rd_rows_begin(s, regs, &k_lo, &k_hi, RD_CONV_ROWS_ARGS)) return;
     int t = (int)threadIdx.x;
-    int n_base = (int)blockIdx.y * BN;
     int tx = t % (BN / TN), ty = t / (BN / TN);
     float acc[TM * TN];
 #pragma unroll
     for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
     rd_rows_k_loop<BM, BN>(
-        s, k_lo, k_hi, RD_ROWS_LOAD_ARGS, n_base,
+        s, regs, k_lo, k_hi, RD_ROWS_LOAD_ARGS,
         [&](int r, int kk, float v) { sa[kk][r] = v; },
         [&](int jj, int kk, float w) { sw_[kk][jj] = w; },
         [&]() {
@@ -539,7 +597,6 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
 
 extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
 {
-    RD_PDL_WAIT();
     rd_conv_rows_block<32, 64, 2, 4>(RD_CONV_ROWS_ARGS);
 }
 
@@ -547,7 +604,6 @@ extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
 // thread computes channels that do not exist.
 extern "C" __global__ void rd_conv_rows_n32(RD_CONV_ROWS_PARAMS)
 {
-    RD_PDL_WAIT();
     rd_conv_rows_block<64, 32, 2, 4>(RD_CONV_ROWS_ARGS);
 }
 
@@ -555,13 +611,11 @@ extern "C" __global__ void rd_conv_rows_n32(RD_CONV_ROWS_PARAMS)
 // loads per multiply-add of the 2 x 4 blocks, in larger blocks (REGIONDROP_CUDA_FUSED_TILE=4x4).
 extern "C" __global__ void rd_conv_rows_t44(RD_CONV_ROWS_PARAMS)
 {
-    RD_PDL_WAIT();
     rd_conv_rows_block<64, 64, 4, 4>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
 {
-    RD_PDL_WAIT();
     rd_conv_rows_block<128, 32, 4, 4>(RD_CONV_ROWS_ARGS);
 }
 
@@ -645,17 +699,17 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     u16(*sa)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sa_words);
     u16(*sb)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sb_words);
     __shared__ RdRowsShared<BM> s;
+    RdRowsRegs<BM, BN, u16> regs;
     int k_lo, k_hi;
-    if (!rd_rows_prepare(s, &k_lo, &k_hi, RD_ROWS_PREPARE_ARGS)) return;
+    if (!rd_rows_begin(s, regs, &k_lo, &k_hi, RD_CONV_ROWS_ARGS)) return;
     int t = (int)threadIdx.x;
-    int n_base = (int)blockIdx.y * BN;
     int warp = t >> 5, lane = t & 31;
     int wm = (warp / (BN / 16)) * 16 * MI, wn = (warp % (BN / 16)) * 16;
     float acc[MI * 8]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
 #pragma unroll
     for (int i = 0; i < MI * 8; ++i) acc[i] = 0.0f;
     rd_rows_k_loop<BM, BN>(
-        s, k_lo, k_hi, RD_ROWS_LOAD_ARGS, n_base,
+        s, regs, k_lo, k_hi, RD_ROWS_LOAD_ARGS,
         [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
         [&](int jj, int kk, u16 w) { sb[jj][kk] = w; },
         [&]() {
@@ -682,24 +736,20 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
 // variants (64 x 64, 128 x 32).
 extern "C" __global__ void rd_conv_rows_tc(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    RD_PDL_WAIT();
     rd_conv_rows_tc_block<32, 64>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void rd_conv_rows_tc_n32(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    RD_PDL_WAIT();
     rd_conv_rows_tc_block<64, 32>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void rd_conv_rows_tc_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    RD_PDL_WAIT();
     rd_conv_rows_tc_block<64, 64>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    RD_PDL_WAIT();
     rd_conv_rows_tc_block<128, 32>(RD_CONV_ROWS_ARGS);
 }

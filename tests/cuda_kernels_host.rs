@@ -556,14 +556,22 @@ struct Setup {
     graph_bucket: fn(usize) -> Option<usize>,
 }
 
-/// The smallest bucket holding `n` tiles, as `geometry::bucket_of` picks it on the GPU.
+/// The smallest bucket holding `n` tiles of 32 pixels, as `geometry::bucket_of` picks it on the
+/// GPU.
 fn graph_bucket(n: usize) -> Option<usize> {
     let levels = geometry::bucket_levels(synthetic_plan().grid(32).len());
     geometry::bucket_of(&levels, n).map(|b| levels[b])
 }
 
-/// Dense, sparse and one-tile frames on the host kernels and on the CPU backend.
+/// Dense, sparse and one-tile frames on the host kernels and on the CPU backend, in tiles of 32
+/// pixels (a 4x3 grid).
 fn agree(setup: Setup, tol: f32) {
+    // An interior tile, a right-border and a corner tile; then the interior tile alone.
+    agree_in_tiles(setup, 32, &[&[1, 3, 6, 11], &[6]], tol);
+}
+
+/// A dense frame, then a frame of each of `sparse`'s tile lists, in tiles of `tile` pixels.
+fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
     let Setup {
         f16,
         fused_conv_k,
@@ -572,18 +580,18 @@ fn agree(setup: Setup, tol: f32) {
     } = setup;
     let Some(emu) = emu() else { return };
     let plan = synthetic_plan();
-    let grid = plan.grid(32);
+    let grid = plan.grid(tile);
     let norm = InputNorm {
         mean: [10.0, 20.0, 30.0],
         std: [50.0, 60.0, 70.0],
         bgr: true,
     };
-    let mut cpu = CpuBackend::new(std::sync::Arc::new(synthetic_plan()), 32, 1).unwrap();
+    let mut cpu = CpuBackend::new(std::sync::Arc::new(synthetic_plan()), tile, 1).unwrap();
     let mut dev = HostDevice::new(&plan, f16, fused_conv_k);
     dev.addrs.fused_tile44 = tile44;
     let all: Vec<u32> = (0..grid.len() as u32).collect();
-    // 4x3 grid: an interior tile, a right-border and a corner tile.
-    for (frame, tiles) in [(0u64, &all[..]), (1, &[1, 3, 6, 11][..]), (2, &[6][..])] {
+    let frames = std::iter::once(&all[..]).chain(sparse.iter().copied());
+    for (frame, tiles) in (0u64..).zip(frames) {
         let img = image(plan.input_w, plan.input_h, 1 + frame);
         cpu.write_input(&img, &norm, tiles).unwrap();
         cpu.run(&step_tiles(&plan, tiles)).unwrap();
@@ -591,7 +599,7 @@ fn agree(setup: Setup, tol: f32) {
             emu,
             &mut dev,
             &plan,
-            32,
+            tile,
             &img,
             &norm,
             tiles,
@@ -599,7 +607,7 @@ fn agree(setup: Setup, tol: f32) {
         );
         let d = worst_difference(&mut cpu, &dev, &plan);
         println!(
-            "f16 {f16}, fused up to K = {fused_conv_k} (4x4 {tile44}), bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
+            "f16 {f16}, fused up to K = {fused_conv_k} (4x4 {tile44}), tile {tile}, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
             graph_bucket(tiles.len()),
             tiles.len()
         );
@@ -646,6 +654,29 @@ fn fused_convolutions_match_the_cpu_backend() {
                 };
                 agree(setup, tol);
             }
+        }
+    }
+}
+
+/// Tiles of 4 pixels: 450 of them, more than rd_rows_prepare samples at once (RD_ROW_SAMPLES),
+/// so its rows also search between the samples in global memory; graph lists padded up to the
+/// whole grid.
+#[test]
+fn fused_convolutions_over_many_tiles_match_the_cpu_backend() {
+    let plan = synthetic_plan();
+    let n = plan.grid(4).len() as u32;
+    assert!(n > 256, "{n} tiles: too few to sample");
+    let two_of_three: Vec<u32> = (0..n).filter(|t| t % 3 != 1).collect();
+    let every_ninth: Vec<u32> = (0..n).step_by(9).collect();
+    for (f16, tol) in [(false, 1e-5), (true, 2e-2)] {
+        for graph_bucket in [|_| None, |_| Some(synthetic_plan().grid(4).len())] {
+            let setup = Setup {
+                f16,
+                fused_conv_k: usize::MAX,
+                tile44: false,
+                graph_bucket,
+            };
+            agree_in_tiles(setup, 4, &[&two_of_three, &every_ninth], tol);
         }
     }
 }

@@ -8,6 +8,7 @@
 // their threads one after another on the calling thread. Kernel arguments arrive as in cuLaunchKernel: an array of
 // pointers to the values.
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdio>
@@ -38,6 +39,19 @@ inline void __syncthreads() {
         std::abort();
     }
     rd_emu_barrier->arrive_and_wait();
+}
+
+// Non-zero when `pred` is non-zero in any thread of the block (the threads that returned
+// excepted). Three barriers: everyone has added, everyone has read, the sum is cleared.
+inline int __syncthreads_or(int pred) {
+    static std::atomic<int> any{0};
+    if (pred) any.store(1);
+    __syncthreads();
+    int r = any.load();
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) any.store(0);
+    __syncthreads();
+    return r;
 }
 
 inline float __int_as_float(int i) {

@@ -475,6 +475,9 @@ impl CudaBackend {
             ", programmatic dependent launch"
         } else {
             ""
+        } + &match kernels::kernel_set().ok().and_then(|k| k.dir.as_ref()) {
+            Some(dir) => format!(", kernels from {}", dir.display()),
+            None => String::new(),
         } + &self.fusion_note
             + &match self.addrs.fuse.iter().filter(|&&f| f).count() {
                 0 if !self.addrs.fuse.is_empty() => {

@@ -117,13 +117,80 @@ pub fn declared_entries(source: &str) -> Vec<String> {
     out
 }
 
-/// The text NVRTC compiles for `src`: the common helpers, then the file (with `#line` so that
-/// compiler messages name the right file and line).
-pub fn full_source(src: &KernelSource) -> String {
-    format!(
-        "#line 1 \"common.cuh\"\n{COMMON}\n#line 1 \"{}\"\n{}",
-        src.file, src.source
-    )
+/// The kernel sources a process compiles: [`COMMON`] and [`SOURCES`], or those of another
+/// version of the kernels ([`kernel_set`]).
+#[derive(Clone, Debug)]
+pub struct KernelSet {
+    /// `cuda/common.cuh`.
+    pub common: &'static str,
+    pub files: Vec<KernelSource>,
+    /// Where the sources were read, if not embedded.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl KernelSet {
+    /// The kernels built into this binary.
+    pub fn embedded() -> Self {
+        KernelSet {
+            common: COMMON,
+            files: SOURCES.to_vec(),
+            dir: None,
+        }
+    }
+
+    /// `common.cuh` and every file of [`SOURCES`] by name from `dir`, kept for the whole process.
+    pub fn read(dir: &std::path::Path) -> Result<Self> {
+        let read = |name: &str| -> Result<&'static str> {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Backend(format!("kernel source {}: {e}", path.display()))
+            })?;
+            Ok(Box::leak(text.into_boxed_str()))
+        };
+        let files = SOURCES
+            .iter()
+            .map(|s| {
+                Ok(KernelSource {
+                    source: read(s.file)?,
+                    ..*s
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(KernelSet {
+            common: read("common.cuh")?,
+            files,
+            dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// The text NVRTC compiles for `src`: the common helpers, then the file (with `#line` so that
+    /// compiler messages name the right file and line).
+    pub fn full_source(&self, src: &KernelSource) -> String {
+        format!(
+            "#line 1 \"common.cuh\"\n{}\n#line 1 \"{}\"\n{}",
+            self.common, src.file, src.source
+        )
+    }
+}
+
+/// The kernels this process compiles: the embedded ones, or where the environment variable
+/// `REGIONDROP_CUDA_KERNELS` names a directory, its `common.cuh` and `cuda/*.cu` files
+/// ([`KernelSet::read`], once per process). That is for timing another version of the kernels
+/// with the same binary (`scripts/gpu-ab.sh`), whose kernels must have this build's names and
+/// parameters; the backend's description names the directory.
+pub fn kernel_set() -> Result<&'static KernelSet> {
+    static SET: OnceLock<std::result::Result<KernelSet, String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        match std::env::var_os("REGIONDROP_CUDA_KERNELS").filter(|v| !v.is_empty()) {
+            None => Ok(KernelSet::embedded()),
+            Some(dir) => KernelSet::read(std::path::Path::new(&dir)).map_err(|e| match e {
+                Error::Backend(why) => format!("REGIONDROP_CUDA_KERNELS: {why}"),
+                other => other.to_string(),
+            }),
+        }
+    })
+    .as_ref()
+    .map_err(|e| Error::Backend(e.clone()))
 }
 
 /// The virtual architecture for a compute capability, e.g. (8, 7) -> "compute_87".
@@ -254,14 +321,15 @@ pub fn compile_options(arch: &str) -> Vec<String> {
 /// Compiles every kernel file for `arch` (a virtual architecture such as "compute_87").
 pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
     nvrtc_loadable().map_err(Error::Backend)?;
-    let mut out = Vec::with_capacity(SOURCES.len());
-    for src in SOURCES {
+    let set = kernel_set()?;
+    let mut out = Vec::with_capacity(set.files.len());
+    for src in &set.files {
         let opts = cudarc::nvrtc::CompileOptions {
             options: compile_options(arch),
             name: Some(src.file.to_string()),
             ..Default::default()
         };
-        let text = full_source(src);
+        let text = set.full_source(src);
         let r = std::panic::catch_unwind(move || cudarc::nvrtc::compile_ptx_with_opts(text, opts));
         let ptx = match r {
             Ok(Ok(ptx)) => ptx,
@@ -291,14 +359,17 @@ pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
 }
 
 /// [`compile_ptx`], once per process and architecture, and kept on disk between processes where
-/// [`super::ptx_cache::default_dir`] gives a directory.
+/// [`super::ptx_cache::default_dir`] gives a directory (kernels read from elsewhere, in its
+/// `other` subdirectory, so that timing two versions in turn compiles each once).
 pub fn compile_ptx_cached(arch: &str) -> Result<Arc<PtxSet>> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<PtxSet>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(arch) {
         return Ok(p.clone());
     }
+    let other = kernel_set()?.dir.is_some();
     let set = Arc::new(match super::ptx_cache::default_dir() {
+        Some(dir) if other => super::ptx_cache::load_or_compile(&dir.join("other"), arch)?,
         Some(dir) => super::ptx_cache::load_or_compile(&dir, arch)?,
         None => compile_ptx(arch)?,
     });
@@ -345,21 +416,52 @@ mod tests {
 
     /// Programmatic dependent launch is safe only if no kernel touches memory before
     /// RD_PDL_WAIT: every kernel's body starts with it.
+    /// Every kernel starts with RD_PDL_WAIT(), except the fused convolutions, which start with
+    /// their block function, and that with rd_rows_begin: it finds the rows, then waits, before
+    /// anything else reads the input or writes.
     #[test]
     fn every_kernel_waits_for_its_predecessor_first() {
         const KEY: &str = "extern \"C\" __global__ void ";
+        let body_of = |src: &'static str, at: usize| {
+            let rest = &src[at..];
+            &rest[rest.find('{').expect("a body") + 1..]
+        };
         for s in SOURCES {
             for (at, _) in s.source.match_indices(KEY) {
                 let rest = &s.source[at + KEY.len()..];
                 let name = &rest[..rest.find('(').unwrap()];
-                let body = &rest[rest.find('{').expect("a body") + 1..];
+                let body = body_of(s.source, at).trim_start();
+                let first = if name.starts_with("rd_conv_rows") {
+                    "rd_conv_rows"
+                } else {
+                    "RD_PDL_WAIT();"
+                };
                 assert!(
-                    body.trim_start().starts_with("RD_PDL_WAIT();"),
-                    "cuda/{}: {name} does not start with RD_PDL_WAIT()",
+                    body.starts_with(first),
+                    "cuda/{}: {name} does not start with {first}",
                     s.file
                 );
             }
         }
+        let conv = SOURCES.iter().find(|s| s.file == "conv.cu").unwrap().source;
+        for block in ["rd_conv_rows_block(", "rd_conv_rows_tc_block("] {
+            let at = conv.find(block).expect(block);
+            let body = body_of(conv, at);
+            let begin = body.find("rd_rows_begin(").expect("begins with rd_rows_begin");
+            assert!(
+                !body[..begin].contains("in[") && !body[..begin].contains("out["),
+                "{block} touches memory before rd_rows_begin"
+            );
+        }
+        let at = conv.find("bool rd_rows_begin(").unwrap();
+        let body = &body_of(conv, at)[..];
+        let body = &body[..body.find("\n}").unwrap()];
+        let wait = body.find("RD_PDL_WAIT();").expect("rd_rows_begin waits");
+        assert!(body.find("rd_rows_prepare(").unwrap() < wait);
+        assert!(
+            !body[..wait].contains("in[") && !body[wait..].contains("rd_rows_fetch_a"),
+            "rd_rows_begin reads the input before it waits"
+        );
     }
 
     #[test]
@@ -393,6 +495,24 @@ mod tests {
         let mut embedded: Vec<String> = SOURCES.iter().map(|s| s.file.to_string()).collect();
         embedded.sort();
         assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
+    fn kernels_read_from_a_directory() {
+        let cuda = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
+        let read = KernelSet::read(&cuda).unwrap();
+        let ours = KernelSet::embedded();
+        assert_eq!(read.common, ours.common);
+        assert_eq!(read.dir.as_deref(), Some(cuda.as_path()));
+        for (r, o) in read.files.iter().zip(&ours.files) {
+            assert_eq!((r.file, r.source, r.entries), (o.file, o.source, o.entries));
+        }
+        assert_eq!(read.full_source(&read.files[2]), ours.full_source(&ours.files[2]));
+        let empty = std::env::temp_dir().join(format!("rd-no-kernels-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = KernelSet::read(&empty).unwrap_err().to_string();
+        assert!(e.contains("input.cu") || e.contains("common.cuh"), "{e}");
+        let _ = std::fs::remove_dir(&empty);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::kernels::{self, KernelSource, PtxSet, SOURCES};
+use super::kernels::{self, KernelSet, PtxSet};
 use crate::error::{Error, Result};
 
 /// The last line of a stored file: this prefix, then the hash of the PTX before it in hex.
@@ -52,7 +52,8 @@ pub fn load_or_compile(dir: &Path, arch: &str) -> Result<PtxSet> {
 /// holds a valid one.
 pub fn load(dir: &Path, arch: &str) -> Result<Option<PtxSet>> {
     let key = current_key(arch)?;
-    Ok(SOURCES
+    Ok(kernels::kernel_set()?
+        .files
         .iter()
         .map(|src| {
             let text = std::fs::read_to_string(path(dir, arch, key, src.file)).ok()?;
@@ -91,7 +92,12 @@ fn path(dir: &Path, arch: &str, key: u64, file: &str) -> PathBuf {
 
 fn current_key(arch: &str) -> Result<u64> {
     let version = kernels::nvrtc_version().map_err(Error::Backend)?;
-    Ok(key(arch, version, &kernels::compile_options(arch), SOURCES))
+    Ok(key(
+        arch,
+        version,
+        &kernels::compile_options(arch),
+        kernels::kernel_set()?,
+    ))
 }
 
 /// The PTX of a stored file whose trailer matches it.
@@ -116,7 +122,7 @@ fn key(
     arch: &str,
     (major, minor): (i32, i32),
     options: &[String],
-    sources: &[KernelSource],
+    sources: &KernelSet,
 ) -> u64 {
     let mut parts: Vec<Vec<u8>> = vec![
         arch.as_bytes().to_vec(),
@@ -124,9 +130,9 @@ fn key(
         minor.to_le_bytes().to_vec(),
     ];
     parts.extend(options.iter().map(|o| o.as_bytes().to_vec()));
-    for src in sources {
+    for src in &sources.files {
         parts.push(src.file.as_bytes().to_vec());
-        parts.push(kernels::full_source(src).into_bytes());
+        parts.push(sources.full_source(src).into_bytes());
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     fnv1a(&refs)
@@ -179,21 +185,27 @@ mod tests {
     #[test]
     fn the_key_follows_everything_that_decides_the_ptx() {
         let opts = kernels::compile_options("compute_90");
-        let k = key("compute_90", (12, 4), &opts, SOURCES);
+        let ours = KernelSet::embedded();
+        let k = key("compute_90", (12, 4), &opts, &ours);
         assert_eq!(
             k,
-            key("compute_90", (12, 4), &opts, SOURCES),
+            key("compute_90", (12, 4), &opts, &ours),
             "deterministic"
         );
-        assert_ne!(k, key("compute_87", (12, 4), &opts, SOURCES));
-        assert_ne!(k, key("compute_90", (12, 5), &opts, SOURCES));
+        assert_ne!(k, key("compute_87", (12, 4), &opts, &ours));
+        assert_ne!(k, key("compute_90", (12, 5), &opts, &ours));
         let mut more = opts.clone();
         more.push("--use_fast_math".into());
-        assert_ne!(k, key("compute_90", (12, 4), &more, SOURCES));
-        let mut edited = SOURCES.to_vec();
-        edited[0].source = "// another version\n";
+        assert_ne!(k, key("compute_90", (12, 4), &more, &ours));
+        let mut edited = ours.clone();
+        edited.files[0].source = "// another version\n";
         assert_ne!(k, key("compute_90", (12, 4), &opts, &edited));
-        assert_ne!(k, key("compute_90", (12, 4), &opts, &SOURCES[1..]));
+        let mut common = ours.clone();
+        common.common = "// other helpers\n";
+        assert_ne!(k, key("compute_90", (12, 4), &opts, &common));
+        let mut fewer = ours.clone();
+        fewer.files.remove(0);
+        assert_ne!(k, key("compute_90", (12, 4), &opts, &fewer));
     }
 
     #[test]
