@@ -25,6 +25,9 @@ VARIANTS=(
     "fused_all=REGIONDROP_CUDA_FUSED_K=4096"
     "nofuse=REGIONDROP_CUDA_FUSED_K=0"
 )
+# Kernels of another revision (GPU_AB_BASE at --prepare): the same binary and defaults, the
+# other cuda/ (their kernels must take this build's parameters).
+[ -d "$D/cuda-base" ] && VARIANTS+=("base=REGIONDROP_CUDA_KERNELS=$PWD/$D/cuda-base")
 # GPU_AB_ONLY="defaults nofuse": run only the variants named.
 ONLY=${GPU_AB_ONLY:-}
 
@@ -33,7 +36,10 @@ timeout 180 "$D/cuda_backend" --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log
 timeout 120 "$D/cuda_backend" tensor_core 2>&1 | tee "$OUT/cuda_tests_tc.log" | grep -E "^test |test result" | head -3
 
 echo "== each fusable convolution timed apart and fused (examples/fusion_costs: CUDA graphs of 20 launches; 5, 35 and 100 % of the tiles)"
-[ "${GPU_AB_COSTS:-1}" = 1 ] && for run in "f32=-" "f16=-" "f16_t44=REGIONDROP_CUDA_FUSED_TILE=4x4"; do
+COST_RUNS=("f32=-" "f16=-" "f16_t44=REGIONDROP_CUDA_FUSED_TILE=4x4")
+[ -d "$D/cuda-base" ] && COST_RUNS+=("f32_base=REGIONDROP_CUDA_KERNELS=$PWD/$D/cuda-base"
+    "f16_base=REGIONDROP_CUDA_KERNELS=$PWD/$D/cuda-base")
+[ "${GPU_AB_COSTS:-1}" = 1 ] && for run in "${COST_RUNS[@]}"; do
     name=${run%%=*} envs=${run#*=}
     [ "$envs" = "-" ] && envs=""
     for fc in "$D"/fusion_costs*; do

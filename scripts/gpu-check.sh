@@ -6,6 +6,7 @@
 # the baselines and YOLOv8n; without it, also the eager, host-detection, exact and fraction runs).
 # Models and frames travel gzipped (a lent machine takes at most 64 MiB of files). Where the
 # onnx2torch wheel is carried in .devcarry/whl/, the PyTorch baselines also run through it.
+# `GPU_AB_BASE=REV scripts/gpu-check.sh --prepare` also carries REV's kernels for gpu-ab.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=.devcarry
@@ -42,6 +43,15 @@ if [ "${1:-}" = "--prepare" ]; then
     mkdir -p "$D/whl"
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$D/whl" onnx2torch==1.5.15 \
         || echo "onnx2torch wheel not downloaded: the baselines use the op interpreter only"
+    # GPU_AB_BASE=REV: that revision's cuda/ in .devcarry/cuda-base, which scripts/gpu-ab.sh
+    # times as the variant "base" (REGIONDROP_CUDA_KERNELS) beside this build's own kernels.
+    if [ -n "${GPU_AB_BASE:-}" ]; then
+        mkdir -p "$D/cuda-base"
+        for f in $(git ls-tree --name-only "$GPU_AB_BASE" cuda/); do
+            git show "$GPU_AB_BASE:$f" >"$D/cuda-base/$(basename "$f")"
+        done
+        echo "kernels of $(git rev-parse --short "$GPU_AB_BASE") in $D/cuda-base"
+    fi
     grep -qx '/.devcarry/' .git/info/exclude 2>/dev/null || echo '/.devcarry/' >> .git/info/exclude
     du -sh "$D"
     exit 0
