@@ -623,14 +623,16 @@ extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
 // rounded to f16 as rd_im2col_h rounds them, the weights are the layer's f16 copy, products are
 // summed in f32 by mma.sync (m16n8k16). Same grid, rows, split K and outputs as the f32 kernel of
 // the same block shape.
-#define RD_TC_LD (RD_FR_BK + 8) // f16 row pitch in shared memory (16 bytes of padding: no bank conflicts)
+#define RD_TC_LD (RD_FR_BK + 8) // the taps' f16 row pitch in shared memory (16 bytes of padding: no bank conflicts)
 
 
 // Where a lane's mma.m16n8k16 registers come from (PTX ISA, "Matrix Fragments for
 // mma.m16n8k16 with floating point type"; g = lane / 4, q = lane % 4). Each f16 register holds two
-// neighbouring elements, the lower one first. A, row-major with pitch lda: rows g and g + 8 at
-// column 2q, then the same rows at column 2q + 8. B, column by column with pitch ldb: column g at k
-// = 2q and 2q + 8. The four f32 accumulators: (g, 2q), (g, 2q + 1), (g + 8, 2q), (g + 8, 2q + 1).
+// elements, the lower one first. A, row-major with pitch lda: rows g and g + 8 at column 2q, then
+// the same rows at column 2q + 8 (each register one 4-byte load). B, row-major (k by k) with
+// pitch ldb: column g at k = 2q, 2q + 1 (register 0) and 2q + 8, 2q + 9 (register 1), each
+// element one 2-byte load (b_off[0..4]). The four f32 accumulators: (g, 2q), (g, 2q + 1),
+// (g + 8, 2q), (g + 8, 2q + 1).
 __device__ __forceinline__ void rd_mma_fragments(int lane, int lda, int ldb, int* a_off, int* b_off)
 {
     int g = lane >> 2, q = lane & 3;
@@ -638,8 +640,10 @@ __device__ __forceinline__ void rd_mma_fragments(int lane, int lda, int ldb, int
     a_off[1] = (g + 8) * lda + 2 * q;
     a_off[2] = g * lda + 2 * q + 8;
     a_off[3] = (g + 8) * lda + 2 * q + 8;
-    b_off[0] = g * ldb + 2 * q;
-    b_off[1] = g * ldb + 2 * q + 8;
+    b_off[0] = (2 * q) * ldb + g;
+    b_off[1] = (2 * q + 1) * ldb + g;
+    b_off[2] = (2 * q + 8) * ldb + g;
+    b_off[3] = (2 * q + 9) * ldb + g;
 }
 
 __device__ __forceinline__ void rd_mma_acc_pos(int lane, int i, int* r, int* c)
@@ -649,8 +653,8 @@ __device__ __forceinline__ void rd_mma_acc_pos(int lane, int i, int* r, int* c)
 }
 
 // acc (this lane's four accumulators of a 16 x 8 f32 tile, as rd_mma_acc_pos places them) +=
-// A · B, where A is 16 x 16 f16 row-major at `a` (pitch `lda`) and B is 16 x 8 f16 given column by
-// column at `b` (column j, k fastest, at b + j * ldb).
+// A · B, where A is 16 x 16 f16 row-major at `a` (pitch `lda`) and B is 16 x 8 f16 row-major at
+// `b` (row k, the 8 columns consecutive, at b + k * ldb).
 __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda, const u16* b, int ldb)
 {
     int lane = (int)(threadIdx.x & 31u);
@@ -662,15 +666,15 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda
         rd_mma_acc_pos(lane, i, &r, &c);
         float sum = 0.0f;
         for (int k = 0; k < 16; ++k)
-            sum += rd_emu_f16_value(a[r * lda + k]) * rd_emu_f16_value(b[c * ldb + k]);
+            sum += rd_emu_f16_value(a[r * lda + k]) * rd_emu_f16_value(b[k * ldb + c]);
         acc[i] += sum;
     }
 #elif __CUDA_ARCH__ >= 800
-    int ao[4], bo[2];
+    int ao[4], bo[4];
     rd_mma_fragments(lane, lda, ldb, ao, bo);
     u32 ra0 = *(const u32*)(a + ao[0]), ra1 = *(const u32*)(a + ao[1]);
     u32 ra2 = *(const u32*)(a + ao[2]), ra3 = *(const u32*)(a + ao[3]);
-    u32 rb0 = *(const u32*)(b + bo[0]), rb1 = *(const u32*)(b + bo[1]);
+    u32 rb0 = (u32)b[bo[0]] | (u32)b[bo[1]] << 16, rb1 = (u32)b[bo[2]] | (u32)b[bo[3]] << 16;
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
@@ -692,12 +696,15 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
                       (RD_FR_THREADS / 32) / (BN / 16) * 16 * MI == BM,
                   "eight warps of MI x 2 tiles of 16 x 8");
     static_assert(BM <= RD_FR_THREADS, "one thread per row in rd_rows_prepare");
-    // Taps, row-major, and weights, one output channel per row; declared as u32 words so that
-    // the fragments' 4-byte reads are aligned.
+    // Taps, row-major, declared as u32 words so that the fragments' 4-byte reads are aligned.
+    // The weights' rows k by k, as they come from global memory, padded by 8 channels so that
+    // neighbouring k fall 4 banks apart: the stores of a row's channels and the fragments'
+    // loads of a column's k are free of bank conflicts.
+    constexpr int LDB = BN + 8;
     __shared__ u32 sa_words[BM * RD_TC_LD / 2];
-    __shared__ u32 sb_words[BN * RD_TC_LD / 2];
+    __shared__ u32 sb_words[RD_FR_BK * LDB / 2];
     u16(*sa)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sa_words);
-    u16(*sb)[RD_TC_LD] = reinterpret_cast<u16(*)[RD_TC_LD]>(sb_words);
+    u16(*sb)[LDB] = reinterpret_cast<u16(*)[LDB]>(sb_words);
     __shared__ RdRowsShared<BM> s;
     RdRowsRegs<BM, BN, u16> regs;
     int k_lo, k_hi;
@@ -711,7 +718,7 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     rd_rows_k_loop<BM, BN>(
         s, regs, k_lo, k_hi, RD_ROWS_LOAD_ARGS,
         [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
-        [&](int jj, int kk, u16 w) { sb[jj][kk] = w; },
+        [&](int jj, int kk, u16 w) { sb[kk][jj] = w; },
         [&]() {
 #pragma unroll
             for (int ks = 0; ks < RD_FR_BK; ks += 16)
@@ -721,7 +728,7 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
                     for (int ni = 0; ni < 2; ++ni)
                         rd_mma_16x8x16(
                             acc + (mi * 2 + ni) * 4, &sa[wm + 16 * mi][ks], RD_TC_LD,
-                            &sb[wn + 8 * ni][ks], RD_TC_LD);
+                            &sb[ks][wn + 8 * ni], LDB);
         });
     auto pos = [=](int i, int* r, int* c) {
         int mi = i >> 3, ni = (i >> 2) & 1;

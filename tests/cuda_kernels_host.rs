@@ -1138,18 +1138,15 @@ fn mma_fragments_follow_the_ptx_layout() {
     };
     // Different (even) pitches, so that one used for the other shows.
     let (lda, ldb) = (40usize, 24usize);
-    let (mut seen_a, mut seen_b) = (vec![0u32; 16 * lda], vec![0u32; 8 * ldb]);
+    let (mut seen_a, mut seen_b) = (vec![0u32; 16 * lda], vec![0u32; 16 * ldb]);
     let mut seen_d = [[0u32; 8]; 16];
     for lane in 0..32i32 {
         let (g, q) = ((lane / 4) as usize, (lane % 4) as usize);
-        let (mut a, mut b) = ([0i32; 4], [0i32; 2]);
-        // SAFETY: writes four and two ints.
+        let (mut a, mut b) = ([0i32; 4], [0i32; 4]);
+        // SAFETY: writes four ints each.
         unsafe { frag(lane, lda as i32, ldb as i32, a.as_mut_ptr(), b.as_mut_ptr()) };
-        // Each register is one 4-byte load of two f16.
-        assert!(
-            a.iter().chain(&b).all(|o| o % 2 == 0),
-            "lane {lane}: {a:?} {b:?}"
-        );
+        // Each A register is one 4-byte load of two f16.
+        assert!(a.iter().all(|o| o % 2 == 0), "lane {lane}: {a:?}");
         // A: element i (0..8) of the lane is in register i / 2 (low half first); row g for
         // i in {0, 1, 4, 5}, else g + 8; column 2q + (i & 1), plus 8 for i >= 4.
         for i in 0..8 {
@@ -1159,12 +1156,12 @@ fn mma_fragments_follow_the_ptx_layout() {
             assert_eq!(at, row * lda + col, "lane {lane} A element {i}");
             seen_a[at] += 1;
         }
-        // B (16 x 8, stored column by column): element i (0..4) in register i / 2; k = 2q + (i & 1),
-        // plus 8 for i >= 2; column g.
+        // B (16 x 8, stored row by row): element i (0..4), register i / 2, low half first;
+        // k = 2q + (i & 1), plus 8 for i >= 2; column g. Each element is loaded on its own.
         for i in 0..4 {
             let k = 2 * q + (i & 1) + if i >= 2 { 8 } else { 0 };
-            let at = b[i / 2] as usize + (i & 1);
-            assert_eq!(at, g * ldb + k, "lane {lane} B element {i}");
+            let at = b[i] as usize;
+            assert_eq!(at, k * ldb + g, "lane {lane} B element {i}");
             seen_b[at] += 1;
         }
         // D: accumulator i at row g (i < 2) or g + 8, column 2q + (i & 1).
@@ -1189,7 +1186,7 @@ fn mma_fragments_follow_the_ptx_layout() {
     }
     for j in 0..8 {
         for k in 0..16 {
-            assert_eq!(seen_b[j * ldb + k], 1, "B (k {k}, column {j})");
+            assert_eq!(seen_b[k * ldb + j], 1, "B (k {k}, column {j})");
         }
     }
     assert!(seen_d.iter().flatten().all(|&n| n == 1), "D");
