@@ -1158,9 +1158,9 @@ fn mma_fragments_follow_the_ptx_layout() {
         }
         // B (16 x 8, stored row by row): element i (0..4), register i / 2, low half first;
         // k = 2q + (i & 1), plus 8 for i >= 2; column g. Each element is loaded on its own.
-        for i in 0..4 {
+        for (i, &at) in b.iter().enumerate() {
             let k = 2 * q + (i & 1) + if i >= 2 { 8 } else { 0 };
-            let at = b[i] as usize;
+            let at = at as usize;
             assert_eq!(at, k * ldb + g, "lane {lane} B element {i}");
             seen_b[at] += 1;
         }

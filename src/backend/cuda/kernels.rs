@@ -142,9 +142,8 @@ impl KernelSet {
     pub fn read(dir: &std::path::Path) -> Result<Self> {
         let read = |name: &str| -> Result<&'static str> {
             let path = dir.join(name);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                Error::Backend(format!("kernel source {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::Backend(format!("kernel source {}: {e}", path.display())))?;
             Ok(Box::leak(text.into_boxed_str()))
         };
         let files = SOURCES
@@ -447,14 +446,16 @@ mod tests {
         for block in ["rd_conv_rows_block(", "rd_conv_rows_tc_block("] {
             let at = conv.find(block).expect(block);
             let body = body_of(conv, at);
-            let begin = body.find("rd_rows_begin(").expect("begins with rd_rows_begin");
+            let begin = body
+                .find("rd_rows_begin(")
+                .expect("begins with rd_rows_begin");
             assert!(
                 !body[..begin].contains("in[") && !body[..begin].contains("out["),
                 "{block} touches memory before rd_rows_begin"
             );
         }
         let at = conv.find("bool rd_rows_begin(").unwrap();
-        let body = &body_of(conv, at)[..];
+        let body = body_of(conv, at);
         let body = &body[..body.find("\n}").unwrap()];
         let wait = body.find("RD_PDL_WAIT();").expect("rd_rows_begin waits");
         assert!(body.find("rd_rows_prepare(").unwrap() < wait);
@@ -507,7 +508,10 @@ mod tests {
         for (r, o) in read.files.iter().zip(&ours.files) {
             assert_eq!((r.file, r.source, r.entries), (o.file, o.source, o.entries));
         }
-        assert_eq!(read.full_source(&read.files[2]), ours.full_source(&ours.files[2]));
+        assert_eq!(
+            read.full_source(&read.files[2]),
+            ours.full_source(&ours.files[2])
+        );
         let empty = std::env::temp_dir().join(format!("rd-no-kernels-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
         let e = KernelSet::read(&empty).unwrap_err().to_string();

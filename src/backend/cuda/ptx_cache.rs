@@ -118,12 +118,7 @@ fn valid(ptx: &str, arch: &str, entries: &[&str]) -> bool {
 
 /// The key of a compilation: the architecture, the NVRTC version, the options and every source as
 /// NVRTC sees it.
-fn key(
-    arch: &str,
-    (major, minor): (i32, i32),
-    options: &[String],
-    sources: &KernelSet,
-) -> u64 {
+fn key(arch: &str, (major, minor): (i32, i32), options: &[String], sources: &KernelSet) -> u64 {
     let mut parts: Vec<Vec<u8>> = vec![
         arch.as_bytes().to_vec(),
         major.to_le_bytes().to_vec(),
@@ -187,11 +182,7 @@ mod tests {
         let opts = kernels::compile_options("compute_90");
         let ours = KernelSet::embedded();
         let k = key("compute_90", (12, 4), &opts, &ours);
-        assert_eq!(
-            k,
-            key("compute_90", (12, 4), &opts, &ours),
-            "deterministic"
-        );
+        assert_eq!(k, key("compute_90", (12, 4), &opts, &ours), "deterministic");
         assert_ne!(k, key("compute_87", (12, 4), &opts, &ours));
         assert_ne!(k, key("compute_90", (12, 5), &opts, &ours));
         let mut more = opts.clone();
