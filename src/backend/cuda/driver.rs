@@ -111,8 +111,7 @@ impl Kernels {
     pub(super) fn load(ctx: &Arc<CudaContext>, ptx: &PtxSet) -> Result<Self> {
         let mut funcs: Vec<(&'static str, CudaFunction)> = Vec::new();
         for (file, text) in ptx {
-            let src = kernels::kernel_set()?
-                .files
+            let src = kernels::SOURCES
                 .iter()
                 .find(|s| s.file == *file)
                 .ok_or_else(|| Error::Backend(format!("PTX for unknown kernel file {file}")))?;

@@ -413,11 +413,10 @@ mod tests {
         assert_eq!(all.len(), n, "kernel names must be unique");
     }
 
-    /// Programmatic dependent launch is safe only if no kernel touches memory before
-    /// RD_PDL_WAIT: every kernel's body starts with it.
-    /// Every kernel starts with RD_PDL_WAIT(), except the fused convolutions, which start with
-    /// their block function, and that with rd_rows_begin: it finds the rows, then waits, before
-    /// anything else reads the input or writes.
+    /// Programmatic dependent launch is safe only if no kernel reads what the kernel before it
+    /// wrote, or writes, before RD_PDL_WAIT. Every kernel starts with it, except the fused
+    /// convolutions, which start with their block function, and that with rd_rows_begin: it
+    /// reads only weights and tile lists, then waits, before anything reads the input or writes.
     #[test]
     fn every_kernel_waits_for_its_predecessor_first() {
         const KEY: &str = "extern \"C\" __global__ void ";

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::kernels::{self, KernelSet, PtxSet};
+use super::kernels::{self, KernelSet, PtxSet, SOURCES};
 use crate::error::{Error, Result};
 
 /// The last line of a stored file: this prefix, then the hash of the PTX before it in hex.
@@ -52,8 +52,7 @@ pub fn load_or_compile(dir: &Path, arch: &str) -> Result<PtxSet> {
 /// holds a valid one.
 pub fn load(dir: &Path, arch: &str) -> Result<Option<PtxSet>> {
     let key = current_key(arch)?;
-    Ok(kernels::kernel_set()?
-        .files
+    Ok(SOURCES
         .iter()
         .map(|src| {
             let text = std::fs::read_to_string(path(dir, arch, key, src.file)).ok()?;
