@@ -391,7 +391,7 @@ fn bundled_models_under(variants: impl Fn(&CudaOptions) -> Vec<Variant>) -> Vec<
 
 #[test]
 fn bundled_models_match_cpu() {
-    bundled_models_under(|opts| {
+    let described = bundled_models_under(|opts| {
         let o = || opts.clone();
         vec![
             ("defaults", o(), 2e-3),
@@ -434,6 +434,35 @@ fn bundled_models_match_cpu() {
                 },
                 2e-3,
             ),
+            // Independent branches on four streams inside each graph, with and without PDL,
+            // and in f16 with every convolution fused (split K on each lane's own space).
+            (
+                "4 lanes",
+                CudaOptions {
+                    lanes: Some(4),
+                    ..o()
+                },
+                2e-3,
+            ),
+            (
+                "4 lanes, PDL",
+                CudaOptions {
+                    lanes: Some(4),
+                    pdl: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
+            (
+                "4 lanes, f16, all fused",
+                CudaOptions {
+                    lanes: Some(4),
+                    precision: Precision::F16,
+                    fused_conv_k: Some(usize::MAX),
+                    ..o()
+                },
+                3e-2,
+            ),
             // The defaults run the host tail's Generic steps on the device (YOLOv8n's decode,
             // DBNet's squeeze-excitation); here they run on the host.
             (
@@ -454,6 +483,10 @@ fn bundled_models_match_cpu() {
             ),
         ]
     });
+    // Graph frames ran with their segments on several streams where asked.
+    for (what, d) in described.iter().filter(|(w, _)| w.contains("4 lanes")) {
+        assert!(d.contains(" lanes"), "{what}: not on lanes: {d}");
+    }
 }
 
 /// Every convolution fused on the tensor cores (rd_conv_rows_tc, mma.sync), the only test of its

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 use gstregiondrop::backend::cpu::CpuBackend;
 use gstregiondrop::backend::cuda::geometry::{self, Dims, FixedPacker, TilePacker};
 use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
+use gstregiondrop::backend::cuda::lanes::{frame_items, Item, Lanes};
 use gstregiondrop::backend::cuda::layers::{
     self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
 };
@@ -27,6 +28,8 @@ use gstregiondrop::preprocess::InputNorm;
 use gstregiondrop::tensor::Tensor;
 
 mod common;
+#[path = "cuda_emu/lanes.rs"]
+mod lane_emu;
 use common::synthetic::{changed_frame, image, step_tiles, synthetic_plan};
 
 fn flag(name: &str) -> bool {
@@ -211,6 +214,8 @@ struct HostDevice {
     generic: Vec<Option<GenericStep>>,
     tail: DeviceTail,
     consts_u64: Vec<Vec<u64>>,
+    /// Graph frames run their segments on these lanes (else in program order).
+    lanes: Option<lane_emu::LaneRun>,
 }
 
 /// Address of memory the kernels only read.
@@ -247,6 +252,7 @@ impl HostDevice {
             generic: Vec::new(),
             tail: tail.clone(),
             consts_u64: Vec::new(),
+            lanes: None,
         };
         let mut steps: Vec<StepPtrs> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
@@ -446,6 +452,9 @@ fn run_frame(
             fixed.pack(plan, &grid, &st.per_step, b);
         }
     }
+    // Graph frames on lanes record each segment's launches and run them at its end.
+    let mut lanes = dev.lanes.take().filter(|_| graph_bucket.is_some());
+    let mut downloads = Vec::new();
     for (si, step) in plan.steps.iter().enumerate() {
         let ll = match (step, graph_bucket) {
             (Step::Layer(_), None) => {
@@ -463,6 +472,7 @@ fn run_frame(
             }
             _ => LayerLists::NONE,
         };
+        let mut copy = None;
         if let Step::Layer(l) = step {
             if let (
                 LayerOp::Binary {
@@ -475,12 +485,21 @@ fn run_frame(
                 // From the device result where a device step wrote the slot (as the backend
                 // copies it on the device), else from the host slot.
                 let src = match dev.tail.writer[*s] {
-                    Some(w) => dev.addrs.steps[w].result().unwrap() as *const f32,
-                    None => dev.slots[*s].data.as_ptr(),
+                    Some(w) => dev.addrs.steps[w].result().unwrap(),
+                    None => addr(&dev.slots[*s].data),
                 };
-                let n = n.min(dev.slots[*s].data.len());
-                // SAFETY: the operand buffer and the source hold at least n floats.
-                unsafe { std::ptr::copy_nonoverlapping(src, p as *mut f32, n) };
+                copy = Some((src, p, n.min(dev.slots[*s].data.len())));
+            }
+        }
+        let host = match step {
+            Step::Rearrange { .. } => dev.tail.rearrange_from[si].is_none(),
+            Step::Generic { .. } => dev.tail.generic_out[si].is_none(),
+            _ => false,
+        } && !lanes.as_ref().is_some_and(|lr| lr.in_segment(si));
+        if host {
+            if let Some(lr) = &mut lanes {
+                lr.drain(emu);
+                finish_downloads(dev, plan, &mut downloads);
             }
         }
         match step {
@@ -488,7 +507,7 @@ fn run_frame(
                 input,
                 index,
                 output,
-            } if dev.tail.rearrange_from[si].is_none() => {
+            } if host => {
                 let out: Vec<f32> = index
                     .data
                     .iter()
@@ -496,15 +515,48 @@ fn run_frame(
                     .collect();
                 dev.slots[*output].data = out;
             }
-            Step::Generic { .. } if dev.tail.generic_out[si].is_none() => {
+            Step::Generic { .. } if host => {
                 let g = dev.generic[si]
                     .as_ref()
                     .expect("every Generic step is prepared");
                 g.run(&mut dev.slots).unwrap();
             }
-            _ => layers::launch_step(emu, plan, &grid, &dev.addrs, si, ll).unwrap(),
+            _ => match &mut lanes {
+                Some(lr) => lr.step(si, copy, |rec, addrs| {
+                    layers::launch_step(rec, plan, &grid, addrs, si, ll)
+                }),
+                None => {
+                    if let Some((src, dst, n)) = copy {
+                        // SAFETY: the operand buffer and the source hold at least n floats.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(src as *const f32, dst as *mut f32, n)
+                        };
+                    }
+                    layers::launch_step(emu, plan, &grid, &dev.addrs, si, ll).unwrap()
+                }
+            },
         }
-        // Only the results the backend downloads reach the slots.
+        downloads.push(si);
+        match &mut lanes {
+            Some(lr) if lr.ends_segment(si) => {
+                lr.drain(emu);
+                finish_downloads(dev, plan, &mut downloads);
+            }
+            Some(_) => {}
+            None => finish_downloads(dev, plan, &mut downloads),
+        }
+    }
+    if let Some(mut lr) = lanes {
+        lr.drain(emu);
+        finish_downloads(dev, plan, &mut downloads);
+        dev.lanes = Some(lr);
+    }
+}
+
+/// Downloads the results of `steps` that the backend downloads into their slots, and empties
+/// `steps`.
+fn finish_downloads(dev: &mut HostDevice, plan: &Plan, steps: &mut Vec<usize>) {
+    for si in steps.drain(..) {
         if let (Some(slot), Some(o)) = (dev.tail.slot_of(plan, si), dev.addrs.steps[si].result()) {
             if dev.tail.download[si] {
                 let n = dev.slots[slot].data.len();
@@ -1571,6 +1623,143 @@ fn launches_per_frame() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The lanes of a graph (`lanes.rs`) order every pair of steps that touch the same memory, on
+/// the bundled models and the synthetic plan, whatever the number of lanes; and on the real
+/// models, more than one lane shortens the chain of launches.
+#[test]
+fn lanes_order_every_dependency() {
+    let mut plans: Vec<(String, Arc<Plan>)> = common::real_models()
+        .iter()
+        .map(|m| (m.path.to_string(), common::load(m)))
+        .collect();
+    plans.push(("synthetic".into(), Arc::new(synthetic_plan())));
+    for (name, plan) in plans {
+        for device_tail in [false, true] {
+            let dev = HostDevice::with_tail(&plan, true, 0, device_tail);
+            let items = frame_items(&plan, &dev.addrs.steps, &dev.tail, &dev.generic);
+            let weight = |si: usize| layers::step_launches(&plan, &dev.addrs, si);
+            let total: usize = items
+                .iter()
+                .filter_map(|it| match it {
+                    Item::Segment(r) => Some(r.clone().map(weight).sum::<usize>()),
+                    _ => None,
+                })
+                .sum();
+            for max in 1..=4 {
+                let lanes = Lanes::plan(&plan, &items, max, weight);
+                assert!(lanes.count <= max, "{name}: {} lanes", lanes.count);
+                assert_eq!(
+                    lanes.unordered(&plan, &items),
+                    None,
+                    "{name}, {max} lanes, device tail {device_tail}: steps left unordered"
+                );
+                let (free, laned) = lanes.spans(&plan, &items, weight);
+                println!(
+                    "{name}, device tail {device_tail}: {max} lanes used {}: launches {total}, \
+                     chain {laned} (the data alone: {free}), waits {}",
+                    lanes.count,
+                    lanes.waits.iter().map(Vec::len).sum::<usize>()
+                );
+                assert!(
+                    free <= laned && laned <= total,
+                    "{name}: spans {free} {laned} {total}"
+                );
+                if max > 1 && lanes.waits.iter().any(|w| !w.is_empty()) {
+                    let mut broken = lanes.clone();
+                    broken.waits.iter_mut().for_each(Vec::clear);
+                    assert!(
+                        broken.unordered(&plan, &items).is_some(),
+                        "{name}: a schedule without waits passes the check"
+                    );
+                }
+                if max == 1 {
+                    assert_eq!(laned, total, "{name}: one lane is the whole chain");
+                } else if name != "synthetic" {
+                    assert!(
+                        laned < total,
+                        "{name}: {max} lanes do not shorten the chain"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Graph frames of the real models with their segments on four lanes, replayed interleaved
+/// (`lane_emu`), in two orders: every feature buffer and output equals the one-lane run bit for
+/// bit (each lane has its own scratch, and the split K splits alike on every lane). In f32, a
+/// dense and a sparse frame of each model; with every convolution fused on the (emulated)
+/// tensor cores, whose emulation is slow, one frame of three tiles of NanoDet (split K on every
+/// layer). Without the waits, the interleaved replay reads stale values and differs.
+#[test]
+fn lanes_interleaved_on_the_host_match_one_lane() {
+    let Some(emu) = emu() else { return };
+    for m in common::real_models() {
+        let plan = common::load(&m);
+        let (tile, all) = common::tiles_of(&plan);
+        let grid = plan.grid(tile);
+        let sparse: Vec<u32> = all.iter().copied().filter(|t| t % 5 == 1).collect();
+        let scattered = vec![2u32, grid.len() as u32 / 2, grid.len() as u32 - 1];
+        let frames = common::clip_frames(&plan, 40, 2);
+        let levels = geometry::bucket_levels(grid.len());
+        let bucket = |n: usize| geometry::bucket_of(&levels, n).map(|b| levels[b]);
+        let mut runs: Vec<(bool, usize, Vec<&Vec<u32>>)> = vec![(false, 0, vec![&all, &sparse])];
+        if m.path.contains("nanodet") {
+            runs.push((true, usize::MAX, vec![&scattered]));
+        }
+        for (f16, fused_conv_k, tile_lists) in runs {
+            let device = || HostDevice::with_tail(&plan, f16, fused_conv_k, true);
+            let laned = |order, waits: bool| {
+                let mut d = device();
+                let items = frame_items(&plan, &d.addrs.steps, &d.tail, &d.generic);
+                let run = lane_emu::LaneRun::new(&plan, &items, &d.addrs, 4, order);
+                d.lanes = Some(if waits { run } else { run.without_waits() });
+                d
+            };
+            let mut one = device();
+            let mut runs = [
+                (
+                    "highest lane first",
+                    laned(lane_emu::Order::HighestFirst, true),
+                ),
+                ("round robin", laned(lane_emu::Order::RoundRobin, true)),
+                ("no waits", laned(lane_emu::Order::HighestFirst, false)),
+            ];
+            let mut stale = false;
+            for (img, tiles) in frames.iter().zip(tile_lists) {
+                let b = bucket(tiles.len());
+                run_frame(emu, &mut one, &plan, tile, img, &m.norm, tiles, b);
+                let want = gstregiondrop::backend::collect_outputs(&plan, &one.slots);
+                for (what, dev) in &mut runs {
+                    run_frame(emu, dev, &plan, tile, img, &m.norm, tiles, b);
+                    let got = gstregiondrop::backend::collect_outputs(&plan, &dev.slots);
+                    let same = dev.bufs == one.bufs
+                        && want.iter().zip(&got).all(|(w, g)| w.data == g.data);
+                    let lanes = dev.lanes.as_ref().unwrap().lanes.count;
+                    println!(
+                        "{} (f16 {f16}, fused {}), {} tiles on {lanes} lanes, {what}: {}",
+                        m.path,
+                        fused_conv_k > 0,
+                        tiles.len(),
+                        if same { "same as one lane" } else { "differs" }
+                    );
+                    assert!(lanes > 1, "{}: one lane", m.path);
+                    if *what == "no waits" {
+                        stale |= !same;
+                    } else {
+                        assert!(same, "{} {what}: lanes differ from one lane", m.path);
+                    }
+                }
+            }
+            assert!(
+                stale,
+                "{}: the replay without waits was not noticed",
+                m.path
+            );
         }
     }
 }

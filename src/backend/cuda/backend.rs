@@ -18,6 +18,7 @@ mod constants;
 mod frames;
 mod graphs;
 mod outputs;
+mod streams;
 mod tune;
 pub use tune::FusionTiming;
 
@@ -31,6 +32,7 @@ use cudarc::driver::{
 use super::driver::{drv, setup_guard, Kernels, Pinned, SetupGuard};
 use super::geometry::{self, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
+use super::lanes;
 use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
 use super::select::{SelectDev, SelectTable};
@@ -45,6 +47,7 @@ use crate::tensor::Tensor;
 use constants::StepDev;
 use frames::{Detect, DeviceFrames, Staged};
 use graphs::Graphs;
+use streams::LaneSet;
 
 /// How the backend is built.
 #[derive(Clone, Default)]
@@ -102,6 +105,11 @@ pub struct CudaOptions {
     /// (`RD_PDL_WAIT`), overlapping the launch latency that bounds small frames. None:
     /// `REGIONDROP_CUDA_PDL=1`, else off.
     pub pdl: Option<bool>,
+    /// Put independent branches of the network (the head's levels, a block's two paths) on up
+    /// to this many streams inside each CUDA graph (`lanes.rs`), so that their kernels overlap
+    /// instead of waiting in one chain; 1: one stream. None: `REGIONDROP_CUDA_LANES` where it
+    /// is a number, else 1 (not yet timed on a GPU). Eager frames use one stream.
+    pub lanes: Option<usize>,
 }
 
 pub struct CudaBackend {
@@ -138,6 +146,8 @@ pub struct CudaBackend {
     graphs: Option<Graphs>,
     /// Why graphs are off, for `describe`.
     graph_note: String,
+    /// The graphs' lanes beyond the frame's own stream (one lane where graphs are off).
+    lanes: LaneSet,
     slots: Vec<Tensor>,
     /// The Generic steps, prepared to run into their slots on the host.
     generic: Vec<Option<crate::backend::generic::GenericStep>>,
@@ -319,6 +329,7 @@ impl CudaBackend {
             packer: TilePacker::default(),
             graphs: None,
             graph_note: String::new(),
+            lanes: LaneSet::one(plan.steps.len()),
             pending: Vec::new(),
             select_on: opts
                 .device_select
@@ -420,10 +431,28 @@ impl CudaBackend {
         } else if off {
             backend.graph_note = "eager".into();
         } else {
+            let max = opts.lanes.unwrap_or_else(|| {
+                std::env::var("REGIONDROP_CUDA_LANES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1)
+            });
+            match backend.build_lanes(max.max(1)) {
+                Ok(l) => backend.lanes = l,
+                Err(e) => backend.graph_note = format!(", one lane ({e})"),
+            }
             let captured = backend.capture_graphs();
             match captured {
                 Ok(g) => {
-                    backend.graph_note = format!("CUDA graphs x{}", g.levels.len());
+                    let lanes = match backend.lanes.lanes.count {
+                        n if n > 1 => format!(" on {n} lanes"),
+                        _ => String::new(),
+                    };
+                    backend.graph_note = format!(
+                        "CUDA graphs x{}{lanes}{}",
+                        g.levels.len(),
+                        backend.graph_note
+                    );
                     backend.graphs = Some(g);
                 }
                 Err(e) => {
@@ -431,6 +460,7 @@ impl CudaBackend {
                     let _ = backend.stream.end_capture(sys::CUgraphInstantiate_flags(0));
                     let _ = backend.ctx.check_err();
                     backend.graph_note = format!("eager: graph capture failed ({e})");
+                    backend.lanes = LaneSet::one(backend.plan.steps.len());
                 }
             }
             backend.stream.synchronize().map_err(drv("synchronize"))?;
@@ -638,7 +668,7 @@ impl CudaBackend {
             ..
         } = &l.op
         {
-            if self.copy_operand(si)? {
+            if self.copy_operand(si, &self.stream)? {
                 return Ok(());
             }
             self.flush()?;
@@ -654,9 +684,9 @@ impl CudaBackend {
     }
 
     /// Copies the slot operand of Binary layer `si` on the device where a device step wrote it,
-    /// in stream order (no synchronisation; captured into a graph during capture). Returns
-    /// whether it did.
-    fn copy_operand(&self, si: usize) -> Result<bool> {
+    /// in the order of `stream` (no synchronisation; captured into a graph during capture).
+    /// Returns whether it did.
+    fn copy_operand(&self, si: usize, stream: &CudaStream) -> Result<bool> {
         let Step::Layer(l) = &self.plan.steps[si] else {
             return Ok(false);
         };
@@ -676,21 +706,14 @@ impl CudaBackend {
         let n = d.len().min(src.len());
         let (dst, src) = (self.ptr(d), self.ptr(src));
         // SAFETY: both are live allocations of this backend holding at least n floats.
-        unsafe {
-            cudarc::driver::result::memcpy_dtod_async(dst, src, n * 4, self.stream.cu_stream())
-        }
-        .map_err(drv("operand copy"))?;
+        unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, n * 4, stream.cu_stream()) }
+            .map_err(drv("operand copy"))?;
         Ok(true)
     }
 
-    /// A Generic step whose outputs were all composed into their readers, or an Export folded
-    /// into its Rearrange: it does nothing.
+    /// A step that does nothing (see `lanes::writes_nothing`).
     fn writes_nothing(&self, si: usize) -> bool {
-        match self.plan.steps[si] {
-            Step::Generic { .. } => self.generic[si].as_ref().is_some_and(|g| !g.writes_any()),
-            Step::Export { .. } => self.tail.folded[si],
-            _ => false,
-        }
+        lanes::writes_nothing(&self.plan, &self.tail, &self.generic, si)
     }
 
     /// Runs a host Rearrange / Generic step.
@@ -777,7 +800,26 @@ impl CudaBackend {
     }
 }
 
+/// Launches on one of the backend's streams: the frame's own, or a lane's (with the lane's
+/// cuBLAS handle).
+pub(super) struct OnStream<'a> {
+    b: &'a CudaBackend,
+    stream: &'a CudaStream,
+    blas: Option<&'a cudarc::cublas::CudaBlas>,
+}
+
 impl CudaBackend {
+    /// Launches on the frame's own stream.
+    fn on_main(&self) -> OnStream<'_> {
+        OnStream {
+            b: self,
+            stream: &self.stream,
+            blas: self.blas.as_ref(),
+        }
+    }
+}
+
+impl OnStream<'_> {
     /// Launches kernel `k` with the programmatic-stream-serialization attribute (cuLaunchKernelEx).
     fn launch_pdl(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
         const MAX_ARGS: usize = 40;
@@ -822,7 +864,7 @@ impl CudaBackend {
         unsafe {
             sys::cuLaunchKernelEx(
                 &cfg,
-                self.k.get(k).cu_function(),
+                self.b.k.get(k).cu_function(),
                 params.as_mut_ptr(),
                 std::ptr::null_mut(),
             )
@@ -834,10 +876,20 @@ impl CudaBackend {
 
 impl Launcher for CudaBackend {
     fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
-        if self.pdl {
+        self.on_main().launch(k, dims, args)
+    }
+
+    fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
+        self.on_main().gemm(m, n, k, a, w, c, half)
+    }
+}
+
+impl Launcher for OnStream<'_> {
+    fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
+        if self.b.pdl {
             return self.launch_pdl(k, dims, args);
         }
-        let mut b = self.stream.launch_builder(self.k.get(k));
+        let mut b = self.stream.launch_builder(self.b.k.get(k));
         for a in args {
             match a {
                 KArg::Ptr(v) => b.arg(v),
@@ -856,7 +908,7 @@ impl Launcher for CudaBackend {
     }
 
     fn gemm(&self, m: usize, n: usize, k: usize, a: u64, w: u64, c: u64, half: bool) -> Result<()> {
-        match &self.blas {
+        match self.blas {
             Some(blas) if half => {
                 use cudarc::cublas::sys::{
                     cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t,
@@ -1184,6 +1236,7 @@ impl Backend for CudaBackend {
                 .map(|c| c.len() * 4)
                 .sum::<usize>();
         (caches + self.scratch_a.len() + self.scratch_c.len() + self.fused_counters.len()) * 4
+            + self.lanes.bytes()
             + self.weight_bytes
             + scratch16
             + tail

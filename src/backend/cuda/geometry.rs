@@ -226,19 +226,58 @@ pub fn fused_conv_launch(
 /// Counters rd_conv_rows needs to split K in any fused convolution of `plan`: one per output
 /// block of its largest map (the narrow kernel's blocks are fewer).
 pub fn fused_counters_len(plan: &Plan) -> usize {
-    plan.layers()
-        .filter_map(|l| match &l.op {
-            LayerOp::Conv(c) if !c.depthwise() => {
-                let ob = &plan.buffers[l.output.buf];
-                Some(
-                    (ob.h * ob.w).div_ceil(FUSED_CONV_BLOCK.0 as usize)
-                        * c.n_per_group().div_ceil(FUSED_CONV_BLOCK.1 as usize),
-                )
-            }
-            _ => None,
+    fused_counters_len_of(plan, |_| true)
+}
+
+/// [`fused_counters_len`] for the convolutions of the steps `keep` takes.
+pub fn fused_counters_len_of(plan: &Plan, keep: impl Fn(usize) -> bool) -> usize {
+    convs_where(plan, keep)
+        .map(|(ob, c)| {
+            (ob.h * ob.w).div_ceil(FUSED_CONV_BLOCK.0 as usize)
+                * c.n_per_group().div_ceil(FUSED_CONV_BLOCK.1 as usize)
         })
         .max()
         .unwrap_or(0)
+}
+
+/// The most floats the split K of the convolutions of the steps `keep` takes can use as
+/// partial sums, whatever the tile count and block shape: a split launch has fewer blocks than
+/// `FUSED_CONV_TARGET_BLOCKS`, at most 16 splits and fewer than twice the target's blocks in
+/// all (see [`fused_conv_launch`]).
+pub fn split_space_bound(plan: &Plan, keep: impl Fn(usize) -> bool) -> usize {
+    let shapes = [
+        FUSED_CONV_BLOCK,
+        FUSED_CONV_BLOCK_N32,
+        FUSED_CONV_BLOCK_T44,
+        FUSED_CONV_BLOCK_N32_T44,
+    ];
+    convs_where(plan, keep)
+        .flat_map(|(ob, c)| {
+            shapes.iter().map(move |&(bm, bn)| {
+                let (bm, bn) = (bm as usize, bn as usize);
+                let blocks = (ob.h * ob.w).div_ceil(bm) * c.n_per_group().div_ceil(bn);
+                (2 * FUSED_CONV_TARGET_BLOCKS).min(FUSED_CONV_MAX_SPLITS * blocks) * bm * bn
+            })
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The output buffer and spec of each convolution (not depthwise) among the steps `keep` takes.
+fn convs_where(
+    plan: &Plan,
+    keep: impl Fn(usize) -> bool,
+) -> impl Iterator<Item = (&FeatureBuf, &ConvSpec)> {
+    plan.steps
+        .iter()
+        .enumerate()
+        .filter_map(move |(si, s)| match s {
+            Step::Layer(l) if keep(si) => match &l.op {
+                LayerOp::Conv(c) if !c.depthwise() => Some((&plan.buffers[l.output.buf], c)),
+                _ => None,
+            },
+            _ => None,
+        })
 }
 
 /// rd_global_avg_pool over `c` channels.
@@ -460,18 +499,15 @@ pub fn f16_bits(v: &[f32]) -> Vec<u16> {
 
 /// Scratch sizes (floats) for the gathered matrix A and the GEMM result C with every tile active.
 pub fn scratch_sizes(plan: &Plan) -> (usize, usize) {
-    let (mut a, mut c) = (0, 0);
-    for l in plan.layers() {
-        if let LayerOp::Conv(cs) = &l.op {
-            if !cs.depthwise() {
-                let ob = &plan.buffers[l.output.buf];
-                let m = ob.h * ob.w;
-                a = a.max(m * cs.k_per_group());
-                c = c.max(m * cs.n_per_group());
-            }
-        }
-    }
-    (a, c)
+    scratch_sizes_of(plan, |_| true)
+}
+
+/// [`scratch_sizes`] for the convolutions of the steps `keep` takes.
+pub fn scratch_sizes_of(plan: &Plan, keep: impl Fn(usize) -> bool) -> (usize, usize) {
+    convs_where(plan, keep).fold((0, 0), |(a, c), (ob, cs)| {
+        let m = ob.h * ob.w;
+        (a.max(m * cs.k_per_group()), c.max(m * cs.n_per_group()))
+    })
 }
 
 /// Checks, before any allocation, that every layer's launches fit the kernels' index types.

@@ -6,7 +6,7 @@
 use super::geometry::{self, act_code, binop_code, max_tile_px, pool_code, Dims};
 use crate::error::{Error, Result};
 use crate::mask::TileGrid;
-use crate::model::plan::{LayerOp, Operand, Plan, Step};
+use crate::model::plan::{ConvSpec, Layer, LayerOp, Operand, Plan, Step};
 use crate::preprocess::{FramePlanes, PAD_VALUE};
 
 /// Every kernel of `cuda/*.cu`, by its entry name.
@@ -450,6 +450,25 @@ impl LayerLists {
     };
 }
 
+/// Whether convolution step `si` (not depthwise) runs as one fused kernel per group.
+pub fn runs_fused(addrs: &Addrs, si: usize, c: &ConvSpec) -> bool {
+    let chosen =
+        c.k_per_group() <= addrs.fused_conv_k || addrs.fuse.get(si).copied().unwrap_or(false);
+    chosen && geometry::fusable(c)
+}
+
+/// How many kernels step `si` launches in a graph (Generic and host steps count one; what they
+/// do is small or not on the device).
+pub fn step_launches(plan: &Plan, addrs: &Addrs, si: usize) -> usize {
+    match &plan.steps[si] {
+        Step::Layer(Layer {
+            op: LayerOp::Conv(c),
+            ..
+        }) if !c.depthwise() => c.groups * if runs_fused(addrs, si, c) { 1 } else { 3 },
+        _ => 1,
+    }
+}
+
 /// Launches the kernels of a Layer, GlobalPool, Export or device Rearrange step (the other
 /// Rearrange steps and the Generic steps run on the host and launch nothing).
 pub fn launch_step(
@@ -555,8 +574,7 @@ pub fn launch_layer(
                 (Some(w16), Some(a16)) => (Kernel::Im2colH, a16, w16, 2),
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
-            let fuse = k <= addrs.fused_conv_k || addrs.fuse.get(si).copied().unwrap_or(false);
-            if fuse && geometry::fusable(c) {
+            if runs_fused(addrs, si, c) {
                 // The tensor-core kernels have the f32 kernels' block shapes.
                 let tc = w16.filter(|_| addrs.fused_tc);
                 for gi in 0..c.groups {

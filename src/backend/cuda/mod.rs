@@ -8,6 +8,7 @@ mod backend;
 mod driver;
 pub mod geometry;
 pub mod kernels;
+pub mod lanes;
 pub mod layers;
 mod profile;
 pub mod ptx_cache;

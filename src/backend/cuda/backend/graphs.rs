@@ -3,24 +3,32 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{sys, CudaGraph, CudaSlice};
+use cudarc::driver::{sys, CudaEvent, CudaGraph, CudaSlice};
 
 use super::{upload_lists, CudaBackend};
 use crate::backend::cuda::driver::drv;
 use crate::backend::cuda::geometry::{self, FixedPacker};
+use crate::backend::cuda::lanes::{frame_items, Item};
 use crate::backend::cuda::layers::LayerLists;
 use crate::backend::StepTiles;
 use crate::error::{Error, Result};
-use crate::model::plan::{LayerOp, Operand, Step};
+use crate::model::plan::Step;
 
-/// What a frame does, in order, when it replays graphs.
-enum Item {
-    /// Steps launched by one graph (Layer / GlobalPool / Export / device Rearrange steps).
-    Segment(Range<usize>),
-    /// Upload of a Binary layer's host operand (slot) before its segment.
-    Upload(usize),
-    /// A host Rearrange / Generic step.
-    Host(usize),
+/// Events of one segment's capture: the fork of its lanes from the frame's stream, and one after
+/// each step another lane waits for.
+struct LaneEvents {
+    start: usize,
+    fork: CudaEvent,
+    after: Vec<Option<CudaEvent>>,
+}
+
+impl LaneEvents {
+    fn after(&self, si: usize) -> Result<&CudaEvent> {
+        self.after
+            .get(si.wrapping_sub(self.start))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::Backend(format!("step {si}: a lane waits for it unrecorded")))
+    }
 }
 
 /// A captured, instantiated graph.
@@ -47,43 +55,7 @@ impl CudaBackend {
     /// tile-count bucket, launched over the fixed-layout lists of that bucket.
     pub(super) fn capture_graphs(&self) -> Result<Graphs> {
         let plan = self.plan.clone();
-        let mut schedule = Vec::new();
-        let mut start: Option<usize> = None;
-        let close = |schedule: &mut Vec<Item>, start: &mut Option<usize>, end: usize| {
-            if let Some(s) = start.take() {
-                schedule.push(Item::Segment(s..end));
-            }
-        };
-        for (si, step) in plan.steps.iter().enumerate() {
-            match step {
-                Step::Layer(l) => {
-                    // A host operand is uploaded between graphs; one a device step wrote is
-                    // copied inside the graph.
-                    if let LayerOp::Binary {
-                        rhs: Operand::Slot(s),
-                        ..
-                    } = &l.op
-                    {
-                        if self.tail.writer[*s].is_none() {
-                            close(&mut schedule, &mut start, si);
-                            schedule.push(Item::Upload(si));
-                        }
-                    }
-                    start.get_or_insert(si);
-                }
-                _ if self.steps[si].result().is_some() => {
-                    start.get_or_insert(si);
-                }
-                // Copies composed into their readers: nothing to do, no reason to split.
-                _ if self.writes_nothing(si) => {}
-                _ => {
-                    close(&mut schedule, &mut start, si);
-                    schedule.push(Item::Host(si));
-                }
-            }
-        }
-        close(&mut schedule, &mut start, plan.steps.len());
-
+        let schedule = frame_items(&plan, &self.addrs.steps, &self.tail, &self.generic);
         let levels = geometry::bucket_levels(self.grid.len());
         let dev = self
             .stream
@@ -95,9 +67,14 @@ impl CudaBackend {
             let mut set = Vec::new();
             for item in &schedule {
                 let Item::Segment(r) = item else { continue };
+                let events = self.lane_events(r.clone())?;
                 self.stream
                     .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
                     .map_err(drv("begin capture"))?;
+                events.fork.record(&self.stream).map_err(drv("record"))?;
+                let lanes = &self.lanes.lanes;
+                let mut joined = vec![false; lanes.count.max(1)];
+                joined[0] = true;
                 for si in r.clone() {
                     let (t0, r0) = FixedPacker::offsets(si, b);
                     let m = match &plan.steps[si] {
@@ -112,8 +89,24 @@ impl CudaBackend {
                         n: b,
                         m,
                     };
-                    self.copy_operand(si)?;
-                    self.launch_step(si, ll)?;
+                    let l = lanes.lane[si];
+                    let stream = self.lane(l).0.stream;
+                    if !joined[l] {
+                        stream.wait(&events.fork).map_err(drv("lane fork"))?;
+                        joined[l] = true;
+                    }
+                    for &d in &lanes.waits[si] {
+                        stream.wait(events.after(d)?).map_err(drv("lane wait"))?;
+                    }
+                    self.launch_on_lane(si, ll)?;
+                    if let Some(e) = &events.after[si - r.start] {
+                        e.record(stream).map_err(drv("record"))?;
+                    }
+                }
+                for (l, _) in joined.iter().enumerate().skip(1).filter(|(_, &j)| j) {
+                    self.stream
+                        .join(self.lane(l).0.stream)
+                        .map_err(drv("lane join"))?;
                 }
                 let g = self
                     .stream
@@ -131,6 +124,19 @@ impl CudaBackend {
             schedule,
             packer: FixedPacker::default(),
             dev,
+        })
+    }
+
+    /// The events a segment's capture forks and orders its lanes with, made before the capture.
+    fn lane_events(&self, r: Range<usize>) -> Result<LaneEvents> {
+        let new = || self.ctx.new_event(None).map_err(drv("event"));
+        let signals = &self.lanes.lanes.signals;
+        Ok(LaneEvents {
+            start: r.start,
+            fork: new()?,
+            after: r
+                .map(|si| signals[si].then(new).transpose())
+                .collect::<Result<_>>()?,
         })
     }
 
