@@ -14,11 +14,12 @@ use crate::backend::StepTiles;
 use crate::error::{Error, Result};
 use crate::model::plan::Step;
 
-/// Events of one segment's capture: the fork of its lanes from the frame's stream, and one after
-/// each step another lane waits for.
+/// Events of one segment's capture: the fork of its lanes from the frame's stream, their joins
+/// back (lanes 1..), and one after each step another lane waits for.
 struct LaneEvents {
     start: usize,
     fork: CudaEvent,
+    joins: Vec<CudaEvent>,
     after: Vec<Option<CudaEvent>>,
 }
 
@@ -104,9 +105,9 @@ impl CudaBackend {
                     }
                 }
                 for (l, _) in joined.iter().enumerate().skip(1).filter(|(_, &j)| j) {
-                    self.stream
-                        .join(self.lane(l).0.stream)
-                        .map_err(drv("lane join"))?;
+                    let done = &events.joins[l - 1];
+                    done.record(self.lane(l).0.stream).map_err(drv("record"))?;
+                    self.stream.wait(done).map_err(drv("lane join"))?;
                 }
                 let g = self
                     .stream
@@ -134,6 +135,9 @@ impl CudaBackend {
         Ok(LaneEvents {
             start: r.start,
             fork: new()?,
+            joins: (1..self.lanes.lanes.count)
+                .map(|_| new())
+                .collect::<Result<_>>()?,
             after: r
                 .map(|si| signals[si].then(new).transpose())
                 .collect::<Result<_>>()?,
