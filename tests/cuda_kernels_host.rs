@@ -1638,8 +1638,8 @@ fn lanes_order_every_dependency() {
         .collect();
     plans.push(("synthetic".into(), Arc::new(synthetic_plan())));
     for (name, plan) in plans {
-        for device_tail in [false, true] {
-            let dev = HostDevice::with_tail(&plan, true, 0, device_tail);
+        for (device_tail, fused_conv_k) in [(false, 0), (true, 0), (true, usize::MAX)] {
+            let dev = HostDevice::with_tail(&plan, true, fused_conv_k, device_tail);
             let items = frame_items(&plan, &dev.addrs.steps, &dev.tail, &dev.generic);
             let weight = |si: usize| layers::step_launches(&plan, &dev.addrs, si);
             let total: usize = items
@@ -1659,8 +1659,9 @@ fn lanes_order_every_dependency() {
                 );
                 let (free, laned) = lanes.spans(&plan, &items, weight);
                 println!(
-                    "{name}, device tail {device_tail}: {max} lanes used {}: launches {total}, \
-                     chain {laned} (the data alone: {free}), waits {}",
+                    "{name}, device tail {device_tail}, fused {}: {max} lanes used {}: \
+                     launches {total}, chain {laned} (the data alone: {free}), waits {}",
+                    fused_conv_k > 0,
                     lanes.count,
                     lanes.waits.iter().map(Vec::len).sum::<usize>()
                 );
