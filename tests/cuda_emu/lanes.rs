@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use gstregiondrop::backend::cuda::geometry::Dims;
 use gstregiondrop::backend::cuda::lanes::{Item, Lanes};
-use gstregiondrop::backend::cuda::layers::{Addrs, KArg, Kernel, Launcher};
+use gstregiondrop::backend::cuda::layers::{Addrs, KArg, Kernel, Launcher, Scratch};
 use gstregiondrop::error::Result;
 use gstregiondrop::model::plan::Plan;
 
@@ -54,7 +54,7 @@ impl Launcher for Recorder {
 }
 
 /// Lane scratch on the host: gathered operand, its f16 twin, GEMM result, split counters.
-type Scratch = (Vec<f32>, Vec<u16>, Vec<f32>, Vec<u32>);
+type HostScratch = (Vec<f32>, Vec<u16>, Vec<f32>, Vec<u32>);
 
 /// A frame's segments run on lanes.
 pub struct LaneRun {
@@ -62,7 +62,7 @@ pub struct LaneRun {
     /// Per lane: the addresses it launches with (lane 0: the device's own).
     addrs: Vec<Addrs>,
     /// Kept alive for `addrs` (lanes 1..).
-    _scratch: Vec<Scratch>,
+    _scratch: Vec<HostScratch>,
     queues: Vec<VecDeque<LaneOp>>,
     done: Vec<bool>,
     order: Order,
@@ -75,29 +75,33 @@ pub struct LaneRun {
 impl LaneRun {
     /// `items` on at most `max` lanes, lanes 1.. with scratch of their own sized as the backend
     /// sizes it; `main` is the device's own addresses.
-    pub fn new(plan: &Plan, items: &[Item], main: &Addrs, max: usize, order: Order) -> Self {
-        let lanes = Lanes::plan(plan, items, max, |si| {
-            gstregiondrop::backend::cuda::layers::step_launches(plan, main, si)
-        });
+    pub fn new(
+        plan: &Plan,
+        items: &[Item],
+        weights: &[usize],
+        main: &Addrs,
+        max: usize,
+        order: Order,
+    ) -> Self {
+        let lanes = Lanes::plan(plan, items, max, |si| weights[si]);
         let mut addrs = vec![main.clone()];
-        let mut scratch: Vec<Scratch> = Vec::new();
+        let mut scratch: Vec<HostScratch> = Vec::new();
         for l in 1..lanes.count {
             let need = lanes.scratch(plan, l, main.split.ws_len);
-            let mut s: Scratch = (
+            let mut s: HostScratch = (
                 vec![0.0; need.a.max(1)],
                 vec![0; need.a.max(1)],
                 vec![0.0; need.c.max(1)],
                 vec![0; need.counters.max(1)],
             );
-            let mut a = main.clone();
-            a.scratch_a = s.0.as_mut_ptr() as u64;
-            a.scratch_a16 = main.scratch_a16.map(|_| s.1.as_mut_ptr() as u64);
-            a.scratch_c = s.2.as_mut_ptr() as u64;
-            a.split.ws = a.scratch_c;
-            a.split.ws_len = s.2.len();
-            a.split.counters = s.3.as_mut_ptr() as u64;
-            a.split.counters_len = s.3.len();
-            addrs.push(a);
+            addrs.push(main.with_scratch(Scratch {
+                a: s.0.as_mut_ptr() as u64,
+                a16: Some(s.1.as_mut_ptr() as u64),
+                c: s.2.as_mut_ptr() as u64,
+                c_len: s.2.len(),
+                counters: s.3.as_mut_ptr() as u64,
+                counters_len: s.3.len(),
+            }));
             scratch.push(s);
         }
         let mut seg_end = vec![false; plan.steps.len()];

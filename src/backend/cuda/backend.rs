@@ -10,7 +10,8 @@
 //! graph capture and replay in `graphs.rs`, downloads and the selection in `outputs.rs`, the
 //! start-up timing of the fused convolutions (kept per process) in `tune.rs`.
 //!
-//! Everything runs on one stream, in order; kernels get raw device pointers (a layer may read and
+//! Everything runs on one stream, in order, except inside graphs with lanes (`lanes.rs`), whose
+//! streams the capture orders with events; kernels get raw device pointers (a layer may read and
 //! write the same buffer in disjoint channel ranges, as on the CPU), so cudarc's per-slice event
 //! tracking is switched off.
 
@@ -211,7 +212,8 @@ impl CudaBackend {
         let ctx = std::panic::catch_unwind(|| CudaContext::new(device_id))
             .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
             .map_err(drv("context"))?;
-        // SAFETY: this backend uses a single stream; see the module docs.
+        // SAFETY: this backend orders its work itself (one stream, and events between the lanes
+        // of a graph); see the module docs.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(drv("stream"))?;
         let (major, minor) = ctx
@@ -456,11 +458,13 @@ impl CudaBackend {
                     backend.graphs = Some(g);
                 }
                 Err(e) => {
-                    // A capture that failed half-way leaves the stream capturing: end it.
+                    // A capture that failed half-way leaves the stream capturing (with every
+                    // lane that joined it): end it, then free the lanes, then clear any error
+                    // either left in the context.
                     let _ = backend.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+                    backend.lanes = LaneSet::one(backend.plan.steps.len());
                     let _ = backend.ctx.check_err();
                     backend.graph_note = format!("eager: graph capture failed ({e})");
-                    backend.lanes = LaneSet::one(backend.plan.steps.len());
                 }
             }
             backend.stream.synchronize().map_err(drv("synchronize"))?;

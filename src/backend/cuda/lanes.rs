@@ -17,7 +17,7 @@
 use std::ops::Range;
 
 use super::geometry;
-use super::layers::StepPtrs;
+use super::layers::{self, Addrs, StepPtrs};
 use super::tail::DeviceTail;
 use crate::backend::generic::GenericStep;
 use crate::model::plan::{LayerOp, Operand, Plan, Step, View};
@@ -163,10 +163,52 @@ fn access(step: &Step) -> (Vec<Place>, Vec<Place>) {
     }
 }
 
+/// Whether a step that launches nothing (`weight` 0) reads a place that two steps write. Such a
+/// step stands in for the reader behind it (a Rearrange reading a folded Export's buffer, a
+/// Generic step reading a composed step's inputs): that orders the real read after the write
+/// before it, but a second write (an in-place layer) would wait only for the stand-in.
+fn stand_in_rewritten(rw: &[(Vec<Place>, Vec<Place>)], weight: impl Fn(usize) -> usize) -> bool {
+    let rewritten = |p: &Place| {
+        // The writes that touch p, by step: two of different steps on the same memory?
+        let writes: Vec<(usize, &Place)> = rw
+            .iter()
+            .enumerate()
+            .flat_map(|(si, (_, w))| w.iter().filter(|q| p.overlaps(q)).map(move |q| (si, q)))
+            .collect();
+        writes
+            .iter()
+            .enumerate()
+            .any(|(i, (a, q))| writes[i + 1..].iter().any(|(b, r)| a != b && q.overlaps(r)))
+    };
+    rw.iter()
+        .enumerate()
+        .any(|(si, (r, _))| weight(si) == 0 && r.iter().any(rewritten))
+}
+
 /// Whether step `b` (later) must wait for step `a`: one writes what the other reads or writes.
 fn conflict(a: &(Vec<Place>, Vec<Place>), b: &(Vec<Place>, Vec<Place>)) -> bool {
     let hits = |x: &[Place], y: &[Place]| x.iter().any(|p| y.iter().any(|q| p.overlaps(q)));
     hits(&a.1, &b.0) || hits(&a.1, &b.1) || hits(&a.0, &b.1)
+}
+
+/// The most lanes a graph gets: more would add scratch and streams for chains no model here
+/// needs (four reach the data's own bound on the bundled models).
+pub const MAX_LANES: usize = 8;
+
+/// Each step's weight for [`Lanes::plan`]: the kernels it launches in a graph, 0 for a step
+/// that does nothing.
+pub fn step_weights(
+    plan: &Plan,
+    addrs: &Addrs,
+    tail: &DeviceTail,
+    generic: &[Option<GenericStep>],
+) -> Vec<usize> {
+    (0..plan.steps.len())
+        .map(|si| match writes_nothing(plan, tail, generic, si) {
+            true => 0,
+            false => layers::step_launches(plan, addrs, si),
+        })
+        .collect()
 }
 
 /// Sizes of a lane's scratch (see [`Lanes::scratch`]).
@@ -205,16 +247,19 @@ impl Lanes {
         }
     }
 
-    /// Puts each segment's steps on at most `max` lanes. A step continues the lane of the
-    /// latest-finishing step it depends on, else takes a new lane while there is one, else the
-    /// lane that is free soonest. `weight(si)` is a step's cost (its launches) for that choice.
+    /// Puts each segment's steps on at most `max` lanes (at most [`MAX_LANES`]). A step
+    /// continues the lane of the latest-finishing step it depends on, else takes a new lane
+    /// while there is one, else the lane that is free soonest. `weight(si)` is a step's cost
+    /// (its launches, 0 for a step that launches nothing) for that choice. A plan where a step
+    /// that launches nothing reads a place written twice stays on one lane.
     pub fn plan(plan: &Plan, items: &[Item], max: usize, weight: impl Fn(usize) -> usize) -> Self {
         let n = plan.steps.len();
         let mut lanes = Lanes::one(n);
-        if max <= 1 {
+        let max = max.min(MAX_LANES);
+        let rw: Vec<_> = plan.steps.iter().map(access).collect();
+        if max <= 1 || stand_in_rewritten(&rw, &weight) {
             return lanes;
         }
-        let rw: Vec<_> = plan.steps.iter().map(access).collect();
         for item in items {
             let Item::Segment(r) = item else { continue };
             let dag = Dag::of(r.clone(), &rw, &weight);

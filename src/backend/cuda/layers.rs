@@ -418,6 +418,36 @@ impl Addrs {
     pub fn view(&self, buf: usize, c_off: usize) -> u64 {
         self.bufs[buf] + (c_off * 4) as u64
     }
+
+    /// These addresses with scratch `s` in place of every scratch they had: what a lane
+    /// launches with, so that launches on two lanes share nothing but the steps' own buffers.
+    pub fn with_scratch(&self, s: Scratch) -> Addrs {
+        Addrs {
+            scratch_a: s.a,
+            scratch_a16: self.scratch_a16.and(s.a16),
+            scratch_c: s.c,
+            split: geometry::SplitSpace {
+                ws: s.c,
+                ws_len: s.c_len,
+                counters: s.counters,
+                counters_len: s.counters_len,
+            },
+            ..self.clone()
+        }
+    }
+}
+
+/// Scratch a set of launches writes besides the steps' own buffers (device addresses; lengths
+/// in floats and u32s): the gathered operand, its f16 twin, the GEMM result, which is also the
+/// split K's partial sums, and the split counters.
+#[derive(Clone, Copy, Debug)]
+pub struct Scratch {
+    pub a: u64,
+    pub a16: Option<u64>,
+    pub c: u64,
+    pub c_len: usize,
+    pub counters: u64,
+    pub counters_len: usize,
 }
 
 /// Where one layer launch finds its tile list (device addresses) and how much it covers.
@@ -873,6 +903,66 @@ pub fn launch_letterbox(dev: &impl Launcher, frame: &FramePlanes, a: &LetterboxA
 mod tests {
     use super::*;
     use crate::backend::cuda::kernels::SOURCES;
+
+    /// A lane's addresses keep the buffers and step constants and hold none of the scratch
+    /// they were made from.
+    #[test]
+    fn with_scratch_replaces_every_scratch() {
+        let main = Addrs {
+            bufs: vec![100, 200],
+            steps: vec![StepPtrs::Out(300)],
+            scratch_a: 1,
+            scratch_a16: Some(2),
+            scratch_c: 3,
+            split: geometry::SplitSpace {
+                ws: 3,
+                ws_len: 10,
+                counters: 4,
+                counters_len: 5,
+            },
+            ..Addrs::default()
+        };
+        let lane = main.with_scratch(Scratch {
+            a: 11,
+            a16: Some(12),
+            c: 13,
+            c_len: 7,
+            counters: 14,
+            counters_len: 3,
+        });
+        assert_eq!(
+            (lane.bufs.clone(), lane.steps.len()),
+            (main.bufs.clone(), 1)
+        );
+        let scratch = |a: &Addrs| {
+            [
+                a.scratch_a,
+                a.scratch_a16.unwrap_or(0),
+                a.scratch_c,
+                a.split.ws,
+                a.split.counters,
+            ]
+        };
+        assert_eq!(scratch(&lane), [11, 12, 13, 13, 14]);
+        assert_eq!((lane.split.ws_len, lane.split.counters_len), (7, 3));
+        // Without an f16 twin on the frame's stream, none on the lane.
+        let f32_only = Addrs {
+            scratch_a16: None,
+            ..main.clone()
+        };
+        let lane = f32_only.with_scratch(Scratch {
+            a16: Some(12),
+            ..Scratch {
+                a: 11,
+                a16: None,
+                c: 13,
+                c_len: 7,
+                counters: 14,
+                counters_len: 3,
+            }
+        });
+        assert_eq!(lane.scratch_a16, None);
+    }
 
     /// Every kernel the launch code names is declared in a `cuda/*.cu` file, and every declared
     /// kernel has a name here (the backend loads them all by these names at start-up).

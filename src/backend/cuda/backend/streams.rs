@@ -9,8 +9,8 @@ use cudarc::driver::{CudaSlice, CudaStream};
 
 use super::{CudaBackend, OnStream};
 use crate::backend::cuda::driver::drv;
-use crate::backend::cuda::lanes::{frame_items, Lanes};
-use crate::backend::cuda::layers::{self, Addrs, LayerLists};
+use crate::backend::cuda::lanes::{frame_items, step_weights, Lanes};
+use crate::backend::cuda::layers::{self, Addrs, LayerLists, Scratch};
 use crate::error::{Error, Result};
 
 /// One lane beyond the frame's own stream.
@@ -62,9 +62,8 @@ impl CudaBackend {
     pub(super) fn build_lanes(&self, max: usize) -> Result<LaneSet> {
         let plan = &self.plan;
         let items = frame_items(plan, &self.addrs.steps, &self.tail, &self.generic);
-        let lanes = Lanes::plan(plan, &items, max, |si| {
-            layers::step_launches(plan, &self.addrs, si)
-        });
+        let weights = step_weights(plan, &self.addrs, &self.tail, &self.generic);
+        let lanes = Lanes::plan(plan, &items, max, |si| weights[si]);
         let mut devs = Vec::new();
         for l in 1..lanes.count {
             let need = lanes.scratch(plan, l, self.addrs.split.ws_len);
@@ -89,14 +88,14 @@ impl CudaBackend {
             let counters = stream
                 .alloc_zeros::<u32>(need.counters.max(1))
                 .map_err(drv("alloc"))?;
-            let mut addrs = self.addrs.clone();
-            addrs.scratch_a = self.ptr(&a);
-            addrs.scratch_a16 = a16.as_ref().map(|h| self.ptr(h));
-            addrs.scratch_c = self.ptr(&c);
-            addrs.split.ws = addrs.scratch_c;
-            addrs.split.ws_len = c.len();
-            addrs.split.counters = self.ptr(&counters);
-            addrs.split.counters_len = counters.len();
+            let addrs = self.addrs.with_scratch(Scratch {
+                a: self.ptr(&a),
+                a16: a16.as_ref().map(|h| self.ptr(h)),
+                c: self.ptr(&c),
+                c_len: c.len(),
+                counters: self.ptr(&counters),
+                counters_len: counters.len(),
+            });
             devs.push(LaneDev {
                 stream,
                 blas,
