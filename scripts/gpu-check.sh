@@ -2,7 +2,7 @@
 # The GPU checks, run on a machine with an NVIDIA GPU from binaries prepared on the build machine
 # (that machine needs neither Rust nor GStreamer). Prepare with:  scripts/gpu-check.sh --prepare
 # then run `scripts/gpu-check.sh` on the GPU machine with the .devcarry/ folder next to it
-# (`scripts/gpu-check.sh --quick`: the CUDA tests, the default benches and the switches around them, streams,
+# (`scripts/gpu-check.sh --quick`: the CUDA tests, the default benches, lanes and the switches around them, streams,
 # the baselines and YOLOv8n; without it, also the eager, host-detection, exact and fraction runs).
 # Models and frames travel gzipped (a lent machine takes at most 64 MiB of files). Where the
 # onnx2torch wheel is carried in .devcarry/whl/, the PyTorch baselines also run through it.
@@ -83,6 +83,14 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
+echo "== independent branches on 4 lanes inside each graph (REGIONDROP_CUDA_LANES=4; off by default until timed): f32, f16, f16 with PDL, f16 forced fractions; the defaults again after them"
+L=(env REGIONDROP_CUDA_LANES=4)
+"${L[@]}" "${B[@]}" --backend cuda 2>"$OUT/bench_cuda_lanes4.err" | tee "$OUT/bench_cuda_lanes4.json"
+grep -i "lanes\|capture" "$OUT/bench_cuda_lanes4.err" | head -2
+"${L[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4.json"
+"${L[@]}" REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_pdl.json"
+"${L[@]}" "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_fractions.json"
+"${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_again.json"
 echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 16: cells scored on the device), f16"
 "${B[@]}" --backend cuda --precision f16 --dilation 0 --margin 16 2>/dev/null | tee "$OUT/bench_cuda_f16_margin16.json"
 echo "== deeper layers grown past the mask (--growth-limit 1: per-layer tile lists; over 300 frames the setting that keeps agreement_map50 >= 0.97), f16"
@@ -111,6 +119,7 @@ if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
     echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, host tail, host selection, all fused, PDL, phases, CPU"
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
+    "${L[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_lanes4.json"
     REGIONDROP_CUDA_DEVICE_TAIL=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hosttail.json"
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_CUDA_SELECT=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hostselect.json"
