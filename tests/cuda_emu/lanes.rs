@@ -87,7 +87,9 @@ impl LaneRun {
         let mut addrs = vec![main.clone()];
         let mut scratch: Vec<HostScratch> = Vec::new();
         for l in 1..lanes.count {
-            let need = lanes.scratch(plan, l, main.split.ws_len);
+            let need = lanes.scratch(plan, l, main.split.ws_len, |si| {
+                gstregiondrop::backend::cuda::layers::step_fused(plan, main, si)
+            });
             let mut s: HostScratch = (
                 vec![0.0; need.a.max(1)],
                 vec![0; need.a.max(1)],

@@ -296,17 +296,25 @@ impl Lanes {
         lanes
     }
 
-    /// The scratch lane `l` needs: floats of the gathered operand, floats of the GEMM result
-    /// and split-K partial sums, and split counters. `main_ws` is the split space of the
-    /// frame's own stream; a lane's split space holds what its convolutions split into there,
-    /// so that they split the same way on every lane.
-    pub fn scratch(&self, plan: &Plan, l: usize, main_ws: usize) -> LaneScratch {
+    /// The scratch lane `l` needs: floats of the gathered operand and the GEMM result of its
+    /// unfused convolutions, which also hold the split-K partial sums of its fused ones
+    /// (`fused(si)`), and split counters. `main_ws` is the split space of the frame's own
+    /// stream; a lane's split space holds what its convolutions split into there, so that they
+    /// split the same way on every lane.
+    pub fn scratch(
+        &self,
+        plan: &Plan,
+        l: usize,
+        main_ws: usize,
+        fused: impl Fn(usize) -> bool,
+    ) -> LaneScratch {
         let on = |si: usize| self.lane.get(si) == Some(&l);
-        let (a, c) = geometry::scratch_sizes_of(plan, on);
+        let (a, c) = geometry::scratch_sizes_of(plan, |si| on(si) && !fused(si));
+        let split = geometry::split_space_bound(plan, |si| on(si) && fused(si));
         LaneScratch {
             a,
-            c: c.max(geometry::split_space_bound(plan, on).min(main_ws)),
-            counters: geometry::fused_counters_len_of(plan, on),
+            c: c.max(split.min(main_ws)),
+            counters: geometry::fused_counters_len_of(plan, |si| on(si) && fused(si)),
         }
     }
 

@@ -487,6 +487,12 @@ pub fn runs_fused(addrs: &Addrs, si: usize, c: &ConvSpec) -> bool {
     chosen && geometry::fusable(c)
 }
 
+/// Whether step `si` is a convolution that runs fused.
+pub fn step_fused(plan: &Plan, addrs: &Addrs, si: usize) -> bool {
+    matches!(&plan.steps[si], Step::Layer(Layer { op: LayerOp::Conv(c), .. })
+        if !c.depthwise() && runs_fused(addrs, si, c))
+}
+
 /// How many kernels step `si` launches in a graph (Generic and host steps count one; what they
 /// do is small or not on the device).
 pub fn step_launches(plan: &Plan, addrs: &Addrs, si: usize) -> usize {

@@ -66,7 +66,9 @@ impl CudaBackend {
         let lanes = Lanes::plan(plan, &items, max, |si| weights[si]);
         let mut devs = Vec::new();
         for l in 1..lanes.count {
-            let need = lanes.scratch(plan, l, self.addrs.split.ws_len);
+            let need = lanes.scratch(plan, l, self.addrs.split.ws_len, |si| {
+                layers::step_fused(plan, &self.addrs, si)
+            });
             let stream = self.ctx.new_stream().map_err(drv("lane stream"))?;
             let blas = match &self.blas {
                 Some(_) => Some(CudaBlas::new(stream.clone()).map_err(|e| {
