@@ -12,7 +12,7 @@ use crate::backend::cuda::lanes::{frame_items, Item};
 use crate::backend::cuda::layers::LayerLists;
 use crate::backend::StepTiles;
 use crate::error::{Error, Result};
-use crate::model::plan::Step;
+use crate::model::plan::{Plan, Step};
 
 /// Events of one segment's capture: the fork of its lanes from the frame's stream, their joins
 /// back (lanes 1..), and one after each step another lane waits for.
@@ -68,54 +68,7 @@ impl CudaBackend {
             let mut set = Vec::new();
             for item in &schedule {
                 let Item::Segment(r) = item else { continue };
-                let events = self.lane_events(r.clone())?;
-                self.stream
-                    .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
-                    .map_err(drv("begin capture"))?;
-                events.fork.record(&self.stream).map_err(drv("record"))?;
-                let lanes = &self.lanes.lanes;
-                let mut joined = vec![false; lanes.count.max(1)];
-                joined[0] = true;
-                for si in r.clone() {
-                    let (t0, r0) = FixedPacker::offsets(si, b);
-                    let m = match &plan.steps[si] {
-                        Step::Layer(l) => {
-                            geometry::bucket_rows(&self.grid, &plan.buffers[l.output.buf], b)
-                        }
-                        _ => 0,
-                    };
-                    let ll = LayerLists {
-                        tiles: base + (t0 * 4) as u64,
-                        rows: base + (r0 * 4) as u64,
-                        n: b,
-                        m,
-                    };
-                    let l = lanes.lane[si];
-                    let stream = self.lane(l).0.stream;
-                    if !joined[l] {
-                        stream.wait(&events.fork).map_err(drv("lane fork"))?;
-                        joined[l] = true;
-                    }
-                    for &d in &lanes.waits[si] {
-                        stream.wait(events.after(d)?).map_err(drv("lane wait"))?;
-                    }
-                    self.launch_on_lane(si, ll)?;
-                    if let Some(e) = &events.after[si - r.start] {
-                        e.record(stream).map_err(drv("record"))?;
-                    }
-                }
-                for (l, _) in joined.iter().enumerate().skip(1).filter(|(_, &j)| j) {
-                    let done = &events.joins[l - 1];
-                    done.record(self.lane(l).0.stream).map_err(drv("record"))?;
-                    self.stream.wait(done).map_err(drv("lane join"))?;
-                }
-                let g = self
-                    .stream
-                    .end_capture(sys::CUgraphInstantiate_flags(0))
-                    .map_err(drv("end capture"))?
-                    .ok_or_else(|| Error::Backend("empty graph".into()))?;
-                g.upload().map_err(drv("graph upload"))?;
-                set.push(Graph(g));
+                set.push(self.capture_segment(&plan, r.clone(), b, base)?);
             }
             exec.push(set);
         }
@@ -126,6 +79,75 @@ impl CudaBackend {
             packer: FixedPacker::default(),
             dev,
         })
+    }
+
+    /// Captures segment `r` of the frame for bucket `b` (the fixed-layout lists at `base`) into
+    /// an instantiated graph.
+    fn capture_segment(&self, plan: &Plan, r: Range<usize>, b: usize, base: u64) -> Result<Graph> {
+        let events = self.lane_events(r.clone())?;
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(drv("begin capture"))?;
+        if let Err(e) = self.record_segment(plan, r, b, base, &events) {
+            // End the capture (with every lane that joined it) before anything is freed.
+            let _ = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            return Err(e);
+        }
+        let g = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .map_err(drv("end capture"))?
+            .ok_or_else(|| Error::Backend("empty graph".into()))?;
+        g.upload().map_err(drv("graph upload"))?;
+        Ok(Graph(g))
+    }
+
+    /// Launches segment `r`'s steps on their lanes into the capture under way: each lane forks
+    /// from the frame's stream, waits for the steps of other lanes it reads, and joins back.
+    fn record_segment(
+        &self,
+        plan: &Plan,
+        r: Range<usize>,
+        b: usize,
+        base: u64,
+        events: &LaneEvents,
+    ) -> Result<()> {
+        events.fork.record(&self.stream).map_err(drv("record"))?;
+        let lanes = &self.lanes.lanes;
+        let mut joined = vec![false; lanes.count.max(1)];
+        joined[0] = true;
+        for si in r.clone() {
+            let (t0, r0) = FixedPacker::offsets(si, b);
+            let m = match &plan.steps[si] {
+                Step::Layer(l) => geometry::bucket_rows(&self.grid, &plan.buffers[l.output.buf], b),
+                _ => 0,
+            };
+            let ll = LayerLists {
+                tiles: base + (t0 * 4) as u64,
+                rows: base + (r0 * 4) as u64,
+                n: b,
+                m,
+            };
+            let l = lanes.lane[si];
+            let stream = self.lane(l).0.stream;
+            if !joined[l] {
+                stream.wait(&events.fork).map_err(drv("lane fork"))?;
+                joined[l] = true;
+            }
+            for &d in &lanes.waits[si] {
+                stream.wait(events.after(d)?).map_err(drv("lane wait"))?;
+            }
+            self.launch_on_lane(si, ll)?;
+            if let Some(e) = &events.after[si - r.start] {
+                e.record(stream).map_err(drv("record"))?;
+            }
+        }
+        for (l, _) in joined.iter().enumerate().skip(1).filter(|(_, &j)| j) {
+            let done = &events.joins[l - 1];
+            done.record(self.lane(l).0.stream).map_err(drv("record"))?;
+            self.stream.wait(done).map_err(drv("lane join"))?;
+        }
+        Ok(())
     }
 
     /// The events a segment's capture forks and orders its lanes with, made before the capture.
