@@ -27,6 +27,7 @@ VARIANTS=(
     "lanes2=REGIONDROP_CUDA_LANES=2"
     "lanes4=REGIONDROP_CUDA_LANES=4"
     "lanes4pdl=REGIONDROP_CUDA_LANES=4 REGIONDROP_CUDA_PDL=1"
+    "lanesauto=REGIONDROP_CUDA_LANES=auto"
 )
 # Kernels of another revision (GPU_AB_BASE at --prepare): the same binary and defaults, the
 # other cuda/ (their kernels must take this build's parameters).

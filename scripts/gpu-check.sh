@@ -89,6 +89,8 @@ L=(env REGIONDROP_CUDA_LANES=4)
 grep -i "lanes\|capture" "$OUT/bench_cuda_lanes4.err" | head -2
 "${L[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4.json"
 "${L[@]}" REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_pdl.json"
+REGIONDROP_CUDA_LANES=auto "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_lanesauto.err" | tee "$OUT/bench_cuda_f16_lanesauto.json"
+grep -o "CUDA graphs[^,]*" "$OUT/bench_cuda_f16_lanesauto.err" | head -1
 "${L[@]}" "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_fractions.json"
 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_again.json"
 echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 16: cells scored on the device), f16"

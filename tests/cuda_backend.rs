@@ -453,6 +453,16 @@ fn bundled_models_match_cpu() {
                 },
                 2e-3,
             ),
+            // Timed against one stream at start-up, the faster kept.
+            (
+                "lanes timed",
+                CudaOptions {
+                    lanes: Some(4),
+                    lanes_timed: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
             (
                 "4 lanes, f16, all fused",
                 CudaOptions {
@@ -483,9 +493,13 @@ fn bundled_models_match_cpu() {
             ),
         ]
     });
-    // Graph frames ran with their segments on several streams where asked.
+    // Graph frames ran with their segments on several streams where asked, and the timed
+    // choice was timed.
     for (what, d) in described.iter().filter(|(w, _)| w.contains("4 lanes")) {
         assert!(d.contains(" lanes"), "{what}: not on lanes: {d}");
+    }
+    for (what, d) in described.iter().filter(|(w, _)| w.contains("lanes timed")) {
+        assert!(d.contains("(timed: "), "{what}: lanes not timed: {d}");
     }
 }
 

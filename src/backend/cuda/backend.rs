@@ -18,9 +18,11 @@
 mod constants;
 mod frames;
 mod graphs;
+mod lane_timing;
 mod outputs;
 mod streams;
 mod tune;
+pub use lane_timing::LaneTiming;
 pub use tune::FusionTiming;
 
 use std::sync::Arc;
@@ -109,8 +111,13 @@ pub struct CudaOptions {
     /// Put independent branches of the network (the head's levels, a block's two paths) on up
     /// to this many streams inside each CUDA graph (`lanes.rs`), so that their kernels overlap
     /// instead of waiting in one chain; 1: one stream. None: `REGIONDROP_CUDA_LANES` where it
-    /// is a number, else 1 (not yet timed on a GPU). Eager frames use one stream.
+    /// is a number, 4 where it is `auto`, else 1 (not yet timed on a GPU). Eager frames use one
+    /// stream.
     pub lanes: Option<usize>,
+    /// With more than one lane, capture the frame's graphs on one stream too, replay whole
+    /// frames of each at start-up and keep the faster (`lane_timing` says how they timed).
+    /// None: on where `REGIONDROP_CUDA_LANES=auto`.
+    pub lanes_timed: Option<bool>,
 }
 
 pub struct CudaBackend {
@@ -149,6 +156,10 @@ pub struct CudaBackend {
     graph_note: String,
     /// The graphs' lanes beyond the frame's own stream (one lane where graphs are off).
     lanes: LaneSet,
+    /// How the graphs timed on lanes and on one stream (`CudaOptions::lanes_timed`), and what
+    /// `describe` says of it.
+    lane_timing: Option<LaneTiming>,
+    lane_note: String,
     slots: Vec<Tensor>,
     /// The Generic steps, prepared to run into their slots on the host.
     generic: Vec<Option<crate::backend::generic::GenericStep>>,
@@ -332,6 +343,8 @@ impl CudaBackend {
             graphs: None,
             graph_note: String::new(),
             lanes: LaneSet::one(plan.steps.len()),
+            lane_timing: None,
+            lane_note: String::new(),
             pending: Vec::new(),
             select_on: opts
                 .device_select
@@ -433,12 +446,14 @@ impl CudaBackend {
         } else if off {
             backend.graph_note = "eager".into();
         } else {
-            let max = opts.lanes.unwrap_or_else(|| {
-                std::env::var("REGIONDROP_CUDA_LANES")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1)
+            let env = std::env::var("REGIONDROP_CUDA_LANES").ok();
+            let auto = env.as_deref() == Some("auto");
+            let max = opts.lanes.unwrap_or_else(|| match &env {
+                _ if auto => 4,
+                Some(v) => v.parse().unwrap_or(1),
+                None => 1,
             });
+            let timed = opts.lanes_timed.unwrap_or(auto);
             match backend.build_lanes(max.max(1)) {
                 Ok(l) => backend.lanes = l,
                 Err(e) => backend.graph_note = format!(", one lane ({e})"),
@@ -446,13 +461,18 @@ impl CudaBackend {
             let captured = backend.capture_graphs();
             match captured {
                 Ok(g) => {
+                    let g = match timed && backend.lanes.lanes.count > 1 {
+                        true => backend.keep_faster_graphs(g),
+                        false => g,
+                    };
                     let lanes = match backend.lanes.lanes.count {
                         n if n > 1 => format!(" on {n} lanes"),
                         _ => String::new(),
                     };
                     backend.graph_note = format!(
-                        "CUDA graphs x{}{lanes}{}",
+                        "CUDA graphs x{}{lanes}{}{}",
                         g.levels.len(),
+                        backend.lane_note,
                         backend.graph_note
                     );
                     backend.graphs = Some(g);
@@ -481,6 +501,12 @@ impl CudaBackend {
             p.add_sync(ms_since(t0));
         }
         Ok(())
+    }
+
+    /// How the frame's graphs timed on lanes and on one stream at start-up, where
+    /// `CudaOptions::lanes_timed` chose between them.
+    pub fn lane_timing(&self) -> Option<LaneTiming> {
+        self.lane_timing
     }
 
     /// How each fusable convolution timed at start-up, fused and not, where `fused_conv_auto`

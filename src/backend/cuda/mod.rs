@@ -17,7 +17,7 @@ pub mod tail;
 
 use std::sync::Arc;
 
-pub use backend::{CudaBackend, CudaOptions, FusionTiming};
+pub use backend::{CudaBackend, CudaOptions, FusionTiming, LaneTiming};
 
 use super::Backend;
 use crate::error::{Error, Result};

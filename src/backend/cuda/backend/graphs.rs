@@ -48,7 +48,14 @@ pub(super) struct Graphs {
     schedule: Vec<Item>,
     packer: FixedPacker,
     /// The fixed-layout lists (never reallocated: the graphs hold its address).
-    dev: CudaSlice<u32>,
+    pub(super) dev: CudaSlice<u32>,
+}
+
+impl Graphs {
+    /// The device segments' graphs of bucket `bucket`, in schedule order.
+    pub(super) fn segments(&self, bucket: usize) -> impl Iterator<Item = &CudaGraph> {
+        self.exec[bucket].iter().map(|g| &g.0)
+    }
 }
 
 impl CudaBackend {

@@ -1,0 +1,150 @@
+//! `REGIONDROP_CUDA_LANES=auto`: the frame's graphs are captured on lanes and on one stream, and
+//! whole frames of each are replayed at start-up; the faster set is kept. Whether lanes pay
+//! depends on the GPU (how many small kernels it overlaps, what a cross-stream edge costs) and
+//! on the model, so it is measured, as the fused convolutions are.
+
+use std::time::Instant;
+
+use cudarc::driver::{sys, CudaEvent};
+
+use super::graphs::Graphs;
+use super::streams::LaneSet;
+use super::{upload_lists, CudaBackend};
+use crate::backend::cuda::driver::drv;
+use crate::backend::cuda::geometry::FixedPacker;
+use crate::error::Result;
+use crate::model::plan::Step;
+
+/// Frames replayed per timing, after one to warm up.
+const FRAMES: usize = 10;
+/// Timings of each set, taking turns; the best is kept.
+const ROUNDS: usize = 3;
+/// The share of the tiles of the larger timed frame (about the sample clip's); the smallest
+/// bucket is timed too.
+const FRACTION: f64 = 0.35;
+
+/// How the two sets of graphs timed, in milliseconds a frame (both frames summed).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LaneTiming {
+    pub lanes: usize,
+    pub laned_ms: f32,
+    pub one_stream_ms: f32,
+}
+
+impl CudaBackend {
+    /// `laned`, the graphs captured on lanes, timed against the same captured on one stream:
+    /// returns the faster set (freeing the lanes where one stream wins) and says how they timed
+    /// in the graphs' note. Where the one-stream capture or the timing fails, the lanes stay.
+    pub(super) fn keep_faster_graphs(&mut self, mut laned: Graphs) -> Graphs {
+        let started = Instant::now();
+        let steps = self.plan.steps.len();
+        let lanes = std::mem::replace(&mut self.lanes, LaneSet::one(steps));
+        let one = self.capture_graphs();
+        self.lanes = lanes;
+        let timed = one.and_then(|mut one| {
+            let (mut t_one, mut t_laned) = (f32::INFINITY, f32::INFINITY);
+            for _ in 0..ROUNDS {
+                t_one = t_one.min(self.frame_ms(&mut one)?);
+                t_laned = t_laned.min(self.frame_ms(&mut laned)?);
+            }
+            Ok((one, t_one, t_laned))
+        });
+        match timed {
+            Ok((one, t_one, t_laned)) => {
+                let t = LaneTiming {
+                    lanes: self.lanes.lanes.count,
+                    laned_ms: t_laned,
+                    one_stream_ms: t_one,
+                };
+                self.lane_timing = Some(t);
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                if t_laned < t_one {
+                    self.lane_note = format!(
+                        " (timed: {t_laned:.3} ms a frame against {t_one:.3} on one stream, in {ms:.0} ms)"
+                    );
+                    laned
+                } else {
+                    self.lane_note = format!(
+                        " on one stream (timed: {t_one:.3} ms a frame against {t_laned:.3} on {} lanes, in {ms:.0} ms)",
+                        t.lanes
+                    );
+                    self.lanes = LaneSet::one(steps);
+                    one
+                }
+            }
+            Err(e) => {
+                // A one-stream capture that failed half-way leaves the stream capturing.
+                let _ = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+                let _ = self.ctx.check_err();
+                self.lane_note = format!(" (not timed against one stream: {e})");
+                laned
+            }
+        }
+    }
+
+    /// Milliseconds a frame of `g`'s graphs take over the first tiles of the grid: a frame in
+    /// the smallest bucket plus one of about `FRACTION` of the tiles. The replays write the
+    /// feature buffers, so the next frame must recompute every tile, as a first frame does.
+    fn frame_ms(&mut self, g: &mut Graphs) -> Result<f32> {
+        let event = || {
+            self.ctx
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("timing event"))
+        };
+        let (start, end) = (event()?, event()?);
+        let plan = self.plan.clone();
+        let grid = self.grid;
+        let wanted = ((grid.len() as f64 * FRACTION).ceil() as usize).clamp(1, grid.len());
+        let larger = g.levels.iter().position(|&l| l >= wanted);
+        let mut total = 0.0;
+        for bucket in std::iter::once(0).chain(larger.filter(|&b| b > 0)) {
+            let level = g.levels[bucket];
+            let tiles: Vec<u32> = (0..level as u32).collect();
+            let per_step: Vec<Vec<u32>> = plan
+                .steps
+                .iter()
+                .map(|s| match s {
+                    Step::Layer(_) => tiles.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let mut packer = FixedPacker::default();
+            let len = packer.pack(&plan, &grid, &per_step, level);
+            upload_lists(
+                &mut self.lists_host,
+                &self.stream,
+                &packer.data[..len],
+                &g.dev,
+            )?;
+            self.stream.synchronize().map_err(drv("synchronize"))?;
+            total += self.replay_ms(g, bucket, &start, &end)?;
+        }
+        Ok(total)
+    }
+
+    /// Milliseconds a frame of bucket `bucket`'s graphs takes, replayed `FRAMES` times after
+    /// one warm-up frame (host steps between segments left out).
+    fn replay_ms(
+        &self,
+        g: &Graphs,
+        bucket: usize,
+        start: &CudaEvent,
+        end: &CudaEvent,
+    ) -> Result<f32> {
+        let frame = || -> Result<()> {
+            for graph in g.segments(bucket) {
+                graph.launch().map_err(drv("graph launch"))?;
+            }
+            Ok(())
+        };
+        frame()?;
+        start.record(&self.stream).map_err(drv("timing event"))?;
+        for _ in 0..FRAMES {
+            frame()?;
+        }
+        end.record(&self.stream).map_err(drv("timing event"))?;
+        end.synchronize().map_err(drv("timing event"))?;
+        let ms = start.elapsed_ms(end).map_err(drv("timing event"))?;
+        Ok(ms / FRAMES as f32)
+    }
+}
