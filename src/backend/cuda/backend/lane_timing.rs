@@ -9,11 +9,11 @@ use cudarc::driver::{sys, CudaEvent};
 
 use super::graphs::Graphs;
 use super::streams::LaneSet;
+use super::tune::first_tiles;
 use super::{upload_lists, CudaBackend};
 use crate::backend::cuda::driver::drv;
 use crate::backend::cuda::geometry::FixedPacker;
 use crate::error::Result;
-use crate::model::plan::Step;
 
 /// Frames replayed per timing, after one to warm up.
 const FRAMES: usize = 10;
@@ -86,12 +86,7 @@ impl CudaBackend {
     /// the smallest bucket plus one of about `FRACTION` of the tiles. The replays write the
     /// feature buffers, so the next frame must recompute every tile, as a first frame does.
     fn frame_ms(&mut self, g: &mut Graphs) -> Result<f32> {
-        let event = || {
-            self.ctx
-                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(drv("timing event"))
-        };
-        let (start, end) = (event()?, event()?);
+        let (start, end) = self.timing_events()?;
         let plan = self.plan.clone();
         let grid = self.grid;
         let wanted = ((grid.len() as f64 * FRACTION).ceil() as usize).clamp(1, grid.len());
@@ -99,17 +94,8 @@ impl CudaBackend {
         let mut total = 0.0;
         for bucket in std::iter::once(0).chain(larger.filter(|&b| b > 0)) {
             let level = g.levels[bucket];
-            let tiles: Vec<u32> = (0..level as u32).collect();
-            let per_step: Vec<Vec<u32>> = plan
-                .steps
-                .iter()
-                .map(|s| match s {
-                    Step::Layer(_) => tiles.clone(),
-                    _ => Vec::new(),
-                })
-                .collect();
             let mut packer = FixedPacker::default();
-            let len = packer.pack(&plan, &grid, &per_step, level);
+            let len = packer.pack(&plan, &grid, &first_tiles(&plan, level), level);
             upload_lists(
                 &mut self.lists_host,
                 &self.stream,

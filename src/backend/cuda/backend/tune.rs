@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use cudarc::driver::{sys, CudaGraph};
+use cudarc::driver::{sys, CudaEvent, CudaGraph};
 
 use super::CudaBackend;
 use crate::backend::cuda::driver::{drv, setup_guard};
@@ -97,7 +97,30 @@ impl FusionTiming {
     }
 }
 
+/// Per step, the first `n` tiles of the grid for every layer (nothing for the other steps): the
+/// tile lists of the start-up timings.
+pub(super) fn first_tiles(plan: &Plan, n: usize) -> Vec<Vec<u32>> {
+    let tiles: Vec<u32> = (0..n as u32).collect();
+    plan.steps
+        .iter()
+        .map(|s| match s {
+            Step::Layer(_) => tiles.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 impl CudaBackend {
+    /// A start and an end event that record times.
+    pub(super) fn timing_events(&self) -> Result<(CudaEvent, CudaEvent)> {
+        let event = || {
+            self.ctx
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(drv("timing event"))
+        };
+        Ok((event()?, event()?))
+    }
+
     /// Every fusable convolution timed both ways, in step order, over a typical sparse frame.
     pub(super) fn tune_fusion(&mut self) -> Result<Vec<FusionTiming>> {
         self.time_fusion(TUNE_FRACTION)
@@ -114,22 +137,8 @@ impl CudaBackend {
         let plan = self.plan.clone();
         let grid = self.grid;
         let n = ((grid.len() as f64 * fraction).ceil() as usize).clamp(1, grid.len());
-        let tiles: Vec<u32> = (0..n as u32).collect();
-        let per_step: Vec<Vec<u32>> = plan
-            .steps
-            .iter()
-            .map(|s| match s {
-                Step::Layer(_) => tiles.clone(),
-                _ => Vec::new(),
-            })
-            .collect();
-        let base = self.upload_eager_lists(&per_step)?;
-        let event = || {
-            self.ctx
-                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(drv("timing event"))
-        };
-        let (start, end) = (event()?, event()?);
+        let base = self.upload_eager_lists(&first_tiles(&plan, n))?;
+        let (start, end) = self.timing_events()?;
         let unfused = Addrs {
             fused_conv_k: 0,
             fuse: Vec::new(),
