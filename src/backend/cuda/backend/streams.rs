@@ -70,11 +70,13 @@ impl CudaBackend {
                 layers::step_fused(plan, &self.addrs, si)
             });
             let stream = self.ctx.new_stream().map_err(drv("lane stream"))?;
+            // A handle (and its workspace) only where the lane multiplies with cuBLAS: it
+            // runs unfused convolutions.
             let blas = match &self.blas {
-                Some(_) => Some(CudaBlas::new(stream.clone()).map_err(|e| {
+                Some(_) if need.a > 0 => Some(CudaBlas::new(stream.clone()).map_err(|e| {
                     Error::Backend(format!("cublasCreate for lane {l} failed: {e:?}"))
                 })?),
-                None => None,
+                _ => None,
             };
             let f32s = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("alloc"));
             let a = f32s(need.a)?;
