@@ -331,25 +331,22 @@ impl Lanes {
         let (mut free, mut laned) = (0, 0);
         for item in items {
             let Item::Segment(r) = item else { continue };
-            let dag = Dag::of(r.clone(), &rw, &weight);
-            free += r.clone().map(|i| dag.finish(i)).max().unwrap_or(0);
-            let mut fin = vec![0usize; r.len()];
-            let mut last: Vec<Option<usize>> = vec![None; self.count.max(1)];
-            for i in r.clone() {
-                let l = self.lane[i];
-                let start = self.waits[i]
-                    .iter()
-                    .copied()
-                    .chain(last[l])
-                    .map(|d| fin[d - r.start])
-                    .max()
-                    .unwrap_or(0);
-                fin[i - r.start] = start + weight(i);
-                last[l] = Some(i);
-            }
-            laned += fin.into_iter().max().unwrap_or(0);
+            let longest = |dag: Dag| r.clone().map(|i| dag.finish(i)).max().unwrap_or(0);
+            free += longest(Dag::of(r.clone(), &rw, &weight));
+            laned += longest(self.order(r.clone(), &weight));
         }
         (free, laned)
+    }
+
+    /// This schedule's order among the steps of segment `r`: each step after the one before it
+    /// on its lane and after the steps it waits for.
+    fn order(&self, r: Range<usize>, weight: &impl Fn(usize) -> usize) -> Dag {
+        let start = r.start;
+        let preds = |i: usize| -> Vec<usize> {
+            let before = (start..i).rev().find(|&j| self.lane[j] == self.lane[i]);
+            self.waits[i].iter().copied().chain(before).collect()
+        };
+        Dag::new(r, preds, weight)
     }
 
     /// Whether a schedule orders every pair of conflicting steps of each segment (the check the
@@ -359,24 +356,10 @@ impl Lanes {
         let rw: Vec<_> = plan.steps.iter().map(access).collect();
         for item in items {
             let Item::Segment(r) = item else { continue };
-            let len = r.len();
-            // reach[i][j]: step r.start + j happens before step r.start + i.
-            let mut reach = vec![vec![false; len]; len];
-            let mut last: Vec<Option<usize>> = vec![None; self.count.max(1)];
+            let order = self.order(r.clone(), &|_| 0);
             for i in r.clone() {
-                let x = i - r.start;
-                let preds = self.waits[i].iter().copied().chain(last[self.lane[i]]);
-                for p in preds {
-                    let px = p - r.start;
-                    reach[x][px] = true;
-                    let row = reach[px].clone();
-                    for (dst, src) in reach[x].iter_mut().zip(row) {
-                        *dst |= src;
-                    }
-                }
-                last[self.lane[i]] = Some(i);
                 for j in r.start..i {
-                    if conflict(&rw[j], &rw[i]) && !reach[x][j - r.start] {
+                    if conflict(&rw[j], &rw[i]) && !order.is_ancestor(j, i) {
                         return Some((j, i));
                     }
                 }
@@ -389,7 +372,7 @@ impl Lanes {
 /// The dependencies among one segment's steps.
 struct Dag {
     start: usize,
-    /// Per step of the segment: the earlier steps it conflicts with.
+    /// Per step of the segment: the earlier steps it comes after.
     deps: Vec<Vec<usize>>,
     /// Per step: its ancestors, as a bit per step of the segment.
     anc: Vec<Vec<bool>>,
@@ -398,9 +381,23 @@ struct Dag {
 }
 
 impl Dag {
+    /// The data's dependencies among the steps of `r`: a step depends on each earlier one it
+    /// conflicts with.
     fn of(
         r: Range<usize>,
         rw: &[(Vec<Place>, Vec<Place>)],
+        weight: &impl Fn(usize) -> usize,
+    ) -> Self {
+        let start = r.start;
+        let preds =
+            |i: usize| -> Vec<usize> { (start..i).filter(|&j| conflict(&rw[j], &rw[i])).collect() };
+        Dag::new(r, preds, weight)
+    }
+
+    /// The steps of `r`, each after `preds(i)` (earlier steps of `r`).
+    fn new(
+        r: Range<usize>,
+        preds: impl Fn(usize) -> Vec<usize>,
         weight: &impl Fn(usize) -> usize,
     ) -> Self {
         let len = r.len();
@@ -409,17 +406,15 @@ impl Dag {
         let mut fin = vec![0usize; len];
         for i in r.clone() {
             let x = i - r.start;
-            for j in r.start..i {
-                if conflict(&rw[j], &rw[i]) {
-                    deps[x].push(j);
-                    let jx = j - r.start;
-                    anc[x][jx] = true;
-                    let row = anc[jx].clone();
-                    for (dst, src) in anc[x].iter_mut().zip(row) {
-                        *dst |= src;
-                    }
-                    fin[x] = fin[x].max(fin[jx]);
+            for j in preds(i) {
+                let jx = j - r.start;
+                anc[x][jx] = true;
+                let row = anc[jx].clone();
+                for (dst, src) in anc[x].iter_mut().zip(row) {
+                    *dst |= src;
                 }
+                fin[x] = fin[x].max(fin[jx]);
+                deps[x].push(j);
             }
             fin[x] += weight(i);
         }
