@@ -4,7 +4,7 @@
 # variants taking turns, so that a drifting machine shows up as spread rather than as a difference.
 # Usage: scripts/gpu-ab.sh   (OUT=dir for the JSON lines; prints a table at the end; GPU_AB_REPS,
 # GPU_AB_ONLY="names" for a subset of the variants, GPU_AB_EXTRAS=0 without the profiles and streams,
-# GPU_AB_COSTS=0 without the per-convolution timings)
+# GPU_AB_COSTS=0 without the per-convolution timings, GPU_AB_TESTS=0 without the CUDA tests)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-ab}
@@ -35,9 +35,11 @@ VARIANTS=(
 # GPU_AB_ONLY="defaults nofuse": run only the variants named.
 ONLY=${GPU_AB_ONLY:-}
 
-echo "== CUDA tests with the defaults of this build"
-timeout 180 "$D/cuda_backend" --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result" | head -20
-timeout 120 "$D/cuda_backend" tensor_core 2>&1 | tee "$OUT/cuda_tests_tc.log" | grep -E "^test |test result" | head -3
+if [ "${GPU_AB_TESTS:-1}" = 1 ]; then
+    echo "== CUDA tests with the defaults of this build"
+    timeout 180 "$D/cuda_backend" --skip tensor_core 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result" | head -20
+    timeout 120 "$D/cuda_backend" tensor_core 2>&1 | tee "$OUT/cuda_tests_tc.log" | grep -E "^test |test result" | head -3
+fi
 
 echo "== each fusable convolution timed apart and fused (examples/fusion_costs: CUDA graphs of 20 launches; 5, 35 and 100 % of the tiles)"
 COST_RUNS=("f32=-" "f16=-" "f16_t44=REGIONDROP_CUDA_FUSED_TILE=4x4")
