@@ -24,10 +24,10 @@ VARIANTS=(
     "pdl1=REGIONDROP_CUDA_PDL=1"
     "fused_all=REGIONDROP_CUDA_FUSED_K=4096"
     "nofuse=REGIONDROP_CUDA_FUSED_K=0"
+    "lanes1=REGIONDROP_CUDA_LANES=1"
     "lanes2=REGIONDROP_CUDA_LANES=2"
     "lanes4=REGIONDROP_CUDA_LANES=4"
     "lanes4pdl=REGIONDROP_CUDA_LANES=4 REGIONDROP_CUDA_PDL=1"
-    "lanesauto=REGIONDROP_CUDA_LANES=auto"
 )
 # Kernels of another revision (GPU_AB_BASE at --prepare): the same binary and defaults, the
 # other cuda/ (their kernels must take this build's parameters).

@@ -83,15 +83,13 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
-echo "== independent branches on 4 lanes inside each graph (REGIONDROP_CUDA_LANES=4; off by default until timed): f32, f16, f16 with PDL, f16 forced fractions; the defaults again after them"
-L=(env REGIONDROP_CUDA_LANES=4)
-"${L[@]}" "${B[@]}" --backend cuda 2>"$OUT/bench_cuda_lanes4.err" | tee "$OUT/bench_cuda_lanes4.json"
-grep -i "lanes\|capture" "$OUT/bench_cuda_lanes4.err" | head -2
-"${L[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4.json"
-"${L[@]}" REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_pdl.json"
-REGIONDROP_CUDA_LANES=auto "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_lanesauto.err" | tee "$OUT/bench_cuda_f16_lanesauto.json"
-grep -o "CUDA graphs[^,]*" "$OUT/bench_cuda_f16_lanesauto.err" | head -1
-"${L[@]}" "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_fractions.json"
+echo "== every graph on one stream (REGIONDROP_CUDA_LANES=1; the default times 4 lanes against one stream at start-up): f32, f16, f16 forced fractions; 4 lanes with PDL; the defaults again after them"
+L=(env REGIONDROP_CUDA_LANES=1)
+grep -o "CUDA graphs[^,]*" "$OUT/bench_cuda_f16.err" | head -1
+"${L[@]}" "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_lanes1.json"
+"${L[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes1.json"
+"${L[@]}" "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes1_fractions.json"
+REGIONDROP_CUDA_LANES=4 REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_pdl.json"
 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_again.json"
 echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 16: cells scored on the device), f16"
 "${B[@]}" --backend cuda --precision f16 --dilation 0 --margin 16 2>/dev/null | tee "$OUT/bench_cuda_f16_margin16.json"
@@ -121,7 +119,7 @@ if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
     echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, host tail, host selection, all fused, PDL, phases, CPU"
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
-    "${L[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_lanes4.json"
+    "${L[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_lanes1.json"
     REGIONDROP_CUDA_DEVICE_TAIL=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hosttail.json"
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_CUDA_SELECT=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hostselect.json"

@@ -395,6 +395,8 @@ fn bundled_models_match_cpu() {
         let o = || opts.clone();
         vec![
             ("defaults", o(), 2e-3),
+            // A second backend on the same model takes the first one's start-up timings.
+            ("defaults again", o(), 2e-3),
             // The defaults fuse each convolution where it timed faster at start-up; here none
             // is fused (gather, GEMM, scatter).
             (
@@ -453,12 +455,12 @@ fn bundled_models_match_cpu() {
                 },
                 2e-3,
             ),
-            // Timed against one stream at start-up, the faster kept.
+            // The defaults time four lanes against one stream at start-up and keep the
+            // faster; here every graph is captured on one stream.
             (
-                "lanes timed",
+                "one stream",
                 CudaOptions {
-                    lanes: Some(4),
-                    lanes_timed: Some(true),
+                    lanes: Some(1),
                     ..o()
                 },
                 2e-3,
@@ -493,13 +495,23 @@ fn bundled_models_match_cpu() {
             ),
         ]
     });
-    // Graph frames ran with their segments on several streams where asked, and the timed
-    // choice was timed.
+    // Graph frames ran with their segments on several streams where asked, on one where
+    // asked, and the defaults chose between them by timing.
     for (what, d) in described.iter().filter(|(w, _)| w.contains("4 lanes")) {
         assert!(d.contains(" lanes"), "{what}: not on lanes: {d}");
     }
-    for (what, d) in described.iter().filter(|(w, _)| w.contains("lanes timed")) {
-        assert!(d.contains("(timed: "), "{what}: lanes not timed: {d}");
+    for (what, d) in described.iter().filter(|(w, _)| w.contains("one stream")) {
+        assert!(!d.contains("lanes"), "{what}: on lanes: {d}");
+    }
+    for (what, d) in described.iter().filter(|(w, _)| w.ends_with("defaults")) {
+        assert!(d.contains("(timed "), "{what}: lanes not timed: {d}");
+    }
+    for (what, d) in described
+        .iter()
+        .filter(|(w, _)| w.ends_with("defaults again"))
+    {
+        let reused = d.contains("(timed earlier in this process");
+        assert!(reused, "{what}: lanes timed again: {d}");
     }
 }
 

@@ -111,12 +111,12 @@ pub struct CudaOptions {
     /// Put independent branches of the network (the head's levels, a block's two paths) on up
     /// to this many streams inside each CUDA graph (`lanes.rs`), so that their kernels overlap
     /// instead of waiting in one chain; 1: one stream. None: `REGIONDROP_CUDA_LANES` where it
-    /// is a number, 4 where it is `auto`, else 1 (not yet timed on a GPU). Eager frames use one
-    /// stream.
+    /// is a number, else 4, timed. Eager frames use one stream.
     pub lanes: Option<usize>,
     /// With more than one lane, capture the frame's graphs on one stream too, replay whole
-    /// frames of each at start-up and keep the faster (`lane_timing` says how they timed).
-    /// None: on where `REGIONDROP_CUDA_LANES=auto`.
+    /// frames of each at start-up and keep the faster (`lane_timing` says how they timed; later
+    /// backends of the process on the same model take the first one's choice). None: on unless
+    /// the number of lanes was given (`lanes` or a number in `REGIONDROP_CUDA_LANES`).
     pub lanes_timed: Option<bool>,
 }
 
@@ -405,21 +405,21 @@ impl CudaBackend {
                 && std::env::var("REGIONDROP_CUDA_FUSED_K")
                     .map_or(true, |v| v.parse::<usize>().is_err())
         });
+        let key = tune::TuneKey {
+            convs: tune::conv_shapes(&backend.plan),
+            input: (backend.plan.input_w, backend.plan.input_h),
+            tile: backend.grid.tile,
+            device: device_id,
+            kernels: [
+                f16,
+                backend.addrs.fused_tc,
+                backend.addrs.fused_tile44,
+                backend.blas.is_some(),
+                backend.pdl,
+            ],
+        };
         if auto {
-            let key = tune::TuneKey {
-                convs: tune::conv_shapes(&backend.plan),
-                input: (backend.plan.input_w, backend.plan.input_h),
-                tile: backend.grid.tile,
-                device: device_id,
-                kernels: [
-                    f16,
-                    backend.addrs.fused_tc,
-                    backend.addrs.fused_tile44,
-                    backend.blas.is_some(),
-                    backend.pdl,
-                ],
-            };
-            match tune::timed_once(key, || backend.tune_fusion()) {
+            match tune::FUSION_TIMED.once(key.clone(), || backend.tune_fusion()) {
                 Ok(timings) => {
                     let mut fuse = vec![false; backend.plan.steps.len()];
                     for t in &timings {
@@ -446,25 +446,17 @@ impl CudaBackend {
         } else if off {
             backend.graph_note = "eager".into();
         } else {
-            let env = std::env::var("REGIONDROP_CUDA_LANES").ok();
-            let auto = env.as_deref() == Some("auto");
-            let max = opts.lanes.unwrap_or_else(|| match &env {
-                _ if auto => 4,
-                Some(v) => v.parse().unwrap_or(1),
-                None => 1,
-            });
-            let timed = opts.lanes_timed.unwrap_or(auto);
-            match backend.build_lanes(max.max(1)) {
+            let (max, timed) = backend.lane_choice(opts.lanes, opts.lanes_timed);
+            match backend.build_lanes(max) {
                 Ok(l) => backend.lanes = l,
                 Err(e) => backend.graph_note = format!(", one lane ({e})"),
             }
-            let captured = backend.capture_graphs();
+            let captured = match timed && backend.lanes.lanes.count > 1 {
+                true => backend.capture_timed(key),
+                false => backend.capture_graphs(),
+            };
             match captured {
                 Ok(g) => {
-                    let g = match timed && backend.lanes.lanes.count > 1 {
-                        true => backend.keep_faster_graphs(g),
-                        false => g,
-                    };
                     let lanes = match backend.lanes.lanes.count {
                         n if n > 1 => format!(" on {n} lanes"),
                         _ => String::new(),
@@ -491,6 +483,26 @@ impl CudaBackend {
         }
         backend.setup = None;
         Ok(backend)
+    }
+
+    /// How many lanes to build, and whether to time them against one stream: the options,
+    /// else `REGIONDROP_CUDA_LANES` (a number: that many, untimed; `auto`: the default, four
+    /// lanes timed).
+    fn lane_choice(&mut self, lanes: Option<usize>, timed: Option<bool>) -> (usize, bool) {
+        let env = std::env::var("REGIONDROP_CUDA_LANES").ok();
+        let (max, explicit) = match (lanes, env.as_deref()) {
+            (Some(n), _) => (n, true),
+            (None, None | Some("auto")) => (DEFAULT_LANES, false),
+            (None, Some(v)) => match v.parse::<usize>() {
+                Ok(n) => (n, true),
+                Err(_) => {
+                    self.graph_note =
+                        format!(", REGIONDROP_CUDA_LANES={v:?} is not a number or auto: auto");
+                    (DEFAULT_LANES, false)
+                }
+            },
+        };
+        (max.max(1), timed.unwrap_or(!explicit))
     }
 
     /// Waits for the stream; with profiling on, counts the wait.
@@ -1066,6 +1078,9 @@ pub(crate) fn env_switch(name: &str, default: bool) -> bool {
 /// Device-side change detection by default (REGIONDROP_CUDA_DETECT unset); verified on an H100
 /// against the host detector (tests/cuda_backend.rs, engine_process_matches_cpu_with_device_detection).
 const DETECT_DEFAULT: bool = true;
+
+/// Lanes a backend builds and times against one stream unless told otherwise.
+const DEFAULT_LANES: usize = 4;
 
 /// NVRTC output for the device's compute capability, or the newest supported one below it.
 fn compile_for(major: i32, minor: i32) -> Result<(String, Arc<PtxSet>)> {

@@ -7,7 +7,8 @@
 //! part of the comparison.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Mutex, OnceLock};
 
 use cudarc::driver::{sys, CudaEvent, CudaGraph};
 
@@ -57,27 +58,43 @@ pub(crate) fn conv_shapes(plan: &Plan) -> Vec<[usize; 12]> {
         .collect()
 }
 
-/// The timings of each key, kept for the life of the process.
-static TIMED: std::sync::OnceLock<Mutex<HashMap<TuneKey, Vec<FusionTiming>>>> =
-    std::sync::OnceLock::new();
+/// Start-up timings kept for the life of the process, by what decides them.
+pub(crate) struct Timed<K, V>(OnceLock<Mutex<HashMap<K, V>>>);
 
-/// The timings of `key`: from an earlier backend of this process, else from `time` (kept when
-/// it succeeds).
-pub(crate) fn timed_once(
-    key: TuneKey,
-    time: impl FnOnce() -> Result<Vec<FusionTiming>>,
-) -> Result<Vec<FusionTiming>> {
-    let timed = TIMED.get_or_init(Default::default);
-    if let Some(t) = timed.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(t.clone());
+impl<K: Hash + Eq, V: Clone> Timed<K, V> {
+    pub const fn new() -> Self {
+        Timed(OnceLock::new())
     }
-    let t = time()?;
-    timed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, t.clone());
-    Ok(t)
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        let map = self.0.get_or_init(Default::default);
+        map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What an earlier backend of this process measured for `key`.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.map().get(key).cloned()
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        self.map().insert(key, value);
+    }
+
+    /// The timing of `key`: from an earlier backend of this process, else from `time` (kept
+    /// when it succeeds).
+    pub fn once(&self, key: K, time: impl FnOnce() -> Result<V>) -> Result<V> {
+        if let Some(v) = self.get(&key) {
+            return Ok(v);
+        }
+        // Not held while timing: a backend being built on another thread may time too.
+        let v = time()?;
+        self.insert(key, v.clone());
+        Ok(v)
+    }
 }
+
+/// The fusion timings of each key.
+pub(crate) static FUSION_TIMED: Timed<TuneKey, Vec<FusionTiming>> = Timed::new();
 
 /// One fusable convolution as timed at start-up: microseconds per launch of the step, each way.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,20 +240,22 @@ mod tests {
 
     #[test]
     fn each_key_is_timed_once_and_failures_are_not_kept() {
+        let timed = Timed::new();
         let mut calls = 0;
         let mut time = |step| {
             calls += 1;
             Ok(timing(step))
         };
-        assert!(timed_once(key(7), || Err(crate::error::Error::Backend(
-            "no GPU".into()
-        )))
-        .is_err());
-        assert_eq!(timed_once(key(7), || time(1)).unwrap(), timing(1));
+        assert!(timed
+            .once(key(7), || Err(crate::error::Error::Backend(
+                "no GPU".into()
+            )))
+            .is_err());
+        assert_eq!(timed.once(key(7), || time(1)).unwrap(), timing(1));
         // The same key: the first timing, without timing again.
-        assert_eq!(timed_once(key(7), || time(2)).unwrap(), timing(1));
+        assert_eq!(timed.once(key(7), || time(2)).unwrap(), timing(1));
         // Another tile: timed.
-        assert_eq!(timed_once(key(9), || time(3)).unwrap(), timing(3));
+        assert_eq!(timed.once(key(9), || time(3)).unwrap(), timing(3));
         assert_eq!(calls, 2);
     }
 }
