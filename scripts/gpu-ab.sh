@@ -21,13 +21,14 @@ VARIANTS=(
     "defaults=-"
     "select0=REGIONDROP_CUDA_SELECT=0"
     "tail0=REGIONDROP_CUDA_DEVICE_TAIL=0"
-    "pdl1=REGIONDROP_CUDA_PDL=1"
+    "pdl0=REGIONDROP_CUDA_PDL=0"
     "fused_all=REGIONDROP_CUDA_FUSED_K=4096"
     "nofuse=REGIONDROP_CUDA_FUSED_K=0"
     "lanes1=REGIONDROP_CUDA_LANES=1"
     "lanes2=REGIONDROP_CUDA_LANES=2"
     "lanes4=REGIONDROP_CUDA_LANES=4"
-    "lanes4pdl=REGIONDROP_CUDA_LANES=4 REGIONDROP_CUDA_PDL=1"
+    "lanes8=REGIONDROP_CUDA_LANES=8"
+    "lanes1pdl0=REGIONDROP_CUDA_LANES=1 REGIONDROP_CUDA_PDL=0"
 )
 # Kernels of another revision (GPU_AB_BASE at --prepare): the same binary and defaults, the
 # other cuda/ (their kernels must take this build's parameters).

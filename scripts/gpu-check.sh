@@ -83,13 +83,13 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
-echo "== every graph on one stream (REGIONDROP_CUDA_LANES=1; the default times 4 lanes against one stream at start-up): f32, f16, f16 forced fractions; 4 lanes with PDL; the defaults again after them"
+echo "== every graph on one stream (REGIONDROP_CUDA_LANES=1; the default times 4 lanes against one stream at start-up): f32, f16, f16 forced fractions; one stream without PDL (the defaults before the eighteenth session); the defaults again after them"
 L=(env REGIONDROP_CUDA_LANES=1)
 grep -o "CUDA graphs[^,]*" "$OUT/bench_cuda_f16.err" | head -1
 "${L[@]}" "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_lanes1.json"
 "${L[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes1.json"
 "${L[@]}" "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes1_fractions.json"
-REGIONDROP_CUDA_LANES=4 REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes4_pdl.json"
+REGIONDROP_CUDA_LANES=1 REGIONDROP_CUDA_PDL=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_lanes1_pdl0.json"
 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_again.json"
 echo "== the mask grown by 16 pixels instead of one tile (--dilation 0 --margin 16: cells scored on the device), f16"
 "${B[@]}" --backend cuda --precision f16 --dilation 0 --margin 16 2>/dev/null | tee "$OUT/bench_cuda_f16_margin16.json"
@@ -103,9 +103,9 @@ REGIONDROP_CUDA_FUSED_K=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null |
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 --fractions 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_fractions.json"
 REGIONDROP_PROFILE=phases REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>"$OUT/phases_cuda_f16_tc.txt" >/dev/null
 grep -v "^\s*$" "$OUT/phases_cuda_f16_tc.txt" | tail -8
-echo "== the defaults with programmatic dependent launch (REGIONDROP_CUDA_PDL=1), f16; phases"
-ALL=(env REGIONDROP_CUDA_PDL=1)
-"${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_all.json"
+echo "== the defaults without programmatic dependent launch (REGIONDROP_CUDA_PDL=0), f16; phases"
+ALL=(env REGIONDROP_CUDA_PDL=0)
+"${ALL[@]}" "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_pdl0.json"
 "${ALL[@]}" REGIONDROP_PROFILE=phases "${B[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -8
 echo "== PyTorch/cuDNN dense baselines: the op interpreter, and onnx2torch where carried"
 T=(timeout 180 python3 scripts/torch_dense_baseline.py)
@@ -116,7 +116,7 @@ if python3 -c "import onnx2torch" 2>/dev/null || { echo "onnx2torch not importab
         --norm unit --iters 30 2>&1 | tail -1 | tee "$OUT/torch_yolo_onnx2torch.json"
 fi
 if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
-    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, host tail, host selection, all fused, PDL, phases, CPU"
+    echo "== $YOLO at $YOLO_SIZE: defaults f32 / f16, host tail, host selection, all fused, no PDL, phases, CPU"
     "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16.json"
     "${L[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_lanes1.json"
@@ -124,7 +124,7 @@ if [ "$QUICK" = 1 ] && [ -f "$D/models/$YOLO" ]; then
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_CUDA_SELECT=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_hostselect.json"
     REGIONDROP_CUDA_FUSED_K=4096 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc.json"
-    "${ALL[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_all.json"
+    "${ALL[@]}" "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_pdl0.json"
     "${ALL[@]}" REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     REGIONDROP_PROFILE=phases "${Y[@]}" --backend cuda --precision f16 2>&1 >/dev/null | grep -v "^\s*$" | tail -12
     "${Y[@]}" --backend cpu --threads 0 2>/dev/null | tee "$OUT/yolo_cpu.json"
@@ -145,10 +145,10 @@ REGIONDROP_CUDA_FUSED_K=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench
 echo "== the same with 4x4 outputs per thread (REGIONDROP_CUDA_FUSED_TILE=4x4), f32"
 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_fusedk4096_t44.json"
 REGIONDROP_PROFILE=1 REGIONDROP_CUDA_FUSED_TILE=4x4 REGIONDROP_CUDA_FUSED_K=4096 "${B0[@]}" --backend cuda --fractions --frames 12 2>"$OUT/profile_cuda_fused_t44.txt" >/dev/null
-echo "== programmatic dependent launch (REGIONDROP_CUDA_PDL=1): CUDA tests, then f32 and f16"
-REGIONDROP_CUDA_PDL=1 timeout 240 "$D/cuda_backend" --skip tensor_core 2>&1 | tail -3 | tee "$OUT/cuda_tests_pdl.log"
-REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_pdl.json"
-REGIONDROP_CUDA_PDL=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_pdl.json"
+echo "== without programmatic dependent launch (REGIONDROP_CUDA_PDL=0): CUDA tests, then f32 and f16"
+REGIONDROP_CUDA_PDL=0 timeout 240 "$D/cuda_backend" --skip tensor_core 2>&1 | tail -3 | tee "$OUT/cuda_tests_pdl0.log"
+REGIONDROP_CUDA_PDL=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_pdl0.json"
+REGIONDROP_CUDA_PDL=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_pdl0_again.json"
 echo "== every output downloaded (REGIONDROP_CUDA_SELECT=0; the default selects candidates on the device), f32 and f16; phases"
 REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_hostselect.json"
 REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_hostselect.json"

@@ -429,9 +429,9 @@ fn bundled_models_match_cpu() {
             ),
             // Programmatic dependent launch (sm_90+; elsewhere the plain launches again).
             (
-                "PDL",
+                "no PDL",
                 CudaOptions {
-                    pdl: Some(true),
+                    pdl: Some(false),
                     ..o()
                 },
                 2e-3,
@@ -447,10 +447,10 @@ fn bundled_models_match_cpu() {
                 2e-3,
             ),
             (
-                "4 lanes, PDL",
+                "4 lanes, no PDL",
                 CudaOptions {
                     lanes: Some(4),
-                    pdl: Some(true),
+                    pdl: Some(false),
                     ..o()
                 },
                 2e-3,
