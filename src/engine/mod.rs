@@ -56,8 +56,8 @@ pub struct EngineConfig {
     /// AMX or AVX512-BF16; a backend that cannot computes in f32.
     pub precision: Precision,
     /// Letterbox frames on the device where the backend can (CUDA, with its change detection on
-    /// the device) in `process_frame`. None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run
-    /// on a GPU).
+    /// the device) in `process_frame`. None: the backend's default (CUDA: on, unless
+    /// `REGIONDROP_CUDA_LETTERBOX=0`).
     pub device_letterbox: Option<bool>,
     pub mode: RunMode,
     /// Work fraction above which dense runs instead; None = measured while running.

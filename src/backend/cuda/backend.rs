@@ -91,7 +91,10 @@ pub struct CudaOptions {
     /// `REGIONDROP_CUDA_FUSED_TC=0`.
     pub fused_tc: Option<bool>,
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
-    /// detection). None: `REGIONDROP_CUDA_LETTERBOX=1`, else off (not yet run on a GPU).
+    /// detection). None: on, unless `REGIONDROP_CUDA_LETTERBOX=0`. On an H100 with 16 host
+    /// cores, NanoDet f16 on camera frames (`examples/letterbox_place`): the process's CPU time
+    /// a frame fell by 1.2–4.6 ms; the frame's latency rose by 0.09–0.26 ms for 1080p RGB, fell
+    /// by 0.07–0.24 ms for 720p NV12, and went both ways for the others.
     pub device_letterbox: Option<bool>,
     /// Run the host tail's Generic steps on the device where their inputs are there (copies,
     /// activations, element-wise ops, softmax, small convolutions; see `tail.rs`), so that only
@@ -333,9 +336,9 @@ impl CudaBackend {
                 frame: Staged::Nothing,
             },
             frames: DeviceFrames {
-                enabled: opts.device_letterbox.unwrap_or_else(|| {
-                    std::env::var("REGIONDROP_CUDA_LETTERBOX").is_ok_and(|v| v == "1")
-                }),
+                enabled: opts
+                    .device_letterbox
+                    .unwrap_or_else(|| env_switch("REGIONDROP_CUDA_LETTERBOX", true)),
                 bytes: stream.alloc_zeros::<u8>(1).map_err(drv("alloc"))?,
                 staging: None,
                 taps: None,

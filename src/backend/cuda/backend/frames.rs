@@ -44,7 +44,7 @@ pub(super) enum Staged {
 
 /// A frame's bytes on the device and the letterbox taps of the last frame geometry.
 pub(super) struct DeviceFrames {
-    /// `REGIONDROP_CUDA_LETTERBOX=1` (or the option): letterbox frames on the device.
+    /// Letterbox frames on the device (`CudaOptions::device_letterbox`).
     pub(super) enabled: bool,
     pub(super) bytes: CudaSlice<u8>,
     /// Pinned staging of the frame's bytes (grown with the frame), for an asynchronous upload.

@@ -1,0 +1,242 @@
+//! A whole frame as the element runs it (letterbox, change detection, network, decoding), with the
+//! letterbox on the host and on the device (CUDA: `device_letterbox`), for camera-sized RGB and
+//! NV12 frames. The frames are the sample clip's, saved at network size by `regiondrop-bench
+//! --save-frames FILE.rgb` and scaled up to the camera size here (nearest pixel), so the change
+//! pattern is the clip's.
+//!
+//! cargo run --release --example letterbox_place -- MODEL FRAMES.rgb [WxH ...] [--precision f16]
+//!
+//! The backend is `auto` (REGIONDROP_BACKEND=cpu|cuda to choose). Prints one line per run: median
+//! and mean ms a frame, the process's CPU time a frame (user and system, every thread: what other
+//! cameras of the process cannot use), and the detections of all frames together, which must not
+//! depend on where the letterbox ran (the device letterbox gives the host's bytes).
+
+use std::path::Path;
+use std::time::Instant;
+
+use gstregiondrop::analyzer::{Analyzer, AnalyzerOptions};
+use gstregiondrop::backend::{BackendKind, Precision};
+use gstregiondrop::engine::EngineConfig;
+use gstregiondrop::preprocess::{PackedFrame, PixelSource, Yuv420Frame};
+
+/// Rounds of host and device runs, taking turns.
+const ROUNDS: usize = 2;
+
+/// One camera frame in both formats.
+struct Camera {
+    w: usize,
+    h: usize,
+    rgb: Vec<u8>,
+    /// NV12: the Y plane, then interleaved U and V at half resolution.
+    y: Vec<u8>,
+    uv: Vec<u8>,
+}
+
+impl Camera {
+    /// `net` (n × n RGB) scaled to w × h by nearest pixel, and converted to NV12 (BT.601,
+    /// limited range).
+    fn from_net(net: &[u8], n: (usize, usize), w: usize, h: usize) -> Camera {
+        let mut rgb = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let s = ((y * n.1 / h) * n.0 + x * n.0 / w) * 3;
+                rgb[(y * w + x) * 3..][..3].copy_from_slice(&net[s..s + 3]);
+            }
+        }
+        let px = |x: usize, y: usize| {
+            let p = &rgb[(y * w + x) * 3..];
+            (p[0] as i32, p[1] as i32, p[2] as i32)
+        };
+        let y_plane = (0..w * h)
+            .map(|i| {
+                let (r, g, b) = px(i % w, i / w);
+                (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8
+            })
+            .collect();
+        let mut uv = vec![0u8; w * h / 2];
+        for cy in 0..h / 2 {
+            for cx in 0..w / 2 {
+                let (r, g, b) = px(cx * 2, cy * 2);
+                uv[cy * w + cx * 2] = (((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128) as u8;
+                uv[cy * w + cx * 2 + 1] = (((112 * r - 94 * g - 18 * b + 128) >> 8) + 128) as u8;
+            }
+        }
+        Camera {
+            w,
+            h,
+            rgb,
+            y: y_plane,
+            uv,
+        }
+    }
+
+    fn source(&self, nv12: bool) -> Box<dyn PixelSource + '_> {
+        let (w, h) = (self.w, self.h);
+        match nv12 {
+            false => Box::new(PackedFrame {
+                data: &self.rgb,
+                width: w,
+                height: h,
+                stride: w * 3,
+                bytes_per_px: 3,
+                rgb_offsets: [0, 1, 2],
+            }),
+            true => Box::new(Yuv420Frame {
+                y: &self.y,
+                y_stride: w,
+                u: &self.uv,
+                v: &self.uv,
+                uv_stride: w,
+                interleaved: true,
+                width: w,
+                height: h,
+            }),
+        }
+    }
+}
+
+/// CPU time of the whole process so far (user and system), in ms.
+fn cpu_ms() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let u = unsafe {
+        let mut u = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(u.ru_utime) + ms(u.ru_stime)
+}
+
+/// What a run measured, per timed frame.
+struct Run {
+    median_ms: f64,
+    mean_ms: f64,
+    cpu_ms: f64,
+    detections: usize,
+    backend: String,
+}
+
+/// Runs every frame through a new analyzer.
+fn run(
+    model: &Path,
+    frames: &[Camera],
+    nv12: bool,
+    on_device: bool,
+    precision: Precision,
+) -> Result<Run, String> {
+    let opts = AnalyzerOptions {
+        engine: EngineConfig {
+            device_letterbox: Some(on_device),
+            backend: std::env::var("REGIONDROP_BACKEND")
+                .ok()
+                .map_or(Ok(BackendKind::Auto), |b| b.parse())?,
+            precision,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut analyzer = Analyzer::new(model, opts).map_err(|e| e.to_string())?;
+    let mut ms = Vec::with_capacity(frames.len());
+    let mut detections = 0;
+    let mut cpu0 = 0.0;
+    for (i, f) in frames.iter().enumerate() {
+        if i == 1 {
+            cpu0 = cpu_ms();
+        }
+        let t = Instant::now();
+        let (_, dets) = analyzer
+            .process(&*f.source(nv12))
+            .map_err(|e| e.to_string())?;
+        // The first frame is dense and pays for first-use work: not timed.
+        if i > 0 {
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        detections += dets.len();
+    }
+    let timed = ms.len().max(1) as f64;
+    let cpu_ms = (cpu_ms() - cpu0) / timed;
+    let mean_ms = ms.iter().sum::<f64>() / timed;
+    ms.sort_by(f64::total_cmp);
+    Ok(Run {
+        median_ms: ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
+        mean_ms,
+        cpu_ms,
+        detections,
+        backend: analyzer.engine().backend_details(),
+    })
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: letterbox_place MODEL FRAMES.rgb [WxH ...] [--precision f16]";
+    let (model, frames_path) = match &args[..] {
+        [m, f, ..] => (Path::new(m), Path::new(f)),
+        _ => return Err(usage.into()),
+    };
+    let mut precision = Precision::F32;
+    let mut sizes = Vec::new();
+    let mut rest = args[2..].iter();
+    while let Some(a) = rest.next() {
+        if a == "--precision" {
+            precision = rest.next().ok_or(usage)?.parse()?;
+        } else {
+            let (w, h) = a.split_once('x').ok_or(format!("{a}: not WxH"))?;
+            let size = (w.parse::<usize>(), h.parse::<usize>());
+            let (Ok(w), Ok(h)) = size else {
+                return Err(format!("{a}: not WxH"));
+            };
+            sizes.push((w & !1, h & !1));
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![(1920, 1080), (1280, 720)];
+    }
+    // The network size from the model, to cut the saved frames.
+    let plan = gstregiondrop::model::import(model, &Default::default())
+        .map_err(|e| format!("{}: {e}", model.display()))?;
+    let n = (plan.input_w, plan.input_h);
+    let bytes =
+        std::fs::read(frames_path).map_err(|e| format!("{}: {e}", frames_path.display()))?;
+    let net: Vec<&[u8]> = bytes.chunks_exact(n.0 * n.1 * 3).collect();
+    if net.len() < 2 {
+        return Err(format!(
+            "{}: fewer than two {}x{} RGB frames",
+            frames_path.display(),
+            n.0,
+            n.1
+        ));
+    }
+    for (w, h) in sizes {
+        let frames: Vec<Camera> = net.iter().map(|f| Camera::from_net(f, n, w, h)).collect();
+        for nv12 in [false, true] {
+            let format = if nv12 { "NV12" } else { "RGB" };
+            let mut seen = Vec::new();
+            for round in 0..ROUNDS {
+                for on_device in [false, true] {
+                    let r = run(model, &frames, nv12, on_device, precision)?;
+                    let place = if on_device { "device" } else { "host" };
+                    println!(
+                        "{format} {w}x{h}, letterbox on the {place} (round {round}): median \
+                         {:.3} ms, mean {:.3} ms, CPU {:.3} ms a frame, {} detections in {} \
+                         frames{}",
+                        r.median_ms,
+                        r.mean_ms,
+                        r.cpu_ms,
+                        r.detections,
+                        frames.len(),
+                        if round == 0 && on_device {
+                            format!("; {}", r.backend)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    seen.push(r.detections);
+                }
+            }
+            if seen.iter().any(|&d| d != seen[0]) {
+                println!("{format} {w}x{h}: DETECTIONS DIFFER between runs: {seen:?}");
+            }
+        }
+    }
+    Ok(())
+}
