@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use gstregiondrop::backend::cpu::CpuBackend;
 use gstregiondrop::backend::cuda::geometry::{self, Dims, FixedPacker, TilePacker};
 use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
-use gstregiondrop::backend::cuda::lanes::{frame_items, step_weights, Item, Lanes};
+use gstregiondrop::backend::cuda::lanes::{frame_items, step_weights, Item, LaneScratch, Lanes};
 use gstregiondrop::backend::cuda::layers::{
     self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
 };
@@ -1678,6 +1678,33 @@ fn lanes_order_every_dependency() {
                         "{name}: a schedule without waits passes the check"
                     );
                 }
+                // Convolutions that may run at once use different scratch: with one slot for
+                // all, the check fails. The slots take no more memory than scratch per lane.
+                if lanes.slots > 1 {
+                    let mut shared = lanes.clone();
+                    shared.slot.fill(0);
+                    assert!(
+                        shared.unordered(&plan, &items).is_some(),
+                        "{name}: convolutions sharing scratch at once pass the check"
+                    );
+                }
+                let fused = |si| layers::step_fused(&plan, &dev.addrs, si);
+                let floats = |s: LaneScratch| s.a * 3 / 2 + s.c + s.counters;
+                let ws = dev.addrs.split.ws_len;
+                let by_lane: usize = (1..lanes.count)
+                    .map(|l| floats(LaneScratch::of(&plan, |si| lanes.lane[si] == l, ws, fused)))
+                    .sum();
+                let by_slot: usize = (1..lanes.slots)
+                    .map(|s| floats(lanes.scratch(&plan, s, ws, fused)))
+                    .sum();
+                println!(
+                    "  scratch beyond the frame stream's: {} slots, {:.1} MB (a slot per lane: \
+                     {:.1} MB)",
+                    lanes.slots - 1,
+                    by_slot as f64 * 4e-6,
+                    by_lane as f64 * 4e-6
+                );
+                assert!(by_slot <= by_lane, "{name}: slots take more than lanes");
                 // Where a step that launches nothing stands in for a reader of a buffer (a
                 // folded Export), a second write into that buffer (as an in-place layer would
                 // make) keeps the plan on one lane.

@@ -1,7 +1,7 @@
 //! The lanes of a graph segment (`backend::cuda::lanes`) on the host kernels: each lane's
 //! launches are recorded in its own queue, with its waits, and replayed interleaved, one launch
 //! at a time, in an order the waits allow but program order does not give. A missing wait or
-//! scratch shared between lanes then reads stale or foreign values.
+//! scratch shared by steps that may run at once then reads stale or foreign values.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -53,15 +53,15 @@ impl Launcher for Recorder {
     }
 }
 
-/// Lane scratch on the host: gathered operand, its f16 twin, GEMM result, split counters.
+/// A scratch slot on the host: gathered operand, its f16 twin, GEMM result, split counters.
 type HostScratch = (Vec<f32>, Vec<u16>, Vec<f32>, Vec<u32>);
 
 /// A frame's segments run on lanes.
 pub struct LaneRun {
     pub lanes: Lanes,
-    /// Per lane: the addresses it launches with (lane 0: the device's own).
+    /// Per scratch slot: the addresses its steps launch with (slot 0: the device's own).
     addrs: Vec<Addrs>,
-    /// Kept alive for `addrs` (lanes 1..).
+    /// Kept alive for `addrs` (slots 1..).
     _scratch: Vec<HostScratch>,
     queues: Vec<VecDeque<LaneOp>>,
     done: Vec<bool>,
@@ -73,8 +73,8 @@ pub struct LaneRun {
 }
 
 impl LaneRun {
-    /// `items` on at most `max` lanes, lanes 1.. with scratch of their own sized as the backend
-    /// sizes it; `main` is the device's own addresses.
+    /// `items` on at most `max` lanes, scratch slots 1.. sized as the backend sizes them; `main`
+    /// is the device's own addresses.
     pub fn new(
         plan: &Plan,
         items: &[Item],
@@ -86,8 +86,8 @@ impl LaneRun {
         let lanes = Lanes::plan(plan, items, max, |si| weights[si]);
         let mut addrs = vec![main.clone()];
         let mut scratch: Vec<HostScratch> = Vec::new();
-        for l in 1..lanes.count {
-            let need = lanes.scratch(plan, l, main.split.ws_len, |si| {
+        for slot in 1..lanes.slots {
+            let need = lanes.scratch(plan, slot, main.split.ws_len, |si| {
                 gstregiondrop::backend::cuda::layers::step_fused(plan, main, si)
             });
             let mut s: HostScratch = (
@@ -154,7 +154,7 @@ impl LaneRun {
         let rec = Recorder {
             ops: RefCell::new(Vec::new()),
         };
-        launch(&rec, &self.addrs[l]).unwrap();
+        launch(&rec, &self.addrs[self.lanes.slot[si]]).unwrap();
         let q = &mut self.queues[l];
         q.extend(self.lanes.waits[si].iter().map(|&d| LaneOp::Wait(d)));
         q.extend(copy.map(|(s, d, n)| LaneOp::Copy(s, d, n)));

@@ -264,7 +264,7 @@ pub fn split_space_bound(plan: &Plan, keep: impl Fn(usize) -> bool) -> usize {
 }
 
 /// The output buffer and spec of each convolution (not depthwise) among the steps `keep` takes.
-fn convs_where(
+pub fn convs_where(
     plan: &Plan,
     keep: impl Fn(usize) -> bool,
 ) -> impl Iterator<Item = (&FeatureBuf, &ConvSpec)> {

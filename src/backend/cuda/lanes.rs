@@ -222,6 +222,24 @@ pub struct LaneScratch {
     pub counters: usize,
 }
 
+impl LaneScratch {
+    /// The scratch the steps `on` takes need (see [`Lanes::scratch`]).
+    pub fn of(
+        plan: &Plan,
+        on: impl Fn(usize) -> bool,
+        main_ws: usize,
+        fused: impl Fn(usize) -> bool,
+    ) -> Self {
+        let (a, c) = geometry::scratch_sizes_of(plan, |si| on(si) && !fused(si));
+        let split = geometry::split_space_bound(plan, |si| on(si) && fused(si));
+        LaneScratch {
+            a,
+            c: c.max(split.min(main_ws)),
+            counters: geometry::fused_counters_len_of(plan, |si| on(si) && fused(si)),
+        }
+    }
+}
+
 /// Each step's lane, and the steps of other lanes it waits for.
 #[derive(Clone, Debug, Default)]
 pub struct Lanes {
@@ -234,6 +252,12 @@ pub struct Lanes {
     pub signals: Vec<bool>,
     /// Lanes used.
     pub count: usize,
+    /// Per step: the scratch its convolution uses, 0 being the frame stream's own. Steps that
+    /// may run at the same time use different scratch; ordered ones share it
+    /// ([`Lanes::scratch_slots`]).
+    pub slot: Vec<usize>,
+    /// Scratch slots used.
+    pub slots: usize,
 }
 
 impl Lanes {
@@ -244,6 +268,8 @@ impl Lanes {
             waits: vec![Vec::new(); steps],
             signals: vec![false; steps],
             count: 1,
+            slot: vec![0; steps],
+            slots: 1,
         }
     }
 
@@ -293,29 +319,59 @@ impl Lanes {
                 lanes.count = lanes.count.max(l + 1);
             }
         }
+        lanes.scratch_slots(plan, items);
         lanes
     }
 
-    /// The scratch lane `l` needs: floats of the gathered operand and the GEMM result of its
+    /// Gives each convolution a scratch slot: its lane's, or slot 0 (the frame stream's
+    /// scratch, sized for every convolution) where this schedule orders it against every other
+    /// convolution of slot 0 in its segment. Then the slots still used are numbered from 1.
+    /// Segments are graphs that run one after another, and steps outside them run on the
+    /// frame's own stream, so only steps of one segment can run at once.
+    pub fn scratch_slots(&mut self, plan: &Plan, items: &[Item]) {
+        let uses = scratch_users(plan);
+        self.slot = (0..plan.steps.len())
+            .map(|si| if uses[si] { self.lane[si] } else { 0 })
+            .collect();
+        for item in items {
+            let Item::Segment(r) = item else { continue };
+            let order = self.order(r.clone(), &|_| 0);
+            let ordered = |a: usize, b: usize| a == b || order.is_ancestor(a.min(b), a.max(b));
+            for i in r.clone() {
+                if !uses[i] || self.slot[i] == 0 {
+                    continue;
+                }
+                let mut main = r.clone().filter(|&j| uses[j] && self.slot[j] == 0);
+                if main.all(|j| ordered(i, j)) {
+                    self.slot[i] = 0;
+                }
+            }
+        }
+        let mut number = vec![None; self.count.max(1)];
+        number[0] = Some(0);
+        let mut slots = 1;
+        for s in self.slot.iter_mut() {
+            *s = *number[*s].get_or_insert_with(|| {
+                slots += 1;
+                slots - 1
+            });
+        }
+        self.slots = slots;
+    }
+
+    /// The scratch slot `slot` needs: floats of the gathered operand and the GEMM result of its
     /// unfused convolutions, which also hold the split-K partial sums of its fused ones
     /// (`fused(si)`), and split counters. `main_ws` is the split space of the frame's own
-    /// stream; a lane's split space holds what its convolutions split into there, so that they
+    /// stream; a slot's split space holds what its convolutions split into there, so that they
     /// split the same way on every lane.
     pub fn scratch(
         &self,
         plan: &Plan,
-        l: usize,
+        slot: usize,
         main_ws: usize,
         fused: impl Fn(usize) -> bool,
     ) -> LaneScratch {
-        let on = |si: usize| self.lane.get(si) == Some(&l);
-        let (a, c) = geometry::scratch_sizes_of(plan, |si| on(si) && !fused(si));
-        let split = geometry::split_space_bound(plan, |si| on(si) && fused(si));
-        LaneScratch {
-            a,
-            c: c.max(split.min(main_ws)),
-            counters: geometry::fused_counters_len_of(plan, |si| on(si) && fused(si)),
-        }
+        LaneScratch::of(plan, |si| self.slot.get(si) == Some(&slot), main_ws, fused)
     }
 
     /// The longest chain of `weight` through the segments, once with only the data's
@@ -351,15 +407,18 @@ impl Lanes {
 
     /// Whether a schedule orders every pair of conflicting steps of each segment (the check the
     /// tests make of [`Lanes::plan`]): the later one is reached from the earlier one through
-    /// lane order and waits. Returns the first pair that is not.
+    /// lane order and waits. Two convolutions conflict where they read or write the same
+    /// feature or tensor memory, or share a scratch slot. Returns the first pair that is not.
     pub fn unordered(&self, plan: &Plan, items: &[Item]) -> Option<(usize, usize)> {
         let rw: Vec<_> = plan.steps.iter().map(access).collect();
+        let uses = scratch_users(plan);
+        let scratch = |j: usize, i: usize| uses[j] && uses[i] && self.slot[j] == self.slot[i];
         for item in items {
             let Item::Segment(r) = item else { continue };
             let order = self.order(r.clone(), &|_| 0);
             for i in r.clone() {
                 for j in r.start..i {
-                    if conflict(&rw[j], &rw[i]) && !order.is_ancestor(j, i) {
+                    if (conflict(&rw[j], &rw[i]) || scratch(j, i)) && !order.is_ancestor(j, i) {
                         return Some((j, i));
                     }
                 }
@@ -367,6 +426,15 @@ impl Lanes {
         }
         None
     }
+}
+
+/// Per step: whether it uses scratch (the convolutions that are not depthwise).
+fn scratch_users(plan: &Plan) -> Vec<bool> {
+    let mut uses = vec![false; plan.steps.len()];
+    for (si, u) in uses.iter_mut().enumerate() {
+        *u = geometry::convs_where(plan, |s| s == si).next().is_some();
+    }
+    uses
 }
 
 /// The dependencies among one segment's steps.

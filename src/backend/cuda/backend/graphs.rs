@@ -136,7 +136,7 @@ impl CudaBackend {
                 m,
             };
             let l = lanes.lane[si];
-            let stream = self.lane(l).0.stream;
+            let stream = self.lane(l).stream;
             if !joined[l] {
                 stream.wait(&events.fork).map_err(drv("lane fork"))?;
                 joined[l] = true;
@@ -151,7 +151,7 @@ impl CudaBackend {
         }
         for (l, _) in joined.iter().enumerate().skip(1).filter(|(_, &j)| j) {
             let done = &events.joins[l - 1];
-            done.record(self.lane(l).0.stream).map_err(drv("record"))?;
+            done.record(self.lane(l).stream).map_err(drv("record"))?;
             self.stream.wait(done).map_err(drv("lane join"))?;
         }
         Ok(())
