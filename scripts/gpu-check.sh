@@ -172,6 +172,9 @@ if [ -x "$D/letterbox_place" ]; then
     echo "== whole frames with the letterbox on the host and on the device, camera-sized RGB and NV12, f16 (examples/letterbox_place)"
     timeout 120 "$D/letterbox_place" "$D/models/nanodet-416.onnx" "$D/frames.rgb" 1920x1080 1280x720 --precision f16 \
         2>&1 | tee "$OUT/letterbox_place_f16.txt"
+    echo "-- the same, each frame uploaded in one piece (REGIONDROP_CUDA_UPLOAD_PIECE_KB=0; the default overlaps 1 MiB pieces' uploads with the copy into pinned memory)"
+    REGIONDROP_CUDA_UPLOAD_PIECE_KB=0 timeout 120 "$D/letterbox_place" "$D/models/nanodet-416.onnx" "$D/frames.rgb" \
+        1920x1080 1280x720 --precision f16 2>&1 | tee "$OUT/letterbox_place_f16_onepiece.txt"
 fi
 if [ "$QUICK" = 1 ]; then
     python3 scripts/gpu-summary.py "$OUT" | tee "$OUT/summary.md"

@@ -341,6 +341,7 @@ impl CudaBackend {
                     .unwrap_or_else(|| env_switch("REGIONDROP_CUDA_LETTERBOX", true)),
                 bytes: stream.alloc_zeros::<u8>(1).map_err(drv("alloc"))?,
                 staging: None,
+                upload_piece: frames::upload_piece_bytes(),
                 taps: None,
             },
             packer: TilePacker::default(),

@@ -49,6 +49,8 @@ pub(super) struct DeviceFrames {
     pub(super) bytes: CudaSlice<u8>,
     /// Pinned staging of the frame's bytes (grown with the frame), for an asynchronous upload.
     pub(super) staging: Option<Pinned<u8>>,
+    /// Bytes of each piece of the frame's upload ([`upload_piece_bytes`]).
+    pub(super) upload_piece: usize,
     /// (frame w, frame h), the taps (column indices, column weights, row indices, row weights)
     /// and the letterbox.
     pub(super) taps: Option<TapsDev>,
@@ -193,19 +195,32 @@ impl CudaBackend {
         let mut off = 0;
         for (a, part) in addrs.iter_mut().zip(parts) {
             *a = base + off as u64;
-            par_copy(&mut staging.as_mut_slice()[off..off + part.len()], part);
             off += part.len();
         }
-        // SAFETY: both hold at least `total` bytes; the staging buffer is written again only
-        // after the next frame's synchronisation (above).
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                base,
-                &staging.as_slice()[..total],
-                self.stream.cu_stream(),
-            )
+        // In pieces: each piece's upload runs while the next piece is copied into the staging.
+        for piece in upload_pieces(total, self.frames.upload_piece) {
+            let mut off = 0;
+            for part in parts {
+                let (from, to) = (piece.start.max(off), piece.end.min(off + part.len()));
+                if from < to {
+                    par_copy(
+                        &mut staging.as_mut_slice()[from..to],
+                        &part[from - off..to - off],
+                    );
+                }
+                off += part.len();
+            }
+            // SAFETY: both hold at least `total` bytes; this piece of the staging buffer is
+            // written again only after the next frame's synchronisation (above).
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(
+                    base + piece.start as u64,
+                    &staging.as_slice()[piece],
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(drv("frame upload"))?;
         }
-        .map_err(drv("frame upload"))?;
         if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
             let _setup = setup_guard();
             let t = LetterboxTaps::new(fw, fh, nw, nh);
@@ -416,5 +431,54 @@ impl CudaBackend {
                 out
             ),
         )
+    }
+}
+
+/// Bytes of a frame upload's pieces: `REGIONDROP_CUDA_UPLOAD_PIECE_KB`, else 1 MiB (0: the frame
+/// in one piece).
+pub(super) fn upload_piece_bytes() -> usize {
+    std::env::var("REGIONDROP_CUDA_UPLOAD_PIECE_KB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(1 << 20, |kb| kb << 10)
+}
+
+/// `total` bytes cut into pieces of about `piece` bytes (at most 16; one where `piece` is 0 or
+/// the frame is no larger), together covering `0..total` in order.
+fn upload_pieces(total: usize, piece: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let n = match piece {
+        0 => 1,
+        p => total.div_ceil(p).clamp(1, 16),
+    };
+    let len = total.div_ceil(n).max(1);
+    (0..total)
+        .step_by(len)
+        .map(move |s| s..(s + len).min(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_pieces;
+
+    #[test]
+    fn upload_pieces_cover_the_frame_in_order() {
+        for (total, piece) in [
+            (0, 1 << 20),
+            (5, 0),
+            (6_220_800, 1 << 20),
+            (3_110_400, 4096),
+        ] {
+            let pieces: Vec<_> = upload_pieces(total, piece).collect();
+            let mut end = 0;
+            for p in &pieces {
+                assert_eq!(p.start, end, "{total} / {piece}: {pieces:?}");
+                assert!(p.end > p.start);
+                end = p.end;
+            }
+            assert_eq!(end, total, "{total} / {piece}");
+            assert!(pieces.len() <= 16);
+        }
+        assert_eq!(upload_pieces(6_220_800, 1 << 20).count(), 6);
+        assert_eq!(upload_pieces(100, 0).count(), 1);
     }
 }
