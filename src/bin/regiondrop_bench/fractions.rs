@@ -49,7 +49,9 @@ pub fn fractions(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), 
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
     let mut scratch = Vec::with_capacity(grid.len());
+    // Each engine with the decoder's gate, as the element sets it (see main_run).
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
+    s.set_gate(&mut dense)?;
     let pb = bar(n * FRACTIONS.len(), "fractions");
     for (fi, &f) in FRACTIONS.iter().enumerate() {
         let k = ((f * grid.len() as f64).round() as usize).clamp(1, grid.len());
@@ -63,6 +65,8 @@ pub fn fractions(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), 
             refresh_interval: 0,
             ..sparse_cfg(cli, s.threads)
         })?;
+        s.set_gate(&mut sparse)?;
+        s.set_gate(&mut auto)?;
         let mut rng = Lcg(0x5eed_0000 + fi as u64);
         let (mut dm, mut sm, mut am) = (vec![], vec![], vec![]);
         baselines.clear_times();

@@ -75,9 +75,15 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
         ("sparse", sparse_cfg(cli, threads)),
     ];
     for (mode, cfg) in modes {
-        // Engines are built before the clock starts (CUDA set-up is serialised in the process).
+        // Engines are built before the clock starts (CUDA set-up is serialised in the process),
+        // with the decoder's gate, as the element sets it: where the backend selects the
+        // candidates, only they come down.
         let mut engines = (0..n)
-            .map(|_| s.engine(cfg.clone()))
+            .map(|_| {
+                let mut e = s.engine(cfg.clone())?;
+                s.set_gate(&mut e)?;
+                Ok(e)
+            })
             .collect::<Result<Vec<_>, Fail>>()?;
         let start = Instant::now();
         let active: Vec<f64> = std::thread::scope(|scope| {
