@@ -28,6 +28,7 @@ VARIANTS=(
     "lanes2=REGIONDROP_CUDA_LANES=2"
     "lanes4=REGIONDROP_CUDA_LANES=4"
     "lanes8=REGIONDROP_CUDA_LANES=8"
+    "block=REGIONDROP_CUDA_SYNC=block"
     "lanes1pdl0=REGIONDROP_CUDA_LANES=1 REGIONDROP_CUDA_PDL=0"
 )
 # Kernels of another revision (GPU_AB_BASE at --prepare): the same binary and defaults, the

@@ -161,6 +161,7 @@ REGIONDROP_PROFILE=phases REGIONDROP_CUDA_SELECT=0 "${B[@]}" --backend cuda --pr
 echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at once"
 "${B[@]}" --backend cuda --precision f16 --streams 4 2>/dev/null | tee "$OUT/streams4_cuda_f16.txt"
 "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
+REGIONDROP_CUDA_SYNC=block "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16_block.txt"
 if [ -x "$D/fusion_costs" ]; then
     echo "== each fusable convolution apart and fused, f16 (examples/fusion_costs: 5, 35 and 100 % of the tiles)"
     timeout 60 "$D/fusion_costs" "$D/models/nanodet-416.onnx" f16 >"$OUT/fusion_costs_nanodet_f16.txt" 2>&1
@@ -175,6 +176,9 @@ if [ -x "$D/letterbox_place" ]; then
     echo "-- the same, each frame uploaded in one piece (REGIONDROP_CUDA_UPLOAD_PIECE_KB=0; the default overlaps 1 MiB pieces' uploads with the copy into pinned memory)"
     REGIONDROP_CUDA_UPLOAD_PIECE_KB=0 timeout 120 "$D/letterbox_place" "$D/models/nanodet-416.onnx" "$D/frames.rgb" \
         1920x1080 1280x720 --precision f16 2>&1 | tee "$OUT/letterbox_place_f16_onepiece.txt"
+    echo "-- the same, each wait asleep on an event (REGIONDROP_CUDA_SYNC=block; the default spins): CPU time against latency"
+    REGIONDROP_CUDA_SYNC=block timeout 120 "$D/letterbox_place" "$D/models/nanodet-416.onnx" "$D/frames.rgb" \
+        1920x1080 1280x720 --precision f16 2>&1 | tee "$OUT/letterbox_place_f16_block.txt"
 fi
 if [ "$QUICK" = 1 ]; then
     python3 scripts/gpu-summary.py "$OUT" | tee "$OUT/summary.md"

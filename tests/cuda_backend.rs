@@ -475,6 +475,15 @@ fn bundled_models_match_cpu() {
                 },
                 3e-2,
             ),
+            // Each wait asleep on a blocking-sync event instead of spinning on the stream.
+            (
+                "blocking waits",
+                CudaOptions {
+                    blocking_sync: Some(true),
+                    ..o()
+                },
+                2e-3,
+            ),
             // The defaults run the host tail's Generic steps on the device (YOLOv8n's decode,
             // DBNet's squeeze-excitation); here they run on the host.
             (
@@ -505,6 +514,15 @@ fn bundled_models_match_cpu() {
     }
     for (what, d) in described.iter().filter(|(w, _)| w.ends_with("defaults")) {
         assert!(d.contains("(timed "), "{what}: lanes not timed: {d}");
+    }
+    for (what, d) in described
+        .iter()
+        .filter(|(w, _)| w.ends_with("blocking waits"))
+    {
+        assert!(
+            d.contains(", blocking waits"),
+            "{what}: spinning waits: {d}"
+        );
     }
     for (what, d) in described
         .iter()

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::{
-    sys, CudaContext, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    sys, CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
 use super::driver::{drv, setup_guard, Kernels, Pinned, SetupGuard};
@@ -122,6 +122,11 @@ pub struct CudaOptions {
     /// backends of the process on the same model take the first one's choice). None: on unless
     /// the number of lanes was given (`lanes` or a number in `REGIONDROP_CUDA_LANES`).
     pub lanes_timed: Option<bool>,
+    /// Wait for the frame's work by sleeping on an event with blocking synchronisation rather
+    /// than by spinning on the stream: less CPU time a frame (what other cameras of the process
+    /// could use), a little more latency (the thread must be woken). None: off, unless
+    /// `REGIONDROP_CUDA_SYNC=block`.
+    pub blocking_sync: Option<bool>,
 }
 
 pub struct CudaBackend {
@@ -173,6 +178,8 @@ pub struct CudaBackend {
     pending: Vec<usize>,
     /// Whether `set_gate` selects on the device (the option).
     select_on: bool,
+    /// Where `CudaOptions::blocking_sync`: the event a frame's waits sleep on.
+    blocking: Option<CudaEvent>,
     /// Kernels launch with programmatic dependent launch (the option, on sm_90+).
     pdl: bool,
     /// The gate's selection, when one is set.
@@ -355,6 +362,7 @@ impl CudaBackend {
                 .device_select
                 .unwrap_or_else(|| env_switch("REGIONDROP_CUDA_SELECT", true)),
             select: None,
+            blocking: None,
             outputs_stale: false,
             // Only where the kernels wait for their predecessor: PTX for sm_90 or newer (NVRTC
             // may have fallen back to an older target, or the PTX came precompiled).
@@ -486,6 +494,14 @@ impl CudaBackend {
             }
             backend.stream.synchronize().map_err(drv("synchronize"))?;
         }
+        let blocking = opts
+            .blocking_sync
+            .unwrap_or_else(|| std::env::var("REGIONDROP_CUDA_SYNC").is_ok_and(|v| v == "block"));
+        if blocking {
+            let flags = sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC;
+            let done = backend.ctx.new_event(Some(flags)).map_err(drv("event"))?;
+            backend.blocking = Some(done);
+        }
         backend.setup = None;
         Ok(backend)
     }
@@ -510,10 +526,17 @@ impl CudaBackend {
         (max.max(1), timed.unwrap_or(!explicit))
     }
 
-    /// Waits for the stream; with profiling on, counts the wait.
+    /// Waits for the stream (spinning, or asleep on `blocking`); with profiling on, counts the
+    /// wait.
     fn sync(&mut self) -> Result<()> {
         let t0 = Instant::now();
-        self.stream.synchronize().map_err(drv("synchronize"))?;
+        match &self.blocking {
+            Some(done) => {
+                done.record(&self.stream).map_err(drv("record"))?;
+                done.synchronize().map_err(drv("synchronize"))?;
+            }
+            None => self.stream.synchronize().map_err(drv("synchronize"))?,
+        }
         if let Some(p) = &mut self.profile {
             p.add_sync(ms_since(t0));
         }
@@ -550,6 +573,10 @@ impl CudaBackend {
             n => format!(", {n} tail steps on the device"),
         } + if self.pdl {
             ", programmatic dependent launch"
+        } else {
+            ""
+        } + if self.blocking.is_some() {
+            ", blocking waits"
         } else {
             ""
         } + &match kernels::kernel_set().ok().and_then(|k| k.dir.as_ref()) {
