@@ -11,8 +11,9 @@
 //!
 //! The dependencies come from what each step reads and writes: channel ranges of feature
 //! buffers and tensor slots. Steps that launch nothing (composed Generic steps, folded Exports)
-//! keep their place, so a dependency through them still orders their readers. Each lane has
-//! its own scratch (gathered operand, GEMM result, split-K space), sized for its own layers.
+//! keep their place, so a dependency through them still orders their readers. Convolutions that
+//! may run at the same time use different scratch slots (gathered operand, GEMM result, split-K
+//! space), each sized for its own convolutions; ordered ones may share one.
 
 use std::ops::Range;
 
@@ -211,7 +212,7 @@ pub fn step_weights(
         .collect()
 }
 
-/// Sizes of a lane's scratch (see [`Lanes::scratch`]).
+/// Sizes of a scratch slot (see [`Lanes::scratch`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaneScratch {
     /// Floats of the gathered operand (and of its f16 twin).

@@ -419,8 +419,9 @@ impl Addrs {
         self.bufs[buf] + (c_off * 4) as u64
     }
 
-    /// These addresses with scratch `s` in place of every scratch they had: what a lane
-    /// launches with, so that launches on two lanes share nothing but the steps' own buffers.
+    /// These addresses with scratch `s` in place of every scratch they had: what the steps of a
+    /// scratch slot launch with, so that steps that may run at once share nothing but their own
+    /// buffers.
     pub fn with_scratch(&self, s: Scratch) -> Addrs {
         Addrs {
             scratch_a: s.a,

@@ -49,7 +49,7 @@ pub fn fractions(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), 
     let grid = s.grid(cli);
     let full = RegionMask::full(&grid);
     let mut scratch = Vec::with_capacity(grid.len());
-    // Each engine with the decoder's gate, as the element sets it (see main_run).
+    // Each engine with the decoder's gate, as the main run sets it (at the scoring floor).
     let mut dense = s.engine(dense_cfg(cli, s.threads))?;
     s.set_gate(&mut dense)?;
     let pb = bar(n * FRACTIONS.len(), "fractions");

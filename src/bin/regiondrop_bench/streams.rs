@@ -76,8 +76,9 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
     ];
     for (mode, cfg) in modes {
         // Engines are built before the clock starts (CUDA set-up is serialised in the process),
-        // with the decoder's gate, as the element sets it: where the backend selects the
-        // candidates, only they come down.
+        // with the decoder's gate, as the main run sets it (at the scoring floor, which selects
+        // more candidates than the element's operating threshold): where the backend selects
+        // the candidates, only they come down.
         let mut engines = (0..n)
             .map(|_| {
                 let mut e = s.engine(cfg.clone())?;

@@ -15,6 +15,7 @@ use super::tune::{first_tiles, Timed, TuneKey};
 use super::{upload_lists, CudaBackend};
 use crate::backend::cuda::driver::drv;
 use crate::backend::cuda::geometry::FixedPacker;
+use crate::backend::cuda::lanes::{frame_items, Item};
 use crate::backend::cuda::layers::step_fused;
 use crate::error::Result;
 
@@ -54,12 +55,14 @@ impl LaneTiming {
     }
 }
 
-/// What decides the lane timing: the convolutions' timing key, which of them run fused, and
-/// each step's lane. Later backends of a process on the same model take the first one's choice.
+/// What decides the lane timing: the convolutions' timing key, which of them run fused, the
+/// graph segments and each step's lane. Later backends of a process on the same model take the
+/// first one's choice.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub(crate) struct LaneKey {
     tune: TuneKey,
     fused: Vec<bool>,
+    segments: Vec<(usize, usize)>,
     lane: Vec<usize>,
 }
 
@@ -74,6 +77,13 @@ impl CudaBackend {
             tune: key,
             fused: (0..steps)
                 .map(|si| step_fused(&self.plan, &self.addrs, si))
+                .collect(),
+            segments: frame_items(&self.plan, &self.addrs.steps, &self.tail, &self.generic)
+                .into_iter()
+                .filter_map(|it| match it {
+                    Item::Segment(r) => Some((r.start, r.end)),
+                    _ => None,
+                })
                 .collect(),
             lane: self.lanes.lanes.lane.clone(),
         };

@@ -129,6 +129,11 @@ impl CudaBackend {
 
     /// The stream of lane `l`, with its cuBLAS handle.
     pub(super) fn lane(&self, l: usize) -> OnStream<'_> {
+        debug_assert!(
+            l <= self.lanes.devs.len(),
+            "lane {l} of {}",
+            self.lanes.devs.len()
+        );
         match l.checked_sub(1).and_then(|i| self.lanes.devs.get(i)) {
             Some(d) => OnStream {
                 b: self,
@@ -142,6 +147,11 @@ impl CudaBackend {
     /// The addresses step `si` launches with: its scratch slot's.
     fn step_addrs(&self, si: usize) -> &Addrs {
         let slot = self.lanes.lanes.slot.get(si).copied().unwrap_or(0);
+        debug_assert!(
+            slot <= self.lanes.slots.len(),
+            "slot {slot} of {}",
+            self.lanes.slots.len()
+        );
         match slot.checked_sub(1).and_then(|i| self.lanes.slots.get(i)) {
             Some(s) => &s.addrs,
             None => &self.addrs,
