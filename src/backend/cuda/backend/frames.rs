@@ -2,7 +2,7 @@
 //! the device, change detection against the device reference, and the normalisation of the
 //! changed tiles into the network input.
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaStream};
 
 use super::CudaBackend;
 use crate::backend::cuda::driver::{drv, par_copy, setup_guard, Pinned};
@@ -197,30 +197,15 @@ impl CudaBackend {
             *a = base + off as u64;
             off += part.len();
         }
-        // In pieces: each piece's upload runs while the next piece is copied into the staging.
-        for piece in upload_pieces(total, self.frames.upload_piece) {
-            let mut off = 0;
-            for part in parts {
-                let (from, to) = (piece.start.max(off), piece.end.min(off + part.len()));
-                if from < to {
-                    par_copy(
-                        &mut staging.as_mut_slice()[from..to],
-                        &part[from - off..to - off],
-                    );
-                }
-                off += part.len();
-            }
-            // SAFETY: both hold at least `total` bytes; this piece of the staging buffer is
-            // written again only after the next frame's synchronisation (above).
-            unsafe {
-                cudarc::driver::result::memcpy_htod_async(
-                    base + piece.start as u64,
-                    &staging.as_slice()[piece],
-                    self.stream.cu_stream(),
-                )
-            }
-            .map_err(drv("frame upload"))?;
-        }
+        // The staging buffer is written again only after the next frame's synchronisation
+        // (above).
+        upload_staged(
+            &self.stream,
+            staging,
+            &parts,
+            base,
+            self.frames.upload_piece,
+        )?;
         if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
             let _setup = setup_guard();
             let t = LetterboxTaps::new(fw, fh, nw, nh);
@@ -264,18 +249,9 @@ impl CudaBackend {
                 self.rgb_host.len
             )));
         }
-        par_copy(self.rgb_host.as_mut_slice(), rgb);
         let dst = self.ptr(&self.rgb);
-        // SAFETY: self.rgb holds rgb.len() bytes; the pinned source outlives the copy and is not
-        // written again before the next synchronisation.
-        unsafe {
-            cudarc::driver::result::memcpy_htod_async(
-                dst,
-                self.rgb_host.as_slice(),
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(drv("frame upload"))
+        let piece = self.frames.upload_piece;
+        upload_staged(&self.stream, &mut self.rgb_host, &[rgb], dst, piece)
     }
 
     /// Change detection on the device, mirroring `ChangeDetector::detect`: uploads the frame
@@ -432,6 +408,50 @@ impl CudaBackend {
             ),
         )
     }
+}
+
+/// Copies `parts`, one after another, into `staging` and uploads them to `dst` (device bytes at
+/// least as many), in pieces of about `piece` bytes: each piece's upload runs while the next
+/// piece is copied. The caller must not write `staging` again before the stream has passed
+/// these uploads (a synchronisation).
+fn upload_staged(
+    stream: &CudaStream,
+    staging: &mut Pinned<u8>,
+    parts: &[&[u8]],
+    dst: u64,
+    piece: usize,
+) -> Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > staging.len {
+        return Err(Error::Backend(format!(
+            "{total} frame bytes for a staging buffer of {}",
+            staging.len
+        )));
+    }
+    for piece in upload_pieces(total, piece) {
+        let mut off = 0;
+        for part in parts {
+            let (from, to) = (piece.start.max(off), piece.end.min(off + part.len()));
+            if from < to {
+                par_copy(
+                    &mut staging.as_mut_slice()[from..to],
+                    &part[from - off..to - off],
+                );
+            }
+            off += part.len();
+        }
+        // SAFETY: `staging` holds `total` bytes (checked above) and `dst` as many (the caller);
+        // this piece of `staging` is not written again before the stream passes this copy.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                dst + piece.start as u64,
+                &staging.as_slice()[piece],
+                stream.cu_stream(),
+            )
+        }
+        .map_err(drv("frame upload"))?;
+    }
+    Ok(())
 }
 
 /// Bytes of a frame upload's pieces: `REGIONDROP_CUDA_UPLOAD_PIECE_KB`, else 1 MiB (0: the frame
