@@ -894,9 +894,9 @@ fn f16_detections_agree_with_f32_on_real_frames() {
 }
 
 /// Frames letterboxed on the device (`device_letterbox`) against the same CUDA engine
-/// fed frames letterboxed on the host: NV12 and BGRx frames of another size than the network's,
+/// fed frames letterboxed on the host: NV12 and BGRx frames of other sizes than the network's,
 /// the same masks and outputs frame by frame (the kernel is byte-identical to the CPU letterbox,
-/// tests/cuda_kernels_host.rs).
+/// tests/cuda_kernels_host.rs). The larger frames go up in several pieces (1 MiB each).
 #[test]
 fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
     use gstregiondrop::engine::{Engine, EngineConfig};
@@ -917,46 +917,51 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
         device_letterbox: Some(device_letterbox),
         ..cfg.clone()
     };
-    let mut device = Engine::new(plan.clone(), InputNorm::unit_rgb(), with(true)).unwrap();
-    let mut host = Engine::new(plan.clone(), InputNorm::unit_rgb(), with(false)).unwrap();
-    let (fw, fh) = (213usize, 121usize);
     let mut rgb = vec![0u8; plan.input_w * plan.input_h * 3];
-    for (f, img) in engine_frames(fw, fh, 6).iter().enumerate() {
-        // The same pixels as BGRx, and a 4:2:0 frame made from them.
-        let bgrx: Vec<u8> = img.chunks(3).flat_map(|p| [p[2], p[1], p[0], 0]).collect();
-        let (cw, ch) = (fw.div_ceil(2), fh.div_ceil(2));
-        let y: Vec<u8> = img.chunks(3).map(|p| p[1]).collect();
-        let uv: Vec<u8> = (0..cw * ch * 2).map(|i| img[(i * 7) % img.len()]).collect();
-        let packed = PackedFrame {
-            data: &bgrx,
-            width: fw,
-            height: fh,
-            stride: fw * 4,
-            bytes_per_px: 4,
-            rgb_offsets: [2, 1, 0],
-        };
-        let nv12 = Yuv420Frame {
-            y: &y,
-            y_stride: fw,
-            u: &uv,
-            v: &[],
-            uv_stride: cw * 2,
-            interleaved: true,
-            width: fw,
-            height: fh,
-        };
-        let frame: &dyn gstregiondrop::preprocess::PixelSource =
-            if f % 2 == 0 { &packed } else { &nv12 };
-        let (_, on_host) = device.process_frame(frame, &mut rgb).unwrap();
-        assert!(!on_host, "frame {f} was letterboxed on the host");
-        let (_, on_host) = host.process_frame(frame, &mut rgb).unwrap();
-        assert!(on_host);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        device.mask().active_tiles(&mut a);
-        host.mask().active_tiles(&mut b);
-        assert_eq!(a, b, "frame {f}: masks");
-        let (d, m) = compare(&host.outputs().unwrap(), &device.outputs().unwrap());
-        assert!(d <= 1e-6 * m.max(1.0), "frame {f}: outputs differ by {d}");
+    // BGRx 1280x720: 3.7 MB, 4 pieces; NV12: 1.4 MB, 2 pieces.
+    for (fw, fh) in [(213usize, 121usize), (1280, 720)] {
+        let mut device = Engine::new(plan.clone(), InputNorm::unit_rgb(), with(true)).unwrap();
+        let mut host = Engine::new(plan.clone(), InputNorm::unit_rgb(), with(false)).unwrap();
+        for (f, img) in engine_frames(fw, fh, 6).iter().enumerate() {
+            // The same pixels as BGRx, and a 4:2:0 frame made from them.
+            let bgrx: Vec<u8> = img.chunks(3).flat_map(|p| [p[2], p[1], p[0], 0]).collect();
+            let (cw, ch) = (fw.div_ceil(2), fh.div_ceil(2));
+            let y: Vec<u8> = img.chunks(3).map(|p| p[1]).collect();
+            let uv: Vec<u8> = (0..cw * ch * 2).map(|i| img[(i * 7) % img.len()]).collect();
+            let packed = PackedFrame {
+                data: &bgrx,
+                width: fw,
+                height: fh,
+                stride: fw * 4,
+                bytes_per_px: 4,
+                rgb_offsets: [2, 1, 0],
+            };
+            let nv12 = Yuv420Frame {
+                y: &y,
+                y_stride: fw,
+                u: &uv,
+                v: &[],
+                uv_stride: cw * 2,
+                interleaved: true,
+                width: fw,
+                height: fh,
+            };
+            let frame: &dyn gstregiondrop::preprocess::PixelSource =
+                if f % 2 == 0 { &packed } else { &nv12 };
+            let (_, on_host) = device.process_frame(frame, &mut rgb).unwrap();
+            assert!(!on_host, "{fw}x{fh} frame {f} was letterboxed on the host");
+            let (_, on_host) = host.process_frame(frame, &mut rgb).unwrap();
+            assert!(on_host);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            device.mask().active_tiles(&mut a);
+            host.mask().active_tiles(&mut b);
+            assert_eq!(a, b, "{fw}x{fh} frame {f}: masks");
+            let (d, m) = compare(&host.outputs().unwrap(), &device.outputs().unwrap());
+            assert!(
+                d <= 1e-6 * m.max(1.0),
+                "{fw}x{fh} frame {f}: outputs differ by {d}"
+            );
+        }
     }
 }
 
