@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use gstregiondrop::analyzer::{Analyzer, AnalyzerOptions};
 use gstregiondrop::backend::{BackendKind, Precision};
+use gstregiondrop::cpu_time::process_cpu_ms as cpu_ms;
 use gstregiondrop::engine::EngineConfig;
 use gstregiondrop::preprocess::{PackedFrame, PixelSource, Yuv420Frame};
 
@@ -93,18 +94,6 @@ impl Camera {
             }),
         }
     }
-}
-
-/// CPU time of the whole process so far (user and system), in ms.
-fn cpu_ms() -> f64 {
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
-    let u = unsafe {
-        let mut u = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u
-    };
-    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
-    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 /// What a run measured, per timed frame.

@@ -5,6 +5,7 @@
 pub mod analyzer;
 pub mod backend;
 pub mod baseline;
+pub mod cpu_time;
 pub mod detect;
 pub mod draw;
 pub mod engine;

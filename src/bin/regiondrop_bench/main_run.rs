@@ -1,6 +1,7 @@
 //! The main run: dense and sparse over the same frames, timed side by side, with agreement,
 //! tracking, exactness and baseline-engine figures, and the annotated output.
 
+use gstregiondrop::cpu_time::process_cpu_ms;
 use serde::Serialize;
 
 use super::*;
@@ -57,6 +58,10 @@ struct MainReport {
     vs_openvino: Option<f64>,
     dense_vs_openvino: Option<f64>,
     memory_bytes: usize,
+    /// The process's CPU time a frame (every thread, user and system; `cpu_time`), mean over
+    /// the timed frames of our dense and of our sparse engine: what a camera costs the host.
+    dense_cpu_ms: Option<f64>,
+    sparse_cpu_ms: Option<f64>,
     /// Milliseconds to build the dense engine, then the sparse one (the first of a process pays
     /// for one-off work such as compiling or reading GPU code and timing the convolutions).
     start_ms: [f64; 2],
@@ -74,6 +79,7 @@ pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), F
     let dense_gate = s.set_gate(&mut dense)?;
     let sparse_gate = s.set_gate(&mut sparse)?;
     let (mut dense_ms, mut sparse_ms, mut active, mut work) = (vec![], vec![], vec![], vec![]);
+    let (mut dense_cpu, mut sparse_cpu) = (0.0, 0.0);
     // Both ranked down to the scoring floor: the tracker takes the low ones too.
     let (mut dranked, mut sdets) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut masks = Vec::new();
@@ -96,13 +102,19 @@ pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), F
         // The baselines first (each stopped again once it has answered), then our dense run,
         // then sparse, back to back.
         baselines.time(s, i)?;
+        let c0 = process_cpu_ms();
         let ds = dense.process_with_mask(rgb, &full).map_err(running)?;
+        let c1 = process_cpu_ms();
         dranked.push(s.detections(&mut dense, &dense_gate, true)?);
+        let c2 = process_cpu_ms();
         let ss = sparse.process(rgb).map_err(running)?;
+        let c3 = process_cpu_ms();
         sdets.push(s.detections(&mut sparse, &sparse_gate, true)?);
         if i > 0 {
             dense_ms.push(ds.ms);
             sparse_ms.push(ss.ms);
+            dense_cpu += c1 - c0;
+            sparse_cpu += c3 - c2;
             active.push(ss.active_fraction);
             work.push(ss.work_fraction);
             sparse_dense_frames += ss.dense as usize;
@@ -215,6 +227,8 @@ pub fn main_run(cli: &Cli, s: &Setup, baselines: &mut Baselines) -> Result<(), F
         vs_openvino,
         dense_vs_openvino: dense_vs(openvino_ms),
         memory_bytes: sparse.memory_bytes(),
+        dense_cpu_ms: round(dense_cpu / dense_ms.len().max(1) as f64, 3),
+        sparse_cpu_ms: round(sparse_cpu / sparse_ms.len().max(1) as f64, 3),
         start_ms,
     };
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{dense_cfg, print_json, running, sparse_cfg, Cli, Fail, Setup};
+use gstregiondrop::cpu_time::process_cpu_ms;
 use gstregiondrop::engine::EngineConfig;
 
 /// How N CPU engines get their worker threads (each engine has a pool of its own).
@@ -55,6 +56,9 @@ struct StreamsReport<'a> {
     ms_per_frame: f64,
     /// Mean active fraction over the streams' frames.
     active_fraction: f64,
+    /// The process's CPU time (every thread, user and system) per frame of all streams: what
+    /// one camera's frame costs the host.
+    cpu_ms_per_frame: f64,
 }
 
 pub fn streams_run(cli: &Cli, s: &Setup, n: usize) -> Result<(), Fail> {
@@ -87,6 +91,7 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
             })
             .collect::<Result<Vec<_>, Fail>>()?;
         let start = Instant::now();
+        let cpu0 = process_cpu_ms();
         let active: Vec<f64> = std::thread::scope(|scope| {
             let workers: Vec<_> = engines
                 .iter_mut()
@@ -109,6 +114,7 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
                 .collect::<Result<_, Fail>>()
         })?;
         let secs = start.elapsed().as_secs_f64();
+        let cpu = process_cpu_ms() - cpu0;
         let frames = s.net.len();
         let report = StreamsReport {
             model: s.model.display().to_string(),
@@ -122,6 +128,7 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
             fps_per_stream: frames as f64 / secs,
             ms_per_frame: secs * 1e3 / frames as f64,
             active_fraction: active.iter().sum::<f64>() / n as f64,
+            cpu_ms_per_frame: cpu / (n * frames) as f64,
         };
         print_json(&report)?;
     }
