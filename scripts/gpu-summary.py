@@ -29,12 +29,13 @@ def main():
             kind = fracs if "fraction" in r else mains if "backend" in r else other
             kind.append((p.stem, r))
     if mains:
-        print("| run | backend | precision | dense ms | sparse ms | speedup | efficiency | active | agreement_map50 |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| run | backend | precision | dense ms | sparse ms | speedup | efficiency | active | agreement_map50 | CPU ms dense / sparse |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for name, r in mains:
             print(f"| {name} | {r.get('backend')} | {r.get('precision', '—')} | {fmt(r.get('dense_ms'))} | "
                   f"{fmt(r.get('sparse_ms'))} | {fmt(r.get('speedup'), 2)} | {fmt(r.get('efficiency'), 2)} | "
-                  f"{fmt(r.get('active_fraction'), 3)} | {fmt(r.get('agreement_map50'), 4)} |")
+                  f"{fmt(r.get('active_fraction'), 3)} | {fmt(r.get('agreement_map50'), 4)} | "
+                  f"{fmt(r.get('dense_cpu_ms'))} / {fmt(r.get('sparse_cpu_ms'))} |")
     if fracs:
         print()
         print("| run | fraction | dense ms | sparse ms | speedup | efficiency | auto ms |")
@@ -45,11 +46,12 @@ def main():
     streams = [(p.stem, r) for p in sorted(out.glob("streams*.txt")) for r in rows(p)]
     if streams:
         print()
-        print("| run | streams | mode | frames/s in all | per stream | ms per frame | active |")
-        print("|---|---|---|---|---|---|---|")
+        print("| run | streams | mode | frames/s in all | per stream | ms per frame | active | CPU ms a frame |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, r in streams:
             print(f"| {name} | {r.get('streams')} | {r.get('mode')} | {fmt(r.get('fps_total'), 1)} | "
-                  f"{fmt(r.get('fps_per_stream'), 1)} | {fmt(r.get('ms_per_frame'))} | {fmt(r.get('active_fraction'), 3)} |")
+                  f"{fmt(r.get('fps_per_stream'), 1)} | {fmt(r.get('ms_per_frame'))} | {fmt(r.get('active_fraction'), 3)} | "
+                  f"{fmt(r.get('cpu_ms_per_frame'))} |")
     for name, r in other:
         print(f"\n{name}: {json.dumps(r)}")
 
