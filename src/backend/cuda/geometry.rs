@@ -429,7 +429,12 @@ pub fn bucket_rows(grid: &TileGrid, buf: &FeatureBuf, bucket: usize) -> usize {
 #[derive(Default)]
 pub struct FixedPacker {
     pub data: Vec<u32>,
+    /// Per grid and feature map (tile, grid columns, tiles, map scale, width, height): each
+    /// tile's pixels in that map, so that a frame's row offsets are sums of table entries.
+    areas: Vec<(AreaKey, Vec<u32>)>,
 }
+
+type AreaKey = (usize, usize, usize, usize, usize, usize);
 
 impl FixedPacker {
     /// u32s of the device buffer (the largest bucket).
@@ -466,15 +471,27 @@ impl FixedPacker {
             if let LayerOp::Conv(c) = &l.op {
                 if !c.depthwise() {
                     let ob = &plan.buffers[l.output.buf];
-                    let mut m = 0usize;
+                    let key = (grid.tile, grid.cols, grid.len(), ob.scale, ob.w, ob.h);
+                    let at = match self.areas.iter().position(|(k, _)| *k == key) {
+                        Some(at) => at,
+                        None => {
+                            let area = |t: usize| {
+                                let (x0, y0, x1, y1) = grid.rect(t, ob.scale, ob.w, ob.h);
+                                ((x1 - x0) * (y1 - y0)) as u32
+                            };
+                            self.areas.push((key, (0..grid.len()).map(area).collect()));
+                            self.areas.len() - 1
+                        }
+                    };
+                    let areas = &self.areas[at].1;
+                    let mut m = 0u32;
                     for (i, &t) in tiles[..n].iter().enumerate() {
-                        self.data[r0 + i] = m as u32;
-                        let (x0, y0, x1, y1) = grid.rect(t as usize, ob.scale, ob.w, ob.h);
-                        m += (x1 - x0) * (y1 - y0);
+                        self.data[r0 + i] = m;
+                        m += areas[t as usize];
                     }
                     // Padding entries start past the last pixel: the offsets stay non-decreasing
                     // (rd_conv_rows searches them).
-                    self.data[r0 + n..r0 + bucket].fill(m as u32);
+                    self.data[r0 + n..r0 + bucket].fill(m);
                 }
             }
         }
@@ -826,6 +843,13 @@ mod tests {
         assert_eq!(FixedPacker::offsets(1, 4), (8, 12));
         assert_eq!(&fp.data[8..12], &[0, NO_TILE, NO_TILE, NO_TILE]);
         assert_eq!(&fp.data[16..20], &[NO_TILE; 4]);
+        // The same packer on another grid: its own table of tile areas.
+        let p2 = plan(70, 100);
+        let g2 = p2.grid(32);
+        fp.pack(&p2, &g2, &[vec![2, 5, 11], vec![0], vec![], vec![]], 4);
+        let m2 = row_offsets(&g2, &p2.buffers[1], &[2, 5, 11], &mut rows);
+        assert_eq!(&fp.data[4..7], &rows[..]);
+        assert_eq!(fp.data[7] as usize, m2);
     }
 
     #[test]

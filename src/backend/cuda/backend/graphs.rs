@@ -49,6 +49,9 @@ pub(super) struct Graphs {
     packer: FixedPacker,
     /// The fixed-layout lists (never reallocated: the graphs hold its address).
     pub(super) dev: CudaSlice<u32>,
+    /// What `dev` holds: the bucket and the per-step lists last uploaded (None: not known).
+    /// A frame with the same lists (every dense frame after the first) uploads nothing.
+    pub(super) uploaded: Option<(usize, Vec<Vec<u32>>)>,
 }
 
 impl Graphs {
@@ -85,6 +88,7 @@ impl CudaBackend {
             schedule,
             packer: FixedPacker::default(),
             dev,
+            uploaded: None,
         })
     }
 
@@ -182,13 +186,23 @@ impl CudaBackend {
         };
         let r = (|| -> Result<()> {
             let level = g.levels[bucket];
-            let len = g.packer.pack(&plan, &self.grid, &tiles.per_step, level);
-            upload_lists(
-                &mut self.lists_host,
-                &self.stream,
-                &g.packer.data[..len],
-                &g.dev,
-            )?;
+            // Not known while it is being replaced (an upload that fails leaves it unknown).
+            let mut uploaded = g.uploaded.take();
+            let same =
+                |(b, lists): &(usize, Vec<Vec<u32>>)| *b == bucket && *lists == tiles.per_step;
+            if !uploaded.as_ref().is_some_and(same) {
+                let len = g.packer.pack(&plan, &self.grid, &tiles.per_step, level);
+                upload_lists(
+                    &mut self.lists_host,
+                    &self.stream,
+                    &g.packer.data[..len],
+                    &g.dev,
+                )?;
+                let (b, lists) = uploaded.get_or_insert_with(|| (bucket, Vec::new()));
+                *b = bucket;
+                lists.clone_from(&tiles.per_step);
+            }
+            g.uploaded = uploaded;
             let mut seg = 0;
             for item in &g.schedule {
                 match item {

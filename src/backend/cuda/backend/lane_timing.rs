@@ -161,6 +161,8 @@ impl CudaBackend {
             let level = g.levels[bucket];
             let mut packer = FixedPacker::default();
             let len = packer.pack(&plan, &grid, &first_tiles(&plan, level), level);
+            // Other lists than a frame's: the next frame uploads its own.
+            g.uploaded = None;
             upload_lists(
                 &mut self.lists_host,
                 &self.stream,
