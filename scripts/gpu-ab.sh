@@ -87,11 +87,13 @@ for p in sorted(glob.glob(os.path.join(sys.argv[1], "*.jsonl"))):
     runs = [json.loads(l) for l in open(p) if l.startswith("{")]
     if runs:
         rows[os.path.basename(p)[:-6]] = runs
-print("| model, precision, variant | dense ms (each run) | sparse ms (each run) | median speedup | agreement_map50 |")
-print("|---|---|---|---|---|")
+print("| model, precision, variant | dense ms (each run) | sparse ms (each run) | median speedup | agreement_map50 | median CPU ms a sparse frame |")
+print("|---|---|---|---|---|---|")
 for k, runs in rows.items():
     d = " / ".join(f"{r['dense_ms']:.3f}" for r in runs)
     s = " / ".join(f"{r['sparse_ms']:.3f}" for r in runs)
     sp = statistics.median(r["speedup"] for r in runs)
-    print(f"| {k} | {d} | {s} | {sp:.2f} | {runs[0]['agreement_map50']:.4f} |")
+    cpu = [r["sparse_cpu_ms"] for r in runs if r.get("sparse_cpu_ms") is not None]
+    cpu = f"{statistics.median(cpu):.3f}" if cpu else "—"
+    print(f"| {k} | {d} | {s} | {sp:.2f} | {runs[0]['agreement_map50']:.4f} | {cpu} |")
 EOF
