@@ -352,7 +352,9 @@ impl HostDevice {
         d.addrs = Addrs {
             bufs: d.bufs.iter_mut().map(|b| addr_mut(b)).collect(),
             steps,
-            scratch_a: addr_mut(&mut d.scratch[0]),
+            // In f16 the backend leaves the f32 operand scratch unallocated: a null address
+            // here makes any use of it fault.
+            scratch_a: if f16 { 0 } else { addr_mut(&mut d.scratch[0]) },
             scratch_a16: f16.then(|| addr_mut(&mut d.scratch16)),
             scratch_c: addr_mut(&mut d.scratch[1]),
             fused_conv_k,
@@ -1689,7 +1691,8 @@ fn lanes_order_every_dependency() {
                     );
                 }
                 let fused = |si| layers::step_fused(&plan, &dev.addrs, si);
-                let floats = |s: LaneScratch| s.a * 3 / 2 + s.c + s.counters;
+                // f16 (as `dev` gathers): the operand in f16 only, 2 bytes an entry.
+                let floats = |s: LaneScratch| s.a / 2 + s.c + s.counters;
                 let ws = dev.addrs.split.ws_len;
                 let by_lane: usize = (1..lanes.count)
                     .map(|l| floats(LaneScratch::of(&plan, |si| lanes.lane[si] == l, ws, fused)))

@@ -96,8 +96,11 @@ impl LaneRun {
                 vec![0.0; need.c.max(1)],
                 vec![0; need.counters.max(1)],
             );
+            // As the backend: no f32 operand scratch where the operands are gathered in f16
+            // (null, so that a use faults).
+            let f16 = main.scratch_a16.is_some();
             addrs.push(main.with_scratch(Scratch {
-                a: s.0.as_mut_ptr() as u64,
+                a: if f16 { 0 } else { s.0.as_mut_ptr() as u64 },
                 a16: Some(s.1.as_mut_ptr() as u64),
                 c: s.2.as_mut_ptr() as u64,
                 c_len: s.2.len(),

@@ -291,7 +291,9 @@ impl CudaBackend {
         let (sa, sc) = geometry::scratch_sizes(&plan);
         let slots = plan.initial_slots();
         let mut backend = CudaBackend {
-            scratch_a: zeros_f32(sa)?,
+            // In f16 every convolution that gathers has an f16 weight copy and gathers into
+            // scratch_a16 (`layers::launch_step`): the f32 operand scratch stays unused.
+            scratch_a: zeros_f32(if f16 { 0 } else { sa })?,
             scratch_a16: if f16 {
                 Some(stream.alloc_zeros::<u16>(sa.max(1)).map_err(drv("alloc"))?)
             } else {

@@ -96,14 +96,18 @@ impl CudaBackend {
             let need = lanes.scratch(plan, s, self.addrs.split.ws_len, fused);
             let stream = &self.stream;
             let f32s = |n: usize| stream.alloc_zeros::<f32>(n.max(1)).map_err(drv("alloc"));
-            let a = f32s(need.a)?;
-            let a16 = match self.scratch_a16 {
-                Some(_) => Some(
-                    stream
-                        .alloc_zeros::<u16>(need.a.max(1))
-                        .map_err(drv("alloc"))?,
+            // The operand goes to one of its scratch: f16 where the backend gathers in f16
+            // (as the backend's own scratch_a), else f32.
+            let (a, a16) = match self.scratch_a16 {
+                Some(_) => (
+                    f32s(0)?,
+                    Some(
+                        stream
+                            .alloc_zeros::<u16>(need.a.max(1))
+                            .map_err(drv("alloc"))?,
+                    ),
                 ),
-                None => None,
+                None => (f32s(need.a)?, None),
             };
             let c = f32s(need.c)?;
             let counters = stream
