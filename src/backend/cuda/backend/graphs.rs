@@ -51,7 +51,7 @@ pub(super) struct Graphs {
     pub(super) dev: CudaSlice<u32>,
     /// What `dev` holds: the bucket and the per-step lists last uploaded (None: not known).
     /// A frame with the same lists (every dense frame after the first) uploads nothing.
-    pub(super) uploaded: Option<(usize, Vec<Vec<u32>>)>,
+    uploaded: Option<(usize, Vec<Vec<u32>>)>,
 }
 
 impl Graphs {
@@ -177,32 +177,43 @@ impl CudaBackend {
         })
     }
 
+    /// Makes `g.dev` hold the lists `per_step` in bucket `bucket`'s fixed layout: packed and
+    /// uploaded, unless they are the lists it already holds.
+    pub(super) fn upload_graph_lists(
+        &mut self,
+        g: &mut Graphs,
+        per_step: &[Vec<u32>],
+        bucket: usize,
+    ) -> Result<()> {
+        // Not known while it is being replaced (an upload that fails leaves it unknown).
+        let mut uploaded = g.uploaded.take();
+        let same = |(b, lists): &(usize, Vec<Vec<u32>>)| *b == bucket && lists == per_step;
+        if !uploaded.as_ref().is_some_and(same) {
+            let len = g
+                .packer
+                .pack(&self.plan, &self.grid, per_step, g.levels[bucket]);
+            upload_lists(
+                &mut self.lists_host,
+                &self.stream,
+                &g.packer.data[..len],
+                &g.dev,
+            )?;
+            let (b, lists) = uploaded.get_or_insert_with(|| (bucket, Vec::new()));
+            *b = bucket;
+            per_step.clone_into(lists);
+        }
+        g.uploaded = uploaded;
+        Ok(())
+    }
+
     /// One frame by graph replay: one upload of the fixed-layout lists, then per segment one
     /// graph launch (host steps and operand uploads in between, as in the eager order).
     pub(super) fn run_graphs(&mut self, tiles: &StepTiles, bucket: usize) -> Result<()> {
-        let plan = self.plan.clone();
         let Some(mut g) = self.graphs.take() else {
             return self.run_eager(tiles);
         };
         let r = (|| -> Result<()> {
-            let level = g.levels[bucket];
-            // Not known while it is being replaced (an upload that fails leaves it unknown).
-            let mut uploaded = g.uploaded.take();
-            let same =
-                |(b, lists): &(usize, Vec<Vec<u32>>)| *b == bucket && *lists == tiles.per_step;
-            if !uploaded.as_ref().is_some_and(same) {
-                let len = g.packer.pack(&plan, &self.grid, &tiles.per_step, level);
-                upload_lists(
-                    &mut self.lists_host,
-                    &self.stream,
-                    &g.packer.data[..len],
-                    &g.dev,
-                )?;
-                let (b, lists) = uploaded.get_or_insert_with(|| (bucket, Vec::new()));
-                *b = bucket;
-                lists.clone_from(&tiles.per_step);
-            }
-            g.uploaded = uploaded;
+            self.upload_graph_lists(&mut g, &tiles.per_step, bucket)?;
             let mut seg = 0;
             for item in &g.schedule {
                 match item {

@@ -12,9 +12,8 @@ use cudarc::driver::{sys, CudaEvent};
 use super::graphs::Graphs;
 use super::streams::LaneSet;
 use super::tune::{first_tiles, Timed, TuneKey};
-use super::{upload_lists, CudaBackend};
+use super::CudaBackend;
 use crate::backend::cuda::driver::drv;
-use crate::backend::cuda::geometry::FixedPacker;
 use crate::backend::cuda::lanes::{frame_items, Item};
 use crate::backend::cuda::layers::step_fused;
 use crate::error::Result;
@@ -152,23 +151,13 @@ impl CudaBackend {
     /// feature buffers, so the next frame must recompute every tile, as a first frame does.
     fn frame_ms(&mut self, g: &mut Graphs) -> Result<f32> {
         let (start, end) = self.timing_events()?;
-        let plan = self.plan.clone();
         let grid = self.grid;
         let wanted = ((grid.len() as f64 * FRACTION).ceil() as usize).clamp(1, grid.len());
         let larger = g.levels.iter().position(|&l| l >= wanted);
         let mut total = 0.0;
         for bucket in std::iter::once(0).chain(larger.filter(|&b| b > 0)) {
-            let level = g.levels[bucket];
-            let mut packer = FixedPacker::default();
-            let len = packer.pack(&plan, &grid, &first_tiles(&plan, level), level);
-            // Other lists than a frame's: the next frame uploads its own.
-            g.uploaded = None;
-            upload_lists(
-                &mut self.lists_host,
-                &self.stream,
-                &packer.data[..len],
-                &g.dev,
-            )?;
+            let lists = first_tiles(&self.plan, g.levels[bucket]);
+            self.upload_graph_lists(g, &lists, bucket)?;
             self.stream.synchronize().map_err(drv("synchronize"))?;
             total += self.replay_ms(g, bucket, &start, &end)?;
         }
