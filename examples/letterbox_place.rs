@@ -19,6 +19,7 @@ use gstregiondrop::backend::{BackendKind, Precision};
 use gstregiondrop::cpu_time::process_cpu_ms as cpu_ms;
 use gstregiondrop::engine::EngineConfig;
 use gstregiondrop::preprocess::{PackedFrame, PixelSource, Yuv420Frame};
+use gstregiondrop::spec::parse_size;
 
 /// Rounds of host and device runs, taking turns.
 const ROUNDS: usize = 2;
@@ -169,11 +170,7 @@ fn main() -> Result<(), String> {
         if a == "--precision" {
             precision = rest.next().ok_or(usage)?.parse()?;
         } else {
-            let (w, h) = a.split_once('x').ok_or(format!("{a}: not WxH"))?;
-            let size = (w.parse::<usize>(), h.parse::<usize>());
-            let (Ok(w), Ok(h)) = size else {
-                return Err(format!("{a}: not WxH"));
-            };
+            let (w, h) = parse_size(a)?;
             sizes.push((w & !1, h & !1));
         }
     }

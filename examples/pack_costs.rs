@@ -8,21 +8,12 @@ use std::time::Instant;
 
 use gstregiondrop::backend::cuda::geometry::{bucket_levels, bucket_of, FixedPacker};
 use gstregiondrop::model::plan::Step;
+use gstregiondrop::spec::parse_size;
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args.first().ok_or("usage: pack_costs MODEL.onnx [WxH]")?;
-    let input_size = match args.get(1) {
-        Some(s) => {
-            let (w, h) = s.split_once('x').ok_or(format!("{s}: not WxH"))?;
-            let parsed = (w.parse::<usize>(), h.parse::<usize>());
-            let (Ok(w), Ok(h)) = parsed else {
-                return Err(format!("{s}: not WxH"));
-            };
-            Some((w, h))
-        }
-        None => None,
-    };
+    let input_size = args.get(1).map(|s| parse_size(s)).transpose()?;
     let opts = gstregiondrop::model::ImportOptions { input_size };
     let plan = gstregiondrop::model::import(std::path::Path::new(model), &opts)
         .map_err(|e| format!("{model}: {e}"))?;

@@ -1,7 +1,20 @@
-//! The list-valued properties (`ignore-regions`, `count-lines`): items of four numbers,
-//! `a,b,c,d`, separated by `;`.
+//! Property and option strings: sizes (`WxH`), and the list-valued properties
+//! (`ignore-regions`, `count-lines`): items of four numbers, `a,b,c,d`, separated by `;`.
 
 use std::str::FromStr;
+
+/// "WxH" (or "WXH", spaces around either number allowed) → (W, H), both at least 1; the error
+/// quotes `s`.
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}` is not WxH (e.g. 640x384)");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w: usize = w.trim().parse().map_err(|_| bad())?;
+    let h: usize = h.trim().parse().map_err(|_| bad())?;
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
 
 /// Parses the `;`-separated items of `spec`, four numbers of type `T` each, and makes each into
 /// an `R` with `make` (which may refuse it with a reason). Errors name `property`, the item and
@@ -28,4 +41,17 @@ pub fn parse_quads<T: FromStr + Copy, R>(
             make(quad).map_err(|why| bad(&why))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("640x384"), Ok((640, 384)));
+        assert_eq!(parse_size("640 X 384"), Ok((640, 384)));
+        assert!(parse_size("640").is_err());
+        assert!(parse_size("0x3").is_err());
+    }
 }

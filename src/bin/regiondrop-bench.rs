@@ -45,6 +45,7 @@ use gstregiondrop::mask::{DiffMetric, RegionMask, TileGrid};
 use gstregiondrop::model::Plan;
 use gstregiondrop::preprocess::{letterbox, InputNorm, Letterbox};
 use gstregiondrop::rng::Lcg;
+use gstregiondrop::spec::parse_size;
 use gstregiondrop::tensor::Tensor;
 use gstregiondrop::track::{split_scores, track_agreement, TrackParams, Tracker};
 use gstregiondrop::video::RgbFrame;
@@ -285,19 +286,6 @@ fn parse_threshold(s: &str) -> Result<f32, String> {
 
 fn parse_unit(s: &str) -> Result<f64, String> {
     parse_in(s, 0.0, 1.0)
-}
-
-fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("`{s}` is not WxH (e.g. 640x384)");
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    let (w, h): (usize, usize) = (
-        w.trim().parse().map_err(|_| bad())?,
-        h.trim().parse().map_err(|_| bad())?,
-    );
-    if w == 0 || h == 0 {
-        return Err(bad());
-    }
-    Ok((w, h))
 }
 
 /// Why the run stopped: bad inputs (exit 2) or a failure while running (exit 1).
@@ -858,12 +846,5 @@ mod tests {
     fn median_of_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("640x384"), Ok((640, 384)));
-        assert!(parse_size("640").is_err());
-        assert!(parse_size("0x3").is_err());
     }
 }

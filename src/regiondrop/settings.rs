@@ -577,14 +577,9 @@ pub(super) fn parse_input_size(s: &str) -> Result<Option<(usize, usize)>, String
     if s.is_empty() {
         return Ok(None);
     }
-    let bad = || format!("input-size `{s}` is not WxH (e.g. 640x384)");
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    let w: usize = w.trim().parse().map_err(|_| bad())?;
-    let h: usize = h.trim().parse().map_err(|_| bad())?;
-    if w == 0 || h == 0 {
-        return Err(bad());
-    }
-    Ok(Some((w, h)))
+    crate::spec::parse_size(s)
+        .map(Some)
+        .map_err(|e| format!("input-size {e}"))
 }
 
 /// Comma-separated class ids or labels (case-insensitive) → class ids.
