@@ -652,10 +652,21 @@ __device__ __forceinline__ void rd_mma_acc_pos(int lane, int i, int* r, int* c)
     *c = 2 * (lane & 3) + (i & 1);
 }
 
+// An f16 operand of A as bits: as stored (u16), or an f32 rounded as rd_im2col_h rounds it.
+__device__ __forceinline__ u32 rd_a_bits(const u16* a, int i) { return a[i]; }
+__device__ __forceinline__ u32 rd_a_bits(const float* a, int i) { return rd_f16_bits(a[i]); }
+
+// Two f16 operands of A at a, a + 1 in one register, the lower one first (4-byte aligned u16
+// pairs load as one word).
+__device__ __forceinline__ u32 rd_a_pair(const u16* a) { return *(const u32*)a; }
+__device__ __forceinline__ u32 rd_a_pair(const float* a) { return rd_a_bits(a, 0) | rd_a_bits(a, 1) << 16; }
+
 // acc (this lane's four accumulators of a 16 x 8 f32 tile, as rd_mma_acc_pos places them) +=
-// A · B, where A is 16 x 16 f16 row-major at `a` (pitch `lda`) and B is 16 x 8 f16 row-major at
-// `b` (row k, the 8 columns consecutive, at b + k * ldb).
-__device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda, const u16* b, int ldb)
+// A · B, where A is 16 x 16 row-major at `a` (pitch `lda`; f16 bits, or f32 rounded to f16 as the
+// fragments are built) and B is 16 x 8 f16 row-major at `b` (row k, the 8 columns consecutive, at
+// b + k * ldb).
+template <typename A>
+__device__ __forceinline__ void rd_mma_16x8x16(float* acc, const A* a, int lda, const u16* b, int ldb)
 {
     int lane = (int)(threadIdx.x & 31u);
 #ifdef RD_HOST_EMU
@@ -666,14 +677,14 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda
         rd_mma_acc_pos(lane, i, &r, &c);
         float sum = 0.0f;
         for (int k = 0; k < 16; ++k)
-            sum += rd_emu_f16_value(a[r * lda + k]) * rd_emu_f16_value(b[k * ldb + c]);
+            sum += rd_emu_f16_value((u16)rd_a_bits(a, r * lda + k)) * rd_emu_f16_value(b[k * ldb + c]);
         acc[i] += sum;
     }
 #elif __CUDA_ARCH__ >= 800
     int ao[4], bo[4];
     rd_mma_fragments(lane, lda, ldb, ao, bo);
-    u32 ra0 = *(const u32*)(a + ao[0]), ra1 = *(const u32*)(a + ao[1]);
-    u32 ra2 = *(const u32*)(a + ao[2]), ra3 = *(const u32*)(a + ao[3]);
+    u32 ra0 = rd_a_pair(a + ao[0]), ra1 = rd_a_pair(a + ao[1]);
+    u32 ra2 = rd_a_pair(a + ao[2]), ra3 = rd_a_pair(a + ao[3]);
     u32 rb0 = (u32)b[bo[0]] | (u32)b[bo[1]] << 16, rb1 = (u32)b[bo[2]] | (u32)b[bo[3]] << 16;
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -686,16 +697,55 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const u16* a, int lda
 #endif
 }
 
-// Eight warps: BN / 16 across, 128 / BN down, each computing MI x 2 tiles of 16 x 8 (MI = 1 in
-// 32 x 64 and 64 x 32 blocks, 2 in 64 x 64 and 128 x 32 blocks).
+// The tensor-core kernels' eight warps: BN / 16 across, 128 / BN down, each computing MI x 2
+// tiles of 16 x 8 (MI = 1 in 32 x 64 and 64 x 32 blocks, 2 in 64 x 64 and 128 x 32 blocks).
+// A thread's accumulators are acc[MI * 8], [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni.
 template <int BM, int BN>
-__device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16))
-{
-    constexpr int MI = BM * BN / (RD_FR_THREADS * 8);
+struct RdTcWarps {
+    static constexpr int MI = BM * BN / (RD_FR_THREADS * 8);
     static_assert(BN % 16 == 0 && (RD_FR_THREADS / 32) % (BN / 16) == 0 &&
                       (RD_FR_THREADS / 32) / (BN / 16) * 16 * MI == BM,
                   "eight warps of MI x 2 tiles of 16 x 8");
     static_assert(BM <= RD_FR_THREADS, "one thread per row in rd_rows_prepare");
+    int lane, wm, wn;
+
+    __device__ __forceinline__ RdTcWarps()
+    {
+        int t = (int)threadIdx.x, warp = t >> 5;
+        lane = t & 31;
+        wm = (warp / (BN / 16)) * 16 * MI;
+        wn = (warp % (BN / 16)) * 16;
+    }
+
+    // acc += one K step: the block's taps `a` (BM rows of RD_FR_BK, pitch lda) times its weights
+    // `b` (RD_FR_BK rows of BN channels, pitch ldb).
+    template <typename A>
+    __device__ __forceinline__ void multiply(float* acc, const A* a, int lda, const u16* b, int ldb) const
+    {
+#pragma unroll
+        for (int ks = 0; ks < RD_FR_BK; ks += 16)
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < 2; ++ni)
+                    rd_mma_16x8x16(
+                        acc + (mi * 2 + ni) * 4, a + (wm + 16 * mi) * lda + ks, lda,
+                        b + ks * ldb + wn + 8 * ni, ldb);
+    }
+
+    // The block's (row, channel) of accumulator i (the `pos` of rd_rows_finish).
+    __device__ __forceinline__ void operator()(int i, int* r, int* c) const
+    {
+        int mi = i >> 3, ni = (i >> 2) & 1;
+        rd_mma_acc_pos(lane, i & 3, r, c);
+        *r += wm + 16 * mi;
+        *c += wn + 8 * ni;
+    }
+};
+
+template <int BM, int BN>
+__device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16))
+{
     // Taps, row-major, declared as u32 words so that the fragments' 4-byte reads are aligned.
     // The weights' rows k by k, as they come from global memory, padded by 8 channels so that
     // neighbouring k fall 4 banks apart: the stores of a row's channels and the fragments'
@@ -709,34 +759,17 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     RdRowsRegs<BM, BN, u16> regs;
     int k_lo, k_hi;
     if (!rd_rows_begin(s, regs, &k_lo, &k_hi, RD_CONV_ROWS_ARGS)) return;
-    int t = (int)threadIdx.x;
-    int warp = t >> 5, lane = t & 31;
-    int wm = (warp / (BN / 16)) * 16 * MI, wn = (warp % (BN / 16)) * 16;
-    float acc[MI * 8]; // [mi][ni][4]: rows wm + 16 mi, channels wn + 8 ni
+    RdTcWarps<BM, BN> w;
+    constexpr int NV = RdTcWarps<BM, BN>::MI * 8;
+    float acc[NV];
 #pragma unroll
-    for (int i = 0; i < MI * 8; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < NV; ++i) acc[i] = 0.0f;
     rd_rows_k_loop<BM, BN>(
         s, regs, k_lo, k_hi, RD_ROWS_LOAD_ARGS,
         [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
-        [&](int jj, int kk, u16 w) { sb[kk][jj] = w; },
-        [&]() {
-#pragma unroll
-            for (int ks = 0; ks < RD_FR_BK; ks += 16)
-#pragma unroll
-                for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-                    for (int ni = 0; ni < 2; ++ni)
-                        rd_mma_16x8x16(
-                            acc + (mi * 2 + ni) * 4, &sa[wm + 16 * mi][ks], RD_TC_LD,
-                            &sb[ks][wn + 8 * ni], LDB);
-        });
-    auto pos = [=](int i, int* r, int* c) {
-        int mi = i >> 3, ni = (i >> 2) & 1;
-        rd_mma_acc_pos(lane, i & 3, r, c);
-        *r += wm + 16 * mi;
-        *c += wn + 8 * ni;
-    };
-    rd_rows_finish<BM, BN>(s, acc, pos, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
+        [&](int jj, int kk, u16 wv) { sb[kk][jj] = wv; },
+        [&]() { w.multiply(acc, &sa[0][0], RD_TC_LD, &sb[0][0], LDB); });
+    rd_rows_finish<BM, BN>(s, acc, w, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }
 
 // The block shapes of rd_conv_rows and rd_conv_rows_n32 (32 x 64, 64 x 32) and of their _t44
@@ -759,4 +792,163 @@ extern "C" __global__ void rd_conv_rows_tc_t44(RD_CONV_ROWS_PARAMS_W(u16))
 extern "C" __global__ void rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_tc_block<128, 32>(RD_CONV_ROWS_ARGS);
+}
+
+// The pipelined tensor-core convolution (rd_conv_rows_pipe*): rd_conv_rows_tc's rows, blocks,
+// warps, split K and outputs, with its operands copied from global to shared memory by cp.async
+// (compute capability 8.0), STAGES K steps in flight instead of one step in registers. The taps
+// stay f32 in shared memory and are rounded to f16 as the fragments are built.
+// The host launches it only where every chunk of four copies as one vector (geometry::pipeable):
+// cig, in_pitch, the input's channel offset and n multiples of 4, so that four consecutive
+// columns of a K step are four channels of one tap, and four weights four output channels.
+#define RD_PIPE_LDA (RD_FR_BK + 4) // the taps' f32 row pitch (16 bytes of padding)
+
+// Copies BYTES (16 or 8) from global `src` to shared `dst`, or zeros when !valid (then `src` is
+// not read). Asynchronous on the device, waited for by rd_cp_wait; done at once on the host.
+template <int BYTES>
+__device__ __forceinline__ void rd_cp_async(void* dst, const void* src, bool valid)
+{
+#ifdef RD_HOST_EMU
+    if (valid) memcpy(dst, src, BYTES);
+    else memset(dst, 0, BYTES);
+#elif __CUDA_ARCH__ >= 800
+    u32 d;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(dst));
+    if (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                     :: "r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;"
+                     :: "r"(d), "l"(src), "r"(valid ? 8 : 0) : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Closes this thread's group of copies issued since the last commit.
+__device__ __forceinline__ void rd_cp_commit()
+{
+#if !defined(RD_HOST_EMU) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+// Waits until at most N of this thread's committed groups are still copying.
+template <int N>
+__device__ __forceinline__ void rd_cp_wait()
+{
+#if !defined(RD_HOST_EMU) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+#endif
+}
+
+// A pipelined block's shared memory: STAGES K steps of taps (f32) and weights (f16, rows padded
+// as in rd_conv_rows_tc), 16-byte aligned for the copies.
+template <int BM, int BN, int STAGES>
+struct alignas(16) RdPipeShared {
+    float a[STAGES][BM][RD_PIPE_LDA];
+    u16 b[STAGES][RD_FR_BK][BN + 8];
+};
+
+// Starts the copies of the taps of the K step at k0 into `a`: chunk c = threadIdx.x +
+// i * RD_FR_THREADS is row c / (RD_FR_BK / 4), columns 4 (c % (RD_FR_BK / 4)) + 0..3 (zeros
+// outside the map, past the share of K, or for a row that is no pixel).
+template <int BM>
+__device__ __forceinline__ void rd_pipe_fetch_a(
+    const RdRowsShared<BM>& s, float (*a)[RD_PIPE_LDA], int k0, int k_hi, int kw, int dh, int dw,
+    int cig, const float* __restrict__ in, int in_pitch, int in_h, int in_w)
+{
+#pragma unroll
+    for (int i = 0; i < RD_FR_BK * BM / (4 * RD_FR_THREADS); ++i) {
+        int c = (int)threadIdx.x + i * RD_FR_THREADS;
+        int r = c / (RD_FR_BK / 4), kk = 4 * (c % (RD_FR_BK / 4)), k = k0 + kk;
+        const float* src = in;
+        bool ok = k < k_hi && s.out[r] >= 0;
+        if (ok) {
+            int tap = k / cig;
+            int ky = tap / kw;
+            int iy = s.iy[r] + ky * dh, ix = s.ix[r] + (tap - ky * kw) * dw;
+            ok = iy >= 0 && ix >= 0 && iy < in_h && ix < in_w;
+            src = in + ((long long)iy * in_w + ix) * in_pitch + (k - tap * cig);
+        }
+        rd_cp_async<16>(&a[r][kk], ok ? src : in, ok);
+    }
+}
+
+// Starts the copies of the weights of the K step at k0 into `b`: chunk c is row c / (BN / 4),
+// channels n_base + 4 (c % (BN / 4)) + 0..3 (zeros past the share of K or past n).
+template <int BN>
+__device__ __forceinline__ void rd_pipe_fetch_w(
+    u16 (*b)[BN + 8], int k0, int k_hi, const u16* __restrict__ wt, int n, int n_base)
+{
+#pragma unroll
+    for (int i = 0; i < RD_FR_BK * BN / (4 * RD_FR_THREADS); ++i) {
+        int c = (int)threadIdx.x + i * RD_FR_THREADS;
+        int kk = c / (BN / 4), j = 4 * (c % (BN / 4));
+        int k = k0 + kk, col = n_base + j;
+        bool ok = k < k_hi && col < n;
+        rd_cp_async<8>(&b[kk][j], ok ? wt + (long long)k * n + col : wt, ok);
+    }
+}
+
+// The K loop keeps STAGES - 1 steps' copies in flight: step i waits for its own group, then (once
+// every thread is past step i - 1, whose buffers the new copies reuse) starts step
+// i + STAGES - 1's, then multiplies. The weights of the first STAGES - 1 steps (which no kernel
+// writes) are requested before the rows are found and before the PDL wait, in the first group.
+template <int BM, int BN, int STAGES>
+__device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    static_assert(STAGES >= 2, "a step in flight while one is multiplied");
+    __shared__ RdPipeShared<BM, BN, STAGES> ring;
+    __shared__ RdRowsShared<BM> s;
+    int k_lo, k_hi;
+    rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
+    int n_base = (int)blockIdx.y * BN;
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st)
+        rd_pipe_fetch_w<BN>(ring.b[st], k_lo + st * RD_FR_BK, k_hi, wt, n, n_base);
+    if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) {
+        rd_cp_commit();
+        rd_cp_wait<0>(); // no copy outlives the block
+        return;
+    }
+    RD_PDL_WAIT();
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st) {
+        rd_pipe_fetch_a<BM>(s, ring.a[st], k_lo + st * RD_FR_BK, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
+        rd_cp_commit();
+    }
+    RdTcWarps<BM, BN> w;
+    constexpr int NV = RdTcWarps<BM, BN>::MI * 8;
+    float acc[NV];
+#pragma unroll
+    for (int i = 0; i < NV; ++i) acc[i] = 0.0f;
+    int steps = rd_imax(0, (k_hi - k_lo + RD_FR_BK - 1) / RD_FR_BK);
+    for (int i = 0; i < steps; ++i) {
+        rd_cp_wait<STAGES - 2>();
+        __syncthreads();
+        int next = i + STAGES - 1;
+        if (next < steps) {
+            int k0 = k_lo + next * RD_FR_BK, st = next % STAGES;
+            rd_pipe_fetch_w<BN>(ring.b[st], k0, k_hi, wt, n, n_base);
+            rd_pipe_fetch_a<BM>(s, ring.a[st], k0, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
+        }
+        rd_cp_commit(); // empty past the last step: the group count stays one per step
+        int cur = i % STAGES;
+        w.multiply(acc, &ring.a[cur][0][0], RD_PIPE_LDA, &ring.b[cur][0][0], BN + 8);
+    }
+    rd_cp_wait<0>();
+    rd_rows_finish<BM, BN>(s, acc, w, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
+}
+
+// The block shapes of rd_conv_rows_tc (32 x 64, four steps in flight) and rd_conv_rows_tc_n32
+// (64 x 32, three: 48 KB of static shared memory holds no more).
+extern "C" __global__ void rd_conv_rows_pipe(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    rd_conv_rows_pipe_block<32, 64, 4>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void rd_conv_rows_pipe_n32(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    rd_conv_rows_pipe_block<64, 32, 3>(RD_CONV_ROWS_ARGS);
 }

@@ -1,7 +1,8 @@
-//! What each convolution costs on the GPU, fused (one kernel) and apart (gather, GEMM, scatter),
-//! over the first 5 %, 35 % and 100 % of the frame's tiles: the CUDA backend's start-up timing of
-//! `REGIONDROP_CUDA_FUSED_K=auto` (at 35 %), printed per layer. Each way is a CUDA graph of 20
-//! launches, as frames run. Needs an NVIDIA GPU.
+//! What each convolution costs on the GPU, fused (one kernel), pipelined (the tensor-core fused
+//! kernel with cp.async copies, f16 only, where the layer allows) and apart (gather, GEMM,
+//! scatter), over the first 5 %, 35 % and 100 % of the frame's tiles: the CUDA backend's start-up
+//! timing of `REGIONDROP_CUDA_FUSED_K=auto` (at 35 %), printed per layer. Each way is a CUDA graph
+//! of 20 launches, as frames run. Needs an NVIDIA GPU.
 //!
 //! cargo run --release --example fusion_costs -- MODEL.onnx [WxH] [f32|f16]
 
@@ -12,6 +13,7 @@ use gstregiondrop::backend::cuda::{CudaBackend, CudaOptions, FusionTiming};
 use gstregiondrop::backend::Precision;
 use gstregiondrop::model::import::{import, ImportOptions};
 use gstregiondrop::model::plan::{LayerOp, Step};
+use gstregiondrop::spec::parse_size;
 
 const FRACTIONS: [f64; 3] = [0.05, 0.35, 1.0];
 
@@ -21,10 +23,7 @@ fn main() {
         eprintln!("usage: fusion_costs MODEL.onnx [WxH] [f32|f16]");
         std::process::exit(2);
     };
-    let input_size = args.iter().skip(2).find_map(|s| {
-        let (w, h) = s.split_once('x')?;
-        Some((w.parse().ok()?, h.parse().ok()?))
-    });
+    let input_size = args.iter().skip(2).find_map(|s| parse_size(s).ok());
     let precision = if args.iter().any(|a| a == "f16") {
         Precision::F16
     } else {
@@ -51,10 +50,16 @@ fn main() {
     let _ = writeln!(out, "{}", backend.describe());
     let _ = write!(out, "{:>5}  {:<24} {:>12}", "step", "conv", "output");
     for f in FRACTIONS {
-        let _ = write!(out, "  {:>6} {:>6}", format!("a{:.0}%", f * 100.0), "fused");
+        let _ = write!(
+            out,
+            "  {:>6} {:>6} {:>6}",
+            format!("a{:.0}%", f * 100.0),
+            "fused",
+            "piped"
+        );
     }
     let _ = writeln!(out, "  (us a launch)  node");
-    let mut sums = vec![(0.0, 0.0); FRACTIONS.len()];
+    let mut sums = vec![(0.0, 0.0, 0.0); FRACTIONS.len()];
     for (i, first) in timings[0].iter().enumerate() {
         let Step::Layer(l) = &plan.steps[first.step] else {
             continue;
@@ -71,16 +76,21 @@ fn main() {
             let t = &t[i];
             sum.0 += t.apart_us;
             sum.1 += t.apart_us.min(t.fused_us);
-            let _ = write!(out, "  {:>6.1} {:>6.1}", t.apart_us, t.fused_us);
+            sum.2 += t.apart_us.min(t.fused_us).min(t.piped_us);
+            let piped = match t.piped_us.is_finite() {
+                true => format!("{:.1}", t.piped_us),
+                false => "-".into(),
+            };
+            let _ = write!(out, "  {:>6.1} {:>6.1} {piped:>6}", t.apart_us, t.fused_us);
         }
         if writeln!(out, "  {}", l.name).is_err() {
             return;
         }
     }
-    for (f, (apart, best)) in FRACTIONS.iter().zip(sums) {
+    for (f, (apart, best, best3)) in FRACTIONS.iter().zip(sums) {
         let _ = writeln!(
             out,
-            "{:.0} % of the tiles: all fusable convolutions {apart:.0} us apart, {best:.0} us each the faster way",
+            "{:.0} % of the tiles: all fusable convolutions {apart:.0} us apart, {best:.0} us each the faster of apart and fused, {best3:.0} us the fastest of the three",
             f * 100.0
         );
     }

@@ -30,6 +30,8 @@ VARIANTS=(
     "lanes8=REGIONDROP_CUDA_LANES=8"
     "block=REGIONDROP_CUDA_SYNC=block"
     "piece0=REGIONDROP_CUDA_UPLOAD_PIECE_KB=0"
+    "pipe0=REGIONDROP_CUDA_FUSED_PIPE=0"
+    "pipe1=REGIONDROP_CUDA_FUSED_PIPE=1"
     "lanes1pdl0=REGIONDROP_CUDA_LANES=1 REGIONDROP_CUDA_PDL=0"
 )
 # Kernels of another revision (GPU_AB_BASE at --prepare): the same binary and defaults, the

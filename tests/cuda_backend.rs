@@ -534,20 +534,30 @@ fn bundled_models_match_cpu() {
 }
 
 /// Every convolution fused on the tensor cores (rd_conv_rows_tc, mma.sync), the only test of its
-/// fragment registers on hardware. A test of its own, so that scripts/gpu-check.sh can run it in a
-/// process of its own: a fault on the device would end every test sharing its CUDA context.
+/// fragment registers on hardware; and again pipelined where it can be (rd_conv_rows_pipe,
+/// cp.async), the only test of its copies. A test of its own, so that scripts/gpu-check.sh can
+/// run it in a process of its own: a fault on the device would end every test sharing its CUDA
+/// context.
 #[test]
 fn tensor_core_fused_convolutions_match_cpu() {
     let described = bundled_models_under(|opts| {
-        vec![(
-            "f16, all fused",
-            CudaOptions {
-                precision: Precision::F16,
-                fused_conv_k: Some(usize::MAX),
-                ..opts.clone()
-            },
-            3e-2,
-        )]
+        let all_fused = CudaOptions {
+            precision: Precision::F16,
+            fused_conv_k: Some(usize::MAX),
+            fused_pipe: Some(false),
+            ..opts.clone()
+        };
+        vec![
+            ("f16, all fused", all_fused.clone(), 3e-2),
+            (
+                "f16, all fused, pipelined",
+                CudaOptions {
+                    fused_pipe: Some(true),
+                    ..all_fused
+                },
+                3e-2,
+            ),
+        ]
     });
     if described.is_empty() {
         return;
@@ -558,6 +568,10 @@ fn tensor_core_fused_convolutions_match_cpu() {
         assert!(
             major < 8 || d.contains("tensor cores"),
             "{what}: not on the tensor cores: {d}"
+        );
+        assert!(
+            major < 8 || d.contains("pipelined where") == what.ends_with("pipelined"),
+            "{what}: {d}"
         );
     }
 }

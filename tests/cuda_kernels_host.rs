@@ -17,7 +17,7 @@ use gstregiondrop::backend::cuda::geometry::{self, Dims, FixedPacker, TilePacker
 use gstregiondrop::backend::cuda::kernels::{self, SOURCES};
 use gstregiondrop::backend::cuda::lanes::{frame_items, step_weights, Item, LaneScratch, Lanes};
 use gstregiondrop::backend::cuda::layers::{
-    self, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs,
+    self, Addrs, ConvWay, KArg, Kernel, Launcher, LayerLists, StepPtrs,
 };
 use gstregiondrop::backend::cuda::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
 use gstregiondrop::backend::generic::GenericStep;
@@ -362,6 +362,7 @@ impl HostDevice {
             fused_tile44: false,
             // The host kernels emulate mma.sync.
             fused_tc: f16,
+            fused_pipe: false,
             split: geometry::SplitSpace {
                 ws: addr_mut(&mut d.scratch[1]),
                 ws_len: d.scratch[1].len(),
@@ -1145,7 +1146,9 @@ fn fused_convolutions_on_nanodet_match_the_cpu_backend() {
     let (m, plan, tiles, bucket) = (&f.m, &f.plan, &f.tiles, f.bucket);
     // Every convolution fused; and every other one (`Addrs::fuse`, as the start-up timing may
     // choose), so fused layers split K in the GEMM scratch between unfused ones.
-    let alternate: Vec<bool> = (0..plan.steps.len()).map(|si| si % 2 == 0).collect();
+    let alternate: Vec<ConvWay> = (0..plan.steps.len())
+        .map(|si| [ConvWay::Fused, ConvWay::Apart][si % 2])
+        .collect();
     for (graph_bucket, tile44, mixed) in [
         (None, false, false),
         (bucket, false, false),
@@ -1299,6 +1302,71 @@ fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
             b.max(o) <= 2.0 * ub.max(uo).max(1e-3),
             "fused f16 is further from the CPU ({b}, {o}) than unfused f16 ({ub}, {uo})"
         );
+    }
+}
+
+/// The pipelined tensor-core convolution (rd_conv_rows_pipe*) computes what rd_conv_rows_tc
+/// does, bit for bit: the same f16 rounding of the same taps and the same sums in the same order,
+/// only copied to shared memory ahead by cp.async (at once on the host). On NanoDet's layers
+/// (the 3-channel first one is not pipeable and stays rd_conv_rows_tc), three scattered tiles
+/// with eager and graph lists: K split up to 16 ways (up to 5 steps a split, past the 4 stages
+/// of the ring on K = 2304), and not split (long K loops); every convolution piped, and (eager,
+/// split) every other one, as the start-up timing may mix them.
+#[test]
+fn pipelined_convolutions_equal_the_tensor_core_kernel() {
+    let Some(emu) = emu() else { return };
+    let f = ScatteredTiles::new();
+    let plan = &f.plan;
+    let mixed: Vec<ConvWay> = (0..plan.steps.len())
+        .map(|si| [ConvWay::Piped, ConvWay::Fused][si % 2])
+        .collect();
+    let run = |bucket: Option<usize>, split: bool, setup: &dyn Fn(&mut Addrs)| {
+        let mut dev = HostDevice::new(plan, true, usize::MAX);
+        if !split {
+            dev.addrs.split.counters_len = 0;
+        }
+        setup(&mut dev.addrs);
+        let counting = Counting {
+            emu,
+            counts: Default::default(),
+        };
+        f.run(&counting, &mut dev, bucket);
+        (dev, counting.counts.into_inner())
+    };
+    for (bucket, split) in [(None, true), (f.bucket, true), (None, false)] {
+        let (tc, tc_counts) = run(bucket, split, &|_| {});
+        assert!(!tc_counts.keys().any(|k| k.starts_with("rd_conv_rows_pipe")));
+        let every: &dyn Fn(&mut Addrs) = &|a| a.fused_pipe = true;
+        let other: &dyn Fn(&mut Addrs) = &|a| a.fuse = mixed.clone();
+        let mut setups = vec![("every one piped", every)];
+        if bucket.is_none() && split {
+            setups.push(("every other one piped", other));
+        }
+        for (name, setup) in setups {
+            let (piped, counts) = run(bucket, split, setup);
+            let n_piped: usize = counts
+                .iter()
+                .filter(|(k, _)| k.starts_with("rd_conv_rows_pipe"))
+                .map(|(_, n)| *n)
+                .sum();
+            let n_tc = counts.get("rd_conv_rows_tc").copied().unwrap_or(0)
+                + counts.get("rd_conv_rows_tc_n32").copied().unwrap_or(0);
+            println!(
+                "{}, bucket {bucket:?}, K split {split}, {name}: {n_piped} pipelined launches, {n_tc} not",
+                f.m.path
+            );
+            assert!(n_piped > 0 && n_tc > 0, "{name}: {counts:?}");
+            for (b, (x, y)) in tc.bufs.iter().zip(&piped.bufs).enumerate() {
+                let differ = x
+                    .iter()
+                    .zip(y)
+                    .position(|(x, y)| x.to_bits() != y.to_bits());
+                assert!(
+                    differ.is_none(),
+                    "{name}: buffer {b} differs at {differ:?} (bucket {bucket:?}, split {split})"
+                );
+            }
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use super::driver::{drv, setup_guard, Kernels, Pinned, SetupGuard};
 use super::geometry::{self, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::lanes;
-use super::layers::{self, kargs, Addrs, KArg, Kernel, Launcher, LayerLists, StepPtrs};
+use super::layers::{self, kargs, Addrs, ConvWay, KArg, Kernel, Launcher, LayerLists, StepPtrs};
 use super::profile::{ms_since, Phase, Profile};
 use super::select::{SelectDev, SelectTable};
 use super::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
@@ -90,6 +90,12 @@ pub struct CudaOptions {
     /// the tensor cores (rd_conv_rows_tc) rather than in f32 (rd_conv_rows). None: on, unless
     /// `REGIONDROP_CUDA_FUSED_TC=0`.
     pub fused_tc: Option<bool>,
+    /// Tensor-core fused convolutions may run pipelined (rd_conv_rows_pipe: operands copied to
+    /// shared memory by cp.async, several K steps ahead, where `geometry::pipeable`). Some(true):
+    /// every one that can; Some(false): none; None: the start-up timing times it as a third way
+    /// (with `fused_conv_auto`), unless `REGIONDROP_CUDA_FUSED_PIPE` is 0 or 1 (not yet timed on
+    /// a GPU).
+    pub fused_pipe: Option<bool>,
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
     /// detection). None: on, unless `REGIONDROP_CUDA_LETTERBOX=0`. On an H100 with 16 host
     /// cores, NanoDet f16 on camera frames (`examples/letterbox_place`): the process's CPU time
@@ -199,6 +205,8 @@ pub struct CudaBackend {
     fusion_timings: Vec<FusionTiming>,
     /// Why the fusable convolutions were not timed, for `describe` (else empty).
     fusion_note: String,
+    /// The start-up timing also times the pipelined fused kernel (`CudaOptions::fused_pipe`).
+    pipe_timed: bool,
     /// The setup guard while the backend is built or dropped. Declared last, so it is dropped
     /// after every device resource above.
     setup: Option<SetupGuard>,
@@ -383,6 +391,7 @@ impl CudaBackend {
             addrs: Addrs::default(),
             fusion_timings: Vec::new(),
             fusion_note: String::new(),
+            pipe_timed: false,
             // From here an early return drops the backend, whose Drop must not wait for the
             // guard this thread holds.
             setup: Some(setup),
@@ -415,6 +424,15 @@ impl CudaBackend {
                 }),
             ..backend.addresses()
         };
+        let pipe = opts.fused_pipe.or_else(|| {
+            match std::env::var("REGIONDROP_CUDA_FUSED_PIPE").as_deref() {
+                Ok("0") => Some(false),
+                Ok("1") => Some(true),
+                _ => None,
+            }
+        });
+        backend.addrs.fused_pipe = backend.addrs.fused_tc && pipe == Some(true);
+        backend.pipe_timed = backend.addrs.fused_tc && pipe.is_none();
         let auto = opts.fused_conv_auto.unwrap_or_else(|| {
             opts.fused_conv_k.is_none()
                 && std::env::var("REGIONDROP_CUDA_FUSED_K")
@@ -431,15 +449,17 @@ impl CudaBackend {
                 backend.addrs.fused_tile44,
                 backend.blas.is_some(),
                 backend.pdl,
+                backend.addrs.fused_pipe,
+                backend.pipe_timed,
             ],
         };
         if auto {
             match tune::FUSION_TIMED.once(key.clone(), || backend.tune_fusion()) {
                 Ok(timings) => {
-                    let mut fuse = vec![false; backend.plan.steps.len()];
+                    let mut fuse = vec![ConvWay::Apart; backend.plan.steps.len()];
                     for t in &timings {
                         if let Some(f) = fuse.get_mut(t.step) {
-                            *f = t.fused();
+                            *f = t.way();
                         }
                     }
                     backend.addrs.fuse = fuse;
@@ -585,7 +605,13 @@ impl CudaBackend {
             Some(dir) => format!(", kernels from {}", dir.display()),
             None => String::new(),
         } + &self.fusion_note
-            + &match self.addrs.fuse.iter().filter(|&&f| f).count() {
+            + &match self
+                .addrs
+                .fuse
+                .iter()
+                .filter(|&&f| f != ConvWay::Apart)
+                .count()
+            {
                 0 if !self.addrs.fuse.is_empty() => {
                     ", no convolution faster fused (timed)".to_string()
                 }
@@ -597,12 +623,29 @@ impl CudaBackend {
             } else {
                 String::new()
             }
-            + if self.addrs.fused_conv_k == 0 && !self.addrs.fuse.contains(&true) {
+            + if self.addrs.fused_conv_k == 0
+                && self.addrs.fuse.iter().all(|&f| f == ConvWay::Apart)
+            {
                 ""
             } else if self.addrs.fused_tc {
                 " (tensor cores)"
             } else if self.addrs.fused_tile44 {
                 " (4x4)"
+            } else {
+                ""
+            }
+            + &match self
+                .addrs
+                .fuse
+                .iter()
+                .filter(|&&f| f == ConvWay::Piped)
+                .count()
+            {
+                0 => String::new(),
+                n => format!(", {n} of them pipelined"),
+            }
+            + if self.addrs.fused_pipe {
+                ", fused convolutions pipelined where they can be"
             } else {
                 ""
             }
@@ -718,6 +761,7 @@ impl CudaBackend {
             fuse: Vec::new(),
             fused_tile44: false,
             fused_tc: false,
+            fused_pipe: false,
             split: geometry::SplitSpace {
                 ws: self.ptr(&self.scratch_c),
                 ws_len: self.scratch_c.len(),

@@ -141,6 +141,18 @@ pub fn fusable(c: &ConvSpec) -> bool {
         && c.cin / c.groups <= 65_535
 }
 
+/// Whether the pipelined kernel (rd_conv_rows_pipe) can run fusable convolution `c`, reading
+/// its input at channel `c_off` of a buffer of `pitch` channels: it copies four channels of one
+/// tap, and four output channels of one weight row, as one aligned vector, so the channels per
+/// group, the pitch, the offset and the output channels per group must be multiples of 4.
+pub fn pipeable(c: &ConvSpec, pitch: usize, c_off: usize) -> bool {
+    let cig = c.cin / c.groups;
+    fusable(c)
+        && [cig, pitch, c_off, c.n_per_group()]
+            .iter()
+            .all(|v| v % 4 == 0)
+}
+
 /// K values one step of rd_conv_rows consumes (RD_FR_BK).
 pub const FUSED_CONV_BK: usize = 32;
 

@@ -59,6 +59,8 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_conv_rows_tc_n32",
             "rd_conv_rows_tc_t44",
             "rd_conv_rows_tc_n32_t44",
+            "rd_conv_rows_pipe",
+            "rd_conv_rows_pipe_n32",
         ],
     },
     KernelSource {
@@ -416,7 +418,8 @@ mod tests {
     /// Programmatic dependent launch is safe only if no kernel reads what the kernel before it
     /// wrote, or writes, before RD_PDL_WAIT. Every kernel starts with it, except the fused
     /// convolutions, which start with their block function, and that with rd_rows_begin: it
-    /// reads only weights and tile lists, then waits, before anything reads the input or writes.
+    /// reads only weights and tile lists, then waits, before anything reads the input or writes
+    /// (the pipelined block likewise, with copies of weights only before its wait).
     #[test]
     fn every_kernel_waits_for_its_predecessor_first() {
         const KEY: &str = "extern \"C\" __global__ void ";
@@ -453,6 +456,17 @@ mod tests {
                 "{block} touches memory before rd_rows_begin"
             );
         }
+        // The pipelined block requests only weights before its PDL wait.
+        let at = conv.find("void rd_conv_rows_pipe_block(").unwrap();
+        let body = body_of(conv, at);
+        let wait = body
+            .find("RD_PDL_WAIT();")
+            .expect("rd_conv_rows_pipe_block waits");
+        assert!(body.find("rd_rows_prepare(").unwrap() < wait);
+        assert!(
+            !body[..wait].contains("rd_pipe_fetch_a") && !body[..wait].contains("in["),
+            "rd_conv_rows_pipe_block reads the input before it waits"
+        );
         let at = conv.find("bool rd_rows_begin(").unwrap();
         let body = body_of(conv, at);
         let body = &body[..body.find("\n}").unwrap()];

@@ -31,6 +31,8 @@ pub enum Kernel {
     ConvRowsTcN32,
     ConvRowsTcT44,
     ConvRowsTcN32T44,
+    ConvRowsPipe,
+    ConvRowsPipeN32,
     Pool,
     Resize,
     Affine,
@@ -49,7 +51,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 34] = [
+    pub const ALL: [Kernel; 36] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -69,6 +71,8 @@ impl Kernel {
         Kernel::ConvRowsTcN32,
         Kernel::ConvRowsTcT44,
         Kernel::ConvRowsTcN32T44,
+        Kernel::ConvRowsPipe,
+        Kernel::ConvRowsPipeN32,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -108,6 +112,8 @@ impl Kernel {
             Kernel::ConvRowsTcN32 => "rd_conv_rows_tc_n32",
             Kernel::ConvRowsTcT44 => "rd_conv_rows_tc_t44",
             Kernel::ConvRowsTcN32T44 => "rd_conv_rows_tc_n32_t44",
+            Kernel::ConvRowsPipe => "rd_conv_rows_pipe",
+            Kernel::ConvRowsPipeN32 => "rd_conv_rows_pipe_n32",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -141,6 +147,8 @@ impl Kernel {
                 | Kernel::ConvRowsTcN32
                 | Kernel::ConvRowsTcT44
                 | Kernel::ConvRowsTcN32T44
+                | Kernel::ConvRowsPipe
+                | Kernel::ConvRowsPipeN32
                 | Kernel::GlobalAvgPool
         )
     }
@@ -383,6 +391,19 @@ pub fn launch_tail(dev: &impl Launcher, t: TailPtrs) -> Result<()> {
     }
 }
 
+/// How a convolution step runs, as the start-up timing chose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvWay {
+    /// Gather, GEMM and scatter (unless `Addrs::fused_conv_k` fuses it).
+    #[default]
+    Apart,
+    /// One fused kernel (rd_conv_rows*).
+    Fused,
+    /// One fused kernel on the tensor cores, its operands copied ahead by cp.async
+    /// (rd_conv_rows_pipe*), where [`geometry::pipeable`]; else as `Fused`.
+    Piped,
+}
+
 /// Where everything a frame's launches touch lives.
 #[derive(Clone, Debug, Default)]
 pub struct Addrs {
@@ -397,10 +418,10 @@ pub struct Addrs {
     /// group; where [`geometry::fusable`]) run as one fused kernel (rd_conv_rows)
     /// instead of gather, GEMM and scatter (0: never).
     pub fused_conv_k: usize,
-    /// Per step: this convolution runs fused whatever its K (chosen by timing both ways at
+    /// Per step: how this convolution runs whatever its K (chosen by timing each way at
     /// start-up, the default; see `CudaOptions::fused_conv_auto`); empty: `fused_conv_k` alone
     /// decides.
-    pub fuse: Vec<bool>,
+    pub fuse: Vec<ConvWay>,
     /// The fused kernel computes 4 × 4 outputs per thread in larger blocks (the _t44 variants)
     /// instead of 2 × 4.
     pub fused_tile44: bool,
@@ -408,6 +429,9 @@ pub struct Addrs {
     /// tensor cores (rd_conv_rows_tc: f16 operands, f32 sums; compute capability 8.0 and newer)
     /// instead of in f32 with the f32 weights.
     pub fused_tc: bool,
+    /// Every tensor-core fused convolution that can runs pipelined (rd_conv_rows_pipe), not only
+    /// the steps `fuse` marks [`ConvWay::Piped`].
+    pub fused_pipe: bool,
     /// Where the fused kernel may split K (the GEMM result scratch, which it does not otherwise
     /// use, and zeroed counters).
     pub split: geometry::SplitSpace,
@@ -483,9 +507,13 @@ impl LayerLists {
 
 /// Whether convolution step `si` (not depthwise) runs as one fused kernel per group.
 pub fn runs_fused(addrs: &Addrs, si: usize, c: &ConvSpec) -> bool {
-    let chosen =
-        c.k_per_group() <= addrs.fused_conv_k || addrs.fuse.get(si).copied().unwrap_or(false);
+    let chosen = c.k_per_group() <= addrs.fused_conv_k || way(addrs, si) != ConvWay::Apart;
     chosen && geometry::fusable(c)
+}
+
+/// How step `si` runs as `Addrs::fuse` says (Apart where it says nothing).
+pub fn way(addrs: &Addrs, si: usize) -> ConvWay {
+    addrs.fuse.get(si).copied().unwrap_or_default()
 }
 
 /// Whether step `si` is a convolution that runs fused.
@@ -612,15 +640,21 @@ pub fn launch_layer(
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
             if runs_fused(addrs, si, c) {
-                // The tensor-core kernels have the f32 kernels' block shapes.
+                // The tensor-core kernels have the f32 kernels' block shapes; the pipelined ones
+                // those of the 2 × 4 blocks.
                 let tc = w16.filter(|_| addrs.fused_tc);
+                let piped = tc.is_some()
+                    && (addrs.fused_pipe || way(addrs, si) == ConvWay::Piped)
+                    && geometry::pipeable(c, ip as usize, l.input.c_off);
                 for gi in 0..c.groups {
-                    let tile44 = addrs.fused_tile44;
+                    let tile44 = addrs.fused_tile44 && !piped;
                     let Some(f) = geometry::fused_conv_launch(ll.m, n, k, tile44, &addrs.split)?
                     else {
                         return Ok(());
                     };
                     let kernel = match (tc.is_some(), f.narrow, tile44) {
+                        _ if piped && f.narrow => Kernel::ConvRowsPipeN32,
+                        _ if piped => Kernel::ConvRowsPipe,
                         (true, false, false) => Kernel::ConvRowsTc,
                         (true, true, false) => Kernel::ConvRowsTcN32,
                         (true, false, true) => Kernel::ConvRowsTcT44,

@@ -1,6 +1,7 @@
 //! `REGIONDROP_CUDA_FUSED_K=auto`: every convolution the fused kernel can run is timed once at
 //! start-up both ways, as gather + GEMM + scatter and fused, over the tiles of a typical sparse
-//! frame, and from then on runs the faster way (`Addrs::fuse`). Which way wins depends on the
+//! frame, and from then on runs the faster way (`Addrs::fuse`). Tensor-core convolutions that
+//! the pipelined kernel can run are timed that way too (`ConvWay::Piped`). Which way wins depends on the
 //! layer's shape and on the GPU (launch latency against arithmetic), so it is measured, not
 //! guessed. Each way is timed as frames run: launches captured in a CUDA graph and replayed, so
 //! the host's launch rate, which eager launches would add to the way with more kernels, is not
@@ -15,7 +16,7 @@ use cudarc::driver::{sys, CudaEvent, CudaGraph};
 use super::CudaBackend;
 use crate::backend::cuda::driver::{drv, setup_guard};
 use crate::backend::cuda::geometry;
-use crate::backend::cuda::layers::{self, Addrs, LayerLists};
+use crate::backend::cuda::layers::{self, Addrs, ConvWay, LayerLists, StepPtrs};
 use crate::error::{Error, Result};
 use crate::model::plan::{LayerOp, Plan, Step};
 
@@ -37,8 +38,9 @@ pub(crate) struct TuneKey {
     pub input: (usize, usize),
     pub tile: usize,
     pub device: usize,
-    /// f16, tensor cores, 4 × 4 blocks, cuBLAS, programmatic dependent launch.
-    pub kernels: [bool; 5],
+    /// f16, tensor cores, 4 × 4 blocks, cuBLAS, programmatic dependent launch, pipelined
+    /// wherever fused, pipelined timed.
+    pub kernels: [bool; 7],
 }
 
 /// The step and shape of each convolution of `plan` that `time_fusion` times: what its timings
@@ -105,12 +107,20 @@ pub struct FusionTiming {
     pub apart_us: f32,
     /// The fused kernel.
     pub fused_us: f32,
+    /// The pipelined fused kernel (infinite where it was not timed).
+    pub piped_us: f32,
 }
 
 impl FusionTiming {
-    /// Whether the step runs fused.
-    pub fn fused(&self) -> bool {
-        self.fused_us < self.apart_us
+    /// The fastest way to run the step.
+    pub fn way(&self) -> ConvWay {
+        if self.piped_us < self.fused_us.min(self.apart_us) {
+            ConvWay::Piped
+        } else if self.fused_us < self.apart_us {
+            ConvWay::Fused
+        } else {
+            ConvWay::Apart
+        }
     }
 }
 
@@ -138,12 +148,12 @@ impl CudaBackend {
         Ok((event()?, event()?))
     }
 
-    /// Every fusable convolution timed both ways, in step order, over a typical sparse frame.
+    /// Every fusable convolution timed each way, in step order, over a typical sparse frame.
     pub(super) fn tune_fusion(&mut self) -> Result<Vec<FusionTiming>> {
         self.time_fusion(TUNE_FRACTION)
     }
 
-    /// Every fusable convolution timed both ways, in step order, over the first `fraction` of
+    /// Every fusable convolution timed each way, in step order, over the first `fraction` of
     /// the grid's tiles (at least one), for `examples/fusion_costs`. The timing launches write
     /// the feature buffers, so the next frame must recompute every tile, as a backend's first
     /// frame does. Captures graphs under the process's set-up lock, as every capture does.
@@ -164,6 +174,10 @@ impl CudaBackend {
         let fused = Addrs {
             fused_conv_k: usize::MAX,
             ..unfused.clone()
+        };
+        let piped = Addrs {
+            fused_pipe: true,
+            ..fused.clone()
         };
         let mut timings = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
@@ -198,16 +212,25 @@ impl CudaBackend {
                 Ok(ms * 1e3 / TUNE_REPS as f32)
             };
             let (apart, fused) = (capture(&unfused)?, capture(&fused)?);
+            let ip = plan.buffers[l.input.buf].c;
+            let pipes = self.pipe_timed
+                && matches!(self.addrs.steps[si], StepPtrs::Conv { w16: Some(_), .. })
+                && geometry::pipeable(c, ip, l.input.c_off);
+            let piped = pipes.then(|| capture(&piped)).transpose()?;
             // Each way timed TUNE_ROUNDS times, taking turns, its best time kept: a clock that
             // changes during the timing (a GPU leaving its idle state) favours neither way.
             let mut t = FusionTiming {
                 step: si,
                 apart_us: f32::INFINITY,
                 fused_us: f32::INFINITY,
+                piped_us: f32::INFINITY,
             };
             for _ in 0..TUNE_ROUNDS {
                 t.apart_us = t.apart_us.min(time(&apart)?);
                 t.fused_us = t.fused_us.min(time(&fused)?);
+                if let Some(g) = &piped {
+                    t.piped_us = t.piped_us.min(time(g)?);
+                }
             }
             timings.push(t);
         }
@@ -226,7 +249,7 @@ mod tests {
             input: (416, 416),
             tile,
             device: 0,
-            kernels: [true, true, false, true, false],
+            kernels: [true, true, false, true, false, false, true],
         }
     }
 
@@ -235,6 +258,7 @@ mod tests {
             step,
             apart_us: 2.0,
             fused_us: 1.0,
+            piped_us: f32::INFINITY,
         }]
     }
 
