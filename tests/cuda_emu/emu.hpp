@@ -32,6 +32,7 @@ static std::barrier<>* rd_emu_barrier = nullptr;
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __shared__ static
+#define __launch_bounds__(...)
 
 inline void __syncthreads() {
     if (!rd_emu_barrier) {

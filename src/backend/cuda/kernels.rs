@@ -108,15 +108,25 @@ pub fn declared_entries(source: &str) -> Vec<String> {
     const KEY: &str = "extern \"C\" __global__ void ";
     while let Some(i) = rest.find(KEY) {
         rest = &rest[i + KEY.len()..];
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let name = entry_name(rest);
         if !name.is_empty() {
-            out.push(name);
+            out.push(name.to_string());
         }
     }
     out
+}
+
+/// The kernel's name in the text after `extern "C" __global__ void `, past its launch bounds if
+/// it declares them.
+pub fn entry_name(after_void: &str) -> &str {
+    let mut rest = after_void;
+    if let Some(bounds) = rest.strip_prefix("__launch_bounds__(") {
+        rest = bounds[bounds.find(')').map_or(bounds.len(), |i| i + 1)..].trim_start();
+    }
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// The kernel sources a process compiles: [`COMMON`] and [`SOURCES`], or those of another
@@ -429,8 +439,7 @@ mod tests {
         };
         for s in SOURCES {
             for (at, _) in s.source.match_indices(KEY) {
-                let rest = &s.source[at + KEY.len()..];
-                let name = &rest[..rest.find('(').unwrap()];
+                let name = entry_name(&s.source[at + KEY.len()..]);
                 let body = body_of(s.source, at).trim_start();
                 let first = if name.starts_with("rd_conv_rows") {
                     "rd_conv_rows"
@@ -476,6 +485,18 @@ mod tests {
             !body[..wait].contains("in[") && !body[wait..].contains("rd_rows_fetch_a"),
             "rd_rows_begin reads the input before it waits"
         );
+    }
+
+    #[test]
+    fn entry_names_skip_launch_bounds() {
+        assert_eq!(entry_name("rd_pool(const float* in"), "rd_pool");
+        assert_eq!(
+            entry_name("__launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe(P)"),
+            "rd_conv_rows_pipe"
+        );
+        let src = "extern \"C\" __global__ void __launch_bounds__(256, 4) a_b(int x) {}\n\
+                   extern \"C\" __global__ void c(int y) {}";
+        assert_eq!(declared_entries(src), ["a_b", "c"]);
     }
 
     #[test]
