@@ -942,8 +942,9 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
 }
 
 // The block shapes of rd_conv_rows_tc (32 x 64, four steps in flight) and rd_conv_rows_tc_n32
-// (64 x 32, three: 48 KB of static shared memory holds no more). Four blocks an SM: at most 64
-// registers a thread (80 unbounded; without spills at 64, scripts/ptxas_info.py).
+// (64 x 32, three: 48 KB of static shared memory holds no more), and of their _t44 variants
+// (64 x 64 with three steps, 128 x 32 with two). Four blocks fit an SM with at most 64 registers
+// a thread (unbounded: 80, 58, 71 and 74; none spills at 64, scripts/ptxas_info.py).
 extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_pipe_block<32, 64, 4>(RD_CONV_ROWS_ARGS);
@@ -952,4 +953,14 @@ extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe
 extern "C" __global__ void rd_conv_rows_pipe_n32(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_pipe_block<64, 32, 3>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe_t44(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    rd_conv_rows_pipe_block<64, 64, 3>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
+{
+    rd_conv_rows_pipe_block<128, 32, 2>(RD_CONV_ROWS_ARGS);
 }

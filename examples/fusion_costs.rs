@@ -1,6 +1,6 @@
 //! What each convolution costs on the GPU, fused (one kernel), pipelined (the tensor-core fused
-//! kernel with cp.async copies, f16 only, where the layer allows) and apart (gather, GEMM,
-//! scatter), over the first 5 %, 35 % and 100 % of the frame's tiles: the CUDA backend's start-up
+//! kernel with cp.async copies, f16 only, where the layer allows; in 2 × 4 blocks and the larger
+//! _t44 ones) and apart (gather, GEMM, scatter), over the first 5 %, 35 % and 100 % of the frame's tiles: the CUDA backend's start-up
 //! timing of `REGIONDROP_CUDA_FUSED_K=auto` (at 35 %), printed per layer. Each way is a CUDA graph
 //! of 20 launches, as frames run. Needs an NVIDIA GPU.
 //!
@@ -52,10 +52,11 @@ fn main() {
     for f in FRACTIONS {
         let _ = write!(
             out,
-            "  {:>6} {:>6} {:>6}",
+            "  {:>6} {:>6} {:>6} {:>6}",
             format!("a{:.0}%", f * 100.0),
             "fused",
-            "piped"
+            "piped",
+            "pip44"
         );
     }
     let _ = writeln!(out, "  (us a launch)  node");
@@ -76,12 +77,19 @@ fn main() {
             let t = &t[i];
             sum.0 += t.apart_us;
             sum.1 += t.apart_us.min(t.fused_us);
-            sum.2 += t.apart_us.min(t.fused_us).min(t.piped_us);
-            let piped = match t.piped_us.is_finite() {
-                true => format!("{:.1}", t.piped_us),
+            sum.2 += t.best_us();
+            let us = |v: f32| match v.is_finite() {
+                true => format!("{v:.1}"),
                 false => "-".into(),
             };
-            let _ = write!(out, "  {:>6.1} {:>6.1} {piped:>6}", t.apart_us, t.fused_us);
+            let _ = write!(
+                out,
+                "  {:>6.1} {:>6.1} {:>6} {:>6}",
+                t.apart_us,
+                t.fused_us,
+                us(t.piped_us),
+                us(t.piped_t44_us)
+            );
         }
         if writeln!(out, "  {}", l.name).is_err() {
             return;
@@ -90,7 +98,7 @@ fn main() {
     for (f, (apart, best, best3)) in FRACTIONS.iter().zip(sums) {
         let _ = writeln!(
             out,
-            "{:.0} % of the tiles: all fusable convolutions {apart:.0} us apart, {best:.0} us each the faster of apart and fused, {best3:.0} us the fastest of the three",
+            "{:.0} % of the tiles: all fusable convolutions {apart:.0} us apart, {best:.0} us each the faster of apart and fused, {best3:.0} us the fastest way",
             f * 100.0
         );
     }

@@ -1310,8 +1310,9 @@ fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
 /// only copied to shared memory ahead by cp.async (at once on the host). On NanoDet's layers
 /// (the 3-channel first one is not pipeable and stays rd_conv_rows_tc), three scattered tiles
 /// with eager and graph lists: K split up to 16 ways (up to 5 steps a split, past the 4 stages
-/// of the ring on K = 2304), and not split (long K loops); every convolution piped, and (eager,
-/// split) every other one, as the start-up timing may mix them.
+/// of the ring on K = 2304), and not split (long K loops); in the 2 × 4 blocks (4 and 3 stages)
+/// and the larger _t44 ones (3 and 2 stages); every convolution piped, and (eager, split) every
+/// other one, as the start-up timing may mix them.
 #[test]
 fn pipelined_convolutions_equal_the_tensor_core_kernel() {
     let Some(emu) = emu() else { return };
@@ -1320,8 +1321,9 @@ fn pipelined_convolutions_equal_the_tensor_core_kernel() {
     let mixed: Vec<ConvWay> = (0..plan.steps.len())
         .map(|si| [ConvWay::Piped, ConvWay::Fused][si % 2])
         .collect();
-    let run = |bucket: Option<usize>, split: bool, setup: &dyn Fn(&mut Addrs)| {
+    let run = |bucket: Option<usize>, split: bool, tile44: bool, setup: &dyn Fn(&mut Addrs)| {
         let mut dev = HostDevice::new(plan, true, usize::MAX);
+        dev.addrs.fused_tile44 = tile44;
         if !split {
             dev.addrs.split.counters_len = 0;
         }
@@ -1333,29 +1335,43 @@ fn pipelined_convolutions_equal_the_tensor_core_kernel() {
         f.run(&counting, &mut dev, bucket);
         (dev, counting.counts.into_inner())
     };
-    for (bucket, split) in [(None, true), (f.bucket, true), (None, false)] {
-        let (tc, tc_counts) = run(bucket, split, &|_| {});
+    let configs = [
+        (None, true, false),
+        (f.bucket, true, true),
+        (None, false, false),
+        (None, false, true),
+    ];
+    for (bucket, split, tile44) in configs {
+        let (tc, tc_counts) = run(bucket, split, tile44, &|_| {});
         assert!(!tc_counts.keys().any(|k| k.starts_with("rd_conv_rows_pipe")));
         let every: &dyn Fn(&mut Addrs) = &|a| a.fused_pipe = true;
         let other: &dyn Fn(&mut Addrs) = &|a| a.fuse = mixed.clone();
         let mut setups = vec![("every one piped", every)];
-        if bucket.is_none() && split {
+        if bucket.is_none() && split && !tile44 {
             setups.push(("every other one piped", other));
         }
         for (name, setup) in setups {
-            let (piped, counts) = run(bucket, split, setup);
+            let (piped, counts) = run(bucket, split, tile44, setup);
             let n_piped: usize = counts
                 .iter()
                 .filter(|(k, _)| k.starts_with("rd_conv_rows_pipe"))
                 .map(|(_, n)| *n)
                 .sum();
-            let n_tc = counts.get("rd_conv_rows_tc").copied().unwrap_or(0)
-                + counts.get("rd_conv_rows_tc_n32").copied().unwrap_or(0);
+            let n_tc: usize = counts
+                .iter()
+                .filter(|(k, _)| k.starts_with("rd_conv_rows_tc"))
+                .map(|(_, n)| *n)
+                .sum();
             println!(
-                "{}, bucket {bucket:?}, K split {split}, {name}: {n_piped} pipelined launches, {n_tc} not",
+                "{}, bucket {bucket:?}, K split {split}, 4x4 {tile44}, {name}: {n_piped} pipelined launches, {n_tc} not",
                 f.m.path
             );
             assert!(n_piped > 0 && n_tc > 0, "{name}: {counts:?}");
+            assert_eq!(
+                counts.keys().any(|k| k.ends_with("_t44")),
+                tile44,
+                "{name}: {counts:?}"
+            );
             for (b, (x, y)) in tc.bufs.iter().zip(&piped.bufs).enumerate() {
                 let differ = x
                     .iter()
@@ -1363,7 +1379,7 @@ fn pipelined_convolutions_equal_the_tensor_core_kernel() {
                     .position(|(x, y)| x.to_bits() != y.to_bits());
                 assert!(
                     differ.is_none(),
-                    "{name}: buffer {b} differs at {differ:?} (bucket {bucket:?}, split {split})"
+                    "{name}: buffer {b} differs at {differ:?} (bucket {bucket:?}, split {split}, 4x4 {tile44})"
                 );
             }
         }

@@ -638,7 +638,7 @@ impl CudaBackend {
                 .addrs
                 .fuse
                 .iter()
-                .filter(|&&f| f == ConvWay::Piped)
+                .filter(|&&f| matches!(f, ConvWay::Piped | ConvWay::PipedT44))
                 .count()
             {
                 0 => String::new(),

@@ -61,6 +61,8 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_conv_rows_tc_n32_t44",
             "rd_conv_rows_pipe",
             "rd_conv_rows_pipe_n32",
+            "rd_conv_rows_pipe_t44",
+            "rd_conv_rows_pipe_n32_t44",
         ],
     },
     KernelSource {

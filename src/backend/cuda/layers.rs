@@ -33,6 +33,8 @@ pub enum Kernel {
     ConvRowsTcN32T44,
     ConvRowsPipe,
     ConvRowsPipeN32,
+    ConvRowsPipeT44,
+    ConvRowsPipeN32T44,
     Pool,
     Resize,
     Affine,
@@ -51,7 +53,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 36] = [
+    pub const ALL: [Kernel; 38] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -73,6 +75,8 @@ impl Kernel {
         Kernel::ConvRowsTcN32T44,
         Kernel::ConvRowsPipe,
         Kernel::ConvRowsPipeN32,
+        Kernel::ConvRowsPipeT44,
+        Kernel::ConvRowsPipeN32T44,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -114,6 +118,8 @@ impl Kernel {
             Kernel::ConvRowsTcN32T44 => "rd_conv_rows_tc_n32_t44",
             Kernel::ConvRowsPipe => "rd_conv_rows_pipe",
             Kernel::ConvRowsPipeN32 => "rd_conv_rows_pipe_n32",
+            Kernel::ConvRowsPipeT44 => "rd_conv_rows_pipe_t44",
+            Kernel::ConvRowsPipeN32T44 => "rd_conv_rows_pipe_n32_t44",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -149,6 +155,8 @@ impl Kernel {
                 | Kernel::ConvRowsTcN32T44
                 | Kernel::ConvRowsPipe
                 | Kernel::ConvRowsPipeN32
+                | Kernel::ConvRowsPipeT44
+                | Kernel::ConvRowsPipeN32T44
                 | Kernel::GlobalAvgPool
         )
     }
@@ -402,6 +410,8 @@ pub enum ConvWay {
     /// One fused kernel on the tensor cores, its operands copied ahead by cp.async
     /// (rd_conv_rows_pipe*), where [`geometry::pipeable`]; else as `Fused`.
     Piped,
+    /// `Piped` in the larger blocks of `Addrs::fused_tile44` (64 × 64, 128 × 32).
+    PipedT44,
 }
 
 /// Where everything a frame's launches touch lives.
@@ -640,21 +650,25 @@ pub fn launch_layer(
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
             if runs_fused(addrs, si, c) {
-                // The tensor-core kernels have the f32 kernels' block shapes; the pipelined ones
-                // those of the 2 × 4 blocks.
+                // The tensor-core and pipelined kernels have the f32 kernels' block shapes.
                 let tc = w16.filter(|_| addrs.fused_tc);
+                let way = way(addrs, si);
                 let piped = tc.is_some()
-                    && (addrs.fused_pipe || way(addrs, si) == ConvWay::Piped)
+                    && (addrs.fused_pipe || matches!(way, ConvWay::Piped | ConvWay::PipedT44))
                     && geometry::pipeable(c, ip as usize, l.input.c_off);
+                let tile44 = addrs.fused_tile44 || way == ConvWay::PipedT44;
                 for gi in 0..c.groups {
-                    let tile44 = addrs.fused_tile44 && !piped;
                     let Some(f) = geometry::fused_conv_launch(ll.m, n, k, tile44, &addrs.split)?
                     else {
                         return Ok(());
                     };
                     let kernel = match (tc.is_some(), f.narrow, tile44) {
-                        _ if piped && f.narrow => Kernel::ConvRowsPipeN32,
-                        _ if piped => Kernel::ConvRowsPipe,
+                        _ if piped => match (f.narrow, tile44) {
+                            (false, false) => Kernel::ConvRowsPipe,
+                            (true, false) => Kernel::ConvRowsPipeN32,
+                            (false, true) => Kernel::ConvRowsPipeT44,
+                            (true, true) => Kernel::ConvRowsPipeN32T44,
+                        },
                         (true, false, false) => Kernel::ConvRowsTc,
                         (true, true, false) => Kernel::ConvRowsTcN32,
                         (true, false, true) => Kernel::ConvRowsTcT44,

@@ -107,20 +107,32 @@ pub struct FusionTiming {
     pub apart_us: f32,
     /// The fused kernel.
     pub fused_us: f32,
-    /// The pipelined fused kernel (infinite where it was not timed).
+    /// The pipelined fused kernel, and in its larger blocks (infinite where not timed).
     pub piped_us: f32,
+    pub piped_t44_us: f32,
 }
 
 impl FusionTiming {
     /// The fastest way to run the step.
     pub fn way(&self) -> ConvWay {
-        if self.piped_us < self.fused_us.min(self.apart_us) {
-            ConvWay::Piped
-        } else if self.fused_us < self.apart_us {
-            ConvWay::Fused
-        } else {
-            ConvWay::Apart
-        }
+        let ways = [
+            (ConvWay::Apart, self.apart_us),
+            (ConvWay::Fused, self.fused_us),
+            (ConvWay::Piped, self.piped_us),
+            (ConvWay::PipedT44, self.piped_t44_us),
+        ];
+        // The first of the fastest: a tie keeps the simpler way.
+        ways.iter()
+            .fold(ways[0], |best, &w| if w.1 < best.1 { w } else { best })
+            .0
+    }
+
+    /// The fastest time of the step, whichever way.
+    pub fn best_us(&self) -> f32 {
+        self.apart_us
+            .min(self.fused_us)
+            .min(self.piped_us)
+            .min(self.piped_t44_us)
     }
 }
 
@@ -177,7 +189,12 @@ impl CudaBackend {
         };
         let piped = Addrs {
             fused_pipe: true,
+            fused_tile44: false,
             ..fused.clone()
+        };
+        let piped_t44 = Addrs {
+            fused_tile44: true,
+            ..piped.clone()
         };
         let mut timings = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
@@ -216,7 +233,10 @@ impl CudaBackend {
             let pipes = self.pipe_timed
                 && matches!(self.addrs.steps[si], StepPtrs::Conv { w16: Some(_), .. })
                 && geometry::pipeable(c, ip, l.input.c_off);
-            let piped = pipes.then(|| capture(&piped)).transpose()?;
+            let piped = match pipes {
+                true => Some((capture(&piped)?, capture(&piped_t44)?)),
+                false => None,
+            };
             // Each way timed TUNE_ROUNDS times, taking turns, its best time kept: a clock that
             // changes during the timing (a GPU leaving its idle state) favours neither way.
             let mut t = FusionTiming {
@@ -224,12 +244,14 @@ impl CudaBackend {
                 apart_us: f32::INFINITY,
                 fused_us: f32::INFINITY,
                 piped_us: f32::INFINITY,
+                piped_t44_us: f32::INFINITY,
             };
             for _ in 0..TUNE_ROUNDS {
                 t.apart_us = t.apart_us.min(time(&apart)?);
                 t.fused_us = t.fused_us.min(time(&fused)?);
-                if let Some(g) = &piped {
+                if let Some((g, g44)) = &piped {
                     t.piped_us = t.piped_us.min(time(g)?);
+                    t.piped_t44_us = t.piped_t44_us.min(time(g44)?);
                 }
             }
             timings.push(t);
@@ -259,7 +281,27 @@ mod tests {
             apart_us: 2.0,
             fused_us: 1.0,
             piped_us: f32::INFINITY,
+            piped_t44_us: f32::INFINITY,
         }]
+    }
+
+    #[test]
+    fn each_step_runs_the_fastest_way_and_ties_keep_the_simpler() {
+        let t = |a, f, p, p44| FusionTiming {
+            step: 0,
+            apart_us: a,
+            fused_us: f,
+            piped_us: p,
+            piped_t44_us: p44,
+        };
+        let inf = f32::INFINITY;
+        assert_eq!(t(2.0, 3.0, inf, inf).way(), ConvWay::Apart);
+        assert_eq!(t(2.0, 1.0, inf, inf).way(), ConvWay::Fused);
+        assert_eq!(t(2.0, 1.0, 0.5, 0.7).way(), ConvWay::Piped);
+        assert_eq!(t(2.0, 1.0, 0.5, 0.4).way(), ConvWay::PipedT44);
+        assert_eq!(t(1.0, 1.0, 1.0, 1.0).way(), ConvWay::Apart);
+        assert_eq!(t(2.0, 1.0, 1.0, 1.0).way(), ConvWay::Fused);
+        assert_eq!(t(2.0, 1.0, 0.5, 0.4).best_us(), 0.4);
     }
 
     #[test]
