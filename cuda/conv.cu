@@ -656,41 +656,54 @@ __device__ __forceinline__ void rd_mma_acc_pos(int lane, int i, int* r, int* c)
 __device__ __forceinline__ u32 rd_a_bits(const u16* a, int i) { return a[i]; }
 __device__ __forceinline__ u32 rd_a_bits(const float* a, int i) { return rd_f16_bits(a[i]); }
 
-// Two f16 operands of A at a, a + 1 in one register, the lower one first (4-byte aligned u16
-// pairs load as one word).
+// Two f16 operands of A at a, a + 1 in one register, the lower one first (aligned pairs load
+// at once: u16 pairs as one word, f32 pairs as 8 bytes).
+struct alignas(8) RdF2 { float v[2]; };
 __device__ __forceinline__ u32 rd_a_pair(const u16* a) { return *(const u32*)a; }
-__device__ __forceinline__ u32 rd_a_pair(const float* a) { return rd_a_bits(a, 0) | rd_a_bits(a, 1) << 16; }
+__device__ __forceinline__ u32 rd_a_pair(const float* a)
+{
+    RdF2 p = *reinterpret_cast<const RdF2*>(a);
+    return (u32)rd_f16_bits(p.v[0]) | (u32)rd_f16_bits(p.v[1]) << 16;
+}
 
-// acc (this lane's four accumulators of a 16 x 8 f32 tile, as rd_mma_acc_pos places them) +=
-// A · B, where A is 16 x 16 row-major at `a` (pitch `lda`; f16 bits, or f32 rounded to f16 as the
-// fragments are built) and B is 16 x 8 f16 row-major at `b` (row k, the 8 columns consecutive, at
-// b + k * ldb).
-template <typename A>
+// acc[4 ni .. 4 ni + 3] (this lane's four accumulators of the ni-th 16 x 8 f32 tile, as
+// rd_mma_acc_pos places them) += A · B_ni for ni < NI, where A is 16 x 16 row-major at `a` (pitch
+// `lda`; f16 bits, or f32 rounded to f16 as the fragments are built) and B_ni is 16 x 8 f16
+// row-major at b + 8 ni (row k, the 8 columns consecutive, at b + 8 ni + k * ldb). A's fragment
+// is loaded once for the NI products.
+template <int NI, typename A>
 __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const A* a, int lda, const u16* b, int ldb)
 {
     int lane = (int)(threadIdx.x & 31u);
 #ifdef RD_HOST_EMU
     // The host has no warps: each lane computes its own four values from shared memory
     // (tests/cuda_kernels_host.rs checks rd_mma_fragments against the ISA's layout).
-    for (int i = 0; i < 4; ++i) {
-        int r, c;
-        rd_mma_acc_pos(lane, i, &r, &c);
-        float sum = 0.0f;
-        for (int k = 0; k < 16; ++k)
-            sum += rd_emu_f16_value((u16)rd_a_bits(a, r * lda + k)) * rd_emu_f16_value(b[k * ldb + c]);
-        acc[i] += sum;
-    }
+    for (int ni = 0; ni < NI; ++ni)
+        for (int i = 0; i < 4; ++i) {
+            int r, c;
+            rd_mma_acc_pos(lane, i, &r, &c);
+            float sum = 0.0f;
+            for (int k = 0; k < 16; ++k)
+                sum += rd_emu_f16_value((u16)rd_a_bits(a, r * lda + k)) *
+                       rd_emu_f16_value(b[k * ldb + 8 * ni + c]);
+            acc[4 * ni + i] += sum;
+        }
 #elif __CUDA_ARCH__ >= 800
     int ao[4], bo[4];
     rd_mma_fragments(lane, lda, ldb, ao, bo);
     u32 ra0 = rd_a_pair(a + ao[0]), ra1 = rd_a_pair(a + ao[1]);
     u32 ra2 = rd_a_pair(a + ao[2]), ra3 = rd_a_pair(a + ao[3]);
-    u32 rb0 = (u32)b[bo[0]] | (u32)b[bo[1]] << 16, rb1 = (u32)b[bo[2]] | (u32)b[bo[3]] << 16;
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-        : "r"(ra0), "r"(ra1), "r"(ra2), "r"(ra3), "r"(rb0), "r"(rb1));
+#pragma unroll
+    for (int ni = 0; ni < NI; ++ni) {
+        const u16* bn = b + 8 * ni;
+        u32 rb0 = (u32)bn[bo[0]] | (u32)bn[bo[1]] << 16, rb1 = (u32)bn[bo[2]] | (u32)bn[bo[3]] << 16;
+        float* d = acc + 4 * ni;
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(ra0), "r"(ra1), "r"(ra2), "r"(ra3), "r"(rb0), "r"(rb1));
+    }
 #else
     // The host launches the tensor-core kernels on compute capability 8.0 and newer only.
     __trap();
@@ -726,11 +739,7 @@ struct RdTcWarps {
         for (int ks = 0; ks < RD_FR_BK; ks += 16)
 #pragma unroll
             for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-                for (int ni = 0; ni < 2; ++ni)
-                    rd_mma_16x8x16(
-                        acc + (mi * 2 + ni) * 4, a + (wm + 16 * mi) * lda + ks, lda,
-                        b + ks * ldb + wn + 8 * ni, ldb);
+                rd_mma_16x8x16<2>(acc + mi * 8, a + (wm + 16 * mi) * lda + ks, lda, b + ks * ldb + wn, ldb);
     }
 
     // The block's (row, channel) of accumulator i (the `pos` of rd_rows_finish).
@@ -801,7 +810,11 @@ extern "C" __global__ void rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 // The host launches it only where every chunk of four copies as one vector (geometry::pipeable):
 // cig, in_pitch, the input's channel offset and n multiples of 4, so that four consecutive
 // columns of a K step are four channels of one tap, and four weights four output channels.
-#define RD_PIPE_LDA (RD_FR_BK + 4) // the taps' f32 row pitch (16 bytes of padding)
+// The taps' f32 row pitch in shared memory: 8 floats of padding put the 8-byte fragment loads
+// of a half warp (rows g = 0..3, columns 2q, q = 0..3) on 32 different banks; 4 floats (the
+// 128 x 32 block, which 48 KB holds no more) on two ways at most.
+#define RD_PIPE_LDA (RD_FR_BK + 8)
+#define RD_PIPE_LDA_SMALL (RD_FR_BK + 4)
 
 // Copies BYTES (16 or 8) from global `src` to shared `dst`, or zeros when !valid (then `src` is
 // not read). Asynchronous on the device, waited for by rd_cp_wait; done at once on the host.
@@ -844,18 +857,18 @@ __device__ __forceinline__ void rd_cp_wait()
 
 // A pipelined block's shared memory: STAGES K steps of taps (f32) and weights (f16, rows padded
 // as in rd_conv_rows_tc), 16-byte aligned for the copies.
-template <int BM, int BN, int STAGES>
+template <int BM, int BN, int STAGES, int LDA>
 struct alignas(16) RdPipeShared {
-    float a[STAGES][BM][RD_PIPE_LDA];
+    float a[STAGES][BM][LDA];
     u16 b[STAGES][RD_FR_BK][BN + 8];
 };
 
 // Starts the copies of the taps of the K step at k0 into `a`: chunk c = threadIdx.x +
 // i * RD_FR_THREADS is row c / (RD_FR_BK / 4), columns 4 (c % (RD_FR_BK / 4)) + 0..3 (zeros
 // outside the map, past the share of K, or for a row that is no pixel).
-template <int BM>
+template <int BM, int LDA>
 __device__ __forceinline__ void rd_pipe_fetch_a(
-    const RdRowsShared<BM>& s, float (*a)[RD_PIPE_LDA], int k0, int k_hi, int kw, int dh, int dw,
+    const RdRowsShared<BM>& s, float (*a)[LDA], int k0, int k_hi, int kw, int dh, int dw,
     int cig, const float* __restrict__ in, int in_pitch, int in_h, int in_w)
 {
 #pragma unroll
@@ -895,11 +908,11 @@ __device__ __forceinline__ void rd_pipe_fetch_w(
 // every thread is past step i - 1, whose buffers the new copies reuse) starts step
 // i + STAGES - 1's, then multiplies. The weights of the first STAGES - 1 steps (which no kernel
 // writes) are requested before the rows are found and before the PDL wait, in the first group.
-template <int BM, int BN, int STAGES>
+template <int BM, int BN, int STAGES, int LDA = RD_PIPE_LDA>
 __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u16))
 {
     static_assert(STAGES >= 2, "a step in flight while one is multiplied");
-    __shared__ RdPipeShared<BM, BN, STAGES> ring;
+    __shared__ RdPipeShared<BM, BN, STAGES, LDA> ring;
     __shared__ RdRowsShared<BM> s;
     int k_lo, k_hi;
     rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
@@ -915,7 +928,7 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
     RD_PDL_WAIT();
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        rd_pipe_fetch_a<BM>(s, ring.a[st], k_lo + st * RD_FR_BK, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
+        rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], k_lo + st * RD_FR_BK, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
         rd_cp_commit();
     }
     RdTcWarps<BM, BN> w;
@@ -931,11 +944,11 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
         if (next < steps) {
             int k0 = k_lo + next * RD_FR_BK, st = next % STAGES;
             rd_pipe_fetch_w<BN>(ring.b[st], k0, k_hi, wt, n, n_base);
-            rd_pipe_fetch_a<BM>(s, ring.a[st], k0, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
+            rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], k0, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
         }
         rd_cp_commit(); // empty past the last step: the group count stays one per step
         int cur = i % STAGES;
-        w.multiply(acc, &ring.a[cur][0][0], RD_PIPE_LDA, &ring.b[cur][0][0], BN + 8);
+        w.multiply(acc, &ring.a[cur][0][0], LDA, &ring.b[cur][0][0], BN + 8);
     }
     rd_cp_wait<0>();
     rd_rows_finish<BM, BN>(s, acc, w, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
@@ -962,5 +975,5 @@ extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe
 
 extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    rd_conv_rows_pipe_block<128, 32, 2>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_pipe_block<128, 32, 2, RD_PIPE_LDA_SMALL>(RD_CONV_ROWS_ARGS);
 }
