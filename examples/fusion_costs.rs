@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use gstregiondrop::backend::cuda::{CudaBackend, CudaOptions, FusionTiming};
+use gstregiondrop::backend::cuda::{CudaBackend, CudaOptions, FusionTiming, PipeMode};
 use gstregiondrop::backend::Precision;
 use gstregiondrop::model::import::{import, ImportOptions};
 use gstregiondrop::model::plan::{LayerOp, Step};
@@ -38,6 +38,7 @@ fn main() {
     let opts = CudaOptions {
         precision,
         fused_conv_auto: Some(true),
+        fused_pipe: Some(PipeMode::Timed),
         ..CudaOptions::default()
     };
     let mut backend =

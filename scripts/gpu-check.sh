@@ -88,17 +88,17 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
-echo "== the pipelined tensor-core convolution (cp.async; the default times it as a third way at start-up), f16: never (REGIONDROP_CUDA_FUSED_PIPE=0); every convolution fused, pipelined where it can be (=1) and not (=0); the same on $YOLO at $YOLO_SIZE"
-grep -o "convolutions fused[^,]*\(, [0-9]* of them pipelined\)\?" "$OUT/bench_cuda_f16.err" | head -1
-REGIONDROP_CUDA_FUSED_PIPE=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_pipe0.json"
+echo "== the pipelined tensor-core convolution (cp.async; opt-in): timed as two more ways at start-up (REGIONDROP_CUDA_FUSED_PIPE=auto), f16; every convolution fused, pipelined where it can be (=1) and not; the same on $YOLO at $YOLO_SIZE"
+REGIONDROP_CUDA_FUSED_PIPE=auto "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_pipeauto.err" | tee "$OUT/bench_cuda_f16_pipeauto.json"
+grep -o "convolutions fused[^,]*\(, [0-9]* of them pipelined\)\?" "$OUT/bench_cuda_f16_pipeauto.err" | head -1
 REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_FUSED_PIPE=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_pipe1.json"
-REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_FUSED_PIPE=0 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_pipe0.json"
+REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_pipeoff.json"
 if [ -f "$D/models/$YOLO" ]; then
-    "${Y[@]}" --backend cuda --precision f16 2>"$OUT/yolo_cuda_f16_piped.err" | tee "$OUT/yolo_cuda_f16_piped.json"
-    grep -o "convolutions fused[^,]*\(, [0-9]* of them pipelined\)\?" "$OUT/yolo_cuda_f16_piped.err" | head -1
-    REGIONDROP_CUDA_FUSED_PIPE=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_pipe0.json"
+    REGIONDROP_CUDA_FUSED_PIPE=auto "${Y[@]}" --backend cuda --precision f16 2>"$OUT/yolo_cuda_f16_pipeauto.err" | tee "$OUT/yolo_cuda_f16_pipeauto.json"
+    grep -o "convolutions fused[^,]*\(, [0-9]* of them pipelined\)\?" "$OUT/yolo_cuda_f16_pipeauto.err" | head -1
+    "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_pipeoff.json"
     REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_FUSED_PIPE=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc_pipe1.json"
-    REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_FUSED_PIPE=0 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc_pipe0.json"
+    REGIONDROP_CUDA_FUSED_K=4096 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc_pipeoff.json"
 fi
 echo "== every graph on one stream (REGIONDROP_CUDA_LANES=1; the default times 4 lanes against one stream at start-up): f32, f16, f16 forced fractions; one stream without PDL (the defaults before the eighteenth session); the defaults again after them"
 L=(env REGIONDROP_CUDA_LANES=1)

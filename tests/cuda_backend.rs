@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
 use gstregiondrop::backend::cpu::CpuBackend;
-use gstregiondrop::backend::cuda::{self, kernels, CudaBackend, CudaOptions};
+use gstregiondrop::backend::cuda::{self, kernels, CudaBackend, CudaOptions, PipeMode};
 use gstregiondrop::backend::{Backend, BackendKind, Precision};
 use gstregiondrop::mask::{ChangeDetector, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use gstregiondrop::model::plan::Plan;
@@ -544,7 +544,7 @@ fn tensor_core_fused_convolutions_match_cpu() {
         let all_fused = CudaOptions {
             precision: Precision::F16,
             fused_conv_k: Some(usize::MAX),
-            fused_pipe: Some(false),
+            fused_pipe: Some(PipeMode::Off),
             ..opts.clone()
         };
         vec![
@@ -552,7 +552,7 @@ fn tensor_core_fused_convolutions_match_cpu() {
             (
                 "f16, all fused, pipelined",
                 CudaOptions {
-                    fused_pipe: Some(true),
+                    fused_pipe: Some(PipeMode::Always),
                     ..all_fused
                 },
                 3e-2,

@@ -52,6 +52,18 @@ use frames::{Detect, DeviceFrames, Staged};
 use graphs::Graphs;
 use streams::LaneSet;
 
+/// Where fused convolutions run pipelined (`CudaOptions::fused_pipe`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PipeMode {
+    /// Never.
+    #[default]
+    Off,
+    /// Where the start-up timing finds it faster (with `CudaOptions::fused_conv_auto`).
+    Timed,
+    /// Every fused convolution that can.
+    Always,
+}
+
 /// How the backend is built.
 #[derive(Clone, Default)]
 pub struct CudaOptions {
@@ -90,12 +102,11 @@ pub struct CudaOptions {
     /// the tensor cores (rd_conv_rows_tc) rather than in f32 (rd_conv_rows). None: on, unless
     /// `REGIONDROP_CUDA_FUSED_TC=0`.
     pub fused_tc: Option<bool>,
-    /// Tensor-core fused convolutions may run pipelined (rd_conv_rows_pipe: operands copied to
-    /// shared memory by cp.async, several K steps ahead, where `geometry::pipeable`). Some(true):
-    /// every one that can; Some(false): none; None: the start-up timing times it as a third way
-    /// (with `fused_conv_auto`), unless `REGIONDROP_CUDA_FUSED_PIPE` is 0 or 1 (not yet timed on
-    /// a GPU).
-    pub fused_pipe: Option<bool>,
+    /// Whether tensor-core fused convolutions run pipelined (rd_conv_rows_pipe: operands copied
+    /// to shared memory by cp.async, several K steps ahead, where `geometry::pipeable`). None:
+    /// `REGIONDROP_CUDA_FUSED_PIPE` (`auto`, `1`), else off: written without a GPU, it stays
+    /// opt-in until one has run and timed it.
+    pub fused_pipe: Option<PipeMode>,
     /// Letterbox frames on the device (`Backend::letterbox_frame`; needs the device change
     /// detection). None: on, unless `REGIONDROP_CUDA_LETTERBOX=0`. On an H100 with 16 host
     /// cores, NanoDet f16 on camera frames (`examples/letterbox_place`): the process's CPU time
@@ -424,15 +435,15 @@ impl CudaBackend {
                 }),
             ..backend.addresses()
         };
-        let pipe = opts.fused_pipe.or_else(|| {
+        let pipe = opts.fused_pipe.unwrap_or_else(|| {
             match std::env::var("REGIONDROP_CUDA_FUSED_PIPE").as_deref() {
-                Ok("0") => Some(false),
-                Ok("1") => Some(true),
-                _ => None,
+                Ok("1") => PipeMode::Always,
+                Ok("auto") => PipeMode::Timed,
+                _ => PipeMode::Off,
             }
         });
-        backend.addrs.fused_pipe = backend.addrs.fused_tc && pipe == Some(true);
-        backend.pipe_timed = backend.addrs.fused_tc && pipe.is_none();
+        backend.addrs.fused_pipe = backend.addrs.fused_tc && pipe == PipeMode::Always;
+        backend.pipe_timed = backend.addrs.fused_tc && pipe == PipeMode::Timed;
         let auto = opts.fused_conv_auto.unwrap_or_else(|| {
             opts.fused_conv_k.is_none()
                 && std::env::var("REGIONDROP_CUDA_FUSED_K")

@@ -17,7 +17,7 @@ pub mod tail;
 
 use std::sync::Arc;
 
-pub use backend::{CudaBackend, CudaOptions, FusionTiming, LaneTiming};
+pub use backend::{CudaBackend, CudaOptions, FusionTiming, LaneTiming, PipeMode};
 
 use super::Backend;
 use crate::error::{Error, Result};
