@@ -652,6 +652,31 @@ __device__ __forceinline__ void rd_mma_acc_pos(int lane, int i, int* r, int* c)
     *c = 2 * (lane & 3) + (i & 1);
 }
 
+// The row whose address lane `lane` gives ldmatrix.x4.trans to load the B fragments of two
+// 16 x 8 tiles side by side (row-major, pitch ldb, as an offset from the first tile): matrix
+// m = lane / 8 is rows k = 8 (m % 2) + 0..7 at columns 8 (m / 2) + 0..7, and the instruction
+// hands each lane the transposed elements mma.m16n8k16 wants in registers b0, b1 of the first
+// tile (matrices 0, 1) and of the second (2, 3) (tests/cuda_kernels_host.rs checks this against
+// rd_mma_fragments).
+__device__ __forceinline__ int rd_ldsm_b_row(int lane, int ldb)
+{
+    int m = lane >> 3;
+    return ((lane & 7) + 8 * (m & 1)) * ldb + 8 * (m >> 1);
+}
+
+// A generic pointer to shared memory as the 32-bit shared address PTX operands take.
+__device__ __forceinline__ u32 rd_smem_addr(const void* p)
+{
+#ifdef RD_HOST_EMU
+    (void)p;
+    return 0;
+#else
+    u32 d;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(p));
+    return d;
+#endif
+}
+
 // An f16 operand of A as bits: as stored (u16), or an f32 rounded as rd_im2col_h rounds it.
 __device__ __forceinline__ u32 rd_a_bits(const u16* a, int i) { return a[i]; }
 __device__ __forceinline__ u32 rd_a_bits(const float* a, int i) { return rd_f16_bits(a[i]); }
@@ -670,8 +695,9 @@ __device__ __forceinline__ u32 rd_a_pair(const float* a)
 // rd_mma_acc_pos places them) += A · B_ni for ni < NI, where A is 16 x 16 row-major at `a` (pitch
 // `lda`; f16 bits, or f32 rounded to f16 as the fragments are built) and B_ni is 16 x 8 f16
 // row-major at b + 8 ni (row k, the 8 columns consecutive, at b + 8 ni + k * ldb). A's fragment
-// is loaded once for the NI products.
-template <int NI, typename A>
+// is loaded once for the NI products. LDSM (NI = 2, B's rows 16-byte aligned): B's fragments come
+// from one ldmatrix.x4.trans instead of eight 2-byte loads.
+template <int NI, bool LDSM, typename A>
 __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const A* a, int lda, const u16* b, int ldb)
 {
     int lane = (int)(threadIdx.x & 31u);
@@ -693,10 +719,23 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const A* a, int lda, 
     rd_mma_fragments(lane, lda, ldb, ao, bo);
     u32 ra0 = rd_a_pair(a + ao[0]), ra1 = rd_a_pair(a + ao[1]);
     u32 ra2 = rd_a_pair(a + ao[2]), ra3 = rd_a_pair(a + ao[3]);
+    u32 rb[2 * NI];
+    if (LDSM) {
+        static_assert(!LDSM || NI == 2, "ldmatrix.x4 loads two tiles");
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(rb[0]), "=r"(rb[1]), "=r"(rb[2]), "=r"(rb[3])
+                     : "r"(rd_smem_addr(b + rd_ldsm_b_row(lane, ldb))));
+    } else {
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+            const u16* bn = b + 8 * ni;
+            rb[2 * ni] = (u32)bn[bo[0]] | (u32)bn[bo[1]] << 16;
+            rb[2 * ni + 1] = (u32)bn[bo[2]] | (u32)bn[bo[3]] << 16;
+        }
+    }
 #pragma unroll
     for (int ni = 0; ni < NI; ++ni) {
-        const u16* bn = b + 8 * ni;
-        u32 rb0 = (u32)bn[bo[0]] | (u32)bn[bo[1]] << 16, rb1 = (u32)bn[bo[2]] | (u32)bn[bo[3]] << 16;
+        u32 rb0 = rb[2 * ni], rb1 = rb[2 * ni + 1];
         float* d = acc + 4 * ni;
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -731,15 +770,16 @@ struct RdTcWarps {
     }
 
     // acc += one K step: the block's taps `a` (BM rows of RD_FR_BK, pitch lda) times its weights
-    // `b` (RD_FR_BK rows of BN channels, pitch ldb).
-    template <typename A>
+    // `b` (RD_FR_BK rows of BN channels, pitch ldb); LDSM: b's fragments by ldmatrix (its rows
+    // 16-byte aligned).
+    template <bool LDSM, typename A>
     __device__ __forceinline__ void multiply(float* acc, const A* a, int lda, const u16* b, int ldb) const
     {
 #pragma unroll
         for (int ks = 0; ks < RD_FR_BK; ks += 16)
 #pragma unroll
             for (int mi = 0; mi < MI; ++mi)
-                rd_mma_16x8x16<2>(acc + mi * 8, a + (wm + 16 * mi) * lda + ks, lda, b + ks * ldb + wn, ldb);
+                rd_mma_16x8x16<2, LDSM>(acc + mi * 8, a + (wm + 16 * mi) * lda + ks, lda, b + ks * ldb + wn, ldb);
     }
 
     // The block's (row, channel) of accumulator i (the `pos` of rd_rows_finish).
@@ -777,7 +817,7 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
         s, regs, k_lo, k_hi, RD_ROWS_LOAD_ARGS,
         [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
         [&](int jj, int kk, u16 wv) { sb[kk][jj] = wv; },
-        [&]() { w.multiply(acc, &sa[0][0], RD_TC_LD, &sb[0][0], LDB); });
+        [&]() { w.template multiply<false>(acc, &sa[0][0], RD_TC_LD, &sb[0][0], LDB); });
     rd_rows_finish<BM, BN>(s, acc, w, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }
 
@@ -825,8 +865,7 @@ __device__ __forceinline__ void rd_cp_async(void* dst, const void* src, bool val
     if (valid) memcpy(dst, src, BYTES);
     else memset(dst, 0, BYTES);
 #elif __CUDA_ARCH__ >= 800
-    u32 d;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(dst));
+    u32 d = rd_smem_addr(dst);
     if (BYTES == 16)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
                      :: "r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
@@ -948,7 +987,7 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
         }
         rd_cp_commit(); // empty past the last step: the group count stays one per step
         int cur = i % STAGES;
-        w.multiply(acc, &ring.a[cur][0][0], LDA, &ring.b[cur][0][0], BN + 8);
+        w.template multiply<true>(acc, &ring.a[cur][0][0], LDA, &ring.b[cur][0][0], BN + 8);
     }
     rd_cp_wait<0>();
     rd_rows_finish<BM, BN>(s, acc, w, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);

@@ -82,7 +82,9 @@ fn build() -> Option<Emu> {
     src += "extern \"C\" void rd_test_mma_fragments(int lane, int lda, int ldb, int* a, int* b) \
             { rd_mma_fragments(lane, lda, ldb, a, b); }\n\
             extern \"C\" void rd_test_mma_acc_pos(int lane, int i, int* r, int* c) \
-            { rd_mma_acc_pos(lane, i, r, c); }\n";
+            { rd_mma_acc_pos(lane, i, r, c); }\n\
+            extern \"C\" int rd_test_ldsm_b_row(int lane, int ldb) \
+            { return rd_ldsm_b_row(lane, ldb); }\n";
     let dir = std::env::temp_dir().join(format!("regiondrop-emu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cpp, so) = (dir.join("kernels.cpp"), dir.join("libkernels.so"));
@@ -1247,6 +1249,52 @@ fn mma_fragments_follow_the_ptx_layout() {
         }
     }
     assert!(seen_d.iter().flatten().all(|&n| n == 1), "D");
+}
+
+/// The pipelined kernel loads B's fragments of two 16 x 8 tiles with one
+/// ldmatrix.m8n8.x4.trans.b16 from the rows rd_ldsm_b_row gives: as the PTX ISA describes it,
+/// lanes 8m .. 8m + 7 give the addresses of matrix m's eight rows (8 halves each), and with .trans
+/// lane t gets matrix m's elements (row 2 (t % 4), column t / 4) and (row 2 (t % 4) + 1, same
+/// column) in register m. Replayed here, every lane's registers 0, 1 (2, 3) must hold what
+/// rd_mma_fragments loads for its B registers of the first (second) tile, which the test above
+/// checks against the instruction's layout. (The ldmatrix itself runs only on a GPU.)
+#[test]
+fn ldmatrix_rows_give_the_mma_b_fragments() {
+    let Some(emu) = emu() else { return };
+    type Row = unsafe extern "C" fn(i32, i32) -> i32;
+    type Frag = unsafe extern "C" fn(i32, i32, i32, *mut i32, *mut i32);
+    // SAFETY: the test helpers appended to the library in `build`.
+    let (row, frag): (libloading::Symbol<Row>, libloading::Symbol<Frag>) = unsafe {
+        (
+            emu.lib.get(b"rd_test_ldsm_b_row").unwrap(),
+            emu.lib.get(b"rd_test_mma_fragments").unwrap(),
+        )
+    };
+    for ldb in [40i32, 72] {
+        // SAFETY: a pure function of its arguments.
+        let rows: Vec<usize> = (0..32).map(|l| unsafe { row(l, ldb) } as usize).collect();
+        // Every row 16-byte aligned where the tile is, and inside the two tiles.
+        assert!(rows
+            .iter()
+            .all(|&r| r % 8 == 0 && r % ldb as usize + 8 <= 16));
+        for lane in 0..32usize {
+            let (g, q) = (lane / 4, lane % 4);
+            let (mut a, mut b) = ([0i32; 4], [0i32; 4]);
+            // SAFETY: writes four ints each.
+            unsafe { frag(lane as i32, 16, ldb, a.as_mut_ptr(), b.as_mut_ptr()) };
+            for m in 0..4 {
+                // The two halves of register m of this lane, as element offsets.
+                let got = [0, 1].map(|h| rows[8 * m + 2 * q + h] + g);
+                let tile = 8 * (m / 2);
+                let want = match m % 2 {
+                    0 => [b[0], b[1]],
+                    _ => [b[2], b[3]],
+                }
+                .map(|o| o as usize + tile);
+                assert_eq!(got, want, "ldb {ldb}, lane {lane}, register {m}");
+            }
+        }
+    }
 }
 
 /// The tensor-core fused convolution (rd_conv_rows_tc, precision f16) on NanoDet's real layer
