@@ -902,29 +902,57 @@ struct alignas(16) RdPipeShared {
     u16 b[STAGES][RD_FR_BK][BN + 8];
 };
 
-// Starts the copies of the taps of the K step at k0 into `a`: chunk c = threadIdx.x +
-// i * RD_FR_THREADS is row c / (RD_FR_BK / 4), columns 4 (c % (RD_FR_BK / 4)) + 0..3 (zeros
-// outside the map, past the share of K, or for a row that is no pixel).
+// Where this thread's tap chunks of the next K step to fetch read. Every chunk of a thread has
+// the same columns (RD_FR_THREADS is a multiple of RD_FR_BK / 4), so one column k, its channel
+// and its tap's offsets (ky dh, kx dw) serve them all; they advance a K step at a time, with no
+// division after the first.
+struct RdPipeTap {
+    int k, ci, dy, dx;
+
+    __device__ __forceinline__ RdPipeTap(int k0, int kw, int dh, int dw, int cig)
+    {
+        static_assert(RD_FR_THREADS % (RD_FR_BK / 4) == 0, "the same columns in every chunk");
+        k = k0 + 4 * ((int)threadIdx.x % (RD_FR_BK / 4));
+        int tap = k / cig, ky = tap / kw;
+        ci = k - tap * cig;
+        dy = ky * dh;
+        dx = (tap - ky * kw) * dw;
+    }
+
+    __device__ __forceinline__ void advance(int kw, int dh, int dw, int cig)
+    {
+        k += RD_FR_BK;
+        ci += RD_FR_BK;
+        while (ci >= cig) {
+            ci -= cig;
+            dx += dw;
+            if (dx == kw * dw) {
+                dx = 0;
+                dy += dh;
+            }
+        }
+    }
+};
+
+// Starts the copies of the taps of the K step `tap` is at into `a`, and moves `tap` to the next
+// step: chunk c = threadIdx.x + i * RD_FR_THREADS is row c / (RD_FR_BK / 4), columns
+// 4 (c % (RD_FR_BK / 4)) + 0..3 (zeros outside the map, past the share of K, or for a row that is
+// no pixel).
 template <int BM, int LDA>
 __device__ __forceinline__ void rd_pipe_fetch_a(
-    const RdRowsShared<BM>& s, float (*a)[LDA], int k0, int k_hi, int kw, int dh, int dw,
+    const RdRowsShared<BM>& s, float (*a)[LDA], RdPipeTap& tap, int k_hi, int kw, int dh, int dw,
     int cig, const float* __restrict__ in, int in_pitch, int in_h, int in_w)
 {
+    int kk = 4 * ((int)threadIdx.x % (RD_FR_BK / 4));
 #pragma unroll
     for (int i = 0; i < RD_FR_BK * BM / (4 * RD_FR_THREADS); ++i) {
-        int c = (int)threadIdx.x + i * RD_FR_THREADS;
-        int r = c / (RD_FR_BK / 4), kk = 4 * (c % (RD_FR_BK / 4)), k = k0 + kk;
-        const float* src = in;
-        bool ok = k < k_hi && s.out[r] >= 0;
-        if (ok) {
-            int tap = k / cig;
-            int ky = tap / kw;
-            int iy = s.iy[r] + ky * dh, ix = s.ix[r] + (tap - ky * kw) * dw;
-            ok = iy >= 0 && ix >= 0 && iy < in_h && ix < in_w;
-            src = in + ((long long)iy * in_w + ix) * in_pitch + (k - tap * cig);
-        }
-        rd_cp_async<16>(&a[r][kk], ok ? src : in, ok);
+        int r = ((int)threadIdx.x + i * RD_FR_THREADS) / (RD_FR_BK / 4);
+        int iy = s.iy[r] + tap.dy, ix = s.ix[r] + tap.dx;
+        bool ok = tap.k < k_hi && s.out[r] >= 0 && iy >= 0 && ix >= 0 && iy < in_h && ix < in_w;
+        const float* src = ok ? in + ((long long)iy * in_w + ix) * in_pitch + tap.ci : in;
+        rd_cp_async<16>(&a[r][kk], src, ok);
     }
+    tap.advance(kw, dh, dw, cig);
 }
 
 // Starts the copies of the weights of the K step at k0 into `b`: chunk c is row c / (BN / 4),
@@ -965,9 +993,10 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
         return;
     }
     RD_PDL_WAIT();
+    RdPipeTap tap(k_lo, kw, dh, dw, cig);
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
-        rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], k_lo + st * RD_FR_BK, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
+        rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], tap, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
         rd_cp_commit();
     }
     RdTcWarps<BM, BN> w;
@@ -983,7 +1012,7 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
         if (next < steps) {
             int k0 = k_lo + next * RD_FR_BK, st = next % STAGES;
             rd_pipe_fetch_w<BN>(ring.b[st], k0, k_hi, wt, n, n_base);
-            rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], k0, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
+            rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], tap, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
         }
         rd_cp_commit(); // empty past the last step: the group count stays one per step
         int cur = i % STAGES;

@@ -606,9 +606,10 @@ fn worst_difference(cpu: &mut CpuBackend, dev: &HostDevice, plan: &Plan) -> f32 
 /// How the host kernels run a frame.
 struct Setup {
     f16: bool,
-    /// `Addrs::fused_conv_k` and `Addrs::fused_tile44`.
+    /// `Addrs::fused_conv_k`, `Addrs::fused_tile44` and `Addrs::fused_pipe`.
     fused_conv_k: usize,
     tile44: bool,
+    pipe: bool,
     /// The CUDA-graph bucket for a tile count (None: eager lists).
     graph_bucket: fn(usize) -> Option<usize>,
 }
@@ -633,6 +634,7 @@ fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
         f16,
         fused_conv_k,
         tile44,
+        pipe,
         graph_bucket,
     } = setup;
     let Some(emu) = emu() else { return };
@@ -646,6 +648,11 @@ fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
     let mut cpu = CpuBackend::new(std::sync::Arc::new(synthetic_plan()), tile, 1).unwrap();
     let mut dev = HostDevice::new(&plan, f16, fused_conv_k);
     dev.addrs.fused_tile44 = tile44;
+    dev.addrs.fused_pipe = pipe;
+    let counting = Counting {
+        emu,
+        counts: Default::default(),
+    };
     let all: Vec<u32> = (0..grid.len() as u32).collect();
     let frames = std::iter::once(&all[..]).chain(sparse.iter().copied());
     for (frame, tiles) in (0u64..).zip(frames) {
@@ -653,7 +660,7 @@ fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
         cpu.write_input(&img, &norm, tiles).unwrap();
         cpu.run(&step_tiles(&plan, tiles)).unwrap();
         run_frame(
-            emu,
+            &counting,
             &mut dev,
             &plan,
             tile,
@@ -664,7 +671,7 @@ fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
         );
         let d = worst_difference(&mut cpu, &dev, &plan);
         println!(
-            "f16 {f16}, fused up to K = {fused_conv_k} (4x4 {tile44}), tile {tile}, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
+            "f16 {f16}, fused up to K = {fused_conv_k} (4x4 {tile44}, pipelined {pipe}), tile {tile}, bucket {:?}: frame {frame} ({} tiles): max relative difference {d:.2e}",
             graph_bucket(tiles.len()),
             tiles.len()
         );
@@ -673,6 +680,12 @@ fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
             "frame {frame}: host kernels differ from the CPU by {d}"
         );
     }
+    let piped = counting
+        .counts
+        .borrow()
+        .keys()
+        .any(|k| k.starts_with("rd_conv_rows_pipe"));
+    assert_eq!(piped, pipe, "{:?}", counting.counts.borrow());
 }
 
 #[test]
@@ -681,6 +694,7 @@ fn kernels_on_the_host_match_the_cpu_backend() {
         f16: false,
         fused_conv_k: 0,
         tile44: false,
+        pipe: false,
         graph_bucket: |_| None,
     };
     agree(setup, 1e-5);
@@ -692,6 +706,7 @@ fn graph_lists_padded_with_no_tile_match_the_cpu_backend() {
         f16: false,
         fused_conv_k: 0,
         tile44: false,
+        pipe: false,
         graph_bucket,
     };
     agree(setup, 1e-5);
@@ -707,12 +722,42 @@ fn fused_convolutions_match_the_cpu_backend() {
                     f16,
                     fused_conv_k: usize::MAX,
                     tile44,
+                    pipe: false,
                     graph_bucket,
                 };
                 agree(setup, tol);
             }
         }
     }
+}
+
+/// The pipelined tensor-core convolution on the synthetic plan's layers: 3 × 3 convolutions of 16
+/// channels a group (several taps in one K step of 32), grouped, strided, dilated and wide ones,
+/// and a concat view; both block shapes, eager and graph lists, tiles of 32 and of 4 pixels.
+#[test]
+fn pipelined_convolutions_match_the_cpu_backend() {
+    for tile44 in [false, true] {
+        for graph_bucket in [|_| None, graph_bucket] {
+            let setup = Setup {
+                f16: true,
+                fused_conv_k: usize::MAX,
+                tile44,
+                pipe: true,
+                graph_bucket,
+            };
+            agree(setup, 2e-2);
+        }
+    }
+    let n = synthetic_plan().grid(4).len() as u32;
+    let every_ninth: Vec<u32> = (0..n).step_by(9).collect();
+    let setup = Setup {
+        f16: true,
+        fused_conv_k: usize::MAX,
+        tile44: false,
+        pipe: true,
+        graph_bucket: |_| None,
+    };
+    agree_in_tiles(setup, 4, &[&every_ninth], 2e-2);
 }
 
 /// Tiles of 4 pixels: 450 of them, more than rd_rows_prepare samples at once (RD_ROW_SAMPLES),
@@ -731,6 +776,7 @@ fn fused_convolutions_over_many_tiles_match_the_cpu_backend() {
                 f16,
                 fused_conv_k: usize::MAX,
                 tile44: false,
+                pipe: false,
                 graph_bucket,
             };
             agree_in_tiles(setup, 4, &[&two_of_three, &every_ninth], tol);
@@ -744,6 +790,7 @@ fn f16_operands_on_the_host_stay_within_rounding_of_the_cpu() {
         f16: true,
         fused_conv_k: 0,
         tile44: false,
+        pipe: false,
         graph_bucket: |_| None,
     };
     agree(setup, 2e-2);
