@@ -691,20 +691,70 @@ __device__ __forceinline__ u32 rd_a_pair(const float* a)
     return (u32)rd_f16_bits(p.v[0]) | (u32)rd_f16_bits(p.v[1]) << 16;
 }
 
-// acc[4 ni .. 4 ni + 3] (this lane's four accumulators of the ni-th 16 x 8 f32 tile, as
-// rd_mma_acc_pos places them) += A · B_ni for ni < NI, where A is 16 x 16 row-major at `a` (pitch
-// `lda`; f16 bits, or f32 rounded to f16 as the fragments are built) and B_ni is 16 x 8 f16
-// row-major at b + 8 ni (row k, the 8 columns consecutive, at b + 8 ni + k * ldb). A's fragment
-// is loaded once for the NI products. LDSM (NI = 2, B's rows 16-byte aligned): B's fragments come
-// from one ldmatrix.x4.trans instead of eight 2-byte loads.
-template <int NI, bool LDSM, typename A>
-__device__ __forceinline__ void rd_mma_16x8x16(float* acc, const A* a, int lda, const u16* b, int ldb)
+// The tensor-core product of a warp, in three parts: A's fragment of a 16 x 16 tile, B's
+// fragments of two 16 x 8 tiles side by side, and mma.m16n8k16 on them (f16 operands, f32 sums).
+// A is row-major at `a` (pitch `lda`; f16 bits, or f32 rounded to f16 as the fragment is built).
+// B is row-major at `b` (row k, the 16 columns consecutive, at b + k * ldb).
+
+// ra[0..3] = this lane's A fragment.
+template <typename A>
+__device__ __forceinline__ void rd_mma_a_frag(const A* a, int lda, int lane, u32* ra)
+{
+    int ao[4], bo[4];
+    rd_mma_fragments(lane, lda, 0, ao, bo);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) ra[i] = rd_a_pair(a + ao[i]);
+}
+
+// rb[0..3] = this lane's B registers b0, b1 of the first tile, then of the second: LDSM by one
+// ldmatrix.x4.trans (B's rows 16-byte aligned), else by 2-byte loads.
+template <bool LDSM>
+__device__ __forceinline__ void rd_mma_b_frags(const u16* b, int ldb, int lane, u32* rb)
+{
+#ifndef RD_HOST_EMU
+    if (LDSM) {
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(rb[0]), "=r"(rb[1]), "=r"(rb[2]), "=r"(rb[3])
+                     : "r"(rd_smem_addr(b + rd_ldsm_b_row(lane, ldb))));
+        return;
+    }
+#endif
+    int ao[4], bo[4];
+    rd_mma_fragments(lane, 0, ldb, ao, bo);
+#pragma unroll
+    for (int ni = 0; ni < 2; ++ni) {
+        const u16* bn = b + 8 * ni;
+        rb[2 * ni] = (u32)bn[bo[0]] | (u32)bn[bo[1]] << 16;
+        rb[2 * ni + 1] = (u32)bn[bo[2]] | (u32)bn[bo[3]] << 16;
+    }
+}
+
+// acc[0..3] (this lane's accumulators of a 16 x 8 tile, as rd_mma_acc_pos places them) += A · B.
+// (The host emulation computes the products in rd_mma_emu instead.)
+#ifndef RD_HOST_EMU
+__device__ __forceinline__ void rd_mma_sync(float* acc, const u32* ra, u32 rb0, u32 rb1)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(ra[0]), "r"(ra[1]), "r"(ra[2]), "r"(ra[3]), "r"(rb0), "r"(rb1));
+#else
+    // The host launches the tensor-core kernels on compute capability 8.0 and newer only.
+    __trap();
+#endif
+}
+#endif
+
+#ifdef RD_HOST_EMU
+// The host has no warps: each lane computes its own accumulators of the two 16 x 8 tiles from
+// shared memory (tests/cuda_kernels_host.rs checks rd_mma_fragments against the ISA's layout).
+template <typename A>
+__device__ __forceinline__ void rd_mma_emu(float* acc, const A* a, int lda, const u16* b, int ldb)
 {
     int lane = (int)(threadIdx.x & 31u);
-#ifdef RD_HOST_EMU
-    // The host has no warps: each lane computes its own four values from shared memory
-    // (tests/cuda_kernels_host.rs checks rd_mma_fragments against the ISA's layout).
-    for (int ni = 0; ni < NI; ++ni)
+    for (int ni = 0; ni < 2; ++ni)
         for (int i = 0; i < 4; ++i) {
             int r, c;
             rd_mma_acc_pos(lane, i, &r, &c);
@@ -714,40 +764,8 @@ __device__ __forceinline__ void rd_mma_16x8x16(float* acc, const A* a, int lda, 
                        rd_emu_f16_value(b[k * ldb + 8 * ni + c]);
             acc[4 * ni + i] += sum;
         }
-#elif __CUDA_ARCH__ >= 800
-    int ao[4], bo[4];
-    rd_mma_fragments(lane, lda, ldb, ao, bo);
-    u32 ra0 = rd_a_pair(a + ao[0]), ra1 = rd_a_pair(a + ao[1]);
-    u32 ra2 = rd_a_pair(a + ao[2]), ra3 = rd_a_pair(a + ao[3]);
-    u32 rb[2 * NI];
-    if (LDSM) {
-        static_assert(!LDSM || NI == 2, "ldmatrix.x4 loads two tiles");
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                     : "=r"(rb[0]), "=r"(rb[1]), "=r"(rb[2]), "=r"(rb[3])
-                     : "r"(rd_smem_addr(b + rd_ldsm_b_row(lane, ldb))));
-    } else {
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) {
-            const u16* bn = b + 8 * ni;
-            rb[2 * ni] = (u32)bn[bo[0]] | (u32)bn[bo[1]] << 16;
-            rb[2 * ni + 1] = (u32)bn[bo[2]] | (u32)bn[bo[3]] << 16;
-        }
-    }
-#pragma unroll
-    for (int ni = 0; ni < NI; ++ni) {
-        u32 rb0 = rb[2 * ni], rb1 = rb[2 * ni + 1];
-        float* d = acc + 4 * ni;
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-            "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(ra0), "r"(ra1), "r"(ra2), "r"(ra3), "r"(rb0), "r"(rb1));
-    }
-#else
-    // The host launches the tensor-core kernels on compute capability 8.0 and newer only.
-    __trap();
-#endif
 }
+#endif
 
 // The tensor-core kernels' eight warps: BN / 16 across, 128 / BN down, each computing MI x 2
 // tiles of 16 x 8 (MI = 1 in 32 x 64 and 64 x 32 blocks, 2 in 64 x 64 and 128 x 32 blocks).
@@ -771,15 +789,28 @@ struct RdTcWarps {
 
     // acc += one K step: the block's taps `a` (BM rows of RD_FR_BK, pitch lda) times its weights
     // `b` (RD_FR_BK rows of BN channels, pitch ldb); LDSM: b's fragments by ldmatrix (its rows
-    // 16-byte aligned).
+    // 16-byte aligned). B's fragments are loaded once for the MI tiles of A, A's once for the
+    // two of B.
     template <bool LDSM, typename A>
     __device__ __forceinline__ void multiply(float* acc, const A* a, int lda, const u16* b, int ldb) const
     {
 #pragma unroll
-        for (int ks = 0; ks < RD_FR_BK; ks += 16)
-#pragma unroll
+        for (int ks = 0; ks < RD_FR_BK; ks += 16) {
+#ifdef RD_HOST_EMU
             for (int mi = 0; mi < MI; ++mi)
-                rd_mma_16x8x16<2, LDSM>(acc + mi * 8, a + (wm + 16 * mi) * lda + ks, lda, b + ks * ldb + wn, ldb);
+                rd_mma_emu(acc + mi * 8, a + (wm + 16 * mi) * lda + ks, lda, b + ks * ldb + wn, ldb);
+#else
+            u32 rb[4];
+            rd_mma_b_frags<LDSM>(b + ks * ldb + wn, ldb, lane, rb);
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi) {
+                u32 ra[4];
+                rd_mma_a_frag(a + (wm + 16 * mi) * lda + ks, lda, lane, ra);
+                rd_mma_sync(acc + mi * 8, ra, rb[0], rb[1]);
+                rd_mma_sync(acc + mi * 8 + 4, ra, rb[2], rb[3]);
+            }
+#endif
+        }
     }
 
     // The block's (row, channel) of accumulator i (the `pos` of rd_rows_finish).
