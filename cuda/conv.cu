@@ -557,6 +557,53 @@ __device__ __forceinline__ void rd_rows_finish(
 }
 
 // One block of BM rows x BN channels: BN / TN threads across, BM / TM down, TM x TN outputs each.
+// The f32 kernels' threads: BN / TN across, BM / TM down, TM x TN outputs each (acc[i * TN + j]:
+// row ty TM + i, channel tx TN + j).
+template <int BM, int BN, int TM, int TN>
+struct RdSimt {
+    static constexpr int NV = TM * TN;
+    int tx, ty;
+
+    __device__ __forceinline__ RdSimt()
+    {
+        int t = (int)threadIdx.x;
+        tx = t % (BN / TN);
+        ty = t / (BN / TN);
+    }
+
+    // acc += one K step: the tap of row r, column kk is a_at(r, kk); the weight of column kk,
+    // channel j is b_at(kk, j).
+    template <typename GetA, typename GetB>
+    __device__ __forceinline__ void multiply(float* acc, GetA a_at, GetB b_at) const
+    {
+        for (int kk = 0; kk < RD_FR_BK; ++kk) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = a_at(ty * TM + i, kk);
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = b_at(kk, tx * TN + j);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i * TN + j] += a[i] * b[j];
+        }
+    }
+
+    // A pipelined K step: taps row-major at `a` (pitch lda), weights row-major at `b` (pitch ldb).
+    __device__ __forceinline__ void step(float* acc, const float* a, int lda, const float* b, int ldb) const
+    {
+        multiply(acc, [&](int r, int kk) { return a[r * lda + kk]; },
+                 [&](int kk, int j) { return b[kk * ldb + j]; });
+    }
+
+    // The block's (row, channel) of accumulator i (the `pos` of rd_rows_finish).
+    __device__ __forceinline__ void operator()(int i, int* r, int* c) const
+    {
+        *r = ty * TM + i / TN;
+        *c = tx * TN + i % TN;
+    }
+};
+
 template <int BM, int BN, int TM, int TN>
 __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
 {
@@ -566,8 +613,7 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
     RdRowsRegs<BM, BN, float> regs;
     int k_lo, k_hi;
     if (!rd_rows_begin(s, regs, &k_lo, &k_hi, RD_CONV_ROWS_ARGS)) return;
-    int t = (int)threadIdx.x;
-    int tx = t % (BN / TN), ty = t / (BN / TN);
+    RdSimt<BM, BN, TM, TN> th;
     float acc[TM * TN];
 #pragma unroll
     for (int i = 0; i < TM * TN; ++i) acc[i] = 0.0f;
@@ -576,23 +622,10 @@ __device__ __forceinline__ void rd_conv_rows_block(RD_CONV_ROWS_PARAMS)
         [&](int r, int kk, float v) { sa[kk][r] = v; },
         [&](int jj, int kk, float w) { sw_[kk][jj] = w; },
         [&]() {
-            for (int kk = 0; kk < RD_FR_BK; ++kk) {
-                float a[TM], b[TN];
-#pragma unroll
-                for (int i = 0; i < TM; ++i) a[i] = sa[kk][ty * TM + i];
-#pragma unroll
-                for (int j = 0; j < TN; ++j) b[j] = sw_[kk][tx * TN + j];
-#pragma unroll
-                for (int i = 0; i < TM; ++i)
-#pragma unroll
-                    for (int j = 0; j < TN; ++j) acc[i * TN + j] += a[i] * b[j];
-            }
+            th.multiply(acc, [&](int r, int kk) { return sa[kk][r]; },
+                        [&](int kk, int j) { return sw_[kk][j]; });
         });
-    auto pos = [=](int i, int* r, int* c) {
-        *r = ty * TM + i / TN;
-        *c = tx * TN + i % TN;
-    };
-    rd_rows_finish<BM, BN>(s, acc, pos, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
+    rd_rows_finish<BM, BN>(s, acc, th, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }
 
 extern "C" __global__ void rd_conv_rows(RD_CONV_ROWS_PARAMS)
@@ -688,7 +721,15 @@ __device__ __forceinline__ u32 rd_a_pair(const u16* a) { return *(const u32*)a; 
 __device__ __forceinline__ u32 rd_a_pair(const float* a)
 {
     RdF2 p = *reinterpret_cast<const RdF2*>(a);
+#if !defined(RD_HOST_EMU) && __CUDA_ARCH__ >= 800
+    // Both rounded in one instruction, saturated at the largest finite f16 with NaN kept NaN, as
+    // rd_f16_bits does (the first source goes to the upper half).
+    u32 h;
+    asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(p.v[1]), "f"(p.v[0]));
+    return h;
+#else
     return (u32)rd_f16_bits(p.v[0]) | (u32)rd_f16_bits(p.v[1]) << 16;
+#endif
 }
 
 // The tensor-core product of a warp, in three parts: A's fragment of a 16 x 16 tile, B's
@@ -777,6 +818,7 @@ struct RdTcWarps {
                       (RD_FR_THREADS / 32) / (BN / 16) * 16 * MI == BM,
                   "eight warps of MI x 2 tiles of 16 x 8");
     static_assert(BM <= RD_FR_THREADS, "one thread per row in rd_rows_prepare");
+    static constexpr int NV = MI * 8;
     int lane, wm, wn;
 
     __device__ __forceinline__ RdTcWarps()
@@ -811,6 +853,12 @@ struct RdTcWarps {
             }
 #endif
         }
+    }
+
+    // A pipelined K step: f32 taps, f16 weights with 16-byte aligned rows (ldmatrix).
+    __device__ __forceinline__ void step(float* acc, const float* a, int lda, const u16* b, int ldb) const
+    {
+        multiply<true>(acc, a, lda, b, ldb);
     }
 
     // The block's (row, channel) of accumulator i (the `pos` of rd_rows_finish).
@@ -889,6 +937,7 @@ extern "C" __global__ void rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 
 // Copies BYTES (16 or 8) from global `src` to shared `dst`, or zeros when !valid (then `src` is
 // not read). Asynchronous on the device, waited for by rd_cp_wait; done at once on the host.
+// Through L1 (.ca): a 3 x 3 convolution reads each input pixel for several rows' taps.
 template <int BYTES>
 __device__ __forceinline__ void rd_cp_async(void* dst, const void* src, bool valid)
 {
@@ -898,7 +947,7 @@ __device__ __forceinline__ void rd_cp_async(void* dst, const void* src, bool val
 #elif __CUDA_ARCH__ >= 800
     u32 d = rd_smem_addr(dst);
     if (BYTES == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;"
                      :: "r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
     else
         asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;"
@@ -925,12 +974,14 @@ __device__ __forceinline__ void rd_cp_wait()
 #endif
 }
 
-// A pipelined block's shared memory: STAGES K steps of taps (f32) and weights (f16, rows padded
-// as in rd_conv_rows_tc), 16-byte aligned for the copies.
-template <int BM, int BN, int STAGES, int LDA>
+// A pipelined block's shared memory: STAGES K steps of taps (f32, rows of LDA) and weights (W:
+// f16, rows padded by 8 as in rd_conv_rows_tc, or f32, padded by 4), 16-byte aligned for the
+// copies.
+template <int BM, int BN, int STAGES, int LDA, typename W>
 struct alignas(16) RdPipeShared {
+    static constexpr int LDB = BN + (sizeof(W) == 2 ? 8 : 4);
     float a[STAGES][BM][LDA];
-    u16 b[STAGES][RD_FR_BK][BN + 8];
+    W b[STAGES][RD_FR_BK][LDB];
 };
 
 // Where this thread's tap chunks of the next K step to fetch read. Every chunk of a thread has
@@ -988,9 +1039,9 @@ __device__ __forceinline__ void rd_pipe_fetch_a(
 
 // Starts the copies of the weights of the K step at k0 into `b`: chunk c is row c / (BN / 4),
 // channels n_base + 4 (c % (BN / 4)) + 0..3 (zeros past the share of K or past n).
-template <int BN>
+template <int BN, int LDB, typename W>
 __device__ __forceinline__ void rd_pipe_fetch_w(
-    u16 (*b)[BN + 8], int k0, int k_hi, const u16* __restrict__ wt, int n, int n_base)
+    W (*b)[LDB], int k0, int k_hi, const W* __restrict__ wt, int n, int n_base)
 {
 #pragma unroll
     for (int i = 0; i < RD_FR_BK * BN / (4 * RD_FR_THREADS); ++i) {
@@ -998,26 +1049,29 @@ __device__ __forceinline__ void rd_pipe_fetch_w(
         int kk = c / (BN / 4), j = 4 * (c % (BN / 4));
         int k = k0 + kk, col = n_base + j;
         bool ok = k < k_hi && col < n;
-        rd_cp_async<8>(&b[kk][j], ok ? wt + (long long)k * n + col : wt, ok);
+        rd_cp_async<4 * sizeof(W)>(&b[kk][j], ok ? wt + (long long)k * n + col : wt, ok);
     }
 }
 
 // The K loop keeps STAGES - 1 steps' copies in flight: step i waits for its own group, then (once
 // every thread is past step i - 1, whose buffers the new copies reuse) starts step
-// i + STAGES - 1's, then multiplies. The weights of the first STAGES - 1 steps (which no kernel
-// writes) are requested before the rows are found and before the PDL wait, in the first group.
-template <int BM, int BN, int STAGES, int LDA = RD_PIPE_LDA>
-__device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u16))
+// i + STAGES - 1's, then multiplies (Mma::step: RdTcWarps for f16 weights, RdSimt for f32). The
+// weights of the first STAGES - 1 steps (which no kernel writes) are requested before the rows
+// are found and before the PDL wait, in the first group.
+template <int BM, int BN, int STAGES, int LDA, typename W, typename Mma>
+__device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(W))
 {
     static_assert(STAGES >= 2, "a step in flight while one is multiplied");
-    __shared__ RdPipeShared<BM, BN, STAGES, LDA> ring;
+    using Ring = RdPipeShared<BM, BN, STAGES, LDA, W>;
+    constexpr int LDB = Ring::LDB;
+    __shared__ Ring ring;
     __shared__ RdRowsShared<BM> s;
     int k_lo, k_hi;
     rd_rows_k_share(kh * kw * cig, splits, &k_lo, &k_hi);
     int n_base = (int)blockIdx.y * BN;
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st)
-        rd_pipe_fetch_w<BN>(ring.b[st], k_lo + st * RD_FR_BK, k_hi, wt, n, n_base);
+        rd_pipe_fetch_w<BN, LDB>(ring.b[st], k_lo + st * RD_FR_BK, k_hi, wt, n, n_base);
     if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) {
         rd_cp_commit();
         rd_cp_wait<0>(); // no copy outlives the block
@@ -1030,11 +1084,10 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
         rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], tap, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
         rd_cp_commit();
     }
-    RdTcWarps<BM, BN> w;
-    constexpr int NV = RdTcWarps<BM, BN>::MI * 8;
-    float acc[NV];
+    Mma w;
+    float acc[Mma::NV];
 #pragma unroll
-    for (int i = 0; i < NV; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < Mma::NV; ++i) acc[i] = 0.0f;
     int steps = rd_imax(0, (k_hi - k_lo + RD_FR_BK - 1) / RD_FR_BK);
     for (int i = 0; i < steps; ++i) {
         rd_cp_wait<STAGES - 2>();
@@ -1042,37 +1095,51 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(u1
         int next = i + STAGES - 1;
         if (next < steps) {
             int k0 = k_lo + next * RD_FR_BK, st = next % STAGES;
-            rd_pipe_fetch_w<BN>(ring.b[st], k0, k_hi, wt, n, n_base);
+            rd_pipe_fetch_w<BN, LDB>(ring.b[st], k0, k_hi, wt, n, n_base);
             rd_pipe_fetch_a<BM, LDA>(s, ring.a[st], tap, k_hi, kw, dh, dw, cig, in, in_pitch, in_h, in_w);
         }
         rd_cp_commit(); // empty past the last step: the group count stays one per step
         int cur = i % STAGES;
-        w.template multiply<true>(acc, &ring.a[cur][0][0], LDA, &ring.b[cur][0][0], BN + 8);
+        w.step(acc, &ring.a[cur][0][0], LDA, &ring.b[cur][0][0], LDB);
     }
     rd_cp_wait<0>();
     rd_rows_finish<BM, BN>(s, acc, w, n, bias, out, out_pitch, act, p0, p1, splits, ws, counters);
 }
 
-// The block shapes of rd_conv_rows_tc (32 x 64, four steps in flight) and rd_conv_rows_tc_n32
-// (64 x 32, three: 48 KB of static shared memory holds no more), and of their _t44 variants
-// (64 x 64 with three steps, 128 x 32 with two). Four blocks fit an SM with at most 64 registers
-// a thread (unbounded: 80, 58, 71 and 74; none spills at 64, scripts/ptxas_info.py).
+// The tensor-core blocks: the shapes of rd_conv_rows_tc (32 x 64, four steps in flight) and
+// rd_conv_rows_tc_n32 (64 x 32, three: 48 KB of static shared memory holds no more), and of their
+// _t44 variants (64 x 64 with three steps, 128 x 32 with two). Four blocks fit an SM with at most
+// 64 registers a thread (unbounded: 80, 58, 71 and 74; none spills at 64, scripts/ptxas_info.py).
 extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    rd_conv_rows_pipe_block<32, 64, 4>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_pipe_block<32, 64, 4, RD_PIPE_LDA, u16, RdTcWarps<32, 64>>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void rd_conv_rows_pipe_n32(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    rd_conv_rows_pipe_block<64, 32, 3>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_pipe_block<64, 32, 3, RD_PIPE_LDA, u16, RdTcWarps<64, 32>>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    rd_conv_rows_pipe_block<64, 64, 3>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_pipe_block<64, 64, 3, RD_PIPE_LDA, u16, RdTcWarps<64, 64>>(RD_CONV_ROWS_ARGS);
 }
 
 extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
-    rd_conv_rows_pipe_block<128, 32, 2, RD_PIPE_LDA_SMALL>(RD_CONV_ROWS_ARGS);
+    rd_conv_rows_pipe_block<128, 32, 2, RD_PIPE_LDA_SMALL, u16, RdTcWarps<128, 32>>(RD_CONV_ROWS_ARGS);
+}
+
+// The f32 blocks (precision f32, or f16 without the tensor cores): rd_conv_rows' shapes and
+// 2 x 4 outputs a thread, f32 weights, three steps in flight; four blocks an SM (the 32 x 64 one
+// bounded to 64 registers from 66, without spills). The taps' rows are read four at a time at
+// one column, 36 floats apart: four different banks.
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_pipe_f32(RD_CONV_ROWS_PARAMS)
+{
+    rd_conv_rows_pipe_block<32, 64, 3, RD_PIPE_LDA_SMALL, float, RdSimt<32, 64, 2, 4>>(RD_CONV_ROWS_ARGS);
+}
+
+extern "C" __global__ void rd_conv_rows_pipe_f32_n32(RD_CONV_ROWS_PARAMS)
+{
+    rd_conv_rows_pipe_block<64, 32, 3, RD_PIPE_LDA_SMALL, float, RdSimt<64, 32, 2, 4>>(RD_CONV_ROWS_ARGS);
 }

@@ -535,7 +535,7 @@ fn bundled_models_match_cpu() {
 
 /// Every convolution fused on the tensor cores (rd_conv_rows_tc, mma.sync), the only test of its
 /// fragment registers on hardware; and again pipelined where it can be (rd_conv_rows_pipe,
-/// cp.async), the only test of its copies. A test of its own, so that scripts/gpu-check.sh can
+/// cp.async and ldmatrix), on the tensor cores and in f32, the only test of its copies. A test of its own, so that scripts/gpu-check.sh can
 /// run it in a process of its own: a fault on the device would end every test sharing its CUDA
 /// context.
 #[test]
@@ -553,9 +553,18 @@ fn tensor_core_fused_convolutions_match_cpu() {
                 "f16, all fused, pipelined",
                 CudaOptions {
                     fused_pipe: Some(PipeMode::Always),
-                    ..all_fused
+                    ..all_fused.clone()
                 },
                 3e-2,
+            ),
+            (
+                "f32, all fused, pipelined",
+                CudaOptions {
+                    precision: Precision::F32,
+                    fused_pipe: Some(PipeMode::Always),
+                    ..all_fused
+                },
+                2e-3,
             ),
         ]
     });
@@ -566,8 +575,8 @@ fn tensor_core_fused_convolutions_match_cpu() {
     for (what, d) in described {
         // On every GPU that has them, the tensor cores are what ran.
         assert!(
-            major < 8 || d.contains("tensor cores"),
-            "{what}: not on the tensor cores: {d}"
+            major < 8 || d.contains("tensor cores") == what.starts_with("f16"),
+            "{what}: {d}"
         );
         assert!(
             major < 8 || d.contains("pipelined where") == what.ends_with("pipelined"),

@@ -731,9 +731,10 @@ fn fused_convolutions_match_the_cpu_backend() {
     }
 }
 
-/// The pipelined tensor-core convolution on the synthetic plan's layers: 3 × 3 convolutions of 16
-/// channels a group (several taps in one K step of 32), grouped, strided, dilated and wide ones,
-/// and a concat view; both block shapes, eager and graph lists, tiles of 32 and of 4 pixels.
+/// The pipelined convolution on the synthetic plan's layers: 3 × 3 convolutions of 16 channels a
+/// group (several taps in one K step of 32), grouped, strided, dilated and wide ones, and a concat
+/// view; on the tensor cores in both block shapes, and in f32; eager and graph lists, tiles of 32
+/// and of 4 pixels.
 #[test]
 fn pipelined_convolutions_match_the_cpu_backend() {
     for tile44 in [false, true] {
@@ -747,6 +748,17 @@ fn pipelined_convolutions_match_the_cpu_backend() {
             };
             agree(setup, 2e-2);
         }
+    }
+    // In f32 (rd_conv_rows_pipe_f32*).
+    for graph_bucket in [|_| None, graph_bucket] {
+        let setup = Setup {
+            f16: false,
+            fused_conv_k: usize::MAX,
+            tile44: false,
+            pipe: true,
+            graph_bucket,
+        };
+        agree(setup, 1e-5);
     }
     let n = synthetic_plan().grid(4).len() as u32;
     let every_ninth: Vec<u32> = (0..n).step_by(9).collect();
@@ -1400,24 +1412,29 @@ fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
     }
 }
 
-/// The pipelined tensor-core convolution (rd_conv_rows_pipe*) computes what rd_conv_rows_tc
-/// does, bit for bit: the same f16 rounding of the same taps and the same sums in the same order,
-/// only copied to shared memory ahead by cp.async (at once on the host). On NanoDet's layers
-/// (the 3-channel first one is not pipeable and stays rd_conv_rows_tc), three scattered tiles
-/// with eager and graph lists: K split up to 16 ways (up to 5 steps a split, past the 4 stages
-/// of the ring on K = 2304), and not split (long K loops); in the 2 × 4 blocks (4 and 3 stages)
-/// and the larger _t44 ones (3 and 2 stages); every convolution piped, and (eager, split) every
-/// other one, as the start-up timing may mix them.
+/// The pipelined convolution (rd_conv_rows_pipe*) computes what the fused kernel it mirrors does,
+/// bit for bit: rd_conv_rows_tc in f16 (the same f16 rounding of the same taps), rd_conv_rows in
+/// f32, with the same sums in the same order, only copied to shared memory ahead by cp.async (at
+/// once on the host). On NanoDet's layers (the 3-channel first one is not pipeable and stays
+/// unpiped), three scattered tiles with eager and graph lists: K split up to 16 ways (up to 5
+/// steps a split, past the 4 stages of the ring on K = 2304), and not split (long K loops); in the
+/// 2 × 4 blocks (4 and 3 stages; f32: 3) and the tensor cores' larger _t44 ones (3 and 2 stages);
+/// every convolution piped, and (f16, eager, split) every other one, as the start-up timing may
+/// mix them.
 #[test]
-fn pipelined_convolutions_equal_the_tensor_core_kernel() {
+fn pipelined_convolutions_equal_the_fused_kernel() {
     let Some(emu) = emu() else { return };
     let f = ScatteredTiles::new();
     let plan = &f.plan;
     let mixed: Vec<ConvWay> = (0..plan.steps.len())
         .map(|si| [ConvWay::Piped, ConvWay::Fused][si % 2])
         .collect();
-    let run = |bucket: Option<usize>, split: bool, tile44: bool, setup: &dyn Fn(&mut Addrs)| {
-        let mut dev = HostDevice::new(plan, true, usize::MAX);
+    let run = |f16: bool,
+               bucket: Option<usize>,
+               split: bool,
+               tile44: bool,
+               setup: &dyn Fn(&mut Addrs)| {
+        let mut dev = HostDevice::new(plan, f16, usize::MAX);
         dev.addrs.fused_tile44 = tile44;
         if !split {
             dev.addrs.split.counters_len = 0;
@@ -1430,52 +1447,61 @@ fn pipelined_convolutions_equal_the_tensor_core_kernel() {
         f.run(&counting, &mut dev, bucket);
         (dev, counting.counts.into_inner())
     };
+    // (f16, graph bucket, K split, 4 x 4 blocks)
     let configs = [
-        (None, true, false),
-        (f.bucket, true, true),
-        (None, false, false),
-        (None, false, true),
+        (true, None, true, false),
+        (true, f.bucket, true, true),
+        (true, None, false, false),
+        (true, None, false, true),
+        (false, f.bucket, true, false),
+        (false, None, false, false),
     ];
-    for (bucket, split, tile44) in configs {
-        let (tc, tc_counts) = run(bucket, split, tile44, &|_| {});
-        assert!(!tc_counts.keys().any(|k| k.starts_with("rd_conv_rows_pipe")));
+    let is_piped = |k: &str| k.starts_with("rd_conv_rows_pipe");
+    for (f16, bucket, split, tile44) in configs {
+        let (fused, fused_counts) = run(f16, bucket, split, tile44, &|_| {});
+        assert!(!fused_counts.keys().any(|k| is_piped(k)));
         let every: &dyn Fn(&mut Addrs) = &|a| a.fused_pipe = true;
         let other: &dyn Fn(&mut Addrs) = &|a| a.fuse = mixed.clone();
         let mut setups = vec![("every one piped", every)];
-        if bucket.is_none() && split && !tile44 {
+        if f16 && bucket.is_none() && split && !tile44 {
             setups.push(("every other one piped", other));
         }
         for (name, setup) in setups {
-            let (piped, counts) = run(bucket, split, tile44, setup);
-            let n_piped: usize = counts
-                .iter()
-                .filter(|(k, _)| k.starts_with("rd_conv_rows_pipe"))
-                .map(|(_, n)| *n)
-                .sum();
-            let n_tc: usize = counts
-                .iter()
-                .filter(|(k, _)| k.starts_with("rd_conv_rows_tc"))
-                .map(|(_, n)| *n)
-                .sum();
+            let (piped, counts) = run(f16, bucket, split, tile44, setup);
+            let sum = |piped: bool| -> usize {
+                counts
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("rd_conv_rows") && is_piped(k) == piped)
+                    .map(|(_, n)| *n)
+                    .sum()
+            };
+            let (n_piped, n_not) = (sum(true), sum(false));
+            let what =
+                format!("f16 {f16}, bucket {bucket:?}, K split {split}, 4x4 {tile44}, {name}");
             println!(
-                "{}, bucket {bucket:?}, K split {split}, 4x4 {tile44}, {name}: {n_piped} pipelined launches, {n_tc} not",
+                "{}, {what}: {n_piped} pipelined launches, {n_not} not",
                 f.m.path
             );
-            assert!(n_piped > 0 && n_tc > 0, "{name}: {counts:?}");
+            assert!(n_piped > 0 && n_not > 0, "{what}: {counts:?}");
+            // Under f16 every fused kernel is on the tensor cores; the f32 pipelined kernels
+            // are the f32 ones.
+            let tensor_cores = counts.keys().all(|k| {
+                !k.starts_with("rd_conv_rows")
+                    || k.starts_with("rd_conv_rows_tc")
+                    || (is_piped(k) && !k.starts_with("rd_conv_rows_pipe_f32"))
+            });
+            assert_eq!(tensor_cores, f16, "{what}: {counts:?}");
             assert_eq!(
                 counts.keys().any(|k| k.ends_with("_t44")),
                 tile44,
-                "{name}: {counts:?}"
+                "{what}: {counts:?}"
             );
-            for (b, (x, y)) in tc.bufs.iter().zip(&piped.bufs).enumerate() {
+            for (b, (x, y)) in fused.bufs.iter().zip(&piped.bufs).enumerate() {
                 let differ = x
                     .iter()
                     .zip(y)
                     .position(|(x, y)| x.to_bits() != y.to_bits());
-                assert!(
-                    differ.is_none(),
-                    "{name}: buffer {b} differs at {differ:?} (bucket {bucket:?}, split {split}, 4x4 {tile44})"
-                );
+                assert!(differ.is_none(), "{what}: buffer {b} differs at {differ:?}");
             }
         }
     }

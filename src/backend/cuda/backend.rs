@@ -102,8 +102,9 @@ pub struct CudaOptions {
     /// the tensor cores (rd_conv_rows_tc) rather than in f32 (rd_conv_rows). None: on, unless
     /// `REGIONDROP_CUDA_FUSED_TC=0`.
     pub fused_tc: Option<bool>,
-    /// Whether tensor-core fused convolutions run pipelined (rd_conv_rows_pipe: operands copied
-    /// to shared memory by cp.async, several K steps ahead, where `geometry::pipeable`). None:
+    /// Whether fused convolutions run pipelined (rd_conv_rows_pipe*: operands copied to shared
+    /// memory by cp.async, several K steps ahead, where `geometry::pipeable`; on the tensor cores
+    /// in f16, else in f32). None:
     /// `REGIONDROP_CUDA_FUSED_PIPE` (`auto`, `1`), else off: written without a GPU, it stays
     /// opt-in until one has run and timed it.
     pub fused_pipe: Option<PipeMode>,
@@ -442,8 +443,9 @@ impl CudaBackend {
                 _ => PipeMode::Off,
             }
         });
-        backend.addrs.fused_pipe = backend.addrs.fused_tc && pipe == PipeMode::Always;
-        backend.pipe_timed = backend.addrs.fused_tc && pipe == PipeMode::Timed;
+        // cp.async needs compute capability 8.0.
+        backend.addrs.fused_pipe = major >= 8 && pipe == PipeMode::Always;
+        backend.pipe_timed = major >= 8 && pipe == PipeMode::Timed;
         let auto = opts.fused_conv_auto.unwrap_or_else(|| {
             opts.fused_conv_k.is_none()
                 && std::env::var("REGIONDROP_CUDA_FUSED_K")

@@ -148,6 +148,7 @@ pub fn fusable(c: &ConvSpec) -> bool {
 pub fn pipeable(c: &ConvSpec, pitch: usize, c_off: usize) -> bool {
     let cig = c.cin / c.groups;
     fusable(c)
+        && cig > 0
         && [cig, pitch, c_off, c.n_per_group()]
             .iter()
             .all(|v| v % 4 == 0)

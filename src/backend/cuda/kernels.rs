@@ -63,6 +63,8 @@ pub const SOURCES: &[KernelSource] = &[
             "rd_conv_rows_pipe_n32",
             "rd_conv_rows_pipe_t44",
             "rd_conv_rows_pipe_n32_t44",
+            "rd_conv_rows_pipe_f32",
+            "rd_conv_rows_pipe_f32_n32",
         ],
     },
     KernelSource {

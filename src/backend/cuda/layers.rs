@@ -35,6 +35,8 @@ pub enum Kernel {
     ConvRowsPipeN32,
     ConvRowsPipeT44,
     ConvRowsPipeN32T44,
+    ConvRowsPipeF32,
+    ConvRowsPipeF32N32,
     Pool,
     Resize,
     Affine,
@@ -53,7 +55,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 38] = [
+    pub const ALL: [Kernel; 40] = [
         Kernel::InputNorm,
         Kernel::Letterbox,
         Kernel::TileDiff,
@@ -77,6 +79,8 @@ impl Kernel {
         Kernel::ConvRowsPipeN32,
         Kernel::ConvRowsPipeT44,
         Kernel::ConvRowsPipeN32T44,
+        Kernel::ConvRowsPipeF32,
+        Kernel::ConvRowsPipeF32N32,
         Kernel::Pool,
         Kernel::Resize,
         Kernel::Affine,
@@ -120,6 +124,8 @@ impl Kernel {
             Kernel::ConvRowsPipeN32 => "rd_conv_rows_pipe_n32",
             Kernel::ConvRowsPipeT44 => "rd_conv_rows_pipe_t44",
             Kernel::ConvRowsPipeN32T44 => "rd_conv_rows_pipe_n32_t44",
+            Kernel::ConvRowsPipeF32 => "rd_conv_rows_pipe_f32",
+            Kernel::ConvRowsPipeF32N32 => "rd_conv_rows_pipe_f32_n32",
             Kernel::Pool => "rd_pool",
             Kernel::Resize => "rd_resize",
             Kernel::Affine => "rd_affine",
@@ -157,6 +163,8 @@ impl Kernel {
                 | Kernel::ConvRowsPipeN32
                 | Kernel::ConvRowsPipeT44
                 | Kernel::ConvRowsPipeN32T44
+                | Kernel::ConvRowsPipeF32
+                | Kernel::ConvRowsPipeF32N32
                 | Kernel::GlobalAvgPool
         )
     }
@@ -407,10 +415,12 @@ pub enum ConvWay {
     Apart,
     /// One fused kernel (rd_conv_rows*).
     Fused,
-    /// One fused kernel on the tensor cores, its operands copied ahead by cp.async
-    /// (rd_conv_rows_pipe*), where [`geometry::pipeable`]; else as `Fused`.
+    /// One fused kernel with its operands copied ahead by cp.async (rd_conv_rows_pipe*: on the
+    /// tensor cores where `Addrs::fused_tc` and the layer has f16 weights, else in f32), where
+    /// [`geometry::pipeable`]; else as `Fused`.
     Piped,
-    /// `Piped` in the larger blocks of `Addrs::fused_tile44` (64 × 64, 128 × 32).
+    /// `Piped` on the tensor cores in the larger blocks of `Addrs::fused_tile44` (64 × 64,
+    /// 128 × 32); in f32, as `Piped`.
     PipedT44,
 }
 
@@ -439,8 +449,8 @@ pub struct Addrs {
     /// tensor cores (rd_conv_rows_tc: f16 operands, f32 sums; compute capability 8.0 and newer)
     /// instead of in f32 with the f32 weights.
     pub fused_tc: bool,
-    /// Every tensor-core fused convolution that can runs pipelined (rd_conv_rows_pipe), not only
-    /// the steps `fuse` marks [`ConvWay::Piped`].
+    /// Every fused convolution that can runs pipelined (rd_conv_rows_pipe*), not only the steps
+    /// `fuse` marks [`ConvWay::Piped`].
     pub fused_pipe: bool,
     /// Where the fused kernel may split K (the GEMM result scratch, which it does not otherwise
     /// use, and zeroed counters).
@@ -650,19 +660,28 @@ pub fn launch_layer(
                 _ => (Kernel::Im2col, addrs.scratch_a, w, 4),
             };
             if runs_fused(addrs, si, c) {
-                // The tensor-core and pipelined kernels have the f32 kernels' block shapes.
+                // The tensor-core and pipelined kernels have the f32 kernels' block shapes (the
+                // f32 pipelined ones only the 2 × 4 blocks').
                 let tc = w16.filter(|_| addrs.fused_tc);
                 let way = way(addrs, si);
-                let piped = tc.is_some()
-                    && (addrs.fused_pipe || matches!(way, ConvWay::Piped | ConvWay::PipedT44))
+                let piped = (addrs.fused_pipe || matches!(way, ConvWay::Piped | ConvWay::PipedT44))
                     && geometry::pipeable(c, ip as usize, l.input.c_off);
-                let tile44 = addrs.fused_tile44 || way == ConvWay::PipedT44;
+                // A way the start-up timing chose runs in the block shape it was timed in.
+                let tile44 = match way {
+                    ConvWay::Piped => false,
+                    ConvWay::PipedT44 => true,
+                    _ => addrs.fused_tile44,
+                } && !(piped && tc.is_none());
                 for gi in 0..c.groups {
                     let Some(f) = geometry::fused_conv_launch(ll.m, n, k, tile44, &addrs.split)?
                     else {
                         return Ok(());
                     };
                     let kernel = match (tc.is_some(), f.narrow, tile44) {
+                        _ if piped && tc.is_none() => match f.narrow {
+                            false => Kernel::ConvRowsPipeF32,
+                            true => Kernel::ConvRowsPipeF32N32,
+                        },
                         _ if piped => match (f.narrow, tile44) {
                             (false, false) => Kernel::ConvRowsPipe,
                             (true, false) => Kernel::ConvRowsPipeN32,

@@ -230,13 +230,12 @@ impl CudaBackend {
             };
             let (apart, fused) = (capture(&unfused)?, capture(&fused)?);
             let ip = plan.buffers[l.input.buf].c;
-            let pipes = self.pipe_timed
-                && matches!(self.addrs.steps[si], StepPtrs::Conv { w16: Some(_), .. })
-                && geometry::pipeable(c, ip, l.input.c_off);
-            let piped = match pipes {
-                true => Some((capture(&piped)?, capture(&piped_t44)?)),
-                false => None,
-            };
+            // The larger blocks only on the tensor cores (f32 pipelines in 2 × 4 blocks alone).
+            let tc = self.addrs.fused_tc
+                && matches!(self.addrs.steps[si], StepPtrs::Conv { w16: Some(_), .. });
+            let pipes = self.pipe_timed && geometry::pipeable(c, ip, l.input.c_off);
+            let piped = pipes.then(|| capture(&piped)).transpose()?;
+            let piped_t44 = (pipes && tc).then(|| capture(&piped_t44)).transpose()?;
             // Each way timed TUNE_ROUNDS times, taking turns, its best time kept: a clock that
             // changes during the timing (a GPU leaving its idle state) favours neither way.
             let mut t = FusionTiming {
@@ -249,9 +248,11 @@ impl CudaBackend {
             for _ in 0..TUNE_ROUNDS {
                 t.apart_us = t.apart_us.min(time(&apart)?);
                 t.fused_us = t.fused_us.min(time(&fused)?);
-                if let Some((g, g44)) = &piped {
+                if let Some(g) = &piped {
                     t.piped_us = t.piped_us.min(time(g)?);
-                    t.piped_t44_us = t.piped_t44_us.min(time(g44)?);
+                }
+                if let Some(g) = &piped_t44 {
+                    t.piped_t44_us = t.piped_t44_us.min(time(g)?);
                 }
             }
             timings.push(t);
