@@ -29,7 +29,7 @@ def compile_log(lib, name, src, arch):
     prog = ctypes.c_void_p()
     if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), name.encode(), 0, None, None):
         sys.exit(f"{name}: nvrtcCreateProgram failed")
-    opts = [f"-arch={arch}".encode(), b"--ptxas-options=-v", b"-std=c++17"]
+    opts = [f"-arch={arch}".encode(), b"--ptxas-options=-v", b"--std=c++14"]
     rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))

@@ -1,4 +1,5 @@
-//! Every kernel in `cuda/` compiles with NVRTC for every architecture we support, without a GPU.
+//! Every kernel in `cuda/` compiles with NVRTC for every architecture we support, without a GPU,
+//! to PTX and on to machine code (NVRTC runs ptxas).
 //!
 //! Needs `libnvrtc.so.12` on the loader path when the test process starts, e.g. from the pip wheel
 //! `nvidia-cuda-nvrtc-cu12` installed in the project venv:
@@ -12,7 +13,7 @@
 //! anything but "" / "0" / "false") or `REGIONDROP_REQUIRE_NVRTC=1`, where it fails.
 
 use gstregiondrop::backend::cuda::kernels::{
-    compile_ptx, declared_entries, nvrtc_loadable, nvrtc_version, ptx_has_entry, SOURCES,
+    assemble, compile_ptx, declared_entries, nvrtc_loadable, nvrtc_version, ptx_has_entry, SOURCES,
     SUPPORTED_ARCHS,
 };
 use gstregiondrop::backend::cuda::ptx_cache;
@@ -93,6 +94,53 @@ fn every_kernel_compiles_for_every_supported_arch() {
                 std::fs::write(dir.join(file.replace(".cu", ".ptx")), ptx).unwrap();
             }
         }
+    }
+}
+
+/// Every kernel assembles to machine code for every architecture we support (ptxas, as the driver
+/// runs it at load time: inline assembly the architecture lacks, or static shared memory past
+/// 48 KB, fails here rather than on a GPU), and none spills registers to local memory.
+#[test]
+fn every_kernel_assembles_without_spills() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    for &arch in SUPPORTED_ARCHS {
+        let logs = assemble(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert_eq!(logs.len(), SOURCES.len());
+        let mut kernels = 0;
+        for (file, log) in &logs {
+            // ptxas reports each entry as "Compiling entry function 'NAME'", then its frame and
+            // spills, then "Used N registers, ...".
+            for entry in log.split("Compiling entry function '").skip(1) {
+                let name = &entry[..entry.find('\'').unwrap_or(0)];
+                kernels += 1;
+                // "N bytes spill stores, M bytes spill loads": the word before each.
+                let pieces: Vec<&str> = entry.split("bytes spill").collect();
+                let spills: Vec<u64> = pieces[..pieces.len() - 1]
+                    .iter()
+                    .map(|p| p.split_whitespace().last().and_then(|n| n.parse().ok()))
+                    .map(|n| n.unwrap_or(u64::MAX))
+                    .collect();
+                assert!(
+                    spills.len() == 2 && spills.iter().all(|&n| n == 0),
+                    "{arch} cuda/{file}: {name} spills: {entry}"
+                );
+                if name.starts_with("rd_conv_rows") {
+                    let regs = entry
+                        .split("Used ")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .unwrap_or("?");
+                    println!("{arch} {name}: {regs} registers");
+                }
+            }
+        }
+        let declared: usize = SOURCES.iter().map(|s| s.entries.len()).sum();
+        assert_eq!(
+            kernels, declared,
+            "{arch}: ptxas reported {kernels} kernels"
+        );
     }
 }
 

@@ -373,6 +373,61 @@ pub fn compile_ptx(arch: &str) -> Result<PtxSet> {
     Ok(out)
 }
 
+/// Compiles every kernel file to machine code for the real architecture of `arch` ("compute_90":
+/// sm_90), as the driver does when it loads the PTX, and returns ptxas's report of each file
+/// (`--ptxas-options=-v`: registers, shared memory and spills per kernel). This catches what PTX
+/// alone does not: inline assembly the architecture lacks, shared memory past the static limit.
+pub fn assemble(arch: &str) -> Result<Vec<(&'static str, String)>> {
+    use cudarc::nvrtc::result;
+    nvrtc_loadable().map_err(Error::Backend)?;
+    let set = kernel_set()?;
+    let sm = arch.replace("compute_", "sm_");
+    let mut out = Vec::with_capacity(set.files.len());
+    for src in &set.files {
+        let text = std::ffi::CString::new(set.full_source(src))
+            .map_err(|_| Error::Backend(format!("cuda/{}: a NUL in the source", src.file)))?;
+        let name = std::ffi::CString::new(src.file).expect("file names have no NUL");
+        let options = [
+            format!("--gpu-architecture={sm}"),
+            "--std=c++14".to_string(),
+            "--ptxas-options=-v".to_string(),
+        ];
+        let run = || -> std::result::Result<(bool, String), String> {
+            let prog = result::create_program(&text, Some(&name)).map_err(|e| format!("{e:?}"))?;
+            // SAFETY: `prog` is a live program of this source; the log is read before it is
+            // destroyed.
+            unsafe {
+                let compiled = result::compile_program(prog, &options).is_ok();
+                let log = result::get_program_log(prog).map_err(|e| format!("{e:?}"))?;
+                let _ = result::destroy_program(prog);
+                let bytes: Vec<u8> = log
+                    .iter()
+                    .map(|&c| c as u8)
+                    .take_while(|&b| b != 0)
+                    .collect();
+                Ok((compiled, String::from_utf8_lossy(&bytes).into_owned()))
+            }
+        };
+        let (compiled, log) = std::panic::catch_unwind(run)
+            .map_err(|p| {
+                Error::Backend(format!(
+                    "NVRTC panicked on cuda/{}: {}",
+                    src.file,
+                    panic_text(&p)
+                ))
+            })?
+            .map_err(|e| Error::Backend(format!("NVRTC failed on cuda/{}: {e}", src.file)))?;
+        if !compiled {
+            return Err(Error::Backend(format!(
+                "cuda/{} does not assemble for {sm}:\n{log}",
+                src.file
+            )));
+        }
+        out.push((src.file, log));
+    }
+    Ok(out)
+}
+
 /// [`compile_ptx`], once per process and architecture, and kept on disk between processes where
 /// [`super::ptx_cache::default_dir`] gives a directory (kernels read from elsewhere, in its
 /// `other` subdirectory, so that timing two versions in turn compiles each once).
