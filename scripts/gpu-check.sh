@@ -88,14 +88,16 @@ echo "== bench cuda (defaults), f32 and f16"
 "${B[@]}" --backend cuda 2>"$OUT/bench_cuda.err" | tee "$OUT/bench_cuda.json"
 grep -i "cuda\|graph\|warning" "$OUT/bench_cuda.err" | head -3
 "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16.err" | tee "$OUT/bench_cuda_f16.json"
-echo "== the pipelined tensor-core convolution (cp.async; opt-in): timed as two more ways at start-up (REGIONDROP_CUDA_FUSED_PIPE=auto), f16; every convolution fused, pipelined where it can be (=1) and not; the same on $YOLO at $YOLO_SIZE"
+echo "== the pipelined convolution (cp.async; opt-in): timed as more ways at start-up (REGIONDROP_CUDA_FUSED_PIPE=auto), f16 and f32; every convolution fused, pipelined where it can be (=1) and not, f16; the same on $YOLO at $YOLO_SIZE"
 REGIONDROP_CUDA_FUSED_PIPE=auto "${B[@]}" --backend cuda --precision f16 2>"$OUT/bench_cuda_f16_pipeauto.err" | tee "$OUT/bench_cuda_f16_pipeauto.json"
 grep -o "convolutions fused[^,]*\(, [0-9]* of them pipelined\)\?" "$OUT/bench_cuda_f16_pipeauto.err" | head -1
+REGIONDROP_CUDA_FUSED_PIPE=auto "${B[@]}" --backend cuda 2>/dev/null | tee "$OUT/bench_cuda_pipeauto.json"
 REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_FUSED_PIPE=1 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_pipe1.json"
 REGIONDROP_CUDA_FUSED_K=4096 "${B[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/bench_cuda_f16_tc_pipeoff.json"
 if [ -f "$D/models/$YOLO" ]; then
     REGIONDROP_CUDA_FUSED_PIPE=auto "${Y[@]}" --backend cuda --precision f16 2>"$OUT/yolo_cuda_f16_pipeauto.err" | tee "$OUT/yolo_cuda_f16_pipeauto.json"
     grep -o "convolutions fused[^,]*\(, [0-9]* of them pipelined\)\?" "$OUT/yolo_cuda_f16_pipeauto.err" | head -1
+    REGIONDROP_CUDA_FUSED_PIPE=auto "${Y[@]}" --backend cuda 2>/dev/null | tee "$OUT/yolo_cuda_pipeauto.json"
     "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_pipeoff.json"
     REGIONDROP_CUDA_FUSED_K=4096 REGIONDROP_CUDA_FUSED_PIPE=1 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc_pipe1.json"
     REGIONDROP_CUDA_FUSED_K=4096 "${Y[@]}" --backend cuda --precision f16 2>/dev/null | tee "$OUT/yolo_cuda_f16_tc_pipeoff.json"
@@ -175,8 +177,9 @@ echo "== several streams in one process (multi-camera), f16: 4 and 8 engines at 
 "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16.txt"
 REGIONDROP_CUDA_SYNC=block "${B[@]}" --backend cuda --precision f16 --streams 8 2>/dev/null | tee "$OUT/streams8_cuda_f16_block.txt"
 if [ -x "$D/fusion_costs" ]; then
-    echo "== each fusable convolution apart and fused, f16 (examples/fusion_costs: 5, 35 and 100 % of the tiles)"
+    echo "== each fusable convolution apart, fused and pipelined, f16 and f32 (examples/fusion_costs: 5, 35 and 100 % of the tiles)"
     timeout 60 "$D/fusion_costs" "$D/models/nanodet-416.onnx" f16 >"$OUT/fusion_costs_nanodet_f16.txt" 2>&1
+    timeout 60 "$D/fusion_costs" "$D/models/nanodet-416.onnx" f32 >"$OUT/fusion_costs_nanodet_f32.txt" 2>&1
     [ -f "$D/models/$YOLO" ] && timeout 60 "$D/fusion_costs" "$D/models/$YOLO" "$YOLO_SIZE" f16 \
         >"$OUT/fusion_costs_yolo_f16.txt" 2>&1
     grep -h "of the tiles" "$OUT"/fusion_costs_*.txt
