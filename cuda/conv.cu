@@ -460,9 +460,11 @@ __device__ __forceinline__ bool rd_rows_begin(
     regs.vec_a = rd_rows_vec_a(in, in_pitch, cig);
     regs.vec_w = rd_rows_vec_w(wt, n);
     rd_rows_fetch_w<BM, BN>(*k_lo, *k_hi, wt, n, (int)blockIdx.y * BN, regs);
-    if (!rd_rows_prepare(s, *k_lo, *k_hi, RD_ROWS_PREPARE_ARGS)) return false;
+    // A block with no rows waits too: were a whole launch to find none, the kernel after it
+    // would otherwise not be ordered after the kernel before it.
+    bool rows = rd_rows_prepare(s, *k_lo, *k_hi, RD_ROWS_PREPARE_ARGS);
     RD_PDL_WAIT();
-    return true;
+    return rows;
 }
 
 // The K loop of a fused convolution over the block's share [k_lo, k_hi), after rd_rows_begin
@@ -1072,12 +1074,13 @@ __device__ __forceinline__ void rd_conv_rows_pipe_block(RD_CONV_ROWS_PARAMS_W(W)
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st)
         rd_pipe_fetch_w<BN, LDB>(ring.b[st], k_lo + st * RD_FR_BK, k_hi, wt, n, n_base);
-    if (!rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS)) {
+    bool rows = rd_rows_prepare(s, k_lo, k_hi, RD_ROWS_PREPARE_ARGS);
+    RD_PDL_WAIT(); // in a block with no rows too, as in rd_rows_begin
+    if (!rows) {
         rd_cp_commit();
         rd_cp_wait<0>(); // no copy outlives the block
         return;
     }
-    RD_PDL_WAIT();
     RdPipeTap tap(k_lo, kw, dh, dw, cig);
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st) {
