@@ -531,6 +531,28 @@ pub fn runs_fused(addrs: &Addrs, si: usize, c: &ConvSpec) -> bool {
     chosen && geometry::fusable(c)
 }
 
+/// The fused convolution kernel: pipelined or not, on the tensor cores or in f32, in the narrow
+/// blocks (at most 32 output channels) or not, in the 4 × 4 blocks or not (the f32 pipelined
+/// kernels have no 4 × 4 form; the caller does not ask for it).
+fn fused_kernel(piped: bool, tc: bool, narrow: bool, tile44: bool) -> Kernel {
+    match (piped, tc, narrow, tile44) {
+        (true, false, false, _) => Kernel::ConvRowsPipeF32,
+        (true, false, true, _) => Kernel::ConvRowsPipeF32N32,
+        (true, true, false, false) => Kernel::ConvRowsPipe,
+        (true, true, true, false) => Kernel::ConvRowsPipeN32,
+        (true, true, false, true) => Kernel::ConvRowsPipeT44,
+        (true, true, true, true) => Kernel::ConvRowsPipeN32T44,
+        (false, true, false, false) => Kernel::ConvRowsTc,
+        (false, true, true, false) => Kernel::ConvRowsTcN32,
+        (false, true, false, true) => Kernel::ConvRowsTcT44,
+        (false, true, true, true) => Kernel::ConvRowsTcN32T44,
+        (false, false, false, false) => Kernel::ConvRows,
+        (false, false, true, false) => Kernel::ConvRowsN32,
+        (false, false, false, true) => Kernel::ConvRowsT44,
+        (false, false, true, true) => Kernel::ConvRowsN32T44,
+    }
+}
+
 /// How step `si` runs as `Addrs::fuse` says (Apart where it says nothing).
 pub fn way(addrs: &Addrs, si: usize) -> ConvWay {
     addrs.fuse.get(si).copied().unwrap_or_default()
@@ -677,26 +699,7 @@ pub fn launch_layer(
                     else {
                         return Ok(());
                     };
-                    let kernel = match (tc.is_some(), f.narrow, tile44) {
-                        _ if piped && tc.is_none() => match f.narrow {
-                            false => Kernel::ConvRowsPipeF32,
-                            true => Kernel::ConvRowsPipeF32N32,
-                        },
-                        _ if piped => match (f.narrow, tile44) {
-                            (false, false) => Kernel::ConvRowsPipe,
-                            (true, false) => Kernel::ConvRowsPipeN32,
-                            (false, true) => Kernel::ConvRowsPipeT44,
-                            (true, true) => Kernel::ConvRowsPipeN32T44,
-                        },
-                        (true, false, false) => Kernel::ConvRowsTc,
-                        (true, true, false) => Kernel::ConvRowsTcN32,
-                        (true, false, true) => Kernel::ConvRowsTcT44,
-                        (true, true, true) => Kernel::ConvRowsTcN32T44,
-                        (false, false, false) => Kernel::ConvRows,
-                        (false, true, false) => Kernel::ConvRowsN32,
-                        (false, false, true) => Kernel::ConvRowsT44,
-                        (false, true, true) => Kernel::ConvRowsN32T44,
-                    };
+                    let kernel = fused_kernel(piped, tc.is_some(), f.narrow, tile44);
                     let (wt, wt_bytes) = tc.map_or((w, 4), |w16| (w16, 2));
                     let (d, splits) = (f.dims, f.splits);
                     dev.launch(
