@@ -495,70 +495,99 @@ __device__ __forceinline__ void rd_rows_k_loop(
     }
 }
 
-// Ends a fused convolution: with split K, leaves this block's partial sums in `ws` and, in the
-// last block of the output block to finish, replaces `acc` by the sum of every split's partial in
-// z order (the other blocks return there); then adds bias, applies the activation and writes each
-// value to its pixel. The thread's value i is the block's output (row, col) of `pos(i)`.
+// Four consecutive floats of another block's results, read past the (non-coherent) L1 cache
+// (16-byte aligned).
+__device__ __forceinline__ void rd_load4_cg(const float* p, float* v)
+{
+#ifdef RD_HOST_EMU
+    memcpy(v, p, 16);
+#else
+    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
+                 : "l"(p)
+                 : "memory");
+#endif
+}
+
+// The bias, activation and pixel of the block's output (row r, channel c) with value v.
+template <int BN>
+__device__ __forceinline__ void rd_rows_put_out(
+    const int* rows_out, int r, int c, float v, int n, const float* __restrict__ bias,
+    float* __restrict__ out, int out_pitch, int act, float p0, float p1)
+{
+    int o = rows_out[r], j = (int)blockIdx.y * BN + c;
+    if (o >= 0 && j < n) out[(long long)o * out_pitch + j] = rd_act(v + bias[j], act, p0, p1);
+}
+
+// Ends a fused convolution: adds bias, applies the activation and writes each value to its pixel.
+// The thread's value i is the block's output (row, col) of `pos(i)`. With split K, each block
+// leaves its partial sums (BM x BN, row-major) in `ws` (16-byte aligned: a device allocation)
+// instead, and the last block of the output block to finish sums every split's partial in z order
+// and writes the outputs; the other blocks return. The sum reads four consecutive values at a
+// time, each thread its own chunks of the tile, four splits' loads in flight at once.
 template <int BM, int BN, int NV, typename Pos>
 __device__ __forceinline__ void rd_rows_finish(
     RdRowsShared<BM>& s, float (&acc)[NV], Pos pos, int n, const float* __restrict__ bias,
     float* __restrict__ out, int out_pitch, int act, float p0, float p1,
     int splits, float* __restrict__ ws, u32* __restrict__ counters)
 {
-    int n_base = (int)blockIdx.y * BN;
-    if (splits > 1) {
-        int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
-        long long part = (long long)BM * BN;
-        float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
+    if (splits <= 1) {
 #pragma unroll
         for (int i = 0; i < NV; ++i) {
             int r, c;
             pos(i, &r, &c);
-            mine[r * BN + c] = acc[i];
+            rd_rows_put_out<BN>(s.out, r, c, acc[i], n, bias, out, out_pitch, act, p0, p1);
         }
-        __threadfence();
-        __syncthreads();
-        // The block's partial is complete: thread 0 publishes it (fence, then the count).
-        if (threadIdx.x == 0) {
-            __threadfence();
-            s.last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
-        }
-        __syncthreads();
-        if (!s.last) return;
-        __threadfence();
-        // Every split's partial, read past the (non-coherent) L1 cache. Split by split, all of a
-        // split's values loaded before any is added, so that NV loads (and more, unrolled) are in
-        // flight at once; each value still sums its partials in z order.
-        const volatile float* all = ws + (long long)block * splits * part;
-        int at[NV];
-#pragma unroll
-        for (int i = 0; i < NV; ++i) {
-            int r, c;
-            pos(i, &r, &c);
-            at[i] = r * BN + c;
-            acc[i] = 0.0f;
-        }
-#pragma unroll 4
-        for (int z = 0; z < splits; ++z) {
-            const volatile float* partial = all + z * part;
-            float v[NV];
-#pragma unroll
-            for (int i = 0; i < NV; ++i) v[i] = partial[at[i]];
-#pragma unroll
-            for (int i = 0; i < NV; ++i) acc[i] += v[i];
-        }
-        if (threadIdx.x == 0) counters[block] = 0;
+        return;
     }
+    int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);
+    long long part = (long long)BM * BN;
+    float* mine = ws + ((long long)block * splits + blockIdx.z) * part;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
         int r, c;
         pos(i, &r, &c);
-        int o = s.out[r], j = n_base + c;
-        if (o >= 0 && j < n) out[(long long)o * out_pitch + j] = rd_act(acc[i] + bias[j], act, p0, p1);
+        mine[r * BN + c] = acc[i];
     }
+    __threadfence();
+    __syncthreads();
+    // The block's partial is complete: thread 0 publishes it (fence, then the count).
+    if (threadIdx.x == 0) {
+        __threadfence();
+        s.last = atomicAdd(&counters[block], 1u) == (u32)(splits - 1);
+    }
+    __syncthreads();
+    if (!s.last) return;
+    __threadfence();
+    constexpr int CHUNKS = BM * BN / (4 * RD_FR_THREADS); // of four values, per thread
+    static_assert(BM * BN % (4 * RD_FR_THREADS) == 0, "whole chunks per thread");
+    const float* all = ws + (long long)block * splits * part;
+    float sum[CHUNKS][4];
+#pragma unroll
+    for (int q = 0; q < CHUNKS; ++q)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sum[q][e] = 0.0f;
+#pragma unroll 2
+    for (int z = 0; z < splits; ++z) {
+        float v[CHUNKS][4];
+#pragma unroll
+        for (int q = 0; q < CHUNKS; ++q)
+            rd_load4_cg(all + z * part + 4 * ((int)threadIdx.x + q * RD_FR_THREADS), v[q]);
+#pragma unroll
+        for (int q = 0; q < CHUNKS; ++q)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sum[q][e] += v[q][e];
+    }
+#pragma unroll
+    for (int q = 0; q < CHUNKS; ++q) {
+        int at = 4 * ((int)threadIdx.x + q * RD_FR_THREADS);
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            rd_rows_put_out<BN>(s.out, at / BN, at % BN + e, sum[q][e], n, bias, out, out_pitch, act, p0, p1);
+    }
+    if (threadIdx.x == 0) counters[block] = 0;
 }
 
-// One block of BM rows x BN channels: BN / TN threads across, BM / TM down, TM x TN outputs each.
 // The f32 kernels' threads: BN / TN across, BM / TM down, TM x TN outputs each (acc[i * TN + j]:
 // row ty TM + i, channel tx TN + j).
 template <int BM, int BN, int TM, int TN>
@@ -644,12 +673,12 @@ extern "C" __global__ void rd_conv_rows_n32(RD_CONV_ROWS_PARAMS)
 
 // 4 x 4 outputs per thread (64 x 64, and 128 x 32 for at most 32 channels): half the shared-memory
 // loads per multiply-add of the 2 x 4 blocks, in larger blocks (REGIONDROP_CUDA_FUSED_TILE=4x4).
-extern "C" __global__ void rd_conv_rows_t44(RD_CONV_ROWS_PARAMS)
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 3) rd_conv_rows_t44(RD_CONV_ROWS_PARAMS)
 {
     rd_conv_rows_block<64, 64, 4, 4>(RD_CONV_ROWS_ARGS);
 }
 
-extern "C" __global__ void rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 3) rd_conv_rows_n32_t44(RD_CONV_ROWS_PARAMS)
 {
     rd_conv_rows_block<128, 32, 4, 4>(RD_CONV_ROWS_ARGS);
 }
@@ -904,22 +933,22 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
 
 // The block shapes of rd_conv_rows and rd_conv_rows_n32 (32 x 64, 64 x 32) and of their _t44
 // variants (64 x 64, 128 x 32).
-extern "C" __global__ void rd_conv_rows_tc(RD_CONV_ROWS_PARAMS_W(u16))
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_tc(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_tc_block<32, 64>(RD_CONV_ROWS_ARGS);
 }
 
-extern "C" __global__ void rd_conv_rows_tc_n32(RD_CONV_ROWS_PARAMS_W(u16))
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 4) rd_conv_rows_tc_n32(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_tc_block<64, 32>(RD_CONV_ROWS_ARGS);
 }
 
-extern "C" __global__ void rd_conv_rows_tc_t44(RD_CONV_ROWS_PARAMS_W(u16))
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 3) rd_conv_rows_tc_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_tc_block<64, 64>(RD_CONV_ROWS_ARGS);
 }
 
-extern "C" __global__ void rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
+extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 3) rd_conv_rows_tc_n32_t44(RD_CONV_ROWS_PARAMS_W(u16))
 {
     rd_conv_rows_tc_block<128, 32>(RD_CONV_ROWS_ARGS);
 }
