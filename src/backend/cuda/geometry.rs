@@ -911,6 +911,41 @@ mod tests {
         assert!(!fusable(&t), "transposed");
     }
 
+    #[test]
+    fn pipeable_convolutions_copy_whole_aligned_chunks() {
+        let conv = |cin: usize, cout: usize, groups: usize| {
+            let v = View {
+                buf: 0,
+                c_off: 0,
+                c: cin,
+            };
+            let Step::Layer(l) = conv_layer(v, v, 3, 1, cin, cout, groups) else {
+                unreachable!()
+            };
+            let LayerOp::Conv(c) = l.op else {
+                unreachable!()
+            };
+            c
+        };
+        assert!(pipeable(&conv(32, 64, 1), 32, 0));
+        assert!(
+            pipeable(&conv(16, 16, 2), 24, 8),
+            "groups of 8 channels in a view"
+        );
+        assert!(!pipeable(&conv(3, 32, 1), 3, 0), "3 input channels");
+        assert!(!pipeable(&conv(32, 64, 1), 34, 0), "a pitch of 34");
+        assert!(!pipeable(&conv(32, 64, 1), 64, 2), "a view at channel 2");
+        assert!(!pipeable(&conv(32, 30, 1), 32, 0), "30 output channels");
+        assert!(
+            !pipeable(&conv(12, 24, 2), 12, 0),
+            "6 input channels a group"
+        );
+        assert!(!pipeable(&conv(32, 32, 32), 32, 0), "depthwise");
+        let mut none = conv(32, 64, 1);
+        none.cin = 0;
+        assert!(!pipeable(&none, 32, 0), "no input channels");
+    }
+
     /// The value of `#define NAME VALUE` in the kernel sources.
     fn kernel_define(name: &str) -> u64 {
         let sources = std::iter::once(super::super::kernels::COMMON)
