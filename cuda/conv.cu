@@ -524,7 +524,7 @@ __device__ __forceinline__ void rd_rows_put_out(
 // leaves its partial sums (BM x BN, row-major) in `ws` (16-byte aligned: a device allocation)
 // instead, and the last block of the output block to finish sums every split's partial in z order
 // and writes the outputs; the other blocks return. The sum reads four consecutive values at a
-// time, each thread its own chunks of the tile, four splits' loads in flight at once.
+// time, each thread its own chunks of the tile, two splits' loads in flight at once.
 template <int BM, int BN, int NV, typename Pos>
 __device__ __forceinline__ void rd_rows_finish(
     RdRowsShared<BM>& s, float (&acc)[NV], Pos pos, int n, const float* __restrict__ bias,
@@ -919,10 +919,9 @@ __device__ __forceinline__ void rd_conv_rows_tc_block(RD_CONV_ROWS_PARAMS_W(u16)
     int k_lo, k_hi;
     if (!rd_rows_begin(s, regs, &k_lo, &k_hi, RD_CONV_ROWS_ARGS)) return;
     RdTcWarps<BM, BN> w;
-    constexpr int NV = RdTcWarps<BM, BN>::MI * 8;
-    float acc[NV];
+    float acc[RdTcWarps<BM, BN>::NV];
 #pragma unroll
-    for (int i = 0; i < NV; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < RdTcWarps<BM, BN>::NV; ++i) acc[i] = 0.0f;
     rd_rows_k_loop<BM, BN>(
         s, regs, k_lo, k_hi, RD_ROWS_LOAD_ARGS,
         [&](int r, int kk, float v) { sa[r][kk] = rd_f16_bits(v); },
@@ -960,6 +959,7 @@ extern "C" __global__ void __launch_bounds__(RD_FR_THREADS, 3) rd_conv_rows_tc_n
 // The host launches it only where every chunk of four copies as one vector (geometry::pipeable):
 // cig, in_pitch, the input's channel offset and n multiples of 4, so that four consecutive
 // columns of a K step are four channels of one tap, and four weights four output channels.
+
 // The taps' f32 row pitch in shared memory: 8 floats of padding put the 8-byte fragment loads
 // of a half warp (rows g = 0..3, columns 2q, q = 0..3) on 32 different banks; 4 floats (the
 // 128 x 32 block, which 48 KB holds no more) on two ways at most.

@@ -649,10 +649,7 @@ fn agree_in_tiles(setup: Setup, tile: usize, sparse: &[&[u32]], tol: f32) {
     let mut dev = HostDevice::new(&plan, f16, fused_conv_k);
     dev.addrs.fused_tile44 = tile44;
     dev.addrs.fused_pipe = pipe;
-    let counting = Counting {
-        emu,
-        counts: Default::default(),
-    };
+    let counting = Counting::new(emu);
     let all: Vec<u32> = (0..grid.len() as u32).collect();
     let frames = std::iter::once(&all[..]).chain(sparse.iter().copied());
     for (frame, tiles) in (0u64..).zip(frames) {
@@ -1371,10 +1368,7 @@ fn tensor_core_fused_convolutions_match_the_unfused_f16_path() {
         let mut fused = HostDevice::new(plan, true, usize::MAX);
         // Both block shapes: 32 x 64 (64 x 32) eager, 64 x 64 (128 x 32) from the graph lists.
         fused.addrs.fused_tile44 = graph_bucket.is_some();
-        let counting = Counting {
-            emu,
-            counts: Default::default(),
-        };
+        let counting = Counting::new(emu);
         f.run(&counting, &mut fused, graph_bucket);
         let counts = counting.counts.into_inner();
         let tc: usize = counts
@@ -1440,10 +1434,7 @@ fn pipelined_convolutions_equal_the_fused_kernel() {
             dev.addrs.split.counters_len = 0;
         }
         setup(&mut dev.addrs);
-        let counting = Counting {
-            emu,
-            counts: Default::default(),
-        };
+        let counting = Counting::new(emu);
         f.run(&counting, &mut dev, bucket);
         (dev, counting.counts.into_inner())
     };
@@ -1778,6 +1769,15 @@ struct Counting<'a> {
     counts: std::cell::RefCell<std::collections::BTreeMap<&'static str, usize>>,
 }
 
+impl<'a> Counting<'a> {
+    fn new(emu: &'a Emu) -> Self {
+        Counting {
+            emu,
+            counts: Default::default(),
+        }
+    }
+}
+
 impl Launcher for Counting<'_> {
     fn launch(&self, k: Kernel, dims: Dims, args: &[KArg]) -> Result<()> {
         *self.counts.borrow_mut().entry(k.entry()).or_default() += 1;
@@ -1811,10 +1811,7 @@ fn launches_per_frame() {
             ("sparse, f16, every convolution fused", &sparse, 1),
         ] {
             let dev = &mut devs[d];
-            let counting = Counting {
-                emu,
-                counts: Default::default(),
-            };
+            let counting = Counting::new(emu);
             run_frame(&counting, dev, &plan, tile, img, &m.norm, tiles, None);
             let counts = counting.counts.into_inner();
             let total: usize = counts.values().sum();

@@ -1,8 +1,9 @@
 //! `REGIONDROP_CUDA_FUSED_K=auto`: every convolution the fused kernel can run is timed once at
 //! start-up both ways, as gather + GEMM + scatter and fused, over the tiles of a typical sparse
-//! frame, and from then on runs the faster way (`Addrs::fuse`). Tensor-core convolutions that
-//! the pipelined kernel can run are timed that way too (`ConvWay::Piped`). Which way wins depends on the
-//! layer's shape and on the GPU (launch latency against arithmetic), so it is measured, not
+//! frame, and from then on runs the fastest way (`Addrs::fuse`). With
+//! `REGIONDROP_CUDA_FUSED_PIPE=auto`, the convolutions the pipelined kernel can run are timed
+//! pipelined too (`ConvWay::Piped`, and `PipedT44` on the tensor cores). Which way wins depends
+//! on the layer's shape and on the GPU (launch latency against arithmetic), so it is measured, not
 //! guessed. Each way is timed as frames run: launches captured in a CUDA graph and replayed, so
 //! the host's launch rate, which eager launches would add to the way with more kernels, is not
 //! part of the comparison.
