@@ -137,6 +137,9 @@ pub struct StatsReport {
     pub precision: String,
     /// Detections on the last frame.
     pub detections: u32,
+    /// Frames so far that the backend read straight from the element's pool of frame memory,
+    /// with no copy first (the CUDA backend, where upstream allocates from that pool).
+    pub uploads_in_place: u64,
     /// Bounding box (x, y, w, h) in frame pixels of the tiles recomputed on the last frame;
     /// all zero when none was.
     pub active_rect: (u32, u32, u32, u32),
@@ -168,6 +171,7 @@ impl StatsReport {
             .field("backend", &self.backend)
             .field("precision", &self.precision)
             .field("detections", self.detections)
+            .field("uploads-in-place", self.uploads_in_place)
             .field("active-x", self.active_rect.0)
             .field("active-y", self.active_rect.1)
             .field("active-width", self.active_rect.2)
@@ -207,6 +211,8 @@ impl StatsReport {
                 .get::<String>("precision")
                 .unwrap_or_else(|_| "f32".into()),
             detections: s.get("detections").ok()?,
+            // Absent from messages of versions before the pool.
+            uploads_in_place: s.get("uploads-in-place").unwrap_or(0),
             active_rect: (
                 s.get("active-x").ok()?,
                 s.get("active-y").ok()?,
@@ -353,6 +359,7 @@ mod tests {
             backend: "cpu".into(),
             precision: "f32".into(),
             active_rect: (1, 2, 3, 4),
+            uploads_in_place: 7,
             ..Default::default()
         };
         let s = r.to_structure();

@@ -988,6 +988,78 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
     }
 }
 
+/// Frames that lie in blocks of the engine's frame memory (what the element's pool hands
+/// upstream) are uploaded from there with no staging copy, and give the same masks and outputs
+/// as the same frames in ordinary memory.
+#[test]
+fn frames_in_frame_memory_upload_in_place() {
+    use gstregiondrop::engine::{Engine, EngineConfig};
+    use gstregiondrop::preprocess::PackedFrame;
+    let Some(opts) = gpu() else { return };
+    if opts.ptx.is_some() {
+        println!("SKIPPED: the engine compiles its kernels with NVRTC (REGIONDROP_PTX_DIR is set)");
+        return;
+    }
+    let plan = Arc::new(synthetic_plan());
+    let cfg = EngineConfig {
+        tile: 32,
+        threshold: 10.0,
+        backend: BackendKind::Cuda,
+        device_letterbox: Some(true),
+        ..EngineConfig::default()
+    };
+    let mut pinned = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg.clone()).unwrap();
+    let mut plain = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg).unwrap();
+    let memory = pinned
+        .frame_memory()
+        .expect("the CUDA backend offers frame memory");
+    let (fw, fh) = (640usize, 360usize);
+    let mut blocks: Vec<_> = (0..2).map(|_| memory(fw * fh * 4).unwrap()).collect();
+    let mut rgb = vec![0u8; plan.input_w * plan.input_h * 3];
+    let frames = engine_frames(fw, fh, 5);
+    for (f, img) in frames.iter().enumerate() {
+        let bgrx: Vec<u8> = img.chunks(3).flat_map(|p| [p[2], p[1], p[0], 0]).collect();
+        let block = &mut blocks[f % 2];
+        block.as_mut().copy_from_slice(&bgrx);
+        let packed = |data| PackedFrame {
+            data,
+            width: fw,
+            height: fh,
+            stride: fw * 4,
+            bytes_per_px: 4,
+            rgb_offsets: [2, 1, 0],
+        };
+        pinned
+            .process_frame(&packed(block.as_ref()), &mut rgb)
+            .unwrap();
+        plain.process_frame(&packed(&bgrx), &mut rgb).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        pinned.mask().active_tiles(&mut a);
+        plain.mask().active_tiles(&mut b);
+        assert_eq!(a, b, "frame {f}: masks");
+        let (d, m) = compare(&plain.outputs().unwrap(), &pinned.outputs().unwrap());
+        assert!(d <= 1e-6 * m.max(1.0), "frame {f}: outputs differ by {d}");
+    }
+    assert_eq!(pinned.direct_uploads(), frames.len() as u64);
+    assert_eq!(plain.direct_uploads(), 0);
+    // A frame that starts inside a block (a sub-span of it) is read in place too.
+    let past = &blocks[0].as_ref()[fw * 4..];
+    let short = PackedFrame {
+        data: past,
+        width: fw,
+        height: fh - 1,
+        stride: fw * 4,
+        bytes_per_px: 4,
+        rgb_offsets: [2, 1, 0],
+    };
+    pinned.process_frame(&short, &mut rgb).unwrap();
+    assert_eq!(
+        pinned.direct_uploads(),
+        frames.len() as u64 + 1,
+        "a sub-span is in place"
+    );
+}
+
 /// `backend=auto` runs on CUDA where it is usable; where it is not (no driver, no device), on the
 /// CPU, and the engine's label for the log says why (this machine's case is printed).
 #[test]

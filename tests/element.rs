@@ -716,6 +716,32 @@ fn static_scene_goes_inactive_after_the_first_frame() {
     }
 }
 
+/// `videotestsrc` allocates its frames from the pool the element proposes. On the CUDA backend
+/// that pool is page-locked memory and every frame is uploaded from it in place, unless
+/// `frame-pool=false`; the CPU backend proposes none, and its frames pass as before.
+#[test]
+fn frames_from_the_proposed_pool_upload_in_place_on_cuda() {
+    for (backend, pool, in_place) in [("cpu", true, 0), ("cuda", true, 4), ("cuda", false, 0)] {
+        if backend == "cuda" {
+            if let Err(e) = gstregiondrop::backend::cuda::available(0) {
+                println!("SKIPPED: the CUDA half of the pool test (frame-pool={pool}): {e}");
+                continue;
+            }
+        }
+        let desc = format!(
+            "videotestsrc num-buffers=4 pattern=ball ! video/x-raw,format=RGB,width=320,height=240 ! \
+             regiondrop name=rd backend={backend} frame-pool={pool} stats-interval=1 ! \
+             appsink name=sink sync=false"
+        );
+        let run = run_pipeline(&desc, usize::MAX, |_| {}, |_, _| {});
+        run.assert_clean();
+        assert_eq!(run.samples.len(), 4, "{desc}");
+        let last = run.stats.last().expect("stats");
+        assert_eq!((last.backend.as_str(), last.frames), (backend, 4));
+        assert_eq!(last.uploads_in_place, in_place, "{desc}: {last:?}");
+    }
+}
+
 /// Two test-pattern frames through the element on the CPU backend with `precision`, a stats
 /// message per frame: the run, checked clean, with both frames and their stats.
 fn two_cpu_frames_in(precision: &str) -> Run {

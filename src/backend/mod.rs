@@ -1,6 +1,7 @@
 //! The backend trait: everything above it (mask, engine, detect, element) is backend-agnostic.
 
 pub mod cpu;
+pub mod frame_memory;
 pub mod generic;
 
 /// The plan's graph outputs, copied out of a backend's tensor slots.
@@ -116,6 +117,18 @@ pub trait Backend: Send {
         _frame: &dyn crate::preprocess::PixelSource,
     ) -> Option<Result<crate::preprocess::Letterbox>> {
         None
+    }
+
+    /// Memory for incoming frames that this backend reads faster than ordinary memory (the CUDA
+    /// backend: page-locked blocks, uploaded with no staging copy, when it letterboxes frames
+    /// on the device); None where ordinary memory serves as well.
+    fn frame_memory(&self) -> Option<frame_memory::FrameMemory> {
+        None
+    }
+
+    /// Frames read straight from blocks of [`Backend::frame_memory`], with no copy first.
+    fn direct_uploads(&self) -> u64 {
+        0
     }
 
     /// Forgets cached activations (next run must be dense).

@@ -254,6 +254,23 @@ impl Engine {
         self.backend.memory_bytes()
     }
 
+    /// Memory for incoming frames that the backend reads faster than ordinary memory (see
+    /// `Backend::frame_memory`): what the element offers upstream as its buffer pool.
+    /// None where frames are letterboxed on the host (`blank` regions), which reads any memory
+    /// alike.
+    pub fn frame_memory(&self) -> Option<crate::backend::frame_memory::FrameMemory> {
+        self.cfg
+            .blank
+            .is_empty()
+            .then(|| self.backend.frame_memory())
+            .flatten()
+    }
+
+    /// Frames the backend read straight from blocks of [`Engine::frame_memory`].
+    pub fn direct_uploads(&self) -> u64 {
+        self.backend.direct_uploads()
+    }
+
     /// A copy of one feature cache (NHWC), for tests and debugging.
     pub fn read_buffer(&mut self, buf: usize) -> Result<Vec<f32>> {
         self.backend.read_buffer(buf)

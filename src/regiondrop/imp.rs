@@ -12,6 +12,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
+use super::pool::offer_frame_pool;
 use super::settings::{self, parse_classes, parse_input_size, Settings, SET_WHILE_STOPPED};
 use crate::analyzer::{Analyzer, AnalyzerOptions};
 use crate::detect::{load_labels, DecodeParams, DecoderKind, COCO_LABELS};
@@ -290,6 +291,39 @@ impl BaseTransformImpl for RegionDrop {
             && caps.is_fixed()
             && caps.structure(0).is_some_and(|s| s.name() == "video/x-raw")
             && in_system_memory(caps)
+    }
+
+    /// Where the backend uploads frames faster from memory of its own (the CUDA backend's
+    /// page-locked blocks), upstream is offered a pool of such buffers first (`frame-pool`), so
+    /// that a decoder or converter writes each frame where the upload reads it.
+    fn propose_allocation(
+        &self,
+        decide_query: Option<&gst::query::Allocation>,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        // The element works in place: the query goes on downstream first.
+        if let Err(e) = self.parent_propose_allocation(decide_query, query) {
+            // Downstream that answers nothing (appsink, fakesink) still gets this pool.
+            gst::debug!(CAT, imp = self, "Downstream proposed no allocation: {e}");
+        }
+        if !self.settings.lock().unwrap().frame_pool {
+            return Ok(());
+        }
+        let memory = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|s| s.analyzer.as_ref())
+            .and_then(|a| a.engine().frame_memory());
+        if let Some(caps) = memory.and_then(|m| offer_frame_pool(query, m)) {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Offering a pool of frame memory for {caps}"
+            );
+        }
+        Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
@@ -807,6 +841,7 @@ fn take_report(state: &mut State) -> Option<StatsReport> {
         backend: analyzer.engine().backend_name().to_string(),
         precision: analyzer.engine().precision().to_string(),
         detections: last.detections,
+        uploads_in_place: analyzer.engine().direct_uploads(),
         active_rect: active_rect(analyzer, last.fw, last.fh),
         new_tracks: state.tracking.then_some(iv.new_tracks),
         // Counted while the lines were set and tracking on, also where that ended during the

@@ -163,6 +163,7 @@ pub(super) struct Settings {
     pub(super) track_max_age: u32,
     pub(super) track_low: f64,
     pub(super) track_min_hits: u32,
+    pub(super) frame_pool: bool,
     /// Bumped on every change so the streaming thread re-applies live settings only when needed.
     pub(super) revision: u64,
 }
@@ -202,6 +203,7 @@ impl Default for Settings {
             track_max_age: track.max_age,
             track_low: LOW_SCORE as f64,
             track_min_hits: track.min_hits,
+            frame_pool: true,
             revision: 0,
         }
     }
@@ -393,7 +395,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("stats-interval")
             .nick("Stats interval")
-            .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height, and new-tracks with tracking); at the end of the stream one more for the frames since the last; 0 = never")
+            .blurb("Post a regiondrop-stats element message every N frames (frames, active-fraction, work-fraction, mode, inference-ms, backend, precision, detections, active-x/y/width/height, uploads-in-place, and new-tracks with tracking); at the end of the stream one more for the frames since the last; 0 = never")
             .default_value(d.stats_interval)
             .flags(live)
             .build(),
@@ -408,6 +410,12 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .nick("Decoder")
             .blurb("Detection head layout: auto (from the model's output shapes), nanodet, yolov8 ([1,4+C,N]) or yolov5 ([1,N,5+C])")
             .flags(ready)
+            .build(),
+        glib::ParamSpecBoolean::builder("frame-pool")
+            .nick("Frame pool")
+            .blurb("Offer upstream a buffer pool of memory the backend uploads frames from without a copy (the CUDA backend's page-locked memory; the CPU backend has none), ahead of any pool downstream offers. Applies from the next allocation query")
+            .default_value(d.frame_pool)
+            .flags(live)
             .build(),
         glib::ParamSpecBoolean::builder("tracking")
             .nick("Tracking")
@@ -520,6 +528,7 @@ impl Settings {
             "threads" => s.threads = value.get().unwrap(),
             "decoder" => s.decoder = value.get().unwrap(),
             "tracking" => s.tracking = value.get().unwrap(),
+            "frame-pool" => s.frame_pool = value.get().unwrap(),
             "track-iou" => s.track_iou = value.get().unwrap(),
             "track-max-age" => s.track_max_age = value.get().unwrap(),
             "track-low-threshold" => s.track_low = value.get().unwrap(),
@@ -562,6 +571,7 @@ impl Settings {
             "threads" => s.threads.to_value(),
             "decoder" => s.decoder.to_value(),
             "tracking" => s.tracking.to_value(),
+            "frame-pool" => s.frame_pool.to_value(),
             "track-iou" => s.track_iou.to_value(),
             "track-max-age" => s.track_max_age.to_value(),
             "track-low-threshold" => s.track_low.to_value(),

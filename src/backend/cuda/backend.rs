@@ -37,6 +37,7 @@ use super::geometry::{self, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::lanes;
 use super::layers::{self, kargs, Addrs, ConvWay, KArg, Kernel, Launcher, LayerLists, StepPtrs};
+use super::pinned_frames;
 use super::profile::{ms_since, Phase, Profile};
 use super::select::{SelectDev, SelectTable};
 use super::tail::{tail_ptrs, DeviceTail, RearrangeSource, TailUpload};
@@ -371,6 +372,7 @@ impl CudaBackend {
                 bytes: stream.alloc_zeros::<u8>(1).map_err(drv("alloc"))?,
                 staging: None,
                 upload_piece: frames::upload_piece_bytes(),
+                direct_uploads: 0,
                 taps: None,
             },
             packer: TilePacker::default(),
@@ -1316,6 +1318,14 @@ impl Backend for CudaBackend {
             p.add(Phase::Letterbox, ms_since(t0));
         }
         Some(r)
+    }
+
+    fn frame_memory(&self) -> Option<crate::backend::frame_memory::FrameMemory> {
+        (self.frames.enabled && self.det.enabled).then(|| pinned_frames::memory(self.ctx.clone()))
+    }
+
+    fn direct_uploads(&self) -> u64 {
+        self.frames.direct_uploads
     }
 
     fn detect_changes(

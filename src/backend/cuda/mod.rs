@@ -10,6 +10,7 @@ pub mod geometry;
 pub mod kernels;
 pub mod lanes;
 pub mod layers;
+mod pinned_frames;
 mod profile;
 pub mod ptx_cache;
 pub mod select;

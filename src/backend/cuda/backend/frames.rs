@@ -8,6 +8,7 @@ use super::CudaBackend;
 use crate::backend::cuda::driver::{drv, par_copy, setup_guard, Pinned};
 use crate::backend::cuda::geometry::{self, max_tile_px, Dims};
 use crate::backend::cuda::layers::{self, kargs, Kernel, Launcher};
+use crate::backend::cuda::pinned_frames::PINNED_FRAMES;
 use crate::error::{Error, Result};
 use crate::mask::{CellGrower, DiffMetric, MaskGrowth, RegionMask, TileGrid};
 use crate::preprocess::{FramePlanes, InputNorm, Letterbox, LetterboxTaps, PixelSource};
@@ -51,6 +52,8 @@ pub(super) struct DeviceFrames {
     pub(super) staging: Option<Pinned<u8>>,
     /// Bytes of each piece of the frame's upload ([`upload_piece_bytes`]).
     pub(super) upload_piece: usize,
+    /// Frames uploaded straight from page-locked blocks (`upload_direct`).
+    pub(super) direct_uploads: u64,
     /// (frame w, frame h), the taps (column indices, column weights, row indices, row weights)
     /// and the letterbox.
     pub(super) taps: Option<TapsDev>,
@@ -180,32 +183,43 @@ impl CudaBackend {
             FramePlanes::Yuv420(y) => [y.y, y.u, y.v],
         };
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        if self.frames.bytes.len() < total
-            || self.frames.staging.as_ref().is_none_or(|s| s.len < total)
-        {
+        // A frame upstream wrote into the element's pool of page-locked blocks goes up from
+        // there; any other through the staging buffer.
+        let direct = parts.iter().all(|p| PINNED_FRAMES.hold(p));
+        let staging_short = !direct && self.frames.staging.as_ref().is_none_or(|s| s.len < total);
+        if self.frames.bytes.len() < total || staging_short {
             // A larger frame than before: (re)allocations take the setup guard (see SetupGuard).
             let _setup = setup_guard();
-            self.frames.bytes = self.stream.alloc_zeros(total).map_err(drv("alloc"))?;
-            self.frames.staging = None;
-            self.frames.staging = Some(Pinned::new(&self.ctx, total)?);
+            if self.frames.bytes.len() < total {
+                self.frames.bytes = self.stream.alloc_zeros(total).map_err(drv("alloc"))?;
+            }
+            if staging_short {
+                self.frames.staging = None;
+                self.frames.staging = Some(Pinned::new(&self.ctx, total)?);
+            }
         }
         let base = self.ptr(&self.frames.bytes);
-        let staging = self.frames.staging.as_mut().expect("allocated above");
         let mut addrs = [0u64; 3];
         let mut off = 0;
         for (a, part) in addrs.iter_mut().zip(parts) {
             *a = base + off as u64;
             off += part.len();
         }
-        // The staging buffer is written again only after the next frame's synchronisation
-        // (above).
-        upload_staged(
-            &self.stream,
-            staging,
-            &parts,
-            base,
-            self.frames.upload_piece,
-        )?;
+        if direct {
+            upload_direct(&self.stream, &parts, base)?;
+            self.frames.direct_uploads += 1;
+        } else {
+            // The staging buffer is written again only after the next frame's synchronisation
+            // (above).
+            let staging = self.frames.staging.as_mut().expect("allocated above");
+            upload_staged(
+                &self.stream,
+                staging,
+                &parts,
+                base,
+                self.frames.upload_piece,
+            )?;
+        }
         if self.frames.taps.as_ref().map(|t| t.size) != Some((fw, fh)) {
             let _setup = setup_guard();
             let t = LetterboxTaps::new(fw, fh, nw, nh);
@@ -408,6 +422,23 @@ impl CudaBackend {
             ),
         )
     }
+}
+
+/// Uploads `parts`, one after another, to `dst` (device bytes at least as many) straight from
+/// where they lie: page-locked blocks of [`PINNED_FRAMES`], which the element's buffer holds
+/// until the frame is done, and the frame ends with a synchronisation of the stream.
+fn upload_direct(stream: &CudaStream, parts: &[&[u8]], dst: u64) -> Result<()> {
+    let mut off = 0;
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        // SAFETY: `dst` holds the parts' total (the caller); each part is page-locked memory
+        // that is neither freed nor rewritten before the stream passes this copy (above).
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(dst + off as u64, part, stream.cu_stream())
+        }
+        .map_err(drv("frame upload"))?;
+        off += part.len();
+    }
+    Ok(())
 }
 
 /// Copies `parts`, one after another, into `staging` and uploads them to `dst` (device bytes at
