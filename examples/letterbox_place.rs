@@ -1,15 +1,18 @@
 //! A whole frame as the element runs it (letterbox, change detection, network, decoding), with the
 //! letterbox on the host and on the device (CUDA: `device_letterbox`), for camera-sized RGB and
-//! NV12 frames. The frames are the sample clip's, saved at network size by `regiondrop-bench
-//! --save-frames FILE.rgb` and scaled up to the camera size here (nearest pixel), so the change
-//! pattern is the clip's.
+//! NV12 frames. On the device also with each frame first written into a block of the backend's
+//! frame memory, as an upstream element does with the element's pool, and uploaded from there.
+//! The frames are the sample clip's, saved at network size by `regiondrop-bench --save-frames
+//! FILE.rgb` and scaled up to the camera size here (nearest pixel), so the change pattern is the
+//! clip's.
 //!
 //! cargo run --release --example letterbox_place -- MODEL FRAMES.rgb [WxH ...] [--precision f16]
 //!
 //! The backend is `auto` (REGIONDROP_BACKEND=cpu|cuda to choose). Prints one line per run: median
-//! and mean ms a frame, the process's CPU time a frame (user and system, every thread: what other
-//! cameras of the process cannot use), and the detections of all frames together, which must not
-//! depend on where the letterbox ran (the device letterbox gives the host's bytes).
+//! and mean ms a frame, the process's CPU time a frame while the analyzer runs it (user and
+//! system, every thread: what other cameras of the process cannot use), and the detections of
+//! all frames together, which must not depend on where the letterbox ran (the device letterbox
+//! gives the host's bytes).
 
 use std::path::Path;
 use std::time::Instant;
@@ -73,26 +76,65 @@ impl Camera {
     }
 
     fn source(&self, nv12: bool) -> Box<dyn PixelSource + '_> {
-        let (w, h) = (self.w, self.h);
         match nv12 {
-            false => Box::new(PackedFrame {
-                data: &self.rgb,
-                width: w,
-                height: h,
-                stride: w * 3,
-                bytes_per_px: 3,
-                rgb_offsets: [0, 1, 2],
-            }),
-            true => Box::new(Yuv420Frame {
-                y: &self.y,
-                y_stride: w,
-                u: &self.uv,
-                v: &self.uv,
-                uv_stride: w,
-                interleaved: true,
-                width: w,
-                height: h,
-            }),
+            false => self.rgb_source(&self.rgb),
+            true => self.nv12_source(&self.y, &self.uv),
+        }
+    }
+
+    fn rgb_source<'a>(&self, rgb: &'a [u8]) -> Box<dyn PixelSource + 'a> {
+        Box::new(PackedFrame {
+            data: rgb,
+            width: self.w,
+            height: self.h,
+            stride: self.w * 3,
+            bytes_per_px: 3,
+            rgb_offsets: [0, 1, 2],
+        })
+    }
+
+    fn nv12_source<'a>(&self, y: &'a [u8], uv: &'a [u8]) -> Box<dyn PixelSource + 'a> {
+        Box::new(Yuv420Frame {
+            y,
+            y_stride: self.w,
+            u: uv,
+            v: uv,
+            uv_stride: self.w,
+            interleaved: true,
+            width: self.w,
+            height: self.h,
+        })
+    }
+
+    /// The frame's bytes, written into `block` (as a decoder would), as a source over it.
+    fn in_block<'a>(&self, nv12: bool, block: &'a mut [u8]) -> Box<dyn PixelSource + 'a> {
+        if nv12 {
+            let (y, uv) = block.split_at_mut(self.y.len());
+            y.copy_from_slice(&self.y);
+            uv[..self.uv.len()].copy_from_slice(&self.uv);
+            self.nv12_source(y, &uv[..self.uv.len()])
+        } else {
+            block[..self.rgb.len()].copy_from_slice(&self.rgb);
+            self.rgb_source(&block[..self.rgb.len()])
+        }
+    }
+}
+
+/// Where a run letterboxes, and where its frames lie.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    Host,
+    Device,
+    /// On the device, each frame first written into a block of the backend's frame memory.
+    DeviceFromBlocks,
+}
+
+impl Place {
+    fn label(self) -> &'static str {
+        match self {
+            Place::Host => "host",
+            Place::Device => "device",
+            Place::DeviceFromBlocks => "device, frames in frame memory",
         }
     }
 }
@@ -106,17 +148,18 @@ struct Run {
     backend: String,
 }
 
-/// Runs every frame through a new analyzer.
+/// Runs every frame through a new analyzer; None where the backend has no frame memory for
+/// [`Place::DeviceFromBlocks`].
 fn run(
     model: &Path,
     frames: &[Camera],
     nv12: bool,
-    on_device: bool,
+    place: Place,
     precision: Precision,
-) -> Result<Run, String> {
+) -> Result<Option<Run>, String> {
     let opts = AnalyzerOptions {
         engine: EngineConfig {
-            device_letterbox: Some(on_device),
+            device_letterbox: Some(place != Place::Host),
             backend: std::env::var("REGIONDROP_BACKEND")
                 .ok()
                 .map_or(Ok(BackendKind::Auto), |b| b.parse())?,
@@ -126,34 +169,50 @@ fn run(
         ..Default::default()
     };
     let mut analyzer = Analyzer::new(model, opts).map_err(|e| e.to_string())?;
-    let mut ms = Vec::with_capacity(frames.len());
-    let mut detections = 0;
-    let mut cpu0 = 0.0;
-    for (i, f) in frames.iter().enumerate() {
-        if i == 1 {
-            cpu0 = cpu_ms();
+    // Two blocks in turn, as a pool hands them out.
+    let mut blocks = Vec::new();
+    if place == Place::DeviceFromBlocks {
+        let Some(memory) = analyzer.engine().frame_memory() else {
+            return Ok(None);
+        };
+        let bytes = frames[0]
+            .rgb
+            .len()
+            .max(frames[0].y.len() + frames[0].uv.len());
+        for _ in 0..2 {
+            blocks.push(memory(bytes).map_err(|e| e.to_string())?);
         }
-        let t = Instant::now();
-        let (_, dets) = analyzer
-            .process(&*f.source(nv12))
-            .map_err(|e| e.to_string())?;
+    }
+    let mut ms = Vec::with_capacity(frames.len());
+    let (mut detections, mut cpu) = (0, 0.0);
+    for (i, f) in frames.iter().enumerate() {
+        let source = match blocks.get_mut(i % 2) {
+            Some(block) => f.in_block(nv12, block.as_mut()),
+            None => f.source(nv12),
+        };
+        let (t, cpu0) = (Instant::now(), cpu_ms());
+        let (_, dets) = analyzer.process(&*source).map_err(|e| e.to_string())?;
         // The first frame is dense and pays for first-use work: not timed.
         if i > 0 {
             ms.push(t.elapsed().as_secs_f64() * 1e3);
+            cpu += cpu_ms() - cpu0;
         }
         detections += dets.len();
     }
     let timed = ms.len().max(1) as f64;
-    let cpu_ms = (cpu_ms() - cpu0) / timed;
     let mean_ms = ms.iter().sum::<f64>() / timed;
     ms.sort_by(f64::total_cmp);
-    Ok(Run {
+    let in_place = analyzer.engine().direct_uploads();
+    Ok(Some(Run {
         median_ms: ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
         mean_ms,
-        cpu_ms,
+        cpu_ms: cpu / timed,
         detections,
-        backend: analyzer.engine().backend_details(),
-    })
+        backend: format!(
+            "{}; {in_place} frames uploaded in place",
+            analyzer.engine().backend_details()
+        ),
+    }))
 }
 
 fn main() -> Result<(), String> {
@@ -198,19 +257,22 @@ fn main() -> Result<(), String> {
             let format = if nv12 { "NV12" } else { "RGB" };
             let mut seen = Vec::new();
             for round in 0..ROUNDS {
-                for on_device in [false, true] {
-                    let r = run(model, &frames, nv12, on_device, precision)?;
-                    let place = if on_device { "device" } else { "host" };
+                for place in [Place::Host, Place::Device, Place::DeviceFromBlocks] {
+                    let Some(r) = run(model, &frames, nv12, place, precision)? else {
+                        println!("{format} {w}x{h}: no frame memory on this backend");
+                        continue;
+                    };
                     println!(
-                        "{format} {w}x{h}, letterbox on the {place} (round {round}): median \
+                        "{format} {w}x{h}, letterbox on the {} (round {round}): median \
                          {:.3} ms, mean {:.3} ms, CPU {:.3} ms a frame, {} detections in {} \
                          frames{}",
+                        place.label(),
                         r.median_ms,
                         r.mean_ms,
                         r.cpu_ms,
                         r.detections,
                         frames.len(),
-                        if round == 0 && on_device {
+                        if round == 0 && place != Place::Host {
                             format!("; {}", r.backend)
                         } else {
                             String::new()
