@@ -916,6 +916,40 @@ fn f16_detections_agree_with_f32_on_real_frames() {
     }
 }
 
+/// The synthetic plan and a CUDA engine configuration for it (tile 32, threshold 10), or None
+/// (skip) without a GPU or where the kernels come precompiled (the engine compiles its own).
+fn cuda_engine_setup() -> Option<(
+    Arc<gstregiondrop::model::Plan>,
+    gstregiondrop::engine::EngineConfig,
+)> {
+    let opts = gpu()?;
+    if opts.ptx.is_some() {
+        println!("SKIPPED: the engine compiles its kernels with NVRTC (REGIONDROP_PTX_DIR is set)");
+        return None;
+    }
+    let cfg = gstregiondrop::engine::EngineConfig {
+        tile: 32,
+        threshold: 10.0,
+        backend: BackendKind::Cuda,
+        ..Default::default()
+    };
+    Some((Arc::new(synthetic_plan()), cfg))
+}
+
+/// Two engines that ran the same frame agree: the same mask, outputs within 1e-6 relative.
+fn assert_same_frame(
+    a: &mut gstregiondrop::engine::Engine,
+    b: &mut gstregiondrop::engine::Engine,
+    what: &str,
+) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    a.mask().active_tiles(&mut ta);
+    b.mask().active_tiles(&mut tb);
+    assert_eq!(ta, tb, "{what}: masks");
+    let (d, m) = compare(&a.outputs().unwrap(), &b.outputs().unwrap());
+    assert!(d <= 1e-6 * m.max(1.0), "{what}: outputs differ by {d}");
+}
+
 /// Frames letterboxed on the device (`device_letterbox`) against the same CUDA engine
 /// fed frames letterboxed on the host: NV12 and BGRx frames of other sizes than the network's,
 /// the same masks and outputs frame by frame (the kernel is byte-identical to the CPU letterbox,
@@ -924,17 +958,8 @@ fn f16_detections_agree_with_f32_on_real_frames() {
 fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
     use gstregiondrop::engine::{Engine, EngineConfig};
     use gstregiondrop::preprocess::{PackedFrame, Yuv420Frame};
-    let Some(opts) = gpu() else { return };
-    if opts.ptx.is_some() {
-        println!("SKIPPED: the engine compiles its kernels with NVRTC (REGIONDROP_PTX_DIR is set)");
+    let Some((plan, cfg)) = cuda_engine_setup() else {
         return;
-    }
-    let plan = Arc::new(synthetic_plan());
-    let cfg = EngineConfig {
-        tile: 32,
-        threshold: 10.0,
-        backend: BackendKind::Cuda,
-        ..EngineConfig::default()
     };
     let with = |device_letterbox| EngineConfig {
         device_letterbox: Some(device_letterbox),
@@ -975,15 +1000,7 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
             assert!(!on_host, "{fw}x{fh} frame {f} was letterboxed on the host");
             let (_, on_host) = host.process_frame(frame, &mut rgb).unwrap();
             assert!(on_host);
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            device.mask().active_tiles(&mut a);
-            host.mask().active_tiles(&mut b);
-            assert_eq!(a, b, "{fw}x{fh} frame {f}: masks");
-            let (d, m) = compare(&host.outputs().unwrap(), &device.outputs().unwrap());
-            assert!(
-                d <= 1e-6 * m.max(1.0),
-                "{fw}x{fh} frame {f}: outputs differ by {d}"
-            );
+            assert_same_frame(&mut device, &mut host, &format!("{fw}x{fh} frame {f}"));
         }
     }
 }
@@ -995,18 +1012,12 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
 fn frames_in_frame_memory_upload_in_place() {
     use gstregiondrop::engine::{Engine, EngineConfig};
     use gstregiondrop::preprocess::PackedFrame;
-    let Some(opts) = gpu() else { return };
-    if opts.ptx.is_some() {
-        println!("SKIPPED: the engine compiles its kernels with NVRTC (REGIONDROP_PTX_DIR is set)");
+    let Some((plan, cfg)) = cuda_engine_setup() else {
         return;
-    }
-    let plan = Arc::new(synthetic_plan());
+    };
     let cfg = EngineConfig {
-        tile: 32,
-        threshold: 10.0,
-        backend: BackendKind::Cuda,
         device_letterbox: Some(true),
-        ..EngineConfig::default()
+        ..cfg
     };
     let mut pinned = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg.clone()).unwrap();
     let mut plain = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg).unwrap();
@@ -1033,12 +1044,7 @@ fn frames_in_frame_memory_upload_in_place() {
             .process_frame(&packed(block.as_ref()), &mut rgb)
             .unwrap();
         plain.process_frame(&packed(&bgrx), &mut rgb).unwrap();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        pinned.mask().active_tiles(&mut a);
-        plain.mask().active_tiles(&mut b);
-        assert_eq!(a, b, "frame {f}: masks");
-        let (d, m) = compare(&plain.outputs().unwrap(), &pinned.outputs().unwrap());
-        assert!(d <= 1e-6 * m.max(1.0), "frame {f}: outputs differ by {d}");
+        assert_same_frame(&mut pinned, &mut plain, &format!("frame {f}"));
     }
     assert_eq!(pinned.direct_uploads(), frames.len() as u64);
     assert_eq!(plain.direct_uploads(), 0);
