@@ -172,7 +172,7 @@ fn run(
     // Two blocks in turn, as a pool hands them out.
     let mut blocks = Vec::new();
     if place == Place::DeviceFromBlocks {
-        let Some(memory) = analyzer.engine().frame_memory() else {
+        let Some(memory) = analyzer.frame_memory() else {
             return Ok(None);
         };
         let bytes = frames[0]

@@ -104,6 +104,17 @@ impl Analyzer {
         })
     }
 
+    /// Memory for incoming frames that the backend reads faster than ordinary memory (see
+    /// `Engine::frame_memory`); None where frames are letterboxed on the host, as with regions
+    /// to ignore, which reads any memory alike.
+    pub fn frame_memory(&self) -> Option<crate::backend::frame_memory::FrameMemory> {
+        if self.ignore.is_empty() {
+            self.engine.frame_memory()
+        } else {
+            None
+        }
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

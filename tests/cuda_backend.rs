@@ -1021,9 +1021,10 @@ fn frames_in_frame_memory_upload_in_place() {
     };
     let mut pinned = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg.clone()).unwrap();
     let mut plain = Engine::new(plan.clone(), InputNorm::unit_rgb(), cfg).unwrap();
-    let memory = pinned
-        .frame_memory()
-        .expect("the CUDA backend offers frame memory");
+    let Some(memory) = pinned.frame_memory() else {
+        println!("SKIPPED: no frame memory (device letterbox or change detection turned off)");
+        return;
+    };
     let (fw, fh) = (640usize, 360usize);
     let mut blocks: Vec<_> = (0..2).map(|_| memory(fw * fh * 4).unwrap()).collect();
     let mut rgb = vec![0u8; plan.input_w * plan.input_h * 3];
@@ -1049,21 +1050,21 @@ fn frames_in_frame_memory_upload_in_place() {
     assert_eq!(pinned.direct_uploads(), frames.len() as u64);
     assert_eq!(plain.direct_uploads(), 0);
     // A frame that starts inside a block (a sub-span of it) is read in place too.
-    let past = &blocks[0].as_ref()[fw * 4..];
-    let short = PackedFrame {
-        data: past,
+    let span = blocks[0].as_ref()[fw * 4..].to_vec();
+    let short = |data| PackedFrame {
+        data,
         width: fw,
         height: fh - 1,
         stride: fw * 4,
         bytes_per_px: 4,
         rgb_offsets: [2, 1, 0],
     };
-    pinned.process_frame(&short, &mut rgb).unwrap();
-    assert_eq!(
-        pinned.direct_uploads(),
-        frames.len() as u64 + 1,
-        "a sub-span is in place"
-    );
+    pinned
+        .process_frame(&short(&blocks[0].as_ref()[fw * 4..]), &mut rgb)
+        .unwrap();
+    plain.process_frame(&short(&span), &mut rgb).unwrap();
+    assert_same_frame(&mut pinned, &mut plain, "a sub-span of a block");
+    assert_eq!(pinned.direct_uploads(), frames.len() as u64 + 1);
 }
 
 /// `backend=auto` runs on CUDA where it is usable; where it is not (no driver, no device), on the

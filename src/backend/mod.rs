@@ -131,6 +131,11 @@ pub trait Backend: Send {
         0
     }
 
+    /// A frame failed after `letterbox_frame` took it: wait for whatever may still read the
+    /// caller's frame (the CUDA backend's upload straight from a block of `frame_memory`), so
+    /// that its memory can be rewritten once the error is returned.
+    fn end_failed_frame(&mut self) {}
+
     /// Forgets cached activations (next run must be dense).
     fn reset(&mut self);
 

@@ -311,8 +311,14 @@ impl Engine {
             None
         };
         match on_device {
-            Some(Ok(_)) => self.process_image(None, Instant::now()).map(|s| (s, false)),
-            Some(Err(e)) => Err(e),
+            Some(Ok(_)) => self
+                .process_image(None, Instant::now())
+                .map(|s| (s, false))
+                .inspect_err(|_| self.backend.end_failed_frame()),
+            Some(Err(e)) => {
+                self.backend.end_failed_frame();
+                Err(e)
+            }
             None => {
                 letterbox(frame, self.plan.input_w, self.plan.input_h, rgb);
                 blank_rects(rgb, self.plan.input_w, &self.cfg.blank);

@@ -168,7 +168,14 @@ impl ObjectImpl for RegionDrop {
             gst::warning!(CAT, imp = self, "{e}; the element will refuse to start");
         }
         s.revision += 1;
+        drop(s);
         gst::debug!(CAT, imp = self, "{name} set");
+        if name == "frame-pool" && self.running.load(Ordering::SeqCst) {
+            // Upstream asks for allocation again, and takes the pool or leaves it.
+            self.obj()
+                .sink_pad()
+                .push_event(gst::event::Reconfigure::new());
+        }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
@@ -302,28 +309,29 @@ impl BaseTransformImpl for RegionDrop {
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
         // The element works in place: the query goes on downstream first.
-        if let Err(e) = self.parent_propose_allocation(decide_query, query) {
-            // Downstream that answers nothing (appsink, fakesink) still gets this pool.
-            gst::debug!(CAT, imp = self, "Downstream proposed no allocation: {e}");
-        }
-        if !self.settings.lock().unwrap().frame_pool {
-            return Ok(());
-        }
+        let downstream = self.parent_propose_allocation(decide_query, query);
         let memory = self
-            .state
+            .settings
             .lock()
             .unwrap()
-            .as_ref()
-            .and_then(|s| s.analyzer.as_ref())
-            .and_then(|a| a.engine().frame_memory());
-        if let Some(caps) = memory.and_then(|m| offer_frame_pool(query, m)) {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Offering a pool of frame memory for {caps}"
-            );
+            .frame_pool
+            .then(|| {
+                let state = self.state.lock().unwrap();
+                state.as_ref()?.analyzer.as_ref()?.frame_memory()
+            })
+            .flatten();
+        match memory.and_then(|m| offer_frame_pool(query, m)) {
+            Some(caps) => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Offering a pool of frame memory for {caps}"
+                );
+                // Downstream that answers nothing (appsink, fakesink) still gets this pool.
+                Ok(())
+            }
+            None => downstream,
         }
-        Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {

@@ -44,8 +44,12 @@ mod imp {
             let Some((_, size, _, _)) = config.params() else {
                 return false;
             };
-            *self.size.lock().unwrap() = size as usize;
-            self.parent_set_config(config)
+            // Page-aligned blocks meet any alignment the configuration asks for.
+            let ok = self.parent_set_config(config);
+            if ok {
+                *self.size.lock().unwrap() = size as usize;
+            }
+            ok
         }
 
         /// A block of the backend's memory; where that fails (page-locked memory is limited),
@@ -75,9 +79,10 @@ glib::wrapper! {
 /// Buffers a pool of frame memory holds at least.
 const FRAME_POOL_MIN: u32 = 2;
 
-/// Puts a pool of `memory` first in an allocation query that asks for one, for buffers of its
-/// video caps, ahead of any pool downstream proposed (which moves to the end). Returns the caps
-/// where it did.
+/// Adds a pool of `memory` to an allocation query that asks for one, for buffers of its video
+/// caps. It goes first, ahead of a plain system-memory pool downstream proposed (which moves to
+/// the end), but behind a pool of a class of its own (a sink's shared or device memory, which
+/// saves a copy there). Returns the caps where it added the pool.
 pub fn offer_frame_pool(
     query: &mut gst::query::Allocation,
     memory: FrameMemory,
@@ -90,13 +95,19 @@ pub fn offer_frame_pool(
     let min = FRAME_POOL_MIN.max(first.as_ref().map_or(0, |p| p.2));
     let pool = FramePool::new(memory, &caps, size, min)?;
     match first {
-        None => query.add_allocation_pool(Some(&pool), size, min, 0),
-        Some((p, s, mn, mx)) => {
+        Some((p, s, mn, mx)) if p.as_ref().is_none_or(plain_pool) => {
             query.set_nth_allocation_pool(0, Some(&pool), size, min, 0);
             query.add_allocation_pool(p.as_ref(), s, mn, mx);
         }
+        _ => query.add_allocation_pool(Some(&pool), size, min, 0),
     }
     Some(caps)
+}
+
+/// Whether `pool` hands out ordinary system memory: GStreamer's own pool classes.
+fn plain_pool(pool: &gst::BufferPool) -> bool {
+    let t = pool.type_();
+    t == gst::BufferPool::static_type() || t == gst_video::VideoBufferPool::static_type()
 }
 
 impl FramePool {
@@ -193,6 +204,21 @@ mod tests {
         );
         drop(b);
         ours.set_active(false).unwrap();
+        // Behind a pool of a class of its own (here another frame pool stands for a sink's).
+        let special = FramePool::new(memory.clone(), &caps, 768, 1).unwrap();
+        let mut q = gst::query::Allocation::new(Some(&caps), true);
+        q.add_allocation_pool(Some(&special), 768, 1, 0);
+        assert!(offer_frame_pool(&mut q, memory.clone()).is_some());
+        let pools: Vec<_> = q.allocation_pools().collect();
+        assert_eq!(pools.len(), 2);
+        assert_eq!(
+            pools[0].0.as_ref(),
+            Some(special.upcast_ref::<gst::BufferPool>())
+        );
+        assert_ne!(
+            pools[1].0.as_ref(),
+            Some(special.upcast_ref::<gst::BufferPool>())
+        );
         // Alone, with the minimum of its own.
         let mut q = gst::query::Allocation::new(Some(&caps), true);
         assert!(offer_frame_pool(&mut q, memory.clone()).is_some());

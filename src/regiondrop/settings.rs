@@ -413,7 +413,7 @@ pub(super) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecBoolean::builder("frame-pool")
             .nick("Frame pool")
-            .blurb("Offer upstream a buffer pool of memory the backend uploads frames from without a copy (the CUDA backend's page-locked memory; the CPU backend has none), ahead of any pool downstream offers. Applies from the next allocation query")
+            .blurb("Offer upstream a buffer pool of memory the backend uploads frames from without a copy (the CUDA backend's page-locked memory; the CPU backend has none), ahead of a plain system-memory pool downstream offers. May change while playing (upstream is asked to renegotiate its allocation)")
             .default_value(d.frame_pool)
             .flags(live)
             .build(),

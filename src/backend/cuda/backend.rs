@@ -1328,6 +1328,10 @@ impl Backend for CudaBackend {
         self.frames.direct_uploads
     }
 
+    fn end_failed_frame(&mut self) {
+        let _ = self.stream.synchronize();
+    }
+
     fn detect_changes(
         &mut self,
         rgb: &[u8],

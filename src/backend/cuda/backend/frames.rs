@@ -426,7 +426,8 @@ impl CudaBackend {
 
 /// Uploads `parts`, one after another, to `dst` (device bytes at least as many) straight from
 /// where they lie: page-locked blocks of [`PINNED_FRAMES`], which the element's buffer holds
-/// until the frame is done, and the frame ends with a synchronisation of the stream.
+/// until the frame is done. The frame synchronises the stream before it ends, on success (change
+/// detection, the input's write) and on failure (`end_failed_frame`).
 fn upload_direct(stream: &CudaStream, parts: &[&[u8]], dst: u64) -> Result<()> {
     let mut off = 0;
     for part in parts.iter().filter(|p| !p.is_empty()) {
