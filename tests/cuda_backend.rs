@@ -1067,6 +1067,42 @@ fn frames_in_frame_memory_upload_in_place() {
     assert_eq!(pinned.direct_uploads(), frames.len() as u64 + 1);
 }
 
+/// Backends that run one plan on one device in one precision share its convolution weights,
+/// as cameras of one model on one GPU do; another precision or another plan gets a copy of its
+/// own. The weights outlive the backend that uploaded them, and a backend built on them then
+/// still agrees with the CPU.
+#[test]
+fn backends_on_one_plan_share_their_weights() {
+    let Some(opts) = gpu() else { return };
+    let plan = Arc::new(synthetic_plan());
+    let build = |plan: &Arc<Plan>, precision| {
+        let o = CudaOptions {
+            precision,
+            ..opts.clone()
+        };
+        CudaBackend::with_options(plan.clone(), 32, 0, o).unwrap()
+    };
+    let first = build(&plan, Precision::F32);
+    let second = build(&plan, Precision::F32);
+    let shared = first.weight_addresses();
+    assert!(!shared.is_empty());
+    assert_eq!(second.weight_addresses(), shared, "one copy for one plan");
+    let apart = |b: &CudaBackend| b.weight_addresses().iter().all(|a| !shared.contains(a));
+    assert!(apart(&build(&plan, Precision::F16)), "f16 has its own");
+    assert!(apart(&build(&Arc::new(synthetic_plan()), Precision::F32)));
+    drop(first);
+    assert_eq!(build(&plan, Precision::F32).weight_addresses(), shared);
+    agree(
+        plan.clone(),
+        32,
+        opts,
+        &[1, 3, 6, 11],
+        1e-4,
+        &InputNorm::unit_rgb(),
+    );
+    drop(second);
+}
+
 /// `backend=auto` runs on CUDA where it is usable; where it is not (no driver, no device), on the
 /// CPU, and the engine's label for the log says why (this machine's case is printed).
 #[test]

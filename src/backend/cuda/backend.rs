@@ -592,6 +592,20 @@ impl CudaBackend {
         &self.fusion_timings
     }
 
+    /// The device addresses of the convolutions' f32 weights, in step order: the same for every
+    /// backend of the process that shares them (tests).
+    #[doc(hidden)]
+    pub fn weight_addresses(&self) -> Vec<u64> {
+        self.addrs
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                StepPtrs::Conv { w, .. } => Some(*w),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// "device name (arch, gemm, precision, launches)" for logs.
     pub fn describe(&self) -> String {
         format!(
@@ -717,10 +731,10 @@ impl CudaBackend {
             .enumerate()
             .map(|(si, d)| match d {
                 StepDev::None => StepPtrs::None,
-                StepDev::Conv { w, b, w16 } => StepPtrs::Conv {
-                    w: self.ptr(w),
-                    b: self.ptr(b),
-                    w16: w16.as_ref().map(|w| self.ptr(w)),
+                StepDev::Conv(c) => StepPtrs::Conv {
+                    w: self.ptr(&c.w),
+                    b: self.ptr(&c.b),
+                    w16: c.w16.as_ref().map(|w| self.ptr(w)),
                 },
                 StepDev::Resize(r) => StepPtrs::Resize([
                     self.ptr(&r.y[0]),

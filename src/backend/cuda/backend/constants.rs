@@ -3,7 +3,7 @@
 //! fixed right operands of binary ops, and the constant slots the device tail reads; and the
 //! buffers of the steps whose result lives on the device.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use cudarc::driver::{CudaSlice, CudaStream};
 
@@ -21,15 +21,20 @@ pub(super) struct ResizeDev {
     pub(super) xf: CudaSlice<f32>,
 }
 
+/// One convolution's weights and bias on the device.
+pub(super) struct ConvDev {
+    pub(super) w: CudaSlice<f32>,
+    pub(super) b: CudaSlice<f32>,
+    /// f16 copy of `w` (bits) for the tensor-core GEMM (precision f16, not depthwise).
+    pub(super) w16: Option<CudaSlice<u16>>,
+}
+
 /// Device-side constants of one step.
 pub(super) enum StepDev {
     None,
-    Conv {
-        w: CudaSlice<f32>,
-        b: CudaSlice<f32>,
-        /// f16 copy of `w` (bits) for the tensor-core GEMM (precision f16, not depthwise).
-        w16: Option<CudaSlice<u16>>,
-    },
+    /// Shared by every backend of the process that runs this plan on this device in this
+    /// precision ([`conv_weights`]).
+    Conv(Arc<ConvDev>),
     Resize(Box<ResizeDev>),
     Affine {
         scale: CudaSlice<f32>,
@@ -72,13 +77,46 @@ pub(super) struct Constants {
     pub(super) steps: Vec<StepDev>,
     /// Per slot: the constant slots the device Generic steps read.
     pub(super) slots: Vec<Option<CudaSlice<f32>>>,
-    /// Bytes of convolution weights and biases (f32 and f16 copies).
+    /// Bytes of convolution weights and biases (f32 and f16 copies), shared or not.
     pub(super) weight_bytes: usize,
 }
 
-/// Uploads every step's constants on `stream` (with f16 weight copies when `f16`).
+/// The weights of convolution step `si` of `plan` on `stream`'s device, with their f16 copy where
+/// `w16`: those another backend of the process uploaded for the same plan, device and copy, else
+/// `upload`'s. Like the plan itself (`model::store`), they live while some backend holds them:
+/// cameras that run one model on one GPU keep one copy of its weights. Backends are built one at
+/// a time (the set-up lock), and each synchronises its stream before the next one starts, so a
+/// shared copy is complete when another backend takes it.
+fn conv_weights(
+    plan: &Arc<Plan>,
+    si: usize,
+    stream: &Arc<CudaStream>,
+    w16: bool,
+    upload: impl FnOnce() -> Result<ConvDev>,
+) -> Result<Arc<ConvDev>> {
+    type Shared = Vec<(Weak<Plan>, usize, usize, bool, Weak<ConvDev>)>;
+    static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
+    let device = stream.context().ordinal();
+    let key = Arc::downgrade(plan);
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.retain(|e| e.4.strong_count() > 0);
+    if let Some(held) = shared
+        .iter()
+        .filter(|e| e.0.ptr_eq(&key) && (e.1, e.2, e.3) == (device, si, w16))
+        .find_map(|e| e.4.upgrade())
+    {
+        return Ok(held);
+    }
+    let conv = Arc::new(upload()?);
+    shared.push((key, device, si, w16, Arc::downgrade(&conv)));
+    Ok(conv)
+}
+
+/// Uploads every step's constants on `stream` (with f16 weight copies when `f16`); the
+/// convolutions' weights are shared with the process's other backends on the same plan
+/// ([`conv_weights`]). `weight_bytes` counts them all, shared or not, as what this backend holds.
 pub(super) fn upload(
-    plan: &Plan,
+    plan: &Arc<Plan>,
     stream: &Arc<CudaStream>,
     generic: &[Option<GenericStep>],
     tail: &DeviceTail,
@@ -102,19 +140,19 @@ pub(super) fn upload(
         steps.push(match step {
             Step::Layer(l) => match &l.op {
                 LayerOp::Conv(c) => {
+                    let w16 = f16 && !c.depthwise();
                     weight_bytes += (c.weights.len() + c.bias.len()) * 4;
-                    let w16 = if f16 && !c.depthwise() {
-                        let bits = geometry::f16_bits(&c.weights);
-                        weight_bytes += bits.len() * 2;
-                        Some(stream.clone_htod(&bits).map_err(drv("upload"))?)
-                    } else {
-                        None
-                    };
-                    StepDev::Conv {
-                        w: up_f32(&c.weights)?,
-                        b: up_f32(&c.bias)?,
-                        w16,
-                    }
+                    weight_bytes += if w16 { c.weights.len() * 2 } else { 0 };
+                    StepDev::Conv(conv_weights(plan, si, stream, w16, || {
+                        Ok(ConvDev {
+                            w: up_f32(&c.weights)?,
+                            b: up_f32(&c.bias)?,
+                            w16: w16
+                                .then(|| stream.clone_htod(&geometry::f16_bits(&c.weights)))
+                                .transpose()
+                                .map_err(drv("upload"))?,
+                        })
+                    })?)
                 }
                 LayerOp::Resize { y, x } => StepDev::Resize(Box::new(ResizeDev {
                     y: [up_u32(&y.i0)?, up_u32(&y.i1)?],
