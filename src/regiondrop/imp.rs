@@ -310,11 +310,9 @@ impl BaseTransformImpl for RegionDrop {
     ) -> Result<(), gst::LoggableError> {
         // The element works in place: the query goes on downstream first.
         let downstream = self.parent_propose_allocation(decide_query, query);
-        let memory = self
-            .settings
-            .lock()
-            .unwrap()
-            .frame_pool
+        // Not under the settings lock: frames take the state lock first.
+        let wanted = self.settings.lock().unwrap().frame_pool;
+        let memory = wanted
             .then(|| {
                 let state = self.state.lock().unwrap();
                 state.as_ref()?.analyzer.as_ref()?.frame_memory()
