@@ -322,6 +322,8 @@ fn streams_run_engines_at_once_dense_then_sparse() {
             (f(line, "ms_per_frame") * per - 1e3).abs() < 1e-6 * 1e3,
             "{line}"
         );
+        assert!(f(line, "memory_bytes") > 0.0, "{line}");
+        assert!(line["device_bytes"].is_null(), "CPU: {line}");
         let a = f(line, "active_fraction");
         match mode {
             "dense" => assert_eq!(a, 1.0, "{line}"),

@@ -39,6 +39,20 @@ pub fn available(device_id: usize) -> Result<()> {
     Ok(())
 }
 
+/// Free memory on CUDA device `device_id`, in bytes (cuMemGetInfo in its primary context):
+/// before and after building engines, what they took of the device, shared copies once.
+pub fn device_free_bytes(device_id: usize) -> Result<usize> {
+    available(device_id)?;
+    let ctx = std::panic::catch_unwind(|| cudarc::driver::CudaContext::new(device_id))
+        .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
+        .map_err(|e| Error::Backend(format!("CUDA context: {e:?}")))?;
+    ctx.bind_to_thread()
+        .map_err(|e| Error::Backend(format!("CUDA bind: {e:?}")))?;
+    let (free, _total) = cudarc::driver::result::mem_get_info()
+        .map_err(|e| Error::Backend(format!("cuMemGetInfo: {e:?}")))?;
+    Ok(free)
+}
+
 pub fn create(
     plan: Arc<Plan>,
     tile: usize,

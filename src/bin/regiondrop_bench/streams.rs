@@ -59,6 +59,12 @@ struct StreamsReport<'a> {
     /// The process's CPU time (every thread, user and system) per frame of all streams: what
     /// one camera's frame costs the host.
     cpu_ms_per_frame: f64,
+    /// What the engines say they hold (caches, scratch, weights), summed: weights they share
+    /// count once per engine.
+    memory_bytes: usize,
+    /// CUDA: how much the device's free memory fell while the engines were built, shared
+    /// weights counted once (null on the CPU backend).
+    device_bytes: Option<usize>,
 }
 
 pub fn streams_run(cli: &Cli, s: &Setup, n: usize) -> Result<(), Fail> {
@@ -83,6 +89,12 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
         // with the decoder's gate, as the main run sets it (at the scoring floor, which selects
         // more candidates than the element's operating threshold): where the backend selects
         // the candidates, only they come down.
+        let device_free = || {
+            (s.backend == "cuda")
+                .then(|| gstregiondrop::backend::cuda::device_free_bytes(cfg.device_id).ok())
+                .flatten()
+        };
+        let free_before = device_free();
         let mut engines = (0..n)
             .map(|_| {
                 let mut e = s.engine(cfg.clone())?;
@@ -90,6 +102,10 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
                 Ok(e)
             })
             .collect::<Result<Vec<_>, Fail>>()?;
+        let device_bytes = free_before
+            .zip(device_free())
+            .map(|(before, after)| before.saturating_sub(after));
+        let memory_bytes = engines.iter().map(|e| e.memory_bytes()).sum();
         let start = Instant::now();
         let cpu0 = process_cpu_ms();
         let active: Vec<f64> = std::thread::scope(|scope| {
@@ -129,6 +145,8 @@ fn streams_with(cli: &Cli, s: &Setup, n: usize, pools: Option<Pools>) -> Result<
             ms_per_frame: secs * 1e3 / frames as f64,
             active_fraction: active.iter().sum::<f64>() / n as f64,
             cpu_ms_per_frame: cpu / (n * frames) as f64,
+            memory_bytes,
+            device_bytes,
         };
         print_json(&report)?;
     }
