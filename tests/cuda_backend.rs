@@ -1067,10 +1067,10 @@ fn frames_in_frame_memory_upload_in_place() {
     assert_eq!(pinned.direct_uploads(), frames.len() as u64 + 1);
 }
 
-/// Backends that run one plan on one device in one precision share its convolution weights,
-/// as cameras of one model on one GPU do; another precision or another plan gets a copy of its
-/// own. The weights outlive the backend that uploaded them, and a backend built on them then
-/// still agrees with the CPU.
+/// Backends that run one plan on one device share its convolution weights, and in f16 their f16
+/// copies too, as cameras of one model on one GPU do; another plan gets copies of its own. The
+/// weights outlive the backend that uploaded them, and a backend built on them then still agrees
+/// with the CPU.
 #[test]
 fn backends_on_one_plan_share_their_weights() {
     let Some(opts) = gpu() else { return };
@@ -1085,12 +1085,18 @@ fn backends_on_one_plan_share_their_weights() {
     let first = build(&plan, Precision::F32);
     let second = build(&plan, Precision::F32);
     let shared = first.weight_addresses();
-    assert!(!shared.is_empty());
+    assert!(!shared.is_empty() && shared.iter().all(|w| w.1.is_none()));
     assert_eq!(second.weight_addresses(), shared, "one copy for one plan");
-    let apart = |b: &CudaBackend| b.weight_addresses().iter().all(|a| !shared.contains(a));
-    assert!(apart(&build(&plan, Precision::F16)), "f16 has its own");
-    assert!(apart(&build(&Arc::new(synthetic_plan()), Precision::F32)));
-    drop(first);
+    let (h1, h2) = (build(&plan, Precision::F16), build(&plan, Precision::F16));
+    let f16 = h1.weight_addresses();
+    assert_eq!(h2.weight_addresses(), f16, "one f16 copy for one plan");
+    for (a, b) in f16.iter().zip(&shared) {
+        assert_eq!(a.0, b.0, "f16 backends share the f32 weights too");
+    }
+    assert!(f16.iter().any(|w| w.1.is_some()), "f16 copies made");
+    let other = build(&Arc::new(synthetic_plan()), Precision::F32).weight_addresses();
+    assert!(other.iter().all(|w| !shared.contains(w)), "another plan");
+    drop((first, h1, h2));
     assert_eq!(build(&plan, Precision::F32).weight_addresses(), shared);
     agree(
         plan.clone(),

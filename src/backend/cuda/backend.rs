@@ -592,15 +592,15 @@ impl CudaBackend {
         &self.fusion_timings
     }
 
-    /// The device addresses of the convolutions' f32 weights, in step order: the same for every
-    /// backend of the process that shares them (tests).
+    /// The device addresses of the convolutions' f32 weights and of their f16 copies, in step
+    /// order: the same for every backend of the process that shares them (tests).
     #[doc(hidden)]
-    pub fn weight_addresses(&self) -> Vec<u64> {
+    pub fn weight_addresses(&self) -> Vec<(u64, Option<u64>)> {
         self.addrs
             .steps
             .iter()
             .filter_map(|s| match s {
-                StepPtrs::Conv { w, .. } => Some(*w),
+                StepPtrs::Conv { w, w16, .. } => Some((*w, *w16)),
                 _ => None,
             })
             .collect()
@@ -731,10 +731,10 @@ impl CudaBackend {
             .enumerate()
             .map(|(si, d)| match d {
                 StepDev::None => StepPtrs::None,
-                StepDev::Conv(c) => StepPtrs::Conv {
-                    w: self.ptr(&c.w),
-                    b: self.ptr(&c.b),
-                    w16: c.w16.as_ref().map(|w| self.ptr(w)),
+                StepDev::Conv { f32, w16 } => StepPtrs::Conv {
+                    w: self.ptr(&f32.w),
+                    b: self.ptr(&f32.b),
+                    w16: w16.as_ref().map(|w| self.ptr(w)),
                 },
                 StepDev::Resize(r) => StepPtrs::Resize([
                     self.ptr(&r.y[0]),

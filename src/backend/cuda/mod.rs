@@ -43,6 +43,8 @@ pub fn available(device_id: usize) -> Result<()> {
 /// before and after building engines, what they took of the device, shared copies once.
 pub fn device_free_bytes(device_id: usize) -> Result<usize> {
     available(device_id)?;
+    // Not while a backend is built elsewhere in the process (its allocations and captures).
+    let _setup = driver::setup_guard();
     let ctx = std::panic::catch_unwind(|| cudarc::driver::CudaContext::new(device_id))
         .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
         .map_err(|e| Error::Backend(format!("CUDA context: {e:?}")))?;

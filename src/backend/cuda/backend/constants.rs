@@ -25,16 +25,18 @@ pub(super) struct ResizeDev {
 pub(super) struct ConvDev {
     pub(super) w: CudaSlice<f32>,
     pub(super) b: CudaSlice<f32>,
-    /// f16 copy of `w` (bits) for the tensor-core GEMM (precision f16, not depthwise).
-    pub(super) w16: Option<CudaSlice<u16>>,
 }
 
 /// Device-side constants of one step.
 pub(super) enum StepDev {
     None,
-    /// Shared by every backend of the process that runs this plan on this device in this
-    /// precision ([`conv_weights`]).
-    Conv(Arc<ConvDev>),
+    /// Shared by every backend of the process that runs this plan on this device
+    /// ([`SharedConsts`]).
+    Conv {
+        f32: Arc<ConvDev>,
+        /// f16 copy of the weights (bits) for the tensor cores (precision f16, not depthwise).
+        w16: Option<Arc<CudaSlice<u16>>>,
+    },
     Resize(Box<ResizeDev>),
     Affine {
         scale: CudaSlice<f32>,
@@ -81,40 +83,55 @@ pub(super) struct Constants {
     pub(super) weight_bytes: usize,
 }
 
-/// The weights of convolution step `si` of `plan` on `stream`'s device, with their f16 copy where
-/// `w16`: those another backend of the process uploaded for the same plan, device and copy, else
-/// `upload`'s. Like the plan itself (`model::store`), they live while some backend holds them:
-/// cameras that run one model on one GPU keep one copy of its weights. Backends are built one at
-/// a time (the set-up lock), and each synchronises its stream before the next one starts, so a
-/// shared copy is complete when another backend takes it.
-fn conv_weights(
-    plan: &Arc<Plan>,
-    si: usize,
-    stream: &Arc<CudaStream>,
-    w16: bool,
-    upload: impl FnOnce() -> Result<ConvDev>,
-) -> Result<Arc<ConvDev>> {
-    type Shared = Vec<(Weak<Plan>, usize, usize, bool, Weak<ConvDev>)>;
-    static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
-    let device = stream.context().ordinal();
-    let key = Arc::downgrade(plan);
-    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-    shared.retain(|e| e.4.strong_count() > 0);
-    if let Some(held) = shared
-        .iter()
-        .filter(|e| e.0.ptr_eq(&key) && (e.1, e.2, e.3) == (device, si, w16))
-        .find_map(|e| e.4.upgrade())
-    {
-        return Ok(held);
+/// Constants that every backend of the process running one plan on one device shares, by plan
+/// step: the convolutions' weights, and their f16 copies. Like the plan itself
+/// (`model::store`), they live while some backend holds them: cameras that run one model on one
+/// GPU keep one copy of its weights. Backends are built one at a time (the set-up lock), and each
+/// synchronises its stream before the next one starts, so a shared copy is complete when
+/// another backend takes it; the last holder frees it while it is dropped, under the same lock.
+struct SharedConsts<T>(Mutex<Vec<Held<T>>>);
+
+/// One shared constant: its plan, device, step, and the constant.
+type Held<T> = (Weak<Plan>, usize, usize, Weak<T>);
+
+impl<T> SharedConsts<T> {
+    const fn new() -> Self {
+        SharedConsts(Mutex::new(Vec::new()))
     }
-    let conv = Arc::new(upload()?);
-    shared.push((key, device, si, w16, Arc::downgrade(&conv)));
-    Ok(conv)
+
+    /// Step `si`'s constant of `plan` on `stream`'s device: the one another backend uploaded,
+    /// else `upload`'s.
+    fn get(
+        &self,
+        plan: &Arc<Plan>,
+        si: usize,
+        stream: &CudaStream,
+        upload: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let device = stream.context().ordinal();
+        let key = Arc::downgrade(plan);
+        let mut shared = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.retain(|e| e.3.strong_count() > 0);
+        if let Some(held) = shared
+            .iter()
+            .filter(|e| e.0.ptr_eq(&key) && (e.1, e.2) == (device, si))
+            .find_map(|e| e.3.upgrade())
+        {
+            return Ok(held);
+        }
+        let value = Arc::new(upload()?);
+        shared.push((key, device, si, Arc::downgrade(&value)));
+        Ok(value)
+    }
 }
 
+static CONV_WEIGHTS: SharedConsts<ConvDev> = SharedConsts::new();
+static CONV_WEIGHTS_F16: SharedConsts<CudaSlice<u16>> = SharedConsts::new();
+
 /// Uploads every step's constants on `stream` (with f16 weight copies when `f16`); the
-/// convolutions' weights are shared with the process's other backends on the same plan
-/// ([`conv_weights`]). `weight_bytes` counts them all, shared or not, as what this backend holds.
+/// convolutions' weights and f16 copies are shared with the process's other backends of the
+/// same plan on the same device ([`SharedConsts`]). `weight_bytes` counts them all, shared or
+/// not, as what this backend holds.
 pub(super) fn upload(
     plan: &Arc<Plan>,
     stream: &Arc<CudaStream>,
@@ -140,19 +157,23 @@ pub(super) fn upload(
         steps.push(match step {
             Step::Layer(l) => match &l.op {
                 LayerOp::Conv(c) => {
-                    let w16 = f16 && !c.depthwise();
                     weight_bytes += (c.weights.len() + c.bias.len()) * 4;
-                    weight_bytes += if w16 { c.weights.len() * 2 } else { 0 };
-                    StepDev::Conv(conv_weights(plan, si, stream, w16, || {
+                    let f32 = CONV_WEIGHTS.get(plan, si, stream, || {
                         Ok(ConvDev {
                             w: up_f32(&c.weights)?,
                             b: up_f32(&c.bias)?,
-                            w16: w16
-                                .then(|| stream.clone_htod(&geometry::f16_bits(&c.weights)))
-                                .transpose()
-                                .map_err(drv("upload"))?,
                         })
-                    })?)
+                    })?;
+                    let w16 = if f16 && !c.depthwise() {
+                        weight_bytes += c.weights.len() * 2;
+                        Some(CONV_WEIGHTS_F16.get(plan, si, stream, || {
+                            let bits = geometry::f16_bits(&c.weights);
+                            stream.clone_htod(&bits).map_err(drv("upload"))
+                        })?)
+                    } else {
+                        None
+                    };
+                    StepDev::Conv { f32, w16 }
                 }
                 LayerOp::Resize { y, x } => StepDev::Resize(Box::new(ResizeDev {
                     y: [up_u32(&y.i0)?, up_u32(&y.i1)?],
