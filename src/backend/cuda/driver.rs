@@ -57,6 +57,8 @@ impl Drop for SetupGuard {
 
 /// Page-locked host memory (not write-combined: the host also reads it back), allocated once per
 /// backend, so per-frame copies are true async DMA with no driver staging and no allocation.
+/// Portable: pinned for every context of the process, as frame memory that one backend
+/// allocated and another uploads from (`pinned_frames`) needs.
 pub(super) struct Pinned<T: Copy> {
     ctx: Arc<CudaContext>,
     ptr: *mut T,
@@ -72,8 +74,13 @@ impl<T: Copy> Pinned<T> {
         ctx.bind_to_thread().map_err(drv("bind"))?;
         // The caller (backend construction) holds the setup guard.
         // SAFETY: a plain host allocation of len elements, zeroed below before any read.
-        let ptr = unsafe { cudarc::driver::result::malloc_host(len * std::mem::size_of::<T>(), 0) }
-            .map_err(drv("pinned alloc"))? as *mut T;
+        let ptr = unsafe {
+            cudarc::driver::result::malloc_host(
+                len * std::mem::size_of::<T>(),
+                cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE,
+            )
+        }
+        .map_err(drv("pinned alloc"))? as *mut T;
         // SAFETY: freshly allocated, len * size_of::<T>() bytes; T is plain data (u8, u32, f32).
         unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, len * std::mem::size_of::<T>()) };
         Ok(Pinned {

@@ -11,11 +11,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{sys, CudaContext};
+use cudarc::driver::CudaContext;
 
-use super::driver::{drv, setup_guard};
+use super::driver::{setup_guard, Pinned};
 use crate::backend::frame_memory::{FrameBlock, FrameBytes, FrameMemory, LiveBlocks};
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Every block of this process, in use or free, whichever backend's context allocated it (the
 /// allocation is portable: pinned for every context).
@@ -33,45 +33,42 @@ fn budget_bytes() -> usize {
         .map_or(1 << 30, |mb| mb << 20)
 }
 
-/// One allocator's blocks not in use, and the context that allocated them.
-struct FreeBlocks {
-    ctx: Arc<CudaContext>,
-    free: Mutex<Vec<(usize, usize)>>,
+fn address(block: &Pinned<u8>) -> usize {
+    block.as_slice().as_ptr() as usize
 }
+
+/// One allocator's blocks not in use.
+#[derive(Default)]
+struct FreeBlocks(Mutex<Vec<Pinned<u8>>>);
 
 impl FreeBlocks {
     /// A free block of exactly `len` bytes, taken off the list.
-    fn take(&self, len: usize) -> Option<usize> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let i = free.iter().position(|&(_, l)| l == len)?;
-        Some(free.swap_remove(i).0)
+    fn take(&self, len: usize) -> Option<Pinned<u8>> {
+        let mut free = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = free.iter().position(|b| b.len == len)?;
+        Some(free.swap_remove(i))
     }
 
-    fn put(&self, ptr: usize, len: usize) {
-        self.free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((ptr, len));
+    fn put(&self, block: Pinned<u8>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(block);
     }
 }
 
 impl Drop for FreeBlocks {
-    /// The allocator and every block of it are gone: the free blocks are freed for good.
+    /// The allocator and every block of it are gone: the free blocks are freed for good. No
+    /// backend reads them: a block goes on the list only when its buffer is gone, and a backend
+    /// reads a block only while the element holds its buffer (and synchronises before giving
+    /// it back).
     fn drop(&mut self) {
-        let free = std::mem::take(self.free.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let free = std::mem::take(self.0.get_mut().unwrap_or_else(|e| e.into_inner()));
         if free.is_empty() {
             return;
         }
         // cuMemFreeHost synchronises the device: not during another backend's graph capture.
         let _setup = setup_guard();
-        let _ = self.ctx.bind_to_thread();
-        for (ptr, len) in free {
-            PINNED_FRAMES.remove(ptr);
-            PINNED_BYTES.fetch_sub(len, Ordering::Relaxed);
-            // SAFETY: allocated by malloc_host in `memory` and no longer in use: a block goes
-            // on the free list only when its buffer is gone, and a backend reads a block only
-            // while the element holds its buffer (and synchronises before giving it back).
-            let _ = unsafe { cudarc::driver::result::free_host(ptr as *mut std::ffi::c_void) };
+        for block in free {
+            PINNED_FRAMES.remove(address(&block));
+            PINNED_BYTES.fetch_sub(block.len, Ordering::Relaxed);
         }
     }
 }
@@ -79,75 +76,59 @@ impl Drop for FreeBlocks {
 struct PinnedFrame {
     /// Where the block goes back to.
     home: Arc<FreeBlocks>,
-    ptr: *mut u8,
-    len: usize,
+    /// Some until dropped.
+    block: Option<Pinned<u8>>,
 }
-
-// SAFETY: owned memory like a Box<[u8]>, touched only through &self / &mut self.
-unsafe impl Send for PinnedFrame {}
 
 impl FrameBytes for PinnedFrame {
     fn bytes(&self) -> &[u8] {
-        // SAFETY: ptr addresses len initialised bytes for the life of self.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        self.block.as_ref().expect("until dropped").as_slice()
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above; &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        self.block.as_mut().expect("until dropped").as_mut_slice()
     }
 }
 
 impl Drop for PinnedFrame {
     fn drop(&mut self) {
-        self.home.put(self.ptr as usize, self.len);
+        if let Some(block) = self.block.take() {
+            self.home.put(block);
+        }
     }
 }
 
 /// An allocator of page-locked blocks in `ctx`'s process, each one registered while it lives.
 pub(super) fn memory(ctx: Arc<CudaContext>) -> FrameMemory {
-    let home = Arc::new(FreeBlocks {
-        ctx,
-        free: Mutex::new(Vec::new()),
-    });
+    let home = Arc::new(FreeBlocks::default());
     Arc::new(move |len: usize| {
         let len = len.max(1);
-        if let Some(ptr) = home.take(len) {
-            return Ok(block(&home, ptr as *mut u8, len));
-        }
-        let budget = budget_bytes();
-        if PINNED_BYTES.fetch_add(len, Ordering::Relaxed) + len > budget {
-            PINNED_BYTES.fetch_sub(len, Ordering::Relaxed);
-            return Err(Error::Backend(format!(
-                "page-locked frame memory would pass its budget of {} MB \
-                 (REGIONDROP_CUDA_FRAME_POOL_MB)",
-                budget >> 20
-            )));
-        }
-        let ptr = allocate(&home.ctx, len).inspect_err(|_| {
-            PINNED_BYTES.fetch_sub(len, Ordering::Relaxed);
-        })?;
-        PINNED_FRAMES.insert(ptr as usize, len);
-        Ok(block(&home, ptr, len))
+        let block = match home.take(len) {
+            Some(block) => block,
+            None => {
+                let budget = budget_bytes();
+                if PINNED_BYTES.fetch_add(len, Ordering::Relaxed) + len > budget {
+                    PINNED_BYTES.fetch_sub(len, Ordering::Relaxed);
+                    return Err(Error::Backend(format!(
+                        "page-locked frame memory would pass its budget of {} MB \
+                         (REGIONDROP_CUDA_FRAME_POOL_MB)",
+                        budget >> 20
+                    )));
+                }
+                let block = {
+                    let _setup = setup_guard();
+                    Pinned::new(&ctx, len)
+                }
+                .inspect_err(|_| {
+                    PINNED_BYTES.fetch_sub(len, Ordering::Relaxed);
+                })?;
+                PINNED_FRAMES.insert(address(&block), len);
+                block
+            }
+        };
+        Ok(FrameBlock::new(PinnedFrame {
+            home: home.clone(),
+            block: Some(block),
+        }))
     })
-}
-
-fn block(home: &Arc<FreeBlocks>, ptr: *mut u8, len: usize) -> FrameBlock {
-    FrameBlock::new(PinnedFrame {
-        home: home.clone(),
-        ptr,
-        len,
-    })
-}
-
-/// `len` zeroed bytes of portable page-locked memory.
-fn allocate(ctx: &Arc<CudaContext>, len: usize) -> Result<*mut u8> {
-    let _setup = setup_guard();
-    ctx.bind_to_thread().map_err(drv("bind"))?;
-    // SAFETY: a plain host allocation of len bytes, zeroed below before any read.
-    let ptr = unsafe { cudarc::driver::result::malloc_host(len, sys::CU_MEMHOSTALLOC_PORTABLE) }
-        .map_err(drv("pinned frame alloc"))? as *mut u8;
-    // SAFETY: freshly allocated, len bytes.
-    unsafe { std::ptr::write_bytes(ptr, 0, len) };
-    Ok(ptr)
 }
