@@ -32,7 +32,7 @@ use cudarc::driver::{
     sys, CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
 
-use super::driver::{drv, setup_guard, Kernels, Pinned, SetupGuard};
+use super::driver::{drv, primary_context, setup_guard, Kernels, Pinned, SetupGuard};
 use super::geometry::{self, Dims, FixedPacker, TilePacker};
 use super::kernels::{self, PtxSet};
 use super::lanes;
@@ -252,9 +252,7 @@ impl CudaBackend {
         // Held until the backend is built; every resource below is created under it (and on an
         // early return, dropped under it: it was declared first).
         let setup = setup_guard();
-        let ctx = std::panic::catch_unwind(|| CudaContext::new(device_id))
-            .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
-            .map_err(drv("context"))?;
+        let ctx = primary_context(device_id)?;
         // SAFETY: this backend orders its work itself (one stream, and events between the lanes
         // of a graph); see the module docs.
         unsafe { ctx.disable_event_tracking() };

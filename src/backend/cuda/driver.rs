@@ -28,6 +28,14 @@ pub(super) fn drv<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '
     move |e| Error::Backend(format!("CUDA {what}: {e:?}"))
 }
 
+/// The primary context of CUDA device `device_id` (retained), without panicking where the
+/// driver does.
+pub(super) fn primary_context(device_id: usize) -> Result<Arc<CudaContext>> {
+    std::panic::catch_unwind(|| CudaContext::new(device_id))
+        .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
+        .map_err(drv("context"))
+}
+
 /// Building and dropping a backend (context, allocations, module loads, cuBLAS handles, pinned
 /// memory, graph capture) happen one backend at a time in the process: a device-synchronising
 /// call of another thread (cuMemFreeHost, a module unload, cuBLAS's workspace free) during a

@@ -45,13 +45,10 @@ pub fn device_free_bytes(device_id: usize) -> Result<usize> {
     available(device_id)?;
     // Not while a backend is built elsewhere in the process (its allocations and captures).
     let _setup = driver::setup_guard();
-    let ctx = std::panic::catch_unwind(|| cudarc::driver::CudaContext::new(device_id))
-        .map_err(|_| Error::Backend("creating the CUDA context panicked".into()))?
-        .map_err(|e| Error::Backend(format!("CUDA context: {e:?}")))?;
-    ctx.bind_to_thread()
-        .map_err(|e| Error::Backend(format!("CUDA bind: {e:?}")))?;
-    let (free, _total) = cudarc::driver::result::mem_get_info()
-        .map_err(|e| Error::Backend(format!("cuMemGetInfo: {e:?}")))?;
+    let ctx = driver::primary_context(device_id)?;
+    ctx.bind_to_thread().map_err(driver::drv("bind"))?;
+    let (free, _total) =
+        cudarc::driver::result::mem_get_info().map_err(driver::drv("cuMemGetInfo"))?;
     Ok(free)
 }
 
