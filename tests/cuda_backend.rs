@@ -936,6 +936,18 @@ fn cuda_engine_setup() -> Option<(
     Some((Arc::new(synthetic_plan()), cfg))
 }
 
+/// A packed BGRx frame of `w` × `h` pixels over `data`.
+fn bgrx_frame(data: &[u8], w: usize, h: usize) -> gstregiondrop::preprocess::PackedFrame<'_> {
+    gstregiondrop::preprocess::PackedFrame {
+        data,
+        width: w,
+        height: h,
+        stride: w * 4,
+        bytes_per_px: 4,
+        rgb_offsets: [2, 1, 0],
+    }
+}
+
 /// Two engines that ran the same frame agree: the same mask, outputs within 1e-6 relative.
 fn assert_same_frame(
     a: &mut gstregiondrop::engine::Engine,
@@ -957,7 +969,7 @@ fn assert_same_frame(
 #[test]
 fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
     use gstregiondrop::engine::{Engine, EngineConfig};
-    use gstregiondrop::preprocess::{PackedFrame, Yuv420Frame};
+    use gstregiondrop::preprocess::Yuv420Frame;
     let Some((plan, cfg)) = cuda_engine_setup() else {
         return;
     };
@@ -976,14 +988,7 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
             let (cw, ch) = (fw.div_ceil(2), fh.div_ceil(2));
             let y: Vec<u8> = img.chunks(3).map(|p| p[1]).collect();
             let uv: Vec<u8> = (0..cw * ch * 2).map(|i| img[(i * 7) % img.len()]).collect();
-            let packed = PackedFrame {
-                data: &bgrx,
-                width: fw,
-                height: fh,
-                stride: fw * 4,
-                bytes_per_px: 4,
-                rgb_offsets: [2, 1, 0],
-            };
+            let packed = bgrx_frame(&bgrx, fw, fh);
             let nv12 = Yuv420Frame {
                 y: &y,
                 y_stride: fw,
@@ -1011,7 +1016,6 @@ fn frames_letterboxed_on_the_device_match_the_host_letterbox() {
 #[test]
 fn frames_in_frame_memory_upload_in_place() {
     use gstregiondrop::engine::{Engine, EngineConfig};
-    use gstregiondrop::preprocess::PackedFrame;
     let Some((plan, cfg)) = cuda_engine_setup() else {
         return;
     };
@@ -1033,36 +1037,27 @@ fn frames_in_frame_memory_upload_in_place() {
         let bgrx: Vec<u8> = img.chunks(3).flat_map(|p| [p[2], p[1], p[0], 0]).collect();
         let block = &mut blocks[f % 2];
         block.as_mut().copy_from_slice(&bgrx);
-        let packed = |data| PackedFrame {
-            data,
-            width: fw,
-            height: fh,
-            stride: fw * 4,
-            bytes_per_px: 4,
-            rgb_offsets: [2, 1, 0],
-        };
         pinned
-            .process_frame(&packed(block.as_ref()), &mut rgb)
+            .process_frame(&bgrx_frame(block.as_ref(), fw, fh), &mut rgb)
             .unwrap();
-        plain.process_frame(&packed(&bgrx), &mut rgb).unwrap();
+        plain
+            .process_frame(&bgrx_frame(&bgrx, fw, fh), &mut rgb)
+            .unwrap();
         assert_same_frame(&mut pinned, &mut plain, &format!("frame {f}"));
     }
     assert_eq!(pinned.direct_uploads(), frames.len() as u64);
     assert_eq!(plain.direct_uploads(), 0);
     // A frame that starts inside a block (a sub-span of it) is read in place too.
     let span = blocks[0].as_ref()[fw * 4..].to_vec();
-    let short = |data| PackedFrame {
-        data,
-        width: fw,
-        height: fh - 1,
-        stride: fw * 4,
-        bytes_per_px: 4,
-        rgb_offsets: [2, 1, 0],
-    };
     pinned
-        .process_frame(&short(&blocks[0].as_ref()[fw * 4..]), &mut rgb)
+        .process_frame(
+            &bgrx_frame(&blocks[0].as_ref()[fw * 4..], fw, fh - 1),
+            &mut rgb,
+        )
         .unwrap();
-    plain.process_frame(&short(&span), &mut rgb).unwrap();
+    plain
+        .process_frame(&bgrx_frame(&span, fw, fh - 1), &mut rgb)
+        .unwrap();
     assert_same_frame(&mut pinned, &mut plain, "a sub-span of a block");
     assert_eq!(pinned.direct_uploads(), frames.len() as u64 + 1);
 }
